@@ -9,7 +9,7 @@
              | "rule=" ("ocp" | "ceil" | "search" [":" INT])
 
 ``cr=pm`` is +-r with the per-format default r (one header bit); ``cr=pm:5`` is +-5;
-``cr=5`` a single fixed value (no header bit); ``cr=5|-5|6|-6`` a per-block table (two
+``cr=5`` a single fixed value (no header bit); ``cr=5|-5|7|-7`` a per-block table (two
 header bits); ``;`` separates per-candidate tables. Later options override earlier ones
 and the preset's, so ``nxfp4,k=16`` is nxfp4 with 16-element blocks.
 """

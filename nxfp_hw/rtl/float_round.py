@@ -1,0 +1,177 @@
+"""Exact value -> IEEE bit pattern, rounded once to nearest-even (spec 7, 8).
+
+``round_to_ieee`` builds combinational logic for ``(-1)^sign * magnitude * 2^exponent``
+with an unsigned ``magnitude`` of any width and a signed ``exponent``: leading-zero count
+(priority-encoder tree), normalising barrel shift, a second right shift for subnormal
+results, round to nearest-even with guard and sticky bits, overflow to +-Inf, signed
+zero, and the canonical quiet NaN. Shared by the decode unit and the dot engine.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amaranth.hdl import C, Module, Mux, Signal, Value, signed, unsigned
+
+__all__ = ["IEEE_FORMATS", "IeeeFormat", "ieee_format", "leading_zeros", "round_to_ieee"]
+
+
+@dataclass(frozen=True)
+class IeeeFormat:
+    """An IEEE-754 style binary format: ``ebits`` exponent bits, ``mbits`` stored mantissa bits."""
+
+    name: str
+    ebits: int
+    mbits: int
+    canonical_nan: int
+
+    @property
+    def width(self) -> int:
+        return 1 + self.ebits + self.mbits
+
+    @property
+    def bias(self) -> int:
+        return (1 << (self.ebits - 1)) - 1
+
+    @property
+    def inf_bits(self) -> int:
+        """Bit pattern of +Inf (exponent all ones, mantissa 0)."""
+        return ((1 << self.ebits) - 1) << self.mbits
+
+
+IEEE_FORMATS: dict[str, IeeeFormat] = {
+    "fp32": IeeeFormat("fp32", 8, 23, 0x7FC00000),
+    "bf16": IeeeFormat("bf16", 8, 7, 0x7FC0),
+    "fp16": IeeeFormat("fp16", 5, 10, 0x7E00),
+}
+
+
+def ieee_format(fmt: str | IeeeFormat) -> IeeeFormat:
+    """Look up an output format by name (``"fp32"``, ``"bf16"``, ``"fp16"``)."""
+    if isinstance(fmt, IeeeFormat):
+        return fmt
+    if not isinstance(fmt, str) or fmt not in IEEE_FORMATS:
+        raise ValueError(f"output format must be one of {', '.join(IEEE_FORMATS)}, got {fmt!r}")
+    return IEEE_FORMATS[fmt]
+
+
+def leading_zeros(value: Value) -> tuple[Value, Value]:
+    """``(count, all_zero)`` of an unsigned value, built as a balanced priority-encoder tree.
+
+    ``count`` is the number of zero bits above the most significant one (meaningless when
+    ``all_zero``). Depth is ``log2(width)`` multiplexer levels.
+    """
+    value = Value.cast(value)
+    width = len(value)
+    if width == 0:
+        raise ValueError("leading_zeros needs a value of at least one bit")
+    if width == 1:
+        return C(0, 1), ~value[0]
+    half = 1 << ((width - 1).bit_length() - 1)  # largest power of two < width
+    hi, lo = value[half:], value[:half]
+    # The low part has exactly ``half`` bits (a power of two); the high part the rest.
+    hi_cnt, hi_zero = leading_zeros(hi)
+    lo_cnt, lo_zero = leading_zeros(lo)
+    hi_width = width - half
+    count = Mux(hi_zero, hi_width + lo_cnt, hi_cnt)
+    return count[: width.bit_length()], hi_zero & lo_zero
+
+
+def round_to_ieee(
+    m: Module,
+    *,
+    sign: Value,
+    magnitude: Value,
+    exponent: Value,
+    fmt: str | IeeeFormat = "fp32",
+    is_nan: Value = C(0),
+    is_inf: Value = C(0),
+    name: str = "rnd",
+) -> Value:
+    """Combinational IEEE bit pattern of ``(-1)^sign * magnitude * 2^exponent`` (spec 7, 8).
+
+    ``magnitude`` is unsigned (any width), ``exponent`` signed (or unsigned, then taken as
+    non-negative). One round to nearest-even; subnormal results are kept, overflow gives
+    +-Inf, a zero magnitude gives a zero of the given sign. ``is_nan`` forces the canonical
+    quiet NaN, ``is_inf`` (when not NaN) a signed Inf. Returns a value of the format's width
+    (32 for fp32, 16 for bf16/fp16); intermediate signals are named ``<name>_*``.
+    """
+    f = ieee_format(fmt)
+    sign = Value.cast(sign)
+    magnitude = Value.cast(magnitude)
+    exponent = Value.cast(exponent)
+    if len(sign) != 1:
+        raise TypeError(f"sign must be a 1-bit value, got {len(sign)} bits")
+    if len(magnitude) == 0:
+        raise TypeError("magnitude must have at least one bit")
+    if magnitude.shape().signed:
+        raise TypeError("magnitude must be unsigned")
+
+    # Pad at the LSB side so that at least mbits + 3 bits exist (significand, guard, one more).
+    pad = max(0, f.mbits + 3 - len(magnitude))
+    width = len(magnitude) + pad
+    mag = Signal(width, name=f"{name}_mag")
+    m.d.comb += mag.eq(magnitude << pad if pad else magnitude)
+
+    lz, is_zero = leading_zeros(mag)
+    lz_sig = Signal(range(width + 1), name=f"{name}_lz")
+    zero = Signal(name=f"{name}_zero")
+    m.d.comb += [lz_sig.eq(lz), zero.eq(is_zero)]
+
+    # Normalise: MSB of ``norm`` is the leading one (for a non-zero magnitude).
+    norm = Signal(width, name=f"{name}_norm")
+    m.d.comb += norm.eq((mag << lz_sig)[:width])
+
+    # Biased exponent of the leading one: value = norm / 2^(width-1) * 2^(exp + width-1 - pad - lz).
+    exp_width = max(len(exponent) + 1, (width + f.bias + 2).bit_length() + 1) + 2
+    biased = Signal(signed(exp_width), name=f"{name}_biased")
+    m.d.comb += biased.eq(exponent + (width - 1 - pad + f.bias) - lz_sig)
+
+    # Right shift of ``norm`` leaving mbits+1 significand bits plus a guard bit:
+    # base (width - mbits - 2) for normal results, plus (1 - biased) more for subnormals,
+    # clamped once everything (including the guard position) is shifted out.
+    base = width - f.mbits - 2
+    max_extra = f.mbits + 2  # beyond this the significand and guard are both zero
+    extra = Signal(range(max_extra + 1), name=f"{name}_extra")
+    with m.If(biased >= 1):
+        m.d.comb += extra.eq(0)
+    with m.Elif(biased < 1 - max_extra):
+        m.d.comb += extra.eq(max_extra)
+    with m.Else():
+        m.d.comb += extra.eq(1 - biased)
+    shift = Signal(range(base + max_extra + 1), name=f"{name}_shift")
+    m.d.comb += shift.eq(base + extra)
+
+    kept = Signal(f.mbits + 2, name=f"{name}_kept")  # significand (mbits+1) and guard
+    m.d.comb += kept.eq(norm >> shift)
+    sticky = Signal(name=f"{name}_sticky")
+    below = Signal(width, name=f"{name}_below")
+    m.d.comb += [
+        below.eq(norm & ~(C((1 << width) - 1, width) << shift)[:width]),
+        sticky.eq(below.any()),
+    ]
+    guard = kept[0]
+    sig = kept[1:]
+    round_up = guard & (sticky | sig[0])
+
+    # Field assembly: ((max(biased, 1) - 1) << mbits) + significand (+1 on round up). The
+    # significand's hidden bit adds the 1 back for normal numbers; a rounding carry out of the
+    # significand increments the exponent, which also turns the largest subnormal into the
+    # smallest normal and the largest finite into Inf.
+    exp_field = Signal(unsigned(exp_width), name=f"{name}_expfield")
+    m.d.comb += exp_field.eq(Mux(biased >= 1, biased - 1, 0))
+    body = Signal(exp_width + f.mbits + 1, name=f"{name}_body")
+    m.d.comb += body.eq((exp_field << f.mbits) + sig + round_up)
+    overflow = Signal(name=f"{name}_overflow")
+    m.d.comb += overflow.eq(body >= f.inf_bits)
+
+    result = Signal(f.width, name=f"{name}_bits")
+    with m.If(is_nan):
+        m.d.comb += result.eq(f.canonical_nan)
+    with m.Elif(is_inf | (overflow & ~zero)):
+        m.d.comb += result.eq(C(f.inf_bits, f.width) | (sign << (f.width - 1)))
+    with m.Elif(zero):
+        m.d.comb += result.eq(sign << (f.width - 1))
+    with m.Else():
+        m.d.comb += result.eq(body[: f.width - 1] | (sign << (f.width - 1)))
+    return result
