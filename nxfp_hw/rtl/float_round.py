@@ -9,50 +9,11 @@ zero, and the canonical quiet NaN. Shared by the decode unit and the dot engine.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from amaranth.hdl import C, Module, Mux, Signal, Value, signed, unsigned
 
+from ..golden.ieee import IEEE_FORMATS, IeeeFormat, ieee_format
+
 __all__ = ["IEEE_FORMATS", "IeeeFormat", "ieee_format", "leading_zeros", "round_to_ieee"]
-
-
-@dataclass(frozen=True)
-class IeeeFormat:
-    """An IEEE-754 style binary format: ``ebits`` exponent bits, ``mbits`` stored mantissa bits."""
-
-    name: str
-    ebits: int
-    mbits: int
-    canonical_nan: int
-
-    @property
-    def width(self) -> int:
-        return 1 + self.ebits + self.mbits
-
-    @property
-    def bias(self) -> int:
-        return (1 << (self.ebits - 1)) - 1
-
-    @property
-    def inf_bits(self) -> int:
-        """Bit pattern of +Inf (exponent all ones, mantissa 0)."""
-        return ((1 << self.ebits) - 1) << self.mbits
-
-
-IEEE_FORMATS: dict[str, IeeeFormat] = {
-    "fp32": IeeeFormat("fp32", 8, 23, 0x7FC00000),
-    "bf16": IeeeFormat("bf16", 8, 7, 0x7FC0),
-    "fp16": IeeeFormat("fp16", 5, 10, 0x7E00),
-}
-
-
-def ieee_format(fmt: str | IeeeFormat) -> IeeeFormat:
-    """Look up an output format by name (``"fp32"``, ``"bf16"``, ``"fp16"``)."""
-    if isinstance(fmt, IeeeFormat):
-        return fmt
-    if not isinstance(fmt, str) or fmt not in IEEE_FORMATS:
-        raise ValueError(f"output format must be one of {', '.join(IEEE_FORMATS)}, got {fmt!r}")
-    return IEEE_FORMATS[fmt]
 
 
 def leading_zeros(value: Value) -> tuple[Value, Value]:
@@ -84,8 +45,8 @@ def round_to_ieee(
     magnitude: Value,
     exponent: Value,
     fmt: str | IeeeFormat = "fp32",
-    is_nan: Value = C(0),
-    is_inf: Value = C(0),
+    is_nan: Value | int = 0,
+    is_inf: Value | int = 0,
     name: str = "rnd",
 ) -> Value:
     """Combinational IEEE bit pattern of ``(-1)^sign * magnitude * 2^exponent`` (spec 7, 8).
@@ -100,6 +61,8 @@ def round_to_ieee(
     sign = Value.cast(sign)
     magnitude = Value.cast(magnitude)
     exponent = Value.cast(exponent)
+    is_nan = Value.cast(is_nan)
+    is_inf = Value.cast(is_inf)
     if len(sign) != 1:
         raise TypeError(f"sign must be a 1-bit value, got {len(sign)} bits")
     if len(magnitude) == 0:
@@ -107,20 +70,20 @@ def round_to_ieee(
     if magnitude.shape().signed:
         raise TypeError("magnitude must be unsigned")
 
-    # Pad at the LSB side so that at least mbits + 3 bits exist (significand, guard, one more).
-    pad = max(0, f.mbits + 3 - len(magnitude))
-    width = len(magnitude) + pad
-    mag = Signal(width, name=f"{name}_mag")
-    m.d.comb += mag.eq(magnitude << pad if pad else magnitude)
-
-    lz, is_zero = leading_zeros(mag)
-    lz_sig = Signal(range(width + 1), name=f"{name}_lz")
+    # Normalise on the magnitude's own width: the MSB of ``lead`` is the leading one (for a
+    # non-zero magnitude). Then pad with zeros at the LSB side so that at least mbits + 3 bits
+    # exist (significand, guard, one more); the padding is wiring, not logic.
+    mag_width = len(magnitude)
+    pad = max(0, f.mbits + 3 - mag_width)
+    width = mag_width + pad
+    lz, is_zero = leading_zeros(magnitude)
+    lz_sig = Signal(range(mag_width + 1), name=f"{name}_lz")
     zero = Signal(name=f"{name}_zero")
     m.d.comb += [lz_sig.eq(lz), zero.eq(is_zero)]
-
-    # Normalise: MSB of ``norm`` is the leading one (for a non-zero magnitude).
+    lead = Signal(mag_width, name=f"{name}_lead")
+    m.d.comb += lead.eq((magnitude << lz_sig)[:mag_width])
     norm = Signal(width, name=f"{name}_norm")
-    m.d.comb += norm.eq((mag << lz_sig)[:width])
+    m.d.comb += norm.eq(lead << pad if pad else lead)
 
     # Biased exponent of the leading one: value = norm / 2^(width-1) * 2^(exp + width-1 - pad - lz).
     exp_width = max(len(exponent) + 1, (width + f.bias + 2).bit_length() + 1) + 2
@@ -133,12 +96,7 @@ def round_to_ieee(
     base = width - f.mbits - 2
     max_extra = f.mbits + 2  # beyond this the significand and guard are both zero
     extra = Signal(range(max_extra + 1), name=f"{name}_extra")
-    with m.If(biased >= 1):
-        m.d.comb += extra.eq(0)
-    with m.Elif(biased < 1 - max_extra):
-        m.d.comb += extra.eq(max_extra)
-    with m.Else():
-        m.d.comb += extra.eq(1 - biased)
+    m.d.comb += extra.eq(Mux(biased >= 1, 0, Mux(biased < 1 - max_extra, max_extra, 1 - biased)))
     shift = Signal(range(base + max_extra + 1), name=f"{name}_shift")
     m.d.comb += shift.eq(base + extra)
 
@@ -166,12 +124,7 @@ def round_to_ieee(
     m.d.comb += overflow.eq(body >= f.inf_bits)
 
     result = Signal(f.width, name=f"{name}_bits")
-    with m.If(is_nan):
-        m.d.comb += result.eq(f.canonical_nan)
-    with m.Elif(is_inf | (overflow & ~zero)):
-        m.d.comb += result.eq(C(f.inf_bits, f.width) | (sign << (f.width - 1)))
-    with m.Elif(zero):
-        m.d.comb += result.eq(sign << (f.width - 1))
-    with m.Else():
-        m.d.comb += result.eq(body[: f.width - 1] | (sign << (f.width - 1)))
+    signed_inf = C(f.inf_bits, f.width) | (sign << (f.width - 1))
+    finite = Mux(zero, sign << (f.width - 1), body[: f.width - 1] | (sign << (f.width - 1)))
+    m.d.comb += result.eq(Mux(is_nan, f.nan_bits, Mux(is_inf | (overflow & ~zero), signed_inf, finite)))
     return result

@@ -1,0 +1,495 @@
+"""Accuracy-versus-cost report: area, Fmax and throughput of the decode and dot units per format, with
+the quantization accuracy of each format (docs/area.md).
+
+``measure_unit`` runs the area flows on one generated unit (used by ``nxfp-hw area``); ``run_report``
+sweeps units x formats x flows with a result cache keyed by the configuration hash, then writes
+``report.md``, ``report.json`` and two PNG plots (``area.png``, ``pareto.png``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import UserError
+from ..formats import BlockFormat, parse_format
+from . import area as area_mod
+from .accuracy import Accuracy, accuracy_of, default_tensor, tensor_digest, write_text_atomic
+
+__all__ = [
+    "AREA_METRICS", "DEFAULT_FLOWS", "DEFAULT_FORMATS", "DEFAULT_UNITS", "OVERHEAD_PAIRS", "ReportResult",
+    "build_for_area", "measure_unit", "pareto_front", "run_report",
+]
+
+DEFAULT_FORMATS = ("mxfp4_e2m1", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp8_e4m3", "nxfp4", "nxfp5", "nxfp6")
+DEFAULT_UNITS = ("decode", "dot")
+DEFAULT_FLOWS = ("generic", "asic", "ice40", "xilinx")
+# (NxFP, MX baseline, why): the comparisons spec 4 makes.
+OVERHEAD_PAIRS = (("nxfp4", "mxfp4_e2m1", "same 4.25 bits/elem"), ("nxfp6", "mxfp6_e2m3", "same 6.25 bits/elem"),
+                  ("nxfp5", "mxfp6_e3m2", "similar accuracy at 16% fewer bits"))
+# flow -> (figure, label) of the area measure plotted and compared
+AREA_METRICS = {"asic": ("area_um2", "area (um^2, OSU 0.18 um)"), "generic": ("transistors", "transistors (CMOS est.)"),
+                "ice40": ("luts", "iCE40 LUT4"), "xilinx": ("luts", "7-series LUTs")}
+REPORT_SCHEMA = "nxfp-hw-report/1"
+
+
+# --- one unit ------------------------------------------------------------------------------------
+
+@dataclass
+class UnitBuild:
+    """A unit ready for the area flows: its Verilog and the facts the report needs."""
+
+    unit: str
+    module: str
+    verilog: str
+    lanes: int
+    latency: int
+    initiation_interval: int
+    config: dict[str, Any]
+    config_hash: str
+    formats: dict[str, str]
+
+
+def build_for_area(unit: str, fmt_a: BlockFormat, fmt_b: BlockFormat | None = None, *, lanes: int | None = None,
+                   pipeline: int | None = None) -> UnitBuild:
+    """Construct the unit with ``generate.build_unit`` and emit its Verilog."""
+    from .generate import build_unit, emit_verilog
+    from .manifest import config_hash
+
+    comp = build_unit(unit, fmt_a, fmt_b, lanes=lanes, pipeline=pipeline)
+    return UnitBuild(unit=unit, module=comp.module_name, verilog=emit_verilog(comp), lanes=int(comp.lanes),
+                     latency=int(comp.latency), initiation_interval=int(comp.initiation_interval),
+                     config=comp.config, config_hash=config_hash(comp.config),
+                     formats={k: f.label for k, f in comp.formats.items()})
+
+
+def _unit_key(unit: str, fmt_a: BlockFormat, fmt_b: BlockFormat | None, lanes: int | None,
+              pipeline: int | None) -> str:
+    """Configuration hash of a unit without emitting Verilog (the component's ``config``)."""
+    from .generate import build_unit
+    from .manifest import config_hash
+
+    return config_hash(build_unit(unit, fmt_a, fmt_b, lanes=lanes, pipeline=pipeline).config)
+
+
+def throughput(build: UnitBuild | dict[str, Any], fmax_mhz: float | None) -> float | None:
+    """Elements per second at ``fmax_mhz``: lanes per beat / initiation interval x Fmax (MAC/s for dot,
+    values/s for decode)."""
+    if fmax_mhz is None:
+        return None
+    get = build.get if isinstance(build, dict) else lambda k: getattr(build, k)
+    return get("lanes") / get("initiation_interval") * fmax_mhz * 1e6
+
+
+def measure_unit(build: UnitBuild, flows: Sequence[str], *, workdir: Path,
+                 **flow_opts: Any) -> dict[str, Any]:
+    """Run ``flows`` on a built unit; a JSON-ready record (unit facts, tool versions, per-flow results)."""
+    results = [area_mod.run_area(build.verilog, build.module, f, workdir=workdir, **flow_opts) for f in flows]
+    tools: dict[str, str] = {}
+    for r in results:
+        tools.update(r.tools)
+    return {
+        "unit": build.unit, "module": build.module, "formats": build.formats, "lanes": build.lanes,
+        "latency": build.latency, "initiation_interval": build.initiation_interval,
+        "config": build.config, "config_hash": build.config_hash, "generator": {"name": "nxfp-hw", "version": __version__},
+        "tools": tools,
+        "flows": {r.flow: {**r.to_dict(), "throughput_per_s": throughput(build, r.figures.get("fmax_mhz"))}
+                  for r in results},
+    }
+
+
+# --- sweep ---------------------------------------------------------------------------------------
+
+@dataclass
+class ReportResult:
+    """What ``run_report`` wrote and measured."""
+
+    out_dir: Path
+    files: list[Path]
+    data: dict[str, Any]
+    failures: list[str] = field(default_factory=list)
+
+
+def _source_digest() -> str:
+    """Digest of the RTL and flow sources: a changed generator or flow invalidates the cache."""
+    root = Path(__file__).resolve().parent.parent
+    h = hashlib.sha256(__version__.encode())
+    for path in sorted([*root.glob("rtl/**/*.py"), *root.glob("formats/*.py"), root / "flows" / "area.py",
+                        root / "flows" / "generate.py"]):
+        if path.is_file():
+            h.update(path.name.encode())
+            h.update(path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _metric(flow: str, figures: dict[str, Any]) -> float | None:
+    v = figures.get(AREA_METRICS[flow][0]) if flow in AREA_METRICS else None
+    return None if v is None else float(v)
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the points not dominated when both coordinates are to be minimised, sorted by x."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
+    front, best = [], math.inf
+    for i in order:
+        if points[i][1] < best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+class _Progress:
+    def __init__(self, total: int, echo: Callable[[str], None]) -> None:
+        self.total, self.done, self.echo, self.lock = total, 0, echo, threading.Lock()
+
+    def line(self, text: str) -> None:
+        with self.lock:
+            self.done += 1
+            self.echo(f"[{self.done}/{self.total}] {text}")
+
+
+def _load_cached(path: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except ValueError:
+        return None
+
+
+def _sweep_one(unit: str, fmt: BlockFormat, flows: Sequence[str], cache: Path, src_digest: str,
+               versions: dict[str, str], flow_opts: dict[str, Any], progress: _Progress,
+               lanes: int | None, pipeline: int | None) -> dict[str, Any]:
+    """All flows of one (unit, format); cached flows are read back, the rest run (build once)."""
+    label = f"{unit} {fmt.label}"
+    record: dict[str, Any] = {"unit": unit, "format": fmt.label, "flows": {}}
+    try:
+        ukey = _unit_key(unit, fmt, None, lanes, pipeline)
+    except Exception as exc:  # noqa: BLE001 - a failed configuration is reported, the sweep goes on
+        msg = f"build: {type(exc).__name__}: {exc}"
+        for f in flows:
+            record["flows"][f] = {"error": msg}
+            progress.line(f"{label} {f} ... FAILED ({msg})")
+        return record
+    record["config_hash"] = ukey
+    build: UnitBuild | None = None
+    for f in flows:
+        opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in flow_opts.items()}
+        key = hashlib.sha256(json.dumps([ukey, f, src_digest, versions.get(f), opts], sort_keys=True)
+                             .encode()).hexdigest()[:20]
+        path = cache / "area" / f"{key}.json"
+        cached = _load_cached(path)
+        if cached is not None:
+            record.update(cached["unit_facts"])
+            record["flows"][f] = cached["result"]
+            progress.line(f"{label} {f} ... cached")
+            continue
+        t0 = time.monotonic()
+        try:
+            if build is None:
+                build = build_for_area(unit, fmt, None, lanes=lanes, pipeline=pipeline)
+            facts = {"module": build.module, "lanes": build.lanes, "latency": build.latency,
+                     "initiation_interval": build.initiation_interval, "config_hash": build.config_hash}
+            res = area_mod.run_area(build.verilog, build.module, f,
+                                    workdir=cache / "work" / f"{unit}_{fmt.ident}_{ukey}", **flow_opts)
+        except Exception as exc:  # noqa: BLE001 - a failed configuration is reported, the sweep goes on
+            msg = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            if build is None:
+                msg = f"build: {msg}"
+            record["flows"][f] = {"error": msg}
+            progress.line(f"{label} {f} ... FAILED after {time.monotonic() - t0:.1f} s: {msg}")
+            continue
+        result = {"figures": res.figures, "tools": res.tools, "notes": res.notes, "commands": res.commands}
+        record.update(facts)
+        record["flows"][f] = result
+        write_text_atomic(path, json.dumps({"unit_facts": facts, "result": result}, indent=1) + "\n")
+        progress.line(f"{label} {f} ... {time.monotonic() - t0:.1f} s")
+    return record
+
+
+def run_report(*, formats: Sequence[str] = DEFAULT_FORMATS, units: Sequence[str] = DEFAULT_UNITS,
+               flows: Sequence[str] = DEFAULT_FLOWS, tensor: np.ndarray | None = None, tensor_label: str | None = None,
+               out_dir: Path, cache_dir: Path, jobs: int = 1, force: bool = False, lanes: int | None = None,
+               pipeline: int | None = None, echo: Callable[[str], None] = print, **flow_opts: Any) -> ReportResult:
+    """Sweep ``units`` x ``formats`` x ``flows``, measure accuracy on ``tensor`` (default: MiniLM weights),
+    and write ``report.md``, ``report.json``, ``area.png`` and ``pareto.png`` into ``out_dir``.
+
+    Refuses to replace an existing report without ``force``. Failed configurations are listed in the
+    output and the tables; the sweep continues."""
+    fmts = [parse_format(f) for f in formats]
+    if not fmts or not units or not flows:
+        raise UserError("report: need at least one format, one unit and one flow")
+    for f in flows:
+        if f not in area_mod.FLOWS:
+            raise UserError(f"flows: unknown flow {f!r}; expected one of {', '.join(area_mod.FLOWS)}")
+    if jobs < 1:
+        raise UserError(f"jobs: expected a positive integer, got {jobs}")
+    out_dir, cache_dir = Path(out_dir), Path(cache_dir).resolve()
+    names = ("report.md", "report.json", "area.png", "pareto.png")
+    existing = [n for n in names if (out_dir / n).exists()]
+    if existing and not force:
+        raise UserError(f"out: {out_dir} already holds {', '.join(existing)}; pass --force to replace them")
+
+    # Accuracy (per format, independent of the unit).
+    if tensor is None:
+        tensor, tensor_label = default_tensor()
+    digest = tensor_digest(tensor)
+    accs: dict[str, Accuracy] = {}
+    for fmt in fmts:
+        t0 = time.monotonic()
+        accs[fmt.label] = accuracy_of(fmt, tensor, label=tensor_label, cache_dir=cache_dir, digest=digest)
+        echo(f"accuracy {fmt.label} ... relative MSE {accs[fmt.label].relative_mse:.4g} "
+             f"({time.monotonic() - t0:.1f} s)")
+
+    # Hardware.
+    versions: dict[str, str] = {}
+    for f in flows:
+        for tool in area_mod._FLOW_TOOLS[f]:
+            try:
+                versions[f] = versions.get(f, "") + f"{tool} {area_mod.tools.tool_version(tool)};"
+            except UserError as exc:
+                versions[f] = f"missing: {exc}"
+    src_digest = _source_digest()
+    progress = _Progress(len(units) * len(fmts) * len(flows), echo)
+    combos = [(u, f) for u in units for f in fmts]
+    args = (flows, cache_dir, src_digest, versions, flow_opts, progress, lanes, pipeline)
+    if jobs == 1:
+        records = [_sweep_one(u, f, *args) for u, f in combos]
+    else:
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            records = list(pool.map(lambda c: _sweep_one(c[0], c[1], *args), combos))
+
+    data = _assemble(fmts, units, flows, accs, records, tensor_label or "tensor", digest, int(np.asarray(tensor).size))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = [out_dir / "report.json", out_dir / "report.md"]
+    write_text_atomic(files[0], json.dumps(data, indent=1, allow_nan=False, default=_json_default) + "\n")
+    write_text_atomic(files[1], render_markdown(data))
+    files += _plots(data, out_dir)
+    failures = [f"{r['unit']} {r['format']} {f}: {v['error']}" for r in records for f, v in r["flows"].items()
+                if "error" in v]
+    return ReportResult(out_dir=out_dir, files=files, data=data, failures=failures)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _assemble(fmts: list[BlockFormat], units: Sequence[str], flows: Sequence[str], accs: dict[str, Accuracy],
+              records: list[dict[str, Any]], tensor_label: str, digest: str, size: int) -> dict[str, Any]:
+    tools: dict[str, str] = {}
+    for r in records:
+        for v in r["flows"].values():
+            tools.update(v.get("tools", {}))
+    for r in records:
+        for v in r["flows"].values():
+            if "figures" in v:
+                v["throughput_per_s"] = throughput(r, v["figures"].get("fmax_mhz"))
+    by = {(r["unit"], r["format"]): r for r in records}
+    overhead = []
+    for nx, mx, why in OVERHEAD_PAIRS:
+        if nx not in accs or mx not in accs:
+            continue
+        for unit in units:
+            for flow in flows:
+                a, b = by[(unit, nx)]["flows"].get(flow, {}), by[(unit, mx)]["flows"].get(flow, {})
+                if "figures" not in a or "figures" not in b:
+                    continue
+                row: dict[str, Any] = {"nxfp": nx, "mx": mx, "unit": unit, "flow": flow, "why": why,
+                                       "metric": AREA_METRICS[flow][0]}
+                va, vb = _metric(flow, a["figures"]), _metric(flow, b["figures"])
+                row.update(nxfp_value=va, mx_value=vb,
+                           overhead_pct=None if not (va and vb) else round((va / vb - 1) * 100, 2))
+                fa, fb = a["figures"].get("fmax_mhz"), b["figures"].get("fmax_mhz")
+                if fa and fb:
+                    row.update(nxfp_fmax_mhz=fa, mx_fmax_mhz=fb, fmax_change_pct=round((fa / fb - 1) * 100, 2))
+                row["bits_per_element_change_pct"] = round(
+                    (accs[nx].bits_per_element / accs[mx].bits_per_element - 1) * 100, 2)
+                row["relative_mse_ratio"] = round(accs[nx].relative_mse / accs[mx].relative_mse, 4)
+                overhead.append(row)
+    return {
+        "schema": REPORT_SCHEMA,
+        "generator": {"name": "nxfp-hw", "version": __version__},
+        "tools": dict(sorted(tools.items())),
+        "tensor": {"label": tensor_label, "digest": digest, "values": size},
+        "units": list(units), "flows": list(flows),
+        "formats": {f.label: {"format_string": f.to_string(), "bits_per_element": f.bits_per_element,
+                              "mx": f.is_mx, "relative_mse": accs[f.label].relative_mse,
+                              "sqnr_db": accs[f.label].sqnr_db} for f in fmts},
+        "results": records,
+        "overhead": overhead,
+    }
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+def _g(v: Any, nd: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}g}"
+    return str(v)
+
+
+_FLOW_COLUMNS: dict[str, list[tuple[str, str, Callable[[dict[str, Any]], Any]]]] = {
+    "generic": [("cells", "generic cells", lambda f: f.get("cells")),
+                ("transistors", "transistors", lambda f: f.get("transistors"))],
+    "asic": [("area_um2", "ASIC um^2", lambda f: f.get("area_um2")),
+             ("critical_path_ns", "ASIC path ns", lambda f: f.get("critical_path_ns")),
+             ("fmax_mhz", "ASIC MHz", lambda f: f.get("fmax_mhz"))],
+    "ice40": [("luts", "iCE40 LUT", lambda f: f.get("luts")), ("carries", "CARRY", lambda f: f.get("carries")),
+              ("ffs", "DFF", lambda f: f.get("ffs")), ("dsps", "MAC16", lambda f: f.get("dsps")),
+              ("fmax_mhz", "iCE40 MHz", lambda f: f.get("fmax_mhz"))],
+    "xilinx": [("luts", "7s LUT", lambda f: f.get("luts")), ("carries", "CARRY4", lambda f: f.get("carries")),
+               ("ffs", "FF", lambda f: f.get("ffs")), ("dsps", "DSP48", lambda f: f.get("dsps"))],
+}
+
+
+def _table(head: list[str], rows: list[list[str]]) -> str:
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    """``report.md``: one table per unit, the NxFP-vs-MX overhead table, failures, provenance."""
+    fm = data["formats"]
+    lines = ["# Accuracy versus hardware cost\n",
+             f"Generated by `nxfp-hw report` ({data['generator']['name']} {data['generator']['version']}; "
+             "regenerate with `scripts/make_report.sh`). Figures are defined in docs/area.md.\n",
+             f"Accuracy: relative MSE (MSE / mean(x^2)) and SQNR of quantize -> dequantize on "
+             f"{data['tensor']['label']} ({data['tensor']['values']:,} values, digest {data['tensor']['digest']}).\n",
+             "Tools: " + ", ".join(f"{k} {v}" for k, v in data["tools"].items()) + ".\n"]
+    fail_lines = []
+    for unit in data["units"]:
+        recs = [r for r in data["results"] if r["unit"] == unit]
+        what = "MAC/s" if unit == "dot" else "values/s"
+        lines.append(f"\n## {unit} unit\n")
+        head = ["format", "bits/elem", "rel. MSE", "SQNR dB", "lanes", "latency"]
+        for flow in data["flows"]:
+            head += [c[1] for c in _FLOW_COLUMNS[flow]]
+            if flow in ("asic", "ice40"):
+                head.append(f"{'ASIC' if flow == 'asic' else 'iCE40'} G{what}")
+        rows = []
+        for r in recs:
+            f = fm[r["format"]]
+            row = [r["format"], f"{f['bits_per_element']:.3g}", f"{f['relative_mse']:.4g}", f"{f['sqnr_db']:.2f}",
+                   _g(r.get("lanes")), _g(r.get("latency"))]
+            for flow in data["flows"]:
+                v = r["flows"].get(flow, {})
+                ncol = len(_FLOW_COLUMNS[flow]) + (flow in ("asic", "ice40"))
+                if "figures" not in v:
+                    row += ["FAILED"] + ["-"] * (ncol - 1)
+                    fail_lines.append(f"- {unit} {r['format']} {flow}: {v.get('error', 'not run')}")
+                    continue
+                row += [_g(c[2](v["figures"])) for c in _FLOW_COLUMNS[flow]]
+                if flow in ("asic", "ice40"):
+                    tp = v.get("throughput_per_s")
+                    row.append("-" if tp is None else f"{tp / 1e9:.3g}")
+            rows.append(row)
+        lines.append(_table(head, rows))
+        for flow in ("asic", "ice40"):
+            notes = sorted({n for r in recs for n in r["flows"].get(flow, {}).get("notes", [])})
+            if notes:
+                lines.append(f"\n{flow} notes: " + "; ".join(notes) + ".\n")
+    if data["overhead"]:
+        lines.append("\n## NxFP versus MX: hardware overhead\n")
+        lines.append("Measured in this run; overhead = NxFP / MX - 1 of the flow's area measure "
+                     "(ASIC um^2, generic transistors, LUTs).\n\n")
+        head = ["NxFP", "MX", "unit", "flow", "measure", "NxFP", "MX", "overhead", "Fmax change", "bits change",
+                "rel. MSE ratio"]
+        rows = [[o["nxfp"], o["mx"], o["unit"], o["flow"], o["metric"], _g(o["nxfp_value"], 6), _g(o["mx_value"], 6),
+                 "-" if o["overhead_pct"] is None else f"{o['overhead_pct']:+.1f}%",
+                 f"{o['fmax_change_pct']:+.1f}%" if "fmax_change_pct" in o else "-",
+                 f"{o['bits_per_element_change_pct']:+.1f}%", f"{o['relative_mse_ratio']:.3f}"] for o in data["overhead"]]
+        lines.append(_table(head, rows))
+    lines.append("\n## Plots\n\n![area per format](area.png)\n\n![accuracy versus area](pareto.png)\n")
+    if fail_lines:
+        lines.append("\n## Failed configurations\n\n" + "\n".join(fail_lines) + "\n")
+    return "\n".join(lines).replace("\n\n\n", "\n\n")
+
+
+def _plots(data: dict[str, Any], out_dir: Path) -> list[Path]:
+    """``area.png`` (area measure per format, grouped by unit, one panel per flow) and ``pareto.png``
+    (relative MSE versus area per unit, MX and NxFP marked differently, Pareto front drawn)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fm, units, flows = data["formats"], data["units"], data["flows"]
+    names = list(fm)
+    recs = {(r["unit"], r["format"]): r for r in data["results"]}
+
+    def value(unit: str, fmt: str, flow: str) -> float | None:
+        v = recs.get((unit, fmt), {}).get("flows", {}).get(flow, {})
+        return _metric(flow, v["figures"]) if "figures" in v else None
+
+    paths = []
+    fig, axes = plt.subplots(len(flows), 1, figsize=(max(6.0, 1.1 * len(names) + 2), 3.2 * len(flows)), squeeze=False)
+    width = 0.8 / len(units)
+    for ax, flow in zip(axes[:, 0], flows):
+        for j, unit in enumerate(units):
+            xs = [i + (j - (len(units) - 1) / 2) * width for i in range(len(names))]
+            ys = [value(unit, n, flow) for n in names]
+            ax.bar(xs, [y if y is not None else 0 for y in ys], width, label=unit)
+            for x, y in zip(xs, ys):
+                if y is None:
+                    ax.text(x, 0, "failed", rotation=90, ha="center", va="bottom", fontsize=7)
+        ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+        ax.set_ylabel(AREA_METRICS[flow][1], fontsize=8)
+        ax.set_title(f"{flow} flow", fontsize=9)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    paths.append(_save(fig, out_dir / "area.png"))
+    plt.close(fig)
+
+    flow = next((f for f in ("asic", "generic", "ice40", "xilinx") if f in flows), flows[0])
+    fig, axes = plt.subplots(1, len(units), figsize=(5.5 * len(units), 4.2), squeeze=False)
+    for ax, unit in zip(axes[0], units):
+        pts = [(value(unit, n, flow), fm[n]["relative_mse"], n) for n in names]
+        pts = [p for p in pts if p[0] is not None]
+        for is_mx, marker, label in ((True, "o", "MX"), (False, "^", "NxFP / other")):
+            sel = [p for p in pts if fm[p[2]]["mx"] == is_mx]
+            if sel:
+                ax.scatter([p[0] for p in sel], [p[1] for p in sel], marker=marker, s=50, label=label, zorder=3)
+        for x, y, n in pts:
+            ax.annotate(f"{n} ({fm[n]['bits_per_element']:g} b)", (x, y), textcoords="offset points",
+                        xytext=(4, 4), fontsize=7)
+        front = [pts[i] for i in pareto_front([(p[0], p[1]) for p in pts])]
+        if front:
+            xs, ys = [front[0][0]], [front[0][1]]
+            for p in front[1:]:
+                xs += [p[0], p[0]]
+                ys += [ys[-1], p[1]]
+            ax.plot(xs, ys, "k--", lw=1, label="Pareto front", zorder=2)
+        ax.set_yscale("log")
+        ax.set_xlabel(f"{unit} unit: {AREA_METRICS[flow][1]}", fontsize=8)
+        ax.set_ylabel("relative MSE (lower is better)", fontsize=8)
+        ax.set_title(f"{unit}: accuracy versus {flow} area", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    paths.append(_save(fig, out_dir / "pareto.png"))
+    plt.close(fig)
+    return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})
+        tmp.replace(path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,237 @@
+"""Arithmetic pieces of the block encoder (spec 5): constant tables built in Python from the
+format objects, and small combinational builders that the :class:`~nxfp_hw.rtl.encode.EncodeUnit`
+composes. Every comparison that decides a rounding or a scale is exact integer arithmetic.
+
+Numbers: a float32 input ``x`` is ``(sign, ef, sig)`` with ``|x| = sig * 2^(max(ef, 1) - 150)``
+(``sig`` 24 bits, implicit one included for ``ef > 0``, subnormals exact); its 31 magnitude bits
+order like its value. A scale code ``(field, M)`` is ``X = 2^(field - bias_s - b) * (2^b + M)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from functools import lru_cache
+
+import numpy as np
+from amaranth.hdl import Array, C, Cat, Const, Module, Mux, Signal, Value, signed
+
+from ..formats import BlockFormat
+
+__all__ = [
+    "MagnitudeTable",
+    "ceil_thresholds",
+    "fp32_round_down_bits",
+    "magnitude_table",
+    "max_tree",
+    "ocp_field",
+    "round_index",
+    "shift_floor",
+    "sum_tree",
+    "unpack_fp32",
+]
+
+FP32_MAX_BITS = 0x7F7FFFFF
+
+
+# --- constant tables (pure Python) ---------------------------------------------------------------
+
+
+def _floor_log2(q: Fraction) -> int:
+    e = q.numerator.bit_length() - q.denominator.bit_length()
+    if Fraction(2) ** e > q:
+        e -= 1
+    if Fraction(2) ** (e + 1) <= q:
+        e += 1
+    return e
+
+
+def fp32_round_down_bits(q: Fraction) -> int:
+    """Bit pattern of the largest finite non-negative float32 ``<= q`` (``q >= 0``).
+
+    Since an input magnitude ``a`` is a float32, ``a <= q`` exactly iff ``bits(a) <= this``.
+    """
+    if q < 0:
+        raise ValueError(f"fp32_round_down_bits needs q >= 0, got {q}")
+    if q == 0:
+        return 0
+    e = _floor_log2(q)
+    if e > 127:
+        return FP32_MAX_BITS
+    if e < -126:
+        return int(q * 2**149)  # subnormal: the bits are the multiple of 2^-149
+    sig = int(q * Fraction(2) ** (23 - e))  # floor, in [2^23, 2^24)
+    return ((e + 127) << 23) | (sig - (1 << 23))
+
+
+def ceil_thresholds(fmt: BlockFormat, max_elem: float) -> tuple[int, ...]:
+    """Rule ``ceil`` (spec 5.2): ``T[c]`` for every non-NaN scale code ``c`` such that
+    ``scale(c) * max_elem >= amax`` iff ``bits(amax) <= T[c]``; the chosen code is
+    ``min(#{c : bits(amax) > T[c]}, max_code)``."""
+    sf = fmt.scale
+    out = []
+    for code in range(sf.max_code + 1):
+        field, man = code >> sf.mbits, code & ((1 << sf.mbits) - 1)
+        scale = Fraction(2) ** (field - sf.bias) * (1 + Fraction(man, 1 << sf.mbits))
+        out.append(fp32_round_down_bits(scale * Fraction(max_elem)))
+    return tuple(out)
+
+
+def ocp_field(m: Module, fmt: BlockFormat, ef: Value, emax_elem: int, name: str) -> Signal:
+    """Rule ``ocp`` (spec 5.2): scale exponent field ``clip(ef - 127 - emax_elem + bias_s, 0, top)``
+    from the biased exponent field ``ef`` of ``amax``. A subnormal or zero ``amax`` (``ef = 0``)
+    gives field 0, as the exact ``floor(log2 amax)`` would (``bias_s <= 127``, ``emax_elem >= 0``)."""
+    sf = fmt.scale
+    top = sf.max_code >> sf.mbits
+    ef_s = Signal(signed(10), name=f"{name}_ef")
+    m.d.comb += ef_s.eq(ef)
+    raw = Signal(signed(11), name=f"{name}_raw")
+    m.d.comb += raw.eq(ef_s - (127 + emax_elem - sf.bias))
+    field = Signal(sf.ebits, name=name)
+    m.d.comb += field.eq(Mux(raw < 0, 0, Mux(raw > top, top, raw)))
+    return field
+
+
+@dataclass(frozen=True)
+class MagnitudeTable:
+    """Sorted magnitudes an element of one sign can round to (spec 5.3), scaled to integers.
+
+    ``levels[i] * 2^-frac`` is the i-th magnitude (0 first), ``codes[i]`` its code (the -0 code
+    for a recycled value ``R``), ``mids[j] = (levels[j] + levels[j+1]) / 2`` (integers, since
+    ``frac`` counts the midpoints' fraction bits), ``tie_up[j]``: a tie at ``mids[j]`` goes up
+    (to the code whose LSB is 0; if both are, down, to the smaller magnitude). ``r_index`` is the
+    index of ``R`` or -1.
+    """
+
+    levels: tuple[int, ...]
+    codes: tuple[int, ...]
+    mids: tuple[int, ...]
+    tie_up: tuple[bool, ...]
+    frac: int
+    r_index: int
+
+
+@lru_cache(maxsize=256)
+def magnitude_table(
+    fmt: BlockFormat, candidate: int, recycled: float | None, frac: int | None = None
+) -> MagnitudeTable:
+    """The :class:`MagnitudeTable` of ``fmt.elements[candidate]`` with the recycled magnitude
+    ``recycled`` added (``None``: without). ``frac``: fraction bits (default the table's own)."""
+    elem = fmt.elements[candidate]
+    vals = elem.code_values()
+    half = 1 << (elem.width - 1)
+    entries = [(Fraction(float(vals[c])), c) for c in range(half) if np.isfinite(vals[c])]
+    r_code = -1
+    if recycled is not None:
+        r_code = elem.negative_zero_code
+        entries.append((Fraction(abs(recycled)), r_code))
+    entries.sort()
+    mags = [v for v, _ in entries]
+    codes = [c for _, c in entries]
+    mids_q = [(a + b) / 2 for a, b in zip(mags[:-1], mags[1:], strict=True)]
+    own = max(max(q.denominator.bit_length() - 1 for q in mids_q), 0)
+    if frac is None:
+        frac = own
+    elif frac < own:
+        raise ValueError(f"magnitude_table: frac={frac} below the {own} fraction bits the midpoints need")
+    tie_up = tuple(
+        (codes[j + 1] & 1 == 0) if (codes[j] & 1) != (codes[j + 1] & 1) else False for j in range(len(mids_q))
+    )
+    return MagnitudeTable(
+        levels=tuple(int(v * 2**frac) for v in mags),
+        codes=tuple(codes),
+        mids=tuple(int(q * 2**frac) for q in mids_q),
+        tie_up=tie_up,
+        frac=frac,
+        r_index=codes.index(r_code) if recycled is not None else -1,
+    )
+
+
+# --- combinational builders ---------------------------------------------------------------------
+
+
+def unpack_fp32(bits: Value) -> tuple[Value, Value, Value, Value]:
+    """``(sign, ef, sig, is_special)`` of a float32 bit pattern (spec 5.1): ``|x| = sig * 2^(max(ef,1) - 150)``."""
+    bits = Value.cast(bits)
+    ef = bits[23:31]
+    sig = Cat(bits[:23], ef.any())
+    return bits[31], ef, sig, ef.all()
+
+
+def max_tree(values: list[Value]) -> Value:
+    """Unsigned maximum of ``values`` as a balanced tree of comparators (the ``amax`` tree)."""
+    if not values:
+        raise ValueError("max_tree needs at least one value")
+    level = [Value.cast(v) for v in values]
+    while len(level) > 1:
+        nxt = [Mux(a >= b, a, b) for a, b in zip(level[0::2], level[1::2], strict=False)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def sum_tree(values: list[Value]) -> Value:
+    """Sum of unsigned ``values`` as a balanced adder tree (widths grow one bit per level)."""
+    if not values:
+        return C(0, 1)
+    level = [Value.cast(v) for v in values]
+    while len(level) > 1:
+        nxt = [a + b for a, b in zip(level[0::2], level[1::2], strict=False)]
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0]
+
+
+def shift_floor(
+    m: Module, value: Value, amount: Value, *, lo: int, hi: int, width: int, name: str
+) -> tuple[Signal, Value, Value]:
+    """``floor(value * 2^amount)`` on ``width`` bits, with ``sticky`` (bits shifted out below the
+    binary point were non-zero) and ``overflow`` (the result needs more than ``width`` bits).
+
+    ``value`` unsigned, ``amount`` signed; ``lo <= -len(value)`` (any smaller amount floors to 0
+    and is clamped to ``lo`` without changing the result); amounts above ``hi`` are clamped to
+    ``hi`` and flagged as overflow for a non-zero value.
+    """
+    value = Value.cast(value)
+    vw = len(value)
+    if lo > -vw:
+        raise ValueError(f"shift_floor: lo={lo} must be <= -{vw} (minus the value width)")
+    hi = max(hi, lo)
+    span = hi - lo
+    raw = Signal(signed(max(len(amount), (abs(lo) + abs(hi)).bit_length()) + 2), name=f"{name}_amt")
+    m.d.comb += raw.eq(amount - lo)
+    amt = Signal(range(span + 1), name=f"{name}_sh")
+    m.d.comb += amt.eq(Mux(raw < 0, 0, Mux(raw > span, span, raw)))
+    wide = Signal(vw + span, name=f"{name}_wide")
+    m.d.comb += wide.eq(value << amt)
+    res = Signal(width, name=name)
+    m.d.comb += res.eq(wide[-lo: -lo + width])
+    sticky = wide[: -lo].any()
+    above = wide[-lo + width:].any() if vw + span > -lo + width else C(0, 1)
+    overflow = above | ((raw > span) & value.any())
+    return res, sticky, overflow
+
+
+def round_index(m: Module, y: Value, sticky: Value, overflow: Value, man: Value, mbits: int,
+                table: MagnitudeTable, name: str) -> Signal:
+    """Index into ``table.levels`` of the magnitude nearest to ``y_exact / (2^mbits + man)``
+    (spec 5.3: ties by ``tie_up``, saturating at the last level).
+
+    ``y`` (integer part, the table's fraction bits included), ``sticky`` and ``overflow`` come from
+    :func:`shift_floor`; ``man`` is the scale's NanoMantissa field. One thermometer of constant
+    comparisons per mantissa value, then a multiplexer on ``man``.
+    """
+    per_man = []
+    for mv in range(1 << mbits):
+        sm = (1 << mbits) + mv
+        ups = []
+        for mid, tie in zip(table.mids, table.tie_up, strict=True):
+            c = Const(sm * mid, max(len(y), (sm * mid).bit_length()))
+            gt = overflow | (y > c) | ((y == c) & sticky)
+            ups.append(gt | ((y == c) & ~sticky) if tie else gt)
+        per_man.append(sum_tree(ups))
+    idx = Signal(range(len(table.levels)), name=name)
+    m.d.comb += idx.eq(per_man[0] if mbits == 0 else Array(per_man)[man])
+    return idx

@@ -1,0 +1,82 @@
+"""Exact fixed-point sum of element products for the dot engine (spec 8).
+
+Every finite element value of a block format is an integer multiple of ``2^lsb_exp`` (the
+LSB of its finest code, recycled values included), so a product ``a_i * b_i`` is an integer
+multiple of ``2^(lsb_a + lsb_b)``. The engine multiplies the small integer significands,
+shifts the product left by the sum of the two exponents (both counted from the formats'
+LSBs) into a two's complement word wide enough for ``k`` products, and adds the lanes with a
+balanced tree: no bit is ever dropped, so the block sum ``S`` is exact.
+
+Widths come from the exact element tables (golden ``element_parts``), not from field
+widths, so recycled values and adaptive candidates are covered.
+"""
+
+from __future__ import annotations
+
+from amaranth.hdl import Module, Mux, Signal, Value, signed
+
+from ..formats import BlockFormat
+from ..golden.decode import element_parts
+
+__all__ = ["adder_tree", "align_product", "lane_bound"]
+
+
+def lane_bound(fmt_a: BlockFormat, fmt_b: BlockFormat) -> int:
+    """Largest ``|a_i * b_i|`` of finite elements, in units of ``2^exact_sum_lsb_exponent`` (spec 8).
+
+    Every candidate and recycling option counts; the block total of ``k`` such products fits
+    ``exact_sum_bits(fmt_a, fmt_b)`` bits (golden model).
+    """
+    pa, pb = element_parts(fmt_a), element_parts(fmt_b)
+    return max(pa.max_positive, pa.max_negative) * max(pb.max_positive, pb.max_negative)
+
+
+def align_product(
+    m: Module,
+    *,
+    sign: Value,
+    sig_a: Value,
+    sig_b: Value,
+    shift: Value,
+    width: int,
+    name: str = "prod",
+) -> Signal:
+    """Signed ``(-1)^sign * sig_a * sig_b * 2^shift`` as a ``signed(width)`` signal (spec 8).
+
+    ``sig_a``, ``sig_b`` are unsigned integer significands and ``shift`` the unsigned sum of
+    both exponents counted from the formats' LSBs; the caller guarantees the product fits.
+    """
+    sig_a, sig_b, shift = Value.cast(sig_a), Value.cast(sig_b), Value.cast(shift)
+    prod = Signal(len(sig_a) + len(sig_b), name=f"{name}_sig")
+    m.d.comb += prod.eq(sig_a * sig_b)
+    mag = Signal(width - 1, name=f"{name}_mag")
+    m.d.comb += mag.eq((prod << shift)[: width - 1])
+    out = Signal(signed(width), name=f"{name}_fix")
+    m.d.comb += out.eq(Mux(sign, -mag, mag))
+    return out
+
+
+def adder_tree(m: Module, terms: list[Value], *, bound: int, name: str = "tree") -> Signal:
+    """Balanced exact sum of signed ``terms``, each of magnitude at most ``bound``.
+
+    Each level is one bit wider than the one below (up to the width the final sum needs), so
+    nothing overflows and little logic is wasted. Returns a signed signal.
+    """
+    if not terms:
+        raise ValueError("adder_tree needs at least one term")
+    level = [Value.cast(t) for t in terms]
+    depth = 0
+    while len(level) > 1:
+        depth += 1
+        width = (bound << depth).bit_length() + 1
+        nxt: list[Value] = []
+        for n in range(0, len(level) - 1, 2):
+            s = Signal(signed(width), name=f"{name}_l{depth}_{n // 2}")
+            m.d.comb += s.eq(level[n] + level[n + 1])
+            nxt.append(s)
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    out = Signal(signed((bound * len(terms)).bit_length() + 1), name=f"{name}_sum")
+    m.d.comb += out.eq(level[0])
+    return out
