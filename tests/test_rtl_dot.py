@@ -227,13 +227,29 @@ def test_random_stream(name_a: str, name_b: str, lanes_div: int) -> None:
     seed = _seed(1000 + PAIRS.index((name_a, name_b)) * 10 + lanes_div)
     rng = np.random.default_rng(seed)
     fa, fb = PRESETS[name_a], PRESETS[name_b]
-    n = 24 if lanes_div == 1 else 10
-    ha, ca = _random_blocks(fa, n, rng, special_rate=0.1, nan_scale_rate=0.03)
-    hb, cb = _random_blocks(fb, n, rng, special_rate=0.1, nan_scale_rate=0.03)
+    n = 60 if lanes_div == 1 else 24
+    ha, ca = _random_blocks(fa, n, rng, special_rate=0.05, nan_scale_rate=0.02)
+    hb, cb = _random_blocks(fb, n, rng, special_rate=0.05, nan_scale_rate=0.02)
     last = rng.random(n) < 0.35
     last[-1] = True
     dut = DotEngine(fa, fb, lanes=fa.k // lanes_div)
     got = _simulate(dut, ha, ca, hb, cb, last, rng=rng, valid_prob=0.8, ready_prob=0.6)
+    _check(fa, ha, ca, fb, hb, cb, last, got)
+
+
+@pytest.mark.parametrize(("name_a", "name_b"), [("mxfp8_e5m2", "mxfp8_e5m2"), ("nxfp4", "mxfp8_e4m3")])
+def test_random_extreme_scales(name_a: str, name_b: str) -> None:
+    """Scales over the whole range: overflow to Inf, subnormal and underflowing block results."""
+    rng = np.random.default_rng(_seed(4242))
+    fa, fb = PRESETS[name_a], PRESETS[name_b]
+    n = 40
+    ha, ca = _random_blocks(fa, n, rng, scale_spread=127)
+    hb, cb = _random_blocks(fb, n, rng, scale_spread=127)
+    last = np.ones(n, dtype=bool)
+    last[::3] = False
+    last[-1] = True
+    got = _simulate(DotEngine(fa, fb, lanes=fa.k // 2), ha, ca, hb, cb, last, rng=rng, valid_prob=0.9,
+                    ready_prob=0.8)
     _check(fa, ha, ca, fb, hb, cb, last, got)
 
 
@@ -332,6 +348,7 @@ def test_directed_e5m2_specials() -> None:
         (one, [pinf] + [0] * 31, one, [one_e] + [0] * 31),  # +Inf
         (one, [pinf] + [0] * 31, one, [0xBC] + [0] * 31),  # -Inf (sign of the product)
         (one, [pinf] + [0] * 31, one, [0] * k),  # Inf * 0 -> NaN
+        (one, [0x80] * k, one, [ninf] + [one_e] * 31),  # -0 * -Inf -> NaN
         (one, [pinf, ninf] + [0] * 30, one, [one_e, one_e] + [0] * 30),  # +Inf + -Inf -> NaN
         (one, [pinf, pinf] + [0] * 30, one, [one_e, one_e] + [0] * 30),  # +Inf + +Inf = +Inf
         (one, [nan] + [one_e] * 31, one, [one_e] * k),  # NaN element
@@ -436,6 +453,7 @@ def test_constructor_errors() -> None:
     gc.collect()
 
 
+@pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_attributes() -> None:
     fa, fb = PRESETS["nxfp4"], PRESETS["mxfp8_e4m3"]
     dut = DotEngine(fa, fb, lanes=8, pipeline=2)
@@ -446,3 +464,4 @@ def test_attributes() -> None:
     assert dut.config["lanes"] == 8 and dut.config["format_b"] == fb.to_string()
     assert DotEngine(fa).formats["b"] is fa and DotEngine(fa).lanes == 32
     assert element_parts(fa).kind.max() < NAN  # nxfp4 has no special codes
+    gc.collect()

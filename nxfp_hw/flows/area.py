@@ -206,14 +206,24 @@ exit
 """
 
 
+def _abc_script(period_ns: float) -> str:
+    """Yosys' own ``abc -D`` script for Liberty mapping, plus ABC's fanout buffering and gate sizing
+    towards the target period (without them, high-fanout nets dominate the critical path)."""
+    d = f"{period_ns * 1000:g}"
+    return ("+strash;&get,-n;&fraig,-x;&put;scorr;dc2;dretime;strash;&get,-n;&dch,-f;"
+            f"&nf,-D,{d};&put;buffer,-p;upsize,-D,{d};dnsize,-D,{d}")
+
+
 def _asic(src: Path, top: str, run: _Runner, opts: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     liberty = Path(opts.get("liberty") or osu018_liberty())
     lib = liberty_cells(liberty)
     period = float(opts.get("period_ns") or DEFAULT_PERIOD_NS)
     step = "asic synthesis (yosys dfflibmap/abc -liberty)"
     script = (_read_script(src) + f"synth -flatten -top {top}\n"
-              f"dfflibmap -liberty {liberty}\nabc -liberty {liberty}\nopt_clean\n"
+              f"dfflibmap -liberty {liberty}\nabc -liberty {liberty} -script {_abc_script(period)}\nopt_clean\n"
               f"tee -q -o asic_stat.json stat -json\nstat -liberty {liberty}\n"
+              # OpenSTA reads plain structural Verilog: one-bit nets, no x constants, no concatenations.
+              "setundef -zero\nsplitnets -ports\nopt_clean -purge\n"
               "write_json asic_ports.json\nwrite_verilog -noattr -noexpr -nohex -nodec asic_netlist.v\n")
     text = run.yosys(step, script, "asic_synth")
     log = Path(run.logs[step])

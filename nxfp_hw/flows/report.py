@@ -34,6 +34,7 @@ __all__ = [
 
 DEFAULT_FORMATS = ("mxfp4_e2m1", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp8_e4m3", "nxfp4", "nxfp5", "nxfp6")
 DEFAULT_UNITS = ("decode", "dot")
+UNITS = ("decode", "dot", "encode")
 DEFAULT_FLOWS = ("generic", "asic", "ice40", "xilinx")
 # (NxFP, MX baseline, why): the comparisons spec 4 makes.
 OVERHEAD_PAIRS = (("nxfp4", "mxfp4_e2m1", "same 4.25 bits/elem"), ("nxfp6", "mxfp6_e2m3", "same 6.25 bits/elem"),
@@ -228,6 +229,9 @@ def run_report(*, formats: Sequence[str] = DEFAULT_FORMATS, units: Sequence[str]
     fmts = [parse_format(f) for f in formats]
     if not fmts or not units or not flows:
         raise UserError("report: need at least one format, one unit and one flow")
+    for u in units:
+        if u not in UNITS:
+            raise UserError(f"units: unknown unit {u!r}; expected one of {', '.join(UNITS)}")
     for f in flows:
         if f not in area_mod.FLOWS:
             raise UserError(f"flows: unknown flow {f!r}; expected one of {', '.join(area_mod.FLOWS)}")

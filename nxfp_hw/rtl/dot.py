@@ -43,7 +43,11 @@ DEFAULT_PIPELINE = 3
 
 
 class _Element(NamedTuple):
-    """One decoded element: ``(-1)^sign * man * 2^(shift + lsb_exponent)``; ``man`` is 0 for specials."""
+    """One decoded element: ``(-1)^sign * man * 2^(shift + lsb_exponent)``.
+
+    ``man``/``shift`` of a NaN or Inf code are don't-care: a block with any special element
+    has its result forced by the NaN/Inf rules, whatever its sum.
+    """
 
     sign: Value
     man: Value
@@ -90,8 +94,6 @@ def _decode_element(m: Module, fmt: BlockFormat, code: Value, selector: Value, r
                 inf = (exp_f == top_e) & (man_f == 0)
             if elem.has_nan:
                 nan = (exp_f == top_e) & ((man_f != 0) if elem.has_inf else (man_f == (1 << mb) - 1))
-            special = nan | inf
-            man = Mux(special, 0, man)
             zero = ~hidden & (man_f == 0) if mb else ~hidden
             man_width, shift_top = max(man_width, mb + 1), max(shift_top, top_e + offset)
             if fmt.recycling:  # spec 4: the -0 code carries R (per-block option)

@@ -1,0 +1,82 @@
+"""``nxfp-hw area``: area and timing of one generated unit with open tools (docs/area.md)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..formats import parse_format
+from ..flows.accuracy import write_text_atomic
+from ..flows.area import FLOWS
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "area", help="area, Fmax and FPGA resources of a generated unit (yosys, OpenSTA, nextpnr)",
+        description="Build a unit, run one or more area/timing flows on its Verilog and print the figures. "
+                    "Flows: generic (yosys gates, transistor estimate), asic (OSU 0.18 um Liberty + OpenSTA), "
+                    "ice40 (synth_ice40 + nextpnr-ice40), xilinx (synth_xilinx counts). See docs/area.md.")
+    p.add_argument("--unit", required=True, choices=("decode", "dot", "encode"), help="unit kind")
+    p.add_argument("--format", "-f", dest="fmt", required=True, help="block format (preset or format string)")
+    p.add_argument("--format-b", dest="fmt_b", help="second operand format (dot engine; default: --format)")
+    p.add_argument("--lanes", type=int, help="elements per beat (a divisor of k; default: the unit's)")
+    p.add_argument("--pipeline", type=int, help="pipeline registers (default: the unit's)")
+    p.add_argument("--flow", dest="flows", action="append", choices=FLOWS, required=True,
+                   help="flow to run (repeat for several)")
+    p.add_argument("--period", type=float, help="ASIC target clock period in ns (default 10)")
+    p.add_argument("--freq", type=float, help="iCE40 nextpnr target frequency in MHz (default 50)")
+    p.add_argument("--json", type=Path, help="write the JSON record to this file")
+    p.add_argument("--workdir", type=Path, help="directory for netlists and tool logs (default: a new temporary one)")
+    p.add_argument("--force", action="store_true", help="replace an existing --json file")
+    p.set_defaults(func=run)
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k}={n}" for k, n in v.items())
+    return str(v)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..flows.report import build_for_area, measure_unit
+
+    if args.json is not None and args.json.exists() and not args.force:
+        raise UserError(f"json: {args.json} exists; pass --force to replace it")
+    if args.period is not None and not args.period > 0:
+        raise UserError(f"period: expected a positive number of ns, got {args.period}")
+    if args.freq is not None and not args.freq > 0:
+        raise UserError(f"freq: expected a positive frequency in MHz, got {args.freq}")
+    fmt_a = parse_format(args.fmt)
+    fmt_b = parse_format(args.fmt_b) if args.fmt_b else None
+    build = build_for_area(args.unit, fmt_a, fmt_b, lanes=args.lanes, pipeline=args.pipeline)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"nxfp-area-{build.module}-"))
+    flows = list(dict.fromkeys(args.flows))
+    record = measure_unit(build, flows, workdir=workdir.resolve(), period_ns=args.period, freq_mhz=args.freq)
+    fmts = ", ".join(f"{k}={v}" for k, v in build.formats.items())
+    print(f"{build.module}: {args.unit} unit ({fmts}), {build.lanes} lanes, latency {build.latency}, "
+          f"II {build.initiation_interval}, config {build.config_hash}")
+    rows = []
+    for flow, res in record["flows"].items():
+        for key, value in res["figures"].items():
+            if key != "cells_by_type":
+                rows.append((flow, key, _fmt_value(value)))
+        if res.get("throughput_per_s") is not None:
+            unit = "MAC/s" if args.unit == "dot" else "values/s"
+            rows.append((flow, f"throughput ({unit})", f"{res['throughput_per_s']:.4g}"))
+    w0, w1 = max(len(r[0]) for r in rows), max(len(r[1]) for r in rows)
+    for flow, key, value in rows:
+        print(f"  {flow.ljust(w0)}  {key.ljust(w1)}  {value}")
+    for flow, res in record["flows"].items():
+        for note in res["notes"]:
+            print(f"  note ({flow}): {note}")
+    print(f"tool logs in {workdir}")
+    if args.json is not None:
+        write_text_atomic(args.json, json.dumps(record, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,75 @@
+"""``nxfp-hw report``: accuracy versus hardware cost of decode and dot units across formats (docs/area.md)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ..errors import UserError
+from ..flows.report import DEFAULT_FLOWS, DEFAULT_FORMATS, DEFAULT_UNITS
+
+
+def _default_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "nxfp-hw"
+
+
+def _csv(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report", help="sweep formats x units x flows: area, Fmax, throughput and accuracy (md, json, png)",
+        description="Measure the decode and dot units of every format with the area flows, the accuracy of every "
+                    "format on a tensor (default: all-MiniLM-L6-v2 weights), and write report.md, report.json, "
+                    "area.png and pareto.png. Results are cached by configuration hash: a rerun is fast.")
+    p.add_argument("--formats", type=_csv, default=None,
+                   help=f"comma-separated presets (default {','.join(DEFAULT_FORMATS)})")
+    p.add_argument("--format", dest="extra_formats", action="append", default=[],
+                   help="one more format (a preset or a format string, which may contain commas); repeatable; "
+                        "without --formats only these are swept")
+    p.add_argument("--units", type=_csv, default=list(DEFAULT_UNITS), help="comma-separated units (default decode,dot)")
+    p.add_argument("--flows", type=_csv, default=list(DEFAULT_FLOWS),
+                   help=f"comma-separated flows (default {','.join(DEFAULT_FLOWS)})")
+    p.add_argument("--tensor", type=Path, help="accuracy tensor (.npy/.npz/.safetensors; default: MiniLM weights)")
+    p.add_argument("--tensor-name", help="array/tensor name inside --tensor")
+    p.add_argument("--lanes", type=int, help="lanes of every unit (default: each unit's)")
+    p.add_argument("--pipeline", type=int, help="pipeline setting of every unit (default: each unit's)")
+    p.add_argument("--period", type=float, help="ASIC target clock period in ns (default 10)")
+    p.add_argument("--freq", type=float, help="iCE40 nextpnr target frequency in MHz (default 50)")
+    p.add_argument("--out", type=Path, default=Path("nxfp-report"), help="output directory (default ./nxfp-report)")
+    p.add_argument("--cache", type=Path, default=None, help="cache directory (default $XDG_CACHE_HOME/nxfp-hw)")
+    p.add_argument("--jobs", "-j", type=int, default=1, help="configurations measured in parallel (default 1)")
+    p.add_argument("--force", action="store_true", help="replace an existing report in --out")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..flows.report import run_report
+    from ..tensors import load_tensor
+
+    tensor = label = None
+    if args.tensor is not None:
+        tensor = load_tensor(args.tensor, args.tensor_name)
+        label = args.tensor.name + (f":{args.tensor_name}" if args.tensor_name else "")
+    elif args.tensor_name:
+        raise UserError("tensor-name: only meaningful with --tensor")
+    if args.jobs < 1:
+        raise UserError(f"jobs: expected a positive integer, got {args.jobs}")
+    formats = (args.formats or ([] if args.extra_formats else list(DEFAULT_FORMATS))) + args.extra_formats
+    result = run_report(formats=formats, units=args.units, flows=args.flows, tensor=tensor, tensor_label=label,
+                        out_dir=args.out, cache_dir=args.cache or _default_cache(), jobs=args.jobs, force=args.force,
+                        lanes=args.lanes, pipeline=args.pipeline, period_ns=args.period, freq_mhz=args.freq)
+    for path in result.files:
+        print(f"wrote {path}")
+    if result.failures:
+        print(f"{len(result.failures)} configuration(s) failed (listed in report.md):")
+        for line in result.failures:
+            print(f"  {line}")
+        return 1
+    return 0

@@ -1,0 +1,25 @@
+"""Golden model: vectorised NumPy quantize, pack, decode and dot product (spec 5-8).
+
+Nothing here imports Amaranth or cocotb; the RTL and the testbenches are checked against it.
+"""
+
+from .decode import decode_bits, decode_values
+from .dot import block_dot_bits, dot_accumulate_bits, exact_sum_bits
+from .pack import pack_blocks, pack_split, unpack_blocks, unpack_split
+from .quantize import QuantizedTensor, dequantize, dequantize_exact, quantize
+
+__all__ = [
+    "QuantizedTensor",
+    "block_dot_bits",
+    "decode_bits",
+    "decode_values",
+    "dequantize",
+    "dequantize_exact",
+    "dot_accumulate_bits",
+    "exact_sum_bits",
+    "pack_blocks",
+    "pack_split",
+    "quantize",
+    "unpack_blocks",
+    "unpack_split",
+]
