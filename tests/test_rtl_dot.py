@@ -465,3 +465,40 @@ def test_attributes() -> None:
     assert DotEngine(fa).formats["b"] is fa and DotEngine(fa).lanes == 32
     assert element_parts(fa).kind.max() < NAN  # nxfp4 has no special codes
     gc.collect()
+
+
+# --- Verilog ------------------------------------------------------------------------------------------
+LINT_CASES = [(a, b, div, p) for a, b in PAIRS for div in (1, 4) for p in (0, 3)]
+
+
+def _lint(dut: DotEngine, tmp_path) -> None:
+    import subprocess
+
+    from amaranth.back import verilog
+
+    from nxfp_hw.flows.generate import lint_waivers_text
+    from nxfp_hw.flows.tools import find_tool, verilator_env
+
+    text = verilog.convert(dut, name=dut.module_name, emit_src=False)
+    assert "/work/" not in text and "(* src" not in text  # no machine paths
+    src = tmp_path / f"{dut.module_name}.v"
+    src.write_text(text)
+    waivers = tmp_path / "waivers.vlt"
+    waivers.write_text(lint_waivers_text())
+    run = subprocess.run([str(find_tool("verilator")), "--lint-only", "-Wall", str(waivers), str(src)],
+                         capture_output=True, text=True, env=verilator_env(), timeout=600)
+    assert run.returncode == 0 and "%Warning" not in run.stderr, run.stderr[-4000:]
+
+
+@pytest.mark.parametrize(("name_a", "name_b", "div", "pipeline"), [("nxfp4", "mxfp8_e4m3", 4, 3),
+                                                                  ("mxfp8_e5m2", "mxfp8_e5m2", 1, 0)])
+def test_verilog_lint(name_a: str, name_b: str, div: int, pipeline: int, tmp_path) -> None:
+    fa, fb = PRESETS[name_a], PRESETS[name_b]
+    _lint(DotEngine(fa, fb, lanes=fa.k // div, pipeline=pipeline), tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name_a", "name_b", "div", "pipeline"), LINT_CASES)
+def test_verilog_lint_all_presets(name_a: str, name_b: str, div: int, pipeline: int, tmp_path) -> None:
+    fa, fb = PRESETS[name_a], PRESETS[name_b]
+    _lint(DotEngine(fa, fb, lanes=fa.k // div, pipeline=pipeline), tmp_path)

@@ -1,12 +1,15 @@
 """Golden model: vectorised NumPy quantize, pack, decode and dot product (spec 5-8).
 
+The quantizer is ``nxfp_hw.golden.quantize.quantize`` (not re-exported here, so that the
+name ``nxfp_hw.golden.quantize`` stays the module).
+
 Nothing here imports Amaranth or cocotb; the RTL and the testbenches are checked against it.
 """
 
 from .decode import decode_bits, decode_values
 from .dot import block_dot_bits, dot_accumulate_bits, exact_sum_bits
 from .pack import pack_blocks, pack_split, unpack_blocks, unpack_split
-from .quantize import QuantizedTensor, dequantize, dequantize_exact, quantize
+from .quantize import QuantizedTensor, dequantize, dequantize_exact
 
 __all__ = [
     "QuantizedTensor",
@@ -19,7 +22,6 @@ __all__ = [
     "exact_sum_bits",
     "pack_blocks",
     "pack_split",
-    "quantize",
     "unpack_blocks",
     "unpack_split",
 ]

@@ -20,6 +20,8 @@ iteration order of :func:`nxfp_hw.golden.quantize.quantize_blocks`).
 
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 
 __all__ = ["HW_FRAC_BITS", "block_error_hw", "hw_error_width", "quantize_hw"]
@@ -58,7 +60,7 @@ def quantize_hw(x, fmt, **kwargs):
     Uses the ``"hw"`` entry of :data:`nxfp_hw.golden.quantize.METRICS` when the quantizer has it
     registered, otherwise registers :func:`block_error_hw` for the duration of the call.
     """
-    from . import quantize as qmod
+    qmod = importlib.import_module(f"{__package__}.quantize")  # the module (the package exports the function)
 
     if "hw" in qmod.METRICS:
         return qmod.quantize(x, fmt, metric="hw", **kwargs)

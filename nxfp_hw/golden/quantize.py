@@ -120,7 +120,7 @@ def _round_table(fmt: BlockFormat, cand: int, rec: int) -> _RoundTable:
     # at most 1 + 3 significant bits, so a midpoint of <= 49 bits is enough.
     bad = [float(m) for m in mids_q if _significant_bits(m) > 49]
     if bad:
-        raise ValueError(
+        raise QuantizeInputError(
             f"format {fmt}: element values of {elem.name} (recycled value included) need more than 49 "
             f"significant bits at the rounding midpoints {bad[:3]}; use dyadic values with fewer bits"
         )
@@ -198,6 +198,13 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {"float64":
 
 
 def _metric(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    if name == "hw" and name not in METRICS:
+        try:  # the hardware encoder's fixed-point metric, when that module is present
+            from .hw_metric import block_error_hw
+        except ImportError:
+            pass
+        else:
+            METRICS["hw"] = block_error_hw
     try:
         return METRICS[name]
     except KeyError:

@@ -36,6 +36,18 @@ __all__ = ["ENCODE_INPUTS", "EncodeUnit"]
 ENCODE_INPUTS = {"fp32": 32, "bf16": 16}
 
 
+def _rom(values, width: int, index: Signal):
+    """Constant lookup ``values[index]``, padded with the last value to every index pattern (so
+    the emitted ``case`` is complete; indices past the table never occur)."""
+    vals = list(values) + [values[-1]] * ((1 << len(index)) - len(values))
+    return Array(C(v, width) for v in vals)[index]
+
+
+def _rom_signals(signals: list, index: Signal):
+    """``signals[index]``, padded like :func:`_rom`."""
+    return Array(list(signals) + [signals[-1]] * ((1 << len(index)) - len(signals)))[index]
+
+
 class EncodeUnit(wiring.Component):
     """Quantize one block of ``fmt.k`` values, ``lanes`` per input beat (architecture.md "Hardware units").
 
@@ -241,8 +253,8 @@ class EncodeUnit(wiring.Component):
                 amt = Signal(signed(12), name=f"ya{c}_{g}_{n}")
                 m.d.comb += amt.eq(e - field[g] + const)
                 y, sticky, ovf = shift_floor(m, sig, amt, lo=-24, hi=width, width=width, name=f"y{c}_{g}_{n}")
-                for r, tab in tabs.items():
-                    tag = "n" if r is None else f"r{len(idx)}"
+                for ti, (r, tab) in enumerate(tabs.items()):
+                    tag = "n" if r is None else f"r{ti}"
                     idx[(c, maxe, r, n)] = round_index(m, y, sticky, ovf, man[g], b, tab, name=f"idx{c}_{g}_{tag}_{n}")
         # Per pair: codes and the error.
         pair_codes, pair_err, pair_hdr = [], [], []
@@ -257,14 +269,13 @@ class EncodeUnit(wiring.Component):
             sq = []
             for n, (sign, _, _) in enumerate(elems):
                 i_pos, i_neg = idx[(c, maxe, r_pos, n)], idx[(c, maxe, r_neg, n)]
-                pos_code = Array(C(v, w) for v in t_pos.codes)[i_pos]
-                neg_code = Array(C(v, w) for v in self._neg_codes(c, t_neg.codes, t_neg.r_index))[i_neg]
+                pos_code = _rom(t_pos.codes, w, i_pos)
+                neg_code = _rom(self._neg_codes(c, t_neg.codes, t_neg.r_index), w, i_neg)
                 m.d.comb += codes[n].eq(Mux(sign, neg_code, pos_code))
                 if many:
                     lw = max(max(t_pos.levels), max(t_neg.levels)).bit_length()
                     lv = Signal(lw, name=f"lv{pi}_{n}")
-                    m.d.comb += lv.eq(Mux(sign, Array(C(v, lw) for v in t_neg.levels)[i_neg],
-                                          Array(C(v, lw) for v in t_pos.levels)[i_pos]))
+                    m.d.comb += lv.eq(Mux(sign, _rom(t_neg.levels, lw, i_neg), _rom(t_pos.levels, lw, i_pos)))
                     prod = Signal(lw + b + 1, name=f"xq{pi}_{n}")
                     m.d.comb += prod.eq(lv * Cat(man[g], C(1, 1)) if b else lv)
                     t = Signal(signed(12), name=f"xqa{pi}_{n}")
@@ -294,8 +305,8 @@ class EncodeUnit(wiring.Component):
                 chosen_err = Mux(better, pair_err[pi], chosen_err)
                 chosen = Mux(better, pi, chosen)
             m.d.comb += best.eq(chosen)
-        hdr = Array(pair_hdr)[best] if many else pair_hdr[0]
-        cds = Array(pair_codes)[best] if many else pair_codes[0]
+        hdr = _rom_signals(pair_hdr, best) if many else pair_hdr[0]
+        cds = _rom_signals(pair_codes, best) if many else pair_codes[0]
         with m.If(p.special):  # spec 5.1: NaN header, zero codes
             m.d.comb += [out.header.eq(int(fmt.make_header(sf.nan_code, 0, 0))), out.codes.eq(0)]
         with m.Else():

@@ -86,6 +86,6 @@ class PipelineRegister(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         sink, source = add_pipeline(m, self.payload_shape, self.stages, name="stage")
-        wiring.connect(m, wiring.flipped(self.i), sink)
+        wiring.connect(m, wiring.flipped(self.i), wiring.flipped(sink))
         wiring.connect(m, source, wiring.flipped(self.o))
         return m

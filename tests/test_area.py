@@ -1,0 +1,204 @@
+"""Area/timing flows (nxfp_hw.flows.area) on small hand-written designs whose figures are known."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from nxfp_hw.flows import area
+from nxfp_hw.flows.area import FlowError, run_area
+
+needs_yosys = pytest.mark.skipif(shutil.which("yosys") is None, reason="yosys not installed")
+needs_sta = pytest.mark.skipif(shutil.which("sta") is None or not area.OSU018_DIR.is_dir(),
+                               reason="opensta / qflow-tech-osu018 not installed")
+needs_nextpnr = pytest.mark.skipif(shutil.which("nextpnr-ice40") is None, reason="nextpnr-ice40 not installed")
+
+
+def reg_adder(n: int, name: str = "radd") -> str:
+    """n-bit adder with registered (n+1)-bit sum: exactly n + 1 flip-flops, no reset, no enable."""
+    return (f"module {name}(input clk, input [{n - 1}:0] a, input [{n - 1}:0] b, output reg [{n}:0] q);\n"
+            f"  always @(posedge clk) q <= a + b;\nendmodule\n")
+
+
+def comb_adder(n: int, name: str = "cadd") -> str:
+    return (f"module {name}(input [{n - 1}:0] a, input [{n - 1}:0] b, output [{n}:0] s);\n"
+            f"  assign s = a + b;\nendmodule\n")
+
+
+def bin_with_yosys(tmp_path: Path) -> Path:
+    """A directory holding only yosys and the ABC it calls, to put alone on PATH."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for tool in ("yosys", "yosys-abc", "berkeley-abc"):
+        if shutil.which(tool):
+            os.symlink(shutil.which(tool), bindir / tool)
+    return bindir
+
+
+def parse_liberty_areas(path: Path) -> dict[str, float]:
+    """Independent reader: cell name -> area, by walking the Liberty braces."""
+    text = path.read_text()
+    areas, depth, cell, cell_depth = {}, 0, None, -1
+    for line in text.splitlines():
+        m = re.match(r"\s*cell\s*\(\s*\"?(\w+)\"?\s*\)", line)
+        if m and depth == 1:
+            cell, cell_depth = m.group(1), depth
+        m = re.match(r"\s*area\s*:\s*([0-9.]+)\s*;", line)
+        if m and cell is not None and depth == cell_depth + 1:
+            areas[cell] = float(m.group(1))
+        depth += line.count("{") - line.count("}")
+        if cell is not None and depth <= cell_depth:
+            cell = None
+    return areas
+
+
+@needs_yosys
+def test_generic_counts_ffs_and_grows_with_width(tmp_path: Path) -> None:
+    cells = []
+    for n in (4, 8, 16):
+        r = run_area(reg_adder(n), "radd", "generic", workdir=tmp_path / str(n))
+        f = r.figures
+        assert f["ffs"] == n + 1
+        assert f["cells"] == sum(f["cells_by_type"].values())
+        assert f["transistors_complete"] and f["transistors"] > 0
+        assert Path(r.logs[next(iter(r.logs))]).is_file()
+        assert r.tools["yosys"]
+        cells.append((f["cells"], f["transistors"]))
+    assert cells[0][0] < cells[1][0] < cells[2][0]
+    assert cells[0][1] < cells[1][1] < cells[2][1]
+
+
+@needs_yosys
+@needs_sta
+def test_asic_area_is_liberty_sum_and_fmax_consistent(tmp_path: Path) -> None:
+    lib_areas = parse_liberty_areas(area.osu018_liberty())
+    assert {"DFFPOSX1", "NAND2X1", "INVX1"} <= set(lib_areas)
+    r = run_area(reg_adder(8), "radd", "asic", workdir=tmp_path)
+    f = r.figures
+    assert f["ffs"] == 9
+    assert f["cells_by_type"].get("DFFPOSX1") == 9
+    assert f["area_um2"] == pytest.approx(sum(lib_areas[c] * n for c, n in f["cells_by_type"].items()), abs=1e-6)
+    assert f["cells"] == sum(f["cells_by_type"].values())
+    assert f["timing"].startswith("clocked")
+    assert 0.1 < f["critical_path_ns"] < 10
+    assert f["fmax_mhz"] == pytest.approx(1000.0 / f["critical_path_ns"], rel=1e-4)
+    assert set(r.tools) == {"yosys", "sta"}
+    assert (tmp_path / "asic" / "asic.sdc").read_text().startswith("create_clock -name clk")
+
+
+@needs_yosys
+@needs_sta
+def test_asic_combinational_delay_grows_with_width(tmp_path: Path) -> None:
+    res = {n: run_area(comb_adder(n), "cadd", "asic", workdir=tmp_path / str(n)) for n in (2, 32)}
+    for r in res.values():
+        assert r.figures["ffs"] == 0
+        assert r.figures["timing"].startswith("combinational")
+        assert any("input-to-output" in n for n in r.notes)
+        assert r.figures["fmax_mhz"] == pytest.approx(1000.0 / r.figures["critical_path_ns"], rel=1e-4)
+    assert res[2].figures["critical_path_ns"] < res[32].figures["critical_path_ns"]
+    assert res[2].figures["area_um2"] < res[32].figures["area_um2"]
+
+
+@needs_yosys
+@needs_nextpnr
+def test_ice40_counts_and_fmax(tmp_path: Path) -> None:
+    r = run_area(reg_adder(8), "radd", "ice40", workdir=tmp_path)
+    f = r.figures
+    assert f["ffs"] == 9
+    assert f["carries"] >= 7 and f["luts"] >= 8
+    assert f["dsps"] == 0 and f["rams"] == 0
+    assert f["device"] == "up5k-sg48"
+    assert f["critical_path_ns"] == pytest.approx(1000.0 / f["fmax_mhz"], rel=1e-3)
+    assert 10 < f["fmax_mhz"] < 1000
+    # the harness holds 16 + 1 input and 9 output registers on top of the unit's own 9
+    assert f["logic_cells_placed"] >= f["luts"]
+
+
+@needs_yosys
+def test_xilinx_counts(tmp_path: Path) -> None:
+    r = run_area(reg_adder(8), "radd", "xilinx", workdir=tmp_path)
+    f = r.figures
+    assert f["ffs"] == 9
+    assert f["carries"] == 3  # 9 sum bits (8 + carry out) in 4-bit CARRY4 blocks
+    assert f["luts"] == sum(f["luts_by_size"].values()) > 0
+    assert f["dsps"] == 0
+
+
+def test_unknown_flow(tmp_path: Path) -> None:
+    with pytest.raises(FlowError, match=r"flow selection: unknown flow 'vivado'; expected one of generic"):
+        run_area(reg_adder(4), "radd", "vivado", workdir=tmp_path)
+
+
+def test_missing_tool_names_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(FlowError, match=r"generic flow: yosys: not found on PATH; install with: apt-get install yosys"):
+        run_area(reg_adder(4), "radd", "generic", workdir=tmp_path)
+
+
+@needs_yosys
+def test_missing_sta_fails_at_timing_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bindir = bin_with_yosys(tmp_path)
+    monkeypatch.setenv("PATH", str(bindir))
+    with pytest.raises(FlowError, match=r"apt-get install opensta"):
+        run_area(reg_adder(4), "radd", "asic", workdir=tmp_path / "w")
+
+
+@needs_yosys
+def test_syntax_error_keeps_log(tmp_path: Path) -> None:
+    with pytest.raises(FlowError) as info:
+        run_area("module radd(input a, output b);\n  assign b = a +;\nendmodule\n", "radd", "generic",
+                 workdir=tmp_path)
+    err = info.value
+    assert err.step.startswith("generic synthesis")
+    assert err.log is not None and err.log.is_file() and str(err.log) in str(err)
+    assert "ERROR" in err.log.read_text()
+
+
+@needs_yosys
+@needs_sta
+def test_unmappable_cell(tmp_path: Path) -> None:
+    src = ("(* blackbox *) module mystery(input i, output o); endmodule\n"
+           "module top(input clk, input a, output b);\n  mystery u(.i(a), .o(b));\nendmodule\n")
+    with pytest.raises(FlowError, match=r"asic synthesis .*cells not mapped to the Liberty library: mystery") as info:
+        run_area(src, "top", "asic", workdir=tmp_path)
+    assert info.value.log.is_file()
+
+
+@needs_yosys
+def test_unparsable_timing_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not area.OSU018_DIR.is_dir():
+        pytest.skip("qflow-tech-osu018 not installed")
+    bindir = bin_with_yosys(tmp_path)
+    fake = bindir / "sta"
+    fake.write_text('#!/bin/sh\nif [ "$1" = "-version" ]; then echo 2.0.17; exit 0; fi\necho "garbage report"\n')
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", str(bindir))
+    with pytest.raises(FlowError, match=r"asic timing \(OpenSTA\): could not parse slack") as info:
+        run_area(reg_adder(4), "radd", "asic", workdir=tmp_path / "w")
+    assert info.value.log.read_text().strip() == "garbage report"
+
+
+def test_ice40_overuse_parser() -> None:
+    log = ("Info: Device utilisation:\nInfo: \t         ICESTORM_LC:  6000/ 5280   113%\n"
+           "Info: \t        ICESTORM_DSP:     9/    8   112%\nInfo: \t        ICESTORM_RAM:     0/   30     0%\n")
+    assert area._ice40_overuse(log) == "ICESTORM_LC 6000/5280, ICESTORM_DSP 9/8"
+    assert area._ice40_overuse("Info: \t ICESTORM_LC: 10/ 5280 0%\n") == ""
+
+
+@needs_yosys
+@needs_nextpnr
+def test_ice40_falls_back_to_hx8k_when_dsps_run_out(tmp_path: Path) -> None:
+    """Nine 8x8 multipliers need nine SB_MAC16; the UP5K has eight, so the flow moves to the HX8K."""
+    n = 9
+    body = "\n".join(f"  always @(posedge clk) p{i} <= a{i} * b{i};" for i in range(n))
+    ports = ", ".join(f"input [7:0] a{i}, input [7:0] b{i}, output reg [15:0] p{i}" for i in range(n))
+    src = f"module muls(input clk, {ports});\n{body}\nendmodule\n"
+    r = run_area(src, "muls", "ice40", workdir=tmp_path)
+    assert r.figures["device"] == "hx8k-ct256"
+    assert r.figures["dsps"] == 0 and r.figures["ffs"] == 16 * n
+    assert any("does not fit iCE40 UP5K" in note and "ICESTORM_DSP" in note for note in r.notes), r.notes
