@@ -187,6 +187,8 @@ def build(simulator: str, sources: Sequence[Path | str], toplevel: str, *, build
             runner = get_runner(simulator)
             build_args = list(_VERILATOR_ARGS) if simulator == "verilator" else []
             build_dir.mkdir(parents=True, exist_ok=True)
+            if simulator == "verilator":
+                _seed_global_objects(root, build_dir, waves)
             try:
                 runner.build(sources=list(srcs), hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
                              timescale=TIMESCALE, waves=waves, always=True,
@@ -195,8 +197,46 @@ def build(simulator: str, sources: Sequence[Path | str], toplevel: str, *, build
                 tail = _tail(build_dir / "build.log")
                 raise RuntimeError(f"{simulator} build of {toplevel} failed ({exc}); log {build_dir / 'build.log'}:\n"
                                    f"{tail}") from None
+        if simulator == "verilator":
+            _store_global_objects(root, build_dir, waves)
         stamp.write_text(key)
         return SimBuild(simulator, toplevel, srcs, build_dir, waves, time.perf_counter() - t0, False)
+
+
+# Verilator's runtime objects (verilated.o, verilated_vpi.o, ...) do not depend on the design: they are
+# compiled once per (Verilator version, make variables, tracing) and copied into every new build
+# directory, where make finds them up to date. This halves the compile time of a small design.
+_GLOBAL_OBJECTS = ("verilated", "verilated_vpi", "verilated_threads", "verilated_dpi")
+
+
+def _global_cache(root: Path, waves: bool) -> Path:
+    h = hashlib.sha256(f"{tool_version('verilator')} {sorted(VERILATOR_MAKE_VARS.items())} {waves}".encode())
+    return root / ".verilator_runtime" / h.hexdigest()[:12]
+
+
+def _seed_global_objects(root: Path, build_dir: Path, waves: bool) -> None:
+    cache = _global_cache(root, waves)
+    if all((cache / f"{n}.o").is_file() for n in _GLOBAL_OBJECTS):
+        for n in _GLOBAL_OBJECTS:
+            for ext in (".o", ".d"):
+                if (cache / f"{n}{ext}").is_file():
+                    shutil.copy2(cache / f"{n}{ext}", build_dir / f"{n}{ext}")
+
+
+def _store_global_objects(root: Path, build_dir: Path, waves: bool) -> None:
+    cache = _global_cache(root, waves)
+    if cache.is_dir() or not all((build_dir / f"{n}.o").is_file() for n in _GLOBAL_OBJECTS):
+        return
+    tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+    tmp.mkdir(parents=True, exist_ok=True)
+    for n in _GLOBAL_OBJECTS:
+        for ext in (".o", ".d"):
+            if (build_dir / f"{n}{ext}").is_file():
+                shutil.copy2(build_dir / f"{n}{ext}", tmp / f"{n}{ext}")
+    try:
+        os.rename(tmp, cache)
+    except OSError:  # another process stored them first
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _tail(path: Path, lines: int = 30) -> str:

@@ -46,8 +46,8 @@ class StandIn(wiring.Component):
         self.lanes, self.pipeline, self.latency, self.fail = lanes, pipeline, pipeline, fail
         self.config = {"unit": "standin", "format": fmt.to_string(), "lanes": lanes, "pipeline": pipeline}
         self.module_name = f"standin_{fmt.ident}_l{lanes}_p{pipeline}"
-        self.in_layout = data.StructLayout({"header": fmt.header_bits, "codes": data.ArrayLayout(fmt.element_width, lanes),
-                                            "last": 1})
+        codes = data.ArrayLayout(fmt.element_width, lanes)
+        self.in_layout = data.StructLayout({"header": fmt.header_bits, "codes": codes, "last": 1})
         self.out_layout = data.StructLayout({"values": data.ArrayLayout(32, lanes), "last": 1})
         super().__init__({"i": In(stream.Signature(self.in_layout)), "o": Out(stream.Signature(self.out_layout))})
 
@@ -147,7 +147,7 @@ def test_payload_fields_match_the_verilog_bit_ranges(standin_gen):
                     assert ranges[key] == (field["offset"] + j * field["stride"], field["stride"]), key
         covered = sorted((f["offset"], f["offset"] + f["width"]) for f in port["fields"])
         assert covered[0][0] == 0 and covered[-1][1] == port["width"]
-        assert all(a[1] == b[0] for a, b in zip(covered, covered[1:])), "fields must tile the payload"
+        assert all(a[1] == b[0] for a, b in zip(covered, covered[1:], strict=False)), "fields must tile the payload"
 
 
 def test_combinational_unit_still_has_clk_and_rst(tmp_path):

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..formats import parse_format
 from ..flows.accuracy import write_text_atomic
 from ..flows.area import FLOWS
+from ..formats import parse_format
 
 
 def register(sub: argparse._SubParsersAction) -> None:

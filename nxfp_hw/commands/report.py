@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"comma-separated flows (default {','.join(DEFAULT_FLOWS)})")
     p.add_argument("--tensor", type=Path, help="accuracy tensor (.npy/.npz/.safetensors; default: MiniLM weights)")
     p.add_argument("--tensor-name", help="array/tensor name inside --tensor")
-    p.add_argument("--lanes", type=int, help="lanes of every unit (default: each unit's)")
+    p.add_argument("--lanes", type=int, help="lanes of every unit (default 8, or k if smaller)")
     p.add_argument("--pipeline", type=int, help="pipeline setting of every unit (default: each unit's)")
     p.add_argument("--period", type=float, help="ASIC target clock period in ns (default 10)")
     p.add_argument("--freq", type=float, help="iCE40 nextpnr target frequency in MHz (default 50)")

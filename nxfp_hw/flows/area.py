@@ -126,7 +126,8 @@ class _Runner:
             raise FlowError(step, f"could not run {argv[0]}: {exc}", log) from None
         text = log.read_text(errors="replace")
         if check and proc.returncode != 0:
-            raise FlowError(step, f"{Path(argv[0]).name} exited with status {proc.returncode}: {_last_error(text)}", log)
+            tool = Path(argv[0]).name
+            raise FlowError(step, f"{tool} exited with status {proc.returncode}: {_last_error(text)}", log)
         return proc.returncode, text
 
     def yosys(self, step: str, script: str, name: str) -> str:
@@ -390,8 +391,8 @@ def _ice40(src: Path, top: str, run: _Runner, opts: dict[str, Any]) -> tuple[dic
 
 def _ice40_overuse(text: str) -> str:
     """``"ICESTORM_LC 6000/5280, ..."`` for every over-used resource in a nextpnr log, or ``""``."""
-    over = [f"{name} {used}/{avail}" for name, used, avail in re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)", text, re.M)
-            if int(used) > int(avail)]
+    found = re.findall(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)", text, re.M)
+    over = [f"{name} {used}/{avail}" for name, used, avail in found if int(used) > int(avail)]
     if not over and re.search(r"Unable to (?:find a placement location|place cell)", text):
         over = ["placement failed"]
     return ", ".join(dict.fromkeys(over))

@@ -114,7 +114,8 @@ def header_comment(component: wiring.Component) -> str:
     ]
     for key, fmt in component.formats.items():
         lines.append(f"// format {key}: {fmt.label} = {fmt.to_string()}")
-    lines.append(f"// config_hash {config_hash(component.config)}  config {json.dumps(component.config, sort_keys=True)}")
+    lines.append(f"// config_hash {config_hash(component.config)}")
+    lines.append(f"// config {json.dumps(component.config, sort_keys=True)}")
     return "\n".join(lines) + "\n"
 
 

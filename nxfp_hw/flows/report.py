@@ -43,6 +43,9 @@ OVERHEAD_PAIRS = (("nxfp4", "mxfp4_e2m1", "same 4.25 bits/elem"), ("nxfp6", "mxf
 AREA_METRICS = {"asic": ("area_um2", "area (um^2, OSU 0.18 um)"), "generic": ("transistors", "transistors (CMOS est.)"),
                 "ice40": ("luts", "iCE40 LUT4"), "xilinx": ("luts", "7-series LUTs")}
 REPORT_SCHEMA = "nxfp-hw-report/1"
+# Lanes of every unit in a report unless asked otherwise (capped at k): a 32-lane decoder of binary32
+# outputs needs ~9k iCE40 LUT4, more than the largest supported iCE40 holds.
+DEFAULT_REPORT_LANES = 8
 
 
 # --- one unit ------------------------------------------------------------------------------------
@@ -81,7 +84,9 @@ def _unit_key(unit: str, fmt_a: BlockFormat, fmt_b: BlockFormat | None, lanes: i
     from .generate import build_unit
     from .manifest import config_hash
 
-    return config_hash(build_unit(unit, fmt_a, fmt_b, lanes=lanes, pipeline=pipeline).config)
+    comp = build_unit(unit, fmt_a, fmt_b, lanes=lanes, pipeline=pipeline)
+    comp._MustUse__silence = True  # constructed for its config only, never elaborated
+    return config_hash(comp.config)
 
 
 def throughput(build: UnitBuild | dict[str, Any], fmax_mhz: float | None) -> float | None:
@@ -103,7 +108,8 @@ def measure_unit(build: UnitBuild, flows: Sequence[str], *, workdir: Path,
     return {
         "unit": build.unit, "module": build.module, "formats": build.formats, "lanes": build.lanes,
         "latency": build.latency, "initiation_interval": build.initiation_interval,
-        "config": build.config, "config_hash": build.config_hash, "generator": {"name": "nxfp-hw", "version": __version__},
+        "config": build.config, "config_hash": build.config_hash,
+        "generator": {"name": "nxfp-hw", "version": __version__},
         "tools": tools,
         "flows": {r.flow: {**r.to_dict(), "throughput_per_s": throughput(build, r.figures.get("fmax_mhz"))}
                   for r in results},
@@ -173,6 +179,7 @@ def _sweep_one(unit: str, fmt: BlockFormat, flows: Sequence[str], cache: Path, s
     """All flows of one (unit, format); cached flows are read back, the rest run (build once)."""
     label = f"{unit} {fmt.label}"
     record: dict[str, Any] = {"unit": unit, "format": fmt.label, "flows": {}}
+    lanes = min(DEFAULT_REPORT_LANES, fmt.k) if lanes is None else lanes
     try:
         ukey = _unit_key(unit, fmt, None, lanes, pipeline)
     except Exception as exc:  # noqa: BLE001 - a failed configuration is reported, the sweep goes on
@@ -224,7 +231,8 @@ def run_report(*, formats: Sequence[str] = DEFAULT_FORMATS, units: Sequence[str]
     """Sweep ``units`` x ``formats`` x ``flows``, measure accuracy on ``tensor`` (default: MiniLM weights),
     and write ``report.md``, ``report.json``, ``area.png`` and ``pareto.png`` into ``out_dir``.
 
-    Refuses to replace an existing report without ``force``. Failed configurations are listed in the
+    ``lanes=None`` means ``min(DEFAULT_REPORT_LANES, k)`` for every unit. Refuses to replace an existing
+    report without ``force``. Failed configurations are listed in the
     output and the tables; the sweep continues."""
     fmts = [parse_format(f) for f in formats]
     if not fmts or not units or not flows:
@@ -415,7 +423,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         rows = [[o["nxfp"], o["mx"], o["unit"], o["flow"], o["metric"], _g(o["nxfp_value"], 6), _g(o["mx_value"], 6),
                  "-" if o["overhead_pct"] is None else f"{o['overhead_pct']:+.1f}%",
                  f"{o['fmax_change_pct']:+.1f}%" if "fmax_change_pct" in o else "-",
-                 f"{o['bits_per_element_change_pct']:+.1f}%", f"{o['relative_mse_ratio']:.3f}"] for o in data["overhead"]]
+                 f"{o['bits_per_element_change_pct']:+.1f}%", f"{o['relative_mse_ratio']:.3f}"]
+                for o in data["overhead"]]
         lines.append(_table(head, rows))
     lines.append("\n## Plots\n\n![area per format](area.png)\n\n![accuracy versus area](pareto.png)\n")
     if fail_lines:
@@ -442,12 +451,12 @@ def _plots(data: dict[str, Any], out_dir: Path) -> list[Path]:
     paths = []
     fig, axes = plt.subplots(len(flows), 1, figsize=(max(6.0, 1.1 * len(names) + 2), 3.2 * len(flows)), squeeze=False)
     width = 0.8 / len(units)
-    for ax, flow in zip(axes[:, 0], flows):
+    for ax, flow in zip(axes[:, 0], flows, strict=True):
         for j, unit in enumerate(units):
             xs = [i + (j - (len(units) - 1) / 2) * width for i in range(len(names))]
             ys = [value(unit, n, flow) for n in names]
             ax.bar(xs, [y if y is not None else 0 for y in ys], width, label=unit)
-            for x, y in zip(xs, ys):
+            for x, y in zip(xs, ys, strict=True):
                 if y is None:
                     ax.text(x, 0, "failed", rotation=90, ha="center", va="bottom", fontsize=7)
         ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
@@ -460,7 +469,7 @@ def _plots(data: dict[str, Any], out_dir: Path) -> list[Path]:
 
     flow = next((f for f in ("asic", "generic", "ice40", "xilinx") if f in flows), flows[0])
     fig, axes = plt.subplots(1, len(units), figsize=(5.5 * len(units), 4.2), squeeze=False)
-    for ax, unit in zip(axes[0], units):
+    for ax, unit in zip(axes[0], units, strict=True):
         pts = [(value(unit, n, flow), fm[n]["relative_mse"], n) for n in names]
         pts = [p for p in pts if p[0] is not None]
         for is_mx, marker, label in ((True, "o", "MX"), (False, "^", "NxFP / other")):
@@ -478,6 +487,7 @@ def _plots(data: dict[str, Any], out_dir: Path) -> list[Path]:
                 ys += [ys[-1], p[1]]
             ax.plot(xs, ys, "k--", lw=1, label="Pareto front", zorder=2)
         ax.set_yscale("log")
+        ax.margins(x=0.2, y=0.15)
         ax.set_xlabel(f"{unit} unit: {AREA_METRICS[flow][1]}", fontsize=8)
         ax.set_ylabel("relative MSE (lower is better)", fontsize=8)
         ax.set_title(f"{unit}: accuracy versus {flow} area", fontsize=9)

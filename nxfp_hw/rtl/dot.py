@@ -21,17 +21,13 @@ whenever the output register is free.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
-import numpy as np
-from amaranth.hdl import C, Cat, Const, Module, Mux, Signal, Value, signed
+from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..formats import BlockFormat
-from ..golden.decode import element_parts
 from ..golden.dot import exact_sum_bits, exact_sum_lsb_exponent
-from ..golden.ieee import dyadic_parts
+from .element_decode import ElementDecoder, HeaderDecoder
 from .fixed_sum import adder_tree, align_product, lane_bound
 from .float_round import round_to_ieee
 from .fp32_add import fp32_add
@@ -40,84 +36,6 @@ __all__ = ["DotEngine"]
 
 MAX_PIPELINE = 3
 DEFAULT_PIPELINE = 3
-
-
-class _Element(NamedTuple):
-    """One decoded element: ``(-1)^sign * man * 2^(shift + lsb_exponent)``.
-
-    ``man``/``shift`` of a NaN or Inf code are don't-care: a block with any special element
-    has its result forced by the NaN/Inf rules, whatever its sum.
-    """
-
-    sign: Value
-    man: Value
-    shift: Value
-    nan: Value
-    inf: Value
-    zero: Value
-
-
-def _clamped_select(index: Value, count: int, options: list[Value]) -> Value:
-    """``options[min(index, count - 1)]`` (out-of-range header fields select the last entry)."""
-    out = options[count - 1]
-    for n in reversed(range(count - 1)):
-        out = Mux(index == n, options[n], out)
-    return out
-
-
-def _decode_element(m: Module, fmt: BlockFormat, code: Value, selector: Value, recycle: Value,
-                    name: str) -> _Element:
-    """Structured element decode for every candidate, selected by the header (spec 2, 4, 7)."""
-    lsb = element_parts(fmt).lsb_exponent
-    w = fmt.element_width
-    cands: list[tuple[Value, Value, Value, Value, Value, Value]] = []
-    man_width, shift_top = 1, 0
-    for c, elem in enumerate(fmt.elements):
-        if elem.is_int:  # spec 2.2: two's complement times 2^-(n-2)
-            sign = code[w - 1]
-            mag = Signal(w, name=f"{name}_c{c}_mag")
-            m.d.comb += mag.eq(Mux(sign, -code.as_signed(), code.as_signed()))
-            offset = -elem.int_frac_bits - lsb
-            cand = (sign, mag, C(offset, max(offset, 1).bit_length()), C(0), C(0), code == 0)
-            man_width, shift_top = max(man_width, w), max(shift_top, offset)
-        else:  # spec 2.1
-            eb, mb = elem.ebits, elem.mbits
-            sign, exp_f, man_f = code[w - 1], code[mb:mb + eb], code[:mb]
-            top_e = (1 << eb) - 1
-            hidden = exp_f != 0
-            man = Cat(man_f, hidden) if mb else hidden
-            offset = -elem.bias - mb - lsb
-            shift = Mux(hidden, exp_f, 1) + offset
-            nan = Const(0)
-            inf = Const(0)
-            if elem.has_inf:
-                inf = (exp_f == top_e) & (man_f == 0)
-            if elem.has_nan:
-                nan = (exp_f == top_e) & ((man_f != 0) if elem.has_inf else (man_f == (1 << mb) - 1))
-            zero = ~hidden & (man_f == 0) if mb else ~hidden
-            man_width, shift_top = max(man_width, mb + 1), max(shift_top, top_e + offset)
-            if fmt.recycling:  # spec 4: the -0 code carries R (per-block option)
-                table = np.array(fmt.recycling[c], dtype=np.float64)
-                r_sign, r_man, r_exp = dyadic_parts(table)
-                r_shift = [int(e) - lsb for e in r_exp]
-                man_width = max(man_width, max(int(mn).bit_length() for mn in r_man))
-                shift_top = max(shift_top, max(r_shift))
-                rec = code == elem.negative_zero_code
-                n_opt = len(table)
-                r_s = _clamped_select(recycle, n_opt, [C(int(s), 1) for s in r_sign])
-                r_m = _clamped_select(recycle, n_opt, [C(int(mn), max(int(mn).bit_length(), 1)) for mn in r_man])
-                r_e = _clamped_select(recycle, n_opt, [C(e, max(e.bit_length(), 1)) for e in r_shift])
-                sign, man, shift = Mux(rec, r_s, sign), Mux(rec, r_m, man), Mux(rec, r_e, shift)
-                zero = zero & ~rec
-            cand = (sign, man, shift, nan, inf, zero)
-        cands.append(cand)
-    fields = []
-    for f, (shape, fname) in enumerate(((1, "sign"), (man_width, "man"), (range(shift_top + 1), "shift"),
-                                         (1, "nan"), (1, "inf"), (1, "zero"))):
-        sig = Signal(shape, name=f"{name}_{fname}")
-        m.d.comb += sig.eq(_clamped_select(selector, len(cands), [cd[f] for cd in cands]))
-        fields.append(sig)
-    return _Element(*fields)
 
 
 def _stage(m: Module, enable: bool, advance: Value, valid: Value, fields: dict[str, Value],
@@ -229,38 +147,37 @@ class DotEngine(wiring.Component):
             first, end = C(1), C(1)
             hdr_a, hdr_b = pay.a_header, pay.b_header
 
-        def header_parts(fmt: BlockFormat, hdr: Value) -> tuple[Value, Value, Value]:
-            def field(fname: str) -> Value:
-                f = fmt.field(fname)
-                return hdr[f.offset:f.offset + f.width] if f else C(0)
-            return hdr[:fmt.scale.width], field("selector"), field("recycle")
-
-        scale_a, sel_a, rec_a = header_parts(fa, hdr_a)
-        scale_b, sel_b, rec_b = header_parts(fb, hdr_b)
+        hdr_dec = {"a": HeaderDecoder(fa), "b": HeaderDecoder(fb)}
+        elem_dec = {"a": ElementDecoder(fa), "b": ElementDecoder(fb)}
+        hdr = {"a": hdr_dec["a"].decode(m, hdr_a, name="hdr_a"), "b": hdr_dec["b"].decode(m, hdr_b, name="hdr_b")}
+        # Products come out in units of 2^(exp_base_a + exp_base_b); the low ``drop`` bits are always
+        # zero, the aligned lane word starts at the pair's smallest product exponent.
+        drop = self.sum_lsb_exponent - elem_dec["a"].exp_base - elem_dec["b"].exp_base
 
         # --- stage 0: decode, exact products, alignment (spec 8) ----------------------------
         terms: dict[str, Value] = {}
         lane_nan, lane_pinf, lane_ninf = [], [], []
         for n in range(self.lanes):
-            ea = _decode_element(m, fa, pay.a_codes[n], sel_a, rec_a, f"a{n}")
-            eb = _decode_element(m, fb, pay.b_codes[n], sel_b, rec_b, f"b{n}")
+            ea = elem_dec["a"].decode(m, pay.a_codes[n], selector=hdr["a"].selector, recycle=hdr["a"].recycle,
+                                      name=f"a{n}")
+            eb = elem_dec["b"].decode(m, pay.b_codes[n], selector=hdr["b"].selector, recycle=hdr["b"].recycle,
+                                      name=f"b{n}")
             sign = ea.sign ^ eb.sign
-            terms[f"t{n}"] = align_product(m, sign=sign, sig_a=ea.man, sig_b=eb.man, shift=ea.shift + eb.shift,
-                                           width=self.lane_width, name=f"p{n}")
-            inf = ea.inf | eb.inf
-            lane_nan.append(ea.nan | eb.nan | (ea.inf & eb.zero) | (eb.inf & ea.zero))
+            terms[f"t{n}"] = align_product(m, sign=sign, sig_a=ea.sig, sig_b=eb.sig, shift=ea.exp + eb.exp,
+                                           drop=drop, width=self.lane_width, name=f"p{n}")
+            inf = ea.is_inf | eb.is_inf
+            lane_nan.append(ea.is_nan | eb.is_nan | (ea.is_inf & eb.is_zero) | (eb.is_inf & ea.is_zero))
             lane_pinf.append(inf & ~sign)
             lane_ninf.append(inf & sign)
         s0 = {
             **terms,
-            "nan": Cat(*lane_nan).any(),
+            "nan": Cat(*lane_nan).any() | hdr["a"].scale_nan | hdr["b"].scale_nan,
             "pinf": Cat(*lane_pinf).any(),
             "ninf": Cat(*lane_ninf).any(),
             "first": first,
             "end": end,
             "last": pay.last & end,
-            "scale_a": scale_a,
-            "scale_b": scale_b,
+            **{f"scale_{x}_{f}": getattr(hdr[x], f) for x in "ab" for f in ("scale_man", "scale_exp")},
         }
         v1, s1 = _stage(m, p >= 1, advance, self.i.valid, s0, "s1")
 
@@ -282,8 +199,8 @@ class DotEngine(wiring.Component):
             m.d.comb += [sig.eq(s1[key]) for key, sig in flags.items()]
         block_done = v1 & s1["end"]
         v2, s2 = _stage(m, p >= 2, advance, block_done,
-                        {"total": total, **flags, "last": s1["last"], "scale_a": s1["scale_a"],
-                         "scale_b": s1["scale_b"]}, "s2")
+                        {"total": total, **flags, "last": s1["last"],
+                         **{key: val for key, val in s1.items() if key.startswith("scale_")}}, "s2")
 
         # --- stage 2: r = RNE_fp32(S * Xa * Xb) (spec 8) -------------------------------------
         tot = s2["total"]
@@ -291,20 +208,14 @@ class DotEngine(wiring.Component):
         mag = Signal(self.sum_width - 1)
         m.d.comb += [neg.eq(tot < 0), mag.eq(Mux(neg, -tot, tot))]
 
-        def scale_parts(fmt: BlockFormat, code: Value) -> tuple[Value, Value, Value]:
-            sc = fmt.scale
-            man = Cat(code[:sc.mbits], C(1, 1)) if sc.mbits else C(1, 1)
-            return man, code[sc.mbits:sc.width], code == sc.nan_code
-
-        man_a, exp_a, nan_a = scale_parts(fa, s2["scale_a"])
-        man_b, exp_b, nan_b = scale_parts(fb, s2["scale_b"])
+        man_a, man_b = s2["scale_a_scale_man"], s2["scale_b_scale_man"]
         magnitude = Signal(len(mag) + len(man_a) + len(man_b))
         m.d.comb += magnitude.eq(mag * man_a * man_b)
-        exp_const = (self.sum_lsb_exponent - fa.scale.bias - fa.scale.mbits - fb.scale.bias - fb.scale.mbits)
+        exp_const = self.sum_lsb_exponent + hdr_dec["a"].scale_exp_base + hdr_dec["b"].scale_exp_base
         exp_top = exp_const + (1 << fa.scale.ebits) - 1 + (1 << fb.scale.ebits) - 1
         exponent = Signal(range(min(exp_const, -1), max(exp_top, 1) + 1))
-        m.d.comb += exponent.eq(exp_a + exp_b + exp_const)
-        is_nan = s2["nan"] | nan_a | nan_b | (s2["pinf"] & s2["ninf"])
+        m.d.comb += exponent.eq(s2["scale_a_scale_exp"] + s2["scale_b_scale_exp"] + exp_const)
+        is_nan = s2["nan"] | (s2["pinf"] & s2["ninf"])
         is_inf = s2["pinf"] | s2["ninf"]
         result = round_to_ieee(m, sign=Mux(is_inf, s2["ninf"], neg), magnitude=magnitude, exponent=exponent,
                                is_nan=is_nan, is_inf=is_inf, name="blk")

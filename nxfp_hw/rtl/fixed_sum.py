@@ -38,19 +38,22 @@ def align_product(
     sig_a: Value,
     sig_b: Value,
     shift: Value,
+    drop: int = 0,
     width: int,
     name: str = "prod",
 ) -> Signal:
-    """Signed ``(-1)^sign * sig_a * sig_b * 2^shift`` as a ``signed(width)`` signal (spec 8).
+    """Signed ``(-1)^sign * sig_a * sig_b * 2^(shift - drop)`` as a ``signed(width)`` signal (spec 8).
 
     ``sig_a``, ``sig_b`` are unsigned integer significands and ``shift`` the unsigned sum of
-    both exponents counted from the formats' LSBs; the caller guarantees the product fits.
+    both exponents counted from the decoders' exponent bases; ``drop`` low bits of the shifted
+    product are known to be zero (the pair's smallest product exponent lies ``drop`` above the
+    sum of the bases). The caller guarantees the product fits ``width``.
     """
     sig_a, sig_b, shift = Value.cast(sig_a), Value.cast(sig_b), Value.cast(shift)
     prod = Signal(len(sig_a) + len(sig_b), name=f"{name}_sig")
     m.d.comb += prod.eq(sig_a * sig_b)
     mag = Signal(width - 1, name=f"{name}_mag")
-    m.d.comb += mag.eq((prod << shift)[: width - 1])
+    m.d.comb += mag.eq((prod << shift)[drop: drop + width - 1])
     out = Signal(signed(width), name=f"{name}_fix")
     m.d.comb += out.eq(Mux(sign, -mag, mag))
     return out

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Regenerate the committed default report in docs/results/ (report.md, report.json, area.png, pareto.png):
+# every default format, decode and dot units, all four flows, accuracy on the all-MiniLM-L6-v2 weights.
+# Results are cached by configuration hash in build/report-cache (override with NXFP_REPORT_CACHE), so a
+# rerun after a change only measures what changed. Extra arguments go to `nxfp-hw report`
+# (e.g. --jobs 2, --flows generic,asic).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-.venv/bin/python}
+CACHE=${NXFP_REPORT_CACHE:-build/report-cache}
+exec "$PYTHON" -m nxfp_hw.cli report --out docs/results --cache "$CACHE" --force "$@"
