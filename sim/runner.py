@@ -183,12 +183,15 @@ def build(simulator: str, sources: Sequence[Path | str], toplevel: str, *, build
         from cocotb_tools.runner import get_runner
 
         t0 = time.perf_counter()
-        with _environ(_sim_environ(simulator)):
+        build_dir.mkdir(parents=True, exist_ok=True)
+        env = _sim_environ(simulator)
+        if simulator == "verilator":
+            seeded = _seed_global_objects(root, build_dir, waves)
+            # make would rebuild them because the freshly generated Vtop.mk is newer: declare them old-but-good.
+            env["MAKEFLAGS"] = " ".join([*(f"--old-file={name}" for name in seeded), env["MAKEFLAGS"]])  # options first
+        with _environ(env):
             runner = get_runner(simulator)
             build_args = list(_VERILATOR_ARGS) if simulator == "verilator" else []
-            build_dir.mkdir(parents=True, exist_ok=True)
-            if simulator == "verilator":
-                _seed_global_objects(root, build_dir, waves)
             try:
                 runner.build(sources=list(srcs), hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
                              timescale=TIMESCALE, waves=waves, always=True,
@@ -214,13 +217,16 @@ def _global_cache(root: Path, waves: bool) -> Path:
     return root / ".verilator_runtime" / h.hexdigest()[:12]
 
 
-def _seed_global_objects(root: Path, build_dir: Path, waves: bool) -> None:
+def _seed_global_objects(root: Path, build_dir: Path, waves: bool) -> list[str]:
+    """Copy the cached runtime objects into ``build_dir``; the object file names copied."""
     cache = _global_cache(root, waves)
-    if all((cache / f"{n}.o").is_file() for n in _GLOBAL_OBJECTS):
-        for n in _GLOBAL_OBJECTS:
-            for ext in (".o", ".d"):
-                if (cache / f"{n}{ext}").is_file():
-                    shutil.copy2(cache / f"{n}{ext}", build_dir / f"{n}{ext}")
+    if not all((cache / f"{n}.o").is_file() for n in _GLOBAL_OBJECTS):
+        return []
+    for n in _GLOBAL_OBJECTS:
+        for ext in (".o", ".d"):
+            if (cache / f"{n}{ext}").is_file():
+                shutil.copy2(cache / f"{n}{ext}", build_dir / f"{n}{ext}")
+    return [f"{n}.o" for n in _GLOBAL_OBJECTS]
 
 
 def _store_global_objects(root: Path, build_dir: Path, waves: bool) -> None:

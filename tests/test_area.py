@@ -202,3 +202,21 @@ def test_ice40_falls_back_to_hx8k_when_dsps_run_out(tmp_path: Path) -> None:
     assert r.figures["device"] == "hx8k-ct256"
     assert r.figures["dsps"] == 0 and r.figures["ffs"] == 16 * n
     assert any("does not fit iCE40 UP5K" in note and "ICESTORM_DSP" in note for note in r.notes), r.notes
+
+
+def test_ice40_fmax_ignores_grounded_dsp_clock() -> None:
+    """An unregistered SB_MAC16 has its CLK pin on the ground net, which nextpnr reports as a clock."""
+    report = {"fmax": {"$PACKER_GND_NET_$glb_clk": {"achieved": 256.1, "constraint": 50},
+                       "clk$SB_IO_IN_$glb_clk": {"achieved": 4.85, "constraint": 50}},
+              "critical_paths": [
+                  {"from": "posedge $PACKER_GND_NET_$glb_clk", "to": "posedge $PACKER_GND_NET_$glb_clk",
+                   "path": [{"from": {"cell": "g0"}, "to": {"cell": "g1"}}]},
+                  {"from": "posedge clk$SB_IO_IN_$glb_clk", "to": "posedge clk$SB_IO_IN_$glb_clk",
+                   "path": [{"from": {"cell": "a"}, "to": {"cell": "b"}},
+                            {"from": {"cell": "b"}, "to": {"cell": "c"}}]},
+              ]}
+    assert area._ice40_fmax(report, "") == 4.85
+    assert area._ice40_path(report) == {"critical_path_from": "a", "critical_path_to": "c"}
+    log = ("Info: Max frequency for clock    'clk$SB_IO_IN_$glb_clk': 5.04 MHz (FAIL at 50.00 MHz)\n"
+           "Info: Max frequency for clock '$PACKER_GND_NET_$glb_clk': 275.25 MHz (PASS at 50.00 MHz)\n")
+    assert area._ice40_fmax({}, log) == 5.04

@@ -76,8 +76,8 @@ def _tree(path: Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-def _run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def _run_cli(*args: str, cwd: Path | None = None, hashseed: str = "random") -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONHASHSEED=hashseed)
     return subprocess.run([PYTHON, "-m", "nxfp_hw.cli", *args], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=300)
 
@@ -301,6 +301,10 @@ def test_out_is_a_file(tmp_path):
     (("dot", "nxfp4", "mxfp4_e2m1,k=16"), {}, "k=32"),
     (("decode", "nxfp4", "nxfp4"), {}, "format-b"),
     (("decode", "nxfp4"), {"pipeline": -1}, "pipeline"),
+    (("decode", "nxfp4"), {"input_format": "bf16"}, "input-format: only the encode unit"),
+    (("encode", "nxfp4"), {"input_format": "fp16"}, "input-format: expected one of fp32, bf16"),
+    (("encode", "nxfp4"), {"out": "bf16"}, "output-format"),
+    (("encode", "elem=E2M1,scale=UE5M1,k=32,rule=search"), {}, "encode unit: "),
 ])
 def test_build_unit_errors(args, kwargs, needle):
     unit, fa, *fb = args
@@ -356,7 +360,8 @@ def test_cli_identical_bytes_from_two_cwds(tmp_path):
     for n in (1, 2):
         cwd = tmp_path / f"cwd{n}" / ("d" * n)
         cwd.mkdir(parents=True)
-        proc = _run_cli("generate", "--unit", "dot", "--format", "nxfp4", "--lanes", "16", "--out", f"gen{n}", cwd=cwd)
+        proc = _run_cli("generate", "--unit", "dot", "--format", "nxfp4", "--lanes", "16", "--out", f"gen{n}", cwd=cwd,
+                        hashseed=str(n * 1234))  # different string hashing in each process
         assert proc.returncode == 0, proc.stderr
         trees.append(_tree(cwd / f"gen{n}"))
     assert trees[0] == trees[1] and len(trees[0]) == 4

@@ -36,7 +36,7 @@ def _run(a: np.ndarray, b: np.ndarray, *, registered: bool = False) -> np.ndarra
     out = np.zeros(len(a), dtype=np.uint32)
 
     async def bench(ctx):
-        for n, (x, y) in enumerate(zip(a.tolist(), b.tolist())):
+        for n, (x, y) in enumerate(zip(a.tolist(), b.tolist(), strict=True)):
             ctx.set(dut.a, x)
             ctx.set(dut.b, y)
             if registered:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ..flows.generate import OUTPUT_FORMATS, UNIT_BUILDERS, build_unit, generate
+from ..flows.generate import INPUT_FORMATS, OUTPUT_FORMATS, UNIT_BUILDERS, build_unit, generate
 from ..formats import parse_format
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "generate", help="generate the Verilog, JSON manifest and FuseSoC core of a decode unit or dot engine",
+        "generate", help="generate the Verilog, JSON manifest and FuseSoC core of one unit (decode, dot, encode)",
         description="Build one unit for a block format and write <module>.v, <module>.json (manifest, "
                     "docs/manifest.md), <module>.core (FuseSoC) and <module>.vlt (lint waivers) into --out.")
     p.add_argument("--unit", required=True, choices=sorted(UNIT_BUILDERS), help="which unit to build")
@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pipeline", type=int, help="pipeline registers (default: the unit's default)")
     p.add_argument("--output-format", dest="out_fmt", default="fp32", choices=OUTPUT_FORMATS,
                    help="decode output number format (default fp32)")
+    p.add_argument("--input-format", dest="in_fmt", choices=INPUT_FORMATS,
+                   help="encode input number format (default fp32)")
     p.add_argument("--out", "-o", required=True, type=Path, help="output directory (created if missing)")
     p.add_argument("--force", action="store_true",
                    help="write into a directory that holds other files (this module's files are replaced)")
@@ -30,7 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     fmt_a = parse_format(args.fmt)
     fmt_b = parse_format(args.fmt_b) if args.fmt_b else None
-    unit = build_unit(args.unit, fmt_a, fmt_b, lanes=args.lanes, pipeline=args.pipeline, out=args.out_fmt)
+    unit = build_unit(args.unit, fmt_a, fmt_b, lanes=args.lanes, pipeline=args.pipeline, out=args.out_fmt,
+                      input_format=args.in_fmt)
     result = generate(unit, args.out, force=args.force)
     m = result.manifest_data
     print(f"module {result.name}: {m['unit']}, {m['lanes']} lanes, latency {m['latency']} cycles, "

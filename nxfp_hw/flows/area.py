@@ -398,18 +398,24 @@ def _ice40_overuse(text: str) -> str:
     return ", ".join(dict.fromkeys(over))
 
 
+# nextpnr names the global clock net after the port: "clk$SB_IO_IN_$glb_clk". Other "clocks" such as
+# "$PACKER_GND_NET_$glb_clk" (the grounded CLK pin of an unregistered SB_MAC16) are not ours.
+_ICE40_CLK = re.compile(r"clk(\$.*)?")
+
+
 def _ice40_fmax(report: dict[str, Any], text: str) -> float | None:
     for name, data in report.get("fmax", {}).items():
-        if "clk" in name and "achieved" in data:
+        if _ICE40_CLK.fullmatch(name) and "achieved" in data:
             return float(data["achieved"])
-    found = re.findall(r"Max frequency for clock '[^']*clk[^']*':\s*([0-9.]+) MHz", text)
+    found = re.findall(r"Max frequency for clock\s+'clk(?:\$[^']*)?':\s*([0-9.]+) MHz", text)
     return float(found[-1]) if found else None
 
 
 def _ice40_path(report: dict[str, Any]) -> dict[str, Any]:
     for path in report.get("critical_paths", []):
         steps = path.get("path", [])
-        if steps:
+        ends = [str(path.get(k, "")).removeprefix("posedge ").removeprefix("negedge ") for k in ("from", "to")]
+        if steps and all(_ICE40_CLK.fullmatch(e) for e in ends):
             return {"critical_path_from": steps[0].get("from", {}).get("cell"),
                     "critical_path_to": steps[-1].get("to", {}).get("cell")}
     return {}

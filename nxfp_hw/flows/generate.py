@@ -42,10 +42,16 @@ def _check_lanes(fmt: BlockFormat, lanes: int | None) -> None:
                         f"({', '.join(map(str, divisors))}), got {lanes!r}")
 
 
-def _build_decode(fmt_a: BlockFormat, fmt_b: BlockFormat | None, lanes: int | None, pipeline: int | None,
-                  out: str) -> wiring.Component:
+def _one_format(unit: str, fmt_b: BlockFormat | None, input_format: str | None) -> None:
     if fmt_b is not None:
-        raise UserError("format-b: the decode unit takes one format; --format-b is only for --unit dot")
+        raise UserError(f"format-b: the {unit} unit takes one format; --format-b is only for --unit dot")
+    if input_format is not None and unit != "encode":
+        raise UserError(f"input-format: only the encode unit takes one; the {unit} unit reads block codes")
+
+
+def _build_decode(fmt_a: BlockFormat, fmt_b: BlockFormat | None, lanes: int | None, pipeline: int | None,
+                  out: str, input_format: str | None) -> wiring.Component:
+    _one_format("decode", fmt_b, input_format)
     kwargs: dict[str, Any] = {"lanes": lanes, "out": out}
     if pipeline is not None:
         kwargs["pipeline"] = pipeline
@@ -53,7 +59,9 @@ def _build_decode(fmt_a: BlockFormat, fmt_b: BlockFormat | None, lanes: int | No
 
 
 def _build_dot(fmt_a: BlockFormat, fmt_b: BlockFormat | None, lanes: int | None, pipeline: int | None,
-               out: str) -> wiring.Component:
+               out: str, input_format: str | None) -> wiring.Component:
+    if input_format is not None:
+        raise UserError("input-format: only the encode unit takes one; the dot engine reads block codes")
     if out != "fp32":
         raise UserError(f"output-format: the dot engine returns binary32 results (spec 8); got {out!r}")
     fmt_b = fmt_a if fmt_b is None else fmt_b
@@ -63,23 +71,37 @@ def _build_dot(fmt_a: BlockFormat, fmt_b: BlockFormat | None, lanes: int | None,
     return import_module("nxfp_hw.rtl.dot").DotEngine(fmt_a, fmt_b, lanes=lanes, pipeline=pipeline)
 
 
-# unit kind -> builder(fmt_a, fmt_b, lanes, pipeline, out); add "encode" here when the unit exists.
+def _build_encode(fmt_a: BlockFormat, fmt_b: BlockFormat | None, lanes: int | None, pipeline: int | None,
+                  out: str, input_format: str | None) -> wiring.Component:
+    _one_format("encode", fmt_b, input_format)
+    if out != "fp32":
+        raise UserError(f"output-format: the encode unit outputs block codes; it takes --input-format, got {out!r}")
+    return import_module("nxfp_hw.rtl.encode").EncodeUnit(fmt_a, lanes=lanes, input=input_format or "fp32",
+                                                          pipeline=pipeline)
+
+
+# unit kind -> builder(fmt_a, fmt_b, lanes, pipeline, out, input_format): one line per unit.
 UNIT_BUILDERS: dict[str, Callable[..., wiring.Component]] = {
     "decode": _build_decode,
     "dot": _build_dot,
+    "encode": _build_encode,
 }
+INPUT_FORMATS = ("fp32", "bf16")
 
 
 def build_unit(unit: str, fmt_a: BlockFormat, fmt_b: BlockFormat | None = None, *, lanes: int | None = None,
-               pipeline: int | None = None, out: str = "fp32") -> wiring.Component:
+               pipeline: int | None = None, out: str = "fp32", input_format: str | None = None) -> wiring.Component:
     """Construct the ``unit`` component (docs/architecture.md "Hardware units") for the given formats.
 
-    ``UserError`` for an unknown unit, an output format other than fp32/bf16/fp16, lanes that do not
-    divide ``k``, a format pair the unit cannot take, or a parameter the unit rejects."""
+    ``out`` is the decode unit's number format; ``input_format`` (fp32/bf16, default fp32) the encode
+    unit's. ``UserError`` for an unknown unit, a bad number format, lanes that do not divide ``k``,
+    a format pair the unit cannot take, or a parameter the unit rejects."""
     if unit not in UNIT_BUILDERS:
         raise UserError(f"unit: expected one of {', '.join(UNIT_BUILDERS)}, got {unit!r}")
     if out not in OUTPUT_FORMATS:
         raise UserError(f"output-format: expected one of {', '.join(OUTPUT_FORMATS)}, got {out!r}")
+    if input_format is not None and input_format not in INPUT_FORMATS:
+        raise UserError(f"input-format: expected one of {', '.join(INPUT_FORMATS)}, got {input_format!r}")
     for fmt in (fmt_a, fmt_b):
         if fmt is not None and not isinstance(fmt, BlockFormat):
             raise TypeError(f"build_unit: formats must be BlockFormat objects, got {type(fmt).__name__}")
@@ -87,7 +109,7 @@ def build_unit(unit: str, fmt_a: BlockFormat, fmt_b: BlockFormat | None = None, 
     if pipeline is not None and (isinstance(pipeline, bool) or not isinstance(pipeline, int) or pipeline < 0):
         raise UserError(f"pipeline: expected a non-negative integer, got {pipeline!r}")
     try:
-        return UNIT_BUILDERS[unit](fmt_a, fmt_b, lanes, pipeline, out)
+        return UNIT_BUILDERS[unit](fmt_a, fmt_b, lanes, pipeline, out, input_format)
     except (ValueError, TypeError) as exc:
         raise UserError(f"{unit} unit: {exc}") from exc
 

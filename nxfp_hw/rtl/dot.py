@@ -4,8 +4,8 @@
 each operand per beat (``k / lanes`` beats per block pair), and emits one binary32 result per
 reduction (the beat whose ``last`` bit is set on a block's final beat):
 
-1. decode every lane's elements (header selector and recycling option of the block) into
-   sign, integer significand and exponent counted from the format's LSB;
+1. decode every lane's elements (``element_decode.ElementDecoder`` with the block's header
+   selector and recycling option) into sign, integer significand and exponent offset;
 2. multiply the significands exactly, shift each product left by the exponent sum into a
    two's complement word (the pair's smallest product exponent is the LSB) and add the lanes
    with a balanced tree; beats of one block add into an exact partial sum;
