@@ -31,6 +31,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from nxfp_hw.errors import UserError
 from nxfp_hw.flows.tools import find_tool, tool_version, verilator_env
@@ -184,13 +185,11 @@ def build(simulator: str, sources: Sequence[Path | str], toplevel: str, *, build
 
         t0 = time.perf_counter()
         build_dir.mkdir(parents=True, exist_ok=True)
-        env = _sim_environ(simulator)
-        if simulator == "verilator":
-            seeded = _seed_global_objects(root, build_dir, waves)
-            # make would rebuild them because the freshly generated Vtop.mk is newer: declare them old-but-good.
-            env["MAKEFLAGS"] = " ".join([*(f"--old-file={name}" for name in seeded), env["MAKEFLAGS"]])  # options first
-        with _environ(env):
+        seeded = _seed_global_objects(root, build_dir, waves) if simulator == "verilator" else []
+        with _environ(_sim_environ(simulator)):
             runner = get_runner(simulator)
+            if seeded:
+                _keep_objects(runner, seeded)
             build_args = list(_VERILATOR_ARGS) if simulator == "verilator" else []
             try:
                 runner.build(sources=list(srcs), hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
@@ -227,6 +226,21 @@ def _seed_global_objects(root: Path, build_dir: Path, waves: bool) -> list[str]:
             if (cache / f"{n}{ext}").is_file():
                 shutil.copy2(cache / f"{n}{ext}", build_dir / f"{n}{ext}")
     return [f"{n}.o" for n in _GLOBAL_OBJECTS]
+
+
+def _keep_objects(runner: Any, names: list[str]) -> None:
+    """Make the runner's ``make`` treat ``names`` as up to date (``--old-file``): the freshly generated
+    ``Vtop.mk`` is newer than the seeded objects, and GNU make ignores ``-o`` given through MAKEFLAGS."""
+    original = runner._build_command
+
+    def build_command() -> list[list[str]]:
+        cmds = original()
+        for cmd in cmds:
+            if cmd and Path(str(cmd[0])).name == "make":
+                cmd[1:1] = [f"--old-file={n}" for n in names]
+        return cmds
+
+    runner._build_command = build_command
 
 
 def _store_global_objects(root: Path, build_dir: Path, waves: bool) -> None:

@@ -87,6 +87,8 @@ def test_asic_area_is_liberty_sum_and_fmax_consistent(tmp_path: Path) -> None:
     assert f["timing"].startswith("clocked")
     assert 0.1 < f["critical_path_ns"] < 10
     assert f["fmax_mhz"] == pytest.approx(1000.0 / f["critical_path_ns"], rel=1e-4)
+    assert re.fullmatch(r"[ab]\[\d\]", f["critical_path_from"]), f["critical_path_from"]  # an input port
+    assert re.fullmatch(r"q\[\d\]", f["critical_path_to"]), f["critical_path_to"]  # a register bit by name
     assert set(r.tools) == {"yosys", "sta"}
     assert (tmp_path / "asic" / "asic.sdc").read_text().startswith("create_clock -name clk")
 

@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _fmt_value(v: Any) -> str:
     if isinstance(v, float):
-        return f"{v:.4g}"
+        return f"{v:.6g}"
     if isinstance(v, dict):
         return ", ".join(f"{k}={n}" for k, n in v.items())
     return str(v)

@@ -283,9 +283,21 @@ def _asic(src: Path, top: str, run: _Runner, opts: dict[str, Any]) -> tuple[dict
     crit = round(period - float(slack.group(1)), 4)
     if crit <= 0:
         raise FlowError(sta_step, f"non-positive critical path {crit} ns", sta_log)
+    netlist = (run.workdir / "asic_netlist.v").read_text()
     figures.update(critical_path_ns=crit, fmax_mhz=round(1000.0 / crit, 3),
-                   critical_path_from=start.group(1), critical_path_to=end.group(1))
+                   critical_path_from=_register_name(netlist, start.group(1)),
+                   critical_path_to=_register_name(netlist, end.group(1)))
     return figures, notes
+
+
+def _register_name(netlist: str, point: str) -> str:
+    """A timing start/end point as a reader knows it: a port stays as is, a flip-flop instance becomes the
+    register bit its Q output drives (``acc[3]``), when that net has a name from the source."""
+    match = re.search(rf"^\s*\w+\s+{re.escape(point)}\s*\((.*?)\);", netlist, re.M | re.S)
+    q = re.search(r"\.Q\(\s*\\?([^\s)]+)\s*(\[\d+\])?\s*\)", match.group(1)) if match else None
+    if q is None or re.fullmatch(r"_\d+_", q.group(1)):
+        return point
+    return q.group(1) + (q.group(2) or "")
 
 
 def _ports(path: Path, top: str, step: str, log: Path) -> dict[str, tuple[str, int]]:

@@ -110,7 +110,8 @@ def accumulate_bits(block_results) -> np.ndarray:
         raise TypeError(f"block_results must be uint32 fp32 bit patterns, got dtype {r.dtype}")
     vals = np.concatenate([np.zeros(r.shape[:-1] + (1,), np.float32), r.view(np.float32)], axis=-1)
     # ufunc.accumulate is strictly sequential: out[j] = out[j-1] + in[j], each rounded to float32.
-    acc = np.add.accumulate(vals, axis=-1, dtype=np.float32)[..., -1]
+    with np.errstate(invalid="ignore", over="ignore"):  # +Inf + -Inf -> NaN and overflow are IEEE results here
+        acc = np.add.accumulate(vals, axis=-1, dtype=np.float32)[..., -1]
     return np.where(np.isnan(acc), np.uint32(FP32.nan_bits), acc.view(np.uint32)).astype(np.uint32)
 
 
