@@ -398,7 +398,7 @@ def test_nan_block_header():
 
 def test_metric_and_pad_arguments():
     fmt = PRESETS["nxfp4"]
-    with pytest.raises(ValueError, match="unknown error metric 'l1'; available: float64"):
+    with pytest.raises(ValueError, match="unknown error metric 'l1'; available: float64, hw"):
         quantize(np.zeros(32, np.float32), fmt, metric="l1")
     with pytest.raises(QuantizeInputError, match="length 33.*k=32") as exc:
         quantize(np.zeros(33, np.float32), fmt)

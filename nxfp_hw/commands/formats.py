@@ -28,8 +28,8 @@ def run(args: argparse.Namespace) -> int:
         rows.append((f.label, "|".join(e.name for e in f.elements), f.scale.name, str(f.k), cr, f.rule,
                      f"{f.header_bits} b", f"{f.bits_per_element:.3f}"))
     widths = [max(len(r[i]) for r in [head, *rows]) for i in range(len(head))]
-    print("  ".join(h.ljust(w) for h, w in zip(head, widths)))
+    print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
     print("  ".join("-" * w for w in widths))
     for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)))
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
     return 0

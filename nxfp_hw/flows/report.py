@@ -156,6 +156,11 @@ def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
     return front
 
 
+# Amaranth elaboration is not documented as thread-safe: with --jobs > 1 units are built one at a time,
+# only the external tools run in parallel.
+_BUILD_LOCK = threading.Lock()
+
+
 class _Progress:
     def __init__(self, total: int, echo: Callable[[str], None]) -> None:
         self.total, self.done, self.echo, self.lock = total, 0, echo, threading.Lock()
@@ -181,7 +186,8 @@ def _sweep_one(unit: str, fmt: BlockFormat, flows: Sequence[str], cache: Path, s
     record: dict[str, Any] = {"unit": unit, "format": fmt.label, "flows": {}}
     lanes = min(DEFAULT_REPORT_LANES, fmt.k) if lanes is None else lanes
     try:
-        ukey = _unit_key(unit, fmt, None, lanes, pipeline)
+        with _BUILD_LOCK:
+            ukey = _unit_key(unit, fmt, None, lanes, pipeline)
     except Exception as exc:  # noqa: BLE001 - a failed configuration is reported, the sweep goes on
         msg = f"build: {type(exc).__name__}: {exc}"
         for f in flows:
@@ -204,7 +210,8 @@ def _sweep_one(unit: str, fmt: BlockFormat, flows: Sequence[str], cache: Path, s
         t0 = time.monotonic()
         try:
             if build is None:
-                build = build_for_area(unit, fmt, None, lanes=lanes, pipeline=pipeline)
+                with _BUILD_LOCK:
+                    build = build_for_area(unit, fmt, None, lanes=lanes, pipeline=pipeline)
             facts = {"module": build.module, "lanes": build.lanes, "latency": build.latency,
                      "initiation_interval": build.initiation_interval, "config_hash": build.config_hash}
             res = area_mod.run_area(build.verilog, build.module, f,
@@ -327,7 +334,8 @@ def _assemble(fmts: list[BlockFormat], units: Sequence[str], flows: Sequence[str
                     row.update(nxfp_fmax_mhz=fa, mx_fmax_mhz=fb, fmax_change_pct=round((fa / fb - 1) * 100, 2))
                 row["bits_per_element_change_pct"] = round(
                     (accs[nx].bits_per_element / accs[mx].bits_per_element - 1) * 100, 2)
-                row["relative_mse_ratio"] = round(accs[nx].relative_mse / accs[mx].relative_mse, 4)
+                row["relative_mse_ratio"] = (round(accs[nx].relative_mse / accs[mx].relative_mse, 4)
+                                             if accs[mx].relative_mse else None)
                 overhead.append(row)
     return {
         "schema": REPORT_SCHEMA,
@@ -337,7 +345,8 @@ def _assemble(fmts: list[BlockFormat], units: Sequence[str], flows: Sequence[str
         "units": list(units), "flows": list(flows),
         "formats": {f.label: {"format_string": f.to_string(), "bits_per_element": f.bits_per_element,
                               "mx": f.is_mx, "relative_mse": accs[f.label].relative_mse,
-                              "sqnr_db": accs[f.label].sqnr_db} for f in fmts},
+                              "sqnr_db": accs[f.label].sqnr_db if math.isfinite(accs[f.label].sqnr_db) else None}
+                    for f in fmts},
         "results": records,
         "overhead": overhead,
     }
@@ -395,7 +404,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         rows = []
         for r in recs:
             f = fm[r["format"]]
-            row = [r["format"], f"{f['bits_per_element']:.3g}", f"{f['relative_mse']:.4g}", f"{f['sqnr_db']:.2f}",
+            row = [r["format"], f"{f['bits_per_element']:.3g}", f"{f['relative_mse']:.4g}", _g(f["sqnr_db"]),
                    _g(r.get("lanes")), _g(r.get("latency"))]
             for flow in data["flows"]:
                 v = r["flows"].get(flow, {})
@@ -423,7 +432,7 @@ def render_markdown(data: dict[str, Any]) -> str:
         rows = [[o["nxfp"], o["mx"], o["unit"], o["flow"], o["metric"], _g(o["nxfp_value"], 6), _g(o["mx_value"], 6),
                  "-" if o["overhead_pct"] is None else f"{o['overhead_pct']:+.1f}%",
                  f"{o['fmax_change_pct']:+.1f}%" if "fmax_change_pct" in o else "-",
-                 f"{o['bits_per_element_change_pct']:+.1f}%", f"{o['relative_mse_ratio']:.3f}"]
+                 f"{o['bits_per_element_change_pct']:+.1f}%", _g(o["relative_mse_ratio"], 3)]
                 for o in data["overhead"]]
         lines.append(_table(head, rows))
     lines.append("\n## Plots\n\n![area per format](area.png)\n\n![accuracy versus area](pareto.png)\n")

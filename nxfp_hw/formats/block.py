@@ -78,7 +78,7 @@ class BlockFormat:
             sizes = {len(t) for t in self.recycling}
             if len(sizes) != 1 or 0 in sizes or sizes.pop() > 16:
                 raise ValueError("recycling tables must all have the same number (1..16) of values")
-            for elem, table in zip(self.elements, self.recycling):
+            for elem, table in zip(self.elements, self.recycling, strict=True):
                 if not elem.can_recycle:
                     raise ValueError(f"code recycling does not apply to {elem.name} (no negative-zero code)")
                 finite = elem.code_values()[np.isfinite(elem.code_values())]

@@ -55,17 +55,7 @@ def block_error_hw(x: np.ndarray, q: np.ndarray, frac_bits: int = HW_FRAC_BITS) 
 
 
 def quantize_hw(x, fmt, **kwargs):
-    """``quantize(x, fmt, metric="hw", ...)``: the golden model of the hardware encoder.
+    """``quantize(x, fmt, metric="hw", ...)``: the golden model of the hardware encoder."""
+    from .quantize import quantize
 
-    Uses the ``"hw"`` entry of :data:`nxfp_hw.golden.quantize.METRICS` when the quantizer has it
-    registered, otherwise registers :func:`block_error_hw` for the duration of the call.
-    """
-    qmod = importlib.import_module(f"{__package__}.quantize")  # the module (the package exports the function)
-
-    if "hw" in qmod.METRICS:
-        return qmod.quantize(x, fmt, metric="hw", **kwargs)
-    qmod.METRICS["hw"] = block_error_hw
-    try:
-        return qmod.quantize(x, fmt, metric="hw", **kwargs)
-    finally:
-        del qmod.METRICS["hw"]
+    return quantize(x, fmt, metric="hw", **kwargs)

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..formats import BlockFormat
+from .hw_metric import block_error_hw
 
 __all__ = [
     "METRICS",
@@ -194,17 +195,13 @@ def block_error_float64(x: np.ndarray, q: np.ndarray) -> np.ndarray:
 
 #: Block error metrics: name -> f(x (n, k) float64, dequantized (n, k) float64) -> (n,) errors.
 #: A hardware encoder's fixed-point metric ("hw") plugs in here, bit for bit (spec 5.4).
-METRICS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {"float64": block_error_float64}
+METRICS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
+    "float64": block_error_float64,
+    "hw": block_error_hw,
+}
 
 
 def _metric(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
-    if name == "hw" and name not in METRICS:
-        try:  # the hardware encoder's fixed-point metric, when that module is present
-            from .hw_metric import block_error_hw
-        except ImportError:
-            pass
-        else:
-            METRICS["hw"] = block_error_hw
     try:
         return METRICS[name]
     except KeyError:
