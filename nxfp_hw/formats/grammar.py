@@ -72,7 +72,9 @@ def parse_format(text: str | BlockFormat) -> BlockFormat:
             if i != 0:
                 raise FormatError(f"format {text!r}: option {tok!r} is not key=value")
             if tok.lower() not in PRESETS:
-                raise FormatError(f"unknown format preset {tok!r}; presets: {', '.join(PRESETS)} (or key=value options)")
+                raise FormatError(
+                    f"unknown format preset {tok!r}; presets: {', '.join(PRESETS)} (or key=value options)"
+                )
             base = PRESETS[tok.lower()]
             continue
         key, _, value = tok.partition("=")

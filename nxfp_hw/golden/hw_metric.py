@@ -20,8 +20,6 @@ iteration order of :func:`nxfp_hw.golden.quantize.quantize_blocks`).
 
 from __future__ import annotations
 
-import importlib
-
 import numpy as np
 
 __all__ = ["HW_FRAC_BITS", "block_error_hw", "hw_error_width", "quantize_hw"]
