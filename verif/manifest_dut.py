@@ -126,7 +126,7 @@ class PayloadLayout:
                 shifts = [spec.offset + i * spec.stride for i in range(spec.count)]
                 for t, row in enumerate(a.tolist()):
                     w = 0
-                    for v, s in zip(row, shifts):
+                    for v, s in zip(row, shifts, strict=False):
                         w |= v << s
                     words[t] |= w
             else:

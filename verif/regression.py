@@ -64,6 +64,7 @@ def prepare_module(unit: str, fmt_a: BlockFormat, fmt_b: BlockFormat | None = No
             data = json.loads(manifest.read_text())
             verilog = out_dir / data["files"]["verilog"]
             if data.get("config_hash") == config_hash(component.config) and verilog.is_file():
+                component._MustUse__used = True  # built only for its name and config: not an unused design
                 return ModuleFiles(component.module_name, verilog, manifest, data)
         gen = generate(component, out_dir, force=True)
     return ModuleFiles(gen.name, gen.verilog, gen.manifest, gen.manifest_data)

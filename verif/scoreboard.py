@@ -40,12 +40,12 @@ def describe_header(fmt: BlockFormat, header: int) -> str:
     scale_code, sel, rec = (int(x) for x in fmt.split_header(header))
     sel_c = min(sel, len(fmt.elements) - 1)
     fields = " ".join(f"{f.name}={int(f.extract(header))}" for f in reversed(fmt.header_fields))
-    scale = fmt.scale.code_values()[scale_code]
+    scale = float(fmt.scale.code_values()[scale_code])
     parts = [f"header 0x{header:0{(fmt.header_bits + 3) // 4}x} [{fields}]", f"scale {fmt.scale.name} = {scale!r}"]
     if len(fmt.elements) > 1:
         parts.append(f"element format {fmt.elements[sel_c].name}")
     if fmt.recycling:
-        parts.append(f"recycled -0 = {fmt.recycling[sel_c][min(rec, fmt.recycle_options - 1)]!r}")
+        parts.append(f"recycled -0 = {float(fmt.recycling[sel_c][min(rec, fmt.recycle_options - 1)])!r}")
     return ", ".join(parts)
 
 
@@ -53,7 +53,7 @@ def describe_elements(fmt: BlockFormat, header: int, codes: Sequence[int], *, li
     """``code:value`` of each element under ``header`` (element values before scaling)."""
     _, sel, rec = (int(x) for x in fmt.split_header(header))
     table = fmt.element_table(min(sel, len(fmt.elements) - 1), min(rec, max(fmt.recycle_options, 1) - 1))
-    items = [f"{int(c):#x}:{table[int(c)]!r}" for c in list(codes)[:limit]]
+    items = [f"{int(c):#x}:{float(table[int(c)])!r}" for c in list(codes)[:limit]]
     more = f" ... (+{len(codes) - limit})" if len(codes) > limit else ""
     return "[" + ", ".join(items) + more + "]"
 

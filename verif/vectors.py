@@ -254,7 +254,7 @@ def dot_directed(fa: BlockFormat, fb: BlockFormat, rng: np.random.Generator) -> 
             pinf, ninf = np.flatnonzero(table == np.inf), np.flatnonzero(table == -np.inf)
             ones = np.full(k, other_one)
 
-            def put(name: str, mine: np.ndarray, theirs: np.ndarray) -> None:
+            def put(name: str, mine: np.ndarray, theirs: np.ndarray, side: str = side, elem=elem, hdr=hdr) -> None:
                 if side == "a":
                     s.add(f"{name} ({elem.name} in a)", hdr, mine, one_b, theirs)
                 else:
@@ -421,7 +421,7 @@ def dot_random(fa: BlockFormat, fb: BlockFormat, nblocks: int, rng: np.random.Ge
     """``nblocks`` random block pairs, split evenly over ``distributions``, in reductions of 1..``max_reduction``."""
     s = BlockStream.empty(fa.k)
     per = [nblocks // len(distributions) + (i < nblocks % len(distributions)) for i in range(len(distributions))]
-    for dist, n in zip(distributions, per):
+    for dist, n in zip(distributions, per, strict=False):
         if n == 0:
             continue
         ha, ca = random_blocks(fa, dist, n, rng)

@@ -123,6 +123,7 @@ def parse_format(text: str | BlockFormat) -> BlockFormat:
         raise
     except ValueError as exc:
         raise FormatError(f"format {text!r}: {exc}") from None
-    if base is not None and fmt == dataclasses.replace(base, name=""):
-        return base
+    for preset in PRESETS.values():  # a string that spells out a preset is that preset (and keeps its name)
+        if fmt == dataclasses.replace(preset, name=""):
+            return preset
     return fmt

@@ -1,0 +1,174 @@
+"""``nxfp-hw run``: the main job. Generate, verify and measure a format against its MX baseline.
+
+Four steps, each reusing the library the other subcommands use:
+
+1. accuracy of both formats on the all-MiniLM-L6-v2 weights (golden model);
+2. ``generate``: decode unit and dot engine of both formats (Verilog + manifest + core);
+3. ``verify``: a short bit-exact regression of each unit on a simulator;
+4. area and timing (generic gates and OSU 0.18 um + OpenSTA by default), then the comparison.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from ..formats import BlockFormat, mx_baseline_for, parse_format
+
+UNITS = ("decode", "dot")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "run", help="main job: generate, verify and measure a format against its MX baseline (default nxfp4)",
+        description="Generate the decode unit and dot engine of a format and of its MX baseline, verify both "
+                    "bit-exactly in simulation, run area and timing, and print the comparison. Results go to "
+                    "--out (report.md, report.json, plots, generated RTL).")
+    p.add_argument("--format", "-f", dest="fmt", default="nxfp4", help="format under study (default nxfp4)")
+    p.add_argument("--baseline", help="format to compare against (default: the MX preset of the same element "
+                                      "width, mxfp4_e2m1 for nxfp4)")
+    p.add_argument("--lanes", type=int, default=8,
+                   help="lanes of the generated units (default 8; a divisor of k)")
+    p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"), help="simulator (default verilator)")
+    p.add_argument("--blocks", type=int, default=32, help="random blocks per dot regression (default 32)")
+    p.add_argument("--seed", type=int, default=1, help="seed of the regressions (default 1)")
+    p.add_argument("--flows", default="generic,asic",
+                   help="comma-separated area flows: generic, asic, ice40, xilinx (default generic,asic)")
+    p.add_argument("--out", type=Path, default=Path("out/run"), help="output directory (default out/run)")
+    p.add_argument("--skip-verify", action="store_true", help="skip the simulation step")
+    p.set_defaults(func=run)
+
+
+def _step(n: int, total: int, text: str) -> float:
+    print(f"\n[{n}/{total}] {text}", flush=True)
+    return time.monotonic()
+
+
+def _done(t0: float) -> None:
+    print(f"      done in {time.monotonic() - t0:.1f} s", flush=True)
+
+
+def _generate(fmt: BlockFormat, lanes: int, rtl_dir: Path) -> list[str]:
+    from ..flows.generate import build_unit, generate
+
+    names = []
+    for unit in UNITS:
+        comp = build_unit(unit, fmt, lanes=lanes)
+        gen = generate(comp, rtl_dir / comp.module_name)
+        print(f"      {unit:6s} {fmt.label:12s} -> {gen.verilog}  (latency {comp.latency}, "
+              f"II {comp.initiation_interval})")
+        names.append(gen.name)
+    return names
+
+
+def _verify(fmt: BlockFormat, args: argparse.Namespace, build_dir: Path) -> dict[str, int]:
+    from ..cli import main as cli_main
+
+    status = {}
+    for unit in UNITS:
+        argv = ["verify", "--unit", unit, "--format", fmt.label, "--sim", args.sim, "--lanes",
+                str(args.lanes), "--seed", str(args.seed), "--build-dir", str(build_dir)]
+        if unit == "dot":
+            argv += ["--blocks", str(args.blocks)]
+        print(f"      $ nxfp-hw {' '.join(argv)}", flush=True)
+        status[unit] = cli_main(argv)
+    return status
+
+
+def _fmt(v: Any, nd: int = 4) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{nd}g}"
+    return str(v)
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..flows.report import run_report
+
+    fmt = parse_format(args.fmt)
+    base = parse_format(args.baseline) if args.baseline else mx_baseline_for(fmt)
+    if base == fmt:
+        raise UserError(f"--baseline: {base.label} is the format under study; choose another baseline")
+    for f in (fmt, base):
+        if args.lanes < 1 or f.k % args.lanes:
+            raise UserError(f"--lanes: {args.lanes} does not divide the block size k={f.k} of {f.label}")
+    flows = [x.strip() for x in args.flows.split(",") if x.strip()]
+    out = args.out
+    total = 3 if args.skip_verify else 4
+    print(f"nxfp-hw main job: {fmt.label} vs {base.label}, {args.lanes} lanes, flows {', '.join(flows)}, "
+          f"output in {out}/")
+
+    t0 = _step(1, total, "generate the decode unit and dot engine of both formats")
+    for f in (fmt, base):
+        _generate(f, args.lanes, out / "rtl")
+    _done(t0)
+
+    status: dict[str, dict[str, int]] = {}
+    if not args.skip_verify:
+        t0 = _step(2, total, f"verify every unit bit-exactly against the golden model on {args.sim}")
+        for f in (fmt, base):
+            status[f.label] = _verify(f, args, out / "build")
+        _done(t0)
+
+    t0 = _step(total - 1, total, "accuracy on all-MiniLM-L6-v2, area and timing")
+    result = run_report(formats=[fmt.label, base.label],
+                        units=UNITS, flows=flows, out_dir=out / "report", cache_dir=out / "cache",
+                        force=True, lanes=args.lanes, echo=lambda s: print(f"      {s}", flush=True))
+    _done(t0)
+
+    _step(total, total, f"comparison: {fmt.label} vs {base.label}")
+    _print_comparison(result.data, fmt, base, flows, status)
+    print(f"\nreport: {out / 'report' / 'report.md'} (+ report.json, area.png, pareto.png)")
+    failed = [f"{u} {name}" for name, st in status.items() for u, rc in st.items() if rc != 0]
+    if failed or result.failures:
+        for f in failed:
+            print(f"FAILED verification: {f}")
+        for f in result.failures:
+            print(f"FAILED flow: {f}")
+        return 1
+    return 0
+
+
+def _print_comparison(data: dict[str, Any], fmt: BlockFormat, base: BlockFormat, flows: list[str],
+                      status: dict[str, dict[str, int]]) -> None:
+    from ..flows.report import AREA_METRICS
+
+    acc = data["formats"]
+    rows = [("", fmt.label, base.label, "change")]
+
+    def add(label: str, a: Any, b: Any, pct: bool = True) -> None:
+        change = "-"
+        if pct and isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
+            change = f"{(a / b - 1) * 100:+.1f} %"
+        rows.append((label, _fmt(a), _fmt(b), change))
+
+    add("bits / element", fmt.bits_per_element, base.bits_per_element)
+    add("relative MSE (MiniLM)", acc[fmt.label]["relative_mse"], acc[base.label]["relative_mse"])
+    add("SQNR (dB)", acc[fmt.label]["sqnr_db"], acc[base.label]["sqnr_db"], pct=False)
+    units = {(r["unit"], r["format"]): r for r in data["results"]}
+    for unit in UNITS:
+        for flow in flows:
+            metric, label = AREA_METRICS[flow]
+            a = units.get((unit, fmt.label), {}).get("flows", {}).get(flow, {}).get("figures", {})
+            b = units.get((unit, base.label), {}).get("flows", {}).get(flow, {}).get("figures", {})
+            add(f"{unit}: {label}", a.get(metric), b.get(metric))
+            if a.get("fmax_mhz") or b.get("fmax_mhz"):
+                add(f"{unit}: Fmax MHz ({flow})", a.get("fmax_mhz"), b.get("fmax_mhz"))
+    for unit in UNITS:
+        if status:
+            rows.append((f"{unit}: RTL vs golden", _verdict(status, fmt, unit), _verdict(status, base, unit), ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+    for i, r in enumerate(rows):
+        print("  " + "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in
+                              enumerate(zip(r, widths, strict=True))))
+        if i == 0:
+            print("  " + "  ".join("-" * w for w in widths))
+
+
+def _verdict(status: dict[str, dict[str, int]], fmt: BlockFormat, unit: str) -> str:
+    rc = status.get(fmt.label, {}).get(unit)
+    return "-" if rc is None else ("bit-exact" if rc == 0 else "MISMATCH")

