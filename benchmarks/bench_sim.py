@@ -16,7 +16,9 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -73,19 +75,30 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--format", default="mxfp8_e4m3")
     ap.add_argument("--decode-beats", type=int, default=64)
-    ap.add_argument("--dot-blocks", type=int, default=64)
+    ap.add_argument("--dot-blocks", type=int, default=256)
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--build-dir", type=Path, default=ROOT / "build" / "sim")
+    ap.add_argument("--build-dir", type=Path,
+                    help="reuse builds from here (default: a fresh directory, so build times are measured)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "sim.json")
     args = ap.parse_args()
+    fresh = args.build_dir is None
+    build_dir = Path(tempfile.mkdtemp(prefix="bench-sim-", dir=ROOT / "build")) if fresh else args.build_dir.resolve()
+    try:
+        return _run(args, build_dir)
+    finally:
+        if fresh:
+            shutil.rmtree(build_dir, ignore_errors=True)
+
+
+def _run(args: argparse.Namespace, build_dir: Path) -> int:
     results = {
         "benchmark": "sim", "seed": args.seed,
         "machine": {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "tools": {"verilator": tool_version("verilator"), "iverilog": tool_version("iverilog")},
         "units": {
-            "decode": measure("decode", args.format, args.decode_beats, args.seed, args.build_dir.resolve()),
-            "dot": measure("dot", args.format, args.dot_blocks, args.seed, args.build_dir.resolve()),
+            "decode": measure("decode", args.format, args.decode_beats, args.seed, build_dir),
+            "dot": measure("dot", args.format, args.dot_blocks, args.seed, build_dir),
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,6 @@ import hashlib
 import itertools
 import os
 import shutil
-import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping, Sequence
@@ -307,7 +306,9 @@ def run(sim_build: SimBuild, test_module: str, *, env: Mapping[str, str] | None 
         runner = get_runner(sim_build.simulator)
         if sim_build.simulator == "icarus":
             runner.hdl_toplevel = sim_build.toplevel  # test() without build() needs it for the dump module
-        plusargs = [f"+dumpfile_path={run_dir / (sim_build.toplevel + '.fst')}"] if sim_build.waves else []
+        plusargs = []
+        if sim_build.waves and sim_build.simulator == "icarus":  # the FST goes into the run directory
+            plusargs.append(f"+dumpfile_path={run_dir / (sim_build.toplevel + '.fst')}")
         try:
             runner.test(test_module=test_module, hdl_toplevel=sim_build.toplevel, hdl_toplevel_lang="verilog",
                         testcase=testcase, seed=seed, build_dir=sim_build.build_dir, test_dir=run_dir,
@@ -332,7 +333,3 @@ def run(sim_build: SimBuild, test_module: str, *, env: Mapping[str, str] | None 
     return SimResult(passed, tests, tuple(failures), results_xml, log, run_dir, waves, wall, sim_ns, exit_code,
                      tuple(names))
 
-
-def python_for_sim() -> str:
-    """The interpreter the simulator embeds (cocotb uses the running one)."""
-    return sys.executable

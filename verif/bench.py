@@ -30,6 +30,7 @@ import numpy as np
 from .manifest_dut import ManifestDUT
 from .scoreboard import Scoreboard
 from .stream import Backpressure, StreamDriver, StreamMonitor
+from .vectors import load_vector_set, savez_atomic
 
 __all__ = ["ENV", "TbParams", "run_regression", "tb_params"]
 
@@ -74,25 +75,9 @@ def tb_params() -> TbParams:
     )
 
 
-def load_vectors(path: Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray], dict]:
-    """``(inputs, expected outputs, auxiliary arrays, meta)`` from a vector file."""
-    with np.load(path, allow_pickle=False) as z:
-        inputs = {k[3:]: z[k] for k in z.files if k.startswith("in.")}
-        outputs = {k[4:]: z[k] for k in z.files if k.startswith("out.")}
-        aux = {k[4:]: z[k] for k in z.files if k.startswith("aux.")}
-        meta = json.loads(str(z["meta"]))
-    return inputs, outputs, aux, meta
-
-
 def _array(inputs: dict[str, np.ndarray], aux: dict[str, np.ndarray], name: str) -> np.ndarray:
     """``aux.<name>`` from the auxiliary arrays, anything else from the inputs."""
     return aux[name[4:]] if name.startswith("aux.") else inputs[name]
-
-
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 async def run_regression(dut: Any, describe: Callable[[dict, dict, dict, int, int], str]) -> dict[str, Any]:
@@ -108,7 +93,8 @@ async def run_regression(dut: Any, describe: Callable[[dict, dict, dict, int, in
     from .coverage import FormatCoverage, ResultCoverage, coverage_summary
 
     p = tb_params()
-    inputs, expected, aux, meta = load_vectors(p.vectors)
+    vs = load_vector_set(p.vectors)
+    inputs, expected, aux, meta = vs.inputs, vs.expected, vs.aux, vs.meta
     mdut = ManifestDUT(dut, p.manifest)
     log = dut._log
     log.info("regression: %s, %s, seed %d (gap %.2f, stall %.2f)", p.vectors.name, mdut.manifest["module"],
@@ -202,7 +188,7 @@ async def run_regression(dut: Any, describe: Callable[[dict, dict, dict, int, in
     log.info("%s", sb.report())
     log.info("cycles %d, wall %.2f s, %.0f values/s", cycles, wall, exp.size / max(wall, 1e-9))
     if p.output is not None:
-        _write_npz(p.output, {f"got.{field}": sb.got_array().astype(exp.dtype, copy=False),
+        savez_atomic(p.output, {f"got.{field}": sb.got_array().astype(exp.dtype, copy=False),
                               f"expected.{field}": exp, "stats": np.array(json.dumps(stats))})
     if monitor.protocol_errors:
         raise AssertionError("stream protocol violated by the DUT: " + "; ".join(monitor.protocol_errors[:3]))

@@ -30,7 +30,7 @@ from nxfp_hw.golden.decode import decode_bits
 from nxfp_hw.golden.dot import block_dot_bits, dot_accumulate_bits
 
 __all__ = ["BlockStream", "DISTRIBUTIONS", "VectorSet", "decode_exhaustive", "decode_vectors", "dot_directed",
-           "dot_random", "dot_vectors", "load_vector_set"]
+           "dot_random", "dot_vectors", "load_vector_set", "savez_atomic"]
 
 DISTRIBUTIONS = ("gaussian", "student_t", "minilm", "codes")
 
@@ -61,10 +61,19 @@ class VectorSet:
         arrays |= {f"out.{k}": v for k, v in self.expected.items()}
         arrays |= {f"aux.{k}": v for k, v in self.aux.items()}
         arrays["meta"] = np.array(json.dumps(self.meta))
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+        return savez_atomic(path, arrays)
+
+
+def savez_atomic(path: Path, arrays: dict[str, np.ndarray]) -> Path:
+    """``np.savez`` to a temporary file beside ``path``, then rename: never a partial file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
+    try:
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
-        return path
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def load_vector_set(path: Path) -> VectorSet:

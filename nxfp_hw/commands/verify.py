@@ -171,20 +171,11 @@ def _check_output(args: argparse.Namespace) -> None:
         raise UserError(f"--output: directory {args.output.resolve().parent} does not exist")
 
 
-def _write_output(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.npz")
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def run(args: argparse.Namespace) -> int:
     from sim.runner import check_simulator
     from verif.coverage import format_summary
     from verif.regression import env_seed, prepare_module, run_vectors
-    from verif.vectors import decode_exhaustive, decode_vectors, dot_directed, dot_random, dot_vectors
+    from verif.vectors import decode_exhaustive, decode_vectors, dot_directed, dot_random, dot_vectors, savez_atomic
 
     from ..flows.manifest import load_manifest
 
@@ -287,7 +278,7 @@ def run(args: argparse.Namespace) -> int:
             out["golden_bits"] = res.expected.astype(np.uint32).reshape(rows)
             out["golden_values"] = out["golden_bits"].view(np.float32)
             out["format_b"] = np.array(fb.to_string())
-        _write_output(args.output, out)
+        savez_atomic(args.output, out)
         print(f"  output     {args.output}: " + ", ".join(f"{k} {v.shape}" for k, v in out.items() if v.ndim))
     if res.passed:
         print("PASS: every output bit matches the golden model")
