@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 from fractions import Fraction
 
 import numpy as np
@@ -316,3 +317,19 @@ def test_verilog_conversion(name: str) -> None:
     assert f"module {unit.module_name}(" in text
     assert text == verilog.convert(DecodeUnit(PRESETS[name], lanes=2, pipeline=1), name=unit.module_name,
                                    emit_src=False)
+
+
+@pytest.mark.parametrize(("name", "pipeline"), [("mxfp8_e4m3", 0), ("nxfp4", 2)])
+def test_no_net_assembled_from_parts(name: str, pipeline: int) -> None:
+    """Icarus speed guard: no wire of the emitted decode unit is driven slice by slice.
+
+    A struct Signal assembled from several drivers (all lanes' products, one lane's fields) is one
+    net in Icarus, re-sent to every reader on each partial update; that made the 32-lane unit
+    simulate at a few cycles per second. Each such driver shows up as ``assign name[hi:lo] = ...``
+    (escaped names end with a space); yosys's own ``$`` wires are not named Signals.
+    """
+    unit = DecodeUnit(parse_format(name), lanes=8, pipeline=pipeline)
+    text = verilog.convert(unit, name=unit.module_name, emit_src=False)
+    pattern = r"^\s*assign\s+(\\[^$\s]\S* |[A-Za-z_]\w*)\[[0-9:]+\]\s*="
+    partial = sorted({m.group(1).strip() for m in re.finditer(pattern, text, re.M)})
+    assert partial == [], f"wires driven slice by slice: {partial[:10]}"

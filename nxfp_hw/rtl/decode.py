@@ -8,7 +8,7 @@ A NaN header or NaN element gives the canonical quiet NaN; Inf elements give sig
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Signal, signed
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -81,44 +81,42 @@ class DecodeUnit(wiring.Component):
         })
 
     def elaborate(self, platform) -> Module:
+        # Every intermediate is a single-driver Signal per lane and field; zero-stage pipelines are
+        # plain wires. Shared wide struct Signals (all lanes' products, all lanes' results) made
+        # Icarus re-send the whole vector to every lane on each partial update (a few cycles/s).
         m = Module()
         # Stage A: header and element decode, exact significand product (spec 3, 4, 7).
-        products = data.ArrayLayout(self._product, self.lanes)
-        prod = Signal(products, name="product")
         hdr = self._hdr.decode(m, self.i.payload.header)
+        products = []
         for n in range(self.lanes):
             e = self._elem.decode(
                 m, self.i.payload.codes[n], selector=hdr.selector, recycle=hdr.recycle, name=f"elem{n}"
             )
-            m.d.comb += [
-                prod[n].sign.eq(e.sign),
-                prod[n].mag.eq(e.sig * hdr.scale_man),
-                prod[n].exp.eq(e.exp + hdr.scale_exp),
-                prod[n].is_nan.eq(e.is_nan | hdr.scale_nan),
-                prod[n].is_inf.eq(e.is_inf),
-            ]
+            mag = Signal(self._product["mag"].shape, name=f"mag{n}")
+            exp = Signal(self._product["exp"].shape, name=f"pexp{n}")
+            nan = Signal(name=f"nan{n}")
+            m.d.comb += [mag.eq(e.sig * hdr.scale_man), exp.eq(e.exp + hdr.scale_exp), nan.eq(e.is_nan | hdr.scale_nan)]
+            products.append(data.View(self._product, Cat(e.sign, mag, exp, nan, e.is_inf)))
         # Optional register between the product and the rounding, the rest after the rounding.
         mid_stages = 1 if self.pipeline >= 2 else 0
-        mid_in, mid = add_pipeline(m, products, mid_stages, name="mid")
-        m.d.comb += [
-            mid_in.valid.eq(self.i.valid),
-            self.i.ready.eq(mid_in.ready),
-            mid_in.payload.eq(prod),
-        ]
+        valid, ready = self.i.valid, self.i.ready
+        if mid_stages:
+            mid_in, mid = add_pipeline(m, data.ArrayLayout(self._product, self.lanes), mid_stages, name="mid")
+            m.d.comb += [mid_in.valid.eq(valid), ready.eq(mid_in.ready), mid_in.payload.eq(Cat(products))]
+            products = [mid.payload[n] for n in range(self.lanes)]
+            valid, ready = mid.valid, mid.ready
         # Stage B: one rounding per lane (spec 7).
-        tail_in, tail = add_pipeline(m, self._out_layout, self.pipeline - mid_stages, name="tail")
-        for n in range(self.lanes):
-            p = mid.payload[n]
-            exp = Signal(signed(len(p.exp) + 1 + abs(self._exp_base).bit_length()), name=f"exp{n}")
-            m.d.comb += exp.eq(p.exp + self._exp_base)
-            bits = round_to_ieee(
-                m, sign=p.sign, magnitude=p.mag, exponent=exp, fmt=self.out, is_nan=p.is_nan, is_inf=p.is_inf,
-                name=f"rnd{n}",
+        values = [
+            round_to_ieee(
+                m, sign=p.sign, magnitude=p.mag, exponent=p.exp + self._exp_base, fmt=self.out,
+                is_nan=p.is_nan, is_inf=p.is_inf, name=f"rnd{n}",
             )
-            m.d.comb += tail_in.payload.values[n].eq(bits)
-        m.d.comb += [
-            tail_in.valid.eq(mid.valid),
-            mid.ready.eq(tail_in.ready),
+            for n, p in enumerate(products)
         ]
-        wiring.connect(m, tail, wiring.flipped(self.o))
+        if self.pipeline > mid_stages:
+            tail_in, tail = add_pipeline(m, self._out_layout, self.pipeline - mid_stages, name="tail")
+            m.d.comb += [tail_in.valid.eq(valid), ready.eq(tail_in.ready), tail_in.payload.eq(Cat(values))]
+            wiring.connect(m, tail, wiring.flipped(self.o))
+        else:
+            m.d.comb += [self.o.valid.eq(valid), ready.eq(self.o.ready), self.o.payload.eq(Cat(values))]
         return m

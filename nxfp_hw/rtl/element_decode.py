@@ -11,14 +11,21 @@ NaN flag, the selector and the recycling option.
 Widths, biases and field splits come from the format objects; special codes (NaN, Inf) and
 recycled values are read from ``fmt.element_table``. Out-of-range selector or recycling
 fields select the last defined candidate/option (as the golden model does, docs/golden.md).
+
+The decoders return ``View``s over one single-driver Signal per field (or over header bits),
+never a struct Signal assembled from several drivers: Icarus re-sends a whole net to every
+reader on each partial update, so such structs multiply events lane by lane (the decode unit
+ran at a few cycles per second that way).
 """
 
 from __future__ import annotations
 
+import functools
+import operator
 from fractions import Fraction
 
 import numpy as np
-from amaranth.hdl import Cat, Module, Mux, Signal, Value
+from amaranth.hdl import C, Cat, Module, Mux, Signal, Value
 from amaranth.lib import data
 
 from ..formats import BlockFormat, ElementFormat
@@ -40,6 +47,26 @@ def _pick(index: Value, values: list[Value]) -> Value:
     for j, v in enumerate(values[1:], start=1):
         out = Mux(index == j, v, out)
     return out
+
+
+def _fit(value: Value, width: int) -> Value:
+    """``value`` zero-extended or truncated to exactly ``width`` bits (wiring only)."""
+    value = Value.cast(value).as_unsigned()
+    return value[:width] if len(value) >= width else Cat(value, C(0, width - len(value)))
+
+
+def _pick_fields(index: Value, lanes: list[tuple[Value, ...]]) -> list[Value]:
+    """Field by field ``lanes[index]``."""
+    return [_pick(index, [Value.cast(lane[k]) for lane in lanes]) for k in range(len(lanes[0]))]
+
+
+def _any_of(m: Module, code: Value, codes: list[int], name: str) -> Value:
+    """``code`` is one of ``codes``, as one named Signal (0 when ``codes`` is empty)."""
+    if not codes:
+        return Value.cast(0)
+    hit = Signal(name=name)
+    m.d.comb += hit.eq(functools.reduce(operator.or_, [code == x for x in codes]))
+    return hit
 
 
 def _at_most(sel: Value, options: int) -> Value:
@@ -113,43 +140,47 @@ class ElementDecoder:
         if len(code) != self._code_width:
             raise TypeError(f"code must be {self._code_width} bits wide for {self.fmt.label}, got {len(code)}")
         fmt = self.fmt
-        out = Signal(self.layout, name=name)
         sel = _at_most(Value.cast(selector), len(fmt.elements))
         opt = _at_most(Value.cast(recycle), max(fmt.recycle_options, 1))
-        lanes = [self._candidate(m, c, code, opt, f"{name}_c{c}") for c in range(len(fmt.elements))]
-        m.d.comb += out.eq(_pick(sel, [Value.cast(lane) for lane in lanes]))
-        return out
+        lanes = [self._candidate(m, c, code, opt, name) for c in range(len(fmt.elements))]
+        # One Signal per field, each driven by one expression: a struct Signal assembled from
+        # several drivers would re-send all its bits to every reader on each partial update,
+        # which multiplies the events an event-driven simulator (Icarus) processes.
+        fields = []
+        for key, value in zip(self.layout.members, _pick_fields(sel, lanes), strict=True):
+            sig = Signal(self.layout[key].shape, name=f"{name}_{key}")
+            m.d.comb += sig.eq(value)
+            fields.append(sig)
+        return data.View(self.layout, Cat(fields))
 
-    def _candidate(self, m: Module, c: int, code: Value, opt: Value, name: str) -> data.View:
-        """Decode under candidate ``c`` alone (spec 2.1, 2.2, 4)."""
+    def _candidate(self, m: Module, c: int, code: Value, opt: Value, name: str) -> tuple[Value, ...]:
+        """Decode under candidate ``c`` alone (spec 2.1, 2.2, 4): the fields of :attr:`layout`."""
         elem: ElementFormat = self.fmt.elements[c]
         w = self._code_width
-        out = Signal(self.layout, name=name)
-        nan = Signal(name=f"{name}_nan")
-        inf = Signal(name=f"{name}_inf")
-        m.d.comb += [
-            nan.eq(Cat(code == x for x in self._nan_codes[c]).any() if self._nan_codes[c] else 0),
-            inf.eq(Cat(code == x for x in self._inf_codes[c]).any() if self._inf_codes[c] else 0),
-        ]
+        nan = _any_of(m, code, self._nan_codes[c], f"{name}_c{c}_nan")
+        inf = _any_of(m, code, self._inf_codes[c], f"{name}_c{c}_inf")
         sign = code[w - 1]
         if elem.is_int:
             # Two's complement -> sign and magnitude; the most negative code has magnitude 2^(n-1).
-            sig = Mux(sign, -code, code)[:w]
+            sig = Signal(w, name=f"{name}_c{c}_mag")
+            m.d.comb += sig.eq(Mux(sign, -code, code)[:w])
             exp = Value.cast(self._exp_low[c] - self.exp_base)
         else:
             e_field = code[elem.mbits: elem.mbits + elem.ebits]
             m_field = code[: elem.mbits]
-            normal = e_field.any()
+            normal = Signal(name=f"{name}_c{c}_normal")
+            m.d.comb += normal.eq(e_field.any())
             sig = Cat(m_field, normal)
             # max(E, 1) - 1 counts from the exponent of E = 1 (subnormals share it).
             exp = Mux(normal, e_field - 1, 0) + (self._exp_low[c] - self.exp_base)
-        special = nan | inf
+        special = Signal(name=f"{name}_c{c}_special")
+        m.d.comb += special.eq(nan | inf)
         field_sig = Mux(special, 0, sig << self._align[c])
         field_exp = Mux(special, 0, exp)
         zero = ~special & (sig == 0)
         if self.fmt.recycling:
             # spec 4: the -0 code carries the recycled value of the selected option.
-            is_r = Signal(name=f"{name}_recycled")
+            is_r = Signal(name=f"{name}_c{c}_recycled")
             m.d.comb += is_r.eq(code == elem.negative_zero_code)
             options = self._recycled[c]
             rsig = _pick(opt, [Value.cast(s) for s, _ in options])
@@ -159,15 +190,7 @@ class ElementDecoder:
             field_sig = Mux(is_r, rsig, field_sig)
             field_exp = Mux(is_r, rexp, field_exp)
             zero = ~is_r & zero
-        m.d.comb += [
-            out.sign.eq(sign),
-            out.sig.eq(field_sig),
-            out.exp.eq(field_exp),
-            out.is_nan.eq(nan),
-            out.is_inf.eq(inf),
-            out.is_zero.eq(zero),
-        ]
-        return out
+        return sign, field_sig, field_exp, nan, inf, zero
 
 
 class HeaderDecoder:
@@ -196,21 +219,23 @@ class HeaderDecoder:
         fmt = self.fmt
         if len(header) != fmt.header_bits:
             raise TypeError(f"header must be {fmt.header_bits} bits wide for {fmt.label}, got {len(header)}")
-        out = Signal(self.layout, name=name)
 
         def field(field_name: str) -> Value:
             f = fmt.field(field_name)
             return header[f.offset: f.offset + f.width] if f else Value.cast(0)
 
         scale_code = header[: fmt.scale.width]
-        m.d.comb += [
-            out.scale_nan.eq(scale_code == fmt.scale.nan_code),
-            out.scale_man.eq(Cat(field("nano_mantissa") if fmt.scale.mbits else Cat(), 1)),
-            out.scale_exp.eq(field("scale_exponent")),
-            out.selector.eq(field("selector")),
-            out.recycle.eq(field("recycle")),
-        ]
-        return out
+        scale_nan = Signal(name=f"{name}_scale_nan")
+        m.d.comb += scale_nan.eq(scale_code == fmt.scale.nan_code)
+        fields = {
+            "scale_nan": scale_nan,
+            "scale_man": Cat(field("nano_mantissa") if fmt.scale.mbits else Cat(), 1),
+            "scale_exp": field("scale_exponent"),
+            "selector": field("selector"),
+            "recycle": field("recycle"),
+        }
+        # A view over the header bits themselves: no Signal whose bits come from several drivers.
+        return data.View(self.layout, Cat(_fit(value, self.layout[key].width) for key, value in fields.items()))
 
 
 def decode_header(m: Module, fmt: BlockFormat, header: Value, *, name: str = "hdr") -> data.View:

@@ -9,7 +9,7 @@ zero, and the canonical quiet NaN. Shared by the decode unit and the dot engine.
 
 from __future__ import annotations
 
-from amaranth.hdl import C, Module, Mux, Signal, Value, signed, unsigned
+from amaranth.hdl import C, Module, Mux, Signal, Value, unsigned
 
 from ..golden.ieee import IEEE_FORMATS, IeeeFormat, ieee_format
 
@@ -87,8 +87,11 @@ def round_to_ieee(
 
     # Biased exponent of the leading one: value = norm / 2^(width-1) * 2^(exp + width-1 - pad - lz).
     exp_width = max(len(exponent) + 1, (width + f.bias + 2).bit_length() + 1) + 2
-    biased = Signal(signed(exp_width), name=f"{name}_biased")
-    m.d.comb += biased.eq(exponent + (width - 1 - pad + f.bias) - lz_sig)
+    # The Signal takes the expression's own shape: no sign-extension concatenation (which an
+    # event-driven simulator re-evaluates once per replicated bit).
+    biased_value = exponent + (width - 1 - pad + f.bias) - lz_sig
+    biased = Signal(biased_value.shape(), name=f"{name}_biased")
+    m.d.comb += biased.eq(biased_value)
 
     # Right shift of ``norm`` leaving mbits+1 significand bits plus a guard bit:
     # base (width - mbits - 2) for normal results, plus (1 - biased) more for subnormals,
