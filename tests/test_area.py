@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -222,3 +223,23 @@ def test_ice40_fmax_ignores_grounded_dsp_clock() -> None:
     log = ("Info: Max frequency for clock    'clk$SB_IO_IN_$glb_clk': 5.04 MHz (FAIL at 50.00 MHz)\n"
            "Info: Max frequency for clock '$PACKER_GND_NET_$glb_clk': 275.25 MHz (PASS at 50.00 MHz)\n")
     assert area._ice40_fmax({}, log) == 5.04
+
+
+@needs_yosys
+def test_ice40_stuck_router_retries_with_next_seed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A nextpnr run that does not finish in time is retried with the next placement seed."""
+    bindir = bin_with_yosys(tmp_path)
+    fake = bindir / "nextpnr-ice40"
+    fake.write_text(
+        f"#!{sys.executable}\nimport json, sys, time\na = sys.argv[1:]\n"
+        "if '--version' in a: print('nextpnr-ice40 (Version 0.4-1+b1)'); sys.exit()\n"
+        "if a[a.index('--seed') + 1] == '1': time.sleep(30)\n"
+        "rep = {'fmax': {'clk$SB_IO_IN_$glb_clk': {'achieved': 42.0, 'constraint': 50}},"
+        " 'utilization': {'ICESTORM_LC': {'used': 7, 'available': 5280}}}\n"
+        "open(a[a.index('--report') + 1], 'w').write(json.dumps(rep))\nprint('Info: Program finished normally.')\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", str(bindir))
+    r = run_area(reg_adder(4), "radd", "ice40", workdir=tmp_path / "w", pnr_timeout=2)
+    assert r.figures["seed"] == 2 and r.figures["fmax_mhz"] == 42.0 and r.figures["ffs"] == 5
+    assert any("seed 1 did not finish routing within 2 s" in n for n in r.notes), r.notes
+    assert (tmp_path / "w" / "ice40" / "ice40_up5k_pnr_seed1.log").is_file()

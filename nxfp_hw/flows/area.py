@@ -38,6 +38,9 @@ OSU018_DIR = Path("/usr/share/qflow/tech/osu018")
 DEFAULT_PERIOD_NS = 10.0
 DEFAULT_ICE40_FREQ_MHZ = 50.0
 DEFAULT_TIMEOUT_S = 3600.0
+# nextpnr-ice40 routes the units here in well under a minute; longer means a stuck router.
+DEFAULT_PNR_TIMEOUT_S = 180.0
+_ICE40_SEEDS = (1, 2, 3)
 
 # ICE40 targets tried in order: (nextpnr device flag, package, synth_ice40 extra options).
 # HX8K has no SB_MAC16, so the fallback is synthesised without -dsp.
@@ -50,6 +53,7 @@ class FlowError(UserError):
     def __init__(self, step: str, message: str, log: Path | None = None) -> None:
         self.step = step
         self.log = log
+        self.timed_out = False
         super().__init__(f"{step}: {message}" + (f" (log: {log})" if log is not None else ""))
 
 
@@ -112,16 +116,22 @@ class _Runner:
         self.commands: list[str] = []
         self.logs: dict[str, str] = {}
 
-    def run(self, step: str, argv: list[str], log_name: str, *, check: bool = True) -> tuple[int, str]:
+    def run(self, step: str, argv: list[str], log_name: str, *, check: bool = True,
+            timeout: float | None = None) -> tuple[int, str]:
+        """Run ``argv`` with its output in ``log_name``; ``(returncode, log text)``. A timeout is a
+        FlowError with ``timed_out`` set; ``check`` makes a non-zero exit one too."""
         log = self.workdir / log_name
         self.commands.append(shlex.join(argv))
         self.logs[step] = str(log)
+        limit = self.timeout if timeout is None else min(timeout, self.timeout)
         try:
             with open(log, "w") as fh:
                 proc = subprocess.run(argv, cwd=self.workdir, stdout=fh, stderr=subprocess.STDOUT,
-                                      stdin=subprocess.DEVNULL, timeout=self.timeout)
+                                      stdin=subprocess.DEVNULL, timeout=limit)
         except subprocess.TimeoutExpired:
-            raise FlowError(step, f"timed out after {self.timeout:g} s", log) from None
+            err = FlowError(step, f"timed out after {limit:g} s", log)
+            err.timed_out = True
+            raise err from None
         except OSError as exc:
             raise FlowError(step, f"could not run {argv[0]}: {exc}", log) from None
         text = log.read_text(errors="replace")
@@ -350,6 +360,7 @@ def _ice40_counts(counts: dict[str, int]) -> dict[str, Any]:
 
 def _ice40(src: Path, top: str, run: _Runner, opts: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     freq = float(opts.get("freq_mhz") or DEFAULT_ICE40_FREQ_MHZ)
+    pnr_timeout = float(opts.get("pnr_timeout") or DEFAULT_PNR_TIMEOUT_S)
     nextpnr = _tool("nextpnr-ice40", "ice40 place and route (nextpnr-ice40)")
     notes: list[str] = []
     for attempt, (device, package, synth_opts) in enumerate(_ICE40_DEVICES):
@@ -370,17 +381,15 @@ def _ice40(src: Path, top: str, run: _Runner, opts: dict[str, Any]) -> tuple[dic
         run.yosys(wstep, _read_script(src) + f"read_verilog {wrap.name}\n"
                   f"synth_ice40 {' '.join(synth_opts)} -top nxfp_ooc_wrap -json {tag}_wrap.json\n", f"{tag}_wrap_synth")
         pstep = f"ice40 place and route (nextpnr-ice40 --{device})"
-        argv = [str(nextpnr), f"--{device}", "--package", package, "--json", f"{tag}_wrap.json", "--freq", f"{freq:g}",
-                "--report", f"{tag}_pnr.json", "--seed", "1", "--timing-allow-fail"]
-        rc, text = run.run(pstep, argv, f"{tag}_pnr.log", check=False)
+        rc, text, seed = _ice40_pnr(run, nextpnr, device, package, tag, freq, pnr_timeout, pstep, notes)
         plog = Path(run.logs[pstep])
         if rc != 0:
-            over = _ice40_overuse(text)
+            over = _ice40_overuse(text) or (text if rc is None else "")
             if over and attempt + 1 < len(_ICE40_DEVICES):
                 notes.append(f"does not fit iCE40 {device.upper()} ({over}); retried on "
                              f"{_ICE40_DEVICES[attempt + 1][0].upper()}")
                 continue
-            raise FlowError(pstep, f"nextpnr-ice40 exited with status {rc}: {over or _last_error(text)}", plog)
+            raise FlowError(pstep, f"nextpnr-ice40 failed: {over or _last_error(text)}", plog)
         report = _read_json(run.workdir / f"{tag}_pnr.json", pstep, plog)
         fmax = _ice40_fmax(report, text)
         if fmax is None:
@@ -388,7 +397,7 @@ def _ice40(src: Path, top: str, run: _Runner, opts: dict[str, Any]) -> tuple[dic
         figures = _ice40_counts(counts)
         util = report.get("utilization", {})
         figures.update(
-            device=f"{device}-{package}", fmax_mhz=round(fmax, 3), critical_path_ns=round(1000.0 / fmax, 4),
+            device=f"{device}-{package}", seed=seed, fmax_mhz=round(fmax, 3), critical_path_ns=round(1000.0 / fmax, 4),
             target_freq_mhz=freq, logic_cells_placed=util.get("ICESTORM_LC", {}).get("used"),
             timing="register harness (all unit paths register to register)",
         )
@@ -399,6 +408,26 @@ def _ice40(src: Path, top: str, run: _Runner, opts: dict[str, Any]) -> tuple[dic
                      "(counts are of the unit alone)")
         return figures, notes
     raise AssertionError("unreachable")
+
+
+def _ice40_pnr(run: _Runner, nextpnr: Path, device: str, package: str, tag: str, freq: float, pnr_timeout: float,
+               step: str, notes: list[str]) -> tuple[int | None, str, int]:
+    """nextpnr on the harness, ``(returncode, log text, seed)``; ``returncode`` None when every seed timed out.
+
+    nextpnr 0.4's routers can loop forever on one arc for a given placement; another placement seed
+    usually routes, so a timeout retries with the next seed."""
+    for seed in _ICE40_SEEDS:
+        argv = [str(nextpnr), f"--{device}", "--package", package, "--json", f"{tag}_wrap.json", "--freq",
+                f"{freq:g}", "--report", f"{tag}_pnr.json", "--seed", str(seed), "--timing-allow-fail"]
+        try:
+            rc, text = run.run(step, argv, f"{tag}_pnr_seed{seed}.log", check=False, timeout=pnr_timeout)
+            return rc, text, seed
+        except FlowError as exc:
+            if not exc.timed_out:
+                raise
+            notes.append(f"nextpnr on {device.upper()} with seed {seed} did not finish routing within "
+                         f"{pnr_timeout:g} s")
+    return None, f"routing did not finish within {pnr_timeout:g} s for seeds {_ICE40_SEEDS}", seed
 
 
 def _ice40_overuse(text: str) -> str:
@@ -465,13 +494,14 @@ _FLOW_TOOLS = {"generic": ("yosys",), "asic": ("yosys", "sta"), "ice40": ("yosys
 
 
 def run_area(verilog: str | Path, top: str, flow: str, *, workdir: Path, liberty: Path | None = None,
-             period_ns: float | None = None, freq_mhz: float | None = None,
+             period_ns: float | None = None, freq_mhz: float | None = None, pnr_timeout: float | None = None,
              timeout: float = DEFAULT_TIMEOUT_S) -> AreaResult:
     """Run one flow on module ``top``.
 
     ``verilog`` is a ``Path`` to a Verilog file or the Verilog text itself (written to the work
     directory). Logs, scripts and netlists go to ``workdir/<flow>/``. ``period_ns`` is the ASIC
-    clock target (the critical path does not depend on it), ``freq_mhz`` the nextpnr target.
+    clock target (ABC sizes gates towards it), ``freq_mhz`` the nextpnr target, ``pnr_timeout`` the
+    time after which a nextpnr run counts as unroutable on that device, ``timeout`` the limit of any step.
     """
     if flow not in _FLOW_FUNCS:
         raise FlowError("flow selection", f"unknown flow {flow!r}; expected one of {', '.join(FLOWS)}")
@@ -494,7 +524,7 @@ def run_area(verilog: str | Path, top: str, flow: str, *, workdir: Path, liberty
         versions[name] = tools.tool_version(name)
     runner = _Runner(wd, timeout)
     t0 = time.monotonic()
-    opts = {"liberty": liberty, "period_ns": period_ns, "freq_mhz": freq_mhz}
+    opts = {"liberty": liberty, "period_ns": period_ns, "freq_mhz": freq_mhz, "pnr_timeout": pnr_timeout}
     figures, notes = _FLOW_FUNCS[flow](src, top, runner, opts)
     return AreaResult(flow=flow, top=top, figures=figures, tools=versions, commands=runner.commands,
                       logs=runner.logs, notes=notes, seconds=time.monotonic() - t0)
