@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Regenerate the committed default report in docs/results/ (report.md, report.json, area.png, pareto.png):
-# every default format, decode and dot units, all four flows, accuracy on the all-MiniLM-L6-v2 weights.
-# Results are cached by configuration hash in build/report-cache (override with NXFP_REPORT_CACHE), so a
-# rerun after a change only measures what changed. Extra arguments go to `nxfp-hw report`
-# (e.g. --jobs 2, --flows generic,asic).
+# every default format for the decode and dot units, the 4- and 6-bit MX/NxFP pairs for the encode unit
+# (larger encoders take minutes per flow, docs/area.md), all four flows (no iCE40 for the encoder: none
+# fits an iCE40), accuracy on the all-MiniLM-L6-v2 weights. Results are cached by configuration hash in
+# build/report-cache (override with NXFP_REPORT_CACHE), so a rerun after a change only measures what changed.
+# Extra arguments go to `nxfp-hw report` (e.g. --jobs 2, --flows generic,asic, --encode-formats mxfp4_e2m1,nxfp4).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 CACHE=${NXFP_REPORT_CACHE:-build/report-cache}
-exec "$PYTHON" -m nxfp_hw.cli report --out docs/results --cache "$CACHE" --force "$@"
+exec "$PYTHON" -m nxfp_hw.cli report --out docs/results --cache "$CACHE" --force \
+    --units decode,dot,encode --encode-formats mxfp4_e2m1,nxfp4,mxfp6_e2m3,nxfp6 \
+    --encode-flows generic,asic,xilinx "$@"

@@ -123,6 +123,43 @@ def test_ice40_counts_and_fmax(tmp_path: Path) -> None:
 
 
 @needs_yosys
+@needs_nextpnr
+def test_ice40_harness_does_not_dominate_the_path(tmp_path: Path) -> None:
+    """The harness adds its registers and nothing else: a wire-through unit reaches a high Fmax with at most
+    the output-capture LUT on its path, while a 32-bit combinational adder's path is the unit's carry chain,
+    from a harness input register to a harness output register."""
+    thru = run_area("module thru(input [15:0] a, output [15:0] y);\n  assign y = a;\nendmodule\n", "thru",
+                    "ice40", workdir=tmp_path / "thru").figures
+    assert thru["luts"] == 0 and thru["carries"] == 0
+    assert thru["critical_path_lut_levels"] <= 1 and thru["critical_path_carry_cells"] == 0
+    assert thru["fmax_mhz"] > 80
+    add = run_area(comb_adder(32), "cadd", "ice40", workdir=tmp_path / "add").figures
+    assert add["critical_path_from"].startswith("isr")
+    assert add["critical_path_carry_cells"] >= 30
+    assert add["critical_path_harness_luts"] <= 1
+    assert add["fmax_mhz"] < thru["fmax_mhz"] / 2
+    # the path's own delays add up to the reported period (1 / Fmax)
+    assert add["critical_path_routing_ns"] < add["critical_path_ns"]
+
+
+def test_ice40_path_parser_reads_nextpnr_04_steps() -> None:
+    """nextpnr 0.4 names the launching register as the ``to`` of the clk-to-q step; LUT levels are logic
+    steps ending on O, carry cells those ending on COUT; cells not under ``dut.`` are the harness'."""
+    def step(kind: str, a: str, b: str, port: str = "O", delay: float = 1.0) -> dict:
+        return {"type": kind, "delay": delay, "from": {"cell": a, "port": "I0"}, "to": {"cell": b, "port": port}}
+    path = [step("clk-to-q", "junk", "isr_DFFLC"), step("routing", "isr_DFFLC", "dut.l1", "I2", 2.0),
+            step("logic", "dut.l1", "dut.l1"), step("routing", "dut.l1", "dut.c1", "I1", 0.5),
+            step("logic", "dut.c1", "dut.c1", "COUT", 0.3), step("logic", "$nextpnr_LC_1", "$nextpnr_LC_1"),
+            step("routing", "x", "osr_mux", "I0", 1.5), step("logic", "osr_mux", "osr_mux"),
+            step("setup", "osr_LC", "osr_LC", "I3")]
+    report = {"critical_paths": [{"from": "posedge clk$SB_IO_IN_$glb_clk", "to": "posedge clk$SB_IO_IN_$glb_clk",
+                                  "path": path}]}
+    assert area._ice40_path(report) == {
+        "critical_path_from": "isr_DFFLC", "critical_path_to": "osr_LC", "critical_path_lut_levels": 3,
+        "critical_path_carry_cells": 1, "critical_path_routing_ns": 4.0, "critical_path_harness_luts": 1}
+
+
+@needs_yosys
 def test_xilinx_counts(tmp_path: Path) -> None:
     r = run_area(reg_adder(8), "radd", "xilinx", workdir=tmp_path)
     f = r.figures

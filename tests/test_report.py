@@ -190,3 +190,46 @@ def test_default_sweep_small_lanes(tmp_path: Path) -> None:
                      cache_dir=tmp_path / "c")
     assert not res.failures, res.failures
     assert {o["nxfp"] for o in res.data["overhead"]} == {"nxfp4", "nxfp5", "nxfp6"}
+
+
+@needs_yosys
+@pytest.mark.skipif(shutil.which("sta") is None, reason="opensta not installed")
+def test_encode_unit_in_report_with_its_own_formats(tmp_path: Path, monkeypatch) -> None:
+    """The encode unit sweeps ``encode_formats`` only (accuracy measured for them too), its throughput is
+    lanes / II x Fmax values encoded per second, and the encoder-cost section compares the pair measured in
+    the same run. Tiny k=4 formats keep the encoders small; the pair is patched in as if NxFP versus MX."""
+    big, small = "elem=E2M3,scale=E8M0,k=4,rule=ocp", "elem=E2M1,scale=E8M0,k=4,rule=ocp"
+    lb, ls = parse_format(big).label, parse_format(small).label
+    monkeypatch.setattr(report_mod, "OVERHEAD_PAIRS", ((lb, ls, "test pair"),))
+    x = np.random.default_rng(seed()).standard_normal(256).astype(np.float32)
+    res = run_report(formats=["mxfp4_e2m1"], units=["decode", "encode"], flows=["generic", "asic"], tensor=x,
+                     out_dir=tmp_path / "o", cache_dir=tmp_path / "c", lanes=2, encode_formats=[big, small],
+                     encode_flows=["asic"], echo=lambda _: None)
+    assert not res.failures, res.failures
+    got = {(r["unit"], r["format"]) for r in res.data["results"]}
+    assert got == {("decode", "mxfp4_e2m1"), ("encode", lb), ("encode", ls)}
+    assert set(res.data["formats"]) == {"mxfp4_e2m1", lb, ls}
+    recs = {r["format"]: r for r in res.data["results"] if r["unit"] == "encode"}
+    assert set(res.data["results"][0]["flows"]) == {"generic", "asic"}
+    for r in recs.values():
+        assert set(r["flows"]) == {"asic"}
+        asic = r["flows"]["asic"]
+        assert r["lanes"] == 2 and r["initiation_interval"] == 1
+        assert asic["throughput_per_s"] == pytest.approx(2 / 1 * asic["figures"]["fmax_mhz"] * 1e6)
+    md = (tmp_path / "o" / "report.md").read_text()
+    section = "## Encoder cost: NxFP adaptive search versus plain MX"
+    rows = {r[3]: r for r in _md_rows(md, lb, section)}
+    assert set(rows) == {"asic"}
+    a_um, b_um = (recs[n]["flows"]["asic"]["figures"]["area_um2"] for n in (lb, ls))
+    assert rows["asic"][7] == f"{a_um / b_um:.2f}x"
+    assert rows["asic"][10] == f"{recs[lb]['flows']['asic']['throughput_per_s'] / 1e9:.3g}"
+    (enc_row,) = _md_rows(md, lb, "## encode unit")
+    assert enc_row[6:8] == ["not run", "-"]  # generic columns
+    assert "Not run for the encode unit: generic" in md and "## Failed configurations" not in md
+    assert _md_rows(md, lb, "## decode unit") == []
+    with pytest.raises(UserError, match="encode-flows: expected a non-empty subset"):
+        run_report(formats=["nxfp4"], units=["encode"], flows=["generic"], tensor=x, out_dir=tmp_path / "p",
+                   cache_dir=tmp_path / "c", encode_flows=["ice40"])
+    with pytest.raises(UserError, match="encode-formats: only meaningful"):
+        run_report(formats=["nxfp4"], units=["decode"], flows=["generic"], tensor=x, out_dir=tmp_path / "p",
+                   cache_dir=tmp_path / "c", encode_formats=["nxfp4"])

@@ -167,3 +167,59 @@ def test_generated_stimulus_run_and_mismatch_exit_code(tmp_path: Path, capsys, m
                    "--seed", str(SEED)) == 1
     out = capsys.readouterr().out
     assert "FAIL" in out and "mismatch at transaction 0" in out and "block 0" in out
+
+
+# --- encode ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("arrays,message", [
+    ({"x": np.zeros((3, 40), np.float32)}, "not a multiple of k=32"),
+    ({"x": np.zeros((3, 32), np.int32)}, "expected float16, bfloat16, float32 or float64"),
+    ({"x": np.zeros(32), "y": np.zeros(32)}, "takes one float tensor"),
+])
+def test_bad_encode_vectors_rejected_before_simulation(arrays, message, tmp_path: Path, capsys, no_sim) -> None:
+    path = tmp_path / "v.npz"
+    np.savez(path, **arrays)
+    assert _verify("--unit", "encode", "--format", "nxfp4", "--sim", "icarus", "--vectors", str(path)) == 2
+    err = capsys.readouterr().err
+    assert message in err and "--vectors" in err
+
+
+def test_input_format_only_for_encode(capsys, no_sim) -> None:
+    assert _verify("--unit", "decode", "--format", "nxfp4", "--sim", "icarus", "--input-format", "bf16") == 2
+    assert "--input-format: only for --unit encode" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("fmt,input_format", [("nxfp4", "fp32"), ("mxfp4_e2m1", "bf16")])
+def test_encode_user_tensor_through_rtl(fmt: str, input_format: str, tmp_path: Path, capsys) -> None:
+    """A user tensor through the RTL encoder: its headers/codes are written next to the golden ones."""
+    import ml_dtypes
+
+    rng = np.random.default_rng(SEED)
+    x = (rng.standard_t(3, (2, 3, 64)) * 2).astype(np.float32)
+    x[1, 2, 40] = np.nan  # a NaN block
+    x[0, 1, :32] = 0.0
+    vec = tmp_path / "x.npy"
+    np.save(vec, x)
+    out = tmp_path / "res.npz"
+    rc = _verify("--unit", "encode", "--format", fmt, "--sim", "icarus", "--lanes", "8", "--input-format",
+                 input_format, "--vectors", str(vec), "--output", str(out), "--seed", str(SEED))
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "PASS" in text and "mismatches 0" in text and "inputs.classes" in text
+    f = PRESETS[fmt]
+    xin = x.astype(ml_dtypes.bfloat16) if input_format == "bf16" else x
+    q = quantize(xin, f, metric="hw" if f.recycling or len(f.elements) > 1 else "float64")
+    with np.load(out) as z:
+        assert z["rtl_headers"].shape == (2, 3, 2) and z["rtl_codes"].shape == (2, 3, 2, 32)
+        np.testing.assert_array_equal(z["rtl_headers"], q.headers)
+        np.testing.assert_array_equal(z["rtl_codes"], q.codes)
+        np.testing.assert_array_equal(z["golden_headers"], q.headers)
+        np.testing.assert_array_equal(z["golden_codes"], q.codes)
+        assert str(z["input_format"]) == input_format and str(z["format"]) == f.to_string()
+        assert (f.split_header(z["rtl_headers"][1, 2, 1].astype(np.int64))[0] == f.scale.nan_code)
+
+
+def test_encode_generated_stimulus(capsys) -> None:
+    assert _verify("--unit", "encode", "--format", "mxfp4_e2m1", "--sim", "icarus", "--lanes", "8", "--blocks", "6",
+                   "--seed", str(SEED)) == 0
+    out = capsys.readouterr().out
+    assert "PASS" in out and f"--seed {SEED}" in out and "reset after" in out

@@ -75,16 +75,35 @@ def tb_params() -> TbParams:
     )
 
 
-def _array(inputs: dict[str, np.ndarray], aux: dict[str, np.ndarray], name: str) -> np.ndarray:
-    """``aux.<name>`` from the auxiliary arrays, anything else from the inputs."""
-    return aux[name[4:]] if name.startswith("aux.") else inputs[name]
+def _array(inputs: dict[str, np.ndarray], aux: dict[str, np.ndarray], name: str,
+           got: dict[str, np.ndarray] | None = None) -> np.ndarray:
+    """``aux.<name>`` from the auxiliary arrays, ``got.<name>`` from the DUT's outputs, ``in.<name>`` or
+    anything else from the inputs."""
+    if name.startswith("aux."):
+        return aux[name[4:]]
+    if name.startswith("got."):
+        return (got or {})[name[4:]]
+    return inputs[name[3:] if name.startswith("in.") else name]
 
 
-async def run_regression(dut: Any, describe: Callable[[dict, dict, dict, int, int], str]) -> dict[str, Any]:
+def _stack_fields(got: dict[str, np.ndarray], fields: list[str], n: int) -> np.ndarray:
+    """Output fields side by side, one row per transaction (scalars as one column)."""
+    return np.concatenate([np.asarray(got[f]).reshape(n, -1) for f in fields], axis=1)
+
+
+async def run_regression(dut: Any, describe: Callable[[dict, dict, dict, int, int], str], *,
+                         scoreboard: Callable[..., Scoreboard] = Scoreboard) -> dict[str, Any]:
     """Run the vector file's stream through ``dut``; raise ``AssertionError`` on any mismatch.
 
     ``describe(inputs, aux, meta, transaction, lane)`` returns the decoded inputs of one output
-    transaction for the mismatch message. Returns the statistics it also writes to the output file.
+    transaction for the mismatch message; ``scoreboard`` builds the comparing object (a subclass may
+    word the mismatch for its unit). Returns the statistics it also writes to the output file.
+
+    Vector-file ``meta`` keys read here: ``compare_field`` (the expected array), optionally
+    ``compare_fields`` (output payload fields stacked column-wise into it, e.g. an encoder's
+    ``header`` and ``codes``), ``kind``, ``operands`` (block-format coverage: arrays named ``in.*``
+    (default), ``aux.*`` or ``got.*`` for the DUT's outputs), ``ieee_coverage`` (``[name, array,
+    kind]`` triples of IEEE bit arrays to classify; default: the compared output) and ``reset_prefix``.
     """
     import cocotb
     from cocotb.triggers import RisingEdge
@@ -148,9 +167,14 @@ async def run_regression(dut: Any, describe: Callable[[dict, dict, dict, int, in
     wall = time.perf_counter() - t0
 
     got = mdut.o.layout.unpack_many(monitor.words)
-    sb = Scoreboard(exp, kind=kind, name=f"{mdut.manifest['module']}.{field}",
+    sb = scoreboard(exp, kind=kind, name=f"{mdut.manifest['module']}.{field}",
                     describe=lambda t, lane: describe(inputs, aux, meta, t, lane))
-    got_field = got[field] if monitor.words else np.zeros((0,) + exp.shape[1:], dtype=np.int64)
+    if not monitor.words:
+        got_field = np.zeros((0,) + exp.shape[1:], dtype=np.int64)
+    elif meta.get("compare_fields"):
+        got_field = _stack_fields(got, list(meta["compare_fields"]), len(monitor.words))
+    else:
+        got_field = got[field]
     for row in got_field:
         sb.check(row)
 
@@ -158,11 +182,13 @@ async def run_regression(dut: Any, describe: Callable[[dict, dict, dict, int, in
     for op, fmt in mdut.formats.items():
         hk, ck = meta["operands"][op]
         cov = FormatCoverage(fmt, op)
-        cov.sample(_array(inputs, aux, hk), _array(inputs, aux, ck))
+        if monitor.words or not (hk.startswith("got.") or ck.startswith("got.")):
+            cov.sample(_array(inputs, aux, hk, got), _array(inputs, aux, ck, got))
         cov_groups.append(cov)
-    rc = ResultCoverage(kind, field)
-    rc.sample(got_field)
-    cov_groups.append(rc)
+    for name, arr, ieee_kind in meta.get("ieee_coverage", [[field, f"got.{field}", kind]]):
+        rc = ResultCoverage(ieee_kind, name)
+        rc.sample(got_field if arr == f"got.{field}" else _array(inputs, aux, arr, got))
+        cov_groups.append(rc)
     coverage = coverage_summary(*cov_groups)
 
     stats = {

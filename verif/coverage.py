@@ -1,7 +1,8 @@
 """Functional coverage of the stimulus a DUT accepted and the results it produced.
 
 Per block format (spec 2-4): element codes per candidate format, scale codes (the NaN code
-included), AM selectors, recycled values (the -0 code under every (candidate, option) pair), and
+included), AM selectors, (selector, recycling option) pairs of the headers (for an encoder: the
+pairs its selection chose, spec 5.4), recycled values (the -0 code under every (candidate, option) pair), and
 value classes per candidate (zero, subnormal, normal, max magnitude, negative, NaN, Inf, recycled,
 most negative INT code). Per IEEE result stream: +-0, +-subnormal, normal, +-Inf, NaN.
 Sampling is vectorised over transactions; bins are boolean arrays.
@@ -57,6 +58,7 @@ class FormatCoverage:
         self.scales = np.zeros(1 << fmt.scale.width, dtype=bool)
         self.selectors = np.zeros(n_cand, dtype=bool)
         self.recycled = np.zeros((n_cand, n_opt), dtype=bool)
+        self.pairs = np.zeros((n_cand, n_opt), dtype=bool)
         self._classes = np.stack([element_classes(e, bool(fmt.recycling)) for e in fmt.elements])  # (C, K, W)
         self.classes = np.zeros(self._classes.shape[:2], dtype=bool)
         self.samples = 0
@@ -73,6 +75,7 @@ class FormatCoverage:
         self.samples += c.size
         self.scales[scale] = True
         self.selectors[sel] = True
+        self.pairs[sel, rec] = True
         sel_b = np.broadcast_to(sel[:, None], c.shape)
         self.codes[sel_b, c] = True
         nz = self.fmt.elements[0].negative_zero_code
@@ -93,6 +96,8 @@ class FormatCoverage:
         out[f"{self.name}.scale_codes"] = (int(self.scales.sum()), self.scales.size)
         if len(self.fmt.elements) > 1:
             out[f"{self.name}.selectors"] = (int(self.selectors.sum()), self.selectors.size)
+        if self.pairs.size > 1:
+            out[f"{self.name}.pairs"] = (int(self.pairs.sum()), self.pairs.size)
         if self.fmt.recycling:
             out[f"{self.name}.recycled"] = (int(self.recycled.sum()), self.recycled.size)
         return out

@@ -25,7 +25,7 @@ from .vectors import VectorSet
 
 __all__ = ["ModuleFiles", "RegressionResult", "TESTBENCHES", "env_seed", "prepare_module", "run_vectors"]
 
-TESTBENCHES = {"decode": "verif.tb_decode", "dot": "verif.tb_dot"}
+TESTBENCHES = {"decode": "verif.tb_decode", "dot": "verif.tb_dot", "encode": "verif.tb_encode"}
 
 
 def env_seed(default: int | None = None) -> int:
@@ -50,12 +50,15 @@ class ModuleFiles:
 
 
 def prepare_module(unit: str, fmt_a: BlockFormat, fmt_b: BlockFormat | None = None, *, lanes: int | None = None,
-                   out: str = "fp32", pipeline: int | None = None, build_root: Path | None = None) -> ModuleFiles:
-    """Generate the unit into ``<build_root>/rtl/<module>`` unless an identical generation is there."""
+                   out: str = "fp32", pipeline: int | None = None, build_root: Path | None = None,
+                   input_format: str | None = None) -> ModuleFiles:
+    """Generate the unit into ``<build_root>/rtl/<module>`` unless an identical generation is there
+    (``input_format``: the encode unit's fp32/bf16 input)."""
     from nxfp_hw.flows.generate import build_unit, generate
     from nxfp_hw.flows.manifest import config_hash
 
-    component = build_unit(unit, fmt_a, fmt_b, lanes=lanes, pipeline=pipeline, out=out)
+    component = build_unit(unit, fmt_a, fmt_b, lanes=lanes, pipeline=pipeline, out=out,
+                           input_format=input_format)
     root = (build_root or default_build_root()).resolve()
     out_dir = root / "rtl" / component.module_name
     manifest = out_dir / f"{component.module_name}.json"

@@ -1,4 +1,4 @@
-"""Stimulus and golden expectations for the decode and dot regressions (launching-process side).
+"""Stimulus and golden expectations for the decode, dot and encode regressions (launching-process side).
 
 A :class:`VectorSet` is what a testbench consumes: input payload fields per beat (``in.<field>``),
 expected output fields per transaction (``out.<field>``), auxiliary arrays for mismatch messages
@@ -11,7 +11,13 @@ expected output fields per transaction (``out.<field>``), auxiliary arrays for m
   magnitudes, subnormal and overflowing results, exact ties, cancellation, recycled codes, every
   selector), :func:`dot_random` seeded blocks from Gaussian, Student-t, MiniLM weights (through
   the golden quantizer) and raw random codes; :func:`dot_vectors` splits blocks into beats and
-  computes the block results and their fp32 accumulation.
+  computes the block results and their fp32 accumulation;
+- encode: :func:`encode_directed` builds the blocks of spec 5's rules (zeros of both signs, NaN/Inf,
+  subnormal inputs, float32 extremes, saturation, negatives rounding to zero, exact ties at every
+  rounding midpoint and one ulp either side, exact scale boundaries and one ulp either side, pairs
+  tied in the selection metric), :func:`encode_random` seeded Gaussian / Student-t / MiniLM blocks;
+  :func:`encode_vectors` splits blocks into input beats (fp32 or bf16 bit patterns) and quantizes them
+  with the golden model and the encoder's metric (:func:`encoder_metric`).
 """
 
 from __future__ import annotations
@@ -23,14 +29,17 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import ml_dtypes
 import numpy as np
 
 from nxfp_hw.formats import BlockFormat
 from nxfp_hw.golden.decode import decode_bits
 from nxfp_hw.golden.dot import block_dot_bits, dot_accumulate_bits
 
-__all__ = ["BlockStream", "DISTRIBUTIONS", "VectorSet", "decode_exhaustive", "decode_vectors", "dot_directed",
-           "dot_random", "dot_vectors", "load_vector_set", "savez_atomic"]
+__all__ = ["BlockStream", "DISTRIBUTIONS", "ENCODE_DISTRIBUTIONS", "ENCODE_INPUTS", "VectorSet", "decode_exhaustive",
+           "decode_vectors", "dot_directed", "dot_random", "dot_vectors", "encode_directed", "encode_pairs",
+           "encode_random", "encode_vectors", "encoder_metric", "load_vector_set", "pair_errors", "pair_format",
+           "savez_atomic"]
 
 DISTRIBUTIONS = ("gaussian", "student_t", "minilm", "codes")
 
@@ -484,3 +493,216 @@ def dot_vectors(fa: BlockFormat, fb: BlockFormat, lanes: int, blocks: BlockStrea
             "formats": {"a": fa.to_string(), "b": fb.to_string()}, "reset_prefix": reset_prefix,
             "blocks": nb, "beats_per_block": per}
     return VectorSet(inputs, {"result": results}, aux, meta)
+
+
+# --- encode ------------------------------------------------------------------------------------------
+#: Input number formats of the encode unit: name -> (NumPy dtype name, bit-pattern dtype).
+ENCODE_INPUTS = {"fp32": (np.float32, np.uint32), "bf16": (ml_dtypes.bfloat16, np.uint16)}
+ENCODE_DISTRIBUTIONS = ("gaussian", "student_t", "minilm")
+
+
+def encoder_metric(fmt: BlockFormat) -> str:
+    """The golden selection metric of the encode unit (docs/encoder.md): ``"hw"`` when the block format
+    has more than one (candidate, recycling option) pair, else ``"float64"`` (then the metric is never
+    consulted and both give the same bits)."""
+    return "hw" if len(encode_pairs(fmt)) > 1 else "float64"
+
+
+def encode_pairs(fmt: BlockFormat) -> list[tuple[int, int]]:
+    """Every (candidate, recycling option) pair in the encoder's selection order (spec 5.4)."""
+    return [(c, j) for c in range(len(fmt.elements)) for j in range(max(fmt.recycle_options, 1))]
+
+
+def pair_format(fmt: BlockFormat, cand: int, option: int) -> BlockFormat:
+    """The single-pair block format of one (candidate, recycling option) pair of ``fmt`` (same scale,
+    ``k`` and rule; a fixed recycled value ``R`` without header bit): its quantization is what ``fmt``'s
+    encoder computes for that pair before the selection."""
+    from nxfp_hw.formats import parse_format
+
+    text = f"elem={fmt.elements[cand].name},scale={fmt.scale.name},k={fmt.k},rule={fmt.rule}"
+    if fmt.recycling:
+        text += f",cr={float(fmt.recycling[cand][option])!r}"
+    return parse_format(text)
+
+
+def pair_errors(fmt: BlockFormat, x: np.ndarray) -> np.ndarray:
+    """hw-metric block error ``(n, pairs)`` of every pair for finite blocks ``x`` ``(n, k)`` (spec 5.4)."""
+    from nxfp_hw.golden.hw_metric import block_error_hw
+    from nxfp_hw.golden.quantize import dequantize_exact, quantize
+
+    x = np.asarray(x, dtype=np.float64)
+    errs = [block_error_hw(x, dequantize_exact(quantize(x, pair_format(fmt, c, j)))) for c, j in encode_pairs(fmt)]
+    return np.stack(errs, axis=1)
+
+
+def _input_exact(v: np.ndarray, input_format: str) -> np.ndarray:
+    """True where ``v`` (float64) is exactly representable in the input format."""
+    dt = ENCODE_INPUTS[input_format][0]
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.asarray(v, np.float64).astype(dt).astype(np.float64) == v
+
+
+def _ulp_step(v: float, direction: int, input_format: str) -> float:
+    """The input-format neighbour of the positive finite ``v`` (``direction`` +1 up, -1 down)."""
+    dt, bits = ENCODE_INPUTS[input_format]
+    b = np.array([v], dtype=dt).view(bits).astype(np.int64) + direction
+    return float(b.astype(bits).view(dt).astype(np.float64)[0])
+
+
+def _directed_scale_codes(fmt: BlockFormat) -> list[int]:
+    """A few scale codes: the smallest two, the one nearest 1.0, and the largest two."""
+    vals = fmt.scale.code_values()[: fmt.scale.max_code + 1]
+    one = int(np.argmin(np.abs(np.log2(vals))))
+    return sorted({0, 1, one, fmt.scale.max_code - 1, fmt.scale.max_code})
+
+
+def encode_directed(fmt: BlockFormat, rng: np.random.Generator, input_format: str = "fp32",
+                    tie_search: int = 2048) -> tuple[np.ndarray, list[str]]:
+    """Directed blocks of spec 5 (float64 ``(n, k)`` and a label per block): zeros of both signs, NaN and
+    Inf, subnormal inputs, float32 extremes and saturation, negatives rounding to zero, exact ties at
+    every rounding midpoint (and one input ulp either side) for every pair at a few scales, exact scale
+    boundaries and one ulp either side, and blocks whose pairs tie in the selection metric."""
+    k = fmt.k
+    blocks: list[np.ndarray] = []
+    cases: list[str] = []
+    f32_max = float(np.finfo(np.float32).max)
+    top_input = f32_max if input_format == "fp32" else float(ml_dtypes.finfo(ml_dtypes.bfloat16).max)
+
+    def add(name: str, vals, *, fill: float | None = None) -> None:
+        v = np.asarray(vals, dtype=np.float64).reshape(-1)
+        if fill is None:
+            row = np.resize(v, k)
+        else:
+            row = np.full(k, fill)
+            row[: min(v.size, k)] = v[:k]
+        blocks.append(row)
+        cases.append(name)
+
+    def noise(scale: float, n: int = k) -> np.ndarray:
+        return rng.standard_normal(n) * scale
+
+    add("all +0", [0.0])
+    add("all -0", [-0.0])
+    add("-0 and +0 with one value", np.where(np.arange(k) % 2 == 0, -0.0, 0.0) + np.eye(k)[3] * 1.5)
+    add("NaN in block", np.where(np.arange(k) == rng.integers(k), np.nan, noise(1.0)))
+    add("+Inf in block", np.where(np.arange(k) == rng.integers(k), np.inf, noise(1.0)))
+    add("-Inf in block", np.where(np.arange(k) == rng.integers(k), -np.inf, noise(1e-3)))
+    add("NaN, Inf and -0 only", [np.nan, np.inf, -np.inf], fill=-0.0)
+    sub = np.ldexp(rng.integers(-(2**23) + 1, 2**23, k).astype(np.float64), -149)
+    add("all subnormal inputs", sub)
+    add("smallest subnormal", [2.0**-149, -(2.0**-149)], fill=0.0)
+    add("subnormals under a small normal", np.concatenate([[2.0**-120], np.ldexp(rng.integers(-99, 99, k - 1), -149)]))
+    add("float32 maximum", [top_input, -top_input, top_input / 3, 1.0])
+    add("top scale saturation", [1e30, -3e29, 7e28, 1.0, -1e-30])
+    add("negatives rounding to zero", np.concatenate([[1.0], -np.abs(noise(1e-4, k - 1))]))
+    add("one large value, tiny rest", np.concatenate([[-6e3], noise(1e-6, k - 1)]))
+
+    # Scale boundaries (spec 5.2): exactly at, one ulp below and one ulp above the largest amax of a scale.
+    sv = fmt.scale.code_values()
+    codes = _directed_scale_codes(fmt)
+    groups: dict[float, tuple[int, int]] = {}
+    for c, j in encode_pairs(fmt):
+        groups.setdefault(fmt.max_element(c, j), (c, j))
+    for maxe, (c, j) in groups.items():
+        for code in codes:
+            if fmt.rule == "ocp":
+                bound = float(sv[code]) * 2.0 ** fmt.emax_element(c, j)
+            else:
+                bound = float(sv[code]) * maxe
+            if not (2.0**-126 <= bound < top_input) or not _input_exact(np.array([bound]), input_format)[0]:
+                continue
+            rest = rng.uniform(-1, 1, k - 1) * bound
+            for name, b in (("at", bound), ("one ulp below", _ulp_step(bound, -1, input_format)),
+                            ("one ulp above", _ulp_step(bound, 1, input_format))):
+                add(f"scale boundary {name} (max_elem {maxe:g}, scale code {code})",
+                    np.concatenate([[b], rest])[rng.permutation(k)])
+
+    # Exact ties at every rounding midpoint (spec 5.3), and one ulp either side, per pair and scale.
+    for c, j in encode_pairs(fmt):
+        table = fmt.element_table(c, j)
+        levels = np.unique(table[np.isfinite(table)])
+        mids = (levels[1:] + levels[:-1]) / 2
+        for code in codes:
+            x_scale = float(sv[code])
+            top = x_scale * (2.0 ** fmt.emax_element(c, j) if fmt.rule == "ocp" else fmt.max_element(c, j))
+            if not (2.0**-126 <= top < top_input):
+                continue
+            m = mids * x_scale
+            m = m[_input_exact(m, input_format) & (m != 0)]
+            if m.size == 0:
+                continue
+            for name, step in (("exact ties", 0), ("just above ties", 1), ("just below ties", -1)):
+                vals = m if step == 0 else np.sign(m) * np.array([_ulp_step(abs(v), step, input_format) for v in m])
+                vals = rng.permutation(vals)
+                for start in range(0, vals.size, k - 1):  # the top value pins the scale
+                    part = vals[start:start + k - 1]
+                    add(f"{name} ({fmt.elements[c].name}, option {j}, scale code {code})",
+                        np.concatenate([[top], part, np.zeros(k - 1 - part.size)]))
+
+    # Pairs that tie in the selection metric (spec 5.4: ties go to the lowest selector, then option).
+    if len(encode_pairs(fmt)) > 1 and tie_search:
+        n = tie_search
+        cand = rng.integers(-12, 13, (n, k)) * np.exp2(rng.integers(-4, 3, (n, 1)))
+        cand *= rng.random((n, k)) < rng.uniform(0.1, 1.0, (n, 1))
+        cand[:, 0] = np.where(cand[:, 0] == 0, 1.0, cand[:, 0])
+        err = pair_errors(fmt, cand)
+        best = err.min(axis=1, keepdims=True)
+        tied = err == best
+        mixed = tied.sum(axis=1) >= 2
+        # prefer ties between different candidates, then ties that pair 0 does not win
+        cands = np.array([c for c, _ in encode_pairs(fmt)])
+        spans = np.array([np.unique(cands[t]).size > 1 for t in tied])
+        score = mixed * (1 + 2 * spans + (~tied[:, 0]) + (tied.sum(axis=1) < tied.shape[1]))
+        for i in np.argsort(-score, kind="stable")[:8]:
+            if score[i] == 0:
+                break
+            who = [f"{fmt.elements[c].name}/{jj}" for (c, jj), t in zip(encode_pairs(fmt), tied[i], strict=True) if t]
+            add(f"metric tie between pairs {', '.join(who)}", cand[i])
+    return np.stack(blocks), cases
+
+
+def encode_random(fmt: BlockFormat, n: int, rng: np.random.Generator,
+                  distributions: tuple[str, ...] = ENCODE_DISTRIBUTIONS) -> tuple[np.ndarray, list[str]]:
+    """``n`` random float64 blocks ``(n, k)``, split evenly over ``distributions`` (Gaussian with a
+    per-block magnitude spread of 10^+-3, Student-t with 2 degrees of freedom, all-MiniLM-L6-v2 weights)."""
+    per = [n // len(distributions) + (i < n % len(distributions)) for i in range(len(distributions))]
+    xs, cases = [np.zeros((0, fmt.k))], []
+    for dist, m in zip(distributions, per, strict=True):
+        if m:
+            xs.append(_floats(dist, m, fmt.k, rng))
+            cases += [f"random {dist}"] * m
+    return np.concatenate(xs), cases
+
+
+def encode_vectors(fmt: BlockFormat, x: np.ndarray, lanes: int, *, input_format: str = "fp32",
+                   cases: list[str] | None = None, reset_prefix: int | None = None) -> VectorSet:
+    """Encoder stimulus: blocks ``x`` ``(n, k)`` (rounded to the input format), ``k/lanes`` beats of bit
+    patterns per block, with the golden packed output (spec 5, 6) of :func:`encoder_metric`.
+
+    The expected array ``block`` is ``(n, 1 + k)``: the header, then every code (the DUT's ``header`` and
+    ``codes`` fields side by side). ``aux`` holds the golden headers/codes and the case labels."""
+    from nxfp_hw.golden.quantize import quantize
+
+    if input_format not in ENCODE_INPUTS:
+        raise ValueError(f"input_format must be one of {', '.join(ENCODE_INPUTS)}, got {input_format!r}")
+    k = fmt.k
+    if k % lanes:
+        raise ValueError(f"lanes must divide k={k}, got {lanes}")
+    dt, bits_dt = ENCODE_INPUTS[input_format]
+    with np.errstate(over="ignore"):
+        xin = np.asarray(x).reshape(-1, k).astype(dt)
+    n = xin.shape[0]
+    if n == 0:
+        raise ValueError("encode_vectors: no blocks")
+    q = quantize(xin, fmt, metric=encoder_metric(fmt))
+    headers, codes = q.headers.reshape(n).astype(np.uint16), q.codes.reshape(n, k).astype(np.uint16)
+    per = k // lanes
+    if reset_prefix is None:  # stop in the middle of the second block (or after the first)
+        reset_prefix = min(n * per - 1, per + per // 2 + 1)
+    aux = {"headers": headers, "codes": codes, "case": np.array(cases if cases is not None else ["blocks"] * n)}
+    meta = {"unit": "encode", "compare_field": "block", "compare_fields": ["header", "codes"], "kind": "code",
+            "input": input_format, "metric": encoder_metric(fmt), "operands": {"a": ["got.header", "got.codes"]},
+            "ieee_coverage": [["inputs", "in.values", input_format]], "formats": {"a": fmt.to_string()},
+            "reset_prefix": int(reset_prefix), "blocks": n, "beats_per_block": per}
+    block = np.concatenate([headers[:, None], codes], axis=1)
+    return VectorSet({"values": xin.view(bits_dt).reshape(n * per, lanes)}, {"block": block}, aux, meta)

@@ -1,4 +1,5 @@
-"""``nxfp-hw report``: accuracy versus hardware cost of decode and dot units across formats (docs/area.md)."""
+"""``nxfp-hw report``: accuracy versus hardware cost of the decode, dot and encode units across formats
+(docs/area.md)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 from pathlib import Path
 
 from ..errors import UserError
-from ..flows.report import DEFAULT_FLOWS, DEFAULT_FORMATS, DEFAULT_UNITS
+from ..flows.report import DEFAULT_ENCODE_FORMATS, DEFAULT_FLOWS, DEFAULT_FORMATS, DEFAULT_UNITS
 
 
 def _default_cache() -> Path:
@@ -25,17 +26,25 @@ def _csv(text: str) -> list[str]:
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "report", help="sweep formats x units x flows: area, Fmax, throughput and accuracy (md, json, png)",
-        description="Measure the decode and dot units of every format with the area flows, the accuracy of every "
-                    "format on a tensor (default: all-MiniLM-L6-v2 weights), and write report.md, report.json, "
-                    "area.png and pareto.png. Results are cached by configuration hash: a rerun is fast.")
+        description="Measure the decode and dot units (and the encode unit, with --units) of every format with "
+                    "the area flows, the accuracy of every format on a tensor (default: all-MiniLM-L6-v2 "
+                    "weights), and write report.md, report.json, area.png and pareto.png. Results are "
+                    "cached by configuration hash: a rerun is fast.")
     p.add_argument("--formats", type=_csv, default=None,
                    help=f"comma-separated presets (default {','.join(DEFAULT_FORMATS)})")
     p.add_argument("--format", dest="extra_formats", action="append", default=[],
                    help="one more format (a preset or a format string, which may contain commas); repeatable; "
                         "without --formats only these are swept")
-    p.add_argument("--units", type=_csv, default=list(DEFAULT_UNITS), help="comma-separated units (default decode,dot)")
+    p.add_argument("--units", type=_csv, default=list(DEFAULT_UNITS),
+                   help="comma-separated units: decode, dot, encode (default decode,dot)")
+    p.add_argument("--encode-formats", type=_csv, default=None,
+                   help="comma-separated presets of the encode unit (default: the same as the other units; "
+                        f"scripts/make_report.sh uses {','.join(DEFAULT_ENCODE_FORMATS)})")
     p.add_argument("--flows", type=_csv, default=list(DEFAULT_FLOWS),
                    help=f"comma-separated flows (default {','.join(DEFAULT_FLOWS)})")
+    p.add_argument("--encode-flows", type=_csv, default=None,
+                   help="comma-separated flows of the encode unit, a subset of --flows (default: all of them; "
+                        "scripts/make_report.sh leaves out ice40, which no 8-lane encoder fits)")
     p.add_argument("--tensor", type=Path, help="accuracy tensor (.npy/.npz/.safetensors; default: MiniLM weights)")
     p.add_argument("--tensor-name", help="array/tensor name inside --tensor")
     p.add_argument("--lanes", type=int, help="lanes of every unit (default 8, or k if smaller)")
@@ -64,7 +73,9 @@ def run(args: argparse.Namespace) -> int:
     formats = (args.formats or ([] if args.extra_formats else list(DEFAULT_FORMATS))) + args.extra_formats
     result = run_report(formats=formats, units=args.units, flows=args.flows, tensor=tensor, tensor_label=label,
                         out_dir=args.out, cache_dir=args.cache or _default_cache(), jobs=args.jobs, force=args.force,
-                        lanes=args.lanes, pipeline=args.pipeline, period_ns=args.period, freq_mhz=args.freq)
+                        lanes=args.lanes, pipeline=args.pipeline, encode_formats=args.encode_formats,
+                        encode_flows=args.encode_flows,
+                        period_ns=args.period, freq_mhz=args.freq)
     for path in result.files:
         print(f"wrote {path}")
     if result.failures:

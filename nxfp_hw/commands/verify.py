@@ -11,7 +11,10 @@ Vector files (``--vectors``):
   last axis), or an ``.npz`` written by ``nxfp-hw quantize`` (``headers`` ``(..., nblocks)``,
   ``codes`` ``(..., nblocks, k)``, integer dtypes);
 - dot: an ``.npz`` with float arrays ``a`` and ``b`` of equal shape ``(..., n)`` (one dot product per
-  row, ``n`` a multiple of ``k``), or ``a_headers``, ``a_codes``, ``b_headers``, ``b_codes``.
+  row, ``n`` a multiple of ``k``), or ``a_headers``, ``a_codes``, ``b_headers``, ``b_codes``;
+- encode: an ``.npy``/``.npz`` float tensor (blocks along the last axis), converted to the unit's
+  ``--input-format`` (fp32 or bf16) and driven as bit patterns; ``--output`` then holds the RTL's
+  ``rtl_headers``/``rtl_codes`` next to the golden ``golden_headers``/``golden_codes``.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ import numpy as np
 from ..errors import UserError
 from ..formats import BlockFormat, parse_format
 
-DEFAULT_BLOCKS = {"decode": 0, "dot": 64}  # decode default: the exhaustive (header, code) sweep
+DEFAULT_BLOCKS = {"decode": 0, "dot": 64, "encode": 64}  # decode default: the exhaustive (header, code) sweep
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,14 +39,16 @@ def register(sub: argparse._SubParsersAction) -> None:
         "verify", help="run the cocotb regression of one unit against the golden model (Verilator or Icarus)",
         description="Generate (or reuse) a unit, drive it through a simulator with random valid gaps and "
                     "backpressure, and compare every output bit with the golden model. Exit 1 on a mismatch.")
-    p.add_argument("--unit", required=True, choices=("decode", "dot"), help="which unit to verify")
+    p.add_argument("--unit", required=True, choices=("decode", "dot", "encode"), help="which unit to verify")
     p.add_argument("--format", "-f", dest="fmt", required=True, help="block format: preset or format string")
     p.add_argument("--format-b", dest="fmt_b", help="format of operand B (dot only; default: same as --format)")
     p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"), help="simulator (default verilator)")
     p.add_argument("--seed", type=int,
                    help="seed of the stimulus, gaps and backpressure (default: $NXFP_SEED or random)")
-    p.add_argument("--blocks", type=int, help="random blocks (dot default 64 plus the directed cases; decode "
-                                              "default: the exhaustive sweep of every header and code)")
+    p.add_argument("--input-format", choices=("fp32", "bf16"),
+                   help="number format of the encode unit's inputs (encode only; default fp32)")
+    p.add_argument("--blocks", type=int, help="random blocks (dot and encode default 64 plus the directed cases; "
+                                              "decode default: the exhaustive sweep of every header and code)")
     p.add_argument("--lanes", type=int, help="elements per beat, a divisor of k (default k)")
     p.add_argument("--vectors", type=Path, help="drive this tensor (.npy/.npz) instead of generated stimulus")
     p.add_argument("--output", type=Path, help="write RTL and golden outputs to this .npz (with --vectors)")
@@ -157,6 +162,20 @@ def load_dot_vectors(path: Path, fa: BlockFormat, fb: BlockFormat) -> tuple[np.n
     return ha.reshape(-1, nb), ca.reshape(-1, nb, fa.k), hb.reshape(-1, nb), cb.reshape(-1, nb, fb.k)
 
 
+def load_encode_vectors(path: Path, fmt: BlockFormat) -> np.ndarray:
+    """The user's float tensor ``(..., n)``, ``n`` a multiple of ``k`` (see module docstring)."""
+    arrays = _open(path)
+    if len(arrays) != 1:
+        raise UserError(f"--vectors: {path}: holds arrays {', '.join(arrays) or '(none)'}; the encode unit takes "
+                        "one float tensor")
+    name, x = next(iter(arrays.items()))
+    x = _float_array(x, name, path)
+    if x.shape[-1] % fmt.k:
+        raise UserError(f"--vectors: {path}: array {name!r} has last axis {x.shape[-1]}, not a multiple of "
+                        f"k={fmt.k} of {fmt.label}")
+    return x
+
+
 # --- the command --------------------------------------------------------------------------------------
 def _check_output(args: argparse.Namespace) -> None:
     if args.output is None:
@@ -175,7 +194,17 @@ def run(args: argparse.Namespace) -> int:
     from sim.runner import check_simulator
     from verif.coverage import format_summary
     from verif.regression import env_seed, prepare_module, run_vectors
-    from verif.vectors import decode_exhaustive, decode_vectors, dot_directed, dot_random, dot_vectors, savez_atomic
+    from verif.vectors import (
+        decode_exhaustive,
+        decode_vectors,
+        dot_directed,
+        dot_random,
+        dot_vectors,
+        encode_directed,
+        encode_random,
+        encode_vectors,
+        savez_atomic,
+    )
 
     from ..flows.manifest import load_manifest
 
@@ -183,6 +212,9 @@ def run(args: argparse.Namespace) -> int:
     if args.fmt_b and args.unit != "dot":
         raise UserError("--format-b: only for --unit dot")
     fb = parse_format(args.fmt_b) if args.fmt_b else fa
+    if args.input_format and args.unit != "encode":
+        raise UserError("--input-format: only for --unit encode (the other units read block codes)")
+    input_format = args.input_format or "fp32"
     if args.blocks is not None and args.blocks < (1 if args.unit == "decode" else 0):
         raise UserError(f"--blocks: expected a positive number of blocks, got {args.blocks}")
     for name in ("gap", "stall"):
@@ -198,12 +230,14 @@ def run(args: argparse.Namespace) -> int:
     # Vectors before the (slow) generation, so a bad file fails fast.
     user: tuple[np.ndarray, ...] | None = None
     if args.vectors is not None:
-        user = (load_decode_vectors(args.vectors, fa) if args.unit == "decode"
-                else load_dot_vectors(args.vectors, fa, fb))
+        loaders = {"decode": lambda: load_decode_vectors(args.vectors, fa),
+                   "dot": lambda: load_dot_vectors(args.vectors, fa, fb),
+                   "encode": lambda: (load_encode_vectors(args.vectors, fa),)}
+        user = loaders[args.unit]()
 
     build_root = (args.build_dir or Path(os.environ.get("NXFP_SIM_BUILD", "build/sim"))).resolve()
     module = prepare_module(args.unit, fa, fb if args.unit == "dot" else None, lanes=args.lanes,
-                            build_root=build_root)
+                            build_root=build_root, input_format=input_format if args.unit == "encode" else None)
     load_manifest(module.manifest, check_verilog=True)  # ManifestError (a UserError) if they disagree
     lanes = int(module.manifest_data["lanes"])
 
@@ -220,6 +254,17 @@ def run(args: argparse.Namespace) -> int:
         else:
             headers, codes = decode_exhaustive(fa, lanes)
         vectors = decode_vectors(fa, headers, codes)
+    elif args.unit == "encode":
+        if user is not None:
+            x_user = user[0]
+            x, cases = x_user.reshape(-1, fa.k), ["user vectors"] * (x_user.size // fa.k)
+        else:
+            x, cases = encode_directed(fa, rng, input_format)
+            n = DEFAULT_BLOCKS["encode"] if args.blocks is None else args.blocks
+            if n:
+                xr, cr = encode_random(fa, n, rng)
+                x, cases = np.concatenate([x, xr]), cases + cr
+        vectors = encode_vectors(fa, x, lanes, input_format=input_format, cases=cases)
     else:
         if user is not None:
             from verif.vectors import BlockStream
@@ -238,7 +283,8 @@ def run(args: argparse.Namespace) -> int:
         vectors = dot_vectors(fa, fb, lanes, blocks, rng)
 
     print(f"verify {module.name} on {args.sim}: seed {seed} (reproduce with --seed {seed}), "
-          f"{vectors.beats} beats, {vectors.values} values")
+          f"{vectors.beats} beats, {vectors.values} values"
+          + (f" ({vectors.meta['blocks']} blocks: headers and codes)" if args.unit == "encode" else ""))
     sys.stdout.flush()
     t0 = time.perf_counter()
     res = run_vectors(module, vectors, args.sim, seed=seed, gap=args.gap, stall=args.stall, waves=args.waves,
@@ -270,6 +316,14 @@ def run(args: argparse.Namespace) -> int:
             out["golden_bits"] = res.expected.astype(np.uint32).reshape(shape)
             out["golden_values"] = out["golden_bits"].view(np.float32)
             out["headers"], out["codes"] = user
+        elif args.unit == "encode":
+            lead = user[0].shape[:-1] + (user[0].shape[-1] // fa.k,)
+            if res.got.shape[0] == res.expected.shape[0]:
+                out["rtl_headers"] = res.got[:, 0].astype(np.uint16).reshape(lead)
+                out["rtl_codes"] = res.got[:, 1:].astype(np.uint16).reshape(lead + (fa.k,))
+            out["golden_headers"] = res.expected[:, 0].astype(np.uint16).reshape(lead)
+            out["golden_codes"] = res.expected[:, 1:].astype(np.uint16).reshape(lead + (fa.k,))
+            out["input_format"] = np.array(input_format)
         else:
             rows = user[0].shape[0]
             if res.got.shape[0] == rows:

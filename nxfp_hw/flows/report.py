@@ -1,5 +1,5 @@
-"""Accuracy-versus-cost report: area, Fmax and throughput of the decode and dot units per format, with
-the quantization accuracy of each format (docs/area.md).
+"""Accuracy-versus-cost report: area, Fmax and throughput of the decode, dot and encode units per format,
+with the quantization accuracy of each format (docs/area.md).
 
 ``measure_unit`` runs the area flows on one generated unit (used by ``nxfp-hw area``); ``run_report``
 sweeps units x formats x flows with a result cache keyed by the configuration hash, then writes
@@ -28,13 +28,17 @@ from . import area as area_mod
 from .accuracy import Accuracy, accuracy_of, default_tensor, tensor_digest, write_text_atomic
 
 __all__ = [
-    "AREA_METRICS", "DEFAULT_FLOWS", "DEFAULT_FORMATS", "DEFAULT_UNITS", "OVERHEAD_PAIRS", "ReportResult",
+    "AREA_METRICS", "DEFAULT_ENCODE_FORMATS", "DEFAULT_FLOWS", "DEFAULT_FORMATS", "DEFAULT_UNITS", "OVERHEAD_PAIRS",
+    "ReportResult",
     "build_for_area", "measure_unit", "pareto_front", "run_report",
 ]
 
 DEFAULT_FORMATS = ("mxfp4_e2m1", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp8_e4m3", "nxfp4", "nxfp5", "nxfp6")
 DEFAULT_UNITS = ("decode", "dot")
 UNITS = ("decode", "dot", "encode")
+# Formats of the encode unit in the committed report (scripts/make_report.sh): the encoders of the larger
+# formats take minutes per flow (docs/area.md), so only the 4- and 6-bit MX/NxFP pairs are measured.
+DEFAULT_ENCODE_FORMATS = ("mxfp4_e2m1", "nxfp4", "mxfp6_e2m3", "nxfp6")
 DEFAULT_FLOWS = ("generic", "asic", "ice40", "xilinx")
 # (NxFP, MX baseline, why): the comparisons spec 4 makes.
 OVERHEAD_PAIRS = (("nxfp4", "mxfp4_e2m1", "same 4.25 bits/elem"), ("nxfp6", "mxfp6_e2m3", "same 6.25 bits/elem"),
@@ -91,7 +95,7 @@ def _unit_key(unit: str, fmt_a: BlockFormat, fmt_b: BlockFormat | None, lanes: i
 
 def throughput(build: UnitBuild | dict[str, Any], fmax_mhz: float | None) -> float | None:
     """Elements per second at ``fmax_mhz``: lanes per beat / initiation interval x Fmax (MAC/s for dot,
-    values/s for decode)."""
+    values/s for decode, values encoded per second for encode)."""
     if fmax_mhz is None:
         return None
     get = build.get if isinstance(build, dict) else lambda k: getattr(build, k)
@@ -234,15 +238,31 @@ def _sweep_one(unit: str, fmt: BlockFormat, flows: Sequence[str], cache: Path, s
 def run_report(*, formats: Sequence[str] = DEFAULT_FORMATS, units: Sequence[str] = DEFAULT_UNITS,
                flows: Sequence[str] = DEFAULT_FLOWS, tensor: np.ndarray | None = None, tensor_label: str | None = None,
                out_dir: Path, cache_dir: Path, jobs: int = 1, force: bool = False, lanes: int | None = None,
-               pipeline: int | None = None, echo: Callable[[str], None] = print, **flow_opts: Any) -> ReportResult:
+               pipeline: int | None = None, encode_formats: Sequence[str] | None = None,
+               encode_flows: Sequence[str] | None = None, echo: Callable[[str], None] = print,
+               **flow_opts: Any) -> ReportResult:
     """Sweep ``units`` x ``formats`` x ``flows``, measure accuracy on ``tensor`` (default: MiniLM weights),
     and write ``report.md``, ``report.json``, ``area.png`` and ``pareto.png`` into ``out_dir``.
 
-    ``lanes=None`` means ``min(DEFAULT_REPORT_LANES, k)`` for every unit. Refuses to replace an existing
-    report without ``force``. Failed configurations are listed in the
-    output and the tables; the sweep continues."""
+    ``lanes=None`` means ``min(DEFAULT_REPORT_LANES, k)`` for every unit. ``encode_formats`` (default: the
+    same as ``formats``) are the formats of the encode unit; their accuracy is measured too; ``encode_flows``
+    (default: ``flows``, a subset of it) its flows (the others are shown as not run). Refuses to replace
+    an existing report without ``force``. Failed configurations are listed in the output and the tables; the
+    sweep continues."""
     fmts = [parse_format(f) for f in formats]
-    if not fmts or not units or not flows:
+    base_fmts = list(fmts)
+    enc_fmts = fmts if encode_formats is None else [parse_format(f) for f in encode_formats]
+    if encode_formats is not None and "encode" not in units:
+        raise UserError("encode-formats: only meaningful when the encode unit is in --units")
+    if encode_flows is not None:
+        if "encode" not in units:
+            raise UserError("encode-flows: only meaningful when the encode unit is in --units")
+        extra = [f for f in encode_flows if f not in flows]
+        if extra or not encode_flows:
+            raise UserError(f"encode-flows: expected a non-empty subset of the flows ({', '.join(flows)}), "
+                            f"got {', '.join(encode_flows) or 'nothing'}")
+    fmts += [f for f in enc_fmts if f.label not in {g.label for g in fmts}]
+    if not fmts or not enc_fmts or not units or not flows:
         raise UserError("report: need at least one format, one unit and one flow")
     for u in units:
         if u not in UNITS:
@@ -278,16 +298,20 @@ def run_report(*, formats: Sequence[str] = DEFAULT_FORMATS, units: Sequence[str]
             except UserError as exc:
                 versions[f] = f"missing: {exc}"
     src_digest = _source_digest()
-    progress = _Progress(len(units) * len(fmts) * len(flows), echo)
-    combos = [(u, f) for u in units for f in fmts]
-    args = (flows, cache_dir, src_digest, versions, flow_opts, progress, lanes, pipeline)
+    unit_fmts = {u: enc_fmts if u == "encode" else base_fmts for u in units}
+    unit_flows = {u: [f for f in flows if u != "encode" or encode_flows is None or f in encode_flows]
+                  for u in units}
+    combos = [(u, f) for u in units for f in unit_fmts[u]]
+    progress = _Progress(sum(len(unit_flows[u]) for u, _ in combos), echo)
+    args = (cache_dir, src_digest, versions, flow_opts, progress, lanes, pipeline)
     if jobs == 1:
-        records = [_sweep_one(u, f, *args) for u, f in combos]
+        records = [_sweep_one(u, f, unit_flows[u], *args) for u, f in combos]
     else:
         with ThreadPoolExecutor(max_workers=jobs) as pool:
-            records = list(pool.map(lambda c: _sweep_one(c[0], c[1], *args), combos))
+            records = list(pool.map(lambda c: _sweep_one(c[0], c[1], unit_flows[c[0]], *args), combos))
 
     data = _assemble(fmts, units, flows, accs, records, tensor_label or "tensor", digest, int(np.asarray(tensor).size))
+    data["unit_flows"] = unit_flows
     out_dir.mkdir(parents=True, exist_ok=True)
     files = [out_dir / "report.json", out_dir / "report.md"]
     write_text_atomic(files[0], json.dumps(data, indent=1, allow_nan=False, default=_json_default) + "\n")
@@ -321,7 +345,8 @@ def _assemble(fmts: list[BlockFormat], units: Sequence[str], flows: Sequence[str
             continue
         for unit in units:
             for flow in flows:
-                a, b = by[(unit, nx)]["flows"].get(flow, {}), by[(unit, mx)]["flows"].get(flow, {})
+                a = by.get((unit, nx), {}).get("flows", {}).get(flow, {})
+                b = by.get((unit, mx), {}).get("flows", {}).get(flow, {})
                 if "figures" not in a or "figures" not in b:
                     continue
                 row: dict[str, Any] = {"nxfp": nx, "mx": mx, "unit": unit, "flow": flow, "why": why,
@@ -409,6 +434,9 @@ def render_markdown(data: dict[str, Any]) -> str:
             for flow in data["flows"]:
                 v = r["flows"].get(flow, {})
                 ncol = len(_FLOW_COLUMNS[flow]) + (flow in ("asic", "ice40"))
+                if flow not in r["flows"] and flow not in data.get("unit_flows", {}).get(unit, data["flows"]):
+                    row += ["not run"] + ["-"] * (ncol - 1)
+                    continue
                 if "figures" not in v:
                     row += ["FAILED"] + ["-"] * (ncol - 1)
                     fail_lines.append(f"- {unit} {r['format']} {flow}: {v.get('error', 'not run')}")
@@ -419,6 +447,9 @@ def render_markdown(data: dict[str, Any]) -> str:
                     row.append("-" if tp is None else f"{tp / 1e9:.3g}")
             rows.append(row)
         lines.append(_table(head, rows))
+        skipped = [f for f in data["flows"] if f not in data.get("unit_flows", {}).get(unit, data["flows"])]
+        if skipped:
+            lines.append(f"\nNot run for the {unit} unit: {', '.join(skipped)} (docs/area.md).\n")
         for flow in ("asic", "ice40"):
             notes = sorted({n for r in recs for n in r["flows"].get(flow, {}).get("notes", [])})
             if notes:
@@ -435,10 +466,42 @@ def render_markdown(data: dict[str, Any]) -> str:
                  f"{o['bits_per_element_change_pct']:+.1f}%", _g(o["relative_mse_ratio"], 3)]
                 for o in data["overhead"]]
         lines.append(_table(head, rows))
+    enc = [o for o in data["overhead"] if o["unit"] == "encode"]
+    if enc:
+        lines.append(_encoder_section(data, enc))
     lines.append("\n## Plots\n\n![area per format](area.png)\n\n![accuracy versus area](pareto.png)\n")
     if fail_lines:
         lines.append("\n## Failed configurations\n\n" + "\n".join(fail_lines) + "\n")
     return "\n".join(lines).replace("\n\n\n", "\n\n")
+
+
+def _encoder_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """The cost of the adaptive search: each NxFP encoder against the MX encoder of the same bits, same lanes."""
+    recs = {(r["unit"], r["format"]): r for r in data["results"]}
+    out = ["\n## Encoder cost: NxFP adaptive search versus plain MX\n",
+           "The NxFP encoder rounds every block once per (element candidate, NanoMantissa option) pair and picks "
+           "the pair of least hardware-metric error (spec 5.4, docs/encoder.md); the MX encoder has a single pair "
+           "and no selection. Both are measured in this run with the same lanes and pipeline; ratio = NxFP / MX. "
+           "Throughput is values encoded per second (lanes / initiation interval x Fmax).\n"]
+    skipped = [f for f in data["flows"] if f not in data.get("unit_flows", {}).get("encode", data["flows"])]
+    if "ice40" in skipped:
+        out.append("The iCE40 flow is not run for the encoder: even the 8-lane MX encoder (mxfp4_e2m1) needs "
+                   "~9,400 LUT4, more than the largest supported iCE40 (HX8K, 7,680 logic cells).\n")
+    out.append("\n")
+    head = ["NxFP", "MX", "lanes", "flow", "measure", "NxFP", "MX", "ratio", "NxFP MHz", "MX MHz",
+            "NxFP Gvalues/s", "MX Gvalues/s"]
+    table = []
+    for o in rows:
+        a = recs[("encode", o["nxfp"])]["flows"][o["flow"]]
+        b = recs[("encode", o["mx"])]["flows"][o["flow"]]
+        ratio = "-" if not (o["nxfp_value"] and o["mx_value"]) else f"{o['nxfp_value'] / o['mx_value']:.2f}x"
+        tps = [v.get("throughput_per_s") for v in (a, b)]
+        table.append([o["nxfp"], o["mx"], _g(recs[("encode", o["nxfp"])].get("lanes")), o["flow"], o["metric"],
+                      _g(o["nxfp_value"], 6), _g(o["mx_value"], 6), ratio,
+                      _g(a["figures"].get("fmax_mhz")), _g(b["figures"].get("fmax_mhz")),
+                      *["-" if t is None else f"{t / 1e9:.3g}" for t in tps]])
+    out.append(_table(head, table))
+    return "\n".join(out)
 
 
 def _plots(data: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -465,8 +528,8 @@ def _plots(data: dict[str, Any], out_dir: Path) -> list[Path]:
             xs = [i + (j - (len(units) - 1) / 2) * width for i in range(len(names))]
             ys = [value(unit, n, flow) for n in names]
             ax.bar(xs, [y if y is not None else 0 for y in ys], width, label=unit)
-            for x, y in zip(xs, ys, strict=True):
-                if y is None:
+            for x, y, n in zip(xs, ys, names, strict=True):
+                if y is None and "error" in recs.get((unit, n), {}).get("flows", {}).get(flow, {}):
                     ax.text(x, 0, "failed", rotation=90, ha="center", va="bottom", fontsize=7)
         ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
         ax.set_ylabel(AREA_METRICS[flow][1], fontsize=8)
