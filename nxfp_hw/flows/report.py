@@ -251,7 +251,7 @@ def run_report(*, formats: Sequence[str] = DEFAULT_FORMATS, units: Sequence[str]
     sweep continues."""
     fmts = [parse_format(f) for f in formats]
     base_fmts = list(fmts)
-    enc_fmts = fmts if encode_formats is None else [parse_format(f) for f in encode_formats]
+    enc_fmts = list(fmts) if encode_formats is None else [parse_format(f) for f in encode_formats]
     if encode_formats is not None and "encode" not in units:
         raise UserError("encode-formats: only meaningful when the encode unit is in --units")
     if encode_flows is not None:
@@ -469,6 +469,10 @@ def render_markdown(data: dict[str, Any]) -> str:
     enc = [o for o in data["overhead"] if o["unit"] == "encode"]
     if enc:
         lines.append(_encoder_section(data, enc))
+    elif "encode" in data["units"]:
+        lines.append("\n## Encoder cost: NxFP adaptive search versus plain MX\n\nNo NxFP encoder and its MX "
+                     "counterpart (nxfp4/mxfp4_e2m1, nxfp6/mxfp6_e2m3, nxfp5/mxfp6_e3m2) were both measured in this "
+                     "run (docs/area.md).\n")
     lines.append("\n## Plots\n\n![area per format](area.png)\n\n![accuracy versus area](pareto.png)\n")
     if fail_lines:
         lines.append("\n## Failed configurations\n\n" + "\n".join(fail_lines) + "\n")
