@@ -483,7 +483,7 @@ def _encoder_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> str:
     """The cost of the adaptive search: each NxFP encoder against the MX encoder of the same bits, same lanes."""
     recs = {(r["unit"], r["format"]): r for r in data["results"]}
     out = ["\n## Encoder cost: NxFP adaptive search versus plain MX\n",
-           "The NxFP encoder rounds every block once per (element candidate, NanoMantissa option) pair and picks "
+           "The NxFP encoder rounds every block once per (element candidate, Code Recycling option) pair and picks "
            "the pair of least hardware-metric error (spec 5.4, docs/encoder.md); the MX encoder has a single pair "
            "and no selection. Both are measured in this run with the same lanes and pipeline; ratio = NxFP / MX. "
            "Throughput is values encoded per second (lanes / initiation interval x Fmax).\n"]
