@@ -177,27 +177,33 @@ def test_encoder_matches_golden(name, lanes, inp, pipeline, n_random):
     if inp == "bf16":
         x = x.astype(ml_dtypes.bfloat16)
     dut = EncodeUnit(fmt, lanes=lanes, input=inp, pipeline=pipeline)
-    assert (dut.latency, dut.initiation_interval, dut.unit_kind) == (pipeline, 1, "encode")
+    # work register + k/lanes slices + pipeline registers
+    assert (dut.latency, dut.initiation_interval, dut.unit_kind) == (fmt.k // lanes + pipeline, 1, "encode")
     check(dut, x, rng)
 
 
-def test_latency_and_full_rate():
-    """Without stalls, block n comes out ``latency`` cycles after its last beat, one block per cycle."""
-    fmt = PRESETS["mxfp4_e2m1"]
-    dut = EncodeUnit(fmt, pipeline=2)
-    x = np.arange(4 * 32, dtype=np.float32).reshape(4, 32)
+@pytest.mark.parametrize("name, lanes, pipeline", [("mxfp4_e2m1", 32, 2), ("mxfp4_e2m1", 8, 0), ("nxfp4", 8, 2)])
+def test_latency_and_full_rate(name, lanes, pipeline):
+    """Without stalls the input takes a beat every cycle and block n comes out ``k/lanes +
+    pipeline`` cycles after its last beat (work register, one slice per cycle, the registers)."""
+    fmt = PRESETS[name]
+    dut = EncodeUnit(fmt, lanes=lanes, pipeline=pipeline)
+    beats_per_block = fmt.k // lanes
+    n_blocks = 4
+    x = np.arange(n_blocks * fmt.k, dtype=np.float32).reshape(-1, lanes)
     seen = []
+    horizon = n_blocks * beats_per_block + beats_per_block + pipeline + 4
 
     async def bench(ctx):
         ctx.set(dut.o.ready, 1)
-        for cycle in range(10):
-            if cycle < 4:
+        for cycle in range(horizon):
+            if cycle < len(x):
                 ctx.set(dut.i.valid, 1)
-                for n in range(32):
+                for n in range(lanes):
                     ctx.set(dut.i.payload.values[n], int(x[cycle].view(np.uint32)[n]))
             else:
                 ctx.set(dut.i.valid, 0)
-            assert ctx.get(dut.i.ready)
+            assert ctx.get(dut.i.ready), f"input stalled in cycle {cycle}"
             if ctx.get(dut.o.valid):
                 seen.append(cycle)
             await ctx.tick()
@@ -206,7 +212,9 @@ def test_latency_and_full_rate():
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    assert seen == [2, 3, 4, 5]
+    last_beats = [(b + 1) * beats_per_block - 1 for b in range(n_blocks)]
+    assert seen == [t + beats_per_block + pipeline for t in last_beats]
+    assert dut.latency == beats_per_block + pipeline
 
 
 # --- constructor, tables, Verilog -------------------------------------------------------------------

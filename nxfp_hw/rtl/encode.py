@@ -1,18 +1,20 @@
 """Block encoder: float32/bfloat16 values -> one packed block (direct cast, spec 5 and 6).
 
-Datapath (docs/encoder.md): gather ``k / lanes`` beats into a block; ``amax`` tree over the
-31-bit magnitudes (NaN/Inf -> NaN header, zero codes); one scale code per distinct ``max_elem``
-(rule ``ocp`` from the exponent field, rule ``ceil`` by exact comparison against constant
-thresholds); per element and candidate one alignment shift into the scale's units and a
-thermometer of exact comparisons against the rounding midpoints (spec 5.3); per (candidate,
-recycling option) pair the codes and, when the block format has more than one pair, the
-fixed-point error of :mod:`nxfp_hw.golden.hw_metric`; least error wins, ties to the lowest
-selector then the lowest recycling option (spec 5.4).
+Datapath (docs/encoder.md): gather ``k / lanes`` beats with a running ``amax`` and NaN/Inf flag;
+one scale code per distinct ``max_elem`` (rule ``ocp`` from the exponent field, rule ``ceil`` by
+exact comparison against constant thresholds); the block moves into a work register (the double
+buffer that keeps the input at full rate), from which ``lanes`` elements per cycle are rounded:
+per element and candidate one alignment shift into the scale's units and a thermometer of exact
+comparisons against the rounding midpoints (spec 5.3); per (candidate, recycling option) pair the
+codes and, when the block format has more than one pair, the fixed-point error of
+:mod:`nxfp_hw.golden.hw_metric`, accumulated over the slices. With the last slice the least error
+wins, ties to the lowest selector then the lowest recycling option (spec 5.4). The rounding and
+error hardware therefore scales with ``lanes``, not with ``k``.
 """
 
 from __future__ import annotations
 
-from amaranth.hdl import Array, C, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, C, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -53,11 +55,13 @@ class EncodeUnit(wiring.Component):
 
     Parameters: ``fmt`` (rule ``ocp`` or ``ceil``; ``search`` is not supported in hardware),
     ``lanes`` (divides ``fmt.k``, default ``fmt.k``), ``input`` (``"fp32"`` or ``"bf16"``),
-    ``pipeline`` (register stages, default 2; 0 is combinational from the last beat of a block).
+    ``pipeline`` (register stages after the work register, default 2: one between rounding and
+    selection, the rest at the output).
 
     Members: ``i`` = ``In(stream.Signature({values[lanes]}))``, ``k / lanes`` beats per block in
     element order; ``o`` = ``Out(stream.Signature({header, codes[k]}))``, one beat per block.
-    ``latency`` counts from the transfer of a block's last beat; the input takes a beat every cycle.
+    ``latency = k / lanes + pipeline`` counts from the transfer of a block's last beat to its output
+    (the work register, ``k / lanes`` slices, the pipeline); the input takes a beat every cycle.
     """
 
     unit_kind = "encode"
@@ -90,7 +94,7 @@ class EncodeUnit(wiring.Component):
         self.lanes = lanes
         self.input = input
         self.pipeline = pipeline
-        self.latency = pipeline
+        self.latency = fmt.k // lanes + pipeline
         self.metric_frac_bits = HW_FRAC_BITS
         self.config = {
             "unit": "encode", "format": fmt.to_string(), "lanes": lanes, "input": input, "pipeline": pipeline,
@@ -104,12 +108,21 @@ class EncodeUnit(wiring.Component):
             "header": fmt.header_bits,
             "codes": data.ArrayLayout(fmt.element_width, fmt.k),
         })
-        self._mid_layout = data.StructLayout({
+        self._work_layout = data.StructLayout({
             "values": data.ArrayLayout(in_width, fmt.k),
             "ef": 8,
             "special": 1,
             "scales": data.ArrayLayout(fmt.scale.width, len(self._scale_groups)),
         })
+        slice_fields = {
+            "codes": data.ArrayLayout(data.ArrayLayout(fmt.element_width, lanes), len(self._pairs)),
+            "scales": data.ArrayLayout(fmt.scale.width, len(self._scale_groups)),
+            "special": 1,
+            "last": 1,
+        }
+        if len(self._pairs) > 1:
+            slice_fields["errs"] = data.ArrayLayout(hw_error_width(lanes), len(self._pairs))
+        self._slice_layout = data.StructLayout(slice_fields)
         super().__init__({
             "i": In(stream.Signature(self._in_layout)),
             "o": Out(stream.Signature(self._out_layout)),
@@ -162,79 +175,119 @@ class EncodeUnit(wiring.Component):
 
     # --- hardware -----------------------------------------------------------------------------------
     def _gather(self, m: Module):
-        """Collect ``k / lanes`` beats; returns ``(block values, valid, ready)`` of the whole block,
-        which is valid together with its last beat (no added latency)."""
+        """Collect ``k / lanes`` beats, keeping a running ``amax`` and NaN/Inf flag (spec 5.1).
+
+        Returns ``(values, amax, special, valid, ready)`` of the whole block, valid together with
+        its last beat (the earlier beats come from a buffer, the last one straight from the input).
+        """
         k, lanes = self.fmt.k, self.lanes
         beats = k // lanes
+        beat_vals = [self.i.payload.values[n] for n in range(lanes)]
+        beat_amax = Signal(31, name="beat_amax")
+        beat_special = Signal(name="beat_special")
+        unpacked = [unpack_fp32(self._fp32(v)) for v in beat_vals]
+        m.d.comb += [
+            beat_amax.eq(max_tree([self._fp32(v)[:31] for v in beat_vals])),
+            beat_special.eq(Cat(*(u[3] for u in unpacked)).any()),
+        ]
         block_ready = Signal(name="block_ready")
         if beats == 1:
-            vals = [self.i.payload.values[n] for n in range(lanes)]
             m.d.comb += self.i.ready.eq(block_ready)
-            return vals, self.i.valid, block_ready
+            return beat_vals, beat_amax, beat_special, self.i.valid, block_ready
         width = ENCODE_INPUTS[self.input]
         buf = Signal(data.ArrayLayout(width, k - lanes), name="gather_buf")
         count = Signal(range(beats), name="gather_count")
+        run_amax = Signal(31, name="gather_amax")  # over the beats before this one
+        run_special = Signal(name="gather_special")
         last = count == beats - 1
-        m.d.comb += self.i.ready.eq(~last | block_ready)
+        amax = Signal(31, name="amax")
+        special = Signal(name="special")
+        first = count == 0
+        m.d.comb += [
+            amax.eq(Mux(first | (beat_amax >= run_amax), beat_amax, run_amax)),
+            special.eq(beat_special | (run_special & ~first)),
+            self.i.ready.eq(~last | block_ready),
+        ]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += count.eq(Mux(last, 0, count + 1))
             with m.If(~last):
+                m.d.sync += [run_amax.eq(amax), run_special.eq(special)]
                 for b in range(beats - 1):
                     with m.If(count == b):
                         for n in range(lanes):
-                            m.d.sync += buf[b * lanes + n].eq(self.i.payload.values[n])
-        vals = [buf[n] for n in range(k - lanes)] + [self.i.payload.values[n] for n in range(lanes)]
-        return vals, self.i.valid & last, block_ready
+                            m.d.sync += buf[b * lanes + n].eq(beat_vals[n])
+        vals = [buf[n] for n in range(k - lanes)] + beat_vals
+        return vals, amax, special, self.i.valid & last, block_ready
 
     def _fp32(self, v):
         return v if self.input == "fp32" else Cat(C(0, 16), v)
 
-    def _stage_scale(self, m: Module, vals, payload) -> None:
-        """amax tree, NaN/Inf flag, one scale code per scale group (spec 5.1, 5.2)."""
+    def _scale_codes(self, m: Module, amax: Value) -> list[Value]:
+        """One scale code per scale group from the block's ``amax`` (spec 5.2)."""
         fmt = self.fmt
         sf = fmt.scale
-        mags, specials = [], []
-        for v in vals:
-            bits = self._fp32(v)
-            _, _, _, special = unpack_fp32(bits)
-            mags.append(bits[:31])
-            specials.append(special)
-        amax = Signal(31, name="amax")
-        m.d.comb += amax.eq(max_tree(mags))
-        special = Signal(name="special")
-        m.d.comb += special.eq(Cat(*specials).any())
-        for n, v in enumerate(vals):
-            m.d.comb += payload.values[n].eq(v)
-        m.d.comb += [payload.ef.eq(amax[23:31]), payload.special.eq(special)]
+        out = []
         for g, maxe in enumerate(self._scale_groups):
+            code = Signal(sf.width, name=f"scale{g}")
             if fmt.rule == "ocp":
                 emax = fmt.emax_element(*next((c, j) for c, j, mx, _ in self._pairs if mx == maxe))
                 field = ocp_field(m, fmt, amax[23:31], emax, name=f"ocp_field{g}")
-                m.d.comb += payload.scales[g].eq(field << sf.mbits)
+                m.d.comb += code.eq(field << sf.mbits)
             else:  # ceil: count the thresholds amax exceeds (spec 5.2, exact)
                 thr = ceil_thresholds(fmt, maxe)
                 above = [amax > Const(t, 31) for t in thr]
                 count = Signal(range(len(thr) + 1), name=f"ceil_count{g}")
                 m.d.comb += count.eq(sum_tree(above))
-                m.d.comb += payload.scales[g].eq(Mux(count > sf.max_code, sf.max_code, count))
+                m.d.comb += code.eq(Mux(count > sf.max_code, sf.max_code, count))
+            out.append(code)
+        return out
 
-    def _stage_round(self, m: Module, p, out) -> None:
-        """Element rounding for every pair, the hw error, selection, header assembly (spec 5.3, 5.4)."""
+    def _front(self, m: Module, vals, amax, special, block_valid, block_ready, sink) -> None:
+        """The work register (one block, the double buffer behind the gather buffer) and the
+        rounding of ``lanes`` elements per cycle: one slice beat per cycle into ``sink``."""
+        fmt, lanes = self.fmt, self.lanes
+        beats = fmt.k // lanes
+        work = Signal(self._work_layout, name="work")
+        busy = Signal(name="work_busy")
+        index = Signal(range(beats), name="work_slice")
+        last = index == beats - 1
+        scales = self._scale_codes(m, amax)
+        m.d.comb += block_ready.eq(~busy | (last & sink.ready))
+        with m.If(sink.valid & sink.ready):
+            m.d.sync += index.eq(Mux(last, 0, index + 1))
+            with m.If(last):
+                m.d.sync += busy.eq(0)
+            with m.Else():  # the next slice moves to the bottom lanes
+                for n in range(fmt.k - lanes):
+                    m.d.sync += work.values[n].eq(work.values[n + lanes])
+        with m.If(block_valid & block_ready):
+            m.d.sync += [busy.eq(1), index.eq(0), work.ef.eq(amax[23:31]), work.special.eq(special)]
+            for n, v in enumerate(vals):
+                m.d.sync += work.values[n].eq(v)
+            for g, s in enumerate(scales):
+                m.d.sync += work.scales[g].eq(s)
+        p = sink.payload
+        m.d.comb += [
+            sink.valid.eq(busy), p.last.eq(last), p.special.eq(work.special), p.scales.eq(work.scales),
+        ]
+        self._round_slice(m, [work.values[n] for n in range(lanes)], work.ef, work.scales, p)
+
+    def _round_slice(self, m: Module, values, ef_amax, scales_in, p) -> None:
+        """Element rounding of one slice for every pair, with each pair's hw error over the slice
+        (spec 5.3, 5.4): the codes go to ``p.codes[pair]``, the error sums to ``p.errs[pair]``."""
         fmt = self.fmt
         sf = fmt.scale
         b = sf.mbits
-        k = fmt.k
-        w = fmt.element_width
         F = HW_FRAC_BITS
         many = len(self._pairs) > 1
-        scale = [p.scales[g] for g in range(len(self._scale_groups))]
+        scale = [scales_in[g] for g in range(len(self._scale_groups))]
         field = [s[b:] for s in scale]
         man = [s[:b] for s in scale]
         ef_top = Signal(signed(10), name="ef_top")  # max(ef_amax, 1): alignment exponent + 127
-        m.d.comb += ef_top.eq(Mux(p.ef == 0, 1, p.ef))
+        m.d.comb += ef_top.eq(Mux(ef_amax == 0, 1, ef_amax))
         elems = []
-        for n in range(k):
-            sign, ef, sig, _ = unpack_fp32(self._fp32(p.values[n]))
+        for n, v in enumerate(values):
+            sign, ef, sig, _ = unpack_fp32(self._fp32(v))
             e = Signal(signed(10), name=f"e{n}")
             m.d.comb += e.eq(Mux(ef == 0, 1, ef))
             elems.append((sign, e, sig))
@@ -257,21 +310,18 @@ class EncodeUnit(wiring.Component):
                     tag = "n" if r is None else f"r{ti}"
                     idx[(c, maxe, r, n)] = round_index(m, y, sticky, ovf, man[g], b, tab, name=f"idx{c}_{g}_{tag}_{n}")
         # Per pair: codes and the error.
-        pair_codes, pair_err, pair_hdr = [], [], []
-        for pi, (c, j, maxe, r) in enumerate(self._pairs):
+        for pi, (c, _j, maxe, r) in enumerate(self._pairs):
             g = self._scale_groups.index(maxe)
-            frac = self._round_groups[(c, maxe)][0]
-            tabs = self._round_groups[(c, maxe)][2]
+            frac, _, tabs = self._round_groups[(c, maxe)]
             r_pos = abs(r) if r is not None and r > 0 else None
             r_neg = abs(r) if r is not None and r < 0 else None
             t_pos, t_neg = tabs[r_pos], tabs[r_neg]
-            codes = Signal(data.ArrayLayout(w, k), name=f"codes{pi}")
             sq = []
             for n, (sign, _, _) in enumerate(elems):
                 i_pos, i_neg = idx[(c, maxe, r_pos, n)], idx[(c, maxe, r_neg, n)]
-                pos_code = _rom(t_pos.codes, w, i_pos)
-                neg_code = _rom(self._neg_codes(c, t_neg.codes, t_neg.r_index), w, i_neg)
-                m.d.comb += codes[n].eq(Mux(sign, neg_code, pos_code))
+                pos_code = _rom(t_pos.codes, fmt.element_width, i_pos)
+                neg_code = _rom(self._neg_codes(c, t_neg.codes, t_neg.r_index), fmt.element_width, i_neg)
+                m.d.comb += p.codes[pi][n].eq(Mux(sign, neg_code, pos_code))
                 if many:
                     lw = max(max(t_pos.levels), max(t_neg.levels)).bit_length()
                     lv = Signal(lw, name=f"lv{pi}_{n}")
@@ -286,21 +336,57 @@ class EncodeUnit(wiring.Component):
                     d2 = Signal(2 * F + 3, name=f"d2_{pi}_{n}")
                     m.d.comb += d2.eq(d * d)
                     sq.append(d2)
-            pair_codes.append(codes)
             if many:
-                err = Signal(hw_error_width(k), name=f"err{pi}")
-                m.d.comb += err.eq(sum_tree(sq))
-                pair_err.append(err)
-            pair_hdr.append(Signal(fmt.header_bits, name=f"hdr{pi}"))
-            m.d.comb += pair_hdr[-1].eq(
-                scale[g] | (j << sf.width) | (c << (sf.width + fmt.recycle_bits))
-                if fmt.header_bits > sf.width else scale[g]
+                m.d.comb += p.errs[pi].eq(sum_tree(sq))
+
+    def _back(self, m: Module, src, out) -> None:
+        """Assemble the block from its slices: shift the codes in, accumulate each pair's error;
+        with the last slice, pick the pair (least error, ties to the lowest selector then
+        option, spec 5.4) and emit header and codes (NaN header and zero codes for NaN/Inf)."""
+        fmt, lanes = self.fmt, self.lanes
+        sf = fmt.scale
+        k = fmt.k
+        beats = k // lanes
+        pairs = self._pairs
+        many = len(pairs) > 1
+        p = src.payload
+        m.d.comb += [out.valid.eq(src.valid & p.last), src.ready.eq(~p.last | out.ready)]
+        step = src.valid & src.ready
+        pair_codes, pair_err = [], []
+        for pi in range(len(pairs)):
+            slice_codes = [p.codes[pi][n] for n in range(lanes)]
+            if beats == 1:
+                pair_codes.append(Cat(*slice_codes))
+            else:
+                held = Signal(data.ArrayLayout(fmt.element_width, k - lanes), name=f"codes_held{pi}")
+                with m.If(step & ~p.last):  # shift down one slice, the new slice on top
+                    for n in range(k - lanes):
+                        m.d.sync += held[n].eq(held[n + lanes] if n + lanes < k - lanes
+                                               else slice_codes[n + lanes - (k - lanes)])
+                pair_codes.append(Cat(held.as_value(), *slice_codes))
+            if many:
+                total = Signal(hw_error_width(k), name=f"err{pi}")
+                if beats == 1:
+                    m.d.comb += total.eq(p.errs[pi])
+                else:
+                    acc = Signal(hw_error_width(k), name=f"err_acc{pi}")
+                    m.d.comb += total.eq(acc + p.errs[pi])
+                    with m.If(step):
+                        m.d.sync += acc.eq(Mux(p.last, 0, total))
+                pair_err.append(total)
+        pair_hdr = []
+        for pi, (c, j, maxe, _) in enumerate(pairs):
+            g = self._scale_groups.index(maxe)
+            hdr = Signal(fmt.header_bits, name=f"hdr{pi}")
+            m.d.comb += hdr.eq(
+                p.scales[g] | (j << sf.width) | (c << (sf.width + fmt.recycle_bits))
+                if fmt.header_bits > sf.width else p.scales[g]
             )
-        # Selection: least error, strict < keeps the earlier (selector, option) on ties (spec 5.4).
-        best = Signal(range(len(self._pairs)), name="best")
-        if many:
+            pair_hdr.append(hdr)
+        best = Signal(range(len(pairs)), name="best")
+        if many:  # strict < keeps the earlier (selector, option) on ties
             chosen_err, chosen = pair_err[0], C(0, len(best))
-            for pi in range(1, len(self._pairs)):
+            for pi in range(1, len(pairs)):
                 better = pair_err[pi] < chosen_err
                 chosen_err = Mux(better, pair_err[pi], chosen_err)
                 chosen = Mux(better, pi, chosen)
@@ -308,20 +394,18 @@ class EncodeUnit(wiring.Component):
         hdr = _rom_signals(pair_hdr, best) if many else pair_hdr[0]
         cds = _rom_signals(pair_codes, best) if many else pair_codes[0]
         with m.If(p.special):  # spec 5.1: NaN header, zero codes
-            m.d.comb += [out.header.eq(int(fmt.make_header(sf.nan_code, 0, 0))), out.codes.eq(0)]
+            m.d.comb += [out.payload.header.eq(int(fmt.make_header(sf.nan_code, 0, 0))), out.payload.codes.eq(0)]
         with m.Else():
-            m.d.comb += [out.header.eq(hdr), out.codes.eq(cds)]
+            m.d.comb += [out.payload.header.eq(hdr), out.payload.codes.eq(cds)]
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        vals, block_valid, block_ready = self._gather(m)
+        vals, amax, special, block_valid, block_ready = self._gather(m)
         mid_stages = 1 if self.pipeline >= 2 else 0
-        mid_in, mid_out = add_pipeline(m, self._mid_layout, mid_stages, name="mid")
-        self._stage_scale(m, vals, mid_in.payload)
-        m.d.comb += [mid_in.valid.eq(block_valid), block_ready.eq(mid_in.ready)]
+        slice_in, slice_out = add_pipeline(m, self._slice_layout, mid_stages, name="slice")
+        self._front(m, vals, amax, special, block_valid, block_ready, slice_in)
         tail_in, tail_out = add_pipeline(m, self._out_layout, self.pipeline - mid_stages, name="tail")
-        self._stage_round(m, mid_out.payload, tail_in.payload)
-        m.d.comb += [tail_in.valid.eq(mid_out.valid), mid_out.ready.eq(tail_in.ready)]
+        self._back(m, slice_out, tail_in)
         m.d.comb += [
             self.o.valid.eq(tail_out.valid),
             self.o.payload.eq(tail_out.payload),
