@@ -120,7 +120,7 @@ def test_encode_regression_bf16_input() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("simulator", SIMULATORS)
-@pytest.mark.parametrize("preset", ["nxfp6", "mxfp8_e4m3", "nxfp5", "mxfp6_e2m3", "mxint8"])
+@pytest.mark.parametrize("preset", ["nxfp5", "nxfp6", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp8_e4m3", "mxfp8_e5m2", "mxint8"])
 def test_encode_regression_large(preset: str, simulator: str) -> None:
     _run(preset, simulator)
 

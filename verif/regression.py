@@ -54,7 +54,7 @@ def prepare_module(unit: str, fmt_a: BlockFormat, fmt_b: BlockFormat | None = No
                    input_format: str | None = None) -> ModuleFiles:
     """Generate the unit into ``<build_root>/rtl/<module>`` unless an identical generation is there
     (``input_format``: the encode unit's fp32/bf16 input)."""
-    from nxfp_hw.flows.generate import build_unit, generate
+    from nxfp_hw.flows.generate import build_unit, generate, generator_digest
     from nxfp_hw.flows.manifest import config_hash
 
     component = build_unit(unit, fmt_a, fmt_b, lanes=lanes, pipeline=pipeline, out=out,
@@ -62,14 +62,16 @@ def prepare_module(unit: str, fmt_a: BlockFormat, fmt_b: BlockFormat | None = No
     root = (build_root or default_build_root()).resolve()
     out_dir = root / "rtl" / component.module_name
     manifest = out_dir / f"{component.module_name}.json"
+    stamp = out_dir / ".generator_digest"  # the generator sources this output came from
     with _locked(root / ".locks" / f"rtl-{component.module_name}.lock"):
-        if manifest.is_file():
+        if manifest.is_file() and stamp.is_file() and stamp.read_text() == generator_digest():
             data = json.loads(manifest.read_text())
             verilog = out_dir / data["files"]["verilog"]
             if data.get("config_hash") == config_hash(component.config) and verilog.is_file():
                 component._MustUse__used = True  # built only for its name and config: not an unused design
                 return ModuleFiles(component.module_name, verilog, manifest, data)
         gen = generate(component, out_dir, force=True)
+        stamp.write_text(generator_digest())
     return ModuleFiles(gen.name, gen.verilog, gen.manifest, gen.manifest_data)
 
 

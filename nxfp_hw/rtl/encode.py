@@ -27,6 +27,7 @@ from .encode_arith import (
     ocp_field,
     round_index,
     shift_floor,
+    square,
     sum_tree,
     unpack_fp32,
 )
@@ -333,8 +334,10 @@ class EncodeUnit(wiring.Component):
                     yf, _, _ = shift_floor(m, prod, t, lo=-len(prod), hi=F + 2, width=F + 2, name=f"yf{pi}_{n}")
                     d = Signal(signed(F + 4), name=f"d{pi}_{n}")
                     m.d.comb += d.eq(xf[n] - yf)
+                    d_abs = Signal(F + 2, name=f"dabs{pi}_{n}")  # |D| <= 2^(F+1)
+                    m.d.comb += d_abs.eq(Mux(d < 0, -d, d))
                     d2 = Signal(2 * F + 3, name=f"d2_{pi}_{n}")
-                    m.d.comb += d2.eq(d * d)
+                    m.d.comb += d2.eq(square(d_abs))
                     sq.append(d2)
             if many:
                 m.d.comb += p.errs[pi].eq(sum_tree(sq))

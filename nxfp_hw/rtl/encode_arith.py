@@ -27,6 +27,7 @@ __all__ = [
     "ocp_field",
     "round_index",
     "shift_floor",
+    "square",
     "sum_tree",
     "unpack_fp32",
 ]
@@ -182,6 +183,19 @@ def sum_tree(values: list[Value]) -> Value:
             nxt.append(level[-1])
         level = nxt
     return level[0]
+
+
+def square(value: Value) -> Value:
+    """``value ** 2`` of an unsigned ``value`` as the folded partial-product sum of a squarer:
+    ``sum_i v_i 2^(2i) + sum_(i<j) v_i v_j 2^(i+j+1)``, n(n+1)/2 partial-product bits instead of a
+    general multiplier's n^2. Row ``i`` is ``v_i * (2^(2i) + (v >> (i+1)) << (2i+2))``."""
+    v = Value.cast(value)
+    n = len(v)
+    rows = []
+    for i in range(n):
+        word = Cat(C(1, 1), C(0, 1), v[i + 1:]) if i + 1 < n else C(1, 1)
+        rows.append(Mux(v[i], word, 0) << (2 * i))
+    return sum_tree(rows)[: 2 * n]
 
 
 def shift_floor(
