@@ -78,14 +78,6 @@ def _verify(fmt: BlockFormat, args: argparse.Namespace, build_dir: Path) -> dict
     return status
 
 
-def _fmt(v: Any, nd: int = 4) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.{nd}g}"
-    return str(v)
-
-
 def run(args: argparse.Namespace) -> int:
     from ..flows.report import run_report
 
@@ -135,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_comparison(data: dict[str, Any], fmt: BlockFormat, base: BlockFormat, flows: list[str],
                       status: dict[str, dict[str, int]]) -> None:
-    from ..flows.report import AREA_METRICS
+    from ..flows.report import AREA_METRICS, format_figure
 
     acc = data["formats"]
     rows = [("", fmt.label, base.label, "change")]
@@ -144,7 +136,7 @@ def _print_comparison(data: dict[str, Any], fmt: BlockFormat, base: BlockFormat,
         change = "-"
         if pct and isinstance(a, (int, float)) and isinstance(b, (int, float)) and b:
             change = f"{(a / b - 1) * 100:+.1f} %"
-        rows.append((label, _fmt(a), _fmt(b), change))
+        rows.append((label, format_figure(a), format_figure(b), change))
 
     add("bits / element", fmt.bits_per_element, base.bits_per_element)
     add("relative MSE (MiniLM)", acc[fmt.label]["relative_mse"], acc[base.label]["relative_mse"])

@@ -31,7 +31,7 @@ from .generate import generator_digest
 __all__ = [
     "AREA_METRICS", "DEFAULT_ENCODE_FORMATS", "DEFAULT_FLOWS", "DEFAULT_FORMATS", "DEFAULT_UNITS", "OVERHEAD_PAIRS",
     "ReportResult",
-    "build_for_area", "measure_unit", "pareto_front", "run_report",
+    "build_for_area", "format_figure", "measure_unit", "pareto_front", "run_report",
 ]
 
 DEFAULT_FORMATS = ("mxfp4_e2m1", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp8_e4m3", "nxfp4", "nxfp5", "nxfp6")
@@ -373,7 +373,8 @@ def _assemble(fmts: list[BlockFormat], units: Sequence[str], flows: Sequence[str
 
 # --- rendering -----------------------------------------------------------------------------------
 
-def _g(v: Any, nd: int = 4) -> str:
+def format_figure(v: Any, nd: int = 4) -> str:
+    """A figure for a table: ``-`` for None, floats to ``nd`` significant digits."""
     if v is None:
         return "-"
     if isinstance(v, float):
@@ -423,8 +424,8 @@ def render_markdown(data: dict[str, Any]) -> str:
         rows = []
         for r in recs:
             f = fm[r["format"]]
-            row = [r["format"], f"{f['bits_per_element']:.3g}", f"{f['relative_mse']:.4g}", _g(f["sqnr_db"]),
-                   _g(r.get("lanes")), _g(r.get("latency"))]
+            row = [r["format"], f"{f['bits_per_element']:.3g}", f"{f['relative_mse']:.4g}", format_figure(f["sqnr_db"]),
+                   format_figure(r.get("lanes")), format_figure(r.get("latency"))]
             for flow in data["flows"]:
                 v = r["flows"].get(flow, {})
                 ncol = len(_FLOW_COLUMNS[flow]) + (flow in ("asic", "ice40"))
@@ -435,7 +436,7 @@ def render_markdown(data: dict[str, Any]) -> str:
                     row += ["FAILED"] + ["-"] * (ncol - 1)
                     fail_lines.append(f"- {unit} {r['format']} {flow}: {v.get('error', 'not run')}")
                     continue
-                row += [_g(c[2](v["figures"])) for c in _FLOW_COLUMNS[flow]]
+                row += [format_figure(c[2](v["figures"])) for c in _FLOW_COLUMNS[flow]]
                 if flow in ("asic", "ice40"):
                     tp = v.get("throughput_per_s")
                     row.append("-" if tp is None else f"{tp / 1e9:.3g}")
@@ -454,10 +455,11 @@ def render_markdown(data: dict[str, Any]) -> str:
                      "(ASIC um^2, generic transistors, LUTs).\n\n")
         head = ["NxFP", "MX", "unit", "flow", "measure", "NxFP", "MX", "overhead", "Fmax change", "bits change",
                 "rel. MSE ratio"]
-        rows = [[o["nxfp"], o["mx"], o["unit"], o["flow"], o["metric"], _g(o["nxfp_value"], 6), _g(o["mx_value"], 6),
+        rows = [[o["nxfp"], o["mx"], o["unit"], o["flow"], o["metric"],
+                 format_figure(o["nxfp_value"], 6), format_figure(o["mx_value"], 6),
                  "-" if o["overhead_pct"] is None else f"{o['overhead_pct']:+.1f}%",
                  f"{o['fmax_change_pct']:+.1f}%" if "fmax_change_pct" in o else "-",
-                 f"{o['bits_per_element_change_pct']:+.1f}%", _g(o["relative_mse_ratio"], 3)]
+                 f"{o['bits_per_element_change_pct']:+.1f}%", format_figure(o["relative_mse_ratio"], 3)]
                 for o in data["overhead"]]
         lines.append(_table(head, rows))
     enc = [o for o in data["overhead"] if o["unit"] == "encode"]
@@ -495,9 +497,10 @@ def _encoder_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> str:
         b = recs[("encode", o["mx"])]["flows"][o["flow"]]
         ratio = "-" if not (o["nxfp_value"] and o["mx_value"]) else f"{o['nxfp_value'] / o['mx_value']:.2f}x"
         tps = [v.get("throughput_per_s") for v in (a, b)]
-        table.append([o["nxfp"], o["mx"], _g(recs[("encode", o["nxfp"])].get("lanes")), o["flow"], o["metric"],
-                      _g(o["nxfp_value"], 6), _g(o["mx_value"], 6), ratio,
-                      _g(a["figures"].get("fmax_mhz")), _g(b["figures"].get("fmax_mhz")),
+        lanes = format_figure(recs[("encode", o["nxfp"])].get("lanes"))
+        table.append([o["nxfp"], o["mx"], lanes, o["flow"], o["metric"],
+                      format_figure(o["nxfp_value"], 6), format_figure(o["mx_value"], 6), ratio,
+                      format_figure(a["figures"].get("fmax_mhz")), format_figure(b["figures"].get("fmax_mhz")),
                       *["-" if t is None else f"{t / 1e9:.3g}" for t in tps]])
     out.append(_table(head, table))
     return "\n".join(out)
