@@ -163,6 +163,7 @@ def random_blocks(fmt, rng: np.random.Generator, n: int) -> np.ndarray:
     [
         ("mxfp4_e2m1", 32, "fp32", 1, 40),
         ("nxfp4", 8, "fp32", 2, 30),
+        ("nxfp4", 4, "fp32", 4, 20),
         ("nxfp4,k=8", 2, "bf16", 0, 30),
         ("mxfp8_e4m3", 16, "fp32", 3, 10),
         pytest.param("nxfp6", 32, "fp32", 2, 40, marks=pytest.mark.slow),
@@ -182,7 +183,8 @@ def test_encoder_matches_golden(name, lanes, inp, pipeline, n_random):
     check(dut, x, rng)
 
 
-@pytest.mark.parametrize("name, lanes, pipeline", [("mxfp4_e2m1", 32, 2), ("mxfp4_e2m1", 8, 0), ("nxfp4", 8, 2)])
+@pytest.mark.parametrize("name, lanes, pipeline", [("mxfp4_e2m1", 32, 2), ("mxfp4_e2m1", 8, 0), ("nxfp4", 8, 2),
+                                                        ("nxfp4", 8, 3), ("nxfp4", 32, 1)])
 def test_latency_and_full_rate(name, lanes, pipeline):
     """Without stalls the input takes a beat every cycle and block n comes out ``k/lanes +
     pipeline`` cycles after its last beat (work register, one slice per cycle, the registers)."""
@@ -231,7 +233,7 @@ def test_constructor_errors():
     with pytest.raises(TypeError, match="pipeline must be an int"):
         EncodeUnit(PRESETS["nxfp4"], pipeline=1.5)
     dut = EncodeUnit(PRESETS["nxfp4"], lanes=8, input="bf16", pipeline=None)
-    assert dut.module_name == "nxfp_encode_nxfp4_l8_bf16_p2"
+    assert dut.module_name == "nxfp_encode_nxfp4_l8_bf16_p3"
     assert dut.formats == {"a": PRESETS["nxfp4"]} and dut.config["metric"] == "hw"
 
 

@@ -56,8 +56,9 @@ class EncodeUnit(wiring.Component):
 
     Parameters: ``fmt`` (rule ``ocp`` or ``ceil``; ``search`` is not supported in hardware),
     ``lanes`` (divides ``fmt.k``, default ``fmt.k``), ``input`` (``"fp32"`` or ``"bf16"``),
-    ``pipeline`` (register stages after the work register, default 2: one between rounding and
-    selection, the rest at the output).
+    ``pipeline`` (register stages after the work register, default 3: one between the error and
+    the selection when ``pipeline >= 2``, one between the rounding and the error when
+    ``pipeline >= 3``, the rest at the output).
 
     Members: ``i`` = ``In(stream.Signature({values[lanes]}))``, ``k / lanes`` beats per block in
     element order; ``o`` = ``Out(stream.Signature({header, codes[k]}))``, one beat per block.
@@ -85,7 +86,7 @@ class EncodeUnit(wiring.Component):
         if input not in ENCODE_INPUTS:
             raise ValueError(f"input must be one of {', '.join(ENCODE_INPUTS)}, got {input!r}")
         if pipeline is None:
-            pipeline = 2
+            pipeline = 3
         if isinstance(pipeline, bool) or not isinstance(pipeline, int):
             raise TypeError(f"pipeline must be an int, got {pipeline!r}")
         if not 0 <= pipeline <= 16:
@@ -115,13 +116,21 @@ class EncodeUnit(wiring.Component):
             "special": 1,
             "scales": data.ArrayLayout(fmt.scale.width, len(self._scale_groups)),
         })
-        slice_fields = {
+        many = len(self._pairs) > 1
+        common = {
             "codes": data.ArrayLayout(data.ArrayLayout(fmt.element_width, lanes), len(self._pairs)),
             "scales": data.ArrayLayout(fmt.scale.width, len(self._scale_groups)),
             "special": 1,
             "last": 1,
         }
-        if len(self._pairs) > 1:
+        rounded = dict(common)
+        if many:  # what the error stage needs: each pair's level per lane and its alignment shift, |x| in metric units
+            rounded["levels"] = data.ArrayLayout(data.ArrayLayout(self._level_width, lanes), len(self._pairs))
+            rounded["align"] = data.ArrayLayout(signed(12), len(self._pairs))
+            rounded["xf"] = data.ArrayLayout(HW_FRAC_BITS + 1, lanes)
+        self._rounded_layout = data.StructLayout(rounded)
+        slice_fields = dict(common)
+        if many:
             slice_fields["errs"] = data.ArrayLayout(hw_error_width(lanes), len(self._pairs))
         self._slice_layout = data.StructLayout(slice_fields)
         super().__init__({
@@ -156,6 +165,8 @@ class EncodeUnit(wiring.Component):
                 for t in tabs.values() for mid in t.mids for mv in range(1 << fmt.scale.mbits)
             ).bit_length()
             self._round_groups[(c, maxe)] = (frac, width, tabs)
+        self._level_width = max(max(t.levels) for _, _, tabs in self._round_groups.values()
+                                for t in tabs.values()).bit_length()
 
     def _neg_codes(self, c: int, codes: tuple[int, ...], r_index: int) -> list[int]:
         """Codes of the negated magnitudes (spec 5.3 sign rules): INT two's complement; minifloat
@@ -274,8 +285,9 @@ class EncodeUnit(wiring.Component):
         self._round_slice(m, [work.values[n] for n in range(lanes)], work.ef, work.scales, p)
 
     def _round_slice(self, m: Module, values, ef_amax, scales_in, p) -> None:
-        """Element rounding of one slice for every pair, with each pair's hw error over the slice
-        (spec 5.3, 5.4): the codes go to ``p.codes[pair]``, the error sums to ``p.errs[pair]``."""
+        """Element rounding of one slice for every pair (spec 5.3): the codes go to
+        ``p.codes[pair]``; with several pairs, the chosen levels to ``p.levels[pair]`` and
+        ``floor(|x| * 2^(F - A))`` to ``p.xf`` for :meth:`_slice_error`."""
         fmt = self.fmt
         sf = fmt.scale
         b = sf.mbits
@@ -293,11 +305,10 @@ class EncodeUnit(wiring.Component):
             m.d.comb += e.eq(Mux(ef == 0, 1, ef))
             elems.append((sign, e, sig))
         # x part of the hw metric, shared by all pairs: floor(|x| * 2^(F - A)).
-        xf = []
         if many:
             for n, (_, e, sig) in enumerate(elems):
                 r, _, _ = shift_floor(m, sig, e - ef_top + (F - 23), lo=-24, hi=F - 23, width=F + 1, name=f"xf{n}")
-                xf.append(r)
+                m.d.comb += p.xf[n].eq(r)
         # Rounding groups: one alignment shift per element, one thermometer per magnitude table.
         idx = {}
         for (c, maxe), (frac, width, tabs) in self._round_groups.items():
@@ -310,37 +321,54 @@ class EncodeUnit(wiring.Component):
                 for ti, (r, tab) in enumerate(tabs.items()):
                     tag = "n" if r is None else f"r{ti}"
                     idx[(c, maxe, r, n)] = round_index(m, y, sticky, ovf, man[g], b, tab, name=f"idx{c}_{g}_{tag}_{n}")
-        # Per pair: codes and the error.
+        # Per pair: codes and, for the error stage, the chosen levels and the shift that aligns the
+        # levels (in units of 2^-frac of the pair's scale) to the metric's units 2^(A - F).
+        lw = self._level_width
         for pi, (c, _j, maxe, r) in enumerate(self._pairs):
             g = self._scale_groups.index(maxe)
             frac, _, tabs = self._round_groups[(c, maxe)]
+            if many:
+                m.d.comb += p.align[pi].eq(field[g] - ef_top + (127 - sf.bias - b - frac + F))
             r_pos = abs(r) if r is not None and r > 0 else None
             r_neg = abs(r) if r is not None and r < 0 else None
             t_pos, t_neg = tabs[r_pos], tabs[r_neg]
-            sq = []
             for n, (sign, _, _) in enumerate(elems):
                 i_pos, i_neg = idx[(c, maxe, r_pos, n)], idx[(c, maxe, r_neg, n)]
                 pos_code = _rom(t_pos.codes, fmt.element_width, i_pos)
                 neg_code = _rom(self._neg_codes(c, t_neg.codes, t_neg.r_index), fmt.element_width, i_neg)
                 m.d.comb += p.codes[pi][n].eq(Mux(sign, neg_code, pos_code))
                 if many:
-                    lw = max(max(t_pos.levels), max(t_neg.levels)).bit_length()
-                    lv = Signal(lw, name=f"lv{pi}_{n}")
-                    m.d.comb += lv.eq(Mux(sign, _rom(t_neg.levels, lw, i_neg), _rom(t_pos.levels, lw, i_pos)))
-                    prod = Signal(lw + b + 1, name=f"xq{pi}_{n}")
-                    m.d.comb += prod.eq(lv * Cat(man[g], C(1, 1)) if b else lv)
-                    t = Signal(signed(12), name=f"xqa{pi}_{n}")
-                    m.d.comb += t.eq(field[g] - ef_top + (127 - sf.bias - b - frac + F))
-                    yf, _, _ = shift_floor(m, prod, t, lo=-len(prod), hi=F + 2, width=F + 2, name=f"yf{pi}_{n}")
-                    d = Signal(signed(F + 4), name=f"d{pi}_{n}")
-                    m.d.comb += d.eq(xf[n] - yf)
-                    d_abs = Signal(F + 2, name=f"dabs{pi}_{n}")  # |D| <= 2^(F+1)
-                    m.d.comb += d_abs.eq(Mux(d < 0, -d, d))
-                    d2 = Signal(2 * F + 3, name=f"d2_{pi}_{n}")
-                    m.d.comb += d2.eq(square(d_abs))
-                    sq.append(d2)
-            if many:
-                m.d.comb += p.errs[pi].eq(sum_tree(sq))
+                    m.d.comb += p.levels[pi][n].eq(
+                        Mux(sign, _rom(t_neg.levels, lw, i_neg), _rom(t_pos.levels, lw, i_pos)))
+
+    def _slice_error(self, m: Module, src, dst) -> None:
+        """Each pair's hw-metric error over one rounded slice (spec 5.4, docs/encoder.md):
+        ``yf`` from the level and the scale, ``D = xf - yf``, ``D^2`` by the folded squarer, summed
+        over the lanes. Codes and header fields pass through."""
+        fmt = self.fmt
+        sf = fmt.scale
+        b = sf.mbits
+        F = HW_FRAC_BITS
+        p, q = src.payload, dst.payload
+        m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready),
+                     q.codes.eq(p.codes), q.scales.eq(p.scales), q.special.eq(p.special), q.last.eq(p.last)]
+        if len(self._pairs) == 1:
+            return
+        for pi, (_c, _j, maxe, _r) in enumerate(self._pairs):
+            man = p.scales[self._scale_groups.index(maxe)][:b]
+            sq = []
+            for n in range(self.lanes):
+                lv = p.levels[pi][n]
+                prod = Signal(len(lv) + b + 1, name=f"xq{pi}_{n}")
+                m.d.comb += prod.eq(lv * Cat(man, C(1, 1)) if b else lv)
+                yf, _, _ = shift_floor(m, prod, p.align[pi], lo=-len(prod), hi=F + 2, width=F + 2,
+                                       name=f"yf{pi}_{n}")
+                d_abs = Signal(F + 2, name=f"dabs{pi}_{n}")  # |xf - yf| <= 2^(F+1), both differences in parallel
+                m.d.comb += d_abs.eq(Mux(p.xf[n] >= yf, p.xf[n] - yf, yf - p.xf[n]))
+                d2 = Signal(2 * F + 3, name=f"d2_{pi}_{n}")
+                m.d.comb += d2.eq(square(d_abs))
+                sq.append(d2)
+            m.d.comb += q.errs[pi].eq(sum_tree(sq))
 
     def _back(self, m: Module, src, out) -> None:
         """Assemble the block from its slices: shift the codes in, accumulate each pair's error;
@@ -404,10 +432,14 @@ class EncodeUnit(wiring.Component):
     def elaborate(self, platform) -> Module:
         m = Module()
         vals, amax, special, block_valid, block_ready = self._gather(m)
-        mid_stages = 1 if self.pipeline >= 2 else 0
-        slice_in, slice_out = add_pipeline(m, self._slice_layout, mid_stages, name="slice")
-        self._front(m, vals, amax, special, block_valid, block_ready, slice_in)
-        tail_in, tail_out = add_pipeline(m, self._out_layout, self.pipeline - mid_stages, name="tail")
+        error_stages = 1 if self.pipeline >= 2 else 0  # between the error and the selection
+        round_stages = 1 if self.pipeline >= 3 else 0  # between rounding and the error
+        rounded_in, rounded_out = add_pipeline(m, self._rounded_layout, round_stages, name="rounded")
+        self._front(m, vals, amax, special, block_valid, block_ready, rounded_in)
+        slice_in, slice_out = add_pipeline(m, self._slice_layout, error_stages, name="slice")
+        self._slice_error(m, rounded_out, slice_in)
+        tail_in, tail_out = add_pipeline(m, self._out_layout, self.pipeline - round_stages - error_stages,
+                                         name="tail")
         self._back(m, slice_out, tail_in)
         m.d.comb += [
             self.o.valid.eq(tail_out.valid),
