@@ -26,7 +26,6 @@ from ..errors import UserError
 from ..formats import BlockFormat, parse_format
 from . import area as area_mod
 from .accuracy import Accuracy, accuracy_of, default_tensor, tensor_digest, write_text_atomic
-from .generate import generator_digest
 
 __all__ = [
     "AREA_METRICS", "DEFAULT_ENCODE_FORMATS", "DEFAULT_FLOWS", "DEFAULT_FORMATS", "DEFAULT_UNITS", "OVERHEAD_PAIRS",
@@ -82,17 +81,6 @@ def build_for_area(unit: str, fmt_a: BlockFormat, fmt_b: BlockFormat | None = No
                      formats={k: f.label for k, f in comp.formats.items()})
 
 
-def _unit_key(unit: str, fmt_a: BlockFormat, fmt_b: BlockFormat | None, lanes: int | None,
-              pipeline: int | None) -> str:
-    """Configuration hash of a unit without emitting Verilog (the component's ``config``)."""
-    from .generate import build_unit
-    from .manifest import config_hash
-
-    comp = build_unit(unit, fmt_a, fmt_b, lanes=lanes, pipeline=pipeline)
-    comp._MustUse__silence = True  # constructed for its config only, never elaborated
-    return config_hash(comp.config)
-
-
 def throughput(build: UnitBuild | dict[str, Any], fmax_mhz: float | None) -> float | None:
     """Elements per second at ``fmax_mhz``: lanes per beat / initiation interval x Fmax (MAC/s for dot,
     values/s for decode, values encoded per second for encode)."""
@@ -132,10 +120,14 @@ class ReportResult:
     failures: list[str] = field(default_factory=list)
 
 
-def _source_digest() -> str:
-    """Digest of the generator and area-flow sources: a changed generator or flow invalidates the cache."""
-    area_py = Path(__file__).resolve().parent / "area.py"
-    return hashlib.sha256(generator_digest().encode() + area_py.read_bytes()).hexdigest()[:16]
+def _flow_digest() -> str:
+    """Digest of the area-flow sources: a changed flow invalidates the cache (the unit itself is keyed by
+    its Verilog text, so a generator change that leaves a unit's Verilog alone keeps its results)."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in ("area.py", "tools.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _metric(flow: str, figures: dict[str, Any]) -> float | None:
@@ -183,49 +175,45 @@ def _sweep_one(unit: str, fmt: BlockFormat, flows: Sequence[str], cache: Path, s
     label = f"{unit} {fmt.label}"
     record: dict[str, Any] = {"unit": unit, "format": fmt.label, "flows": {}}
     lanes = min(DEFAULT_REPORT_LANES, fmt.k) if lanes is None else lanes
+    t0 = time.monotonic()
     try:
         with _BUILD_LOCK:
-            ukey = _unit_key(unit, fmt, None, lanes, pipeline)
+            build = build_for_area(unit, fmt, None, lanes=lanes, pipeline=pipeline)
     except Exception as exc:  # noqa: BLE001 - a failed configuration is reported, the sweep goes on
         msg = f"build: {type(exc).__name__}: {exc}"
         for f in flows:
             record["flows"][f] = {"error": msg}
             progress.line(f"{label} {f} ... FAILED ({msg})")
         return record
-    record["config_hash"] = ukey
-    build: UnitBuild | None = None
+    build_s = time.monotonic() - t0
+    facts = {"module": build.module, "lanes": build.lanes, "latency": build.latency,
+             "initiation_interval": build.initiation_interval, "config_hash": build.config_hash}
+    record.update(facts)
+    verilog_digest = hashlib.sha256(build.verilog.encode()).hexdigest()
     for f in flows:
         opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in flow_opts.items()}
-        key = hashlib.sha256(json.dumps([ukey, f, src_digest, versions.get(f), opts], sort_keys=True)
-                             .encode()).hexdigest()[:20]
+        key = hashlib.sha256(json.dumps([verilog_digest, build.module, f, src_digest, versions.get(f), opts],
+                                        sort_keys=True).encode()).hexdigest()[:20]
         path = cache / "area" / f"{key}.json"
         cached = _load_cached(path)
         if cached is not None:
-            record.update(cached["unit_facts"])
             record["flows"][f] = cached["result"]
             progress.line(f"{label} {f} ... cached")
             continue
         t0 = time.monotonic()
         try:
-            if build is None:
-                with _BUILD_LOCK:
-                    build = build_for_area(unit, fmt, None, lanes=lanes, pipeline=pipeline)
-            facts = {"module": build.module, "lanes": build.lanes, "latency": build.latency,
-                     "initiation_interval": build.initiation_interval, "config_hash": build.config_hash}
             res = area_mod.run_area(build.verilog, build.module, f,
-                                    workdir=cache / "work" / f"{unit}_{fmt.ident}_{ukey}", **flow_opts)
+                                    workdir=cache / "work" / f"{unit}_{fmt.ident}_{build.config_hash}", **flow_opts)
         except Exception as exc:  # noqa: BLE001 - a failed configuration is reported, the sweep goes on
             msg = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-            if build is None:
-                msg = f"build: {msg}"
             record["flows"][f] = {"error": msg}
             progress.line(f"{label} {f} ... FAILED after {time.monotonic() - t0:.1f} s: {msg}")
             continue
         result = {"figures": res.figures, "tools": res.tools, "notes": res.notes, "commands": res.commands}
-        record.update(facts)
         record["flows"][f] = result
         write_text_atomic(path, json.dumps({"unit_facts": facts, "result": result}, indent=1) + "\n")
-        progress.line(f"{label} {f} ... {time.monotonic() - t0:.1f} s")
+        progress.line(f"{label} {f} ... {time.monotonic() - t0 + build_s:.1f} s")
+        build_s = 0.0
     return record
 
 
@@ -291,7 +279,7 @@ def run_report(*, formats: Sequence[str] = DEFAULT_FORMATS, units: Sequence[str]
                 versions[f] = versions.get(f, "") + f"{tool} {area_mod.tools.tool_version(tool)};"
             except UserError as exc:
                 versions[f] = f"missing: {exc}"
-    src_digest = _source_digest()
+    src_digest = _flow_digest()
     unit_fmts = {u: enc_fmts if u == "encode" else base_fmts for u in units}
     unit_flows = {u: [f for f in flows if u != "encode" or encode_flows is None or f in encode_flows]
                   for u in units}
