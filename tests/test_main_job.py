@@ -14,9 +14,10 @@ def test_main_job_generates_measures_and_compares(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", "--skip-verify", "--flows", "generic", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    for unit in ("decode", "dot"):
+    names = ("nxfp_decode_{f}_l8_fp32_p0", "nxfp_dot_{f}_x_{f}_l8_p3", "nxfp_encode_{f}_l8_fp32_p3")
+    for pattern in names:
         for fmt in ("nxfp4", "mxfp4_e2m1"):
-            name = f"nxfp_decode_{fmt}_l8_fp32_p0" if unit == "decode" else f"nxfp_dot_{fmt}_x_{fmt}_l8_p3"
+            name = pattern.format(f=fmt)
             assert f"module {name}(" in (out / "rtl" / name / f"{name}.v").read_text()
             assert json.loads((out / "rtl" / name / f"{name}.json").read_text())["lanes"] == 8
     data = json.loads((out / "report" / "report.json").read_text())
@@ -28,12 +29,20 @@ def test_main_job_generates_measures_and_compares(tmp_path, capsys):
     mse_line = next(line for line in comparison.splitlines() if "relative MSE" in line)
     assert f"{nx['relative_mse']:.4g}" in mse_line and f"{mx['relative_mse']:.4g}" in mse_line
     assert "decode: transistors" in comparison and "dot: transistors" in comparison
+    enc = next(line for line in comparison.splitlines() if "encode: transistors" in line).split()
+    figures = {(r["unit"], r["format"]): r["flows"]["generic"]["figures"]["transistors"] for r in data["results"]}
+    nx_mx = [str(figures[("encode", "nxfp4")]), str(figures[("encode", "mxfp4_e2m1")])]
+    assert enc[-4:-2] == nx_mx  # the row ends with: NxFP, MX, change, %
+    # the adaptive search costs area: the NxFP encoder is larger than the MX one
+    assert figures[("encode", "nxfp4")] > figures[("encode", "mxfp4_e2m1")]
 
 
 @pytest.mark.parametrize(("argv", "needle"), [
     (["--lanes", "3"], "--lanes: 3 does not divide the block size k=32"),
     (["--format", "mxfp4_e2m1", "--baseline", "mxfp4_e2m1"], "--baseline: mxfp4_e2m1 is the format under study"),
     (["--format", "nxfp7"], "unknown format preset 'nxfp7'"),
+    (["--units", "decode,mul"], "--units: expected a comma-separated subset of decode, dot, encode"),
+    (["--blocks", "0"], "--blocks: expected a positive number of random blocks, got 0"),
 ])
 def test_main_job_bad_input(tmp_path, capsys, argv, needle):
     out = tmp_path / "run"

@@ -3,7 +3,7 @@
 Four steps, each reusing the library the other subcommands use:
 
 1. accuracy of both formats on the all-MiniLM-L6-v2 weights (golden model);
-2. ``generate``: decode unit and dot engine of both formats (Verilog + manifest + core);
+2. ``generate``: decode unit, dot engine and encoder of both formats (Verilog + manifest + core);
 3. ``verify``: a short bit-exact regression of each unit on a simulator;
 4. area and timing (generic gates and OSU 0.18 um + OpenSTA by default), then the comparison.
 """
@@ -11,6 +11,7 @@ Four steps, each reusing the library the other subcommands use:
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,22 +19,27 @@ from typing import Any
 from ..errors import UserError
 from ..formats import BlockFormat, mx_baseline_for, parse_format
 
-UNITS = ("decode", "dot")
+UNITS = ("decode", "dot", "encode")
+# The encoder is not mapped to an iCE40 (docs/area.md: only the MX 4-bit one fits the largest part).
+ENCODE_SKIPPED_FLOWS = ("ice40",)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "run", help="main job: generate, verify and measure a format against its MX baseline (default nxfp4)",
-        description="Generate the decode unit and dot engine of a format and of its MX baseline, verify both "
-                    "bit-exactly in simulation, run area and timing, and print the comparison. Results go to "
+        description="Generate the decode unit, dot engine and encoder of a format and of its MX baseline, verify "
+                    "them bit-exactly in simulation, run area and timing, and print the comparison. Results go to "
                     "--out (report.md, report.json, plots, generated RTL).")
     p.add_argument("--format", "-f", dest="fmt", default="nxfp4", help="format under study (default nxfp4)")
     p.add_argument("--baseline", help="format to compare against (default: the MX preset of the same element "
                                       "width, mxfp4_e2m1 for nxfp4)")
     p.add_argument("--lanes", type=int, default=8,
                    help="lanes of the generated units (default 8; a divisor of k)")
+    p.add_argument("--units", default=",".join(UNITS),
+                   help=f"comma-separated units: {', '.join(UNITS)} (default all; the encoder skips the ice40 flow)")
     p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"), help="simulator (default verilator)")
-    p.add_argument("--blocks", type=int, default=32, help="random blocks per dot regression (default 32)")
+    p.add_argument("--blocks", type=int, default=32,
+                   help="random blocks per dot and encode regression (default 32)")
     p.add_argument("--seed", type=int, default=1, help="seed of the regressions (default 1)")
     p.add_argument("--flows", default="generic,asic",
                    help="comma-separated area flows: generic, asic, ice40, xilinx (default generic,asic)")
@@ -51,11 +57,11 @@ def _done(t0: float) -> None:
     print(f"      done in {time.monotonic() - t0:.1f} s", flush=True)
 
 
-def _generate(fmt: BlockFormat, lanes: int, rtl_dir: Path) -> list[str]:
+def _generate(fmt: BlockFormat, lanes: int, rtl_dir: Path, units: list[str]) -> list[str]:
     from ..flows.generate import build_unit, generate
 
     names = []
-    for unit in UNITS:
+    for unit in units:
         comp = build_unit(unit, fmt, lanes=lanes)
         gen = generate(comp, rtl_dir / comp.module_name)
         print(f"      {unit:6s} {fmt.label:12s} -> {gen.verilog}  (latency {comp.latency}, "
@@ -64,14 +70,14 @@ def _generate(fmt: BlockFormat, lanes: int, rtl_dir: Path) -> list[str]:
     return names
 
 
-def _verify(fmt: BlockFormat, args: argparse.Namespace, build_dir: Path) -> dict[str, int]:
+def _verify(fmt: BlockFormat, args: argparse.Namespace, build_dir: Path, units: list[str]) -> dict[str, int]:
     from ..cli import main as cli_main
 
     status = {}
-    for unit in UNITS:
+    for unit in units:
         argv = ["verify", "--unit", unit, "--format", fmt.label, "--sim", args.sim, "--lanes",
                 str(args.lanes), "--seed", str(args.seed), "--build-dir", str(build_dir)]
-        if unit == "dot":
+        if unit in ("dot", "encode"):
             argv += ["--blocks", str(args.blocks)]
         print(f"      $ nxfp-hw {' '.join(argv)}", flush=True)
         status[unit] = cli_main(argv)
@@ -89,31 +95,43 @@ def run(args: argparse.Namespace) -> int:
         if args.lanes < 1 or f.k % args.lanes:
             raise UserError(f"--lanes: {args.lanes} does not divide the block size k={f.k} of {f.label}")
     flows = [x.strip() for x in args.flows.split(",") if x.strip()]
+    units = [x.strip() for x in args.units.split(",") if x.strip()]
+    bad = [u for u in units if u not in UNITS]
+    if bad or not units:
+        raise UserError(f"--units: expected a comma-separated subset of {', '.join(UNITS)}, got {args.units!r}")
+    if args.blocks < 1:
+        raise UserError(f"--blocks: expected a positive number of random blocks, got {args.blocks}")
+    encode_flows = [f for f in flows if f not in ENCODE_SKIPPED_FLOWS] if "encode" in units else None
+    report_units = [u for u in units if u != "encode" or encode_flows]
     out = args.out
     total = 3 if args.skip_verify else 4
-    print(f"nxfp-hw main job: {fmt.label} vs {base.label}, {args.lanes} lanes, flows {', '.join(flows)}, "
-          f"output in {out}/")
+    print(f"nxfp-hw main job: {fmt.label} vs {base.label}, units {', '.join(units)}, {args.lanes} lanes, "
+          f"flows {', '.join(flows)}, output in {out}/")
 
-    t0 = _step(1, total, "generate the decode unit and dot engine of both formats")
+    t0 = _step(1, total, f"generate the {', '.join(units)} units of both formats")
     for f in (fmt, base):
-        _generate(f, args.lanes, out / "rtl")
+        _generate(f, args.lanes, out / "rtl", units)
     _done(t0)
 
     status: dict[str, dict[str, int]] = {}
     if not args.skip_verify:
         t0 = _step(2, total, f"verify every unit bit-exactly against the golden model on {args.sim}")
         for f in (fmt, base):
-            status[f.label] = _verify(f, args, out / "build")
+            status[f.label] = _verify(f, args, out / "build", units)
         _done(t0)
 
     t0 = _step(total - 1, total, "accuracy on all-MiniLM-L6-v2, area and timing")
-    result = run_report(formats=[fmt.label, base.label],
-                        units=UNITS, flows=flows, out_dir=out / "report", cache_dir=out / "cache",
-                        force=True, lanes=args.lanes, echo=lambda s: print(f"      {s}", flush=True))
+    if "encode" in units and not encode_flows:
+        print(f"      the encoder has no flow among {', '.join(flows)} (it skips {', '.join(ENCODE_SKIPPED_FLOWS)})")
+    result = run_report(formats=[fmt.label, base.label], units=report_units, flows=flows,
+                        encode_flows=encode_flows if "encode" in report_units else None,
+                        out_dir=out / "report", cache_dir=out / "cache", force=True, lanes=args.lanes,
+                        jobs=min(2, os.cpu_count() or 1),
+                        echo=lambda s: print(f"      {s}", flush=True))
     _done(t0)
 
     _step(total, total, f"comparison: {fmt.label} vs {base.label}")
-    _print_comparison(result.data, fmt, base, flows, status)
+    _print_comparison(result.data, fmt, base, flows, status, units)
     print(f"\nreport: {out / 'report' / 'report.md'} (+ report.json, area.png, pareto.png)")
     failed = [f"{u} {name}" for name, st in status.items() for u, rc in st.items() if rc != 0]
     if failed or result.failures:
@@ -126,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_comparison(data: dict[str, Any], fmt: BlockFormat, base: BlockFormat, flows: list[str],
-                      status: dict[str, dict[str, int]]) -> None:
+                      status: dict[str, dict[str, int]], units: list[str]) -> None:
     from ..flows.report import AREA_METRICS, format_figure
 
     acc = data["formats"]
@@ -141,16 +159,18 @@ def _print_comparison(data: dict[str, Any], fmt: BlockFormat, base: BlockFormat,
     add("bits / element", fmt.bits_per_element, base.bits_per_element)
     add("relative MSE (MiniLM)", acc[fmt.label]["relative_mse"], acc[base.label]["relative_mse"])
     add("SQNR (dB)", acc[fmt.label]["sqnr_db"], acc[base.label]["sqnr_db"], pct=False)
-    units = {(r["unit"], r["format"]): r for r in data["results"]}
-    for unit in UNITS:
+    records = {(r["unit"], r["format"]): r for r in data["results"]}
+    for unit in units:
         for flow in flows:
+            if unit == "encode" and flow in ENCODE_SKIPPED_FLOWS:
+                continue
             metric, label = AREA_METRICS[flow]
-            a = units.get((unit, fmt.label), {}).get("flows", {}).get(flow, {}).get("figures", {})
-            b = units.get((unit, base.label), {}).get("flows", {}).get(flow, {}).get("figures", {})
+            a = records.get((unit, fmt.label), {}).get("flows", {}).get(flow, {}).get("figures", {})
+            b = records.get((unit, base.label), {}).get("flows", {}).get(flow, {}).get("figures", {})
             add(f"{unit}: {label}", a.get(metric), b.get(metric))
             if a.get("fmax_mhz") or b.get("fmax_mhz"):
                 add(f"{unit}: Fmax MHz ({flow})", a.get("fmax_mhz"), b.get("fmax_mhz"))
-    for unit in UNITS:
+    for unit in units:
         if status:
             rows.append((f"{unit}: RTL vs golden", _verdict(status, fmt, unit), _verdict(status, base, unit), ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
