@@ -9,6 +9,8 @@ zero, and the canonical quiet NaN. Shared by the decode unit and the dot engine.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from amaranth.hdl import C, Module, Mux, Signal, Value, unsigned
 
 from ..golden.ieee import IEEE_FORMATS, IeeeFormat, ieee_format
@@ -48,6 +50,7 @@ def round_to_ieee(
     is_nan: Value | int = 0,
     is_inf: Value | int = 0,
     name: str = "rnd",
+    cut: Callable[[dict[str, Value]], dict[str, Value]] | None = None,
 ) -> Value:
     """Combinational IEEE bit pattern of ``(-1)^sign * magnitude * 2^exponent`` (spec 7, 8).
 
@@ -56,6 +59,10 @@ def round_to_ieee(
     +-Inf, a zero magnitude gives a zero of the given sign. ``is_nan`` forces the canonical
     quiet NaN, ``is_inf`` (when not NaN) a signed Inf. Returns a value of the format's width
     (32 for fp32, 16 for bf16/fp16); intermediate signals are named ``<name>_*``.
+
+    ``cut`` (optional) is a register position between the normalisation (leading-zero count and
+    shift) and the rounding: it is called with the intermediate fields and returns them
+    (registered or not, the caller decides; see ``pipeline.Cuts``).
     """
     f = ieee_format(fmt)
     sign = Value.cast(sign)
@@ -92,6 +99,10 @@ def round_to_ieee(
     biased_value = exponent + (width - 1 - pad + f.bias) - lz_sig
     biased = Signal(biased_value.shape(), name=f"{name}_biased")
     m.d.comb += biased.eq(biased_value)
+    if cut is not None:
+        mid = cut({"norm": norm, "biased": biased, "zero": zero, "sign": sign, "is_nan": is_nan, "is_inf": is_inf})
+        norm, biased, zero, sign, is_nan, is_inf = (mid[k] for k in ("norm", "biased", "zero", "sign", "is_nan",
+                                                                      "is_inf"))
 
     # Right shift of ``norm`` leaving mbits+1 significand bits plus a guard bit:
     # base (width - mbits - 2) for normal results, plus (1 - biased) more for subnormals,

@@ -13,11 +13,11 @@ no hierarchy); :class:`PipelineRegister` wraps the same logic as a stand-alone c
 
 from __future__ import annotations
 
-from amaranth.hdl import Module, Shape, ShapeLike, Signal
+from amaranth.hdl import Module, Shape, ShapeLike, Signal, Value
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["PipelineRegister", "add_pipeline"]
+__all__ = ["Cuts", "PipelineRegister", "PipelineSpec", "add_pipeline", "cuts_tag", "resolve_cuts"]
 
 
 def _check_stages(stages: int) -> None:
@@ -89,3 +89,92 @@ class PipelineRegister(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i), wiring.flipped(sink))
         wiring.connect(m, source, wiring.flipped(self.o))
         return m
+
+
+# --- named register positions (docs/timing.md) -------------------------------------------------------
+PipelineSpec = int | str | tuple[str, ...] | list[str] | None
+
+
+def resolve_cuts(pipeline: PipelineSpec, positions: tuple[str, ...], preference: tuple[str, ...],
+                 default: tuple[str, ...]) -> tuple[str, ...]:
+    """The enabled register positions of a unit, in datapath order.
+
+    ``positions`` are the unit's register positions in datapath order; ``preference`` is the
+    order in which registers are added when ``pipeline`` is a count (the most useful cut first);
+    ``default`` is used when ``pipeline`` is None. ``pipeline`` may be a count (the first ``n``
+    positions of ``preference``), ``"none"``, ``"all"``, a comma-separated string of position
+    names, or a sequence of names. ``ValueError`` names the argument and lists the positions.
+    """
+    listing = ", ".join(positions) if positions else "(none)"
+    if pipeline is None:
+        chosen: set[str] = set(default)
+    elif isinstance(pipeline, bool):
+        raise TypeError(f"pipeline: expected a register count or position names, got {pipeline!r}")
+    elif isinstance(pipeline, int):
+        if not 0 <= pipeline <= len(preference):
+            raise ValueError(f"pipeline: expected a register count in 0..{len(preference)} or position names "
+                             f"({listing}), got {pipeline}")
+        chosen = set(preference[:pipeline])
+    else:
+        if isinstance(pipeline, str):
+            text = pipeline.strip()
+            if text.isdigit():
+                return resolve_cuts(int(text), positions, preference, default)
+            if text == "none" or text == "":
+                names: list[str] = []
+            elif text == "all":
+                names = list(positions)
+            else:
+                names = [n.strip() for n in text.split(",")]
+        elif isinstance(pipeline, tuple | list) and all(isinstance(n, str) for n in pipeline):
+            names = list(pipeline)
+        else:
+            raise TypeError(f"pipeline: expected a register count or position names, got {pipeline!r}")
+        unknown = [n for n in names if n not in positions]
+        if unknown:
+            raise ValueError(f"pipeline: no register position {unknown[0]!r} in this unit; its positions are: "
+                             f"{listing} (or a count, 'none', 'all')")
+        chosen = set(names)
+    return tuple(p for p in positions if p in chosen)
+
+
+def cuts_tag(cuts: tuple[str, ...], positions: tuple[str, ...]) -> str:
+    """Short, stable module-name tag of the enabled positions: ``p`` + hex bit mask in datapath order."""
+    mask = sum(1 << i for i, p in enumerate(positions) if p in cuts)
+    return f"p{mask:x}"
+
+
+class Cuts:
+    """Optional pipeline registers at named positions, all moving on one ``advance`` enable.
+
+    ``cut(name, valid, fields)`` returns ``(valid, fields)`` unchanged when ``name`` is not
+    enabled, else registered copies: the valid bit moves on every ``advance``, the fields load on
+    ``advance & valid`` (reset-less). Used by units with a global stall (``advance = ~o.valid |
+    o.ready``) so that a beat is never dropped or duplicated.
+    """
+
+    def __init__(self, m: Module, advance, enabled: tuple[str, ...]) -> None:
+        self.m = m
+        self.advance = advance
+        self.enabled = frozenset(enabled)
+        self.used: list[str] = []
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.enabled
+
+    def cut(self, name: str, valid, fields: dict) -> tuple:
+        """Register ``valid`` and ``fields`` (name -> Value) at position ``name`` if enabled."""
+        self.used.append(name)
+        if name not in self.enabled:
+            return valid, fields
+        m = self.m
+        v = Signal(name=f"{name}_valid")
+        with m.If(self.advance):
+            m.d.sync += v.eq(valid)
+        out = {}
+        for key, val in fields.items():
+            reg = Signal(Value.cast(val).shape(), name=f"{name}_{key}", reset_less=True)
+            with m.If(self.advance & valid):
+                m.d.sync += reg.eq(val)
+            out[key] = reg
+        return v, out
