@@ -1,75 +1,120 @@
-"""Block dot-product engine with fp32 accumulation (spec 8, 9; docs/dot_engine.md).
+"""Block dot-product engine with three accumulation modes (spec 8, 8.1, 9; docs/dot_engine.md).
 
-``DotEngine(fmt_a, fmt_b, lanes=, pipeline=)`` streams block pairs, ``lanes`` elements of
-each operand per beat (``k / lanes`` beats per block pair), and emits one binary32 result per
-reduction (the beat whose ``last`` bit is set on a block's final beat):
+``DotEngine(fmt_a, fmt_b, lanes=, pipeline=, acc=, guard_bits=)`` streams block pairs, ``lanes``
+elements of each operand per beat (``k / lanes`` beats per block pair), and emits one binary32
+result per reduction (the beat whose ``last`` bit is set on a block's final beat):
 
-1. decode every lane's elements (``element_decode.ElementDecoder`` with the block's header
-   selector and recycling option) into sign, integer significand and exponent offset;
-2. multiply the significands exactly, shift each product left by the exponent sum into a
-   two's complement word (the pair's smallest product exponent is the LSB) and add the lanes
-   with a balanced tree; beats of one block add into an exact partial sum;
-3. ``r = RNE_fp32(S * Xa * Xb)``: multiply by both nano-mantissa significands, add the scale
-   exponents, round once (subnormals kept, overflow to Inf); NaN/Inf rules of spec 8;
-4. ``acc = RNE_fp32(acc + r)`` from +0.0 in block order; on ``last`` the sum goes out and
-   the accumulator restarts at +0.0.
+1. decode every lane's elements (``element_decode``) into sign, integer significand and exponent;
+2. multiply the significands exactly, shift each product into a two's complement word (the
+   pair's smallest product exponent is the LSB) and add the lanes with a balanced tree; beats of
+   one block add into an exact partial sum ``S``;
+3. by accumulation mode (spec 8.1):
+   - ``fp32``: ``r = RNE_fp32(S * Xa * Xb)``, then ``acc = RNE_fp32(acc + r)``;
+   - ``fused``: ``acc = RNE_fp32(acc + S * Xa * Xb)``, one rounding per block;
+   - ``exact``: ``S * Xa * Xb`` shifted into a long fixed-point window and added in a carry-save
+     segmented accumulator; one rounding when the reduction ends, NaN when it left the window.
 
-Flow control: one global stall (``advance = ~o.valid | o.ready``); every pipeline register
-moves only on ``advance``, so beats are never dropped or duplicated and ``i.ready`` is high
-whenever the output register is free.
+Every stage boundary is a named register position (``pipeline_positions``); ``pipeline`` picks
+which are registers (a count, names, "none" or "all"; :func:`~nxfp_hw.rtl.pipeline.resolve_cuts`).
+The ``fp32``/``fused`` accumulator loop takes ``L = 1 + (loop registers)`` cycles; it is spread
+over the ``k / lanes`` beats of a block, and when ``L > k / lanes`` the input holds ``ready`` low
+on a block's final beat until ``L`` cycles have passed since the previous one (initiation
+interval ``max(k / lanes, L)`` cycles per block, recorded in the manifest). ``exact`` takes a
+block every cycle.
+
+Flow control: one global stall (``advance = ~o.valid | o.ready``); every register moves only on
+``advance``, so beats are never dropped or duplicated.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..formats import BlockFormat
+from ..golden.decode import element_parts
 from ..golden.dot import exact_sum_bits, exact_sum_lsb_exponent
+from .accumulate import float_accumulate, normalise, segmented_accumulate, unpack_fp32
 from .element_decode import ElementDecoder, HeaderDecoder
 from .fixed_sum import adder_tree, align_product, lane_bound
 from .float_round import round_to_ieee
-from .fp32_add import fp32_add
+from .pipeline import Cuts, PipelineSpec, cuts_tag, resolve_cuts
 
-__all__ = ["DotEngine"]
+__all__ = ["ACC_MODES", "DEFAULT_GUARD_BITS", "DotEngine", "ExactWindow", "dot_exact_window"]
 
-MAX_PIPELINE = 3
-DEFAULT_PIPELINE = 3
+ACC_MODES = ("fp32", "fused", "exact")
+DEFAULT_GUARD_BITS = 16
+MAX_GUARD_BITS = 64
+EXACT_SEGMENT_BITS = 24  # carry-save segment of the exact accumulator: the length of its loop adder
+
+_FRONT = ("decode", "products", "tree", "sum", "scale")
+_LOOP = ("acc_align", "acc_add", "acc_norm")
+POSITIONS = {
+    "fp32": (*_FRONT, "block_norm", "block", *_LOOP),
+    "fused": (*_FRONT, "block_norm", *_LOOP),
+    "exact": (*_FRONT, "shift", "resolve_lo", "resolve", "magnitude", "final_norm"),
+}
+# Order in which a register count fills the positions (the most useful cut first).
+PREFERENCE = {
+    "fp32": ("block", "sum", "products", "acc_add", "acc_norm", "scale", "block_norm", "acc_align", "tree",
+             "decode"),
+    "fused": ("block_norm", "sum", "products", "acc_add", "acc_norm", "scale", "acc_align", "tree", "decode"),
+    "exact": ("shift", "resolve", "magnitude", "sum", "products", "final_norm", "resolve_lo", "scale", "tree",
+              "decode"),
+}
+# Timing-closed defaults (docs/timing.md): every position of the datapath registered.
+DEFAULT_CUTS = {mode: POSITIONS[mode] for mode in ACC_MODES}
 
 
-def _stage(m: Module, enable: bool, advance: Value, valid: Value, fields: dict[str, Value],
-           name: str) -> tuple[Value, dict[str, Value]]:
-    """A pipeline register for ``valid`` and ``fields`` when ``enable`` (moves on ``advance``)."""
-    if not enable:
-        return valid, fields
-    v = Signal(name=f"{name}_valid")
-    with m.If(advance):
-        m.d.sync += v.eq(valid)
-    out = {}
-    for key, val in fields.items():
-        reg = Signal(Value.cast(val).shape(), name=f"{name}_{key}", reset_less=True)
-        with m.If(advance & valid):
-            m.d.sync += reg.eq(val)
-        out[key] = reg
-    return v, out
+@dataclass(frozen=True)
+class ExactWindow:
+    """The ``exact`` mode's fixed-point window (spec 8.1): LSB exponent and width (sign included)."""
+
+    lsb_exponent: int
+    width: int
+    guard_bits: int
+
+
+def _scale_bounds(fmt: BlockFormat) -> tuple[int, int]:
+    """``(largest scale significand, largest exponent field)`` over the non-NaN scale codes."""
+    sc = fmt.scale
+    max_man = (1 << (sc.mbits + 1)) - 1 if sc.mbits else 1
+    return max_man, (sc.nan_code - 1) >> sc.mbits
+
+
+def dot_exact_window(fmt_a: BlockFormat, fmt_b: BlockFormat, guard_bits: int = DEFAULT_GUARD_BITS) -> ExactWindow:
+    """Window of the ``exact`` accumulator: from the smallest product LSB to the largest block MSB
+    plus ``guard_bits`` (exact for up to ``2**guard_bits`` blocks; spec 8.1)."""
+    pa, pb = element_parts(fmt_a), element_parts(fmt_b)
+    most_positive = max(pa.max_positive * pb.max_positive, pa.max_negative * pb.max_negative)
+    most_negative = max(pa.max_positive * pb.max_negative, pa.max_negative * pb.max_positive)
+    max_sum = fmt_a.k * max(most_positive, most_negative)
+    man_a, emax_a = _scale_bounds(fmt_a)
+    man_b, emax_b = _scale_bounds(fmt_b)
+    max_block = (max_sum * man_a * man_b) << (emax_a + emax_b)
+    lsb = (exact_sum_lsb_exponent(fmt_a, fmt_b) - fmt_a.scale.bias - fmt_a.scale.mbits
+           - fmt_b.scale.bias - fmt_b.scale.mbits)
+    return ExactWindow(lsb_exponent=lsb, width=max_block.bit_length() + guard_bits + 1, guard_bits=guard_bits)
 
 
 class DotEngine(wiring.Component):
-    """Streaming block dot product with fp32 accumulation (spec 8; docs/dot_engine.md).
+    """Streaming block dot product (spec 8, 8.1; docs/dot_engine.md).
 
     ``i.payload``: ``a_header``, ``a_codes`` (``lanes`` codes), ``b_header``, ``b_codes``,
     ``last``; ``k / lanes`` beats per block pair, headers sampled on a block's first beat,
     ``last`` read on a block's final beat. ``o.payload``: ``result`` (binary32 bits), once per
-    reduction. ``pipeline`` (0..3) internal register stages: after the aligned products, after
-    the adder tree / partial sum, after the block rounding; the accumulator output register is
-    always there, so ``latency = pipeline + 1`` and ``initiation_interval = 1``.
+    reduction. ``acc``: ``"fp32"`` (default), ``"fused"`` or ``"exact"``; ``guard_bits`` sizes the
+    ``exact`` window. ``pipeline``: register positions (see module docstring); ``latency`` counts
+    cycles from the transfer of a reduction's final beat to its result.
     """
 
     unit_kind = "dot"
 
     def __init__(self, fmt_a: BlockFormat, fmt_b: BlockFormat | None = None, *, lanes: int | None = None,
-                 pipeline: int | None = None) -> None:
+                 pipeline: PipelineSpec = None, acc: str = "fp32", guard_bits: int = DEFAULT_GUARD_BITS) -> None:
         if fmt_b is None:
             fmt_b = fmt_a
         for arg, f in (("fmt_a", fmt_a), ("fmt_b", fmt_b)):
@@ -85,32 +130,51 @@ class DotEngine(wiring.Component):
             raise TypeError(f"lanes must be an int, got {lanes!r}")
         if lanes < 1 or k % lanes:
             raise ValueError(f"lanes must divide the block size k={k}, got {lanes}")
-        if pipeline is None:
-            pipeline = DEFAULT_PIPELINE
-        if isinstance(pipeline, bool) or not isinstance(pipeline, int):
-            raise TypeError(f"pipeline must be an int, got {pipeline!r}")
-        if not 0 <= pipeline <= MAX_PIPELINE:
-            raise ValueError(f"pipeline must be in 0..{MAX_PIPELINE}, got {pipeline}")
+        if acc not in ACC_MODES:
+            raise ValueError(f"acc: expected one of {', '.join(ACC_MODES)}, got {acc!r}")
+        if isinstance(guard_bits, bool) or not isinstance(guard_bits, int) or not 0 <= guard_bits <= MAX_GUARD_BITS:
+            raise ValueError(f"guard_bits: expected an integer in 0..{MAX_GUARD_BITS}, got {guard_bits!r}")
 
         self.formats = {"a": fmt_a, "b": fmt_b}
         self.lanes = lanes
-        self.pipeline = pipeline
+        self.accumulation = acc
+        self.guard_bits = guard_bits
+        self.pipeline_positions = POSITIONS[acc]
+        self.cuts = resolve_cuts(pipeline, self.pipeline_positions, PREFERENCE[acc], DEFAULT_CUTS[acc])
+        self.pipeline = len(self.cuts)
         self.beats_per_block = k // lanes
-        self.latency = pipeline + 1
-        self.initiation_interval = 1
         self.lane_bound = lane_bound(fmt_a, fmt_b)
         self.lane_width = self.lane_bound.bit_length() + 1
         self.sum_width = exact_sum_bits(fmt_a, fmt_b)
         self.sum_lsb_exponent = exact_sum_lsb_exponent(fmt_a, fmt_b)
+        front = sum(c in self.cuts for c in _FRONT)
+        if acc == "exact":
+            self.window: ExactWindow | None = dot_exact_window(fmt_a, fmt_b, guard_bits)
+            self.accumulator_width = self.window.width
+            self.loop_cycles = 1
+            back = sum(c in self.cuts for c in ("shift", "resolve_lo", "resolve", "magnitude", "final_norm"))
+            self.latency = front + back + 2  # the accumulator register and the output register
+        else:
+            self.window = None
+            self.loop_cycles = 1 + sum(c in self.cuts for c in _LOOP)
+            wide = fmt_a.scale.mbits + fmt_b.scale.mbits + 2 + self.sum_width - 1
+            self.accumulator_width = 32 if acc == "fp32" else max(wide, 24) + 5
+            block = sum(c in self.cuts for c in ("block_norm", "block"))
+            self.latency = front + block + self.loop_cycles
+        self.initiation_interval = max(self.beats_per_block, self.loop_cycles)
         self.config = {
             "unit": "dot",
             "format_a": fmt_a.to_string(),
             "format_b": fmt_b.to_string(),
             "lanes": lanes,
-            "pipeline": pipeline,
-            "accumulation": "fp32",
+            "pipeline": list(self.cuts),
+            "accumulation": acc,
         }
-        self.module_name = f"nxfp_dot_{fmt_a.ident}_x_{fmt_b.ident}_l{lanes}_p{pipeline}"
+        if acc == "exact":
+            self.config["guard_bits"] = guard_bits
+        tag = cuts_tag(self.cuts, self.pipeline_positions)
+        suffix = "" if acc == "fp32" else f"_{acc}" + (f"_g{guard_bits}" if acc == "exact" else "")
+        self.module_name = f"nxfp_dot_{fmt_a.ident}_x_{fmt_b.ident}_l{lanes}{suffix}_{tag}"
         in_layout = data.StructLayout({
             "a_header": fmt_a.header_bits,
             "a_codes": data.ArrayLayout(fmt_a.element_width, lanes),
@@ -121,25 +185,28 @@ class DotEngine(wiring.Component):
         out_layout = data.StructLayout({"result": 32})
         super().__init__({"i": In(stream.Signature(in_layout)), "o": Out(stream.Signature(out_layout))})
 
+    # ------------------------------------------------------------------------------------------
     def elaborate(self, platform) -> Module:
         m = Module()
         fa, fb = self.formats["a"], self.formats["b"]
-        p = self.pipeline
         nb = self.beats_per_block
         pay = self.i.payload
 
         advance = Signal()
-        m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance)]
+        accept = Signal()  # the input may take a beat this cycle (initiation interval gate)
+        m.d.comb += [advance.eq(~self.o.valid | self.o.ready), self.i.ready.eq(advance & accept)]
+        take = self.i.valid & self.i.ready
+        cuts = Cuts(m, advance, self.cuts)
 
         # --- block framing: beat counter, headers held from the first beat ------------------
         if nb > 1:
             beat = Signal(range(nb))
-            with m.If(self.i.valid & advance):
+            with m.If(take):
                 m.d.sync += beat.eq(Mux(beat == nb - 1, 0, beat + 1))
             first, end = beat == 0, beat == nb - 1
             held_a = Signal(fa.header_bits, reset_less=True)
             held_b = Signal(fb.header_bits, reset_less=True)
-            with m.If(self.i.valid & advance & first):
+            with m.If(take & first):
                 m.d.sync += [held_a.eq(pay.a_header), held_b.eq(pay.b_header)]
             hdr_a = Mux(first, pay.a_header, held_a)
             hdr_b = Mux(first, pay.b_header, held_b)
@@ -147,15 +214,26 @@ class DotEngine(wiring.Component):
             first, end = C(1), C(1)
             hdr_a, hdr_b = pay.a_header, pay.b_header
 
-        hdr_dec = {"a": HeaderDecoder(fa), "b": HeaderDecoder(fb)}
+        # Initiation interval: a block's final beat waits until the accumulator loop is free.
+        if self.loop_cycles > nb:
+            since = Signal(range(self.loop_cycles + 1), init=self.loop_cycles)
+            with m.If(take & end):
+                m.d.sync += since.eq(1)
+            with m.Elif(advance & (since < self.loop_cycles)):
+                m.d.sync += since.eq(since + 1)
+            m.d.comb += accept.eq(~end | (since >= self.loop_cycles))
+        else:
+            m.d.comb += accept.eq(1)
+
+        self._hdr_dec = {"a": HeaderDecoder(fa), "b": HeaderDecoder(fb)}
         elem_dec = {"a": ElementDecoder(fa), "b": ElementDecoder(fb)}
-        hdr = {"a": hdr_dec["a"].decode(m, hdr_a, name="hdr_a"), "b": hdr_dec["b"].decode(m, hdr_b, name="hdr_b")}
+        hdr = {x: self._hdr_dec[x].decode(m, h, name=f"hdr_{x}") for x, h in (("a", hdr_a), ("b", hdr_b))}
         # Products come out in units of 2^(exp_base_a + exp_base_b); the low ``drop`` bits are always
         # zero, the aligned lane word starts at the pair's smallest product exponent.
         drop = self.sum_lsb_exponent - elem_dec["a"].exp_base - elem_dec["b"].exp_base
 
-        # --- stage 0: decode, exact products, alignment (spec 8) ----------------------------
-        terms: dict[str, Value] = {}
+        # --- decode: element fields and the specials of spec 8 -------------------------------
+        lanes_f: dict[str, Value] = {}
         lane_nan, lane_pinf, lane_ninf = [], [], []
         for n in range(self.lanes):
             ea = elem_dec["a"].decode(m, pay.a_codes[n], selector=hdr["a"].selector, recycle=hdr["a"].recycle,
@@ -163,72 +241,191 @@ class DotEngine(wiring.Component):
             eb = elem_dec["b"].decode(m, pay.b_codes[n], selector=hdr["b"].selector, recycle=hdr["b"].recycle,
                                       name=f"b{n}")
             sign = ea.sign ^ eb.sign
-            terms[f"t{n}"] = align_product(m, sign=sign, sig_a=ea.sig, sig_b=eb.sig, shift=ea.exp + eb.exp,
-                                           drop=drop, width=self.lane_width, name=f"p{n}")
+            lanes_f.update({f"sign{n}": sign, f"sa{n}": ea.sig, f"sb{n}": eb.sig, f"sh{n}": ea.exp + eb.exp})
             inf = ea.is_inf | eb.is_inf
             lane_nan.append(ea.is_nan | eb.is_nan | (ea.is_inf & eb.is_zero) | (eb.is_inf & ea.is_zero))
             lane_pinf.append(inf & ~sign)
             lane_ninf.append(inf & sign)
-        s0 = {
-            **terms,
+        ctl = {
             "nan": Cat(*lane_nan).any() | hdr["a"].scale_nan | hdr["b"].scale_nan,
             "pinf": Cat(*lane_pinf).any(),
             "ninf": Cat(*lane_ninf).any(),
             "first": first,
             "end": end,
             "last": pay.last & end,
-            **{f"scale_{x}_{f}": getattr(hdr[x], f) for x in "ab" for f in ("scale_man", "scale_exp")},
+            **{f"{f}_{x}": getattr(hdr[x], f) for x in "ab" for f in ("scale_man", "scale_exp")},
         }
-        v1, s1 = _stage(m, p >= 1, advance, self.i.valid, s0, "s1")
+        v, f = cuts.cut("decode", self.i.valid & accept, {**lanes_f, **ctl})
 
-        # --- stage 1: adder tree and exact partial sum over the beats of a block ------------
-        beat_sum = adder_tree(m, [s1[f"t{n}"] for n in range(self.lanes)], bound=self.lane_bound, name="tree")
+        # --- products: exact, aligned ---------------------------------------------------------
+        terms = {f"t{n}": align_product(m, sign=f[f"sign{n}"], sig_a=f[f"sa{n}"], sig_b=f[f"sb{n}"],
+                                        shift=f[f"sh{n}"], drop=drop, width=self.lane_width, name=f"p{n}")
+                 for n in range(self.lanes)}
+        v, f = cuts.cut("products", v, {**terms, **{key: f[key] for key in ctl}})
+
+        # --- adder tree (register halfway up) and the exact partial sum over the beats --------
+        state = {"v": v, "ctl": {key: f[key] for key in ctl}}
+
+        def tree_cut(level: list[Value]) -> list[Value]:
+            state["v"], g = cuts.cut("tree", state["v"], {**{f"l{i}": x for i, x in enumerate(level)},
+                                                          **state["ctl"]})
+            state["ctl"] = {key: g[key] for key in ctl}
+            return [g[f"l{i}"] for i in range(len(level))]
+
+        beat_sum = adder_tree(m, [f[f"t{n}"] for n in range(self.lanes)], bound=self.lane_bound, name="tree",
+                              cut=tree_cut)
+        v, c = state["v"], state["ctl"]
         total = Signal(signed(self.sum_width))
         flags = {key: Signal(name=f"blk_{key}") for key in ("nan", "pinf", "ninf")}
         if nb > 1:
             part = Signal(signed(self.sum_width), reset_less=True)
             part_flags = {key: Signal(name=f"part_{key}", reset_less=True) for key in flags}
-            m.d.comb += total.eq(beat_sum + Mux(s1["first"], 0, part))
+            m.d.comb += total.eq(beat_sum + Mux(c["first"], 0, part))
             for key, sig in flags.items():
-                m.d.comb += sig.eq(s1[key] | (~s1["first"] & part_flags[key]))
-            with m.If(advance & v1 & ~s1["end"]):
+                m.d.comb += sig.eq(c[key] | (~c["first"] & part_flags[key]))
+            with m.If(advance & v & ~c["end"]):
                 m.d.sync += part.eq(total)
                 m.d.sync += [part_flags[key].eq(sig) for key, sig in flags.items()]
         else:
             m.d.comb += total.eq(beat_sum)
-            m.d.comb += [sig.eq(s1[key]) for key, sig in flags.items()]
-        block_done = v1 & s1["end"]
-        v2, s2 = _stage(m, p >= 2, advance, block_done,
-                        {"total": total, **flags, "last": s1["last"],
-                         **{key: val for key, val in s1.items() if key.startswith("scale_")}}, "s2")
+            m.d.comb += [sig.eq(c[key]) for key, sig in flags.items()]
+        scales = {key: val for key, val in c.items() if key.startswith("scale_")}
+        v, f = cuts.cut("sum", v & c["end"], {"total": total, **flags, "last": c["last"], **scales})
 
-        # --- stage 2: r = RNE_fp32(S * Xa * Xb) (spec 8) -------------------------------------
-        tot = s2["total"]
-        neg = Signal()
-        mag = Signal(self.sum_width - 1)
-        m.d.comb += [neg.eq(tot < 0), mag.eq(Mux(neg, -tot, tot))]
+        # --- scale: |S| * man_a * man_b (fp32, fused) or S * man_a * man_b (exact) -------------
+        exp_sum = Signal(range(2 * max(1 << fa.scale.ebits, 1 << fb.scale.ebits)), name="scale_exp_sum")
+        m.d.comb += exp_sum.eq(f["scale_exp_a"] + f["scale_exp_b"])
+        man = f["scale_man_a"] * f["scale_man_b"]
+        tot = f["total"]
+        is_nan = f["nan"] | (f["pinf"] & f["ninf"])
+        is_inf = f["pinf"] | f["ninf"]
+        if self.accumulation == "exact":
+            return self._exact(m, cuts, advance, v, tot, man, exp_sum, f)
+        neg = Signal(name="blk_neg")
+        mag = Signal(self.sum_width - 1 + len(man), name="blk_mag")
+        m.d.comb += [neg.eq(tot < 0), mag.eq(Mux(neg, -tot, tot) * man)]
+        v, f = cuts.cut("scale", v, {"mag": mag, "neg": neg, "exp_sum": exp_sum, "is_nan": is_nan,
+                                     "is_inf": is_inf, "ninf": f["ninf"], "last": f["last"]})
+        # value = mag * 2^(exp_sum + exp_const)
+        exp_const = self.sum_lsb_exponent + self._hdr_dec["a"].scale_exp_base + self._hdr_dec["b"].scale_exp_base
+        inf_or_neg = Mux(f["is_inf"], f["ninf"], f["neg"])
+        if self.accumulation == "fp32":
+            state = {"v": v, "last": f["last"]}
 
-        man_a, man_b = s2["scale_a_scale_man"], s2["scale_b_scale_man"]
-        magnitude = Signal(len(mag) + len(man_a) + len(man_b))
-        m.d.comb += magnitude.eq(mag * man_a * man_b)
-        exp_const = self.sum_lsb_exponent + hdr_dec["a"].scale_exp_base + hdr_dec["b"].scale_exp_base
-        exp_top = exp_const + (1 << fa.scale.ebits) - 1 + (1 << fb.scale.ebits) - 1
-        exponent = Signal(range(min(exp_const, -1), max(exp_top, 1) + 1))
-        m.d.comb += exponent.eq(s2["scale_a_scale_exp"] + s2["scale_b_scale_exp"] + exp_const)
-        is_nan = s2["nan"] | (s2["pinf"] & s2["ninf"])
-        is_inf = s2["pinf"] | s2["ninf"]
-        result = round_to_ieee(m, sign=Mux(is_inf, s2["ninf"], neg), magnitude=magnitude, exponent=exponent,
-                               is_nan=is_nan, is_inf=is_inf, name="blk")
-        v3, s3 = _stage(m, p >= 3, advance, v2, {"r": result, "last": s2["last"]}, "s3")
+            def norm_cut(fields: dict[str, Value]) -> dict[str, Value]:
+                state["v"], g = cuts.cut("block_norm", state["v"], {**fields, "last": state["last"]})
+                state["last"] = g.pop("last")
+                return g
 
-        # --- stage 3: acc = RNE_fp32(acc + r), output on last (spec 8) -----------------------
+            exponent = Signal(signed(len(exp_sum) + 12), name="blk_exp")
+            m.d.comb += exponent.eq(f["exp_sum"] + exp_const)
+            r = round_to_ieee(m, sign=inf_or_neg, magnitude=f["mag"], exponent=exponent, is_nan=f["is_nan"],
+                              is_inf=f["is_inf"], name="blk", cut=norm_cut)
+            v, f = cuts.cut("block", state["v"], {"r": r, "last": state["last"]})
+            operand = unpack_fp32(m, f["r"], name="r")
+        else:  # fused: normalise the exact block value, keep every bit
+            norm, lz = normalise(m, f["mag"], name="blk")
+            top = Signal(signed(len(exp_sum) + 12), name="blk_top")
+            m.d.comb += top.eq(f["exp_sum"] + (exp_const + len(f["mag"]) - 1) - lz)
+            v, f = cuts.cut("block_norm", v, {"sign": inf_or_neg, "mag": norm, "top": top, "is_nan": f["is_nan"],
+                                              "is_inf": f["is_inf"], "last": f["last"]})
+            operand = {**{key: f[key] for key in ("sign", "mag", "top", "is_nan", "is_inf")}, "neg_zero": C(0, 1)}
+        return self._float_loop(m, cuts, advance, v, f["last"], operand)
+
+    # ------------------------------------------------------------------------------------------
+    def _float_loop(self, m: Module, cuts: Cuts, advance: Value, v: Value, last: Value,
+                    operand: dict[str, Value]) -> Module:
+        """``acc = RNE_fp32(acc + operand)`` over ``loop_cycles`` cycles; the result leaves on ``last``."""
         acc = Signal(32)
-        acc_next = fp32_add(m, acc, s3["r"], name="acc")
+        state = {"v": v, "last": last}
+
+        def loop_cut(position: str, fields: dict[str, Value]) -> dict[str, Value]:
+            state["v"], g = cuts.cut(f"acc_{position}", state["v"], {**fields, "last": state["last"]})
+            state["last"] = g.pop("last")
+            return g
+
+        acc_next = float_accumulate(m, acc, operand, cut=loop_cut, name="acc")
+        v, last = state["v"], state["last"]
         with m.If(advance):
-            m.d.sync += self.o.valid.eq(v3 & s3["last"])
-            with m.If(v3):
-                with m.If(s3["last"]):
+            m.d.sync += self.o.valid.eq(v & last)
+            with m.If(v):
+                with m.If(last):
                     m.d.sync += [self.o.payload.result.eq(acc_next), acc.eq(0)]
                 with m.Else():
                     m.d.sync += acc.eq(acc_next)
+        return m
+
+    def _exact(self, m: Module, cuts: Cuts, advance: Value, v: Value, tot: Value, man: Value, exp_sum: Value,
+               f: dict[str, Value]) -> Module:
+        """The ``exact`` mode: window shift, segmented accumulator, resolve, one final rounding."""
+        window = self.window
+        assert window is not None
+        width = window.width + 1  # one more bit, so that the first prefix sum leaving the window is seen
+        finite = ~(f["nan"] | f["pinf"] | f["ninf"])
+        value = Signal(signed(self.sum_width + len(man) + 1), name="blk_value")
+        m.d.comb += value.eq(Mux(finite, tot, 0) * man)
+        v, g = cuts.cut("scale", v, {"value": value, "exp_sum": exp_sum, "nan": f["nan"], "pinf": f["pinf"],
+                                     "ninf": f["ninf"], "last": f["last"]})
+        shifted = Signal(signed(width), name="blk_shifted")
+        m.d.comb += shifted.eq(g["value"] << g["exp_sum"])
+        v, g = cuts.cut("shift", v, {"shifted": shifted, **{key: g[key] for key in ("nan", "pinf", "ninf", "last")}})
+
+        # Accumulator: carry-save segments, flags beside it; ``clear`` after a reduction's last block.
+        enable = advance & v
+        clear = Signal(init=1)
+        with m.If(enable):
+            m.d.sync += clear.eq(g["last"])
+        sums, carries = segmented_accumulate(m, addend=g["shifted"], enable=enable, clear=clear, width=width,
+                                             segment=EXACT_SEGMENT_BITS, name="xacc")
+        sticky = {}
+        for key in ("nan", "pinf", "ninf"):
+            reg = Signal(name=f"xacc_{key}", reset_less=True)
+            with m.If(enable):
+                m.d.sync += reg.eq(Mux(clear, 0, reg) | g[key])
+            sticky[key] = reg
+        acc_v = Signal(name="xacc_valid")
+        acc_last = Signal(name="xacc_last", reset_less=True)
+        with m.If(advance):
+            m.d.sync += acc_v.eq(v)
+        with m.If(enable):
+            m.d.sync += acc_last.eq(g["last"])
+
+        # Resolve the carries (two halves), check the window, take the magnitude, round once.
+        half = width // 2
+        lo = Signal(half + 1, name="resolve_lo_sum")
+        m.d.comb += lo.eq(sums[:half] + carries[:half])
+        v, h = cuts.cut("resolve_lo", acc_v, {"lo": lo[:half], "carry": lo[half], "hi_s": sums[half:],
+                                              "hi_c": carries[half:], **sticky, "last": acc_last})
+        resolved = Signal(signed(width), name="resolved")
+        m.d.comb += resolved.eq(Cat(h["lo"], h["hi_s"] + h["hi_c"] + h["carry"]))
+        v, h = cuts.cut("resolve", v, {"resolved": resolved, **{key: h[key] for key in (*sticky, "last")}})
+        # Sticky per reduction: did any prefix sum leave [-2^(w-1), 2^(w-1))?
+        res = h["resolved"]
+        ovf_now = res[width - 1] != res[width - 2]
+        ovf_reg = Signal(name="window_ovf", reset_less=True)
+        ovf_clear = Signal(init=1, name="window_ovf_clear")
+        ovf = Signal(name="window_ovf_seen")
+        m.d.comb += ovf.eq(Mux(ovf_clear, 0, ovf_reg) | ovf_now)
+        with m.If(advance & v):
+            m.d.sync += [ovf_reg.eq(ovf), ovf_clear.eq(h["last"])]
+        neg = Signal(name="sum_neg")
+        mag = Signal(width - 1, name="sum_mag")
+        m.d.comb += [neg.eq(res < 0), mag.eq(Mux(neg, -res, res))]
+        is_nan = h["nan"] | (h["pinf"] & h["ninf"]) | ovf
+        is_inf = h["pinf"] | h["ninf"]
+        v, h = cuts.cut("magnitude", v, {"mag": mag, "sign": Mux(is_inf, h["ninf"], neg), "is_nan": is_nan,
+                                         "is_inf": is_inf, "last": h["last"]})
+        state = {"v": v, "last": h["last"]}
+
+        def norm_cut(fields: dict[str, Value]) -> dict[str, Value]:
+            state["v"], g2 = cuts.cut("final_norm", state["v"], {**fields, "last": state["last"]})
+            state["last"] = g2.pop("last")
+            return g2
+
+        result = round_to_ieee(m, sign=h["sign"], magnitude=h["mag"], exponent=window.lsb_exponent,
+                               is_nan=h["is_nan"], is_inf=h["is_inf"], name="final", cut=norm_cut)
+        with m.If(advance):
+            m.d.sync += self.o.valid.eq(state["v"] & state["last"])
+            with m.If(state["v"] & state["last"]):
+                m.d.sync += self.o.payload.result.eq(result)
         return m

@@ -13,6 +13,8 @@ widths, so recycled values and adaptive candidates are covered.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from amaranth.hdl import Module, Mux, Signal, Value, signed
 
 from ..formats import BlockFormat
@@ -59,16 +61,22 @@ def align_product(
     return out
 
 
-def adder_tree(m: Module, terms: list[Value], *, bound: int, name: str = "tree") -> Signal:
+def adder_tree(m: Module, terms: list[Value], *, bound: int, name: str = "tree",
+               cut: Callable[[list[Value]], list[Value]] | None = None) -> Signal:
     """Balanced exact sum of signed ``terms``, each of magnitude at most ``bound``.
 
     Each level is one bit wider than the one below (up to the width the final sum needs), so
-    nothing overflows and little logic is wasted. Returns a signed signal.
+    nothing overflows and little logic is wasted. Returns a signed signal. ``cut`` (optional) is
+    a register position halfway up the tree: it is called with the partial sums of that level
+    and returns them (registered or not).
     """
     if not terms:
         raise ValueError("adder_tree needs at least one term")
     level = [Value.cast(t) for t in terms]
+    cut_depth = (max(len(level) - 1, 0).bit_length() + 1) // 2
     depth = 0
+    if cut is not None and cut_depth == 0:
+        level = cut(level)
     while len(level) > 1:
         depth += 1
         width = (bound << depth).bit_length() + 1
@@ -80,6 +88,8 @@ def adder_tree(m: Module, terms: list[Value], *, bound: int, name: str = "tree")
         if len(level) % 2:
             nxt.append(level[-1])
         level = nxt
+        if cut is not None and depth == cut_depth:
+            level = cut(level)
     out = Signal(signed((bound * len(terms)).bit_length() + 1), name=f"{name}_sum")
     m.d.comb += out.eq(level[0])
     return out

@@ -1,0 +1,168 @@
+"""Accumulator arithmetic of the dot engine (spec 8, 8.1; docs/dot_engine.md).
+
+:func:`float_accumulate` is ``RNE_fp32(acc + v)`` for a binary32 accumulator ``acc`` and a
+block value ``v`` given exactly as a normalised significand of any width (``fp32`` mode: the
+rounded block result; ``fused`` mode: the exact ``S * Xa * Xb``). One rounding, IEEE special
+cases with the canonical NaN, with up to three register positions inside (``align``, ``add``,
+``norm``) so the loop can be spread over the beats of a block.
+
+Correct rounding with a finite window: both operands are placed in a window of ``P + 3`` bits
+(``P = max(W, 24)``) under the larger of the two top exponents; the smaller operand is shifted
+right and everything below the window is jammed into its lowest bit (sticky). When the shift is
+0 or 1 nothing is jammed and the sum is exact; when it is 2 or more, the larger operand is
+normalised (or both lie in the subnormal range), so the sum keeps its top within one bit of the
+window top and the jammed bit lies at least two places below the rounding position.
+
+:func:`segmented_accumulate` is the ``exact`` mode's long fixed-point accumulator: a two's
+complement word split into segments whose carries are registered between segments (carry-save
+by segment), so the loop is one segment adder long whatever the window width.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed
+
+from .float_round import leading_zeros, round_to_ieee
+
+__all__ = ["FP32_SIG", "float_accumulate", "normalise", "segmented_accumulate", "unpack_fp32"]
+
+FP32_SIG = 24  # significand bits of binary32, hidden bit included
+CutFn = Callable[[str, dict[str, Value]], dict[str, Value]]
+
+
+def _no_cut(name: str, fields: dict[str, Value]) -> dict[str, Value]:
+    return fields
+
+
+def unpack_fp32(m: Module, x: Value, *, name: str) -> dict[str, Value]:
+    """Operand fields of a binary32 pattern: ``sign``, ``mag`` (24-bit significand), ``top``
+    (exponent of the significand's MSB position; subnormals share the smallest normal's),
+    ``is_nan``, ``is_inf``, ``neg_zero``."""
+    x = Value.cast(x)
+    e, f = x[23:31], x[:23]
+    top = Signal(signed(10), name=f"{name}_top")
+    m.d.comb += top.eq(Mux(e == 0, 1, e) - 127)
+    return {
+        "sign": x[31],
+        "mag": Cat(f, e != 0),
+        "top": top,
+        "is_nan": (e == 0xFF) & (f != 0),
+        "is_inf": (e == 0xFF) & (f == 0),
+        "neg_zero": x == 0x8000_0000,
+    }
+
+
+def normalise(m: Module, mag: Value, *, name: str) -> tuple[Value, Value]:
+    """``(norm, lz)``: ``mag`` shifted left until its MSB is set, and the shift (leading zeros)."""
+    mag = Value.cast(mag)
+    lz, _ = leading_zeros(mag)
+    lz_sig = Signal(range(len(mag) + 1), name=f"{name}_lz")
+    norm = Signal(len(mag), name=f"{name}_norm")
+    m.d.comb += [lz_sig.eq(lz), norm.eq((mag << lz_sig)[: len(mag)])]
+    return norm, lz_sig
+
+
+def float_accumulate(m: Module, acc: Value, blk: dict[str, Value], *, cut: CutFn | None = None,
+                     name: str = "facc") -> Value:
+    """Combinational ``RNE_fp32(acc + v)`` (spec 8, 8.1); returns 32 bits.
+
+    ``acc`` is a binary32 pattern. ``blk`` describes ``v = (-1)^sign * mag * 2^(top - (W-1))``
+    with ``mag`` of ``W`` bits, normalised (MSB set) unless zero or in the binary32 subnormal
+    range, plus ``is_nan``, ``is_inf`` (Inf of sign ``sign``) and ``neg_zero`` (``v`` is -0; an
+    exact zero that is not flagged counts as +0). ``cut(position, fields)`` is called at the
+    register positions ``align``, ``add`` and ``norm`` and returns the fields (registered or not).
+    """
+    cut = cut or _no_cut
+    mag_b = Value.cast(blk["mag"])
+    width_b = len(mag_b)
+    p = max(width_b, FP32_SIG)
+    win = p + 3  # window: P bits, then guard, round and the sticky (jam) position
+    a = unpack_fp32(m, acc, name=f"{name}_a")
+
+    # --- align: order by top exponent, shift the lower operand right with a sticky jam ----------
+    top_b = Value.cast(blk["top"])
+    tw = max(len(top_b), 10) + 2
+    d = Signal(signed(tw), name=f"{name}_d")
+    m.d.comb += d.eq(a["top"] - top_b)
+    a_big = Signal(name=f"{name}_a_big")
+    m.d.comb += a_big.eq(d >= 0)
+    dist = Signal(range(win + 2), name=f"{name}_dist")
+    absd = Mux(a_big, d, -d)
+    m.d.comb += dist.eq(Mux(absd > win, win + 1, absd[: len(dist)]))
+    a_win = Signal(win, name=f"{name}_a_win")
+    b_win = Signal(win, name=f"{name}_b_win")
+    m.d.comb += [a_win.eq(a["mag"] << (win - FP32_SIG)), b_win.eq(mag_b << (win - width_b))]
+    small = Signal(win, name=f"{name}_small")
+    m.d.comb += small.eq(Mux(a_big, b_win, a_win))
+    shifted = Signal(win, name=f"{name}_shifted")
+    sticky = Signal(name=f"{name}_sticky")
+    m.d.comb += [
+        shifted.eq(small >> dist),
+        sticky.eq((small & ~(C((1 << win) - 1, win) << dist)[:win]).any()),
+    ]
+    big_mag = Mux(a_big, a_win, b_win)
+    big_neg = Mux(a_big, a["sign"], blk["sign"])
+    small_neg = Mux(a_big, blk["sign"], a["sign"])
+    top = Signal(signed(tw), name=f"{name}_top")
+    m.d.comb += top.eq(Mux(a_big, a["top"], top_b))
+    is_nan = a["is_nan"] | blk["is_nan"] | (a["is_inf"] & blk["is_inf"] & (a["sign"] != blk["sign"]))
+    f = cut("align", {
+        "big": big_mag, "big_neg": big_neg, "small": shifted | sticky, "small_neg": small_neg, "top": top,
+        "is_nan": is_nan, "is_inf": a["is_inf"] | blk["is_inf"],
+        "inf_neg": Mux(a["is_inf"], a["sign"], blk["sign"]),
+        "neg_zero": a["neg_zero"] & blk["neg_zero"],
+    })
+
+    # --- add: signed sum of the two aligned operands, then its magnitude -----------------------
+    sum_ = Signal(signed(win + 2), name=f"{name}_sum")
+    m.d.comb += sum_.eq(Mux(f["big_neg"], -f["big"], f["big"]) + Mux(f["small_neg"], -f["small"], f["small"]))
+    neg = Signal(name=f"{name}_neg")
+    mag = Signal(win + 1, name=f"{name}_mag")
+    m.d.comb += [neg.eq(sum_ < 0), mag.eq(Mux(neg, -sum_, sum_))]
+    g = cut("add", {
+        "mag": mag, "neg": neg, "top": f["top"], "is_nan": f["is_nan"], "is_inf": f["is_inf"],
+        "inf_neg": f["inf_neg"], "neg_zero": f["neg_zero"],
+    })
+
+    # --- round: value = mag * 2^(top - (win - 1)); an exact zero is +0 unless both were -0 -------
+    exponent = Signal(signed(len(g["top"]) + 1), name=f"{name}_exp")
+    m.d.comb += exponent.eq(g["top"] - (win - 1))
+    zero_sign = Mux(g["mag"] == 0, g["neg_zero"], g["neg"])
+    return round_to_ieee(m, sign=Mux(g["is_inf"], g["inf_neg"], zero_sign), magnitude=g["mag"], exponent=exponent,
+                         is_nan=g["is_nan"], is_inf=g["is_inf"], name=f"{name}_rnd",
+                         cut=lambda fields: cut("norm", fields))
+
+
+def segmented_accumulate(m: Module, *, addend: Value, enable: Value, clear: Value, width: int, segment: int,
+                         name: str = "xacc") -> tuple[Value, Value]:
+    """A ``width``-bit two's complement accumulator in carry-save segments (``exact`` mode, spec 8.1).
+
+    On each cycle with ``enable``, the state becomes ``(clear ? 0 : state) + addend`` modulo
+    ``2^width``; each segment of ``segment`` bits adds its slice of the sign-extended ``addend``
+    and the carry its lower neighbour produced the cycle before, so the loop is one short adder.
+    Returns ``(sums, carries)``, two ``width``-bit words whose sum modulo ``2^width`` is the state
+    (resolve them with one wide, pipelinable addition).
+    """
+    addend = Value.cast(addend)
+    ext = Signal(width, name=f"{name}_addend")
+    m.d.comb += ext.eq(addend.as_signed() if addend.shape().signed else addend)
+    bounds = list(range(0, width, segment)) + [width]
+    sums, carries = [], [C(0, 1)]
+    for i, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
+        part = Signal(hi - lo, name=f"{name}_s{i}", reset_less=True)
+        carry_in = carries[-1]
+        t = Signal(hi - lo + 1, name=f"{name}_t{i}")
+        m.d.comb += t.eq(Mux(clear, 0, part) + ext[lo:hi] + Mux(clear, 0, carry_in))
+        with m.If(enable):
+            m.d.sync += part.eq(t[: hi - lo])
+        sums.append(part)
+        if hi < width:
+            c = Signal(name=f"{name}_c{i + 1}", reset_less=True)
+            with m.If(enable):
+                m.d.sync += c.eq(t[hi - lo])
+            carries.append(c)
+    # carries[i] enters segment i at its lowest bit (weight 2^lo).
+    carry_word = Cat(*(Cat(c, C(0, hi - lo - 1)) for lo, hi, c in zip(bounds, bounds[1:], carries, strict=False)))
+    return Cat(*sums), carry_word
