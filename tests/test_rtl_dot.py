@@ -19,8 +19,8 @@ from amaranth.sim import Simulator
 
 from nxfp_hw.formats import PRESETS, BlockFormat, parse_format
 from nxfp_hw.golden.decode import NAN, element_parts
-from nxfp_hw.golden.dot import block_dot_bits, dot_accumulate_bits
-from nxfp_hw.rtl.dot import DotEngine
+from nxfp_hw.golden.dot import block_dot_bits, block_exact_values, dot_accumulate_bits, exact_window, reduce_bits
+from nxfp_hw.rtl.dot import ACC_MODES, POSITIONS, DotEngine, dot_exact_window
 
 CANONICAL_NAN = 0x7FC00000
 
@@ -253,9 +253,10 @@ def test_random_extreme_scales(name_a: str, name_b: str) -> None:
     _check(fa, ha, ca, fb, hb, cb, last, got)
 
 
-@pytest.mark.parametrize("pipeline", [0, 1, 2])
-def test_pipeline_depths(pipeline: int) -> None:
-    rng = np.random.default_rng(_seed(77 + pipeline))
+@pytest.mark.parametrize("pipeline", [0, 1, 2, 3, "none", "all", "sum,acc_add", "block,acc_align,acc_norm"])
+def test_pipeline_cuts(pipeline) -> None:
+    """fp32 mode with counts and named cut sets: bit-exact, and the latency the engine states."""
+    rng = np.random.default_rng(_seed(77 + hash(str(pipeline)) % 1000))
     fa = fb = PRESETS["nxfp4"]
     n = 12
     ha, ca = _random_blocks(fa, n, rng)
@@ -263,9 +264,91 @@ def test_pipeline_depths(pipeline: int) -> None:
     last = rng.random(n) < 0.4
     last[-1] = True
     dut = DotEngine(fa, fb, lanes=8, pipeline=pipeline)
-    assert dut.latency == pipeline + 1
+    loop = sum(c.startswith("acc_") for c in dut.cuts)
+    assert dut.latency == len(dut.cuts) + 1 and dut.loop_cycles == loop + 1
     got = _simulate(dut, ha, ca, hb, cb, last, rng=rng, valid_prob=0.7, ready_prob=0.5)
     _check(fa, ha, ca, fb, hb, cb, last, got)
+
+
+def _check_mode(fa, ha, ca, fb, hb, cb, last, got: list[int], mode: str, guard_bits: int = 16) -> None:
+    want = [int(x) for x in reduce_bits(fa, ha, ca, fb, hb, cb, last, mode=mode, guard_bits=guard_bits)]
+    assert len(got) == len(want), f"got {len(got)} results, expected {len(want)}"
+    bad = [n for n, (g, w) in enumerate(zip(got, want, strict=True)) if g != w]
+    assert not bad, f"{mode}: {len(bad)} of {len(want)} reductions wrong: " + ", ".join(
+        f"#{n} got {got[n]:08x} want {want[n]:08x}" for n in bad[:6])
+
+
+MODE_PAIRS = [("nxfp4", "nxfp4"), ("mxfp4_e2m1", "mxfp4_e2m1"), ("mxfp8_e4m3", "nxfp4")]
+
+
+@pytest.mark.parametrize("pipeline", [None, "none", 2])
+@pytest.mark.parametrize("lanes_div", [1, 4], ids=["lanes_k", "lanes_k_over_4"])
+@pytest.mark.parametrize("mode", ACC_MODES)
+@pytest.mark.parametrize(("name_a", "name_b"), MODE_PAIRS, ids=[f"{a}-x-{b}" for a, b in MODE_PAIRS])
+def test_modes_random(name_a: str, name_b: str, mode: str, lanes_div: int, pipeline) -> None:
+    """Every accumulation mode against its golden reduction (spec 8.1), random gaps and backpressure."""
+    seed = _seed(500 + MODE_PAIRS.index((name_a, name_b)) * 100 + ACC_MODES.index(mode) * 10 + lanes_div)
+    rng = np.random.default_rng(seed)
+    fa, fb = PRESETS[name_a], PRESETS[name_b]
+    n = 24
+    ha, ca = _random_blocks(fa, n, rng, special_rate=0.04, nan_scale_rate=0.02, scale_spread=20)
+    hb, cb = _random_blocks(fb, n, rng, special_rate=0.04, nan_scale_rate=0.02, scale_spread=20)
+    last = rng.random(n) < 0.3
+    last[-1] = True
+    dut = DotEngine(fa, fb, lanes=fa.k // lanes_div, acc=mode, pipeline=pipeline)
+    got = _simulate(dut, ha, ca, hb, cb, last, rng=rng, valid_prob=0.8, ready_prob=0.7)
+    _check_mode(fa, ha, ca, fb, hb, cb, last, got, mode)
+
+
+@pytest.mark.parametrize(("name_a", "name_b"), MODE_PAIRS + [("mxfp8_e5m2", "mxint8")])
+def test_exact_window_matches_golden(name_a: str, name_b: str) -> None:
+    fa, fb = PRESETS[name_a], PRESETS[name_b]
+    for g in (0, 3, 16):
+        w = dot_exact_window(fa, fb, g)
+        ref = exact_window(fa, fb, g)
+        assert (w.lsb_exponent, w.width) == (ref.lsb_exponent, ref.width)
+        assert DotEngine(fa, fb, acc="exact", guard_bits=g).accumulator_width == w.width
+
+
+@pytest.mark.parametrize("guard_bits", [0, 1, 2])
+def test_exact_window_overflow_gives_nan(guard_bits: int) -> None:
+    """Large blocks of one sign: as many as fit stay finite; one more leaves the window (NaN) even
+    when a negative block brings the sum back inside; the next reduction starts clean."""
+    f = PRESETS["nxfp4"]
+    k = f.k
+    big = f.make_header((30 << 1) | 1, 0, 0)  # scale 1.5 * 2^15, E2M1
+    codes = np.full((1, k), 0x7, np.uint16)  # 6.0, the E2M1 maximum
+    value = int(block_exact_values(f, np.array([big]), codes, f, np.array([big]), codes).mag_signed[0])
+    half = 1 << (exact_window(f, f, guard_bits).width - 1)
+    fits = (half - 1) // value  # this many blocks stay inside [-half, half)
+    assert fits >= 1 << guard_bits
+    n = fits + (fits + 2) + 1
+    ha = np.full(n, big, np.uint16)
+    ca = np.repeat(codes, n, axis=0)
+    ca[2 * fits + 1] = 0xF  # -6.0: the overflowing reduction's last block brings its sum back inside
+    last = np.zeros(n, bool)
+    last[[fits - 1, 2 * fits + 1, n - 1]] = True
+    got = _simulate(DotEngine(f, lanes=k, acc="exact", guard_bits=guard_bits), ha, ca, ha, ca, last)
+    _check_mode(f, ha, ca, f, ha, ca, last, got, "exact", guard_bits)
+    assert got[0] != CANONICAL_NAN and got[1] == CANONICAL_NAN and got[2] != CANONICAL_NAN
+
+
+def test_modes_differ_on_cancellation() -> None:
+    """big + tiny - big: fp32 loses the tiny block twice over, fused keeps it, exact keeps it."""
+    f = PRESETS["nxfp4"]
+    k = f.k
+    one = f.make_header(15 << 1)
+    big, tiny = f.make_header(30 << 1), f.make_header(2 << 1)
+    ha = np.array([big, tiny, big], np.uint16)
+    hb = np.array([one, one, one], np.uint16)
+    ca = np.array([[0x7] * k, [0x1] + [0] * (k - 1), [0xF] * k], np.uint16)
+    cb = np.array([[0x2] * k, [0x2] * k, [0x2] * k], np.uint16)
+    last = np.array([False, False, True])
+    results = {}
+    for mode in ACC_MODES:
+        results[mode] = _simulate(DotEngine(f, lanes=k // 4, acc=mode), ha, ca, hb, cb, last)
+        _check_mode(f, ha, ca, f, hb, cb, last, results[mode], mode)
+    assert results["fp32"] == [0] and results["exact"] != [0] and results["fused"] == [0]
 
 
 def test_other_formats_small_k() -> None:
@@ -401,7 +484,24 @@ def test_multi_block_accumulation_order() -> None:
 
 
 # --- protocol -----------------------------------------------------------------------------------------
-def test_latency_and_full_rate() -> None:
+def _expected_input_cycles(n_blocks: int, nb: int, loop_cycles: int) -> list[int]:
+    """Cycles at which an always-valid input is taken: a block's final beat waits for the loop."""
+    cycles, t, last_end = [], 0, -(10**6)
+    for _ in range(n_blocks):
+        for beat in range(nb):
+            if beat == nb - 1:
+                t = max(t, last_end + loop_cycles)
+                last_end = t
+            cycles.append(t)
+            t += 1
+    return cycles
+
+
+@pytest.mark.parametrize("mode", ACC_MODES)
+@pytest.mark.parametrize("pipeline", [None, "none", 4])
+def test_latency_and_initiation_interval(mode: str, pipeline) -> None:
+    """Full-rate input: the engine takes beats as its initiation interval says and answers after
+    exactly ``latency`` cycles; ``exact`` takes one block per cycle at lanes = k."""
     f = PRESETS["mxfp4_e2m1"]
     rng = np.random.default_rng(_seed(5))
     n = 8
@@ -409,14 +509,29 @@ def test_latency_and_full_rate() -> None:
     hb, cb = _random_blocks(f, n, rng)
     last = np.array([False, True] * 4)
     for lanes in (32, 8):
-        dut = DotEngine(f, lanes=lanes)
+        dut = DotEngine(f, lanes=lanes, acc=mode, pipeline=pipeline)
         trace: dict = {}
         got = _simulate(dut, ha, ca, hb, cb, last, trace=trace)
-        _check(f, ha, ca, f, hb, cb, last, got)
-        beats = n * 32 // lanes
-        assert trace["in_cycles"] == list(range(beats)), "input must be accepted every cycle (II = 1)"
-        last_beats = [trace["in_cycles"][(j + 1) * (32 // lanes) - 1] for j in range(n) if last[j]]
+        _check_mode(f, ha, ca, f, hb, cb, last, got, mode)
+        nb = 32 // lanes
+        assert dut.initiation_interval == max(nb, dut.loop_cycles)
+        assert trace["in_cycles"] == _expected_input_cycles(n, nb, dut.loop_cycles)
+        if mode == "exact":
+            assert dut.loop_cycles == 1 and trace["in_cycles"] == list(range(n * nb))
+        last_beats = [trace["in_cycles"][(j + 1) * nb - 1] for j in range(n) if last[j]]
         assert [o - i for o, i in zip(trace["out_cycles"], last_beats, strict=True)] == [dut.latency] * 4
+
+
+def test_bad_parameters() -> None:
+    f = PRESETS["nxfp4"]
+    with pytest.raises(ValueError, match="acc"):
+        DotEngine(f, acc="kahan")
+    with pytest.raises(ValueError, match="guard_bits"):
+        DotEngine(f, acc="exact", guard_bits=-1)
+    with pytest.raises(ValueError, match="pipeline: no register position 'acc_add'"):
+        DotEngine(f, acc="exact", pipeline="acc_add")
+    with pytest.raises(ValueError, match="pipeline"):
+        DotEngine(f, pipeline=len(POSITIONS["fp32"]) + 1)
 
 
 def test_reset_mid_stream() -> None:

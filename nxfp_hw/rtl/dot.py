@@ -390,15 +390,21 @@ class DotEngine(wiring.Component):
         with m.If(enable):
             m.d.sync += acc_last.eq(g["last"])
 
-        # Resolve the carries (two halves), check the window, take the magnitude, round once.
+        # Resolve the carries in two halves, with the negation beside it (-(V + C) = ~V + ~C + 2), so
+        # that the magnitude is a multiplexer, not a second long carry chain.
         half = width // 2
         lo = Signal(half + 1, name="resolve_lo_sum")
-        m.d.comb += lo.eq(sums[:half] + carries[:half])
-        v, h = cuts.cut("resolve_lo", acc_v, {"lo": lo[:half], "carry": lo[half], "hi_s": sums[half:],
-                                              "hi_c": carries[half:], **sticky, "last": acc_last})
+        nlo = Signal(half + 2, name="resolve_lo_neg")
+        m.d.comb += [lo.eq(sums[:half] + carries[:half]), nlo.eq(~sums[:half] + ~carries[:half] + 2)]
+        v, h = cuts.cut("resolve_lo", acc_v, {"lo": lo[:half], "carry": lo[half], "nlo": nlo[:half],
+                                              "ncarry": nlo[half:], "hi_s": sums[half:], "hi_c": carries[half:],
+                                              **sticky, "last": acc_last})
         resolved = Signal(signed(width), name="resolved")
-        m.d.comb += resolved.eq(Cat(h["lo"], h["hi_s"] + h["hi_c"] + h["carry"]))
-        v, h = cuts.cut("resolve", v, {"resolved": resolved, **{key: h[key] for key in (*sticky, "last")}})
+        negated = Signal(width, name="resolved_neg")
+        m.d.comb += [resolved.eq(Cat(h["lo"], h["hi_s"] + h["hi_c"] + h["carry"])),
+                     negated.eq(Cat(h["nlo"], ~h["hi_s"] + ~h["hi_c"] + h["ncarry"]))]
+        v, h = cuts.cut("resolve", v, {"resolved": resolved, "negated": negated,
+                                       **{key: h[key] for key in (*sticky, "last")}})
         # Sticky per reduction: did any prefix sum leave [-2^(w-1), 2^(w-1))?
         res = h["resolved"]
         ovf_now = res[width - 1] != res[width - 2]
@@ -410,7 +416,7 @@ class DotEngine(wiring.Component):
             m.d.sync += [ovf_reg.eq(ovf), ovf_clear.eq(h["last"])]
         neg = Signal(name="sum_neg")
         mag = Signal(width - 1, name="sum_mag")
-        m.d.comb += [neg.eq(res < 0), mag.eq(Mux(neg, -res, res))]
+        m.d.comb += [neg.eq(res < 0), mag.eq(Mux(neg, h["negated"], res))]
         is_nan = h["nan"] | (h["pinf"] & h["ninf"]) | ovf
         is_inf = h["pinf"] | h["ninf"]
         v, h = cuts.cut("magnitude", v, {"mag": mag, "sign": Mux(is_inf, h["ninf"], neg), "is_nan": is_nan,

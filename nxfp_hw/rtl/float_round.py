@@ -99,29 +99,31 @@ def round_to_ieee(
     biased_value = exponent + (width - 1 - pad + f.bias) - lz_sig
     biased = Signal(biased_value.shape(), name=f"{name}_biased")
     m.d.comb += biased.eq(biased_value)
-    if cut is not None:
-        mid = cut({"norm": norm, "biased": biased, "zero": zero, "sign": sign, "is_nan": is_nan, "is_inf": is_inf})
-        norm, biased, zero, sign, is_nan, is_inf = (mid[k] for k in ("norm", "biased", "zero", "sign", "is_nan",
-                                                                      "is_inf"))
-
-    # Right shift of ``norm`` leaving mbits+1 significand bits plus a guard bit:
-    # base (width - mbits - 2) for normal results, plus (1 - biased) more for subnormals,
-    # clamped once everything (including the guard position) is shifted out.
+    # Right shift of ``norm`` leaving mbits+1 significand bits plus a guard bit: a fixed
+    # ``base = width - mbits - 2`` for normal results (wiring; the bits below only make the
+    # sticky), plus ``1 - biased`` more for subnormals, clamped once everything (including the
+    # guard position) is shifted out.
     base = width - f.mbits - 2
     max_extra = f.mbits + 2  # beyond this the significand and guard are both zero
     extra = Signal(range(max_extra + 1), name=f"{name}_extra")
     m.d.comb += extra.eq(Mux(biased >= 1, 0, Mux(biased < 1 - max_extra, max_extra, 1 - biased)))
-    shift = Signal(range(base + max_extra + 1), name=f"{name}_shift")
-    m.d.comb += shift.eq(base + extra)
+    head = Signal(f.mbits + 2, name=f"{name}_head")
+    m.d.comb += head.eq(norm[base:])
+    low_sticky = Signal(name=f"{name}_low_sticky")
+    m.d.comb += low_sticky.eq(norm[:base].any() if base else 0)
+    exp_field = Signal(unsigned(exp_width), name=f"{name}_expfield")
+    m.d.comb += exp_field.eq(Mux(biased >= 1, biased - 1, 0))
+    if cut is not None:
+        mid = cut({"head": head, "low_sticky": low_sticky, "extra": extra, "exp_field": exp_field, "zero": zero,
+                   "sign": sign, "is_nan": is_nan, "is_inf": is_inf})
+        head, low_sticky, extra, exp_field, zero, sign, is_nan, is_inf = (
+            mid[k] for k in ("head", "low_sticky", "extra", "exp_field", "zero", "sign", "is_nan", "is_inf"))
 
     kept = Signal(f.mbits + 2, name=f"{name}_kept")  # significand (mbits+1) and guard
-    m.d.comb += kept.eq(norm >> shift)
+    m.d.comb += kept.eq(head >> extra)
     sticky = Signal(name=f"{name}_sticky")
-    below = Signal(width, name=f"{name}_below")
-    m.d.comb += [
-        below.eq(norm & ~(C((1 << width) - 1, width) << shift)[:width]),
-        sticky.eq(below.any()),
-    ]
+    m.d.comb += sticky.eq(low_sticky | (head & ~(C((1 << (f.mbits + 2)) - 1, f.mbits + 2) << extra)[: f.mbits + 2])
+                          .any())
     guard = kept[0]
     sig = kept[1:]
     round_up = guard & (sticky | sig[0])
@@ -130,8 +132,6 @@ def round_to_ieee(
     # significand's hidden bit adds the 1 back for normal numbers; a rounding carry out of the
     # significand increments the exponent, which also turns the largest subnormal into the
     # smallest normal and the largest finite into Inf.
-    exp_field = Signal(unsigned(exp_width), name=f"{name}_expfield")
-    m.d.comb += exp_field.eq(Mux(biased >= 1, biased - 1, 0))
     body = Signal(exp_width + f.mbits + 1, name=f"{name}_body")
     m.d.comb += body.eq((exp_field << f.mbits) + sig + round_up)
     overflow = Signal(name=f"{name}_overflow")
