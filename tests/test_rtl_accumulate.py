@@ -1,4 +1,4 @@
-"""Bit-exact tests of the binary32 adder (nxfp_hw.rtl.fp32_add) against numpy float32 (spec 8)."""
+"""Bit-exact tests of the fp32 accumulation adder (nxfp_hw.rtl.accumulate.fp32_add) against numpy float32."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from nxfp_hw.rtl.fp32_add import FP32Adder
+from nxfp_hw.rtl.accumulate import FP32Adder
 
 CANONICAL_NAN = 0x7FC00000
 

@@ -23,10 +23,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 
 from .float_round import leading_zeros, round_to_ieee
 
-__all__ = ["FP32_SIG", "float_accumulate", "normalise", "segmented_accumulate", "unpack_fp32"]
+__all__ = ["FP32_SIG", "FP32Adder", "float_accumulate", "fp32_add", "normalise", "segmented_accumulate",
+           "unpack_fp32"]
 
 FP32_SIG = 24  # significand bits of binary32, hidden bit included
 CutFn = Callable[[str, dict[str, Value]], dict[str, Value]]
@@ -166,3 +169,35 @@ def segmented_accumulate(m: Module, *, addend: Value, enable: Value, clear: Valu
     # carries[i] enters segment i at its lowest bit (weight 2^lo).
     carry_word = Cat(*(Cat(c, C(0, hi - lo - 1)) for lo, hi, c in zip(bounds, bounds[1:], carries, strict=False)))
     return Cat(*sums), carry_word
+
+
+def fp32_add(m: Module, a: Value, b: Value, *, name: str = "fadd") -> Value:
+    """Combinational ``RNE_fp32(a + b)`` of two binary32 patterns (IEEE 754, canonical NaN)."""
+    a, b = Value.cast(a), Value.cast(b)
+    if len(a) != 32 or len(b) != 32:
+        raise TypeError(f"fp32_add needs two 32-bit values, got {len(a)} and {len(b)} bits")
+    return float_accumulate(m, a, unpack_fp32(m, b, name=f"{name}_b"), name=name)
+
+
+class FP32Adder(wiring.Component):
+    """``s = RNE_fp32(a + b)`` (binary32 bit patterns); ``registered`` adds one output register.
+
+    The ``fp32`` accumulation adder on its own, for exhaustive tests. Ports: ``a``, ``b`` (In 32),
+    ``s`` (Out 32). ``latency`` is 0 or 1 cycle.
+    """
+
+    def __init__(self, *, registered: bool = False) -> None:
+        if not isinstance(registered, bool):
+            raise TypeError(f"registered must be a bool, got {registered!r}")
+        self.registered = registered
+        self.latency = int(registered)
+        super().__init__({"a": In(32), "b": In(32), "s": Out(32)})
+
+    def elaborate(self, platform) -> Module:
+        m = Module()
+        result = fp32_add(m, self.a, self.b)
+        if self.registered:
+            m.d.sync += self.s.eq(result)
+        else:
+            m.d.comb += self.s.eq(result)
+        return m

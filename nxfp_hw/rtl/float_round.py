@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from amaranth.hdl import C, Module, Mux, Signal, Value, unsigned
+from amaranth.hdl import C, Cat, Module, Mux, Signal, Value
 
 from ..golden.ieee import IEEE_FORMATS, IeeeFormat, ieee_format
 
@@ -93,7 +93,6 @@ def round_to_ieee(
     m.d.comb += norm.eq(lead << pad if pad else lead)
 
     # Biased exponent of the leading one: value = norm / 2^(width-1) * 2^(exp + width-1 - pad - lz).
-    exp_width = max(len(exponent) + 1, (width + f.bias + 2).bit_length() + 1) + 2
     # The Signal takes the expression's own shape: no sign-extension concatenation (which an
     # event-driven simulator re-evaluates once per replicated bit).
     biased_value = exponent + (width - 1 - pad + f.bias) - lz_sig
@@ -111,13 +110,23 @@ def round_to_ieee(
     m.d.comb += head.eq(norm[base:])
     low_sticky = Signal(name=f"{name}_low_sticky")
     m.d.comb += low_sticky.eq(norm[:base].any() if base else 0)
-    exp_field = Signal(unsigned(exp_width), name=f"{name}_expfield")
-    m.d.comb += exp_field.eq(Mux(biased >= 1, biased - 1, 0))
+    # Exponent field before the rounding carry: ``biased`` for a normal result (the hidden bit
+    # is set), 0 for a subnormal one; at or above all-ones it is an overflow already.
+    exp_max = (1 << f.ebits) - 1
+    exp_part = Signal(f.ebits, name=f"{name}_exppart")
+    over = Signal(name=f"{name}_over")
+    edge = Signal(name=f"{name}_edge")  # one binade below Inf: a rounding carry overflows
+    m.d.comb += [
+        exp_part.eq(Mux(biased >= 1, biased, 0)),
+        over.eq(biased >= exp_max),
+        edge.eq(biased == exp_max - 1),
+    ]
     if cut is not None:
-        mid = cut({"head": head, "low_sticky": low_sticky, "extra": extra, "exp_field": exp_field, "zero": zero,
-                   "sign": sign, "is_nan": is_nan, "is_inf": is_inf})
-        head, low_sticky, extra, exp_field, zero, sign, is_nan, is_inf = (
-            mid[k] for k in ("head", "low_sticky", "extra", "exp_field", "zero", "sign", "is_nan", "is_inf"))
+        mid = cut({"head": head, "low_sticky": low_sticky, "extra": extra, "exp_part": exp_part, "over": over,
+                   "edge": edge, "zero": zero, "sign": sign, "is_nan": is_nan, "is_inf": is_inf})
+        head, low_sticky, extra, exp_part, over, edge, zero, sign, is_nan, is_inf = (
+            mid[k] for k in ("head", "low_sticky", "extra", "exp_part", "over", "edge", "zero", "sign", "is_nan",
+                             "is_inf"))
 
     kept = Signal(f.mbits + 2, name=f"{name}_kept")  # significand (mbits+1) and guard
     m.d.comb += kept.eq(head >> extra)
@@ -125,20 +134,19 @@ def round_to_ieee(
     m.d.comb += sticky.eq(low_sticky | (head & ~(C((1 << (f.mbits + 2)) - 1, f.mbits + 2) << extra)[: f.mbits + 2])
                           .any())
     guard = kept[0]
-    sig = kept[1:]
-    round_up = guard & (sticky | sig[0])
+    frac = kept[1: f.mbits + 1]
+    round_up = guard & (sticky | frac[0])
 
-    # Field assembly: ((max(biased, 1) - 1) << mbits) + significand (+1 on round up). The
-    # significand's hidden bit adds the 1 back for normal numbers; a rounding carry out of the
-    # significand increments the exponent, which also turns the largest subnormal into the
-    # smallest normal and the largest finite into Inf.
-    body = Signal(exp_width + f.mbits + 1, name=f"{name}_body")
-    m.d.comb += body.eq((exp_field << f.mbits) + sig + round_up)
+    # Field assembly: exponent field and fraction, plus one on round up: a carry out of the
+    # fraction increments the exponent, which also turns the largest subnormal into the smallest
+    # normal and the largest finite number into Inf.
+    body = Signal(f.width - 1, name=f"{name}_body")
+    m.d.comb += body.eq(Cat(frac, exp_part) + round_up)
     overflow = Signal(name=f"{name}_overflow")
-    m.d.comb += overflow.eq(body >= f.inf_bits)
+    m.d.comb += overflow.eq(over | (edge & frac.all() & round_up))
 
     result = Signal(f.width, name=f"{name}_bits")
     signed_inf = C(f.inf_bits, f.width) | (sign << (f.width - 1))
-    finite = Mux(zero, sign << (f.width - 1), body[: f.width - 1] | (sign << (f.width - 1)))
+    finite = Mux(zero, sign << (f.width - 1), body | (sign << (f.width - 1)))
     m.d.comb += result.eq(Mux(is_nan, f.nan_bits, Mux(is_inf | (overflow & ~zero), signed_inf, finite)))
     return result
