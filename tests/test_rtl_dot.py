@@ -514,7 +514,8 @@ def test_latency_and_initiation_interval(mode: str, pipeline) -> None:
         got = _simulate(dut, ha, ca, hb, cb, last, trace=trace)
         _check_mode(f, ha, ca, f, hb, cb, last, got, mode)
         nb = 32 // lanes
-        assert dut.initiation_interval == max(nb, dut.loop_cycles)
+        assert dut.block_interval == max(nb, dut.loop_cycles)
+        assert dut.initiation_interval == dut.block_interval / nb
         assert trace["in_cycles"] == _expected_input_cycles(n, nb, dut.loop_cycles)
         if mode == "exact":
             assert dut.loop_cycles == 1 and trace["in_cycles"] == list(range(n * nb))
@@ -562,7 +563,7 @@ def test_constructor_errors() -> None:
     with pytest.raises(ValueError, match="lanes must divide"):
         DotEngine(PRESETS["nxfp4"], lanes=3)
     with pytest.raises(ValueError, match="pipeline"):
-        DotEngine(PRESETS["nxfp4"], pipeline=9)
+        DotEngine(PRESETS["nxfp4"], pipeline=11)
     with pytest.raises(TypeError, match="fmt_b"):
         DotEngine(PRESETS["nxfp4"], "nxfp4")  # type: ignore[arg-type]
     gc.collect()
@@ -571,11 +572,17 @@ def test_constructor_errors() -> None:
 @pytest.mark.filterwarnings("ignore::amaranth.hdl.UnusedElaboratable")
 def test_attributes() -> None:
     fa, fb = PRESETS["nxfp4"], PRESETS["mxfp8_e4m3"]
-    dut = DotEngine(fa, fb, lanes=8, pipeline=2)
+    dut = DotEngine(fa, fb, lanes=8, pipeline=2)  # the two most useful fp32 cuts: block, sum
     assert dut.unit_kind == "dot"
     assert dut.formats == {"a": fa, "b": fb}
-    assert (dut.lanes, dut.latency, dut.initiation_interval) == (8, 3, 1)
-    assert dut.module_name == "nxfp_dot_nxfp4_x_mxfp8_e4m3_l8_p2"
+    assert dut.cuts == ("sum", "block") and dut.config["pipeline"] == ["sum", "block"]
+    assert (dut.lanes, dut.latency, dut.initiation_interval, dut.block_interval) == (8, 3, 1, 4)
+    assert dut.module_name == "nxfp_dot_nxfp4_x_mxfp8_e4m3_l8_p48"  # bits 3 (sum) and 6 (block)
+    exact = DotEngine(fa, fb, lanes=32, acc="exact", guard_bits=8, pipeline="none")
+    assert exact.module_name == "nxfp_dot_nxfp4_x_mxfp8_e4m3_l32_exact_g8_p0"
+    assert (exact.latency, exact.block_interval, exact.config["guard_bits"]) == (2, 1, 8)
+    fused = DotEngine(fa, fb, lanes=32, acc="fused", pipeline="acc_add,acc_norm")
+    assert (fused.loop_cycles, fused.block_interval, fused.initiation_interval) == (3, 3, 3)
     assert dut.config["lanes"] == 8 and dut.config["format_b"] == fb.to_string()
     assert DotEngine(fa).formats["b"] is fa and DotEngine(fa).lanes == 32
     assert element_parts(fa).kind.max() < NAN  # nxfp4 has no special codes

@@ -68,7 +68,7 @@ def normalise(m: Module, mag: Value, *, name: str) -> tuple[Value, Value]:
 
 
 def float_accumulate(m: Module, acc: Value, blk: dict[str, Value], *, cut: CutFn | None = None,
-                     name: str = "facc") -> Value:
+                     quantum_exponent: int | None = None, name: str = "facc") -> Value:
     """Combinational ``RNE_fp32(acc + v)`` (spec 8, 8.1); returns 32 bits.
 
     ``acc`` is a binary32 pattern. ``blk`` describes ``v = (-1)^sign * mag * 2^(top - (W-1))``
@@ -76,6 +76,8 @@ def float_accumulate(m: Module, acc: Value, blk: dict[str, Value], *, cut: CutFn
     range, plus ``is_nan``, ``is_inf`` (Inf of sign ``sign``) and ``neg_zero`` (``v`` is -0; an
     exact zero that is not flagged counts as +0). ``cut(position, fields)`` is called at the
     register positions ``align``, ``add`` and ``norm`` and returns the fields (registered or not).
+    ``quantum_exponent``: every non-zero ``acc`` and ``v`` is a multiple of ``2^quantum_exponent``
+    (so is every sum); when that is at least the smallest normal, the subnormal logic is dropped.
     """
     cut = cut or _no_cut
     mag_b = Value.cast(blk["mag"])
@@ -118,12 +120,16 @@ def float_accumulate(m: Module, acc: Value, blk: dict[str, Value], *, cut: CutFn
         "neg_zero": a["neg_zero"] & blk["neg_zero"],
     })
 
-    # --- add: signed sum of the two aligned operands, then its magnitude -----------------------
-    sum_ = Signal(signed(win + 2), name=f"{name}_sum")
-    m.d.comb += sum_.eq(Mux(f["big_neg"], -f["big"], f["big"]) + Mux(f["small_neg"], -f["small"], f["small"]))
+    # --- add: magnitudes add, or subtract both ways in parallel (one carry chain deep) ------------
+    sub = f["big_neg"] ^ f["small_neg"]
+    diff = Signal(win + 1, name=f"{name}_diff")  # big - small, two's complement
+    rdiff = Signal(win, name=f"{name}_rdiff")  # small - big, used when big - small < 0
+    total = Signal(win + 1, name=f"{name}_total")
+    m.d.comb += [diff.eq(f["big"] - f["small"]), rdiff.eq(f["small"] - f["big"]), total.eq(f["big"] + f["small"])]
+    swapped = sub & diff[win]
     neg = Signal(name=f"{name}_neg")
     mag = Signal(win + 1, name=f"{name}_mag")
-    m.d.comb += [neg.eq(sum_ < 0), mag.eq(Mux(neg, -sum_, sum_))]
+    m.d.comb += [neg.eq(f["big_neg"] ^ swapped), mag.eq(Mux(sub, Mux(diff[win], rdiff, diff[:win]), total))]
     g = cut("add", {
         "mag": mag, "neg": neg, "top": f["top"], "is_nan": f["is_nan"], "is_inf": f["is_inf"],
         "inf_neg": f["inf_neg"], "neg_zero": f["neg_zero"],
@@ -135,7 +141,7 @@ def float_accumulate(m: Module, acc: Value, blk: dict[str, Value], *, cut: CutFn
     zero_sign = Mux(g["mag"] == 0, g["neg_zero"], g["neg"])
     return round_to_ieee(m, sign=Mux(g["is_inf"], g["inf_neg"], zero_sign), magnitude=g["mag"], exponent=exponent,
                          is_nan=g["is_nan"], is_inf=g["is_inf"], name=f"{name}_rnd",
-                         cut=lambda fields: cut("norm", fields))
+                         cut=lambda fields: cut("norm", fields), quantum_exponent=quantum_exponent)
 
 
 def segmented_accumulate(m: Module, *, addend: Value, enable: Value, clear: Value, width: int, segment: int,

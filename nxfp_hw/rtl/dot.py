@@ -161,7 +161,11 @@ class DotEngine(wiring.Component):
             self.accumulator_width = 32 if acc == "fp32" else max(wide, 24) + 5
             block = sum(c in self.cuts for c in ("block_norm", "block"))
             self.latency = front + block + self.loop_cycles
-        self.initiation_interval = max(self.beats_per_block, self.loop_cycles)
+        # Cycles per block pair at full input rate, and per input beat (spec 9's figure; fractional
+        # when the loop's cycles are not a multiple of the beats of a block).
+        self.block_interval = max(self.beats_per_block, self.loop_cycles)
+        ii = self.block_interval / self.beats_per_block
+        self.initiation_interval: int | float = int(ii) if ii.is_integer() else ii
         self.config = {
             "unit": "dot",
             "format_a": fmt_a.to_string(),
@@ -319,8 +323,10 @@ class DotEngine(wiring.Component):
 
             exponent = Signal(signed(len(exp_sum) + 12), name="blk_exp")
             m.d.comb += exponent.eq(f["exp_sum"] + exp_const)
+            exp_top = _scale_bounds(fa)[1] + _scale_bounds(fb)[1]
             r = round_to_ieee(m, sign=inf_or_neg, magnitude=f["mag"], exponent=exponent, is_nan=f["is_nan"],
-                              is_inf=f["is_inf"], name="blk", cut=norm_cut)
+                              is_inf=f["is_inf"], name="blk", cut=norm_cut,
+                              exponent_range=(exp_const, exp_const + exp_top))
             v, f = cuts.cut("block", state["v"], {"r": r, "last": state["last"]})
             operand = unpack_fp32(m, f["r"], name="r")
         else:  # fused: normalise the exact block value, keep every bit
@@ -344,7 +350,9 @@ class DotEngine(wiring.Component):
             state["last"] = g.pop("last")
             return g
 
-        acc_next = float_accumulate(m, acc, operand, cut=loop_cut, name="acc")
+        # Every block value is a multiple of the exact window's LSB, and so is every rounded sum.
+        quantum = dot_exact_window(*self.formats.values(), 0).lsb_exponent
+        acc_next = float_accumulate(m, acc, operand, cut=loop_cut, quantum_exponent=quantum, name="acc")
         v, last = state["v"], state["last"]
         with m.If(advance):
             m.d.sync += self.o.valid.eq(v & last)

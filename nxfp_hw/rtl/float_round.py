@@ -51,6 +51,8 @@ def round_to_ieee(
     is_inf: Value | int = 0,
     name: str = "rnd",
     cut: Callable[[dict[str, Value]], dict[str, Value]] | None = None,
+    exponent_range: tuple[int, int] | None = None,
+    quantum_exponent: int | None = None,
 ) -> Value:
     """Combinational IEEE bit pattern of ``(-1)^sign * magnitude * 2^exponent`` (spec 7, 8).
 
@@ -63,8 +65,16 @@ def round_to_ieee(
     ``cut`` (optional) is a register position between the normalisation (leading-zero count and
     shift) and the rounding: it is called with the intermediate fields and returns them
     (registered or not, the caller decides; see ``pipeline.Cuts``).
+
+    Range facts the caller knows let the generator drop logic that can never act: ``exponent_range``
+    (bounds of ``exponent``; a constant exponent is its own range) and ``quantum_exponent`` (every
+    non-zero value is a multiple of ``2^quantum_exponent``). When no non-zero value can be
+    subnormal, the subnormal shifter goes; when no value can reach the overflow binade, so does
+    the overflow logic.
     """
     f = ieee_format(fmt)
+    if exponent_range is None and isinstance(exponent, int):
+        exponent_range = (exponent, exponent)
     sign = Value.cast(sign)
     magnitude = Value.cast(magnitude)
     exponent = Value.cast(exponent)
@@ -104,22 +114,29 @@ def round_to_ieee(
     # guard position) is shifted out.
     base = width - f.mbits - 2
     max_extra = f.mbits + 2  # beyond this the significand and guard are both zero
+    lowest = max(x for x in (exponent_range and exponent_range[0], quantum_exponent, -(1 << 30)) if x is not None)
+    no_subnormal = lowest >= f.emin  # every non-zero value is at least the smallest normal
+    highest = None if exponent_range is None else exponent_range[1] + mag_width - 1
+    exp_max = (1 << f.ebits) - 1
+    no_overflow = highest is not None and highest + f.bias <= exp_max - 2  # not even after a rounding carry
     extra = Signal(range(max_extra + 1), name=f"{name}_extra")
-    m.d.comb += extra.eq(Mux(biased >= 1, 0, Mux(biased < 1 - max_extra, max_extra, 1 - biased)))
+    if no_subnormal:
+        m.d.comb += extra.eq(0)
+    else:
+        m.d.comb += extra.eq(Mux(biased >= 1, 0, Mux(biased < 1 - max_extra, max_extra, 1 - biased)))
     head = Signal(f.mbits + 2, name=f"{name}_head")
     m.d.comb += head.eq(norm[base:])
     low_sticky = Signal(name=f"{name}_low_sticky")
     m.d.comb += low_sticky.eq(norm[:base].any() if base else 0)
     # Exponent field before the rounding carry: ``biased`` for a normal result (the hidden bit
     # is set), 0 for a subnormal one; at or above all-ones it is an overflow already.
-    exp_max = (1 << f.ebits) - 1
     exp_part = Signal(f.ebits, name=f"{name}_exppart")
     over = Signal(name=f"{name}_over")
     edge = Signal(name=f"{name}_edge")  # one binade below Inf: a rounding carry overflows
     m.d.comb += [
         exp_part.eq(Mux(biased >= 1, biased, 0)),
-        over.eq(biased >= exp_max),
-        edge.eq(biased == exp_max - 1),
+        over.eq(0 if no_overflow else biased >= exp_max),
+        edge.eq(0 if no_overflow else biased == exp_max - 1),
     ]
     if cut is not None:
         mid = cut({"head": head, "low_sticky": low_sticky, "extra": extra, "exp_part": exp_part, "over": over,
