@@ -305,6 +305,15 @@ def test_out_is_a_file(tmp_path):
     (("encode", "nxfp4"), {"input_format": "fp16"}, "input-format: expected one of fp32, bf16"),
     (("encode", "nxfp4"), {"out": "bf16"}, "output-format"),
     (("encode", "elem=E2M1,scale=UE5M1,k=32,rule=search"), {}, "encode unit: "),
+    (("decode", "nxfp4"), {"acc": "fused"}, "acc: only the dot engine has an accumulator; the decode unit"),
+    (("encode", "nxfp4"), {"acc": "fp32"}, "acc: only the dot engine"),
+    (("dot", "nxfp4"), {"acc": "fp16"}, "acc: expected one of fp32, fused, exact, got 'fp16'"),
+    (("decode", "nxfp4"), {"guard_bits": 8}, "guard-bits: only the dot engine"),
+    (("dot", "nxfp4"), {"acc": "exact", "guard_bits": -1}, "guard-bits: expected a non-negative integer, got -1"),
+    (("dot", "nxfp4"), {"pipeline": "products,nowhere"}, "pipeline: no register position 'nowhere'"),
+    (("dot", "nxfp4"), {"pipeline": " "}, "pipeline: expected a register count or position names"),
+    (("dot", "nxfp4"), {"pipeline": "-2"}, "pipeline: expected a register count >= 0"),
+    (("dot", "nxfp4"), {"pipeline": 2.5}, "pipeline: expected a register count or position names, got 2.5"),
 ])
 def test_build_unit_errors(args, kwargs, needle):
     unit, fa, *fb = args
@@ -319,6 +328,10 @@ def test_build_unit_errors(args, kwargs, needle):
     (["--unit", "decode", "--format", "nxfp99"], "nxfp99"),
     (["--unit", "decode", "--format", "elem=E9M9,k=32"], "E9M9"),
     (["--unit", "dot", "--format", "nxfp4", "--output-format", "bf16"], "binary32"),
+    (["--unit", "dot", "--format", "nxfp4", "--pipeline", "bogus"], "pipeline: no register position 'bogus'"),
+    (["--unit", "decode", "--format", "nxfp4", "--acc", "exact"], "acc: only the dot engine"),
+    (["--unit", "dot", "--format", "nxfp4", "--target-mhz", "100", "--pipeline", "2"],
+     "pipeline: --target-mhz chooses the pipeline"),
 ])
 def test_cli_bad_input(tmp_path, capsys, args, needle):
     out = tmp_path / "o"
@@ -326,6 +339,51 @@ def test_cli_bad_input(tmp_path, capsys, args, needle):
     err = capsys.readouterr().err
     assert needle in err
     assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("value", ["-5", "0", "abc", "nan", "inf"])
+def test_cli_target_mhz_must_be_positive(tmp_path, capsys, value):
+    out = tmp_path / "o"
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["generate", "--unit", "decode", "--format", "nxfp4", "--target-mhz", value, "--out", str(out)])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"argument --target-mhz: expected a positive frequency in MHz, got '{value}'" in err
+    assert err.count("error:") == 1 and not out.exists()
+
+
+@needs_units
+def test_manifest_states_accumulation_pipeline_and_block_rate(tmp_path, capsys):
+    """spec 8.1 / 9: mode, accumulator width, guard bits, initiation interval per block, positions and latency."""
+    out = tmp_path / "dot"
+    assert cli_main(["generate", "--unit", "dot", "--format", "nxfp4", "--lanes", "8", "--acc", "exact",
+                     "--guard-bits", "12", "--pipeline", "products,sum", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    m = load_manifest(next(out.glob("*.json")))
+    comp = gen.build_unit("dot", parse_format("nxfp4"), lanes=8, acc="exact", guard_bits=12, pipeline="products,sum")
+    comp._MustUse__silence = True
+    assert m["module"] == comp.module_name
+    assert m["accumulation"] == {"mode": "exact", "accumulator_width": comp.accumulator_width, "guard_bits": 12}
+    assert m["pipeline"] == {"positions": list(comp.pipeline_positions), "enabled": ["products", "sum"]}
+    assert m["latency"] == comp.latency and m["initiation_interval_per_block"] == comp.initiation_interval
+    assert m["initiation_interval"] == 1  # 4 beats per block, one block per 4 cycles
+    assert "accumulation exact" in printed and "pipeline registers at: products, sum" in printed
+    text = (out / f"{m['module']}.v").read_text()
+    assert "// pipeline registers at: products, sum (positions: " in text
+    assert f"// accumulation exact, accumulator {comp.accumulator_width} bits, guard bits 12" in text
+    # a count picks the unit's preferred positions; "none" and "all" too
+    for spec, n in (("none", 0), ("all", len(comp.pipeline_positions)), ("2", 2)):
+        unit = gen.build_unit("dot", parse_format("nxfp4"), lanes=8, acc="exact", pipeline=spec)
+        unit._MustUse__silence = True
+        assert len(unit.cuts) == n
+    bad = copy.deepcopy(m)
+    bad["pipeline"]["enabled"] = ["nowhere"]
+    with pytest.raises(ManifestError, match="pipeline.enabled: 'nowhere' is not in pipeline.positions"):
+        validate_manifest(bad)
+    bad = copy.deepcopy(m)
+    bad["accumulation"]["mode"] = "sloppy"
+    with pytest.raises(ManifestError, match="accumulation.mode: expected one of fp32, fused, exact"):
+        validate_manifest(bad)
 
 
 def test_cli_unknown_unit_exit_code(tmp_path):

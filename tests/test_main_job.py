@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
 from nxfp_hw.cli import main
+from nxfp_hw.flows.report import pipeline_text
 from nxfp_hw.formats import PRESETS
 
 
@@ -14,12 +16,15 @@ def test_main_job_generates_measures_and_compares(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["run", "--skip-verify", "--flows", "generic", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    names = ("nxfp_decode_{f}_l8_fp32_p0", "nxfp_dot_{f}_x_{f}_l8_p3", "nxfp_encode_{f}_l8_fp32_p3")
+    names = ("nxfp_decode_{f}_l8_fp32_p", "nxfp_dot_{f}_x_{f}_l8_p", "nxfp_encode_{f}_l8_fp32_p")
     for pattern in names:
         for fmt in ("nxfp4", "mxfp4_e2m1"):
-            name = pattern.format(f=fmt)
-            assert f"module {name}(" in (out / "rtl" / name / f"{name}.v").read_text()
-            assert json.loads((out / "rtl" / name / f"{name}.json").read_text())["lanes"] == 8
+            (path,) = (out / "rtl").glob(pattern.format(f=fmt) + "*")  # the tag names the enabled registers
+            name = path.name
+            assert f"module {name}(" in (path / f"{name}.v").read_text()
+            manifest = json.loads((path / f"{name}.json").read_text())
+            assert manifest["lanes"] == 8 and name in text
+            assert (manifest["accumulation"] or {}).get("mode", "fp32") == "fp32"
     data = json.loads((out / "report" / "report.json").read_text())
     nx, mx = data["formats"]["nxfp4"], data["formats"]["mxfp4_e2m1"]
     # the claim the tool exists to show: same bits per element, lower error (spec 4: 0.67 relative)
@@ -29,6 +34,10 @@ def test_main_job_generates_measures_and_compares(tmp_path, capsys):
     mse_line = next(line for line in comparison.splitlines() if "relative MSE" in line)
     assert f"{nx['relative_mse']:.4g}" in mse_line and f"{mx['relative_mse']:.4g}" in mse_line
     assert "decode: transistors" in comparison and "dot: transistors" in comparison
+    assert re.search(r"dot: accumulation\s+fp32\s+fp32", comparison), comparison
+    for unit in ("decode", "dot", "encode"):
+        rec = next(r for r in data["results"] if r["unit"] == unit and r["format"] == "nxfp4")
+        assert re.search(rf"{unit}: pipeline registers\s+{re.escape(pipeline_text(rec['pipeline']))}\s", comparison)
     enc = next(line for line in comparison.splitlines() if "encode: transistors" in line).split()
     figures = {(r["unit"], r["format"]): r["flows"]["generic"]["figures"]["transistors"] for r in data["results"]}
     nx_mx = [str(figures[("encode", "nxfp4")]), str(figures[("encode", "mxfp4_e2m1")])]

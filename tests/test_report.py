@@ -91,7 +91,7 @@ def test_tiny_sweep_writes_consistent_report_and_reruns_from_cache(tmp_path: Pat
     np.save(npy, x)
     out, cache = tmp_path / "out", tmp_path / "cache"
     argv = ["report", "--formats", "mxfp4_e2m1,nxfp4", "--units", "decode", "--flows", "generic", "--lanes", "4",
-            "--tensor", str(npy), "--out", str(out), "--cache", str(cache), "--jobs", "2"]
+            "--pipeline", "none", "--tensor", str(npy), "--out", str(out), "--cache", str(cache), "--jobs", "2"]
     assert main(argv) == 0
     first = capsys.readouterr().out
     assert re.search(r"\[[12]/2\] decode mxfp4_e2m1 generic \.\.\. [0-9.]+ s", first), first
@@ -110,7 +110,8 @@ def test_tiny_sweep_writes_consistent_report_and_reruns_from_cache(tmp_path: Pat
     recs = {r["format"]: r for r in data["results"]}
     for name, rec in recs.items():
         fig = rec["flows"]["generic"]["figures"]
-        assert rec["lanes"] == 4 and fig["ffs"] == 0
+        assert rec["lanes"] == 4 and fig["ffs"] == 0  # --pipeline none: combinational
+        assert rec["pipeline"]["enabled"] == [] and rec["pipeline"]["positions"]
         (row,) = _md_rows(md, name)
         assert row[2] == f"{data['formats'][name]['relative_mse']:.4g}"
         assert row[-2:] == [str(fig["cells"]), str(fig["transistors"])]
@@ -224,7 +225,7 @@ def test_encode_unit_in_report_with_its_own_formats(tmp_path: Path, monkeypatch)
     assert rows["asic"][7] == f"{a_um / b_um:.2f}x"
     assert rows["asic"][10] == f"{recs[lb]['flows']['asic']['throughput_per_s'] / 1e9:.3g}"
     (enc_row,) = _md_rows(md, lb, "## encode unit")
-    assert enc_row[6:8] == ["not run", "-"]  # generic columns
+    assert enc_row[7:9] == ["not run", "-"]  # generic columns
     assert "Not run for the encode unit: generic" in md and "## Failed configurations" not in md
     assert _md_rows(md, lb, "## decode unit") == []
     with pytest.raises(UserError, match="encode-flows: expected a non-empty subset"):

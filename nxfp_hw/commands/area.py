@@ -12,6 +12,7 @@ from ..errors import UserError
 from ..flows.accuracy import write_text_atomic
 from ..flows.area import FLOWS
 from ..formats import parse_format
+from .generate import add_pipeline_arguments, add_target_arguments, check_target, close_timing, unit_options
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,11 +25,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", "-f", dest="fmt", required=True, help="block format (preset or format string)")
     p.add_argument("--format-b", dest="fmt_b", help="second operand format (dot engine; default: --format)")
     p.add_argument("--lanes", type=int, help="elements per beat (a divisor of k; default: the unit's)")
-    p.add_argument("--pipeline", type=int, help="pipeline registers (default: the unit's)")
+    add_pipeline_arguments(p)
     p.add_argument("--flow", dest="flows", action="append", choices=FLOWS, required=True,
                    help="flow to run (repeat for several)")
     p.add_argument("--period", type=float, help="ASIC target clock period in ns (default 10)")
     p.add_argument("--freq", type=float, help="iCE40 nextpnr target frequency in MHz (default 50)")
+    add_target_arguments(p, flow_option="--target-flow")
     p.add_argument("--json", type=Path, help="write the JSON record to this file")
     p.add_argument("--workdir", type=Path, help="directory for netlists and tool logs (default: a new temporary one)")
     p.add_argument("--force", action="store_true", help="replace an existing --json file")
@@ -44,7 +46,7 @@ def _fmt_value(v: Any) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..flows.report import build_for_area, measure_unit
+    from ..flows.report import build_for_area, measure_unit, pipeline_text, throughput, unit_build
 
     if args.json is not None and args.json.exists() and not args.force:
         raise UserError(f"json: {args.json} exists; pass --force to replace it")
@@ -52,15 +54,46 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"period: expected a positive number of ns, got {args.period}")
     if args.freq is not None and not args.freq > 0:
         raise UserError(f"freq: expected a positive frequency in MHz, got {args.freq}")
+    check_target(args)
     fmt_a = parse_format(args.fmt)
     fmt_b = parse_format(args.fmt_b) if args.fmt_b else None
-    build = build_for_area(args.unit, fmt_a, fmt_b, lanes=args.lanes, pipeline=args.pipeline)
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"nxfp-area-{build.module}-"))
     flows = list(dict.fromkeys(args.flows))
-    record = measure_unit(build, flows, workdir=workdir.resolve(), period_ns=args.period, freq_mhz=args.freq)
+    build = build_for_area(args.unit, fmt_a, fmt_b, **unit_options(args))  # bad options fail before any flow
+    closure = None
+    if args.target_mhz is not None:
+        if args.target_flow == "asic" and args.period is not None:
+            raise UserError("period: --target-mhz sets the ASIC target period (1000 / F ns); give one or the other")
+        if args.target_flow == "ice40" and args.freq is not None:
+            raise UserError("freq: --target-mhz sets the nextpnr target frequency; give one or the other")
+        opts = {k: v for k, v in unit_options(args).items() if k != "pipeline"}
+        closure = close_timing(args, args.unit, fmt_a, fmt_b, **opts)
+        build = unit_build(closure.component)
+        if args.target_flow == "asic":
+            args.period = 1000.0 / args.target_mhz
+        else:
+            args.freq = args.target_mhz
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"nxfp-area-{build.module}-"))
+    reuse = closure is not None and args.target_flow in flows
+    record = measure_unit(build, [f for f in flows if not (reuse and f == args.target_flow)],
+                          workdir=workdir.resolve(), period_ns=args.period, freq_mhz=args.freq)
+    if reuse:  # the closure's confirming run is this flow's measurement
+        res = closure.result
+        record["tools"].update(res.tools)
+        fmax = res.figures.get("fmax_mhz")
+        record["flows"][res.flow] = {**res.to_dict(), "throughput_per_s": throughput(build, fmax)}
+        record["flows"] = {f: record["flows"][f] for f in flows}
+    if closure is not None:
+        record["timing_closure"] = closure.to_dict()
     fmts = ", ".join(f"{k}={v}" for k, v in build.formats.items())
     print(f"{build.module}: {args.unit} unit ({fmts}), {build.lanes} lanes, latency {build.latency}, "
-          f"II {build.initiation_interval}, config {build.config_hash}")
+          f"II {build.initiation_interval} per beat / {build.initiation_interval_per_block} per block, "
+          f"config {build.config_hash}")
+    if build.pipeline.get("positions"):
+        print(f"  pipeline {pipeline_text(build.pipeline)}: {', '.join(build.pipeline['enabled']) or 'none'}")
+    if build.accumulation is not None:
+        print(f"  accumulation {build.accumulation['mode']}, {build.accumulation['accumulator_width']}-bit accumulator")
+    if closure is not None:
+        print(closure.summary())
     rows = []
     for flow, res in record["flows"].items():
         for key, value in res["figures"].items():

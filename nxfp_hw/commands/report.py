@@ -4,16 +4,12 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ..errors import UserError
+from ..flows.area import default_cache_dir
 from ..flows.report import DEFAULT_ENCODE_FORMATS, DEFAULT_FLOWS, DEFAULT_FORMATS, DEFAULT_UNITS
-
-
-def _default_cache() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "nxfp-hw"
+from .generate import add_pipeline_arguments
 
 
 def _csv(text: str) -> list[str]:
@@ -48,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tensor", type=Path, help="accuracy tensor (.npy/.npz/.safetensors; default: MiniLM weights)")
     p.add_argument("--tensor-name", help="array/tensor name inside --tensor")
     p.add_argument("--lanes", type=int, help="lanes of every unit (default 8, or k if smaller)")
-    p.add_argument("--pipeline", type=int, help="pipeline setting of every unit (default: each unit's)")
+    add_pipeline_arguments(p, what="every unit")
     p.add_argument("--period", type=float, help="ASIC target clock period in ns (default 10)")
     p.add_argument("--freq", type=float, help="iCE40 nextpnr target frequency in MHz (default 50)")
     p.add_argument("--out", type=Path, default=Path("nxfp-report"), help="output directory (default ./nxfp-report)")
@@ -72,9 +68,9 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"jobs: expected a positive integer, got {args.jobs}")
     formats = (args.formats or ([] if args.extra_formats else list(DEFAULT_FORMATS))) + args.extra_formats
     result = run_report(formats=formats, units=args.units, flows=args.flows, tensor=tensor, tensor_label=label,
-                        out_dir=args.out, cache_dir=args.cache or _default_cache(), jobs=args.jobs, force=args.force,
+                        out_dir=args.out, cache_dir=args.cache or default_cache_dir(), jobs=args.jobs, force=args.force,
                         lanes=args.lanes, pipeline=args.pipeline, encode_formats=args.encode_formats,
-                        encode_flows=args.encode_flows,
+                        encode_flows=args.encode_flows, acc=args.acc, guard_bits=args.guard_bits,
                         period_ns=args.period, freq_mhz=args.freq)
     for path in result.files:
         print(f"wrote {path}")

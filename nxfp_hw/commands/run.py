@@ -1,11 +1,13 @@
 """``nxfp-hw run``: the main job. Generate, verify and measure a format against its MX baseline.
 
-Four steps, each reusing the library the other subcommands use:
+Four steps (five with ``--target-mhz``), each reusing the library the other subcommands use:
 
-1. accuracy of both formats on the all-MiniLM-L6-v2 weights (golden model);
-2. ``generate``: decode unit, dot engine and encoder of both formats (Verilog + manifest + core);
-3. ``verify``: a short bit-exact regression of each unit on a simulator;
-4. area and timing (generic gates and OSU 0.18 um + OpenSTA by default), then the comparison.
+0. with ``--target-mhz``: choose the pipeline of every unit that meets the clock (docs/timing.md);
+1. ``generate``: decode unit, dot engine and encoder of both formats (Verilog + manifest + core);
+2. ``verify``: a short bit-exact regression of each unit on a simulator;
+3. accuracy of both formats on the all-MiniLM-L6-v2 weights (golden model), area and timing (generic
+   gates and OSU 0.18 um + OpenSTA by default);
+4. the comparison.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..formats import BlockFormat, mx_baseline_for, parse_format
+from .generate import add_pipeline_arguments, add_target_arguments
 
 UNITS = ("decode", "dot", "encode")
 
@@ -43,6 +46,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated area flows: generic, asic, ice40, xilinx (default generic,asic)")
     p.add_argument("--out", type=Path, default=Path("out/run"), help="output directory (default out/run)")
     p.add_argument("--skip-verify", action="store_true", help="skip the simulation step")
+    add_pipeline_arguments(p, what="every unit (positions differ between units: prefer a count)")
+    add_target_arguments(p, flow_option="--target-flow")
     p.set_defaults(func=run)
 
 
@@ -55,28 +60,84 @@ def _done(t0: float) -> None:
     print(f"      done in {time.monotonic() - t0:.1f} s", flush=True)
 
 
-def _generate(fmt: BlockFormat, lanes: int, rtl_dir: Path, units: list[str]) -> list[str]:
+def _unit_kwargs(unit: str, fmt: BlockFormat, args: argparse.Namespace, pipelines: dict) -> dict[str, Any]:
+    """``build_unit`` options of one unit of the main job."""
+    kwargs: dict[str, Any] = {"lanes": args.lanes, "pipeline": pipelines.get((unit, fmt.label), args.pipeline)}
+    if unit == "dot":
+        kwargs.update(acc=args.acc, guard_bits=args.guard_bits)
+    return kwargs
+
+
+def _generate(fmt: BlockFormat, args: argparse.Namespace, rtl_dir: Path, units: list[str],
+              pipelines: dict) -> list[str]:
     from ..flows.generate import build_unit, generate
+    from ..flows.manifest import initiation_intervals
 
     names = []
     for unit in units:
-        comp = build_unit(unit, fmt, lanes=lanes)
+        comp = build_unit(unit, fmt, **_unit_kwargs(unit, fmt, args, pipelines))
         gen = generate(comp, rtl_dir / comp.module_name)
+        beat, block = initiation_intervals(comp)
+        acc = f", acc {comp.accumulation}" if unit == "dot" else ""
         print(f"      {unit:6s} {fmt.label:12s} -> {gen.verilog}  (latency {comp.latency}, "
-              f"II {comp.initiation_interval})")
+              f"II {beat} per beat / {block} per block{acc})")
         names.append(gen.name)
     return names
 
 
-def _verify(fmt: BlockFormat, args: argparse.Namespace, build_dir: Path, units: list[str]) -> dict[str, int]:
+def _check_units(fmt: BlockFormat, base: BlockFormat, args: argparse.Namespace, units: list[str]) -> None:
+    """Construct every unit once so that a bad option is refused before anything is written."""
+    from ..flows.generate import build_unit
+
+    for f in (fmt, base):
+        for unit in units:
+            comp = build_unit(unit, f, **_unit_kwargs(unit, f, args, {}))
+            comp._MustUse__silence = True  # constructed to check the options only
+
+
+def _close_timing(fmt: BlockFormat, base: BlockFormat, args: argparse.Namespace,
+                  units: list[str]) -> dict[tuple[str, str], Any]:
+    """``--target-mhz``: the timing closure of every (unit, format); stops at the first unmeetable target."""
+    from .generate import close_timing
+
+    closures = {}
+    for f in (fmt, base):
+        for unit in units:
+            kwargs = {k: v for k, v in _unit_kwargs(unit, f, args, {}).items() if k != "pipeline"}
+            print(f"      {unit} {f.label}:", flush=True)
+            closures[(unit, f.label)] = close_timing(args, unit, f, None, **kwargs)
+    return closures
+
+
+def _verify_options() -> set[str]:
+    """Option strings ``nxfp-hw verify`` accepts (it may not take every unit option yet)."""
+    from ..cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return {opt for action in sub.choices["verify"]._actions for opt in action.option_strings}
+
+
+def _verify(fmt: BlockFormat, args: argparse.Namespace, build_dir: Path, units: list[str],
+            pipelines: dict) -> dict[str, int]:
     from ..cli import main as cli_main
 
     status = {}
+    known = _verify_options()
     for unit in units:
         argv = ["verify", "--unit", unit, "--format", fmt.label, "--sim", args.sim, "--lanes",
                 str(args.lanes), "--seed", str(args.seed), "--build-dir", str(build_dir)]
         if unit in ("dot", "encode"):
             argv += ["--blocks", str(args.blocks)]
+        kwargs = _unit_kwargs(unit, fmt, args, pipelines)
+        for opt, key in (("--pipeline", "pipeline"), ("--acc", "acc"), ("--guard-bits", "guard_bits")):
+            value = kwargs.get(key)
+            if value is None:
+                continue
+            if opt not in known:
+                print(f"      note: nxfp-hw verify has no {opt} yet: the {unit} unit is verified without it")
+                continue
+            argv += [opt, ",".join(value) if isinstance(value, tuple | list) else str(value)]
         print(f"      $ nxfp-hw {' '.join(argv)}", flush=True)
         status[unit] = cli_main(argv)
     return status
@@ -99,37 +160,64 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"--units: expected a comma-separated subset of {', '.join(UNITS)}, got {args.units!r}")
     if args.blocks < 1:
         raise UserError(f"--blocks: expected a positive number of random blocks, got {args.blocks}")
+    if (args.acc is not None or args.guard_bits is not None) and "dot" not in units:
+        raise UserError("acc: --acc and --guard-bits configure the dot engine; it is not in --units")
+    if args.target_mhz is not None and args.pipeline is not None:
+        raise UserError("pipeline: --target-mhz chooses the pipeline; give --pipeline or --target-mhz, not both")
+    _check_units(fmt, base, args, units)  # bad options fail here, before anything is written
     encode_flows = [f for f in flows if f not in ENCODE_SKIPPED_FLOWS] if "encode" in units else None
     report_units = [u for u in units if u != "encode" or encode_flows]
     out = args.out
-    total = 3 if args.skip_verify else 4
+    target = args.target_mhz is not None
+    total = (3 if args.skip_verify else 4) + target
+    step = 0
     print(f"nxfp-hw main job: {fmt.label} vs {base.label}, units {', '.join(units)}, {args.lanes} lanes, "
-          f"flows {', '.join(flows)}, output in {out}/")
+          f"flows {', '.join(flows)}" + (f", dot accumulation {args.acc}" if args.acc and "dot" in units else "")
+          + (f", target {args.target_mhz:g} MHz on {args.target_flow}" if target else "") + f", output in {out}/")
 
-    t0 = _step(1, total, f"generate the {', '.join(units)} units of both formats")
+    pipelines: dict[tuple[str, str], Any] = {}
+    closures: dict[tuple[str, str], Any] = {}
+    if target:
+        step += 1
+        t0 = _step(step, total, f"choose the pipeline of every unit for {args.target_mhz:g} MHz on {args.target_flow}")
+        closures = _close_timing(fmt, base, args, units)
+        pipelines = {key: c.cuts for key, c in closures.items()}
+        _done(t0)
+
+    step += 1
+    t0 = _step(step, total, f"generate the {', '.join(units)} units of both formats")
     for f in (fmt, base):
-        _generate(f, args.lanes, out / "rtl", units)
+        _generate(f, args, out / "rtl", units, pipelines)
     _done(t0)
 
     status: dict[str, dict[str, int]] = {}
     if not args.skip_verify:
-        t0 = _step(2, total, f"verify every unit bit-exactly against the golden model on {args.sim}")
+        step += 1
+        t0 = _step(step, total, f"verify every unit bit-exactly against the golden model on {args.sim}")
         for f in (fmt, base):
-            status[f.label] = _verify(f, args, out / "build", units)
+            status[f.label] = _verify(f, args, out / "build", units, pipelines)
         _done(t0)
 
-    t0 = _step(total - 1, total, "accuracy on all-MiniLM-L6-v2, area and timing")
+    step += 1
+    t0 = _step(step, total, "accuracy on all-MiniLM-L6-v2, area and timing")
     if "encode" in units and not encode_flows:
         print(f"      the encoder has no flow among {', '.join(flows)} (it skips {', '.join(ENCODE_SKIPPED_FLOWS)})")
+    flow_opts: dict[str, Any] = {}
+    if target:  # measure at the clock the pipelines were chosen for
+        flow_opts = {"period_ns": 1000.0 / args.target_mhz} if args.target_flow == "asic" else {
+            "freq_mhz": args.target_mhz}
     result = run_report(formats=[fmt.label, base.label], units=report_units, flows=flows,
                         encode_flows=encode_flows if "encode" in report_units else None,
                         out_dir=out / "report", cache_dir=out / "cache", force=True, lanes=args.lanes,
+                        pipeline=pipelines if target else args.pipeline, acc=args.acc, guard_bits=args.guard_bits,
                         jobs=min(2, os.cpu_count() or 1),
-                        echo=lambda s: print(f"      {s}", flush=True))
+                        echo=lambda s: print(f"      {s}", flush=True), **flow_opts)
     _done(t0)
 
     _step(total, total, f"comparison: {fmt.label} vs {base.label}")
     _print_comparison(result.data, fmt, base, flows, status, units)
+    for closure in closures.values():
+        print(f"  timing: {closure.summary()}")
     print(f"\nreport: {out / 'report' / 'report.md'} (+ report.json, area.png, pareto.png)")
     failed = [f"{u} {name}" for name, st in status.items() for u, rc in st.items() if rc != 0]
     if failed or result.failures:
@@ -143,7 +231,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_comparison(data: dict[str, Any], fmt: BlockFormat, base: BlockFormat, flows: list[str],
                       status: dict[str, dict[str, int]], units: list[str]) -> None:
-    from ..flows.report import AREA_METRICS, ENCODE_SKIPPED_FLOWS, format_figure
+    from ..flows.report import AREA_METRICS, ENCODE_SKIPPED_FLOWS, format_figure, pipeline_text
 
     acc = data["formats"]
     rows = [("", fmt.label, base.label, "change")]
@@ -159,6 +247,12 @@ def _print_comparison(data: dict[str, Any], fmt: BlockFormat, base: BlockFormat,
     add("SQNR (dB)", acc[fmt.label]["sqnr_db"], acc[base.label]["sqnr_db"], pct=False)
     records = {(r["unit"], r["format"]): r for r in data["results"]}
     for unit in units:
+        ra, rb = (records.get((unit, f.label), {}) for f in (fmt, base))
+        if unit == "dot":
+            rows.append(("dot: accumulation", *((r.get("accumulation") or {}).get("mode", "-") for r in (ra, rb)), ""))
+        rows.append((f"{unit}: pipeline registers", pipeline_text(ra.get("pipeline")),
+                     pipeline_text(rb.get("pipeline")), ""))
+        add(f"{unit}: latency (cycles)", ra.get("latency"), rb.get("latency"), pct=False)
         for flow in flows:
             if unit == "encode" and flow in ENCODE_SKIPPED_FLOWS:
                 continue

@@ -18,6 +18,7 @@ message names the step and the log file that was kept.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -30,7 +31,8 @@ from typing import Any
 from ..errors import UserError
 from . import tools
 
-__all__ = ["FLOWS", "AreaResult", "FlowError", "liberty_cells", "osu018_liberty", "run_area", "run_flows"]
+__all__ = ["FLOWS", "AreaResult", "FlowError", "default_cache_dir", "liberty_cells", "osu018_liberty", "run_area",
+           "run_flows"]
 
 FLOWS = ("generic", "asic", "ice40", "xilinx")
 
@@ -74,6 +76,12 @@ class AreaResult:
         """JSON-ready record."""
         return {"flow": self.flow, "top": self.top, "figures": self.figures, "tools": self.tools,
                 "commands": self.commands, "logs": self.logs, "notes": self.notes, "seconds": round(self.seconds, 3)}
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/nxfp-hw`` (``~/.cache/nxfp-hw``): the report's and ``--target-mhz``'s caches."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "nxfp-hw"
 
 
 # --- tools -------------------------------------------------------------------------------------

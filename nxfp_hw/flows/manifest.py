@@ -1,9 +1,11 @@
 """The JSON manifest beside every generated module (spec 9; schema in docs/manifest.md).
 
 A manifest is everything a tool needs to drive a module without reading the Python: the
-configuration and its hash, the block formats, lanes, latency and initiation interval, clock
-and reset, every port as it appears in the Verilog (name, direction, width) with the bit
-fields of structured payloads, and which ports form each valid/ready stream.
+configuration and its hash, the block formats, lanes, latency and initiation interval (per beat
+and per block), the pipeline register positions (all and enabled), the dot engine's accumulation
+mode, accumulator width and guard bits, clock and reset, every port as it appears in the Verilog
+(name, direction, width) with the bit fields of structured payloads, and which ports form each
+valid/ready stream.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ SCHEMA = "nxfp-hw-manifest/1"
 GENERATOR = "nxfp-hw"
 CLOCK = {"name": "clk", "edge": "posedge"}
 RESET = {"name": "rst", "polarity": "active_high", "synchronous": True}
+#: Accumulation modes of the dot engine (spec 8.1); ``fp32`` is the default.
+ACC_MODES = ("fp32", "fused", "exact")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -111,10 +115,43 @@ def component_ports(component: wiring.Component) -> tuple[list[dict], dict[str, 
     return ports, streams
 
 
+def initiation_intervals(component: Any) -> tuple[int, int]:
+    """``(cycles per input beat, cycles per block)`` at full input rate.
+
+    A block takes ``k / lanes`` beats. The decode and encode units state ``initiation_interval`` per beat;
+    the dot engine states it per block pair (spec 8.1: an accumulation loop may need more than one cycle
+    per block when ``lanes = k``), and its beat rate follows from it."""
+    beats = component.formats["a"].k // int(component.lanes)
+    ii = int(component.initiation_interval)
+    if component.unit_kind == "dot":
+        return max(1, -(-ii // beats)), ii
+    return ii, ii * beats
+
+
+def pipeline_facts(component: Any) -> dict[str, Any]:
+    """The register positions of ``component`` (datapath order) and the enabled ones (docs/timing.md)."""
+    positions = [str(p) for p in getattr(component, "pipeline_positions", ())]
+    enabled = [str(p) for p in getattr(component, "cuts", ())]
+    return {"positions": positions, "enabled": enabled}
+
+
+def accumulation_facts(component: Any) -> dict[str, Any] | None:
+    """Accumulation mode, accumulator width in bits and guard bits of a dot engine (spec 8.1); None for
+    units without an accumulator."""
+    if component.unit_kind != "dot":
+        return None
+    guard = getattr(component, "guard_bits", None)
+    width = getattr(component, "accumulator_width", 32)
+    return {"mode": str(getattr(component, "accumulation", "fp32")),
+            "accumulator_width": int(width),
+            "guard_bits": None if guard is None else int(guard)}
+
+
 def build_manifest(component: wiring.Component, files: dict[str, str]) -> dict[str, Any]:
     """The manifest of ``component`` (spec 9). ``files`` maps roles (``verilog``, ``core``, ...) to file
     names relative to the manifest. Reads the unit attributes of docs/architecture.md."""
     ports, streams = component_ports(component)
+    ii_beat, ii_block = initiation_intervals(component)
     return {
         "schema": SCHEMA,
         "module": component.module_name,
@@ -125,7 +162,10 @@ def build_manifest(component: wiring.Component, files: dict[str, str]) -> dict[s
         "formats": {key: fmt.describe() for key, fmt in component.formats.items()},
         "lanes": int(component.lanes),
         "latency": int(component.latency),
-        "initiation_interval": int(component.initiation_interval),
+        "initiation_interval": ii_beat,
+        "initiation_interval_per_block": ii_block,
+        "pipeline": pipeline_facts(component),
+        "accumulation": accumulation_facts(component),
         "clock": dict(CLOCK),
         "reset": dict(RESET),
         "ports": ports,
@@ -181,6 +221,34 @@ def _check_shape(obj: dict, where: str) -> None:
         _check_fields(obj["fields"], width, f"{where}.fields")
 
 
+def _check_timing_keys(manifest: dict, where: str) -> None:
+    """``initiation_interval_per_block``, ``pipeline`` and ``accumulation`` (docs/manifest.md); manifests of
+    earlier generator versions without them are accepted."""
+    if "initiation_interval_per_block" in manifest:
+        _check_int(manifest, "initiation_interval_per_block", where, 1)
+    if "pipeline" in manifest:
+        pipe = _need(manifest, "pipeline", dict, where)
+        names = {}
+        for key in ("positions", "enabled"):
+            items = _need(pipe, key, list, f"{where}.pipeline")
+            bad = [n for n in items if not isinstance(n, str)]
+            if bad:
+                raise ManifestError(f"{where}.pipeline.{key}: expected position names, got {bad[0]!r}")
+            names[key] = items
+        extra = [n for n in names["enabled"] if n not in names["positions"]]
+        if extra:
+            raise ManifestError(f"{where}.pipeline.enabled: {extra[0]!r} is not in pipeline.positions")
+    acc = manifest.get("accumulation")
+    if acc is not None:
+        aw = f"{where}.accumulation"
+        _need(manifest, "accumulation", dict, where)
+        if _need(acc, "mode", str, aw) not in ACC_MODES:
+            raise ManifestError(f"{aw}.mode: expected one of {', '.join(ACC_MODES)}, got {acc['mode']!r}")
+        _check_int(acc, "accumulator_width", aw, 1)
+        if _need(acc, "guard_bits", (int, type(None)), aw) is not None and acc["guard_bits"] < 0:
+            raise ManifestError(f"{aw}.guard_bits: expected an integer >= 0, got {acc['guard_bits']}")
+
+
 def validate_manifest(manifest: Any) -> dict[str, Any]:
     """Check ``manifest`` against the schema of docs/manifest.md; return it, or raise ``ManifestError``
     naming the first missing or bad key."""
@@ -211,6 +279,7 @@ def validate_manifest(manifest: Any) -> dict[str, Any]:
     _check_int(manifest, "lanes", where, 1)
     _check_int(manifest, "latency", where, 0)
     _check_int(manifest, "initiation_interval", where, 1)
+    _check_timing_keys(manifest, where)
     clock = _need(manifest, "clock", dict, where)
     _need(clock, "name", str, "manifest.clock")
     if _need(clock, "edge", str, "manifest.clock") not in ("posedge", "negedge"):

@@ -31,7 +31,7 @@ __all__ = [
     "AREA_METRICS", "DEFAULT_ENCODE_FORMATS", "DEFAULT_FLOWS", "DEFAULT_FORMATS", "DEFAULT_UNITS",
     "ENCODE_SKIPPED_FLOWS", "OVERHEAD_PAIRS",
     "ReportResult",
-    "build_for_area", "format_figure", "measure_unit", "pareto_front", "run_report",
+    "build_for_area", "format_figure", "measure_unit", "pareto_front", "pipeline_text", "run_report", "unit_build",
 ]
 
 DEFAULT_FORMATS = ("mxfp4_e2m1", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp8_e4m3", "nxfp4", "nxfp5", "nxfp6")
@@ -70,27 +70,50 @@ class UnitBuild:
     config: dict[str, Any]
     config_hash: str
     formats: dict[str, str]
+    block_size: int = 0
+    initiation_interval_per_block: int = 0
+    pipeline: dict[str, list[str]] = field(default_factory=dict)
+    accumulation: dict[str, Any] | None = None
+
+    def facts(self) -> dict[str, Any]:
+        """The JSON-ready facts of a record (everything but the Verilog)."""
+        return {"module": self.module, "lanes": self.lanes, "latency": self.latency,
+                "initiation_interval": self.initiation_interval, "block_size": self.block_size,
+                "initiation_interval_per_block": self.initiation_interval_per_block, "pipeline": self.pipeline,
+                "accumulation": self.accumulation, "config_hash": self.config_hash}
+
+
+def unit_build(comp: Any) -> UnitBuild:
+    """A ``UnitBuild`` of an already constructed unit (emits its Verilog)."""
+    from .generate import emit_verilog
+    from .manifest import accumulation_facts, config_hash, initiation_intervals, pipeline_facts
+
+    ii_beat, ii_block = initiation_intervals(comp)
+    return UnitBuild(unit=comp.unit_kind, module=comp.module_name, verilog=emit_verilog(comp), lanes=int(comp.lanes),
+                     latency=int(comp.latency), initiation_interval=ii_beat,
+                     config=comp.config, config_hash=config_hash(comp.config),
+                     formats={k: f.label for k, f in comp.formats.items()}, block_size=comp.formats["a"].k,
+                     initiation_interval_per_block=ii_block, pipeline=pipeline_facts(comp),
+                     accumulation=accumulation_facts(comp))
 
 
 def build_for_area(unit: str, fmt_a: BlockFormat, fmt_b: BlockFormat | None = None, *, lanes: int | None = None,
-                   pipeline: int | None = None) -> UnitBuild:
+                   pipeline: Any = None, acc: str | None = None, guard_bits: int | None = None) -> UnitBuild:
     """Construct the unit with ``generate.build_unit`` and emit its Verilog."""
-    from .generate import build_unit, emit_verilog
-    from .manifest import config_hash
+    from .generate import build_unit
 
-    comp = build_unit(unit, fmt_a, fmt_b, lanes=lanes, pipeline=pipeline)
-    return UnitBuild(unit=unit, module=comp.module_name, verilog=emit_verilog(comp), lanes=int(comp.lanes),
-                     latency=int(comp.latency), initiation_interval=int(comp.initiation_interval),
-                     config=comp.config, config_hash=config_hash(comp.config),
-                     formats={k: f.label for k, f in comp.formats.items()})
+    return unit_build(build_unit(unit, fmt_a, fmt_b, lanes=lanes, pipeline=pipeline, acc=acc, guard_bits=guard_bits))
 
 
 def throughput(build: UnitBuild | dict[str, Any], fmax_mhz: float | None) -> float | None:
-    """Elements per second at ``fmax_mhz``: lanes per beat / initiation interval x Fmax (MAC/s for dot,
-    values/s for decode, values encoded per second for encode)."""
+    """Elements per second at ``fmax_mhz``: elements per block / cycles per block x Fmax (MAC/s for dot,
+    values/s for decode, values encoded per second for encode). Records without the per-block figures
+    (older caches) use lanes / initiation interval per beat."""
     if fmax_mhz is None:
         return None
-    get = build.get if isinstance(build, dict) else lambda k: getattr(build, k)
+    get = build.get if isinstance(build, dict) else lambda k: getattr(build, k, None)
+    if get("block_size") and get("initiation_interval_per_block"):
+        return get("block_size") / get("initiation_interval_per_block") * fmax_mhz * 1e6
     return get("lanes") / get("initiation_interval") * fmax_mhz * 1e6
 
 
@@ -102,9 +125,7 @@ def measure_unit(build: UnitBuild, flows: Sequence[str], *, workdir: Path,
     for r in results:
         tools.update(r.tools)
     return {
-        "unit": build.unit, "module": build.module, "formats": build.formats, "lanes": build.lanes,
-        "latency": build.latency, "initiation_interval": build.initiation_interval,
-        "config": build.config, "config_hash": build.config_hash,
+        "unit": build.unit, "formats": build.formats, **build.facts(), "config": build.config,
         "generator": {"name": "nxfp-hw", "version": __version__},
         "tools": tools,
         "flows": {r.flow: {**r.to_dict(), "throughput_per_s": throughput(build, r.figures.get("fmax_mhz"))}
@@ -174,15 +195,18 @@ def _load_cached(path: Path) -> dict[str, Any] | None:
 
 def _sweep_one(unit: str, fmt: BlockFormat, flows: Sequence[str], cache: Path, flow_digest: str,
                versions: dict[str, str], flow_opts: dict[str, Any], progress: _Progress,
-               lanes: int | None, pipeline: int | None) -> dict[str, Any]:
-    """All flows of one (unit, format); cached flows are read back, the rest run (build once)."""
+               lanes: int | None, pipeline: Any, dot_opts: dict[str, Any]) -> dict[str, Any]:
+    """All flows of one (unit, format); cached flows are read back, the rest run (build once). ``pipeline``
+    is one setting for every unit or a dict ``{(unit, format label): setting}`` (missing: the default);
+    ``dot_opts`` (``acc``, ``guard_bits``) go to the dot engine."""
     label = f"{unit} {fmt.label}"
     record: dict[str, Any] = {"unit": unit, "format": fmt.label, "flows": {}}
     lanes = min(DEFAULT_REPORT_LANES, fmt.k) if lanes is None else lanes
     t0 = time.monotonic()
     try:
         with _BUILD_LOCK:
-            build = build_for_area(unit, fmt, None, lanes=lanes, pipeline=pipeline)
+            pipe = pipeline.get((unit, fmt.label)) if isinstance(pipeline, dict) else pipeline
+            build = build_for_area(unit, fmt, None, lanes=lanes, pipeline=pipe, **(dot_opts if unit == "dot" else {}))
     except Exception as exc:  # noqa: BLE001 - a failed configuration is reported, the sweep goes on
         msg = f"build: {type(exc).__name__}: {exc}"
         for f in flows:
@@ -190,8 +214,7 @@ def _sweep_one(unit: str, fmt: BlockFormat, flows: Sequence[str], cache: Path, f
             progress.line(f"{label} {f} ... FAILED ({msg})")
         return record
     build_s = time.monotonic() - t0
-    facts = {"module": build.module, "lanes": build.lanes, "latency": build.latency,
-             "initiation_interval": build.initiation_interval, "config_hash": build.config_hash}
+    facts = build.facts()
     record.update(facts)
     verilog_digest = hashlib.sha256(build.verilog.encode()).hexdigest()
     for f in flows:
@@ -224,14 +247,17 @@ def _sweep_one(unit: str, fmt: BlockFormat, flows: Sequence[str], cache: Path, f
 def run_report(*, formats: Sequence[str] = DEFAULT_FORMATS, units: Sequence[str] = DEFAULT_UNITS,
                flows: Sequence[str] = DEFAULT_FLOWS, tensor: np.ndarray | None = None, tensor_label: str | None = None,
                out_dir: Path, cache_dir: Path, jobs: int = 1, force: bool = False, lanes: int | None = None,
-               pipeline: int | None = None, encode_formats: Sequence[str] | None = None,
+               pipeline: Any = None, encode_formats: Sequence[str] | None = None,
                encode_flows: Sequence[str] | None = None, echo: Callable[[str], None] = print,
-               **flow_opts: Any) -> ReportResult:
+               acc: str | None = None, guard_bits: int | None = None, **flow_opts: Any) -> ReportResult:
     """Sweep ``units`` x ``formats`` x ``flows``, measure accuracy on ``tensor`` (default: MiniLM weights),
     and write ``report.md``, ``report.json``, ``area.png`` and ``pareto.png`` into ``out_dir``.
 
-    ``lanes=None`` means ``min(DEFAULT_REPORT_LANES, k)`` for every unit. ``encode_formats`` (default: the
-    same as ``formats``) are the formats of the encode unit; their accuracy is measured too; ``encode_flows``
+    ``lanes=None`` means ``min(DEFAULT_REPORT_LANES, k)`` for every unit. ``pipeline`` is one setting for
+    every unit (a count, names, "none", "all"; None: each unit's default) or ``{(unit, format label):
+    setting}``; ``acc`` and ``guard_bits`` are the dot engine's accumulation mode and guard bits.
+    ``encode_formats`` (default: the same as ``formats``) are the formats of the encode unit; their accuracy
+    is measured too; ``encode_flows``
     (default: ``flows``, a subset of it) its flows (the others are shown as not run). Refuses to replace
     an existing report without ``force``. Failed configurations are listed in the output and the tables; the
     sweep continues."""
@@ -289,7 +315,8 @@ def run_report(*, formats: Sequence[str] = DEFAULT_FORMATS, units: Sequence[str]
                   for u in units}
     combos = [(u, f) for u in units for f in unit_fmts[u]]
     progress = _Progress(sum(len(unit_flows[u]) for u, _ in combos), echo)
-    args = (cache_dir, flow_digest, versions, flow_opts, progress, lanes, pipeline)
+    dot_opts = {k: v for k, v in (("acc", acc), ("guard_bits", guard_bits)) if v is not None}
+    args = (cache_dir, flow_digest, versions, flow_opts, progress, lanes, pipeline, dot_opts)
     if jobs == 1:
         records = [_sweep_one(u, f, unit_flows[u], *args) for u, f in combos]
     else:
@@ -388,6 +415,13 @@ _FLOW_COLUMNS: dict[str, list[tuple[str, str, Callable[[dict[str, Any]], Any]]]]
 }
 
 
+def pipeline_text(pipe: dict[str, list[str]] | None) -> str:
+    """``enabled/positions`` register positions of a record (``-`` when unknown)."""
+    if not pipe or not pipe.get("positions"):
+        return "-"
+    return f"{len(pipe['enabled'])}/{len(pipe['positions'])}"
+
+
 def _table(head: list[str], rows: list[list[str]]) -> str:
     out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
@@ -402,13 +436,18 @@ def render_markdown(data: dict[str, Any]) -> str:
              "regenerate with `scripts/make_report.sh`). Figures are defined in docs/area.md.\n",
              f"Accuracy: relative MSE (MSE / mean(x^2)) and SQNR of quantize -> dequantize on "
              f"{data['tensor']['label']} ({data['tensor']['values']:,} values, digest {data['tensor']['digest']}).\n",
-             "Tools: " + ", ".join(f"{k} {v}" for k, v in data["tools"].items()) + ".\n"]
+             "Tools: " + ", ".join(f"{k} {v}" for k, v in data["tools"].items()) + ".\n",
+             "Pipeline: register positions enabled / positions of the unit (which ones: `results[].pipeline` in "
+             "report.json; docs/timing.md). acc: the dot engine's accumulation mode (spec 8.1). Throughput is "
+             "elements per block / cycles per block x Fmax.\n"]
     fail_lines = []
     for unit in data["units"]:
         recs = [r for r in data["results"] if r["unit"] == unit]
         what = "MAC/s" if unit == "dot" else "values/s"
         lines.append(f"\n## {unit} unit\n")
-        head = ["format", "bits/elem", "rel. MSE", "SQNR dB", "lanes", "latency"]
+        head = ["format", "bits/elem", "rel. MSE", "SQNR dB", "lanes", "latency", "pipeline"]
+        if unit == "dot":
+            head.append("acc")
         for flow in data["flows"]:
             head += [c[1] for c in _FLOW_COLUMNS[flow]]
             if flow in ("asic", "ice40"):
@@ -417,7 +456,9 @@ def render_markdown(data: dict[str, Any]) -> str:
         for r in recs:
             f = fm[r["format"]]
             row = [r["format"], f"{f['bits_per_element']:.3g}", f"{f['relative_mse']:.4g}", format_figure(f["sqnr_db"]),
-                   format_figure(r.get("lanes")), format_figure(r.get("latency"))]
+                   format_figure(r.get("lanes")), format_figure(r.get("latency")), pipeline_text(r.get("pipeline"))]
+            if unit == "dot":
+                row.append((r.get("accumulation") or {}).get("mode", "-"))
             for flow in data["flows"]:
                 v = r["flows"].get(flow, {})
                 ncol = len(_FLOW_COLUMNS[flow]) + (flow in ("asic", "ice40"))
