@@ -237,10 +237,11 @@ def test_random_stream(name_a: str, name_b: str, lanes_div: int) -> None:
     _check(fa, ha, ca, fb, hb, cb, last, got)
 
 
+@pytest.mark.parametrize("mode", ACC_MODES)
 @pytest.mark.parametrize(("name_a", "name_b"), [("mxfp8_e5m2", "mxfp8_e5m2"), ("nxfp4", "mxfp8_e4m3")])
-def test_random_extreme_scales(name_a: str, name_b: str) -> None:
-    """Scales over the whole range: overflow to Inf, subnormal and underflowing block results."""
-    rng = np.random.default_rng(_seed(4242))
+def test_random_extreme_scales(name_a: str, name_b: str, mode: str) -> None:
+    """Scales over the whole range: overflow to Inf, subnormal and underflowing results, every mode."""
+    rng = np.random.default_rng(_seed(4242 + ACC_MODES.index(mode)))
     fa, fb = PRESETS[name_a], PRESETS[name_b]
     n = 40
     ha, ca = _random_blocks(fa, n, rng, scale_spread=127)
@@ -248,9 +249,9 @@ def test_random_extreme_scales(name_a: str, name_b: str) -> None:
     last = np.ones(n, dtype=bool)
     last[::3] = False
     last[-1] = True
-    got = _simulate(DotEngine(fa, fb, lanes=fa.k // 2), ha, ca, hb, cb, last, rng=rng, valid_prob=0.9,
+    got = _simulate(DotEngine(fa, fb, lanes=fa.k // 2, acc=mode), ha, ca, hb, cb, last, rng=rng, valid_prob=0.9,
                     ready_prob=0.8)
-    _check(fa, ha, ca, fb, hb, cb, last, got)
+    _check_mode(fa, ha, ca, fb, hb, cb, last, got, mode)
 
 
 @pytest.mark.parametrize("pipeline", [0, 1, 2, 3, "none", "all", "sum,acc_add", "block,acc_align,acc_norm"])

@@ -207,3 +207,38 @@ class FP32Adder(wiring.Component):
         else:
             m.d.comb += self.s.eq(result)
         return m
+
+
+def coarse_normalise(m: Module, mag: Value, *, chunk: int = 16, keep: int = 3,
+                     name: str = "coarse") -> tuple[Value, Value, int]:
+    """Chunk-wise normalisation of a wide magnitude before one rounding (``exact`` mode).
+
+    Picks the highest non-zero ``chunk``-bit chunk and returns ``(window, offset, max_offset)``:
+    ``window`` holds that chunk and the ``keep - 1`` chunks below it, then one sticky bit (the OR
+    of everything lower) as its LSB, so ``mag ≈ window * 2^(offset - 1)`` with the sticky bit
+    jammed below any rounding position of a binary32 result (the leading one lies in the top
+    chunk, at least ``(keep - 1) * chunk >= 25`` bits above the jam). ``offset`` counts bits
+    dropped below the window; ``max_offset`` is its largest value.
+    """
+    mag = Value.cast(mag)
+    n = -(-len(mag) // chunk)
+    if n <= keep:
+        return Cat(C(0, 1), mag), C(0, 1), 0
+    padded = Cat(mag, C(0, n * chunk - len(mag)))
+    nonzero = [padded[i * chunk:(i + 1) * chunk].any() for i in range(n)]
+    # The window's bottom chunk: the top non-zero chunk minus (keep - 1), at least 0.
+    bottom = Signal(range(n - keep + 1), name=f"{name}_bottom")
+    choice = C(0, len(bottom))
+    for i in range(keep, n):  # ascending: the highest non-zero chunk wins
+        choice = Mux(nonzero[i], i - keep + 1, choice)
+    m.d.comb += bottom.eq(choice)
+    windows = [padded[b * chunk:(b + keep) * chunk] for b in range(n - keep + 1)]
+    below = [Cat(*nonzero[:b]).any() if b else C(0, 1) for b in range(n - keep + 1)]
+    window = Signal(keep * chunk + 1, name=f"{name}_window")
+    picked = Cat(below[0], windows[0])
+    for b in range(1, n - keep + 1):
+        picked = Mux(bottom == b, Cat(below[b], windows[b]), picked)
+    m.d.comb += window.eq(picked)
+    offset = Signal(range((n - keep) * chunk + 1), name=f"{name}_offset")
+    m.d.comb += offset.eq(bottom * chunk)
+    return window, offset, (n - keep) * chunk

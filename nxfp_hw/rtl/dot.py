@@ -37,7 +37,7 @@ from amaranth.lib.wiring import In, Out
 from ..formats import BlockFormat
 from ..golden.decode import element_parts
 from ..golden.dot import exact_sum_bits, exact_sum_lsb_exponent
-from .accumulate import float_accumulate, normalise, segmented_accumulate, unpack_fp32
+from .accumulate import coarse_normalise, float_accumulate, normalise, segmented_accumulate, unpack_fp32
 from .element_decode import ElementDecoder, HeaderDecoder
 from .fixed_sum import adder_tree, align_product, lane_bound
 from .float_round import round_to_ieee
@@ -55,15 +55,15 @@ _LOOP = ("acc_align", "acc_add", "acc_norm")
 POSITIONS = {
     "fp32": (*_FRONT, "block_norm", "block", *_LOOP),
     "fused": (*_FRONT, "block_norm", *_LOOP),
-    "exact": (*_FRONT, "shift", "resolve_lo", "resolve", "magnitude", "final_norm"),
+    "exact": (*_FRONT, "shift", "resolve_lo", "resolve", "magnitude", "coarse", "final_norm"),
 }
 # Order in which a register count fills the positions (the most useful cut first).
 PREFERENCE = {
     "fp32": ("block", "sum", "products", "acc_add", "acc_norm", "scale", "block_norm", "acc_align", "tree",
              "decode"),
     "fused": ("block_norm", "sum", "products", "acc_add", "acc_norm", "scale", "acc_align", "tree", "decode"),
-    "exact": ("shift", "resolve", "magnitude", "sum", "products", "final_norm", "resolve_lo", "scale", "tree",
-              "decode"),
+    "exact": ("shift", "resolve", "magnitude", "sum", "products", "final_norm", "coarse", "resolve_lo", "scale",
+              "tree", "decode"),
 }
 # Timing-closed defaults (docs/timing.md): every position of the datapath registered.
 DEFAULT_CUTS = {mode: POSITIONS[mode] for mode in ACC_MODES}
@@ -152,7 +152,7 @@ class DotEngine(wiring.Component):
             self.window: ExactWindow | None = dot_exact_window(fmt_a, fmt_b, guard_bits)
             self.accumulator_width = self.window.width
             self.loop_cycles = 1
-            back = sum(c in self.cuts for c in ("shift", "resolve_lo", "resolve", "magnitude", "final_norm"))
+            back = sum(c in self.cuts for c in POSITIONS["exact"][len(_FRONT):])
             self.latency = front + back + 2  # the accumulator register and the output register
         else:
             self.window = None
@@ -429,6 +429,10 @@ class DotEngine(wiring.Component):
         is_inf = h["pinf"] | h["ninf"]
         v, h = cuts.cut("magnitude", v, {"mag": mag, "sign": Mux(is_inf, h["ninf"], neg), "is_nan": is_nan,
                                          "is_inf": is_inf, "last": h["last"]})
+        # Chunk-wise normalisation first, so the rounder sees a short word (the rest jammed as sticky).
+        coarse, offset, max_offset = coarse_normalise(m, h["mag"], name="coarse")
+        v, h = cuts.cut("coarse", v, {"mag": coarse, "offset": offset,
+                                      **{key: h[key] for key in ("sign", "is_nan", "is_inf", "last")}})
         state = {"v": v, "last": h["last"]}
 
         def norm_cut(fields: dict[str, Value]) -> dict[str, Value]:
@@ -436,8 +440,12 @@ class DotEngine(wiring.Component):
             state["last"] = g2.pop("last")
             return g2
 
-        result = round_to_ieee(m, sign=h["sign"], magnitude=h["mag"], exponent=window.lsb_exponent,
-                               is_nan=h["is_nan"], is_inf=h["is_inf"], name="final", cut=norm_cut)
+        lsb = window.lsb_exponent - 1  # the window's LSB is the jammed sticky bit
+        exponent = Signal(signed(max(len(Value.cast(lsb)), len(h["offset"]) + 1) + 2), name="final_exp")
+        m.d.comb += exponent.eq(h["offset"] + lsb)
+        result = round_to_ieee(m, sign=h["sign"], magnitude=h["mag"], exponent=exponent, is_nan=h["is_nan"],
+                               is_inf=h["is_inf"], name="final", cut=norm_cut,
+                               exponent_range=(lsb, lsb + max_offset))
         with m.If(advance):
             m.d.sync += self.o.valid.eq(state["v"] & state["last"])
             with m.If(state["v"] & state["last"]):
