@@ -552,3 +552,54 @@ def test_reduce_bits_arguments() -> None:
         reduce_bits(f, h, c, parse_format("mxfp4_e2m1,k=16"), h, c[:, :16], [0, 1])
     for mode in ACC_MODES:
         assert reduce_bits(f, h[:0], c[:0], f, h[:0], c[:0], np.zeros(0, bool), mode=mode).tolist() == []
+
+
+# --- the regression's directed mode cases (verif.vectors) ------------------------------------------------
+@pytest.mark.parametrize("na,nb", [("mxfp8_e4m3", "mxfp8_e4m3"), ("mxfp8_e5m2", "mxint8"), ("mxfp4_e2m1", "nxfp6"),
+                                   ("nxfp4", "nxfp4")])
+def test_mode_directed_cases_single_out_their_mode(na: str, nb: str) -> None:
+    from verif.vectors import dot_mode_directed, dot_vectors
+
+    rng = np.random.default_rng(SEED)
+    print(f"seed={SEED} (NXFP_SEED overrides)")
+    fa, fb = PRESETS[na], PRESETS[nb]
+    for g in (DEFAULT_GUARD_BITS, 1):
+        s = dot_mode_directed(fa, fb, rng, guard_bits=g)
+        ends = np.flatnonzero(s.last)
+        got = {m: reduce_bits(fa, s.ha, s.ca, fb, s.hb, s.cb, s.last, mode=m, guard_bits=g) for m in ACC_MODES}
+        seen = dict.fromkeys(ACC_MODES, 0)
+        for i, e in enumerate(ends):
+            name = s.case[e]
+            mode = name.split(":")[0]
+            if mode in ACC_MODES:
+                mine = got[mode][i]
+                assert all(mine != got[o][i] for o in ACC_MODES if o != mode), name
+                seen[mode] += 1
+        assert seen["exact"] >= 3
+        if na.startswith("mx") and nb.startswith("mx"):
+            assert seen["fp32"] >= 3 and seen["fused"] >= 2, seen
+        window = [s.case[e] for e in ends if s.case[e].startswith("exact window")]
+        if g == 1:
+            assert any("leave it: NaN" in w for w in window) and any("just fit" in w for w in window)
+            assert got["exact"][[s.case[e].endswith(": NaN (guard bits 1)") for e in ends]].tolist() == [NAN32] * sum(
+                "NaN (guard bits 1)" in w for w in window)
+        else:
+            assert not window
+        for mode in ACC_MODES:
+            vs = dot_vectors(fa, fb, fa.k, s, rng, mode=mode, guard_bits=g)
+            np.testing.assert_array_equal(vs.expected["result"], got[mode])
+            assert vs.meta["accumulation"] == mode and vs.meta["guard_bits"] == g
+            np.testing.assert_array_equal(vs.aux["mode_results"], np.stack([got[m] for m in ACC_MODES], axis=1))
+
+
+def test_dot_mode_of_manifest() -> None:
+    from verif.vectors import dot_mode_of
+
+    assert dot_mode_of({}) == ("fp32", DEFAULT_GUARD_BITS)
+    assert dot_mode_of({"config": {"accumulation": "fused"}}) == ("fused", DEFAULT_GUARD_BITS)
+    assert dot_mode_of({"config": {"accumulation": "exact", "guard_bits": 3}}) == ("exact", 3)
+    assert dot_mode_of({"accumulation": {"mode": "exact", "guard_bits": 2, "accumulator_width": 9},
+                        "config": {"accumulation": "exact", "guard_bits": 2}}) == ("exact", 2)
+    assert dot_mode_of({"accumulation": {"mode": "fp32", "guard_bits": None}}) == ("fp32", DEFAULT_GUARD_BITS)
+    with pytest.raises(ValueError, match="kahan"):
+        dot_mode_of({"config": {"accumulation": "kahan"}})

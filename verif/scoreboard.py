@@ -8,6 +8,7 @@ into such text; the testbenches build the per-transaction description from them.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -15,7 +16,7 @@ import numpy as np
 
 from nxfp_hw.formats import BlockFormat
 
-__all__ = ["Mismatch", "Scoreboard", "describe_elements", "describe_header", "float_of_bits", "show_bits"]
+__all__ = ["Mismatch", "Scoreboard", "describe_elements", "describe_header", "float_of_bits", "show_bits", "show_exact"]
 
 _FLOAT_VIEW = {32: (np.uint32, np.float32), 16: (np.uint16, np.float16)}
 
@@ -33,6 +34,19 @@ def show_bits(bits: int, kind: str = "fp32") -> str:
     """``0x3fc00000 (1.5)``."""
     digits = 4 if kind in ("fp16", "bf16") else 8
     return f"0x{bits:0{digits}x} ({float_of_bits(bits, kind)!r})"
+
+
+def show_exact(units: int, lsb_exponent: int) -> str:
+    """An exact dyadic value ``units * 2**lsb_exponent`` as ``-3*2^-140 (~-2.1e-42)`` (odd significand)."""
+    if units == 0:
+        return "0"
+    tz = (abs(units) & -abs(units)).bit_length() - 1
+    m, e = units >> tz, lsb_exponent + tz
+    try:
+        approx = f"{math.ldexp(float(m), e):.9g}"
+    except OverflowError:
+        approx = f"{'-' if m < 0 else ''}inf"
+    return f"{m}*2^{e} (~{approx})"
 
 
 def describe_header(fmt: BlockFormat, header: int) -> str:

@@ -9,9 +9,12 @@ expected output fields per transaction (``out.<field>``), auxiliary arrays for m
   code (spec 7);
 - dot: :func:`dot_directed` builds corner cases (spec 8: NaN/Inf, Inf*0, +Inf + -Inf, maximum
   magnitudes, subnormal and overflowing results, exact ties, cancellation, recycled codes, every
-  selector), :func:`dot_random` seeded blocks from Gaussian, Student-t, MiniLM weights (through
-  the golden quantizer) and raw random codes; :func:`dot_vectors` splits blocks into beats and
-  computes the block results and their fp32 accumulation;
+  selector), :func:`dot_mode_directed` reductions that tell the accumulation modes of spec 8.1
+  apart (cancellation, ties at every rounding point, overflow brought back, signed zeros, leaving
+  the ``exact`` window for a given ``guard_bits``), :func:`dot_random` seeded blocks from Gaussian,
+  Student-t, MiniLM weights (through the golden quantizer) and raw random codes; :func:`dot_vectors`
+  splits blocks into beats and computes the results of the unit's accumulation mode
+  (:func:`~nxfp_hw.golden.dot.reduce_bits`); :func:`dot_mode_of` reads the mode from a manifest;
 - encode: :func:`encode_directed` builds the blocks of spec 5's rules (zeros of both signs, NaN/Inf,
   subnormal inputs, float32 extremes, saturation, negatives rounding to zero, exact ties at every
   rounding midpoint and one ulp either side, exact scale boundaries and one ulp either side, pairs
@@ -34,12 +37,20 @@ import numpy as np
 
 from nxfp_hw.formats import BlockFormat
 from nxfp_hw.golden.decode import decode_bits
-from nxfp_hw.golden.dot import block_dot_bits, dot_accumulate_bits
+from nxfp_hw.golden.dot import (
+    ACC_MODES,
+    DEFAULT_GUARD_BITS,
+    block_dot_bits,
+    block_exact_values,
+    dot_accumulate_bits,
+    exact_window,
+    reduce_bits,
+)
 
 __all__ = ["BlockStream", "DISTRIBUTIONS", "ENCODE_DISTRIBUTIONS", "ENCODE_INPUTS", "VectorSet", "decode_exhaustive",
-           "decode_vectors", "dot_directed", "dot_random", "dot_vectors", "encode_directed", "encode_pairs",
-           "encode_random", "encode_vectors", "encoder_metric", "load_vector_set", "pair_errors", "pair_format",
-           "savez_atomic"]
+           "decode_vectors", "dot_directed", "dot_mode_directed", "dot_mode_of", "dot_random", "dot_vectors",
+           "encode_directed", "encode_pairs", "encode_random", "encode_vectors", "encoder_metric", "load_vector_set",
+           "pair_errors", "pair_format", "savez_atomic"]
 
 DISTRIBUTIONS = ("gaussian", "student_t", "minilm", "codes")
 
@@ -404,6 +415,295 @@ def _ties_and_cancellation(fa: BlockFormat, fb: BlockFormat, s: BlockStream) -> 
         s.add("block cancellation", hdr_a, ca, hdr_b, cb)
 
 
+# --- dot: accumulation modes (spec 8.1) -----------------------------------------------------------
+@dataclass(frozen=True)
+class _Pow2Pair:
+    """Products that are powers of two for one (selector a, selector b): exponent -> (code a, code b)."""
+
+    sel_a: int
+    sel_b: int
+    pos: dict[int, tuple[int, int]]
+    neg: dict[int, tuple[int, int]]
+
+
+def _signed_pow2(fmt: BlockFormat, sel: int) -> tuple[dict[int, int], dict[int, int]]:
+    """``({e: code of +2**e}, {e: code of -2**e})`` under selector ``sel`` (recycling option 0)."""
+    table = fmt.element_table(sel, 0)
+    pos: dict[int, int] = {}
+    neg: dict[int, int] = {}
+    for code in np.flatnonzero(np.isfinite(table) & (table != 0)):
+        m, e = np.frexp(abs(table[code]))
+        if m == 0.5:
+            (neg if table[code] < 0 else pos).setdefault(int(e) - 1, int(code))
+    return pos, neg
+
+
+@cache
+def _pow2_pairs(fa: BlockFormat, fb: BlockFormat) -> tuple[_Pow2Pair, ...]:
+    out = []
+    for sel_a in range(len(fa.elements)):
+        pa, na = _signed_pow2(fa, sel_a)
+        for sel_b in range(len(fb.elements)):
+            pb, nb = _signed_pow2(fb, sel_b)
+            pos: dict[int, tuple[int, int]] = {}
+            neg: dict[int, tuple[int, int]] = {}
+            for ea, ca in sorted(pa.items()):
+                for eb, cb in sorted(pb.items()):
+                    pos.setdefault(ea + eb, (ca, cb))
+                for eb, cb in sorted(nb.items()):
+                    neg.setdefault(ea + eb, (ca, cb))
+            for ea, ca in sorted(na.items()):
+                for eb, cb in sorted(pb.items()):
+                    neg.setdefault(ea + eb, (ca, cb))
+            out.append(_Pow2Pair(sel_a, sel_b, pos, neg))
+    return tuple(out)
+
+
+@cache
+def _scale_sums(fa: BlockFormat, fb: BlockFormat) -> dict[int, tuple[int, int]]:
+    """``{ta + tb: (scale code a, scale code b)}`` over the scale codes of value exactly ``2**t``, moderate first."""
+    def pow2(fmt: BlockFormat) -> dict[int, int]:
+        return {e: c for e in range(-200, 200) if (c := _scale_code(fmt, e)) is not None}
+
+    sa, sb = pow2(fa), pow2(fb)
+    out: dict[int, tuple[int, int]] = {}
+    for ta in sorted(sa, key=abs):
+        for tb in sorted(sb, key=abs):
+            out.setdefault(ta + tb, (sa[ta], sb[tb]))
+    return out
+
+
+Terms = list[tuple[int, bool]]  # one product +-2**e per term: (e, negative)
+
+
+def _offsets(pair: _Pow2Pair, terms: Terms) -> set[int]:
+    """Every ``d`` such that the products ``2**(e_i - d)`` (with their signs) exist for ``pair``."""
+    d: set[int] | None = None
+    for e, negative in terms:
+        here = {e - p for p in (pair.neg if negative else pair.pos)}
+        d = here if d is None else d & here
+    return d or set()
+
+
+def _block_exponents(fa: BlockFormat, fb: BlockFormat, terms: Terms) -> set[int]:
+    """Shifts ``E`` for which a block with the products ``+-2**(E + e_i)`` exists."""
+    sums = _scale_sums(fa, fb)
+    return {t + d for pair in _pow2_pairs(fa, fb) for d in _offsets(pair, terms) for t in sums}
+
+
+def _place(fa: BlockFormat, fb: BlockFormat, terms: Terms) -> tuple[int, np.ndarray, int, np.ndarray] | None:
+    """One block pair whose exact value is ``sum +-2**e_i`` (one lane per term, spread over the block)."""
+    k = fa.k
+    if len(terms) > k:
+        return None
+    sums = _scale_sums(fa, fb)
+    lanes = np.linspace(0, k - 1, len(terms)).round().astype(int) if len(terms) > 1 else np.zeros(1, int)
+    for pair in _pow2_pairs(fa, fb):
+        for t in sums:
+            if not all(e - t in (pair.neg if n else pair.pos) for e, n in terms):
+                continue
+            ca, cb = _zeros(k), _zeros(k)
+            for lane, (e, negative) in zip(lanes, terms, strict=True):
+                ca[lane], cb[lane] = (pair.neg if negative else pair.pos)[e - t]
+            code_a, code_b = sums[t]
+            return fa.make_header(code_a, pair.sel_a), ca, fb.make_header(code_b, pair.sel_b), cb
+    return None
+
+
+def _add_case(s: BlockStream, fa: BlockFormat, fb: BlockFormat, name: str, blocks: list[Terms | None], *,
+              shift: tuple[int, int] | None = None) -> bool:
+    """Append one reduction of blocks with chosen exact values (``None``: an all-zero block). With ``shift =
+    (lo, hi)`` the exponents are relative to a common ``2**E``, ``E`` in ``lo..hi`` (nearest 0 first)."""
+    e = 0
+    if shift is not None:
+        ok = set(range(shift[0], shift[1] + 1))
+        for terms in blocks:
+            if terms is not None:
+                ok &= _block_exponents(fa, fb, terms)
+        if not ok:
+            return False
+        e = min(ok, key=lambda x: (abs(x), x))
+    placed = []
+    k = fa.k
+    zero = (fa.make_header(_scale_code(fa, 0) or 0), _zeros(k), fb.make_header(_scale_code(fb, 0) or 0), _zeros(k))
+    for terms in blocks:
+        if terms is None:
+            placed.append(zero)
+            continue
+        b = _place(fa, fb, [(x + e, n) for x, n in terms])
+        if b is None:
+            return False
+        placed.append(b)
+    s.add(name, [b[0] for b in placed], np.stack([b[1] for b in placed]), [b[2] for b in placed],
+          np.stack([b[3] for b in placed]))
+    return True
+
+
+def _max_value_blocks(fa: BlockFormat, fb: BlockFormat) -> list[tuple[int, int, np.ndarray, int, np.ndarray]]:
+    """The largest positive and the most negative finite block values: ``(value units, ha, ca, hb, cb)``."""
+    k = fa.k
+    out = []
+    for sel_a in range(len(fa.elements)):
+        for sel_b in range(len(fb.elements)):
+            ha, hb = fa.make_header(fa.scale.max_code, sel_a), fb.make_header(fb.scale.max_code, sel_b)
+            for na in (False, True):
+                ca = np.full(k, _max_code(fa, sel_a, negative=na))
+                cb = np.full(k, _max_code(fb, sel_b))
+                v = block_exact_values(fa, np.array([ha]), ca[None], fb, np.array([hb]), cb[None]).mag_signed[0]
+                out.append((int(v), ha, ca, hb, cb))
+    return [max(out, key=lambda b: b[0]), min(out, key=lambda b: b[0])]
+
+
+def dot_mode_directed(fa: BlockFormat, fb: BlockFormat, rng: np.random.Generator, *,
+                      guard_bits: int = DEFAULT_GUARD_BITS, max_window_blocks: int = 64,
+                      searched: int = 2) -> BlockStream:
+    """Reductions that only the right accumulation mode (spec 8.1) gets right, for every mode, plus the
+    signed-zero and NaN/Inf corners of the modes; cases the format pair cannot express are skipped.
+
+    Labels start with the mode they single out (``fp32:``, ``fused:``, ``exact:``; ``modes:`` for corners
+    where all agree). Constructed cases use products that are powers of two; ``searched`` more per mode
+    come from random dense blocks (rounding through the scales' nano-mantissas, which powers of two miss).
+    Window cases (``exact window: ...``) take ``guard_bits``: reductions of the largest block value that
+    just fit, just leave (NaN), and leave and come back (still NaN), when they need at most
+    ``max_window_blocks`` blocks.
+    """
+    s = BlockStream.empty(fa.k)
+    normal = (-96, 100)  # a common shift keeping every value a normal fp32 number
+
+    def case(name: str, blocks: list[Terms | None], shift: tuple[int, int] | None = normal) -> None:
+        _add_case(s, fa, fb, name, blocks, shift=shift)
+
+    p, m = False, True
+    # fp32 (two roundings per block) differs from fused and exact
+    case("fp32: block rounding tie, [2^-24], [1 + 2^-24]", [[(-24, p)], [(0, p), (-24, p)]])
+    case("fp32: block rounds away a cancelling tail, [1], [-1 + 2^-25]", [[(0, p)], [(0, m), (-25, p)]])
+    case("fp32: subnormal block tie, [2^-149], [2^-150]", [[(-149, p)], [(-150, p)]], None)
+    case("fp32: overflowing block after a negative one, [-2^127], [2^128]", [[(127, m)], [(128, p)]], None)
+    tiny = (-175, -151)  # below half the smallest subnormal
+    case("fp32: negative value rounding to zero (fp32 +0, fused/exact -0)", [[(0, m)]], tiny)
+    # fused (one rounding per block) differs from fp32 and exact
+    case("fused: tie only fused sees, [8], [-7 + 3*2^-24], [-2^-24]",
+         [[(3, p)], [(2, m), (1, m), (0, m), (-23, p), (-24, p)], [(-24, m)]])
+    case("fused: cancellation, [1], [2^-30], [-1 + 2^-25]", [[(0, p)], [(-30, p)], [(0, m), (-25, p)]])
+    case("fused: subnormal ties, [2^-149], [2^-150], [-2^-150]", [[(-149, p)], [(-150, p)], [(-150, m)]], None)
+    case("fused: overflow undone, then two half-ulp ties, [-2^127], [2^128], [2^103], [2^103]",
+         [[(127, m)], [(128, p)], [(103, p)], [(103, p)]], None)
+    # exact (one rounding per reduction) differs from fp32 and fused
+    case("exact: cancellation big + small - big, [1], [2^-30], [-1]", [[(0, p)], [(-30, p)], [(0, m)]])
+    case("exact: final rounding tie, [1], [2^-23], [2^-25], [2^-25]",
+         [[(0, p)], [(-23, p)], [(-25, p)], [(-25, p)]])
+    case("exact: two half-ulp blocks add up, [1], [2^-24], [2^-24]", [[(0, p)], [(-24, p)], [(-24, p)]])
+    case("exact: overflow brought back by a later block, [2^128], [-2^127]", [[(128, p)], [(127, m)]], None)
+    case("exact: -0 survives a zero block, [-2^-151 or less], [0] (fused +0)", [[(0, m)], None], tiny)
+    case("exact: subnormal half ulps, [2^-150] x 2, [2^-149]", [[(-150, p)], [(-150, p)], [(-149, p)]], None)
+    # corners where the modes agree
+    case("modes: exact cancellation is +0, [-1], [1]", [[(0, m)], [(0, p)]])
+    case("modes: zero blocks only", [None, None], None)
+    _mode_specials(s, fa, fb)
+    _window_cases(s, fa, fb, guard_bits, max_window_blocks)
+    if searched:
+        s.add_stream(_mode_search(fa, fb, rng, searched, guard_bits))
+    return s
+
+
+def _mode_search(fa: BlockFormat, fb: BlockFormat, rng: np.random.Generator, count: int, guard_bits: int,
+                 pool: int = 768) -> BlockStream:
+    """Random 2- and 3-block reductions (dense codes, nearby scales) on which one mode differs from both others."""
+    ha, ca = random_blocks(fa, "codes", pool, rng)
+    hb, cb = random_blocks(fb, "codes", pool, rng)
+    ends = np.cumsum(rng.integers(2, 4, pool)) - 1
+    last = np.zeros(pool, bool)
+    last[ends[ends < pool]] = True
+    last[-1] = True
+    got = np.stack([reduce_bits(fa, ha, ca, fb, hb, cb, last, mode=m, guard_bits=guard_bits) for m in ACC_MODES])
+    ends = np.flatnonzero(last)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    out = BlockStream.empty(fa.k)
+    for j, mode in enumerate(ACC_MODES):
+        others = [i for i in range(len(ACC_MODES)) if i != j]
+        hits = np.flatnonzero((got[j] != got[others[0]]) & (got[j] != got[others[1]]))
+        for r in hits[:count]:
+            sl = slice(starts[r], ends[r] + 1)
+            out.add(f"{mode}: found by search", ha[sl], ca[sl], hb[sl], cb[sl])
+    return out
+
+
+def _mode_specials(s: BlockStream, fa: BlockFormat, fb: BlockFormat) -> None:
+    """Inf and NaN blocks across a reduction, overflow then -Inf (fp32/fused NaN, exact -Inf)."""
+    k = fa.k
+    big = _max_value_blocks(fa, fb)[0]
+    for side, fmt in (("a", fa), ("b", fb)):
+        for sel in range(len(fmt.elements)):
+            table = fmt.element_table(sel, 0)
+            pinf, ninf, nan = (np.flatnonzero(table == np.inf), np.flatnonzero(table == -np.inf),
+                               np.flatnonzero(np.isnan(table)))
+            other = fb if side == "a" else fa
+            one = _max_code(other)
+            hdr = fmt.make_header(_scale_code(fmt, 0) or 0, sel)
+            hdr_other = other.make_header(_scale_code(other, 0) or 0)
+
+            def special(code: int, hdr=hdr, hdr_other=hdr_other, one=one, side=side) -> tuple:
+                mine, theirs = _zeros(k), _zeros(k)
+                mine[0], theirs[0] = code, one
+                return (hdr, mine, hdr_other, theirs) if side == "a" else (hdr_other, theirs, hdr, mine)
+
+            def add(name: str, blocks: list[tuple]) -> None:
+                s.add(name, [b[0] for b in blocks], np.stack([b[1] for b in blocks]), [b[2] for b in blocks],
+                      np.stack([b[3] for b in blocks]))
+
+            label = f"({fmt.elements[sel].name} in {side})"
+            if pinf.size and ninf.size:
+                add(f"modes: +Inf block then -Inf block {label}", [special(pinf[0]), special(ninf[0])])
+                add(f"modes: -Inf block then a finite block {label}", [special(ninf[0]), big[1:]])
+                add(f"exact: overflowing block then -Inf (fp32/fused NaN) {label}", [big[1:], special(ninf[0])])
+            if nan.size:
+                add(f"modes: finite, NaN, finite blocks {label}", [big[1:], special(nan[0]), big[1:]])
+
+
+def _window_cases(s: BlockStream, fa: BlockFormat, fb: BlockFormat, guard_bits: int, limit: int) -> None:
+    """Reductions of the largest block values at the edges of the ``exact`` window of ``guard_bits``."""
+    width = exact_window(fa, fb, guard_bits).width
+    top, bottom = _max_value_blocks(fa, fb)
+
+    def add(name: str, blocks: list[tuple]) -> None:
+        s.add(name, [b[1] for b in blocks], np.stack([b[2] for b in blocks]), [b[3] for b in blocks],
+              np.stack([b[4] for b in blocks]))
+
+    fit_up = ((1 << (width - 1)) - 1) // top[0] if top[0] > 0 else 0
+    fit_down = (1 << (width - 1)) // -bottom[0] if bottom[0] < 0 else 0
+    g = f"guard bits {guard_bits}"
+    if top[0] > 0 and 0 < fit_up < limit:
+        add(f"exact window: {fit_up} largest blocks just fit ({g})", [top] * fit_up)
+        add(f"exact window: {fit_up + 1} largest blocks leave it: NaN ({g})", [top] * (fit_up + 1))
+        if bottom[0] < 0 and fit_up + 1 + (top[0] * (fit_up + 1)) // -bottom[0] < 2 * limit:
+            back = (top[0] * (fit_up + 1)) // -bottom[0]
+            add(f"exact window: out and back in ({fit_up + 1} largest, {back} most negative blocks): NaN ({g})",
+                [top] * (fit_up + 1) + [bottom] * back)
+    if bottom[0] < 0 and 0 < fit_down < limit:
+        add(f"exact window: {fit_down} most negative blocks just fit ({g})", [bottom] * fit_down)
+        add(f"exact window: {fit_down + 1} most negative blocks leave it: NaN ({g})", [bottom] * (fit_down + 1))
+
+
+def dot_mode_of(manifest: dict[str, Any]) -> tuple[str, int]:
+    """``(accumulation mode, guard bits)`` of a dot engine from its manifest: the ``accumulation`` object
+    (or string), else ``config.accumulation`` / ``config.guard_bits``; ``fp32`` and 16 when absent."""
+    acc = manifest.get("accumulation")
+    config = manifest.get("config") or {}
+    mode, guard = None, None
+    if isinstance(acc, dict):
+        mode, guard = acc.get("mode"), acc.get("guard_bits")
+    elif isinstance(acc, str):
+        mode = acc
+    mode = mode or config.get("accumulation") or "fp32"
+    guard = guard if guard is not None else config.get("guard_bits", DEFAULT_GUARD_BITS)
+    if mode not in ACC_MODES:
+        raise ValueError(f"manifest of {manifest.get('module', '?')}: accumulation mode {mode!r} is not one of "
+                         f"{', '.join(ACC_MODES)}")
+    if isinstance(guard, bool) or not isinstance(guard, int) or guard < 0:
+        raise ValueError(f"manifest of {manifest.get('module', '?')}: guard_bits {guard!r} is not an integer >= 0")
+    return mode, guard
+
+
 # --- dot: random blocks -----------------------------------------------------------------------------
 @cache
 def _minilm() -> np.ndarray:
@@ -454,9 +754,13 @@ def dot_random(fa: BlockFormat, fb: BlockFormat, nblocks: int, rng: np.random.Ge
 
 
 def dot_vectors(fa: BlockFormat, fb: BlockFormat, lanes: int, blocks: BlockStream, rng: np.random.Generator, *,
-                reset_prefix: int | None = None) -> VectorSet:
+                mode: str = "fp32", guard_bits: int = DEFAULT_GUARD_BITS, reset_prefix: int | None = None) -> VectorSet:
     """Beats of the block stream (``k/lanes`` per block pair; headers on the first beat of a block, random
-    junk on the others, which the engine must ignore) with golden results (spec 8)."""
+    junk on the others, which the engine must ignore) with golden results of accumulation ``mode`` (spec 8,
+    8.1; ``guard_bits`` of the ``exact`` window). ``aux`` also holds every block's fp32 result and exact value
+    and every reduction's result in each mode (for mismatch messages)."""
+    if mode not in ACC_MODES:
+        raise ValueError(f"mode must be one of {', '.join(ACC_MODES)}, got {mode!r}")
     k = fa.k
     if k % lanes:
         raise ValueError(f"lanes must divide k={k}, got {lanes}")
@@ -481,17 +785,23 @@ def dot_vectors(fa: BlockFormat, fb: BlockFormat, lanes: int, blocks: BlockStrea
         "last": last.reshape(-1).astype(np.uint8),
     }
     block_results = block_dot_bits(fa, blocks.ha, blocks.ca, fb, blocks.hb, blocks.cb)
-    results = dot_accumulate_bits(block_results, blocks.last)
+    by_mode = np.stack([dot_accumulate_bits(block_results, blocks.last) if m == "fp32" else  # fp32: spec 8
+                        reduce_bits(fa, blocks.ha, blocks.ca, fb, blocks.hb, blocks.cb, blocks.last, mode=m,
+                                    guard_bits=guard_bits) for m in ACC_MODES], axis=1)
+    results = by_mode[:, ACC_MODES.index(mode)].copy()
+    values = block_exact_values(fa, blocks.ha, blocks.ca, fb, blocks.hb, blocks.cb)
     ends = np.flatnonzero(blocks.last)
     starts = np.concatenate([[0], ends[:-1] + 1])
     if reset_prefix is None:  # stop in the middle of the second reduction (or the first)
         reset_prefix = int(min(nb * per - 1, (ends[0] + 1) * per + per // 2 + 1))
     aux = {"ha": blocks.ha, "ca": blocks.ca, "hb": blocks.hb, "cb": blocks.cb, "block_results": block_results,
+           "block_values": np.array([str(int(v)) for v in values.mag_signed]), "mode_results": by_mode,
            "red_start": starts, "red_end": ends, "case": np.array(blocks.case)}
     meta = {"unit": "dot", "compare_field": "result", "kind": "fp32",
             "operands": {"a": ["aux.ha", "aux.ca"], "b": ["aux.hb", "aux.cb"]},
             "formats": {"a": fa.to_string(), "b": fb.to_string()}, "reset_prefix": reset_prefix,
-            "blocks": nb, "beats_per_block": per}
+            "blocks": nb, "beats_per_block": per, "accumulation": mode, "guard_bits": guard_bits,
+            "modes": list(ACC_MODES), "value_lsb_exponent": values.lsb_exponent}
     return VectorSet(inputs, {"result": results}, aux, meta)
 
 

@@ -12,6 +12,8 @@ Vector files (``--vectors``):
   ``codes`` ``(..., nblocks, k)``, integer dtypes);
 - dot: an ``.npz`` with float arrays ``a`` and ``b`` of equal shape ``(..., n)`` (one dot product per
   row, ``n`` a multiple of ``k``), or ``a_headers``, ``a_codes``, ``b_headers``, ``b_codes``;
+  ``--acc fp32|fused|exact`` (and ``--guard-bits G`` with ``exact``) choose the engine's accumulation
+  mode (spec 8.1); the golden results follow the mode and guard bits of the generated manifest;
 - encode: an ``.npy``/``.npz`` float tensor (blocks along the last axis), converted to the unit's
   ``--input-format`` (fp32 or bf16) and driven as bit patterns; ``--output`` then holds the RTL's
   ``rtl_headers``/``rtl_codes`` next to the golden ``golden_headers``/``golden_codes``.
@@ -50,6 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--blocks", type=int, help="random blocks (dot and encode default 64 plus the directed cases; "
                                               "decode default: the exhaustive sweep of every header and code)")
     p.add_argument("--lanes", type=int, help="elements per beat, a divisor of k (default k)")
+    p.add_argument("--acc", help="accumulation mode of the dot engine (dot only; spec 8.1): fp32 (default), fused "
+                                 "or exact; the golden results follow the generated engine's manifest")
+    p.add_argument("--guard-bits", type=int, metavar="G",
+                   help="guard bits of the exact accumulator window (dot only, --acc exact; default 16)")
     p.add_argument("--vectors", type=Path, help="drive this tensor (.npy/.npz) instead of generated stimulus")
     p.add_argument("--output", type=Path, help="write RTL and golden outputs to this .npz (with --vectors)")
     p.add_argument("--force", action="store_true", help="overwrite --output if it exists")
@@ -177,6 +183,43 @@ def load_encode_vectors(path: Path, fmt: BlockFormat) -> np.ndarray:
 
 
 # --- the command --------------------------------------------------------------------------------------
+def _acc_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``acc``/``guard_bits`` for the dot engine's generator from ``--acc``/``--guard-bits`` (None: default)."""
+    from ..golden.dot import ACC_MODES
+
+    acc, guard = args.acc, args.guard_bits
+    if acc is not None and args.unit != "dot":
+        raise UserError("--acc: only for --unit dot (the accumulation mode of the dot engine)")
+    if guard is not None and args.unit != "dot":
+        raise UserError("--guard-bits: only for --unit dot --acc exact")
+    if acc is not None and acc not in ACC_MODES:
+        raise UserError(f"--acc: expected one of {', '.join(ACC_MODES)}, got {acc!r}")
+    if guard is not None:
+        if acc != "exact":
+            raise UserError("--guard-bits: only with --acc exact (the guard bits of the exact accumulator window)")
+        if guard < 0:
+            raise UserError(f"--guard-bits: expected an integer >= 0, got {guard}")
+    return {"acc": acc, "guard_bits": guard}
+
+
+def _manifest_mode(manifest: dict[str, Any], requested: dict[str, Any]) -> tuple[str, int]:
+    """The engine's accumulation mode and guard bits from its manifest; ``UserError`` if the generator did
+    not build what ``--acc``/``--guard-bits`` asked for."""
+    from verif.vectors import dot_mode_of
+
+    try:
+        mode, guard = dot_mode_of(manifest)
+    except ValueError as exc:
+        raise UserError(f"manifest: {exc}") from None
+    acc, want_guard = requested["acc"], requested["guard_bits"]
+    if (acc is not None and mode != acc) or (want_guard is not None and guard != want_guard):
+        raise UserError(f"--acc: the generated engine {manifest.get('module')} accumulates in {mode} (guard bits "
+                        f"{guard}), not {acc} (guard bits {want_guard}); does this generator version have "
+                        "accumulation modes?")
+    return mode, guard
+
+
+
 def _check_output(args: argparse.Namespace) -> None:
     if args.output is None:
         return
@@ -198,6 +241,7 @@ def run(args: argparse.Namespace) -> int:
         decode_exhaustive,
         decode_vectors,
         dot_directed,
+        dot_mode_directed,
         dot_random,
         dot_vectors,
         encode_directed,
@@ -214,6 +258,7 @@ def run(args: argparse.Namespace) -> int:
     fb = parse_format(args.fmt_b) if args.fmt_b else fa
     if args.input_format and args.unit != "encode":
         raise UserError("--input-format: only for --unit encode (the other units read block codes)")
+    acc_options = _acc_options(args)
     input_format = args.input_format or "fp32"
     if args.blocks is not None and args.blocks < (1 if args.unit == "decode" else 0):
         raise UserError(f"--blocks: expected a positive number of blocks, got {args.blocks}")
@@ -236,8 +281,13 @@ def run(args: argparse.Namespace) -> int:
         user = loaders[args.unit]()
 
     build_root = (args.build_dir or Path(os.environ.get("NXFP_SIM_BUILD", "build/sim"))).resolve()
-    module = prepare_module(args.unit, fa, fb if args.unit == "dot" else None, lanes=args.lanes,
-                            build_root=build_root, input_format=input_format if args.unit == "encode" else None)
+    if args.unit == "dot":
+        from verif.tb_dot import prepare_dot_module
+
+        module = prepare_dot_module(fa, fb, lanes=args.lanes, build_root=build_root, **acc_options)
+    else:
+        module = prepare_module(args.unit, fa, None, lanes=args.lanes, build_root=build_root,
+                                input_format=input_format if args.unit == "encode" else None)
     load_manifest(module.manifest, check_verilog=True)  # ManifestError (a UserError) if they disagree
     lanes = int(module.manifest_data["lanes"])
 
@@ -266,6 +316,7 @@ def run(args: argparse.Namespace) -> int:
                 x, cases = np.concatenate([x, xr]), cases + cr
         vectors = encode_vectors(fa, x, lanes, input_format=input_format, cases=cases)
     else:
+        mode, guard_bits = _manifest_mode(module.manifest_data, acc_options)
         if user is not None:
             from verif.vectors import BlockStream
 
@@ -277,12 +328,17 @@ def run(args: argparse.Namespace) -> int:
                        last.reshape(-1))
         else:
             blocks = dot_directed(fa, fb, rng)
+            blocks.add_stream(dot_mode_directed(fa, fb, rng, guard_bits=guard_bits))
             n = DEFAULT_BLOCKS["dot"] if args.blocks is None else args.blocks
             if n:
                 blocks.add_stream(dot_random(fa, fb, n, rng))
-        vectors = dot_vectors(fa, fb, lanes, blocks, rng)
+        vectors = dot_vectors(fa, fb, lanes, blocks, rng, mode=mode, guard_bits=guard_bits)
 
-    print(f"verify {module.name} on {args.sim}: seed {seed} (reproduce with --seed {seed}), "
+    acc_note = ""
+    if args.unit == "dot":
+        acc_note = f", accumulation {vectors.meta['accumulation']}" + (
+            f" (guard bits {vectors.meta['guard_bits']})" if vectors.meta["accumulation"] == "exact" else "")
+    print(f"verify {module.name} on {args.sim}: seed {seed} (reproduce with --seed {seed}){acc_note}, "
           f"{vectors.beats} beats, {vectors.values} values"
           + (f" ({vectors.meta['blocks']} blocks: headers and codes)" if args.unit == "encode" else ""))
     sys.stdout.flush()
