@@ -365,7 +365,7 @@ def test_manifest_states_accumulation_pipeline_and_block_rate(tmp_path, capsys):
     assert m["module"] == comp.module_name
     assert m["accumulation"] == {"mode": "exact", "accumulator_width": comp.accumulator_width, "guard_bits": 12}
     assert m["pipeline"] == {"positions": list(comp.pipeline_positions), "enabled": ["products", "sum"]}
-    assert m["latency"] == comp.latency and m["initiation_interval_per_block"] == comp.initiation_interval
+    assert m["latency"] == comp.latency and m["initiation_interval_per_block"] == comp.block_interval == 4
     assert m["initiation_interval"] == 1  # 4 beats per block, one block per 4 cycles
     assert "accumulation exact" in printed and "pipeline registers at: products, sum" in printed
     text = (out / f"{m['module']}.v").read_text()

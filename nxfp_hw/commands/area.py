@@ -58,13 +58,14 @@ def run(args: argparse.Namespace) -> int:
     fmt_a = parse_format(args.fmt)
     fmt_b = parse_format(args.fmt_b) if args.fmt_b else None
     flows = list(dict.fromkeys(args.flows))
-    build = build_for_area(args.unit, fmt_a, fmt_b, **unit_options(args))  # bad options fail before any flow
-    closure = None
     if args.target_mhz is not None:
         if args.target_flow == "asic" and args.period is not None:
             raise UserError("period: --target-mhz sets the ASIC target period (1000 / F ns); give one or the other")
         if args.target_flow == "ice40" and args.freq is not None:
             raise UserError("freq: --target-mhz sets the nextpnr target frequency; give one or the other")
+    build = build_for_area(args.unit, fmt_a, fmt_b, **unit_options(args))  # bad options fail before any flow
+    closure = None
+    if args.target_mhz is not None:
         opts = {k: v for k, v in unit_options(args).items() if k != "pipeline"}
         closure = close_timing(args, args.unit, fmt_a, fmt_b, **opts)
         build = unit_build(closure.component)

@@ -108,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     unit = build_unit(args.unit, fmt_a, fmt_b, **opts)  # bad options fail here, before any flow runs
     if args.target_mhz is not None:
         check_out_dir(args.out, force=args.force)  # refuse before the flows run, not after
+        unit._MustUse__silence = True  # built to check the options; the closure builds the one written
         closure = close_timing(args, args.unit, fmt_a, fmt_b, **{k: v for k, v in opts.items() if k != "pipeline"})
         unit = closure.component
     result = generate(unit, args.out, force=args.force)

@@ -389,7 +389,8 @@ def _ice40(src: Path, top: str, run: _Runner, opts: dict[str, Any]) -> tuple[dic
         run.yosys(wstep, _read_script(src) + f"read_verilog {wrap.name}\n"
                   f"synth_ice40 {' '.join(synth_opts)} -top nxfp_ooc_wrap -json {tag}_wrap.json\n", f"{tag}_wrap_synth")
         pstep = f"ice40 place and route (nextpnr-ice40 --{device})"
-        rc, text, seed = _ice40_pnr(run, nextpnr, device, package, tag, freq, pnr_timeout, pstep, notes)
+        rc, text, seed = _ice40_pnr(run, nextpnr, device, package, tag, freq, pnr_timeout, pstep, notes,
+                                    sdf=bool(opts.get("sdf")))
         plog = Path(run.logs[pstep])
         if rc != 0:
             over = _ice40_overuse(text) or (text if rc is None else "")
@@ -419,14 +420,19 @@ def _ice40(src: Path, top: str, run: _Runner, opts: dict[str, Any]) -> tuple[dic
 
 
 def _ice40_pnr(run: _Runner, nextpnr: Path, device: str, package: str, tag: str, freq: float, pnr_timeout: float,
-               step: str, notes: list[str]) -> tuple[int | None, str, int]:
+               step: str, notes: list[str], *, sdf: bool = False) -> tuple[int | None, str, int]:
     """nextpnr on the harness, ``(returncode, log text, seed)``; ``returncode`` None when every seed timed out.
+    With ``sdf`` the routed delays are also written to ``<tag>_pnr.sdf`` (logged as ``sdf``; read by
+    ``timing.calibrate``).
 
     nextpnr 0.4's routers can loop forever on one arc for a given placement; another placement seed
     usually routes, so a timeout retries with the next seed."""
     for seed in _ICE40_SEEDS:
         argv = [str(nextpnr), f"--{device}", "--package", package, "--json", f"{tag}_wrap.json", "--freq",
                 f"{freq:g}", "--report", f"{tag}_pnr.json", "--seed", str(seed), "--timing-allow-fail"]
+        if sdf:
+            argv += ["--sdf", f"{tag}_pnr.sdf"]
+            run.logs["sdf"] = str(run.workdir / f"{tag}_pnr.sdf")
         try:
             rc, text = run.run(step, argv, f"{tag}_pnr_seed{seed}.log", check=False, timeout=pnr_timeout)
             return rc, text, seed
@@ -523,13 +529,14 @@ _FLOW_TOOLS = {"generic": ("yosys",), "asic": ("yosys", "sta"), "ice40": ("yosys
 
 def run_area(verilog: str | Path, top: str, flow: str, *, workdir: Path, liberty: Path | None = None,
              period_ns: float | None = None, freq_mhz: float | None = None, pnr_timeout: float | None = None,
-             timeout: float = DEFAULT_TIMEOUT_S) -> AreaResult:
+             timeout: float = DEFAULT_TIMEOUT_S, sdf: bool = False) -> AreaResult:
     """Run one flow on module ``top``.
 
     ``verilog`` is a ``Path`` to a Verilog file or the Verilog text itself (written to the work
     directory). Logs, scripts and netlists go to ``workdir/<flow>/``. ``period_ns`` is the ASIC
     clock target (ABC sizes gates towards it), ``freq_mhz`` the nextpnr target, ``pnr_timeout`` the
-    time after which a nextpnr run counts as unroutable on that device, ``timeout`` the limit of any step.
+    time after which a nextpnr run counts as unroutable on that device, ``timeout`` the limit of any step,
+    ``sdf`` (ice40) also writes nextpnr's routed delays as SDF (its path is ``logs["sdf"]``).
     """
     if flow not in _FLOW_FUNCS:
         raise FlowError("flow selection", f"unknown flow {flow!r}; expected one of {', '.join(FLOWS)}")
@@ -552,7 +559,7 @@ def run_area(verilog: str | Path, top: str, flow: str, *, workdir: Path, liberty
         versions[name] = tools.tool_version(name)
     runner = _Runner(wd, timeout)
     t0 = time.monotonic()
-    opts = {"liberty": liberty, "period_ns": period_ns, "freq_mhz": freq_mhz, "pnr_timeout": pnr_timeout}
+    opts = {"liberty": liberty, "period_ns": period_ns, "freq_mhz": freq_mhz, "pnr_timeout": pnr_timeout, "sdf": sdf}
     figures, notes = _FLOW_FUNCS[flow](src, top, runner, opts)
     return AreaResult(flow=flow, top=top, figures=figures, tools=versions, commands=runner.commands,
                       logs=runner.logs, notes=notes, seconds=time.monotonic() - t0)

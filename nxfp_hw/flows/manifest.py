@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -118,14 +119,14 @@ def component_ports(component: wiring.Component) -> tuple[list[dict], dict[str, 
 def initiation_intervals(component: Any) -> tuple[int, int]:
     """``(cycles per input beat, cycles per block)`` at full input rate.
 
-    A block takes ``k / lanes`` beats. The decode and encode units state ``initiation_interval`` per beat;
-    the dot engine states it per block pair (spec 8.1: an accumulation loop may need more than one cycle
-    per block when ``lanes = k``), and its beat rate follows from it."""
+    A block takes ``k / lanes`` beats. A unit states ``initiation_interval`` per beat and, when a block
+    may take longer than its beats (the dot engine's accumulation loop, spec 8.1), ``block_interval``
+    per block; a fractional per-beat figure is rounded up (the per-block figure is exact)."""
     beats = component.formats["a"].k // int(component.lanes)
-    ii = int(component.initiation_interval)
-    if component.unit_kind == "dot":
-        return max(1, -(-ii // beats)), ii
-    return ii, ii * beats
+    ii = component.initiation_interval
+    block = getattr(component, "block_interval", None)
+    block = int(block) if block is not None else int(math.ceil(ii * beats))
+    return max(1, int(math.ceil(ii))), block
 
 
 def pipeline_facts(component: Any) -> dict[str, Any]:
