@@ -44,7 +44,7 @@ from .accuracy import write_text_atomic
 
 __all__ = ["CTL", "IN", "OUT", "REG", "TIMING_FLOWS", "Calibration", "Prediction", "TargetUnmet", "TimingClosure",
            "asic_calibration", "close_timing", "group_of_register", "ice40_calibration", "predict", "rank_candidates",
-           "sdf_segments"]
+           "sdf_segments", "stage_areas"]
 
 #: Flows that report an Fmax, so a target frequency can be closed on them.
 TIMING_FLOWS = ("asic", "ice40")
@@ -438,6 +438,69 @@ def asic_calibration(workdir: Path, top: str, positions: Sequence[str], period_n
     setup = re.search(r"^\s*(-?[0-9.]+)\s+-?[0-9.]+\s+library setup time", overhead_text, re.M)
     overhead = (float(cq.group(1)) if cq else 0.3) + (abs(float(setup.group(1))) if setup else 0.2)
     return segments, round(overhead, 4), bits, out_position
+
+
+def liberty_output_pins(path: Path) -> dict[str, set[str]]:
+    """``{cell: output pin names}`` of a Liberty file."""
+    text = Path(path).read_text()
+    starts = [(m.start(), m.group(1)) for m in re.finditer(r"^\s*cell\s*\(\s*\"?([\w$]+)\"?\s*\)\s*{", text, re.M)]
+    out: dict[str, set[str]] = {}
+    for i, (pos, name) in enumerate(starts):
+        body = text[pos:starts[i + 1][0] if i + 1 < len(starts) else len(text)]
+        out[name] = set(re.findall(r"pin\s*\(\s*\"?(\w+)\"?\s*\)\s*{[^}]*?direction\s*:\s*output", body))
+    return out
+
+
+def stage_areas(workdir: Path, positions: Sequence[str], liberty: Path | None = None) -> dict[str, float]:
+    """Combinational area (um^2) of each stage of an asic flow run kept in ``workdir`` (its
+    ``asic_netlist.v``): the cells in the fan-in cone of each register group's flip-flops, up to the
+    previous flip-flops or the inputs, keyed by the group the cone ends at (a position, ``REG``; the
+    cone of the output ports is ``OUT``). Cones may share a few cells (the stall logic), so the stages do
+    not add up exactly to the total; with every position enabled they give the area of each stage
+    alone (e.g. the products and the adder tree of a dot engine)."""
+    liberty = Path(liberty or area_mod.osu018_liberty())
+    cells = area_mod.liberty_cells(liberty)
+    outputs = liberty_output_pins(liberty)
+    netlist = (workdir / "asic_netlist.v").read_text()
+    driver: dict[str, tuple[str, str]] = {}
+    inputs: dict[str, list[str]] = {}
+    ctype: dict[str, str] = {}
+    for m in _INSTANCE.finditer(netlist):
+        kind, inst = m.group(1), m.group(2).lstrip("\\")
+        if kind not in cells:
+            continue
+        ctype[inst] = kind
+        for pin, net in re.findall(r"\.(\w+)\(\s*([^()]*?)\s*\)", m.group(3)):
+            net = net.lstrip("\\").strip()
+            if pin in outputs.get(kind, ()):
+                driver[net] = (inst, pin)
+            else:
+                inputs.setdefault(inst, []).append(net)
+    regs = {i: n for i, n in _asic_registers(netlist, {c for c, v in cells.items() if v["sequential"]}).items()}
+    _, end_of, _ = classify_registers(regs, positions)
+    ports = json.loads((workdir / "asic_ports.json").read_text())
+    top = next(iter(ports["modules"]))
+    outs = [n for n, p in ports["modules"][top]["ports"].items() if p["direction"] == "output"]
+    seeds: dict[str, list[str]] = {}
+    for inst, g in end_of.items():
+        seeds.setdefault(g, []).extend(n for n in inputs.get(inst, []) if n != "clk")
+    out_nets = [n for n in driver if re.sub(r"\[\d+\]$", "", n) in outs]
+    seeds.setdefault(OUT, []).extend(out_nets)
+    areas: dict[str, float] = {}
+    for g, nets in seeds.items():
+        seen: set[str] = set()
+        stack = list(nets)
+        total = 0.0
+        while stack:
+            net = stack.pop()
+            drv = driver.get(net)
+            if drv is None or drv[0] in seen or cells[ctype[drv[0]]]["sequential"]:
+                continue
+            seen.add(drv[0])
+            total += cells[ctype[drv[0]]]["area"]
+            stack.extend(inputs.get(drv[0], []))
+        areas[g] = round(total, 1)
+    return areas
 
 
 # --- ice40 calibration (nextpnr SDF) ---------------------------------------------------------------
