@@ -334,6 +334,21 @@ def test_exact_window_overflow_gives_nan(guard_bits: int) -> None:
     assert got[0] != CANONICAL_NAN and got[1] == CANONICAL_NAN and got[2] != CANONICAL_NAN
 
 
+@pytest.mark.parametrize("name", ["nxfp4", "mxfp4_e2m1"])
+def test_exact_long_reductions(name: str) -> None:
+    """Long reductions of mixed signs and wide scales: carries cross every carry-save segment,
+    sums change sign, the resolution and the negation look ahead over many segments."""
+    f = PRESETS[name]
+    rng = np.random.default_rng(_seed(8080 + len(name)))
+    n = 90
+    ha, ca = _random_blocks(f, n, rng, scale_spread=40)
+    hb, cb = _random_blocks(f, n, rng, scale_spread=40)
+    last = np.zeros(n, bool)
+    last[[14, 29, 59, n - 1]] = True
+    got = _simulate(DotEngine(f, lanes=f.k, acc="exact", pipeline="none"), ha, ca, hb, cb, last)
+    _check_mode(f, ha, ca, f, hb, cb, last, got, "exact")
+
+
 def test_modes_differ_on_cancellation() -> None:
     """big + tiny - big: fp32 loses the tiny block twice over, fused keeps it, exact keeps it."""
     f = PRESETS["nxfp4"]

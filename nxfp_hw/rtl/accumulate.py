@@ -26,10 +26,11 @@ from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from .fixed_sum import prefix_add
 from .float_round import leading_zeros, round_to_ieee
 
-__all__ = ["FP32_SIG", "FP32Adder", "float_accumulate", "fp32_add", "normalise", "segmented_accumulate",
-           "unpack_fp32"]
+__all__ = ["FP32_SIG", "FP32Adder", "coarse_normalise", "float_accumulate", "fp32_add", "normalise",
+           "resolve_lookahead", "resolve_segments", "segmented_accumulate", "segmented_negate", "unpack_fp32"]
 
 FP32_SIG = 24  # significand bits of binary32, hidden bit included
 CutFn = Callable[[str, dict[str, Value]], dict[str, Value]]
@@ -145,36 +146,88 @@ def float_accumulate(m: Module, acc: Value, blk: dict[str, Value], *, cut: CutFn
 
 
 def segmented_accumulate(m: Module, *, addend: Value, enable: Value, clear: Value, width: int, segment: int,
-                         name: str = "xacc") -> tuple[Value, Value]:
+                         name: str = "xacc") -> tuple[list[Value], list[Value]]:
     """A ``width``-bit two's complement accumulator in carry-save segments (``exact`` mode, spec 8.1).
 
     On each cycle with ``enable``, the state becomes ``(clear ? 0 : state) + addend`` modulo
     ``2^width``; each segment of ``segment`` bits adds its slice of the sign-extended ``addend``
     and the carry its lower neighbour produced the cycle before, so the loop is one short adder.
-    Returns ``(sums, carries)``, two ``width``-bit words whose sum modulo ``2^width`` is the state
-    (resolve them with one wide, pipelinable addition).
+    Returns ``(parts, carries)``: the segment registers (LSB first) and the carry into each
+    segment (``carries[0]`` is 0); the state is ``sum(part_i << lo_i) + sum(carry_i << lo_i)``
+    modulo ``2^width`` (:func:`resolve_segments`).
     """
     addend = Value.cast(addend)
     ext = Signal(width, name=f"{name}_addend")
     m.d.comb += ext.eq(addend.as_signed() if addend.shape().signed else addend)
     bounds = list(range(0, width, segment)) + [width]
-    sums, carries = [], [C(0, 1)]
+    parts: list[Value] = []
+    carries: list[Value] = [C(0, 1)]
     for i, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
         part = Signal(hi - lo, name=f"{name}_s{i}", reset_less=True)
-        carry_in = carries[-1]
-        t = Signal(hi - lo + 1, name=f"{name}_t{i}")
-        m.d.comb += t.eq(Mux(clear, 0, part) + ext[lo:hi] + Mux(clear, 0, carry_in))
+        t = prefix_add(m, Mux(clear, 0, part), ext[lo:hi], cin=Mux(clear, 0, carries[-1]), name=f"{name}_t{i}")
         with m.If(enable):
             m.d.sync += part.eq(t[: hi - lo])
-        sums.append(part)
+        parts.append(part)
         if hi < width:
             c = Signal(name=f"{name}_c{i + 1}", reset_less=True)
             with m.If(enable):
                 m.d.sync += c.eq(t[hi - lo])
             carries.append(c)
-    # carries[i] enters segment i at its lowest bit (weight 2^lo).
-    carry_word = Cat(*(Cat(c, C(0, hi - lo - 1)) for lo, hi, c in zip(bounds, bounds[1:], carries, strict=False)))
-    return Cat(*sums), carry_word
+    return parts, carries
+
+
+def _lookahead(m: Module, gen: list[Value], prop: list[Value], *, name: str) -> list[Value]:
+    """Carry into every segment from per-segment generate/propagate (Sklansky prefix; no carry in)."""
+    n = len(gen)
+    g, p = list(gen), list(prop)
+    step = 1
+    while step < n:
+        g2, p2 = list(g), list(p)
+        for i in range(n):
+            if i & step:
+                j = (i & ~(step - 1)) - 1
+                g2[i], p2[i] = g[i] | (p[i] & g[j]), p[i] & p[j]
+        level = Signal(n, name=f"{name}_la{step}")
+        m.d.comb += level.eq(Cat(*g2))
+        g, p = [level[i] for i in range(n)], p2
+        step <<= 1
+    return [C(0, 1)] + g[:-1]
+
+
+def resolve_lookahead(m: Module, parts: list[Value], carries: list[Value], *, name: str) -> list[Value]:
+    """Carry into each segment when the carry-save state is resolved (segment-level lookahead):
+    segment ``i`` generates when ``part_i + carry_i`` overflows, propagates when it is all ones."""
+    gen, prop = [], []
+    for i, (part, c) in enumerate(zip(parts, carries, strict=True)):
+        ones = (1 << len(part)) - 1
+        g, p = Signal(name=f"{name}_g{i}"), Signal(name=f"{name}_p{i}")
+        m.d.comb += [g.eq(c & (part == ones)), p.eq(Mux(c, part == ones - 1, part == ones))]
+        gen.append(g)
+        prop.append(p)
+    return _lookahead(m, gen, prop, name=name)
+
+
+def resolve_segments(m: Module, parts: list[Value], carries: list[Value], carry_in: list[Value], *,
+                     name: str) -> Value:
+    """The resolved word: every segment plus its own carry plus the looked-ahead carry (short adds)."""
+    out = [prefix_add(m, part, Cat(c ^ ci, c & ci), name=f"{name}_{i}")[: len(part)]
+           for i, (part, c, ci) in enumerate(zip(parts, carries, carry_in, strict=True))]
+    return Cat(*out)
+
+
+def segmented_negate(m: Module, x: Value, *, segment: int, name: str) -> Value:
+    """``-x`` modulo ``2^len(x)`` as ``~x + 1``, the increment looked ahead by segments."""
+    x = Value.cast(x)
+    width = len(x)
+    bounds = list(range(0, width, segment)) + [width]
+    inv = [~x[lo:hi] for lo, hi in zip(bounds, bounds[1:], strict=False)]
+    # An increment: the +1 enters segment 0; segment i receives a carry when all below are ones.
+    ones = [Signal(name=f"{name}_ones{i}") for i in range(len(inv))]
+    m.d.comb += [o.eq(v.all()) for o, v in zip(ones, inv, strict=True)]
+    looked = _lookahead(m, [ones[0]] + [C(0, 1)] * (len(inv) - 1), [C(0, 1)] + ones[1:], name=name)
+    carry_in = [C(1, 1)] + looked[1:]
+    return Cat(*(prefix_add(m, v, 0, cin=ci, name=f"{name}_{i}")[: len(v)]
+                 for i, (v, ci) in enumerate(zip(inv, carry_in, strict=True))))
 
 
 def fp32_add(m: Module, a: Value, b: Value, *, name: str = "fadd") -> Value:

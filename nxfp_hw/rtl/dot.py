@@ -37,7 +37,16 @@ from amaranth.lib.wiring import In, Out
 from ..formats import BlockFormat
 from ..golden.decode import element_parts
 from ..golden.dot import exact_sum_bits, exact_sum_lsb_exponent
-from .accumulate import coarse_normalise, float_accumulate, normalise, segmented_accumulate, unpack_fp32
+from .accumulate import (
+    coarse_normalise,
+    float_accumulate,
+    normalise,
+    resolve_lookahead,
+    resolve_segments,
+    segmented_accumulate,
+    segmented_negate,
+    unpack_fp32,
+)
 from .element_decode import ElementDecoder, HeaderDecoder
 from .fixed_sum import adder_tree, align_product, lane_bound
 from .float_round import round_to_ieee
@@ -48,7 +57,7 @@ __all__ = ["ACC_MODES", "DEFAULT_GUARD_BITS", "DotEngine", "ExactWindow", "dot_e
 ACC_MODES = ("fp32", "fused", "exact")
 DEFAULT_GUARD_BITS = 16
 MAX_GUARD_BITS = 64
-EXACT_SEGMENT_BITS = 24  # carry-save segment of the exact accumulator: the length of its loop adder
+EXACT_SEGMENT_BITS = 12  # carry-save segment of the exact accumulator: the length of its loop adder
 
 _FRONT = ("decode", "products", "tree", "sum", "scale")
 _LOOP = ("acc_align", "acc_add", "acc_norm")
@@ -383,8 +392,8 @@ class DotEngine(wiring.Component):
         clear = Signal(init=1)
         with m.If(enable):
             m.d.sync += clear.eq(g["last"])
-        sums, carries = segmented_accumulate(m, addend=g["shifted"], enable=enable, clear=clear, width=width,
-                                             segment=EXACT_SEGMENT_BITS, name="xacc")
+        parts, carries = segmented_accumulate(m, addend=g["shifted"], enable=enable, clear=clear, width=width,
+                                              segment=EXACT_SEGMENT_BITS, name="xacc")
         sticky = {}
         for key in ("nan", "pinf", "ninf"):
             reg = Signal(name=f"xacc_{key}", reset_less=True)
@@ -398,21 +407,18 @@ class DotEngine(wiring.Component):
         with m.If(enable):
             m.d.sync += acc_last.eq(g["last"])
 
-        # Resolve the carries in two halves, with the negation beside it (-(V + C) = ~V + ~C + 2), so
-        # that the magnitude is a multiplexer, not a second long carry chain.
-        half = width // 2
-        lo = Signal(half + 1, name="resolve_lo_sum")
-        nlo = Signal(half + 2, name="resolve_lo_neg")
-        m.d.comb += [lo.eq(sums[:half] + carries[:half]), nlo.eq(~sums[:half] + ~carries[:half] + 2)]
-        v, h = cuts.cut("resolve_lo", acc_v, {"lo": lo[:half], "carry": lo[half], "nlo": nlo[:half],
-                                              "ncarry": nlo[half:], "hi_s": sums[half:], "hi_c": carries[half:],
-                                              **sticky, "last": acc_last})
+        # Resolve the carry-save state: segment-level carry lookahead, then one short add per segment.
+        carry_in = resolve_lookahead(m, parts, carries, name="resolve_la")
+        nseg = len(parts)
+        v, h = cuts.cut("resolve_lo", acc_v, {**{f"s{i}": parts[i] for i in range(nseg)},
+                                              **{f"c{i}": carries[i] for i in range(nseg)},
+                                              **{f"ci{i}": carry_in[i] for i in range(nseg)}, **sticky,
+                                              "last": acc_last})
         resolved = Signal(signed(width), name="resolved")
-        negated = Signal(width, name="resolved_neg")
-        m.d.comb += [resolved.eq(Cat(h["lo"], h["hi_s"] + h["hi_c"] + h["carry"])),
-                     negated.eq(Cat(h["nlo"], ~h["hi_s"] + ~h["hi_c"] + h["ncarry"]))]
-        v, h = cuts.cut("resolve", v, {"resolved": resolved, "negated": negated,
-                                       **{key: h[key] for key in (*sticky, "last")}})
+        m.d.comb += resolved.eq(resolve_segments(m, [h[f"s{i}"] for i in range(nseg)],
+                                                 [h[f"c{i}"] for i in range(nseg)],
+                                                 [h[f"ci{i}"] for i in range(nseg)], name="resolve"))
+        v, h = cuts.cut("resolve", v, {"resolved": resolved, **{key: h[key] for key in (*sticky, "last")}})
         # Sticky per reduction: did any prefix sum leave [-2^(w-1), 2^(w-1))?
         res = h["resolved"]
         ovf_now = res[width - 1] != res[width - 2]
@@ -424,7 +430,8 @@ class DotEngine(wiring.Component):
             m.d.sync += [ovf_reg.eq(ovf), ovf_clear.eq(h["last"])]
         neg = Signal(name="sum_neg")
         mag = Signal(width - 1, name="sum_mag")
-        m.d.comb += [neg.eq(res < 0), mag.eq(Mux(neg, h["negated"], res))]
+        negated = segmented_negate(m, res, segment=EXACT_SEGMENT_BITS, name="negate")
+        m.d.comb += [neg.eq(res < 0), mag.eq(Mux(neg, negated, res))]
         is_nan = h["nan"] | (h["pinf"] & h["ninf"]) | ovf
         is_inf = h["pinf"] | h["ninf"]
         v, h = cuts.cut("magnitude", v, {"mag": mag, "sign": Mux(is_inf, h["ninf"], neg), "is_nan": is_nan,

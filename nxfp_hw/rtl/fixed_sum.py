@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from amaranth.hdl import Module, Mux, Signal, Value, signed
+from amaranth.hdl import C, Cat, Module, Mux, Signal, Value, signed
 
 from ..formats import BlockFormat
 from ..golden.decode import element_parts
 
-__all__ = ["adder_tree", "align_product", "lane_bound"]
+__all__ = ["adder_tree", "align_product", "lane_bound", "prefix_add"]
 
 
 def lane_bound(fmt_a: BlockFormat, fmt_b: BlockFormat) -> int:
@@ -92,4 +92,36 @@ def adder_tree(m: Module, terms: list[Value], *, bound: int, name: str = "tree",
             level = cut(level)
     out = Signal(signed((bound * len(terms)).bit_length() + 1), name=f"{name}_sum")
     m.d.comb += out.eq(level[0])
+    return out
+
+
+def prefix_add(m: Module, a: Value, b: Value, *, cin: Value | int = 0, name: str = "padd") -> Signal:
+    """``a + b + cin`` as an unsigned ``max(len(a), len(b)) + 1``-bit signal, built as a Sklansky
+    parallel-prefix adder: ``log2(width)`` levels of generate/propagate logic instead of the ripple
+    chain a synthesis tool may keep for a plain ``+`` (the long carry chains of the ``exact``
+    accumulator's resolution)."""
+    a, b, cin = Value.cast(a), Value.cast(b), Value.cast(cin)
+    width = max(len(a), len(b))
+    a = a.as_unsigned() if len(a) == width else Cat(a, C(0, width - len(a)))
+    b = b.as_unsigned() if len(b) == width else Cat(b, C(0, width - len(b)))
+    p = [a[i] ^ b[i] for i in range(width)]
+    # Bit -1 is the carry in: generate = cin, propagate = 0.
+    gen: list[Value] = [cin[0]] + [a[i] & b[i] for i in range(width)]
+    prop: list[Value] = [C(0, 1)] + p
+    n = width + 1
+    step = 1
+    while step < n:
+        g2, p2 = list(gen), list(prop)
+        for i in range(n):
+            if i & step:  # Sklansky: combine with the last position of the lower block
+                j = (i & ~(step - 1)) - 1
+                g2[i] = gen[i] | (prop[i] & gen[j])
+                p2[i] = prop[i] & prop[j]
+        level_g = Signal(n, name=f"{name}_g{step}")
+        level_p = Signal(n, name=f"{name}_p{step}")
+        m.d.comb += [level_g.eq(Cat(*g2)), level_p.eq(Cat(*p2))]
+        gen, prop = [level_g[i] for i in range(n)], [level_p[i] for i in range(n)]
+        step <<= 1
+    out = Signal(width + 1, name=f"{name}_sum")
+    m.d.comb += out.eq(Cat(*(p[i] ^ gen[i] for i in range(width)), gen[width]))
     return out
