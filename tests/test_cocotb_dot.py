@@ -4,10 +4,11 @@ Each run: a mid-stream reset (results in flight must vanish), then the directed 
 ``verif.vectors.dot_directed`` (NaN headers and elements, Inf, Inf*0, +Inf + -Inf, maximum
 magnitudes, subnormal and overflowing results, exact ties, cancellation, recycled codes, every
 selector), the accumulation-mode cases of ``verif.vectors.dot_mode_directed`` (cases only the
-engine's mode gets right; the ``exact`` window's edges for the engine's guard bits) and seeded
+engine's mode gets right; the ``exact`` window's edges for the engine's guard bits), seeded
 random blocks (Gaussian, Student-t, MiniLM weights through the golden quantizer, raw codes) in
-multi-block reductions, with random valid gaps and backpressure. Expectations follow the mode and
-guard bits of the engine's manifest. Seed: printed, ``NXFP_SEED`` overrides. Long sweeps are marked slow.
+multi-block reductions and random near-cancelling reductions (``dot_near_cancel``), with random
+valid gaps and backpressure. Expectations follow the mode and guard bits of the engine's manifest.
+Seed: printed, ``NXFP_SEED`` overrides. Long sweeps are marked slow.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ from nxfp_hw.formats import PRESETS
 from nxfp_hw.golden.dot import ACC_MODES, block_dot_bits
 from verif.regression import ModuleFiles, env_seed, prepare_module, run_vectors
 from verif.tb_dot import prepare_dot_module
-from verif.vectors import VectorSet, dot_directed, dot_mode_directed, dot_mode_of, dot_random, dot_vectors
+from verif.vectors import (
+    VectorSet,
+    dot_directed,
+    dot_mode_directed,
+    dot_mode_of,
+    dot_near_cancel,
+    dot_random,
+    dot_vectors,
+)
 
 SEED = env_seed(11)
 SIMULATORS = ["verilator", "icarus"]
@@ -53,6 +62,7 @@ def _vectors(fa, fb, module: ModuleFiles, nblocks: int) -> VectorSet:
     blocks = dot_directed(fa, fb, rng)
     blocks.add_stream(dot_mode_directed(fa, fb, rng, guard_bits=guard_bits))
     blocks.add_stream(dot_random(fa, fb, nblocks, rng))
+    blocks.add_stream(dot_near_cancel(fa, fb, max(2, nblocks // 8), rng))
     return dot_vectors(fa, fb, module.manifest_data["lanes"], blocks, rng, mode=mode, guard_bits=guard_bits)
 
 

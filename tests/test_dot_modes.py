@@ -603,3 +603,16 @@ def test_dot_mode_of_manifest() -> None:
     assert dot_mode_of({"accumulation": {"mode": "fp32", "guard_bits": None}}) == ("fp32", DEFAULT_GUARD_BITS)
     with pytest.raises(ValueError, match="kahan"):
         dot_mode_of({"config": {"accumulation": "kahan"}})
+
+
+def test_near_cancel_reductions() -> None:
+    from verif.vectors import dot_near_cancel
+
+    rng = np.random.default_rng(SEED + 11)
+    print(f"seed={SEED + 11} (NXFP_SEED overrides)")
+    s = dot_near_cancel(E4, E4, 60, rng)
+    assert int(s.last.sum()) == 60 and s.last[-1]
+    check = {m: reduce_bits(E4, s.ha, s.ca, E4, s.hb, s.cb, s.last, mode=m) for m in ACC_MODES}
+    assert (check["fp32"] != check["fused"]).any() and (check["fused"] != check["exact"]).any()
+    got = check_modes(E4, s.ha[:40], s.ca[:40], E4, s.hb[:40], s.cb[:40], np.r_[s.last[:39], True])
+    assert got["fp32"].size >= 10

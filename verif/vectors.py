@@ -48,7 +48,8 @@ from nxfp_hw.golden.dot import (
 )
 
 __all__ = ["BlockStream", "DISTRIBUTIONS", "ENCODE_DISTRIBUTIONS", "ENCODE_INPUTS", "VectorSet", "decode_exhaustive",
-           "decode_vectors", "dot_directed", "dot_mode_directed", "dot_mode_of", "dot_random", "dot_vectors",
+           "decode_vectors", "dot_directed", "dot_mode_directed", "dot_mode_of", "dot_near_cancel", "dot_random",
+           "dot_vectors",
            "encode_directed", "encode_pairs", "encode_random", "encode_vectors", "encoder_metric", "load_vector_set",
            "pair_errors", "pair_format", "savez_atomic"]
 
@@ -682,6 +683,48 @@ def _window_cases(s: BlockStream, fa: BlockFormat, fb: BlockFormat, guard_bits: 
     if bottom[0] < 0 and 0 < fit_down < limit:
         add(f"exact window: {fit_down} most negative blocks just fit ({g})", [bottom] * fit_down)
         add(f"exact window: {fit_down + 1} most negative blocks leave it: NaN ({g})", [bottom] * (fit_down + 1))
+
+
+def dot_near_cancel(fa: BlockFormat, fb: BlockFormat, nreductions: int, rng: np.random.Generator) -> BlockStream:
+    """Random reductions of 2..4 blocks in which a block is followed by its negation with a few lanes
+    changed (and the same headers): the sums cancel to a small remainder, where the modes round apart."""
+    k = fa.k
+    s = BlockStream.empty(k)
+    if nreductions <= 0:
+        return s
+    ha, ca = random_blocks(fa, "codes", nreductions, rng)
+    hb, cb = random_blocks(fb, "codes", nreductions, rng)
+    sel, rec = _header_sel_rec(fa, ha)
+    for i in range(nreductions):
+        neg = _negate_codes(fa, int(sel[i]), int(rec[i]), np.asarray(ca[i]))
+        change = rng.random(k) < 2.0 / k
+        neg = np.where(change, rng.integers(0, 1 << fa.element_width, k), neg)
+        n = int(rng.integers(2, 5))
+        rows = [0, 1] + [int(rng.integers(0, 2)) for _ in range(n - 2)]
+        a_rows = np.stack([ca[i], neg])[rows]
+        s.add("random near-cancelling blocks", np.full(n, ha[i]), a_rows, np.full(n, hb[i]), np.tile(cb[i], (n, 1)))
+    return s
+
+
+def _header_sel_rec(fmt: BlockFormat, headers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(selector, recycling option)`` of every header, clamped as the decoder does."""
+    from nxfp_hw.golden.decode import decode_header
+
+    hp = decode_header(fmt, np.asarray(headers))
+    return hp.selector, hp.recycle
+
+
+def _negate_codes(fmt: BlockFormat, sel: int, rec: int, codes: np.ndarray) -> np.ndarray:
+    """Codes of the negated element values under (``sel``, ``rec``); a value without a negation is kept."""
+    table = fmt.element_table(sel, rec)
+    out = codes.copy()
+    for j, c in enumerate(codes):
+        v = table[int(c)]
+        if np.isfinite(v):
+            hits = np.flatnonzero(table == -v)
+            if hits.size:
+                out[j] = hits[0]
+    return out
 
 
 def dot_mode_of(manifest: dict[str, Any]) -> tuple[str, int]:

@@ -242,6 +242,7 @@ def run(args: argparse.Namespace) -> int:
         decode_vectors,
         dot_directed,
         dot_mode_directed,
+        dot_near_cancel,
         dot_random,
         dot_vectors,
         encode_directed,
@@ -332,6 +333,7 @@ def run(args: argparse.Namespace) -> int:
             n = DEFAULT_BLOCKS["dot"] if args.blocks is None else args.blocks
             if n:
                 blocks.add_stream(dot_random(fa, fb, n, rng))
+                blocks.add_stream(dot_near_cancel(fa, fb, max(1, n // 8), rng))
         vectors = dot_vectors(fa, fb, lanes, blocks, rng, mode=mode, guard_bits=guard_bits)
 
     acc_note = ""
