@@ -30,7 +30,7 @@ from .fixed_sum import prefix_add
 from .float_round import leading_zeros, round_to_ieee
 
 __all__ = ["FP32_SIG", "FP32Adder", "coarse_normalise", "float_accumulate", "fp32_add", "normalise",
-           "resolve_lookahead", "resolve_segments", "segmented_accumulate", "segmented_negate", "unpack_fp32"]
+           "resolve_lookahead", "resolve_segments", "segmented_accumulate", "unpack_fp32"]
 
 FP32_SIG = 24  # significand bits of binary32, hidden bit included
 CutFn = Callable[[str, dict[str, Value]], dict[str, Value]]
@@ -215,21 +215,6 @@ def resolve_segments(m: Module, parts: list[Value], carries: list[Value], carry_
     return Cat(*out)
 
 
-def segmented_negate(m: Module, x: Value, *, segment: int, name: str) -> Value:
-    """``-x`` modulo ``2^len(x)`` as ``~x + 1``, the increment looked ahead by segments."""
-    x = Value.cast(x)
-    width = len(x)
-    bounds = list(range(0, width, segment)) + [width]
-    inv = [~x[lo:hi] for lo, hi in zip(bounds, bounds[1:], strict=False)]
-    # An increment: the +1 enters segment 0; segment i receives a carry when all below are ones.
-    ones = [Signal(name=f"{name}_ones{i}") for i in range(len(inv))]
-    m.d.comb += [o.eq(v.all()) for o, v in zip(ones, inv, strict=True)]
-    looked = _lookahead(m, [ones[0]] + [C(0, 1)] * (len(inv) - 1), [C(0, 1)] + ones[1:], name=name)
-    carry_in = [C(1, 1)] + looked[1:]
-    return Cat(*(prefix_add(m, v, 0, cin=ci, name=f"{name}_{i}")[: len(v)]
-                 for i, (v, ci) in enumerate(zip(inv, carry_in, strict=True))))
-
-
 def fp32_add(m: Module, a: Value, b: Value, *, name: str = "fadd") -> Value:
     """Combinational ``RNE_fp32(a + b)`` of two binary32 patterns (IEEE 754, canonical NaN)."""
     a, b = Value.cast(a), Value.cast(b)
@@ -263,35 +248,38 @@ class FP32Adder(wiring.Component):
 
 
 def coarse_normalise(m: Module, mag: Value, *, chunk: int = 16, keep: int = 3,
-                     name: str = "coarse") -> tuple[Value, Value, int]:
+                     name: str = "coarse") -> tuple[Value, Value, Value, Value, int]:
     """Chunk-wise normalisation of a wide magnitude before one rounding (``exact`` mode).
 
-    Picks the highest non-zero ``chunk``-bit chunk and returns ``(window, offset, max_offset)``:
-    ``window`` holds that chunk and the ``keep - 1`` chunks below it, then one sticky bit (the OR
-    of everything lower) as its LSB, so ``mag ≈ window * 2^(offset - 1)`` with the sticky bit
-    jammed below any rounding position of a binary32 result (the leading one lies in the top
-    chunk, at least ``(keep - 1) * chunk >= 25`` bits above the jam). ``offset`` counts bits
-    dropped below the window; ``max_offset`` is its largest value.
+    Picks the highest non-zero ``chunk``-bit chunk and returns ``(window, below_any, below_ones,
+    offset, max_offset)``: ``window`` holds that chunk and the ``keep - 1`` chunks below it
+    (``mag = window * 2^offset + below``), ``below_any`` / ``below_ones`` tell whether the bits
+    below the window are not all zero / all one. The leading one lies at least ``(keep - 1) *
+    chunk >= 25`` bits above the window's bottom, so those bits only matter as a sticky bit jammed
+    below any rounding position of a binary32 result.
     """
     mag = Value.cast(mag)
     n = -(-len(mag) // chunk)
     if n <= keep:
-        return Cat(C(0, 1), mag), C(0, 1), 0
+        return mag, C(0, 1), C(1, 1), C(0, 1), 0
     padded = Cat(mag, C(0, n * chunk - len(mag)))
-    nonzero = [padded[i * chunk:(i + 1) * chunk].any() for i in range(n)]
+    chunks = [padded[i * chunk:(i + 1) * chunk] for i in range(n)]
+    nonzero = [c.any() for c in chunks]
+    full = [c.all() for c in chunks]
     # The window's bottom chunk: the top non-zero chunk minus (keep - 1), at least 0.
     bottom = Signal(range(n - keep + 1), name=f"{name}_bottom")
     choice = C(0, len(bottom))
     for i in range(keep, n):  # ascending: the highest non-zero chunk wins
         choice = Mux(nonzero[i], i - keep + 1, choice)
     m.d.comb += bottom.eq(choice)
-    windows = [padded[b * chunk:(b + keep) * chunk] for b in range(n - keep + 1)]
-    below = [Cat(*nonzero[:b]).any() if b else C(0, 1) for b in range(n - keep + 1)]
-    window = Signal(keep * chunk + 1, name=f"{name}_window")
-    picked = Cat(below[0], windows[0])
+    window = Signal(keep * chunk, name=f"{name}_window")
+    below_any = Signal(name=f"{name}_below_any")
+    below_ones = Signal(name=f"{name}_below_ones")
+    picked = (padded[:keep * chunk], C(0, 1), C(1, 1))
     for b in range(1, n - keep + 1):
-        picked = Mux(bottom == b, Cat(below[b], windows[b]), picked)
-    m.d.comb += window.eq(picked)
+        option = (padded[b * chunk:(b + keep) * chunk], Cat(*nonzero[:b]).any(), Cat(*full[:b]).all())
+        picked = tuple(Mux(bottom == b, new, old) for new, old in zip(option, picked, strict=True))
+    m.d.comb += [window.eq(picked[0]), below_any.eq(picked[1]), below_ones.eq(picked[2])]
     offset = Signal(range((n - keep) * chunk + 1), name=f"{name}_offset")
     m.d.comb += offset.eq(bottom * chunk)
-    return window, offset, (n - keep) * chunk
+    return window, below_any, below_ones, offset, (n - keep) * chunk

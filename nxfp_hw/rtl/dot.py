@@ -44,11 +44,10 @@ from .accumulate import (
     resolve_lookahead,
     resolve_segments,
     segmented_accumulate,
-    segmented_negate,
     unpack_fp32,
 )
 from .element_decode import ElementDecoder, HeaderDecoder
-from .fixed_sum import adder_tree, align_product, lane_bound
+from .fixed_sum import adder_tree, align_product, lane_bound, prefix_add
 from .float_round import round_to_ieee
 from .pipeline import Cuts, PipelineSpec, cuts_tag, resolve_cuts
 
@@ -428,18 +427,22 @@ class DotEngine(wiring.Component):
         m.d.comb += ovf.eq(Mux(ovf_clear, 0, ovf_reg) | ovf_now)
         with m.If(advance & v):
             m.d.sync += [ovf_reg.eq(ovf), ovf_clear.eq(h["last"])]
+        # Sign and one's complement (|x| = y + 1 for a negative x): the +1 waits until the window
+        # is picked, so no carry runs across the whole accumulator.
         neg = Signal(name="sum_neg")
-        mag = Signal(width - 1, name="sum_mag")
-        negated = segmented_negate(m, res, segment=EXACT_SEGMENT_BITS, name="negate")
-        m.d.comb += [neg.eq(res < 0), mag.eq(Mux(neg, negated, res))]
+        ones = Signal(width - 1, name="sum_ones")
+        m.d.comb += [neg.eq(res < 0), ones.eq(res[: width - 1] ^ neg.replicate(width - 1))]
         is_nan = h["nan"] | (h["pinf"] & h["ninf"]) | ovf
         is_inf = h["pinf"] | h["ninf"]
-        v, h = cuts.cut("magnitude", v, {"mag": mag, "sign": Mux(is_inf, h["ninf"], neg), "is_nan": is_nan,
-                                         "is_inf": is_inf, "last": h["last"]})
-        # Chunk-wise normalisation first, so the rounder sees a short word (the rest jammed as sticky).
-        coarse, offset, max_offset = coarse_normalise(m, h["mag"], name="coarse")
-        v, h = cuts.cut("coarse", v, {"mag": coarse, "offset": offset,
+        v, h = cuts.cut("magnitude", v, {"ones": ones, "neg": neg, "sign": Mux(is_inf, h["ninf"], neg),
+                                         "is_nan": is_nan, "is_inf": is_inf, "last": h["last"]})
+        # Chunk-wise normalisation, so the rounder sees a short word (the rest jammed as sticky).
+        chunks, below_any, below_ones, offset, max_offset = coarse_normalise(m, h["ones"], name="coarse")
+        plus_one = h["neg"] & below_ones  # the +1 of a negative sum carries into the window
+        sticky = Mux(h["neg"], ~below_ones, below_any)
+        v, h = cuts.cut("coarse", v, {"window": chunks, "plus_one": plus_one, "sticky": sticky, "offset": offset,
                                       **{key: h[key] for key in ("sign", "is_nan", "is_inf", "last")}})
+        mag = Cat(h["sticky"], prefix_add(m, h["window"], 0, cin=h["plus_one"], name="complement"))
         state = {"v": v, "last": h["last"]}
 
         def norm_cut(fields: dict[str, Value]) -> dict[str, Value]:
@@ -450,7 +453,7 @@ class DotEngine(wiring.Component):
         lsb = window.lsb_exponent - 1  # the window's LSB is the jammed sticky bit
         exponent = Signal(signed(max(len(Value.cast(lsb)), len(h["offset"]) + 1) + 2), name="final_exp")
         m.d.comb += exponent.eq(h["offset"] + lsb)
-        result = round_to_ieee(m, sign=h["sign"], magnitude=h["mag"], exponent=exponent, is_nan=h["is_nan"],
+        result = round_to_ieee(m, sign=h["sign"], magnitude=mag, exponent=exponent, is_nan=h["is_nan"],
                                is_inf=h["is_inf"], name="final", cut=norm_cut,
                                exponent_range=(lsb, lsb + max_offset))
         with m.If(advance):
