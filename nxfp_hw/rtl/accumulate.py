@@ -29,8 +29,8 @@ from amaranth.lib.wiring import In, Out
 from .fixed_sum import prefix_add
 from .float_round import leading_zeros, round_to_ieee
 
-__all__ = ["FP32_SIG", "FP32Adder", "coarse_normalise", "float_accumulate", "fp32_add", "normalise",
-           "resolve_lookahead", "resolve_segments", "segmented_accumulate", "unpack_fp32"]
+__all__ = ["FP32_SIG", "FP32Adder", "coarse_normalise", "float_accumulate", "fp32_add", "increment_by_chunks",
+           "normalise", "resolve_lookahead", "resolve_segments", "segmented_accumulate", "unpack_fp32"]
 
 FP32_SIG = 24  # significand bits of binary32, hidden bit included
 CutFn = Callable[[str, dict[str, Value]], dict[str, Value]]
@@ -248,20 +248,23 @@ class FP32Adder(wiring.Component):
 
 
 def coarse_normalise(m: Module, mag: Value, *, chunk: int = 16, keep: int = 3,
-                     name: str = "coarse") -> tuple[Value, Value, Value, Value, int]:
+                     name: str = "coarse") -> tuple[Value, Value, Value, Value, Value, int]:
     """Chunk-wise normalisation of a wide magnitude before one rounding (``exact`` mode).
 
-    Picks the highest non-zero ``chunk``-bit chunk and returns ``(window, below_any, below_ones,
-    offset, max_offset)``: ``window`` holds that chunk and the ``keep - 1`` chunks below it
-    (``mag = window * 2^offset + below``), ``below_any`` / ``below_ones`` tell whether the bits
-    below the window are not all zero / all one. The leading one lies at least ``(keep - 1) *
+    Picks the highest non-zero ``chunk``-bit chunk and returns ``(window, window_ones, below_any,
+    below_ones, offset, max_offset)``: ``window`` holds that chunk and the ``keep - 1`` chunks
+    below it (``mag = window * 2^offset + below``), ``window_ones`` flags its all-ones chunks,
+    ``below_any`` / ``below_ones`` tell whether the bits below the window are not all zero / all
+    one. The leading one lies at least ``(keep - 1) *
     chunk >= 25`` bits above the window's bottom, so those bits only matter as a sticky bit jammed
     below any rounding position of a binary32 result.
     """
     mag = Value.cast(mag)
     n = -(-len(mag) // chunk)
     if n <= keep:
-        return mag, C(0, 1), C(1, 1), C(0, 1), 0
+        window = Cat(mag, C(0, keep * chunk - len(mag)))
+        return window, Cat(*(window[i * chunk:(i + 1) * chunk].all() for i in range(keep))), C(0, 1), C(1, 1), \
+            C(0, 1), 0
     padded = Cat(mag, C(0, n * chunk - len(mag)))
     chunks = [padded[i * chunk:(i + 1) * chunk] for i in range(n)]
     nonzero = [c.any() for c in chunks]
@@ -273,13 +276,27 @@ def coarse_normalise(m: Module, mag: Value, *, chunk: int = 16, keep: int = 3,
         choice = Mux(nonzero[i], i - keep + 1, choice)
     m.d.comb += bottom.eq(choice)
     window = Signal(keep * chunk, name=f"{name}_window")
+    window_ones = Signal(keep, name=f"{name}_window_ones")
     below_any = Signal(name=f"{name}_below_any")
     below_ones = Signal(name=f"{name}_below_ones")
-    picked = (padded[:keep * chunk], C(0, 1), C(1, 1))
+    picked = (padded[:keep * chunk], Cat(*full[:keep]), C(0, 1), C(1, 1))
     for b in range(1, n - keep + 1):
-        option = (padded[b * chunk:(b + keep) * chunk], Cat(*nonzero[:b]).any(), Cat(*full[:b]).all())
+        option = (padded[b * chunk:(b + keep) * chunk], Cat(*full[b:b + keep]), Cat(*nonzero[:b]).any(),
+                  Cat(*full[:b]).all())
         picked = tuple(Mux(bottom == b, new, old) for new, old in zip(option, picked, strict=True))
-    m.d.comb += [window.eq(picked[0]), below_any.eq(picked[1]), below_ones.eq(picked[2])]
+    m.d.comb += [window.eq(picked[0]), window_ones.eq(picked[1]), below_any.eq(picked[2]), below_ones.eq(picked[3])]
     offset = Signal(range((n - keep) * chunk + 1), name=f"{name}_offset")
     m.d.comb += offset.eq(bottom * chunk)
-    return window, below_any, below_ones, offset, (n - keep) * chunk
+    return window, window_ones, below_any, below_ones, offset, (n - keep) * chunk
+
+
+def increment_by_chunks(m: Module, window: Value, ones: Value, carry: Value, *, chunk: int,
+                        name: str) -> Value:
+    """``window + carry`` (one more bit for the carry out), with the carry looked ahead over the
+    chunks' all-ones flags ``ones``: one short incrementer per chunk instead of a long chain."""
+    window, ones = Value.cast(window), Value.cast(ones)
+    out = []
+    for k in range(len(ones)):
+        cin = carry & (Cat(*(ones[j] for j in range(k))).all() if k else C(1, 1))
+        out.append(prefix_add(m, window[k * chunk:(k + 1) * chunk], 0, cin=cin, name=f"{name}_{k}")[:chunk])
+    return Cat(*out, carry & ones.all())

@@ -40,6 +40,7 @@ from ..golden.dot import exact_sum_bits, exact_sum_lsb_exponent
 from .accumulate import (
     coarse_normalise,
     float_accumulate,
+    increment_by_chunks,
     normalise,
     resolve_lookahead,
     resolve_segments,
@@ -47,7 +48,7 @@ from .accumulate import (
     unpack_fp32,
 )
 from .element_decode import ElementDecoder, HeaderDecoder
-from .fixed_sum import adder_tree, align_product, lane_bound, prefix_add
+from .fixed_sum import adder_tree, align_product, lane_bound
 from .float_round import round_to_ieee
 from .pipeline import Cuts, PipelineSpec, cuts_tag, resolve_cuts
 
@@ -63,15 +64,15 @@ _LOOP = ("acc_align", "acc_add", "acc_norm")
 POSITIONS = {
     "fp32": (*_FRONT, "block_norm", "block", *_LOOP),
     "fused": (*_FRONT, "block_norm", *_LOOP),
-    "exact": (*_FRONT, "shift", "resolve_lo", "resolve", "magnitude", "coarse", "final_norm"),
+    "exact": (*_FRONT, "shift", "resolve_lo", "resolve", "magnitude", "coarse", "complement", "final_norm"),
 }
 # Order in which a register count fills the positions (the most useful cut first).
 PREFERENCE = {
     "fp32": ("block", "sum", "products", "acc_add", "acc_norm", "scale", "block_norm", "acc_align", "tree",
              "decode"),
     "fused": ("block_norm", "sum", "products", "acc_add", "acc_norm", "scale", "acc_align", "tree", "decode"),
-    "exact": ("shift", "resolve", "magnitude", "sum", "products", "final_norm", "coarse", "resolve_lo", "scale",
-              "tree", "decode"),
+    "exact": ("shift", "resolve", "magnitude", "sum", "products", "final_norm", "coarse", "complement", "resolve_lo",
+              "scale", "tree", "decode"),
 }
 # Timing-closed defaults (docs/timing.md): every position of the datapath registered.
 DEFAULT_CUTS = {mode: POSITIONS[mode] for mode in ACC_MODES}
@@ -437,12 +438,17 @@ class DotEngine(wiring.Component):
         v, h = cuts.cut("magnitude", v, {"ones": ones, "neg": neg, "sign": Mux(is_inf, h["ninf"], neg),
                                          "is_nan": is_nan, "is_inf": is_inf, "last": h["last"]})
         # Chunk-wise normalisation, so the rounder sees a short word (the rest jammed as sticky).
-        chunks, below_any, below_ones, offset, max_offset = coarse_normalise(m, h["ones"], name="coarse")
+        chunks, chunk_ones, below_any, below_ones, offset, max_offset = coarse_normalise(m, h["ones"], chunk=16,
+                                                                                         name="coarse")
         plus_one = h["neg"] & below_ones  # the +1 of a negative sum carries into the window
         sticky = Mux(h["neg"], ~below_ones, below_any)
-        v, h = cuts.cut("coarse", v, {"window": chunks, "plus_one": plus_one, "sticky": sticky, "offset": offset,
+        v, h = cuts.cut("coarse", v, {"window": chunks, "window_ones": chunk_ones, "plus_one": plus_one,
+                                      "sticky": sticky, "offset": offset,
                                       **{key: h[key] for key in ("sign", "is_nan", "is_inf", "last")}})
-        mag = Cat(h["sticky"], prefix_add(m, h["window"], 0, cin=h["plus_one"], name="complement"))
+        mag = Cat(h["sticky"], increment_by_chunks(m, h["window"], h["window_ones"], h["plus_one"], chunk=16,
+                                                   name="complement"))
+        v, h = cuts.cut("complement", v, {"mag": mag, **{key: h[key] for key in ("offset", "sign", "is_nan", "is_inf",
+                                                                               "last")}})
         state = {"v": v, "last": h["last"]}
 
         def norm_cut(fields: dict[str, Value]) -> dict[str, Value]:
@@ -453,7 +459,7 @@ class DotEngine(wiring.Component):
         lsb = window.lsb_exponent - 1  # the window's LSB is the jammed sticky bit
         exponent = Signal(signed(max(len(Value.cast(lsb)), len(h["offset"]) + 1) + 2), name="final_exp")
         m.d.comb += exponent.eq(h["offset"] + lsb)
-        result = round_to_ieee(m, sign=h["sign"], magnitude=mag, exponent=exponent, is_nan=h["is_nan"],
+        result = round_to_ieee(m, sign=h["sign"], magnitude=h["mag"], exponent=exponent, is_nan=h["is_nan"],
                                is_inf=h["is_inf"], name="final", cut=norm_cut,
                                exponent_range=(lsb, lsb + max_offset))
         with m.If(advance):
