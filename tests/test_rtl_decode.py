@@ -13,9 +13,10 @@ from amaranth.back import verilog
 from amaranth.hdl import Elaboratable, Module, Signal, Value
 from amaranth.sim import Simulator
 
+import nxfp_hw.rtl.decode as decode_mod
 from nxfp_hw.formats import PRESETS, parse_format
 from nxfp_hw.golden.decode import decode_bits
-from nxfp_hw.rtl.decode import DecodeUnit
+from nxfp_hw.rtl.decode import DECODE_DEFAULT_CUTS, DECODE_POSITIONS, DecodeUnit
 from nxfp_hw.rtl.element_decode import ElementDecoder
 from nxfp_hw.rtl.pipeline import PipelineRegister
 
@@ -80,7 +81,7 @@ def run_combinational(unit: DecodeUnit, headers: np.ndarray, codes: np.ndarray) 
 
 
 def check_exhaustive(fmt, out: str, lanes: int) -> None:
-    unit = DecodeUnit(fmt, lanes=lanes, out=out)
+    unit = DecodeUnit(fmt, lanes=lanes, out=out, pipeline="none")
     headers, codes = exhaustive_beats(fmt, lanes)
     want = decode_bits(fmt, headers, codes, out=out).astype(np.int64)
     got = run_combinational(unit, headers, codes)
@@ -89,6 +90,36 @@ def check_exhaustive(fmt, out: str, lanes: int) -> None:
         lines = [f"header {int(headers[b]):#x} code {int(codes[b, n]):#x}: got {got[b, n]:#x} want {want[b, n]:#x}"
                  for b, n in bad[:8]]
         pytest.fail(f"{fmt.label} -> {out}: {len(bad)} mismatches\n" + "\n".join(lines))
+
+
+def run_streaming(unit: DecodeUnit, headers: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """One beat per cycle into a pipelined unit with ``o.ready`` high: every output arrives exactly
+    ``latency`` cycles after its beat, in order."""
+    sim = Simulator(unit)
+    sim.add_clock(1e-8)
+    got = np.zeros(codes.shape, dtype=np.int64)
+    nbeats = len(headers)
+
+    async def bench(ctx) -> None:
+        ctx.set(unit.o.ready, 1)
+        payload_in = Value.cast(unit.i.payload)
+        payload_out = Value.cast(unit.o.payload)
+        out = 0
+        for cycle in range(nbeats + unit.latency + 1):
+            ctx.set(unit.i.valid, cycle < nbeats)
+            if cycle < nbeats:
+                ctx.set(payload_in, pack_input(unit, int(headers[cycle]), [int(c) for c in codes[cycle]]))
+                assert ctx.get(unit.i.ready)
+            if ctx.get(unit.o.valid):
+                assert cycle == out + unit.latency, f"beat {out} left at cycle {cycle}, latency {unit.latency}"
+                got[out] = unpack_output(unit, ctx.get(payload_out))
+                out += 1
+            await ctx.tick()
+        assert out == nbeats, f"{out} of {nbeats} beats came out"
+
+    sim.add_testbench(bench)
+    sim.run()
+    return got
 
 
 @pytest.mark.parametrize("name,lanes", [("nxfp4", 16), ("mxfp4_e2m1", 16), ("mxfp8_e4m3", 32), ("nxfp6", 32)])
@@ -127,12 +158,64 @@ def test_mxint8_and_e5m2_spot_checks() -> None:
     """The two-complement and Inf/NaN paths on all their codes for a few scales (fast subset)."""
     for name in ("mxint8", "mxfp8_e5m2"):
         fmt = PRESETS[name]
-        unit = DecodeUnit(fmt, lanes=32)
+        unit = DecodeUnit(fmt, lanes=32, pipeline="none")
         codes = np.arange(256, dtype=np.uint16).reshape(-1, 32)
         headers = np.repeat(np.array([0, 1, 100, 127, 200, 254, 255], dtype=np.uint16), len(codes))
         codes = np.tile(codes, (7, 1))
         want = decode_bits(fmt, headers, codes).astype(np.int64)
         assert np.array_equal(run_combinational(unit, headers, codes), want), name
+
+
+# Formats and outputs that exercise every lane datapath: per-block exponent candidates without and
+# with subnormal/overflow logic (nxfp4, mxfp4 -> fp32), a per-lane exponent adder (mxfp8 -> fp32) and
+# the rounding path (mxfp4 -> fp16, round_to_ieee with its cut hook).
+DATAPATHS = [("nxfp4", "fp32"), ("mxfp4_e2m1", "fp32"), ("nxfp4", "fp16"), ("mxfp8_e4m3", "fp32"),
+             ("mxfp4_e2m1", "fp16")]
+CUT_SETS = ["none", "in", "product", "norm", "out", "product,out", "all"]
+
+
+@pytest.mark.parametrize("cuts", CUT_SETS)
+@pytest.mark.parametrize("name,out", DATAPATHS)
+def test_cut_sets_bit_exact(name: str, out: str, cuts: str) -> None:
+    """Every header x every code streamed through the unit with each set of register positions:
+    bit-exact, latency = number of registers, one beat per cycle."""
+    fmt = PRESETS[name]
+    lanes = 8
+    unit = DecodeUnit(fmt, lanes=lanes, out=out, pipeline=cuts)
+    assert unit.latency == len(unit.cuts)
+    headers, codes = exhaustive_beats(fmt, lanes)
+    if fmt.element_width == 8:  # 256 headers x 32 beats: keep a stride of the headers
+        keep = np.isin(headers, np.arange(0, 256, 7))
+        headers, codes = headers[keep], codes[keep]
+    want = decode_bits(fmt, headers, codes, out=out).astype(np.int64)
+    got = run_streaming(unit, headers, codes) if unit.latency else run_combinational(unit, headers, codes)
+    bad = np.argwhere(got != want)
+    if bad.size:
+        b = tuple(bad[0])
+        pytest.fail(f"{fmt.label} -> {out}, cuts {unit.cuts}: {len(bad)} mismatches, first: header "
+                    f"{int(headers[b[0]]):#x} code {int(codes[b]):#x} got {got[b]:#x} want {want[b]:#x}")
+
+
+@pytest.mark.parametrize("name,out", [("nxfp4", "fp32"), ("nxfp4", "fp16"), ("mxfp4_e2m1", "fp32"),
+                                      ("mxfp4_e2m1", "fp16"), ("mxfp8_e5m2", "bf16"), ("mxint8", "fp32")])
+def test_arithmetic_lanes(monkeypatch, name: str, out: str) -> None:
+    """Formats too wide for the lane lookup table decode the element arithmetically: forced here."""
+    monkeypatch.setattr(decode_mod, "TABLE_MAX_BITS", 0)
+    assert DecodeUnit(PRESETS[name], lanes=1)._lane.table is None
+    check_exhaustive(PRESETS[name], out, 16 if PRESETS[name].element_width == 4 else 32)
+
+
+def test_datapath_choices() -> None:
+    """Which lane datapath each preset gets (docs/timing.md): exact with per-block exponent candidates
+    for the 4- and 6-bit presets into fp32, a per-lane exponent adder for 8-bit minifloats, rounding
+    only where products can be inexact."""
+    plan = {(n, o): DecodeUnit(PRESETS[n], lanes=1, out=o)._exact for n in PRESETS for o in ("fp32", "bf16", "fp16")}
+    assert plan[("nxfp4", "fp32")] == {"subnormal": False, "overflow": False, "candidates": True}
+    assert plan[("mxfp4_e2m1", "fp32")] == {"subnormal": True, "overflow": True, "candidates": True}
+    assert plan[("mxfp8_e4m3", "fp32")] == {"subnormal": True, "overflow": True, "candidates": False}
+    assert plan[("mxfp4_e2m1", "fp16")] is None and plan[("mxfp8_e4m3", "bf16")] is None
+    assert all(plan[(n, o)] is not None for n in PRESETS for o in ("fp32",))
+    assert all(plan[(n, "fp16")] is not None for n in ("nxfp4", "nxfp5", "nxfp6"))
 
 
 class _ElementOnly(Elaboratable):
@@ -227,11 +310,12 @@ def _stream_run(unit, beats: list[int], rng: random.Random, cycles_limit: int,
     return accepted, delivered
 
 
-@pytest.mark.parametrize("pipeline", [1, 2, 3])
-def test_backpressure_no_drop_no_duplicate(pipeline: int) -> None:
-    """pipeline>=1 with random valid/ready: every accepted beat comes out once, in order, decoded right."""
-    fmt = PRESETS["nxfp4"]
-    rng = random.Random(seed_for(f"test_backpressure_no_drop_no_duplicate[{pipeline}]"))
+@pytest.mark.parametrize("pipeline", [1, 2, 3, "in", "norm", "product,out", "in,norm", "all"])
+@pytest.mark.parametrize("name", ["nxfp4", "mxfp4_e2m1"])
+def test_backpressure_no_drop_no_duplicate(name: str, pipeline) -> None:
+    """Random valid/ready: every accepted beat comes out once, in order, decoded right."""
+    fmt = PRESETS[name]
+    rng = random.Random(seed_for(f"test_backpressure_no_drop_no_duplicate[{name}-{pipeline}]"))
     unit = DecodeUnit(fmt, lanes=4, pipeline=pipeline)
     nbeats = 120
     headers = [rng.randrange(1 << fmt.header_bits) for _ in range(nbeats)]
@@ -245,12 +329,15 @@ def test_backpressure_no_drop_no_duplicate(pipeline: int) -> None:
         assert unpack_output(unit, word) == [int(x) for x in want[b]], f"beat {b}"
 
 
-@pytest.mark.parametrize("pipeline", [1, 2, 4])
-def test_latency_and_full_rate(pipeline: int) -> None:
+@pytest.mark.parametrize("pipeline", [1, 2, 4, "in,norm", "all"])
+def test_latency_and_full_rate(pipeline) -> None:
     """With o.ready high, beat t is valid at the output exactly ``latency`` cycles later, one per cycle."""
     fmt = PRESETS["mxfp4_e2m1"]
     unit = DecodeUnit(fmt, lanes=2, pipeline=pipeline)
-    assert unit.latency == pipeline and unit.initiation_interval == 1
+    assert unit.initiation_interval == 1
+    assert unit.latency == (pipeline if isinstance(pipeline, int) else len(pipeline.split(",")) if pipeline != "all"
+                            else 4)
+    pipeline = unit.latency
     sim = Simulator(unit)
     sim.add_clock(1e-8)
     nbeats = 10
@@ -289,10 +376,29 @@ def test_parameters_and_attributes() -> None:
     fmt = PRESETS["nxfp4"]
     unit = DecodeUnit(fmt, lanes=8, out="bf16", pipeline=2)
     assert unit.unit_kind == "decode" and unit.formats == {"a": fmt} and unit.lanes == 8
+    assert unit.pipeline_positions == DECODE_POSITIONS == ("in", "product", "norm", "out")
+    assert unit.cuts == unit.pipeline == ("product", "out")
     assert unit.latency == 2 and unit.initiation_interval == 1
-    assert unit.config == {"unit": "decode", "format": fmt.to_string(), "lanes": 8, "out": "bf16", "pipeline": 2}
-    assert unit.module_name == "nxfp_decode_nxfp4_l8_bf16_p2"
+    assert unit.config == {"unit": "decode", "format": fmt.to_string(), "lanes": 8, "out": "bf16",
+                           "pipeline": ["product", "out"]}
+    assert unit.module_name == "nxfp_decode_nxfp4_l8_bf16_pa"  # bit mask of the positions in datapath order
     assert DecodeUnit(fmt).lanes == 32
+    default = DecodeUnit(fmt)
+    assert default.cuts == DECODE_DEFAULT_CUTS and default.latency == len(DECODE_DEFAULT_CUTS)
+    # A count takes the first n of out, product, norm, in; names in any order come out in datapath order.
+    assert DecodeUnit(fmt, pipeline=1).cuts == ("out",)
+    assert DecodeUnit(fmt, pipeline=3).cuts == ("product", "norm", "out")
+    assert DecodeUnit(fmt, pipeline="out, in").cuts == ("in", "out")
+    assert DecodeUnit(fmt, pipeline=["norm"]).cuts == ("norm",)
+    assert DecodeUnit(fmt, pipeline="all").cuts == DECODE_POSITIONS and DecodeUnit(fmt, pipeline="all").latency == 4
+    assert DecodeUnit(fmt, pipeline="none").latency == 0 and DecodeUnit(fmt, pipeline=0).module_name.endswith("_p0")
+    assert DecodeUnit(fmt, pipeline="2").cuts == ("product", "out")
+    with pytest.raises(ValueError, match=r"pipeline: no register position 'middle'.*in, product, norm, out"):
+        DecodeUnit(fmt, pipeline="product,middle")
+    with pytest.raises(ValueError, match=r"pipeline: expected a register count in 0\.\.4"):
+        DecodeUnit(fmt, pipeline=5)
+    with pytest.raises(TypeError, match="pipeline"):
+        DecodeUnit(fmt, pipeline=True)
     with pytest.raises(ValueError, match="lanes"):
         DecodeUnit(fmt, lanes=3)
     with pytest.raises(ValueError, match="lanes"):
@@ -319,8 +425,9 @@ def test_verilog_conversion(name: str) -> None:
                                    emit_src=False)
 
 
-@pytest.mark.parametrize(("name", "pipeline"), [("mxfp8_e4m3", 0), ("nxfp4", 2)])
-def test_no_net_assembled_from_parts(name: str, pipeline: int) -> None:
+@pytest.mark.parametrize(("name", "pipeline"), [("mxfp8_e4m3", 0), ("nxfp4", 2), ("mxfp4_e2m1", "all"),
+                                              ("mxfp8_e4m3", "all")])
+def test_no_net_assembled_from_parts(name: str, pipeline) -> None:
     """Icarus speed guard: no wire of the emitted decode unit is driven slice by slice.
 
     A struct Signal assembled from several drivers (all lanes' products, one lane's fields) is one
