@@ -164,14 +164,15 @@ def segmented_accumulate(m: Module, *, addend: Value, enable: Value, clear: Valu
     carries: list[Value] = [C(0, 1)]
     for i, (lo, hi) in enumerate(zip(bounds, bounds[1:], strict=False)):
         part = Signal(hi - lo, name=f"{name}_s{i}", reset_less=True)
-        t = prefix_add(m, Mux(clear, 0, part), ext[lo:hi], cin=Mux(clear, 0, carries[-1]), name=f"{name}_t{i}")
+        # ``clear`` selects after the adder, so its fan-out buffering overlaps the carry chain.
+        t = prefix_add(m, part, ext[lo:hi], cin=carries[-1], name=f"{name}_t{i}")
         with m.If(enable):
-            m.d.sync += part.eq(t[: hi - lo])
+            m.d.sync += part.eq(Mux(clear, ext[lo:hi], t[: hi - lo]))
         parts.append(part)
         if hi < width:
             c = Signal(name=f"{name}_c{i + 1}", reset_less=True)
             with m.If(enable):
-                m.d.sync += c.eq(t[hi - lo])
+                m.d.sync += c.eq(~clear & t[hi - lo])
             carries.append(c)
     return parts, carries
 

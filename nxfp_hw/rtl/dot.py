@@ -52,7 +52,8 @@ from .fixed_sum import adder_tree, align_product, lane_bound
 from .float_round import round_to_ieee
 from .pipeline import Cuts, PipelineSpec, cuts_tag, resolve_cuts
 
-__all__ = ["ACC_MODES", "DEFAULT_GUARD_BITS", "DotEngine", "ExactWindow", "dot_exact_window"]
+__all__ = ["ACC_MODES", "DEFAULT_GUARD_BITS", "POSITIONS", "DotEngine", "ExactWindow", "default_cuts",
+           "dot_exact_window"]
 
 ACC_MODES = ("fp32", "fused", "exact")
 DEFAULT_GUARD_BITS = 16
@@ -74,8 +75,12 @@ PREFERENCE = {
     "exact": ("shift", "resolve", "magnitude", "sum", "products", "final_norm", "coarse", "complement", "resolve_lo",
               "scale", "tree", "decode"),
 }
-# Timing-closed defaults (docs/timing.md): every position of the datapath registered.
-DEFAULT_CUTS = {mode: POSITIONS[mode] for mode in ACC_MODES}
+
+
+def default_cuts(acc: str, lanes: int) -> tuple[str, ...]:
+    """Timing-closed defaults (docs/timing.md): every position but the element decode (short: a
+    few table bits), and the mid-tree register only when the tree is deep (16 lanes or more)."""
+    return tuple(p for p in POSITIONS[acc] if p != "decode" and (p != "tree" or lanes >= 16))
 
 
 @dataclass(frozen=True)
@@ -149,7 +154,7 @@ class DotEngine(wiring.Component):
         self.accumulation = acc
         self.guard_bits = guard_bits
         self.pipeline_positions = POSITIONS[acc]
-        self.cuts = resolve_cuts(pipeline, self.pipeline_positions, PREFERENCE[acc], DEFAULT_CUTS[acc])
+        self.cuts = resolve_cuts(pipeline, self.pipeline_positions, PREFERENCE[acc], default_cuts(acc, lanes))
         self.pipeline = len(self.cuts)
         self.beats_per_block = k // lanes
         self.lane_bound = lane_bound(fmt_a, fmt_b)
