@@ -184,6 +184,23 @@ def test_area_command_json_record(tmp_path: Path, capsys) -> None:
     assert "pass --force" in capsys.readouterr().err
 
 
+@needs_yosys
+def test_area_command_accumulation_and_named_pipeline(tmp_path: Path, capsys) -> None:
+    """--acc and a named --pipeline reach the dot engine; the record and the printout state both."""
+    out = tmp_path / "rec.json"
+    assert main(["area", "--unit", "dot", "--format", "mxfp4_e2m1", "--lanes", "8", "--acc", "fused",
+                 "--pipeline", "sum,acc_add", "--flow", "generic", "--json", str(out),
+                 "--workdir", str(tmp_path / "w")]) == 0
+    text = capsys.readouterr().out
+    rec = json.loads(out.read_text())
+    assert rec["accumulation"]["mode"] == "fused" and rec["pipeline"]["enabled"] == ["sum", "acc_add"]
+    assert rec["initiation_interval_per_block"] == 4 and rec["block_size"] == 32
+    assert "accumulation fused" in text and "pipeline 2/" in text and "sum, acc_add" in text
+    assert main(["area", "--unit", "dot", "--format", "mxfp4_e2m1", "--pipeline", "sum,nowhere",
+                 "--flow", "generic"]) == 2
+    assert "pipeline: no register position 'nowhere'" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_default_sweep_small_lanes(tmp_path: Path) -> None:
     """All default formats, both units, generic and asic flows (minutes)."""
