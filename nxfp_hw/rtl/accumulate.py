@@ -90,13 +90,17 @@ def float_accumulate(m: Module, acc: Value, blk: dict[str, Value], *, cut: CutFn
     # --- align: order by top exponent, shift the lower operand right with a sticky jam ----------
     top_b = Value.cast(blk["top"])
     tw = max(len(top_b), 10) + 2
+    # Both exponent differences at once (no negation after the subtraction); the shift saturates
+    # at a power of two at or above the window width, where everything is sticky anyway.
     d = Signal(signed(tw), name=f"{name}_d")
-    m.d.comb += d.eq(a["top"] - top_b)
+    rd = Signal(signed(tw), name=f"{name}_rd")
+    m.d.comb += [d.eq(a["top"] - top_b), rd.eq(top_b - a["top"])]
     a_big = Signal(name=f"{name}_a_big")
     m.d.comb += a_big.eq(d >= 0)
-    dist = Signal(range(win + 2), name=f"{name}_dist")
-    absd = Mux(a_big, d, -d)
-    m.d.comb += dist.eq(Mux(absd > win, win + 1, absd[: len(dist)]))
+    sat_bits = win.bit_length()
+    absd = Mux(a_big, d, rd)
+    dist = Signal(sat_bits, name=f"{name}_dist")
+    m.d.comb += dist.eq(Mux(absd[sat_bits:].any(), (1 << sat_bits) - 1, absd[:sat_bits]))
     a_win = Signal(win, name=f"{name}_a_win")
     b_win = Signal(win, name=f"{name}_b_win")
     m.d.comb += [a_win.eq(a["mag"] << (win - FP32_SIG)), b_win.eq(mag_b << (win - width_b))]
@@ -248,6 +252,16 @@ class FP32Adder(wiring.Component):
         return m
 
 
+def _mux_tree(index: Value, options: list[Value]) -> Value:
+    """``options[index]`` as a balanced tree of 2:1 multiplexers (one level per index bit)."""
+    level, bit = list(options), 0
+    while len(level) > 1:
+        level = [Mux(index[bit], level[i + 1], level[i]) if i + 1 < len(level) else level[i]
+                 for i in range(0, len(level), 2)]
+        bit += 1
+    return level[0]
+
+
 def coarse_normalise(m: Module, mag: Value, *, chunk: int = 16, keep: int = 3,
                      name: str = "coarse") -> tuple[Value, Value, Value, Value, Value, int]:
     """Chunk-wise normalisation of a wide magnitude before one rounding (``exact`` mode).
@@ -270,22 +284,21 @@ def coarse_normalise(m: Module, mag: Value, *, chunk: int = 16, keep: int = 3,
     chunks = [padded[i * chunk:(i + 1) * chunk] for i in range(n)]
     nonzero = [c.any() for c in chunks]
     full = [c.all() for c in chunks]
-    # The window's bottom chunk: the top non-zero chunk minus (keep - 1), at least 0.
+    # The window's bottom chunk: the top non-zero chunk minus (keep - 1), at least 0 (a priority
+    # encoder tree over the chunk flags, then a tree of multiplexers: log depth in the chunk count).
+    flags = Cat(C(1, 1), *nonzero[keep:])  # position p <-> bottom chunk p; position 0 always "found"
+    lz, _ = leading_zeros(flags)
     bottom = Signal(range(n - keep + 1), name=f"{name}_bottom")
-    choice = C(0, len(bottom))
-    for i in range(keep, n):  # ascending: the highest non-zero chunk wins
-        choice = Mux(nonzero[i], i - keep + 1, choice)
-    m.d.comb += bottom.eq(choice)
+    m.d.comb += bottom.eq(n - keep - lz)
+    options = [Cat(padded[b * chunk:(b + keep) * chunk], *full[b:b + keep],
+                   Cat(*nonzero[:b]).any() if b else C(0, 1), Cat(*full[:b]).all() if b else C(1, 1))
+               for b in range(n - keep + 1)]
+    picked = _mux_tree(bottom, options)
     window = Signal(keep * chunk, name=f"{name}_window")
     window_ones = Signal(keep, name=f"{name}_window_ones")
     below_any = Signal(name=f"{name}_below_any")
     below_ones = Signal(name=f"{name}_below_ones")
-    picked = (padded[:keep * chunk], Cat(*full[:keep]), C(0, 1), C(1, 1))
-    for b in range(1, n - keep + 1):
-        option = (padded[b * chunk:(b + keep) * chunk], Cat(*full[b:b + keep]), Cat(*nonzero[:b]).any(),
-                  Cat(*full[:b]).all())
-        picked = tuple(Mux(bottom == b, new, old) for new, old in zip(option, picked, strict=True))
-    m.d.comb += [window.eq(picked[0]), window_ones.eq(picked[1]), below_any.eq(picked[2]), below_ones.eq(picked[3])]
+    m.d.comb += Cat(window, window_ones, below_any, below_ones).eq(picked)
     offset = Signal(range((n - keep) * chunk + 1), name=f"{name}_offset")
     m.d.comb += offset.eq(bottom * chunk)
     return window, window_ones, below_any, below_ones, offset, (n - keep) * chunk
