@@ -579,7 +579,7 @@ def test_constructor_errors() -> None:
     with pytest.raises(ValueError, match="lanes must divide"):
         DotEngine(PRESETS["nxfp4"], lanes=3)
     with pytest.raises(ValueError, match="pipeline"):
-        DotEngine(PRESETS["nxfp4"], pipeline=11)
+        DotEngine(PRESETS["nxfp4"], pipeline=12)
     with pytest.raises(TypeError, match="fmt_b"):
         DotEngine(PRESETS["nxfp4"], "nxfp4")  # type: ignore[arg-type]
     gc.collect()

@@ -33,6 +33,7 @@ __all__ = ["FP32_SIG", "FP32Adder", "coarse_normalise", "float_accumulate", "fp3
            "normalise", "resolve_lookahead", "resolve_segments", "segmented_accumulate", "unpack_fp32"]
 
 FP32_SIG = 24  # significand bits of binary32, hidden bit included
+FP32_BIAS = 127  # operand ``top`` exponents are biased like binary32's, so the accumulator's need no subtraction
 CutFn = Callable[[str, dict[str, Value]], dict[str, Value]]
 
 
@@ -42,12 +43,12 @@ def _no_cut(name: str, fields: dict[str, Value]) -> dict[str, Value]:
 
 def unpack_fp32(m: Module, x: Value, *, name: str) -> dict[str, Value]:
     """Operand fields of a binary32 pattern: ``sign``, ``mag`` (24-bit significand), ``top``
-    (exponent of the significand's MSB position; subnormals share the smallest normal's),
+    (biased exponent of the significand's MSB position: the exponent field, 1 for subnormals),
     ``is_nan``, ``is_inf``, ``neg_zero``."""
     x = Value.cast(x)
     e, f = x[23:31], x[:23]
-    top = Signal(signed(10), name=f"{name}_top")
-    m.d.comb += top.eq(Mux(e == 0, 1, e) - 127)
+    top = Signal(8, name=f"{name}_top")
+    m.d.comb += top.eq(Cat(e[0] | (e == 0), e[1:]))
     return {
         "sign": x[31],
         "mag": Cat(f, e != 0),
@@ -76,7 +77,7 @@ def float_accumulate(m: Module, acc: Value, blk: dict[str, Value], *, cut: CutFn
     with ``mag`` of ``W`` bits, normalised (MSB set) unless zero or in the binary32 subnormal
     range, plus ``is_nan``, ``is_inf`` (Inf of sign ``sign``) and ``neg_zero`` (``v`` is -0; an
     exact zero that is not flagged counts as +0). ``cut(position, fields)`` is called at the
-    register positions ``align``, ``add`` and ``norm`` and returns the fields (registered or not).
+    register positions ``exp``, ``align``, ``add`` and ``norm`` and returns the fields (registered or not).
     ``quantum_exponent``: every non-zero ``acc`` and ``v`` is a multiple of ``2^quantum_exponent``
     (so is every sum); when that is at least the smallest normal, the subnormal logic is dropped.
     """
@@ -104,6 +105,15 @@ def float_accumulate(m: Module, acc: Value, blk: dict[str, Value], *, cut: CutFn
     a_win = Signal(win, name=f"{name}_a_win")
     b_win = Signal(win, name=f"{name}_b_win")
     m.d.comb += [a_win.eq(a["mag"] << (win - FP32_SIG)), b_win.eq(mag_b << (win - width_b))]
+    top = Signal(signed(tw), name=f"{name}_top")
+    m.d.comb += top.eq(Mux(a_big, a["top"], top_b))
+    is_nan = a["is_nan"] | blk["is_nan"] | (a["is_inf"] & blk["is_inf"] & (a["sign"] != blk["sign"]))
+    e = cut("exp", {
+        "a_big": a_big, "dist": dist, "a_win": a_win, "b_win": b_win, "a_neg": a["sign"], "b_neg": blk["sign"],
+        "top": top, "is_nan": is_nan, "is_inf": a["is_inf"] | blk["is_inf"],
+        "inf_neg": Mux(a["is_inf"], a["sign"], blk["sign"]), "neg_zero": a["neg_zero"] & blk["neg_zero"],
+    })
+    a_big, dist, a_win, b_win = e["a_big"], e["dist"], e["a_win"], e["b_win"]
     small = Signal(win, name=f"{name}_small")
     m.d.comb += small.eq(Mux(a_big, b_win, a_win))
     shifted = Signal(win, name=f"{name}_shifted")
@@ -113,16 +123,10 @@ def float_accumulate(m: Module, acc: Value, blk: dict[str, Value], *, cut: CutFn
         sticky.eq((small & ~(C((1 << win) - 1, win) << dist)[:win]).any()),
     ]
     big_mag = Mux(a_big, a_win, b_win)
-    big_neg = Mux(a_big, a["sign"], blk["sign"])
-    small_neg = Mux(a_big, blk["sign"], a["sign"])
-    top = Signal(signed(tw), name=f"{name}_top")
-    m.d.comb += top.eq(Mux(a_big, a["top"], top_b))
-    is_nan = a["is_nan"] | blk["is_nan"] | (a["is_inf"] & blk["is_inf"] & (a["sign"] != blk["sign"]))
     f = cut("align", {
-        "big": big_mag, "big_neg": big_neg, "small": shifted | sticky, "small_neg": small_neg, "top": top,
-        "is_nan": is_nan, "is_inf": a["is_inf"] | blk["is_inf"],
-        "inf_neg": Mux(a["is_inf"], a["sign"], blk["sign"]),
-        "neg_zero": a["neg_zero"] & blk["neg_zero"],
+        "big": big_mag, "big_neg": Mux(a_big, e["a_neg"], e["b_neg"]), "small": shifted | sticky,
+        "small_neg": Mux(a_big, e["b_neg"], e["a_neg"]),
+        **{key: e[key] for key in ("top", "is_nan", "is_inf", "inf_neg", "neg_zero")},
     })
 
     # --- add: magnitudes add, or subtract both ways in parallel (one carry chain deep) ------------
@@ -142,7 +146,7 @@ def float_accumulate(m: Module, acc: Value, blk: dict[str, Value], *, cut: CutFn
 
     # --- round: value = mag * 2^(top - (win - 1)); an exact zero is +0 unless both were -0 -------
     exponent = Signal(signed(len(g["top"]) + 1), name=f"{name}_exp")
-    m.d.comb += exponent.eq(g["top"] - (win - 1))
+    m.d.comb += exponent.eq(g["top"] - (FP32_BIAS + win - 1))
     zero_sign = Mux(g["mag"] == 0, g["neg_zero"], g["neg"])
     return round_to_ieee(m, sign=Mux(g["is_inf"], g["inf_neg"], zero_sign), magnitude=g["mag"], exponent=exponent,
                          is_nan=g["is_nan"], is_inf=g["is_inf"], name=f"{name}_rnd",

@@ -38,6 +38,7 @@ from ..formats import BlockFormat
 from ..golden.decode import element_parts
 from ..golden.dot import exact_sum_bits, exact_sum_lsb_exponent
 from .accumulate import (
+    FP32_BIAS,
     coarse_normalise,
     float_accumulate,
     increment_by_chunks,
@@ -61,7 +62,7 @@ MAX_GUARD_BITS = 64
 EXACT_SEGMENT_BITS = 12  # carry-save segment of the exact accumulator: the length of its loop adder
 
 _FRONT = ("decode", "products", "tree", "sum", "scale")
-_LOOP = ("acc_align", "acc_add", "acc_norm")
+_LOOP = ("acc_exp", "acc_align", "acc_add", "acc_norm")
 POSITIONS = {
     "fp32": (*_FRONT, "block_norm", "block", *_LOOP),
     "fused": (*_FRONT, "block_norm", *_LOOP),
@@ -70,8 +71,9 @@ POSITIONS = {
 # Order in which a register count fills the positions (the most useful cut first).
 PREFERENCE = {
     "fp32": ("block", "sum", "products", "acc_add", "acc_norm", "scale", "block_norm", "acc_align", "tree",
-             "decode"),
-    "fused": ("block_norm", "sum", "products", "acc_add", "acc_norm", "scale", "acc_align", "tree", "decode"),
+             "decode", "acc_exp"),
+    "fused": ("block_norm", "sum", "products", "acc_add", "acc_norm", "scale", "acc_align", "tree", "decode",
+              "acc_exp"),
     "exact": ("shift", "resolve", "magnitude", "sum", "products", "final_norm", "coarse", "complement", "resolve_lo",
               "scale", "tree", "decode"),
 }
@@ -79,8 +81,9 @@ PREFERENCE = {
 
 def default_cuts(acc: str, lanes: int) -> tuple[str, ...]:
     """Timing-closed defaults (docs/timing.md): every position but the element decode (short: a
-    few table bits), and the mid-tree register only when the tree is deep (16 lanes or more)."""
-    return tuple(p for p in POSITIONS[acc] if p != "decode" and (p != "tree" or lanes >= 16))
+    few table bits) and ``acc_exp`` (a fifth loop cycle, for FPGAs), and the mid-tree register only
+    when the tree is deep (16 lanes or more)."""
+    return tuple(p for p in POSITIONS[acc] if p not in ("decode", "acc_exp") and (p != "tree" or lanes >= 16))
 
 
 @dataclass(frozen=True)
@@ -346,7 +349,7 @@ class DotEngine(wiring.Component):
         else:  # fused: normalise the exact block value, keep every bit
             norm, lz = normalise(m, f["mag"], name="blk")
             top = Signal(signed(len(exp_sum) + 12), name="blk_top")
-            m.d.comb += top.eq(f["exp_sum"] + (exp_const + len(f["mag"]) - 1) - lz)
+            m.d.comb += top.eq(f["exp_sum"] + (exp_const + len(f["mag"]) - 1 + FP32_BIAS) - lz)  # biased
             v, f = cuts.cut("block_norm", v, {"sign": inf_or_neg, "mag": norm, "top": top, "is_nan": f["is_nan"],
                                               "is_inf": f["is_inf"], "last": f["last"]})
             operand = {**{key: f[key] for key in ("sign", "mag", "top", "is_nan", "is_inf")}, "neg_zero": C(0, 1)}
