@@ -426,24 +426,24 @@ class DotEngine(wiring.Component):
         m.d.comb += resolved.eq(resolve_segments(m, [h[f"s{i}"] for i in range(nseg)],
                                                  [h[f"c{i}"] for i in range(nseg)],
                                                  [h[f"ci{i}"] for i in range(nseg)], name="resolve"))
-        v, h = cuts.cut("resolve", v, {"resolved": resolved, **{key: h[key] for key in (*sticky, "last")}})
+        # Sign, one's complement (|x| = y + 1 for a negative x: the +1 waits until the window is
+        # picked, so no carry runs across the whole accumulator) and the window check, all before
+        # the register: the sign drives every bit, a fan-out only logic (not a flip-flop) can buffer.
+        neg = Signal(name="sum_neg")
+        ones = Signal(width - 1, name="sum_ones")
+        m.d.comb += [neg.eq(resolved[width - 1]), ones.eq(resolved[: width - 1] ^ neg.replicate(width - 1))]
+        v, h = cuts.cut("resolve", v, {"ones": ones, "neg": neg, "ovf_now": resolved[width - 1] ^ resolved[width - 2],
+                                       **{key: h[key] for key in (*sticky, "last")}})
         # Sticky per reduction: did any prefix sum leave [-2^(w-1), 2^(w-1))?
-        res = h["resolved"]
-        ovf_now = res[width - 1] != res[width - 2]
         ovf_reg = Signal(name="window_ovf", reset_less=True)
         ovf_clear = Signal(init=1, name="window_ovf_clear")
         ovf = Signal(name="window_ovf_seen")
-        m.d.comb += ovf.eq(Mux(ovf_clear, 0, ovf_reg) | ovf_now)
+        m.d.comb += ovf.eq(Mux(ovf_clear, 0, ovf_reg) | h["ovf_now"])
         with m.If(advance & v):
             m.d.sync += [ovf_reg.eq(ovf), ovf_clear.eq(h["last"])]
-        # Sign and one's complement (|x| = y + 1 for a negative x): the +1 waits until the window
-        # is picked, so no carry runs across the whole accumulator.
-        neg = Signal(name="sum_neg")
-        ones = Signal(width - 1, name="sum_ones")
-        m.d.comb += [neg.eq(res < 0), ones.eq(res[: width - 1] ^ neg.replicate(width - 1))]
         is_nan = h["nan"] | (h["pinf"] & h["ninf"]) | ovf
         is_inf = h["pinf"] | h["ninf"]
-        v, h = cuts.cut("magnitude", v, {"ones": ones, "neg": neg, "sign": Mux(is_inf, h["ninf"], neg),
+        v, h = cuts.cut("magnitude", v, {"ones": h["ones"], "neg": h["neg"], "sign": Mux(is_inf, h["ninf"], h["neg"]),
                                          "is_nan": is_nan, "is_inf": is_inf, "last": h["last"]})
         # Chunk-wise normalisation, so the rounder sees a short word (the rest jammed as sticky).
         chunks, chunk_ones, below_any, below_ones, offset, max_offset = coarse_normalise(m, h["ones"], chunk=16,
