@@ -22,10 +22,18 @@ from amaranth.sim import Simulator
 from nxfp_hw.formats import PRESETS, parse_format
 from nxfp_hw.golden.hw_metric import quantize_hw
 from nxfp_hw.golden.quantize import quantize
-from nxfp_hw.rtl.encode import EncodeUnit
+from nxfp_hw.rtl.encode import (
+    ENCODE_DEFAULT_CUTS,
+    ENCODE_POSITIONS,
+    ENCODE_POSITIONS_ONE_PAIR,
+    EncodeUnit,
+)
 from nxfp_hw.rtl.encode_arith import ceil_thresholds, fp32_round_down_bits, magnitude_table
 
 SEED = int(os.environ.get("NXFP_SEED", "20251124"))
+
+# Units built only to read their positions, or that fail validation, warn as never elaborated.
+pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
 
 
 def rng_for(test: str) -> np.random.Generator:
@@ -183,15 +191,48 @@ def test_encoder_matches_golden(name, lanes, inp, pipeline, n_random):
     check(dut, x, rng)
 
 
+# Register positions: none, each alone, some pairs, the default, all; with random input gaps and
+# backpressure. The single-pair format has four positions; k = lanes (one beat per block) has no gather.
+CUT_SETS = [("nxfp4", 8, c) for c in ("none", "beat", "align", "rounded", "diff", "slice", "total", "out",
+                                      "beat,total", "align,diff,out", "default", "all")]
+CUT_SETS += [("mxfp4_e2m1", 8, c) for c in ("none", "beat", "align", "rounded,out", "default")]
+CUT_SETS += [("nxfp4,k=8", 8, c) for c in ("none", "beat,slice", "total", "default")]
+
+
+@pytest.mark.parametrize("name, lanes, cuts", CUT_SETS)
+def test_cut_sets_bit_exact(name, lanes, cuts):
+    """Every set of register positions is bit-exact, has latency ``k/lanes + len(cuts)`` and takes a
+    beat per cycle; positions a single-pair format does not have are left out of its sets."""
+    fmt = parse_format(name)
+    rng = rng_for(f"test_cut_sets_bit_exact[{name}-{lanes}-{cuts}]")
+    dut0 = EncodeUnit(fmt, lanes=lanes, pipeline="none")
+    if cuts == "default":
+        spec = None
+    elif cuts in ("none", "all"):
+        spec = cuts
+    else:
+        spec = [c for c in cuts.split(",") if c in dut0.pipeline_positions]
+    dut = EncodeUnit(fmt, lanes=lanes, pipeline=spec)
+    assert dut.latency == fmt.k // lanes + len(dut.cuts)
+    x = np.concatenate([directed_blocks(fmt, rng), random_blocks(fmt, rng, 12)])
+    check(dut, x, rng)
+    _full_rate(dut, 3)
+
+
 @pytest.mark.parametrize("name, lanes, pipeline", [("mxfp4_e2m1", 32, 2), ("mxfp4_e2m1", 8, 0), ("nxfp4", 8, 2),
-                                                        ("nxfp4", 8, 3), ("nxfp4", 32, 1)])
+                                                        ("nxfp4", 8, 3), ("nxfp4", 32, 1), ("nxfp4", 8, "all"),
+                                                        ("nxfp4", 32, "beat,total"), ("mxfp4_e2m1", 32, "all")])
 def test_latency_and_full_rate(name, lanes, pipeline):
     """Without stalls the input takes a beat every cycle and block n comes out ``k/lanes +
     pipeline`` cycles after its last beat (work register, one slice per cycle, the registers)."""
-    fmt = PRESETS[name]
-    dut = EncodeUnit(fmt, lanes=lanes, pipeline=pipeline)
+    dut = EncodeUnit(PRESETS[name], lanes=lanes, pipeline=pipeline)
+    _full_rate(dut, 4)
+
+
+def _full_rate(dut: EncodeUnit, n_blocks: int) -> None:
+    fmt, lanes = dut.fmt, dut.lanes
+    pipeline = len(dut.cuts)
     beats_per_block = fmt.k // lanes
-    n_blocks = 4
     x = np.arange(n_blocks * fmt.k, dtype=np.float32).reshape(-1, lanes)
     seen = []
     horizon = n_blocks * beats_per_block + beats_per_block + pipeline + 4
@@ -230,11 +271,28 @@ def test_constructor_errors():
         EncodeUnit(PRESETS["nxfp4"], lanes=3)
     with pytest.raises(ValueError, match="input must be one of fp32, bf16"):
         EncodeUnit(PRESETS["nxfp4"], input="fp16")
-    with pytest.raises(TypeError, match="pipeline must be an int"):
+    with pytest.raises(TypeError, match="pipeline: expected a register count or position names"):
         EncodeUnit(PRESETS["nxfp4"], pipeline=1.5)
+    with pytest.raises(ValueError, match=r"pipeline: no register position 'yf'.*beat, align, rounded, diff, slice, "
+                                         r"total, out"):
+        EncodeUnit(PRESETS["nxfp4"], pipeline="beat,yf")
+    with pytest.raises(ValueError, match=r"pipeline: no register position 'diff'.*beat, align, rounded, out \("):
+        EncodeUnit(PRESETS["mxfp4_e2m1"], pipeline="diff")  # one pair: no error, no selection
+    with pytest.raises(ValueError, match=r"pipeline: expected a register count in 0\.\.7"):
+        EncodeUnit(PRESETS["nxfp4"], pipeline=8)
     dut = EncodeUnit(PRESETS["nxfp4"], lanes=8, input="bf16", pipeline=None)
-    assert dut.module_name == "nxfp_encode_nxfp4_l8_bf16_p3"
+    assert dut.pipeline_positions == ENCODE_POSITIONS and dut.cuts == dut.pipeline == ENCODE_DEFAULT_CUTS
+    assert dut.config["pipeline"] == list(ENCODE_DEFAULT_CUTS)
+    assert dut.module_name == "nxfp_encode_nxfp4_l8_bf16_p7f"  # bit mask of the positions in datapath order
     assert dut.formats == {"a": PRESETS["nxfp4"]} and dut.config["metric"] == "hw"
+    # counts: the first n of out, slice, rounded, beat, align, diff, total (3 = the former default)
+    assert EncodeUnit(PRESETS["nxfp4"], pipeline=3).cuts == ("rounded", "slice", "out")
+    assert EncodeUnit(PRESETS["nxfp4"], pipeline="out,beat").cuts == ("beat", "out")
+    mx = EncodeUnit(PRESETS["mxfp4_e2m1"], lanes=8)
+    assert mx.pipeline_positions == ENCODE_POSITIONS_ONE_PAIR
+    assert mx.cuts == tuple(p for p in ENCODE_DEFAULT_CUTS if p in ENCODE_POSITIONS_ONE_PAIR)
+    assert EncodeUnit(PRESETS["mxfp4_e2m1"], pipeline=2).cuts == ("rounded", "out")
+    assert EncodeUnit(PRESETS["mxfp4_e2m1"], lanes=8, pipeline="none").latency == 4
 
 
 def test_fp32_round_down_bits():

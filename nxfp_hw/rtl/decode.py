@@ -38,6 +38,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..formats import BlockFormat
 from .element_decode import ElementDecoder, HeaderDecoder
+from .encode_arith import const_table
 from .float_round import IEEE_FORMATS, IeeeFormat, ieee_format, leading_zeros, round_to_ieee
 from .pipeline import PipelineSpec, add_pipeline, cuts_tag, resolve_cuts
 
@@ -139,14 +140,6 @@ class _LanePlan:
         return {"subnormal": self.e_lo + scale_base < f.emin,
                 "overflow": self.e_hi + scale_exp_max + scale_base > f.bias,
                 "candidates": self.table is not None and self.span + 2 <= CANDIDATES_MAX}
-
-
-def _table_logic(words: list[int], width: int, index: Value) -> Value:
-    """``words[index]`` as a word selected out of one constant (``$shiftx``): plain logic after
-    synthesis, never a ROM. (A ``case`` statement becomes a ROM in yosys, and a ROM next to a register
-    a block RAM per lane on iCE40.)"""
-    table = sum(w << (n * width) for n, w in enumerate(words))
-    return C(table, width * len(words)).word_select(index, width)
 
 
 def _exp_fields(m: Module, f: IeeeFormat, plan: dict, x: Value, c: int, name: str) -> dict[str, Value]:
@@ -281,7 +274,7 @@ class DecodeUnit(wiring.Component):
             index = Cat(code, hdr.selector[: fmt.selector_bits], hdr.recycle[: fmt.recycle_bits],
                         hdr.scale_man[: fmt.scale.mbits])
             word = Signal(lane.word_width, name=f"lut{n}")
-            m.d.comb += word.eq(_table_logic(lane.table, lane.word_width, index))
+            m.d.comb += word.eq(const_table(lane.table, lane.word_width, index))
             sign, frac, sel = word[F + sw], word[:F], word[F: F + sw]
         else:  # element decode, exact significand product, leading-zero normalisation
             e = self._elem.decode(m, code, selector=hdr.selector, recycle=hdr.recycle, name=f"elem{n}")

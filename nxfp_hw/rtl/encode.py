@@ -22,28 +22,40 @@ from ..formats import BlockFormat
 from ..golden.hw_metric import HW_FRAC_BITS, hw_error_width
 from .encode_arith import (
     ceil_thresholds,
+    const_table,
+    csa_sum,
     magnitude_table,
-    max_tree,
+    max_select,
     ocp_field,
     round_index,
     shift_floor,
-    square,
-    sum_tree,
+    square_rows,
+    thermometer_count,
     unpack_fp32,
 )
-from .pipeline import add_pipeline
+from .pipeline import PipelineSpec, add_pipeline, cuts_tag, resolve_cuts
 
-__all__ = ["ENCODE_INPUTS", "EncodeUnit"]
+__all__ = ["ENCODE_DEFAULT_CUTS", "ENCODE_INPUTS", "ENCODE_POSITIONS", "ENCODE_POSITIONS_ONE_PAIR",
+           "ENCODE_PREFERENCE", "EncodeUnit"]
 
 #: Input number formats: name -> bit width.
 ENCODE_INPUTS = {"fp32": 32, "bf16": 16}
+#: Register positions in datapath order (docs/timing.md "Encoder"); formats with one (candidate,
+#: option) pair have no error and no selection, so no ``diff``, ``slice`` or ``total``.
+ENCODE_POSITIONS = ("beat", "align", "rounded", "diff", "slice", "total", "out")
+ENCODE_POSITIONS_ONE_PAIR = ("beat", "align", "rounded", "out")
+#: The order in which a register count enables them (``pipeline=3`` is the former default: the
+#: output, the error/selection and the rounding/error registers).
+ENCODE_PREFERENCE = ("out", "slice", "rounded", "beat", "align", "diff", "total")
+#: Default positions: nxfp4, 8 lanes, meets 200 MHz on the asic flow.
+ENCODE_DEFAULT_CUTS = ENCODE_POSITIONS
 
 
-def _rom(values, width: int, index: Signal):
-    """Constant lookup ``values[index]``, padded with the last value to every index pattern (so
-    the emitted ``case`` is complete; indices past the table never occur)."""
+def _rom(values, width: int, index: Value):
+    """Constant lookup ``values[index]``, padded with the last value to every index pattern (indices
+    past the table never occur); :func:`~nxfp_hw.rtl.encode_arith.const_table`."""
     vals = list(values) + [values[-1]] * ((1 << len(index)) - len(values))
-    return Array(C(v, width) for v in vals)[index]
+    return const_table(vals, width, index)
 
 
 def _rom_signals(signals: list, index: Signal):
@@ -56,21 +68,23 @@ class EncodeUnit(wiring.Component):
 
     Parameters: ``fmt`` (rule ``ocp`` or ``ceil``; ``search`` is not supported in hardware),
     ``lanes`` (divides ``fmt.k``, default ``fmt.k``), ``input`` (``"fp32"`` or ``"bf16"``),
-    ``pipeline`` (register stages after the work register, default 3: one between the error and
-    the selection when ``pipeline >= 2``, one between the rounding and the error when
-    ``pipeline >= 3``, the rest at the output).
+    ``pipeline`` (register positions, see ``pipeline_positions`` and docs/timing.md "Encoder": a
+    count, the first ``n`` of ``out, slice, rounded, beat, align, diff, total``; or names such
+    as ``"beat,align,out"``, a list of names, ``"none"``, ``"all"``; default
+    :data:`ENCODE_DEFAULT_CUTS` restricted to the format's positions). Every register is a
+    valid/ready stage that never drops or duplicates a beat.
 
     Members: ``i`` = ``In(stream.Signature({values[lanes]}))``, ``k / lanes`` beats per block in
     element order; ``o`` = ``Out(stream.Signature({header, codes[k]}))``, one beat per block.
-    ``latency = k / lanes + pipeline`` counts from the transfer of a block's last beat to its output
-    (the work register, ``k / lanes`` slices, the pipeline); the input takes a beat every cycle.
+    ``latency = k / lanes + len(cuts)`` counts from the transfer of a block's last beat to its output
+    (the work register, ``k / lanes`` slices, the registers); the input takes a beat every cycle.
     """
 
     unit_kind = "encode"
     initiation_interval = 1
 
     def __init__(self, fmt: BlockFormat, lanes: int | None = None, input: str = "fp32",  # noqa: A002
-                 pipeline: int | None = None) -> None:
+                 pipeline: PipelineSpec = None) -> None:
         if not isinstance(fmt, BlockFormat):
             raise TypeError(f"fmt must be a BlockFormat, got {type(fmt).__name__}")
         if fmt.rule == "search":
@@ -85,58 +99,81 @@ class EncodeUnit(wiring.Component):
             raise ValueError(f"lanes must divide the block size k={fmt.k} (1..{fmt.k}), got {lanes}")
         if input not in ENCODE_INPUTS:
             raise ValueError(f"input must be one of {', '.join(ENCODE_INPUTS)}, got {input!r}")
-        if pipeline is None:
-            pipeline = 3
-        if isinstance(pipeline, bool) or not isinstance(pipeline, int):
-            raise TypeError(f"pipeline must be an int, got {pipeline!r}")
-        if not 0 <= pipeline <= 16:
-            raise ValueError(f"pipeline must be in 0..16 register stages, got {pipeline}")
         self.fmt = fmt
+        self._plan()
+        many = len(self._pairs) > 1
+        self.pipeline_positions = ENCODE_POSITIONS if many else ENCODE_POSITIONS_ONE_PAIR
+        preference = tuple(p for p in ENCODE_PREFERENCE if p in self.pipeline_positions)
+        default = tuple(p for p in ENCODE_DEFAULT_CUTS if p in self.pipeline_positions)
+        self.cuts = resolve_cuts(pipeline, self.pipeline_positions, preference, default)
         self.formats = {"a": fmt}
         self.lanes = lanes
         self.input = input
-        self.pipeline = pipeline
-        self.latency = fmt.k // lanes + pipeline
+        self.pipeline = self.cuts
+        self.latency = fmt.k // lanes + len(self.cuts)
         self.metric_frac_bits = HW_FRAC_BITS
         self.config = {
-            "unit": "encode", "format": fmt.to_string(), "lanes": lanes, "input": input, "pipeline": pipeline,
-            "metric": "hw", "metric_frac_bits": HW_FRAC_BITS,
+            "unit": "encode", "format": fmt.to_string(), "lanes": lanes, "input": input,
+            "pipeline": list(self.cuts), "metric": "hw", "metric_frac_bits": HW_FRAC_BITS,
         }
-        self.module_name = f"nxfp_encode_{fmt.ident}_l{lanes}_{input}_p{pipeline}"
-        self._plan()
-        in_width = ENCODE_INPUTS[input]
+        self.module_name = (f"nxfp_encode_{fmt.ident}_l{lanes}_{input}_"
+                            f"{cuts_tag(self.cuts, self.pipeline_positions)}")
+        self._layouts()
+        super().__init__({
+            "i": In(stream.Signature(self._in_layout)),
+            "o": Out(stream.Signature(self._out_layout)),
+        })
+
+    def _layouts(self) -> None:
+        fmt, lanes = self.fmt, self.lanes
+        F = HW_FRAC_BITS
+        npairs, ngroups = len(self._pairs), len(self._scale_groups)
+        many = npairs > 1
+        in_width = ENCODE_INPUTS[self.input]
         self._in_layout = data.StructLayout({"values": data.ArrayLayout(in_width, lanes)})
         self._out_layout = data.StructLayout({
             "header": fmt.header_bits,
             "codes": data.ArrayLayout(fmt.element_width, fmt.k),
         })
+        scales = data.ArrayLayout(fmt.scale.width, ngroups)
+        # A beat after the scale of its own largest magnitude (spec 5.1, 5.2).
+        self._beat_layout = data.StructLayout({
+            "values": data.ArrayLayout(in_width, lanes), "scales": scales, "ef": 8, "special": 1})
+        # The work register also keeps the block's alignment constants (spec 5.3, 5.4), computed once
+        # per block: per rounding group the shift of an element's exponent into the scale's units, the
+        # shift into the metric's units and per pair the shift of its levels to them.
         self._work_layout = data.StructLayout({
-            "values": data.ArrayLayout(in_width, fmt.k),
-            "ef": 8,
-            "special": 1,
-            "scales": data.ArrayLayout(fmt.scale.width, len(self._scale_groups)),
-        })
-        many = len(self._pairs) > 1
-        common = {
-            "codes": data.ArrayLayout(data.ArrayLayout(fmt.element_width, lanes), len(self._pairs)),
-            "scales": data.ArrayLayout(fmt.scale.width, len(self._scale_groups)),
-            "special": 1,
-            "last": 1,
-        }
-        rounded = dict(common)
-        if many:  # what the error stage needs: each pair's level per lane and its alignment shift, |x| in metric units
-            rounded["levels"] = data.ArrayLayout(data.ArrayLayout(self._level_width, lanes), len(self._pairs))
-            rounded["align"] = data.ArrayLayout(signed(12), len(self._pairs))
-            rounded["xf"] = data.ArrayLayout(HW_FRAC_BITS + 1, lanes)
-        self._rounded_layout = data.StructLayout(rounded)
-        slice_fields = dict(common)
+            "values": data.ArrayLayout(in_width, fmt.k), "special": 1, "scales": scales,
+            "kshift": data.ArrayLayout(signed(12), len(self._round_groups)), "kx": signed(12),
+            "palign": data.ArrayLayout(signed(12), npairs)})
+        common = {"scales": scales, "special": 1, "last": 1}
+        codes = data.ArrayLayout(data.ArrayLayout(fmt.element_width, lanes), npairs)
+        # After the alignment shifts: per rounding group and lane y, sticky, overflow (spec 5.3).
+        align = dict(common, sign=data.ArrayLayout(1, lanes))
+        for gi, (_, width, _) in enumerate(self._round_groups.values()):
+            align[f"y{gi}"] = data.ArrayLayout(width, lanes)
+            align[f"sticky{gi}"] = data.ArrayLayout(1, lanes)
+            align[f"ovf{gi}"] = data.ArrayLayout(1, lanes)
+        if many:  # |x| in metric units and each pair's shift of its levels to them (spec 5.4)
+            align["xf"] = data.ArrayLayout(F + 1, lanes)
+            align["align"] = data.ArrayLayout(signed(12), npairs)
+        self._align_layout = data.StructLayout(align)
+        rounded = dict(common, codes=codes)
         if many:
-            slice_fields["errs"] = data.ArrayLayout(hw_error_width(lanes), len(self._pairs))
-        self._slice_layout = data.StructLayout(slice_fields)
-        super().__init__({
-            "i": In(stream.Signature(self._in_layout)),
-            "o": Out(stream.Signature(self._out_layout)),
-        })
+            rounded["levels"] = data.ArrayLayout(data.ArrayLayout(self._level_width, lanes), npairs)
+            rounded["align"] = data.ArrayLayout(signed(12), npairs)
+            rounded["xf"] = data.ArrayLayout(F + 1, lanes)
+        self._rounded_layout = data.StructLayout(rounded)
+        if many:
+            ew = hw_error_width(fmt.k)  # the block accumulator's width: sum + carry wraps modulo 2^ew only
+            self._diff_layout = data.StructLayout(dict(common, codes=codes,
+                                                       dabs=data.ArrayLayout(data.ArrayLayout(F + 2, lanes), npairs)))
+            # The error of a slice in carry-save form: the accumulator adds both words.
+            self._slice_layout = data.StructLayout(dict(common, codes=codes, sum=data.ArrayLayout(ew, npairs),
+                                                        carry=data.ArrayLayout(ew, npairs)))
+            self._total_layout = data.StructLayout({
+                "codes": codes, "scales": scales, "special": 1,
+                "errs": data.ArrayLayout(hw_error_width(fmt.k), npairs)})
 
     # --- elaboration-time tables ---------------------------------------------------------------
     def _plan(self) -> None:
@@ -185,87 +222,118 @@ class EncodeUnit(wiring.Component):
                 out.append(code | (1 << (w - 1)))
         return out
 
-    # --- hardware -----------------------------------------------------------------------------------
-    def _gather(self, m: Module):
-        """Collect ``k / lanes`` beats, keeping a running ``amax`` and NaN/Inf flag (spec 5.1).
 
-        Returns ``(values, amax, special, valid, ready)`` of the whole block, valid together with
-        its last beat (the earlier beats come from a buffer, the last one straight from the input).
-        """
-        k, lanes = self.fmt.k, self.lanes
+    # --- hardware -----------------------------------------------------------------------------------
+    def _stage(self, m: Module, name: str, layout, valid: Value, payload: Value):
+        """The register at position ``name`` (when enabled) on a stream whose downstream side is built
+        later: returns ``(valid, payload, ready_in, ready_out)`` where ``ready_in`` is the ready the
+        upstream sees and ``ready_out`` a Signal the caller drives from the downstream ready."""
+        ready_out = Signal(name=f"{name}_ready")
+        if name not in self.cuts:
+            return valid, payload, ready_out, ready_out
+        sink, source = add_pipeline(m, layout, 1, name=name)
+        m.d.comb += [sink.valid.eq(valid), sink.payload.eq(payload), source.ready.eq(ready_out)]
+        return source.valid, source.payload, sink.ready, ready_out
+
+    def _fp32(self, v):
+        return v if self.input == "fp32" else Cat(C(0, 16), v)
+
+    def _beat_scales(self, m: Module, amax: Value) -> list[Value]:
+        """One scale code per scale group from the magnitude bits ``amax`` of a beat's largest value
+        (spec 5.2). Both rules give a code that never decreases with ``amax``, so a block's code is the
+        largest of its beats' codes. ``ceil``: the thresholds ``amax`` exceeds, counted by a binary search
+        over the sorted exact comparisons, clamped to the largest code."""
+        fmt = self.fmt
+        sf = fmt.scale
+        out = []
+        for g, maxe in enumerate(self._scale_groups):
+            code = Signal(sf.width, name=f"beat_scale{g}")
+            if fmt.rule == "ocp":
+                emax = fmt.emax_element(*next((c, j) for c, j, mx, _ in self._pairs if mx == maxe))
+                field = ocp_field(m, fmt, amax[23:31], emax, name=f"ocp_field{g}")
+                m.d.comb += code.eq(field << sf.mbits)
+            else:
+                thr = ceil_thresholds(fmt, maxe)
+                count = Signal(range(len(thr) + 1), name=f"ceil_count{g}")
+                m.d.comb += count.eq(thermometer_count([amax > Const(t, 31) for t in thr]))
+                m.d.comb += code.eq(Mux(count > sf.max_code, sf.max_code, count))
+            out.append(code)
+        return out
+
+    def _beat(self, m: Module):
+        """Per input beat its largest magnitude (one comparison level, :func:`max_select`), its scale
+        codes, exponent field and NaN/Inf flag; register ``beat``. Returns ``(valid, payload, ready)``
+        with ``ready`` to be driven by the gather."""
+        lanes = self.lanes
+        vals = [self.i.payload.values[n] for n in range(lanes)]
+        bits = [self._fp32(v) for v in vals]
+        amax = Signal(31, name="beat_amax")
+        m.d.comb += amax.eq(max_select([b[:31] for b in bits]))
+        p = Signal(self._beat_layout, name="beat_in")
+        m.d.comb += [p.values.eq(self.i.payload.values), p.ef.eq(amax[23:31]),
+                     p.special.eq(Cat(*(unpack_fp32(b)[3] for b in bits)).any())]
+        for g, code in enumerate(self._beat_scales(m, amax)):
+            m.d.comb += p.scales[g].eq(code)
+        valid, payload, ready_in, ready = self._stage(m, "beat", self._beat_layout, self.i.valid, p)
+        m.d.comb += self.i.ready.eq(ready_in)
+        return valid, payload, ready
+
+    def _gather(self, m: Module, valid: Value, beat, ready: Signal):
+        """Collect ``k / lanes`` beats, keeping the running largest scale codes, exponent field and
+        NaN/Inf flag (spec 5.1, 5.2). Returns ``(values, ef, special, scales, valid, ready)`` of the
+        whole block, valid together with its last beat (the earlier beats come from a buffer)."""
+        fmt, lanes = self.fmt, self.lanes
+        k = fmt.k
         beats = k // lanes
-        beat_vals = [self.i.payload.values[n] for n in range(lanes)]
-        beat_amax = Signal(31, name="beat_amax")
-        beat_special = Signal(name="beat_special")
-        unpacked = [unpack_fp32(self._fp32(v)) for v in beat_vals]
-        m.d.comb += [
-            beat_amax.eq(max_tree([self._fp32(v)[:31] for v in beat_vals])),
-            beat_special.eq(Cat(*(u[3] for u in unpacked)).any()),
-        ]
+        ngroups = len(self._scale_groups)
+        beat_vals = [beat.values[n] for n in range(lanes)]
+        beat_scales = [beat.scales[g] for g in range(ngroups)]
         block_ready = Signal(name="block_ready")
         if beats == 1:
-            m.d.comb += self.i.ready.eq(block_ready)
-            return beat_vals, beat_amax, beat_special, self.i.valid, block_ready
+            m.d.comb += ready.eq(block_ready)
+            return beat_vals, beat.ef, beat.special, beat_scales, valid, block_ready
         width = ENCODE_INPUTS[self.input]
         buf = Signal(data.ArrayLayout(width, k - lanes), name="gather_buf")
         count = Signal(range(beats), name="gather_count")
-        run_amax = Signal(31, name="gather_amax")  # over the beats before this one
+        run_ef = Signal(8, name="gather_ef")  # over the beats before this one
         run_special = Signal(name="gather_special")
+        run_scales = [Signal(fmt.scale.width, name=f"gather_scale{g}") for g in range(ngroups)]
         last = count == beats - 1
-        amax = Signal(31, name="amax")
-        special = Signal(name="special")
         first = count == 0
-        m.d.comb += [
-            amax.eq(Mux(first | (beat_amax >= run_amax), beat_amax, run_amax)),
-            special.eq(beat_special | (run_special & ~first)),
-            self.i.ready.eq(~last | block_ready),
-        ]
-        with m.If(self.i.valid & self.i.ready):
+        ef, special = Signal(8, name="block_ef"), Signal(name="block_special")
+        scales = [Signal(fmt.scale.width, name=f"block_scale{g}") for g in range(ngroups)]
+
+        def biggest(new, old):
+            return Mux(first | (new >= old), new, old)
+
+        m.d.comb += [ef.eq(biggest(beat.ef, run_ef)), special.eq(beat.special | (run_special & ~first)),
+                     ready.eq(~last | block_ready)]
+        m.d.comb += [s.eq(biggest(b, r)) for s, b, r in zip(scales, beat_scales, run_scales, strict=True)]
+        with m.If(valid & ready):
             m.d.sync += count.eq(Mux(last, 0, count + 1))
             with m.If(~last):
-                m.d.sync += [run_amax.eq(amax), run_special.eq(special)]
+                m.d.sync += [run_ef.eq(ef), run_special.eq(special)]
+                m.d.sync += [r.eq(s) for r, s in zip(run_scales, scales, strict=True)]
                 for b in range(beats - 1):
                     with m.If(count == b):
                         for n in range(lanes):
                             m.d.sync += buf[b * lanes + n].eq(beat_vals[n])
         vals = [buf[n] for n in range(k - lanes)] + beat_vals
-        return vals, amax, special, self.i.valid & last, block_ready
+        return vals, ef, special, scales, valid & last, block_ready
 
-    def _fp32(self, v):
-        return v if self.input == "fp32" else Cat(C(0, 16), v)
-
-    def _scale_codes(self, m: Module, amax: Value) -> list[Value]:
-        """One scale code per scale group from the block's ``amax`` (spec 5.2)."""
-        fmt = self.fmt
-        sf = fmt.scale
-        out = []
-        for g, maxe in enumerate(self._scale_groups):
-            code = Signal(sf.width, name=f"scale{g}")
-            if fmt.rule == "ocp":
-                emax = fmt.emax_element(*next((c, j) for c, j, mx, _ in self._pairs if mx == maxe))
-                field = ocp_field(m, fmt, amax[23:31], emax, name=f"ocp_field{g}")
-                m.d.comb += code.eq(field << sf.mbits)
-            else:  # ceil: count the thresholds amax exceeds (spec 5.2, exact)
-                thr = ceil_thresholds(fmt, maxe)
-                above = [amax > Const(t, 31) for t in thr]
-                count = Signal(range(len(thr) + 1), name=f"ceil_count{g}")
-                m.d.comb += count.eq(sum_tree(above))
-                m.d.comb += code.eq(Mux(count > sf.max_code, sf.max_code, count))
-            out.append(code)
-        return out
-
-    def _front(self, m: Module, vals, amax, special, block_valid, block_ready, sink) -> None:
-        """The work register (one block, the double buffer behind the gather buffer) and the
-        rounding of ``lanes`` elements per cycle: one slice beat per cycle into ``sink``."""
+    def _work(self, m: Module, vals, ef, special, scales, block_valid, block_ready):
+        """The work register (one block, the double buffer behind the gather buffer): one slice of
+        ``lanes`` values per cycle. Returns ``(valid, slice, ready)``; ``slice`` has ``values``, ``ef``,
+        ``special``, ``scales``, ``last``."""
         fmt, lanes = self.fmt, self.lanes
         beats = fmt.k // lanes
         work = Signal(self._work_layout, name="work")
         busy = Signal(name="work_busy")
         index = Signal(range(beats), name="work_slice")
         last = index == beats - 1
-        scales = self._scale_codes(m, amax)
-        m.d.comb += block_ready.eq(~busy | (last & sink.ready))
-        with m.If(sink.valid & sink.ready):
+        ready = Signal(name="work_ready")
+        m.d.comb += block_ready.eq(~busy | (last & ready))
+        with m.If(busy & ready):
             m.d.sync += index.eq(Mux(last, 0, index + 1))
             with m.If(last):
                 m.d.sync += busy.eq(0)
@@ -273,66 +341,95 @@ class EncodeUnit(wiring.Component):
                 for n in range(fmt.k - lanes):
                     m.d.sync += work.values[n].eq(work.values[n + lanes])
         with m.If(block_valid & block_ready):
-            m.d.sync += [busy.eq(1), index.eq(0), work.ef.eq(amax[23:31]), work.special.eq(special)]
+            m.d.sync += [busy.eq(1), index.eq(0), work.special.eq(special)]
             for n, v in enumerate(vals):
                 m.d.sync += work.values[n].eq(v)
             for g, s in enumerate(scales):
                 m.d.sync += work.scales[g].eq(s)
-        p = sink.payload
-        m.d.comb += [
-            sink.valid.eq(busy), p.last.eq(last), p.special.eq(work.special), p.scales.eq(work.scales),
-        ]
-        self._round_slice(m, [work.values[n] for n in range(lanes)], work.ef, work.scales, p)
+            m.d.sync += self._block_constants(m, ef, scales, work)
+        piece = {"values": [work.values[n] for n in range(lanes)], "special": work.special, "scales": work.scales,
+                 "last": last, "kshift": work.kshift, "kx": work.kx, "palign": work.palign}
+        return busy, piece, ready
 
-    def _round_slice(self, m: Module, values, ef_amax, scales_in, p) -> None:
-        """Element rounding of one slice for every pair (spec 5.3): the codes go to
-        ``p.codes[pair]``; with several pairs, the chosen levels to ``p.levels[pair]`` and
-        ``floor(|x| * 2^(F - A))`` to ``p.xf`` for :meth:`_slice_error`."""
+    def _block_constants(self, m: Module, ef: Value, scales: list[Value], work) -> list:
+        """The alignment constants of a block, from its ``ef(amax)`` and scale codes (loaded with it into
+        the work register): an element of exponent ``e = max(ef, 1)`` is aligned by ``e + kshift[group]``
+        into the scale's units (:meth:`_align`, ``shift_floor`` with ``lo = -24``) and by ``e + kx`` into the
+        metric's units; pair ``pi``'s levels by ``palign[pi]`` (``shift_floor`` with ``lo = -prod``)."""
+        sf = self.fmt.scale
+        b = sf.mbits
+        F = HW_FRAC_BITS
+        field = [s[b:] for s in scales]
+        ef_top = Signal(signed(10), name="ef_top")  # max(ef_amax, 1): alignment exponent + 127
+        m.d.comb += ef_top.eq(Mux(ef == 0, 1, ef))
+        out = [work.kx.eq((F - 23 + 24) - ef_top)]
+        for gi, ((_, maxe), (frac, _, _)) in enumerate(self._round_groups.items()):
+            g = self._scale_groups.index(maxe)
+            out.append(work.kshift[gi].eq((sf.bias + b + frac - 150 + 24) - field[g]))
+        prod = self._level_width + b + 1
+        for pi, (c, _j, maxe, _r) in enumerate(self._pairs):
+            g = self._scale_groups.index(maxe)
+            frac = self._round_groups[(c, maxe)][0]
+            out.append(work.palign[pi].eq(field[g] - ef_top + (127 - sf.bias - b - frac + F + prod)))
+        return out
+
+    def _align(self, m: Module, s: dict, p) -> None:
+        """Alignment of one slice (spec 5.3): per element and rounding group ``y = |x| / 2^(field -
+        bias_s - b)`` on the midpoints' fraction bits by one barrel shift, with sticky and overflow
+        bits; with several pairs also ``xf = floor(|x| * 2^(F - A))`` and each pair's shift from its
+        levels to the metric's units (spec 5.4); the per-block constants come with the slice
+        (:meth:`_block_constants`)."""
+        F = HW_FRAC_BITS
+        many = len(self._pairs) > 1
+        m.d.comb += [p.scales.eq(s["scales"]), p.special.eq(s["special"]), p.last.eq(s["last"])]
+        elems = []
+        for n, v in enumerate(s["values"]):
+            sign, ef, sig, _ = unpack_fp32(self._fp32(v))
+            e = Signal(8, name=f"e{n}")  # max(ef, 1)
+            m.d.comb += [e.eq(Cat(ef[0] | ~ef.any(), ef[1:])), p.sign[n].eq(sign)]
+            elems.append((e, sig))
+            if many:
+                r, _, _ = shift_floor(m, sig, e + s["kx"], lo=-24, hi=F - 23, width=F + 1, name=f"xf{n}",
+                                      biased=True)
+                m.d.comb += p.xf[n].eq(r)
+        for gi, ((c, maxe), (_, width, _)) in enumerate(self._round_groups.items()):
+            g = self._scale_groups.index(maxe)
+            for n, (e, sig) in enumerate(elems):
+                y, sticky, ovf = shift_floor(m, sig, e + s["kshift"][gi], lo=-24, hi=width, width=width,
+                                             name=f"y{c}_{g}_{n}", biased=True)
+                m.d.comb += [p[f"y{gi}"][n].eq(y), p[f"sticky{gi}"][n].eq(sticky), p[f"ovf{gi}"][n].eq(ovf)]
+        if many:
+            m.d.comb += p.align.eq(s["palign"])
+
+    def _round(self, m: Module, a, p) -> None:
+        """Rounding of one aligned slice (spec 5.3): per magnitude table and NanoMantissa value a
+        thermometer of exact comparisons against the midpoints, counted by binary search; the codes of
+        every pair from constant tables (sign rules of :meth:`_neg_codes`) and, with several pairs, the
+        chosen levels for the error."""
         fmt = self.fmt
         sf = fmt.scale
         b = sf.mbits
-        F = HW_FRAC_BITS
         many = len(self._pairs) > 1
-        scale = [scales_in[g] for g in range(len(self._scale_groups))]
-        field = [s[b:] for s in scale]
-        man = [s[:b] for s in scale]
-        ef_top = Signal(signed(10), name="ef_top")  # max(ef_amax, 1): alignment exponent + 127
-        m.d.comb += ef_top.eq(Mux(ef_amax == 0, 1, ef_amax))
-        elems = []
-        for n, v in enumerate(values):
-            sign, ef, sig, _ = unpack_fp32(self._fp32(v))
-            e = Signal(signed(10), name=f"e{n}")
-            m.d.comb += e.eq(Mux(ef == 0, 1, ef))
-            elems.append((sign, e, sig))
-        # x part of the hw metric, shared by all pairs: floor(|x| * 2^(F - A)).
+        man = [a.scales[g][:b] for g in range(len(self._scale_groups))]
+        m.d.comb += [p.scales.eq(a.scales), p.special.eq(a.special), p.last.eq(a.last)]
         if many:
-            for n, (_, e, sig) in enumerate(elems):
-                r, _, _ = shift_floor(m, sig, e - ef_top + (F - 23), lo=-24, hi=F - 23, width=F + 1, name=f"xf{n}")
-                m.d.comb += p.xf[n].eq(r)
-        # Rounding groups: one alignment shift per element, one thermometer per magnitude table.
+            m.d.comb += [p.align.eq(a.align), p.xf.eq(a.xf)]
         idx = {}
-        for (c, maxe), (frac, width, tabs) in self._round_groups.items():
+        for gi, ((c, maxe), (_, _, tabs)) in enumerate(self._round_groups.items()):
             g = self._scale_groups.index(maxe)
-            const = sf.bias + b + frac - 150
-            for n, (_, e, sig) in enumerate(elems):
-                amt = Signal(signed(12), name=f"ya{c}_{g}_{n}")
-                m.d.comb += amt.eq(e - field[g] + const)
-                y, sticky, ovf = shift_floor(m, sig, amt, lo=-24, hi=width, width=width, name=f"y{c}_{g}_{n}")
+            for n in range(self.lanes):
+                y, sticky, ovf = a[f"y{gi}"][n], a[f"sticky{gi}"][n], a[f"ovf{gi}"][n]
                 for ti, (r, tab) in enumerate(tabs.items()):
                     tag = "n" if r is None else f"r{ti}"
                     idx[(c, maxe, r, n)] = round_index(m, y, sticky, ovf, man[g], b, tab, name=f"idx{c}_{g}_{tag}_{n}")
-        # Per pair: codes and, for the error stage, the chosen levels and the shift that aligns the
-        # levels (in units of 2^-frac of the pair's scale) to the metric's units 2^(A - F).
         lw = self._level_width
         for pi, (c, _j, maxe, r) in enumerate(self._pairs):
-            g = self._scale_groups.index(maxe)
-            frac, _, tabs = self._round_groups[(c, maxe)]
-            if many:
-                m.d.comb += p.align[pi].eq(field[g] - ef_top + (127 - sf.bias - b - frac + F))
+            _, _, tabs = self._round_groups[(c, maxe)]
             r_pos = abs(r) if r is not None and r > 0 else None
             r_neg = abs(r) if r is not None and r < 0 else None
             t_pos, t_neg = tabs[r_pos], tabs[r_neg]
-            for n, (sign, _, _) in enumerate(elems):
+            for n in range(self.lanes):
+                sign = a.sign[n]
                 i_pos, i_neg = idx[(c, maxe, r_pos, n)], idx[(c, maxe, r_neg, n)]
                 pos_code = _rom(t_pos.codes, fmt.element_width, i_pos)
                 neg_code = _rom(self._neg_codes(c, t_neg.codes, t_neg.r_index), fmt.element_width, i_neg)
@@ -341,109 +438,142 @@ class EncodeUnit(wiring.Component):
                     m.d.comb += p.levels[pi][n].eq(
                         Mux(sign, _rom(t_neg.levels, lw, i_neg), _rom(t_pos.levels, lw, i_pos)))
 
-    def _slice_error(self, m: Module, src, dst) -> None:
-        """Each pair's hw-metric error over one rounded slice (spec 5.4, docs/encoder.md):
-        ``yf`` from the level and the scale, ``D = xf - yf``, ``D^2`` by the folded squarer, summed
-        over the lanes. Codes and header fields pass through."""
-        fmt = self.fmt
-        sf = fmt.scale
-        b = sf.mbits
+    def _diff(self, m: Module, r, p) -> None:
+        """Each pair's rounded magnitudes in the metric's units, ``yf = floor(level * (2^b + M) * 2^align)``,
+        and ``|D| = |xf - yf|`` (spec 5.4, docs/encoder.md)."""
+        b = self.fmt.scale.mbits
         F = HW_FRAC_BITS
-        p, q = src.payload, dst.payload
-        m.d.comb += [dst.valid.eq(src.valid), src.ready.eq(dst.ready),
-                     q.codes.eq(p.codes), q.scales.eq(p.scales), q.special.eq(p.special), q.last.eq(p.last)]
-        if len(self._pairs) == 1:
-            return
+        m.d.comb += [p.scales.eq(r.scales), p.special.eq(r.special), p.last.eq(r.last), p.codes.eq(r.codes)]
         for pi, (_c, _j, maxe, _r) in enumerate(self._pairs):
-            man = p.scales[self._scale_groups.index(maxe)][:b]
-            sq = []
+            man = r.scales[self._scale_groups.index(maxe)][:b]
             for n in range(self.lanes):
-                lv = p.levels[pi][n]
+                lv = r.levels[pi][n]
                 prod = Signal(len(lv) + b + 1, name=f"xq{pi}_{n}")
                 m.d.comb += prod.eq(lv * Cat(man, C(1, 1)) if b else lv)
-                yf, _, _ = shift_floor(m, prod, p.align[pi], lo=-len(prod), hi=F + 2, width=F + 2,
-                                       name=f"yf{pi}_{n}")
+                yf, _, _ = shift_floor(m, prod, r.align[pi], lo=-len(prod), hi=F + 2, width=F + 2,
+                                       name=f"yf{pi}_{n}", biased=True)
                 d_abs = Signal(F + 2, name=f"dabs{pi}_{n}")  # |xf - yf| <= 2^(F+1), both differences in parallel
-                m.d.comb += d_abs.eq(Mux(p.xf[n] >= yf, p.xf[n] - yf, yf - p.xf[n]))
-                d2 = Signal(2 * F + 3, name=f"d2_{pi}_{n}")
-                m.d.comb += d2.eq(square(d_abs))
-                sq.append(d2)
-            m.d.comb += q.errs[pi].eq(sum_tree(sq))
+                m.d.comb += [d_abs.eq(Mux(r.xf[n] >= yf, r.xf[n] - yf, yf - r.xf[n])), p.dabs[pi][n].eq(d_abs)]
 
-    def _back(self, m: Module, src, out) -> None:
-        """Assemble the block from its slices: shift the codes in, accumulate each pair's error;
-        with the last slice, pick the pair (least error, ties to the lowest selector then
-        option, spec 5.4) and emit header and codes (NaN header and zero codes for NaN/Inf)."""
+    def _square(self, m: Module, y, p) -> None:
+        """``D^2`` as the folded squarer's rows, the rows of all lanes of a pair reduced by carry-save
+        adders to two words (spec 5.4) of the block accumulator's width: their sum is the slice's error
+        modulo ``2^width``, exact once added to the accumulator (a block's error fits the width)."""
+        ew = hw_error_width(self.fmt.k)
+        m.d.comb += [p.scales.eq(y.scales), p.special.eq(y.special), p.last.eq(y.last), p.codes.eq(y.codes)]
+        for pi in range(len(self._pairs)):
+            rows = []
+            for n in range(self.lanes):
+                rows += square_rows(y.dabs[pi][n])
+            total_s, total_c = csa_sum(m, rows, ew, name=f"sq{pi}")
+            m.d.comb += [p.sum[pi].eq(total_s), p.carry[pi].eq(total_c)]
+
+    def _back(self, m: Module, valid: Value, p, ready: Signal, out_valid: Signal, out, out_ready: Value) -> None:
+        """Assemble the block from its slices: shift the codes in, accumulate each pair's error; with
+        the last slice (register ``total``: the totals, the last slice's codes), pick the pair (least
+        error, ties to the lowest selector then option, spec 5.4) and emit header and codes (NaN header
+        and zero codes for NaN/Inf). The held codes stay while a block waits in ``total``: a slice is
+        taken only when ``total`` is empty or its block leaves."""
         fmt, lanes = self.fmt, self.lanes
         sf = fmt.scale
         k = fmt.k
         beats = k // lanes
         pairs = self._pairs
         many = len(pairs) > 1
-        p = src.payload
-        m.d.comb += [out.valid.eq(src.valid & p.last), src.ready.eq(~p.last | out.ready)]
-        step = src.valid & src.ready
-        pair_codes, pair_err = [], []
+        use_total = "total" in self.cuts
+        step = valid & ready
+        held = []
         for pi in range(len(pairs)):
-            slice_codes = [p.codes[pi][n] for n in range(lanes)]
             if beats == 1:
-                pair_codes.append(Cat(*slice_codes))
-            else:
-                held = Signal(data.ArrayLayout(fmt.element_width, k - lanes), name=f"codes_held{pi}")
-                with m.If(step & ~p.last):  # shift down one slice, the new slice on top
-                    for n in range(k - lanes):
-                        m.d.sync += held[n].eq(held[n + lanes] if n + lanes < k - lanes
-                                               else slice_codes[n + lanes - (k - lanes)])
-                pair_codes.append(Cat(held.as_value(), *slice_codes))
-            if many:
+                held.append(None)
+                continue
+            h = Signal(data.ArrayLayout(fmt.element_width, k - lanes), name=f"codes_held{pi}")
+            slice_codes = [p.codes[pi][n] for n in range(lanes)]
+            with m.If(step & ~p.last):  # shift down one slice, the new slice on top
+                for n in range(k - lanes):
+                    m.d.sync += h[n].eq(h[n + lanes] if n + lanes < k - lanes else slice_codes[n + lanes - (k - lanes)])
+            held.append(h)
+        totals = []
+        if many:
+            for pi in range(len(pairs)):
                 total = Signal(hw_error_width(k), name=f"err{pi}")
                 if beats == 1:
-                    m.d.comb += total.eq(p.errs[pi])
+                    m.d.comb += total.eq(p.sum[pi] + p.carry[pi])
                 else:
                     acc = Signal(hw_error_width(k), name=f"err_acc{pi}")
-                    m.d.comb += total.eq(acc + p.errs[pi])
+                    m.d.comb += total.eq(acc + p.sum[pi] + p.carry[pi])
                     with m.If(step):
                         m.d.sync += acc.eq(Mux(p.last, 0, total))
-                pair_err.append(total)
+                totals.append(total)
+        if use_total:
+            t_in = Signal(self._total_layout, name="total_in")
+            m.d.comb += [t_in.codes.eq(p.codes), t_in.scales.eq(p.scales), t_in.special.eq(p.special)]
+            m.d.comb += [t_in.errs[pi].eq(t) for pi, t in enumerate(totals)]
+            sink, source = add_pipeline(m, self._total_layout, 1, name="total")
+            m.d.comb += [sink.valid.eq(valid & p.last), sink.payload.eq(t_in), ready.eq(sink.ready),
+                         out_valid.eq(source.valid), source.ready.eq(out_ready)]
+            sel = source.payload
+            last_codes, scales, special = sel.codes, sel.scales, sel.special
+            totals = [sel.errs[pi] for pi in range(len(pairs))]
+        else:
+            m.d.comb += [out_valid.eq(valid & p.last), ready.eq(~p.last | out_ready)]
+            last_codes, scales, special = p.codes, p.scales, p.special
+        pair_codes = []
+        for pi in range(len(pairs)):
+            now = [last_codes[pi][n] for n in range(lanes)]
+            pair_codes.append(Cat(*now) if held[pi] is None else Cat(held[pi].as_value(), *now))
         pair_hdr = []
         for pi, (c, j, maxe, _) in enumerate(pairs):
             g = self._scale_groups.index(maxe)
             hdr = Signal(fmt.header_bits, name=f"hdr{pi}")
             m.d.comb += hdr.eq(
-                p.scales[g] | (j << sf.width) | (c << (sf.width + fmt.recycle_bits))
-                if fmt.header_bits > sf.width else p.scales[g]
+                scales[g] | (j << sf.width) | (c << (sf.width + fmt.recycle_bits))
+                if fmt.header_bits > sf.width else scales[g]
             )
             pair_hdr.append(hdr)
         best = Signal(range(len(pairs)), name="best")
-        if many:  # strict < keeps the earlier (selector, option) on ties
-            chosen_err, chosen = pair_err[0], C(0, len(best))
-            for pi in range(1, len(pairs)):
-                better = pair_err[pi] < chosen_err
-                chosen_err = Mux(better, pair_err[pi], chosen_err)
-                chosen = Mux(better, pi, chosen)
-            m.d.comb += best.eq(chosen)
+        if many:
+            m.d.comb += best.eq(_least(totals))
         hdr = _rom_signals(pair_hdr, best) if many else pair_hdr[0]
         cds = _rom_signals(pair_codes, best) if many else pair_codes[0]
-        with m.If(p.special):  # spec 5.1: NaN header, zero codes
-            m.d.comb += [out.payload.header.eq(int(fmt.make_header(sf.nan_code, 0, 0))), out.payload.codes.eq(0)]
+        with m.If(special):  # spec 5.1: NaN header, zero codes
+            m.d.comb += [out.header.eq(int(fmt.make_header(sf.nan_code, 0, 0))), out.codes.eq(0)]
         with m.Else():
-            m.d.comb += [out.payload.header.eq(hdr), out.payload.codes.eq(cds)]
+            m.d.comb += [out.header.eq(hdr), out.codes.eq(cds)]
 
     def elaborate(self, platform) -> Module:
         m = Module()
-        vals, amax, special, block_valid, block_ready = self._gather(m)
-        error_stages = 1 if self.pipeline >= 2 else 0  # between the error and the selection
-        round_stages = 1 if self.pipeline >= 3 else 0  # between rounding and the error
-        rounded_in, rounded_out = add_pipeline(m, self._rounded_layout, round_stages, name="rounded")
-        self._front(m, vals, amax, special, block_valid, block_ready, rounded_in)
-        slice_in, slice_out = add_pipeline(m, self._slice_layout, error_stages, name="slice")
-        self._slice_error(m, rounded_out, slice_in)
-        tail_in, tail_out = add_pipeline(m, self._out_layout, self.pipeline - round_stages - error_stages,
-                                         name="tail")
-        self._back(m, slice_out, tail_in)
-        m.d.comb += [
-            self.o.valid.eq(tail_out.valid),
-            self.o.payload.eq(tail_out.payload),
-            tail_out.ready.eq(self.o.ready),
-        ]
+        many = len(self._pairs) > 1
+        valid, beat, ready = self._beat(m)
+        block = self._gather(m, valid, beat, ready)
+        valid, piece, ready = self._work(m, *block)
+        segments = [("align", self._align_layout, self._align), ("rounded", self._rounded_layout, self._round)]
+        if many:
+            segments += [("diff", self._diff_layout, self._diff), ("slice", self._slice_layout, self._square)]
+        for name, layout, build in segments:
+            p = Signal(layout, name=f"{name}_in")
+            build(m, piece, p)
+            valid, piece, ready_in, ready_next = self._stage(m, name, layout, valid, p)
+            m.d.comb += ready.eq(ready_in)
+            ready = ready_next
+        out_in = Signal(self._out_layout, name="out_in")
+        out_valid = Signal(name="out_in_valid")
+        o_valid, o_payload, o_ready_in, o_ready = self._stage(m, "out", self._out_layout, out_valid, out_in)
+        self._back(m, valid, piece, ready, out_valid, out_in, o_ready_in)
+        m.d.comb += [self.o.valid.eq(o_valid), self.o.payload.eq(o_payload), o_ready.eq(self.o.ready)]
         return m
+
+
+def _least(errors: list[Value]) -> Value:
+    """Index of the least of ``errors``, ties to the lowest index (spec 5.4), as a tree of comparisons
+    (``log2`` levels instead of a chain)."""
+    level = [(e, C(i, max(1, (len(errors) - 1).bit_length()))) for i, e in enumerate(errors)]
+    while len(level) > 1:
+        nxt = []
+        for a, b in zip(level[0::2], level[1::2], strict=False):
+            better = b[0] < a[0]  # strict: the lower index wins ties
+            nxt.append((Mux(better, b[0], a[0]), Mux(better, b[1], a[1])))
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0][1]

@@ -9,6 +9,8 @@ order like its value. A scale code ``(field, M)`` is ``X = 2^(field - bias_s - b
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -23,12 +25,16 @@ __all__ = [
     "ceil_thresholds",
     "fp32_round_down_bits",
     "magnitude_table",
+    "csa_sum",
+    "max_select",
     "max_tree",
     "ocp_field",
     "round_index",
     "shift_floor",
     "square",
     "sum_tree",
+    "square_rows",
+    "thermometer_count",
     "unpack_fp32",
 ]
 
@@ -172,6 +178,65 @@ def max_tree(values: list[Value]) -> Value:
     return level[0]
 
 
+def const_table(words: list[int], width: int, index: Value) -> Value:
+    """``words[index]`` (``index`` below ``len(words)``) as one constant shifted right by
+    ``index * 2^ceil(log2(width))`` and sliced: plain multiplexer logic after synthesis. (A ``case``
+    statement becomes a ROM in yosys, and a ROM next to a register a block RAM on iCE40; a ``word_select``
+    of a constant is a width-truncating shift that Verilator's lint rejects.)"""
+    index = Value.cast(index)
+    step = 1 << max(width - 1, 0).bit_length()  # word pitch: a power of two, so the shift is wiring
+    table = C(sum((w & ((1 << width) - 1)) << (n * step) for n, w in enumerate(words)), step * len(words))
+    shift = Cat(C(0, step.bit_length() - 1), index)
+    return (table >> shift)[:width]
+
+
+def max_select(values: list[Value], group: int = 8) -> Value:
+    """Unsigned maximum of ``values``, one comparison level per ``group`` inputs: every pair of a group
+    is compared at once and the winner (the first of equal maxima) is picked by a one-hot
+    AND-OR multiplexer, so a group of up to ``group`` values costs one comparator delay and one
+    multiplexer instead of ``log2`` of each. More values: a tree of such groups."""
+    if not values:
+        raise ValueError("max_select needs at least one value")
+    level = [Value.cast(v) for v in values]
+    while len(level) > 1:
+        nxt = []
+        for g in range(0, len(level), group):
+            vs = level[g: g + group]
+            if len(vs) == 1:
+                nxt.append(vs[0])
+                continue
+            ge = {(i, j): vs[i] >= vs[j] for i in range(len(vs)) for j in range(i + 1, len(vs))}
+            wins = []
+            for i in range(len(vs)):
+                terms = [ge[(i, j)] for j in range(i + 1, len(vs))] + [~ge[(j, i)] for j in range(i)]
+                wins.append(functools.reduce(operator.and_, terms))
+            width = max(len(v) for v in vs)
+            nxt.append(functools.reduce(operator.or_, [Mux(w, v, C(0, width)) for w, v in zip(wins, vs, strict=True)]))
+        level = nxt
+    return level[0]
+
+
+def thermometer_count(bits: list[Value]) -> Value:
+    """Number of leading ones of a thermometer ``bits`` (``bits[j]`` implies ``bits[j - 1]``), as a
+    binary search: the top count bit is the middle tap, each lower bit a tap picked by the bits above
+    (``log2`` multiplexer levels instead of a popcount adder tree)."""
+    if not bits:
+        return C(0, 1)
+    width = len(bits).bit_length()  # counts 0..len(bits)
+    taps = [Value.cast(b) for b in bits] + [C(0, 1)] * ((1 << width) - len(bits))
+
+    def count(lo: int, size: int) -> Value:
+        """Leading ones of taps[lo: lo + size] (size a power of two, the last tap 0 or beyond the end)."""
+        if size == 1:
+            return C(0, 0)
+        half = size // 2
+        upper = taps[lo + half - 1]
+        rest = Mux(upper, count(lo + half, half), count(lo, half)) if half > 1 else C(0, 0)
+        return Cat(rest, upper)
+
+    return count(0, 1 << width)
+
+
 def sum_tree(values: list[Value]) -> Value:
     """Sum of unsigned ``values`` as a balanced adder tree (widths grow one bit per level)."""
     if not values:
@@ -198,24 +263,61 @@ def square(value: Value) -> Value:
     return sum_tree(rows)[: 2 * n]
 
 
+def square_rows(value: Value) -> list[Value]:
+    """The partial-product rows of :func:`square` (their sum is ``value ** 2``), for a carry-save sum."""
+    v = Value.cast(value)
+    n = len(v)
+    rows = []
+    for i in range(n):
+        word = Cat(C(1, 1), C(0, 1), v[i + 1:]) if i + 1 < n else C(1, 1)
+        rows.append(Mux(v[i], word, 0) << (2 * i))
+    return rows
+
+
+def csa_sum(m: Module, rows: list[Value], width: int, name: str) -> tuple[Signal, Signal]:
+    """Reduce unsigned ``rows`` to two words whose sum (mod ``2^width``) is their sum, by layers of 3:2
+    carry-save adders (each layer one full-adder delay, no carry propagation). Returns
+    ``(sum, carry)`` Signals of ``width`` bits."""
+    level = [Value.cast(r)[:width] for r in rows] or [C(0, width)]
+    n = 0
+    while len(level) > 2:
+        nxt = []
+        for g in range(0, len(level) - 2, 3):
+            a, b, c = level[g: g + 3]
+            s_sig = Signal(width, name=f"{name}_s{n}")
+            c_sig = Signal(width, name=f"{name}_c{n}")
+            m.d.comb += [s_sig.eq(a ^ b ^ c), c_sig.eq(((a & b) | (a & c) | (b & c)) << 1)]
+            nxt += [s_sig, c_sig]
+            n += 1
+        nxt += level[3 * (len(level) // 3):]
+        level = nxt
+    if len(level) == 1:
+        level.append(C(0, width))
+    out_s, out_c = Signal(width, name=f"{name}_sum"), Signal(width, name=f"{name}_carry")
+    m.d.comb += [out_s.eq(level[0]), out_c.eq(level[1])]
+    return out_s, out_c
+
+
 def shift_floor(
-    m: Module, value: Value, amount: Value, *, lo: int, hi: int, width: int, name: str
+    m: Module, value: Value, amount: Value, *, lo: int, hi: int, width: int, name: str, biased: bool = False
 ) -> tuple[Signal, Value, Value]:
     """``floor(value * 2^amount)`` on ``width`` bits, with ``sticky`` (bits shifted out below the
     binary point were non-zero) and ``overflow`` (the result needs more than ``width`` bits).
 
     ``value`` unsigned, ``amount`` signed; ``lo <= -len(value)`` (any smaller amount floors to 0
     and is clamped to ``lo`` without changing the result); amounts above ``hi`` are clamped to
-    ``hi`` and flagged as overflow for a non-zero value.
+    ``hi`` and flagged as overflow for a non-zero value. ``biased``: ``amount`` is already
+    ``amount - lo`` (a caller that adds constants folds ``-lo`` into them: one adder less).
     """
     value = Value.cast(value)
+    amount = Value.cast(amount)
     vw = len(value)
     if lo > -vw:
         raise ValueError(f"shift_floor: lo={lo} must be <= -{vw} (minus the value width)")
     hi = max(hi, lo)
     span = hi - lo
     raw = Signal(signed(max(len(amount), (abs(lo) + abs(hi)).bit_length()) + 2), name=f"{name}_amt")
-    m.d.comb += raw.eq(amount - lo)
+    m.d.comb += raw.eq(amount if biased else amount - lo)
     amt = Signal(range(span + 1), name=f"{name}_sh")
     m.d.comb += amt.eq(Mux(raw < 0, 0, Mux(raw > span, span, raw)))
     wide = Signal(vw + span, name=f"{name}_wide")
@@ -245,7 +347,7 @@ def round_index(m: Module, y: Value, sticky: Value, overflow: Value, man: Value,
             c = Const(sm * mid, max(len(y), (sm * mid).bit_length()))
             gt = overflow | (y > c) | ((y == c) & sticky)
             ups.append(gt | ((y == c) & ~sticky) if tie else gt)
-        per_man.append(sum_tree(ups))
+        per_man.append(thermometer_count(ups))
     idx = Signal(range(len(table.levels)), name=name)
     m.d.comb += idx.eq(per_man[0] if mbits == 0 else Array(per_man)[man])
     return idx
