@@ -10,7 +10,6 @@ result after it. The mode and guard bits of the vectors must be the manifest's (
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,30 +80,8 @@ def prepare_dot_module(fmt_a: BlockFormat, fmt_b: BlockFormat, *, lanes: int | N
     (None: the engine's defaults), reusing an identical earlier generation under ``build_root``."""
     from . import regression
 
-    if acc is None and guard_bits is None:
-        return regression.prepare_module("dot", fmt_a, fmt_b, lanes=lanes, pipeline=pipeline, build_root=build_root)
-    if "acc" in inspect.signature(regression.prepare_module).parameters:
-        return regression.prepare_module("dot", fmt_a, fmt_b, lanes=lanes, pipeline=pipeline, build_root=build_root,
-                                         acc=acc, guard_bits=guard_bits)
-    # The same steps as prepare_module, with the accumulation options passed to build_unit.
-    from nxfp_hw.flows.generate import build_unit, generate, generator_digest
-    from nxfp_hw.flows.manifest import config_hash
-
-    component = build_unit("dot", fmt_a, fmt_b, lanes=lanes, pipeline=pipeline, acc=acc, guard_bits=guard_bits)
-    root = (build_root or regression.default_build_root()).resolve()
-    out_dir = root / "rtl" / component.module_name
-    manifest = out_dir / f"{component.module_name}.json"
-    stamp = out_dir / ".generator_digest"
-    with regression._locked(root / ".locks" / f"rtl-{component.module_name}.lock"):
-        if manifest.is_file() and stamp.is_file() and stamp.read_text() == generator_digest():
-            data = json.loads(manifest.read_text())
-            verilog = out_dir / data["files"]["verilog"]
-            if data.get("config_hash") == config_hash(component.config) and verilog.is_file():
-                component._MustUse__used = True  # built only for its name and config: not an unused design
-                return regression.ModuleFiles(component.module_name, verilog, manifest, data)
-        gen = generate(component, out_dir, force=True)
-        stamp.write_text(generator_digest())
-    return regression.ModuleFiles(gen.name, gen.verilog, gen.manifest, gen.manifest_data)
+    return regression.prepare_module("dot", fmt_a, fmt_b, lanes=lanes, pipeline=pipeline, build_root=build_root,
+                                     acc=acc, guard_bits=guard_bits)
 
 
 __all__ = ["check_mode", "describe_dot", "dot_regression", "prepare_dot_module"]
