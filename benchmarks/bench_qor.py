@@ -10,8 +10,9 @@ Every configuration is built with its default (timing-closed) pipeline unless ``
 and measured with ``nxfp_hw.flows.area.run_area`` (docs/area.md); flow runs are cached by Verilog, flow
 options, tool versions and flow sources, so a rerun only measures what changed. The NxFP/MX ratio of every
 pair (same unit, accumulation mode, lanes, pipeline, flow) comes from the same run. For the asic dot engine
-the combinational area of each pipeline stage is measured too (``timing.stage_areas``): products plus adder
-tree alone, the reference of the 2x area goal. Prints a table and the goals, records ``--out``.
+the combinational area of each pipeline stage is measured too (``timing.stage_areas``, on the same engine
+with every register position enabled so that every stage stands alone): products plus adder tree alone,
+the reference of the 2x area goal. Prints a table and the goals, records ``--out``.
 """
 
 from __future__ import annotations
@@ -97,19 +98,38 @@ def measure(c: dict[str, Any], cache: str, period: float | None) -> dict[str, An
         key = hashlib.sha256(json.dumps([hashlib.sha256(verilog.encode()).hexdigest(), comp.module_name, c["flow"],
                                          opts, versions, _flow_digest()], sort_keys=True).encode()).hexdigest()[:20]
         path = Path(cache) / "runs" / f"{key}.json"
-        if path.is_file():
-            rec.update(json.loads(path.read_text()), cached=True)
+        workdir = Path(cache) / "work" / f"{comp.module_name}_{key[:8]}"
+        cached = json.loads(path.read_text()) if path.is_file() else None
+        if cached is not None and "error" in cached:
+            rec.update(cached, cached=True)
             rec["seconds"] = round(time.monotonic() - t0, 1)
             return rec
-        workdir = Path(cache) / "work" / f"{comp.module_name}_{key[:8]}"
-        res = area_mod.run_area(verilog, comp.module_name, c["flow"], workdir=workdir, **opts)
-        fig = {k: v for k, v in res.figures.items() if k != "cells_by_type"}
-        result: dict[str, Any] = {"figures": fig, "notes": res.notes, "tools": res.tools,
-                                  "flow_seconds": round(res.seconds, 1)}
-        if c["unit"] == "dot" and c["flow"] == "asic":
-            result["stage_area_um2"] = stage_areas(workdir / "asic", rec["registers"]["positions"])
-        write_text_atomic(path, json.dumps(result, indent=1) + "\n")
-        rec.update(result, cached=False)
+        if cached is None:
+            try:
+                res = area_mod.run_area(verilog, comp.module_name, c["flow"], workdir=workdir, **opts)
+            except area_mod.FlowError as exc:
+                if any(w in str(exc) for w in ("ICESTORM_LC", "placement failed", "does not fit")):  # deterministic
+                    write_text_atomic(path, json.dumps({"error": str(exc), "fits": False}, indent=1) + "\n")
+                raise
+            fig = {k: v for k, v in res.figures.items() if k != "cells_by_type"}
+            result: dict[str, Any] = {"figures": fig, "notes": res.notes, "tools": res.tools,
+                                      "flow_seconds": round(res.seconds, 1)}
+        else:
+            result = cached
+        if c["unit"] == "dot" and c["flow"] == "asic" and result.get("stage_areas_of") != "every position":
+            # Stage areas need every stage between registers: the same engine with every position on.
+            full = build_unit(c["unit"], fmt, **{**kwargs, "pipeline": "all"})
+            stage_dir = workdir / "asic"
+            if tuple(full.cuts) != tuple(comp.cuts):
+                stage_dir = Path(cache) / "work" / f"{full.module_name}_{key[:8]}_stages"
+                area_mod.run_area(emit_verilog(full), full.module_name, "asic", workdir=stage_dir, **opts)
+                stage_dir = stage_dir / "asic"
+            result["stage_area_um2"] = stage_areas(stage_dir, rec["registers"]["positions"])
+            result["stage_areas_of"] = "every position"
+            cached = None
+        if cached is None:
+            write_text_atomic(path, json.dumps(result, indent=1) + "\n")
+        rec.update(result, cached=cached is not None)
     except Exception as exc:  # noqa: BLE001 - a failing configuration is recorded, the run goes on
         rec["error"] = str(exc) if isinstance(exc, area_mod.UserError) else f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, area_mod.UserError):
@@ -160,7 +180,7 @@ def products_and_tree(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "ratio": round(total / core, 3) if core else None,
                     "ratio_with_decode": round(total / (core + stages.get("decode", 0.0)), 3) if core else None,
                     "ratio_to_issue_reference": round(total / ISSUE_PRODUCTS_TREE_UM2, 3) if r["lanes"] == 32 else None,
-                    "positions_registered": r["registers"]["enabled"] == r["registers"]["positions"]})
+                    "pipeline": r["registers"]["enabled"]})
     return out
 
 

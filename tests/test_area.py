@@ -244,6 +244,19 @@ def test_ice40_falls_back_to_hx8k_when_dsps_run_out(tmp_path: Path) -> None:
     assert any("does not fit iCE40 UP5K" in note and "ICESTORM_DSP" in note for note in r.notes), r.notes
 
 
+@needs_yosys
+def test_ice40_too_many_cells_fails_before_place_and_route(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A unit needing more flip-flops than a device has logic cells is not harnessed nor placed: the flow
+    says so for each device, at the cost of the unit's synthesis only."""
+    monkeypatch.setattr(area, "_ICE40_LOGIC_CELLS", {"up5k": 4, "hx8k": 8})
+    monkeypatch.setattr(area, "_ice40_pnr", lambda *a, **k: pytest.fail("nextpnr must not run"))
+    with pytest.raises(FlowError, match=r"does not fit iCE40 HX8K: the unit alone needs 17 logic cells, the "
+                                        r"device has 8") as exc:
+        run_area(reg_adder(16), "radd", "ice40", workdir=tmp_path)
+    assert exc.value.step == "ice40 place and route (nextpnr-ice40 --hx8k)"
+    assert not (tmp_path / "ice40" / "ice40_wrap.v").exists()
+
+
 def test_ice40_fmax_ignores_grounded_dsp_clock() -> None:
     """An unregistered SB_MAC16 has its CLK pin on the ground net, which nextpnr reports as a clock."""
     report = {"fmax": {"$PACKER_GND_NET_$glb_clk": {"achieved": 256.1, "constraint": 50},

@@ -47,6 +47,9 @@ _ICE40_SEEDS = (1, 2, 3)
 # ICE40 targets tried in order: (nextpnr device flag, package, synth_ice40 extra options).
 # HX8K has no SB_MAC16, so the fallback is synthesised without -dsp.
 _ICE40_DEVICES = (("up5k", "sg48", ("-dsp",)), ("hx8k", "ct256", ()))
+# Logic cells (one LUT4 + one flip-flop each) of those devices: a unit needing more LUT4s or flip-flops
+# than this cannot fit, and is not put through the harness synthesis and place and route.
+_ICE40_LOGIC_CELLS = {"up5k": 5280, "hx8k": 7680}
 
 
 class FlowError(UserError):
@@ -382,6 +385,15 @@ def _ice40(src: Path, top: str, run: _Runner, opts: dict[str, Any]) -> tuple[dic
         counts = dict(sorted(_stat_module(_read_json(run.workdir / f"{tag}_stat.json", step, log), step,
                                           log)["num_cells_by_type"].items()))
         ports = _ports(run.workdir / f"{tag}_ports.json", top, step, log)
+        need = max(_sum(counts, lambda c: c == "SB_LUT4"), _sum(counts, lambda c: c.startswith("SB_DFF")))
+        if need > _ICE40_LOGIC_CELLS[device]:  # cannot fit: skip the harness and place and route
+            over = f"the unit alone needs {need} logic cells, the device has {_ICE40_LOGIC_CELLS[device]}"
+            if attempt + 1 < len(_ICE40_DEVICES):
+                notes.append(f"does not fit iCE40 {device.upper()} ({over}); retried on "
+                             f"{_ICE40_DEVICES[attempt + 1][0].upper()}")
+                continue
+            raise FlowError(f"ice40 place and route (nextpnr-ice40 --{device})",
+                            f"does not fit iCE40 {device.upper()}: {over}", log)
         # Unit inside the register harness: placed and routed for Fmax.
         wrap = run.workdir / "ice40_wrap.v"
         wrap.write_text(_wrapper(top, ports))
