@@ -79,7 +79,7 @@ def test_decode_exhaustive_icarus(preset: str) -> None:
     _run(preset, "icarus", exhaustive=True)
 
 
-NAN_FP32 = "32'd2143289344"  # 0x7FC00000, the canonical NaN constant in the generated Verilog
+NAN_FP32 = "23'h400000"  # the fraction of 0x7FC00000, the canonical NaN's constant in the generated Verilog
 
 
 def test_mutation_nan_constant_is_caught(tmp_path: Path) -> None:
@@ -89,7 +89,7 @@ def test_mutation_nan_constant_is_caught(tmp_path: Path) -> None:
     text = good.verilog.read_text()
     assert NAN_FP32 in text, "mutation target not found: the NaN constant of the generated decode unit"
     mutated = tmp_path / good.verilog.name
-    mutated.write_text(text.replace(NAN_FP32, "32'd2143289345"))  # 0x7FC00001: still a NaN, not canonical
+    mutated.write_text(text.replace(NAN_FP32, "23'h400001"))  # 0x7FC00001: still a NaN, not canonical
     module = ModuleFiles(good.name, mutated, good.manifest, good.manifest_data)
     h, c = _sample(fmt, 32, 4, np.random.default_rng(SEED))
     res = run_vectors(module, decode_vectors(fmt, h, c), "icarus", seed=SEED, build_root=BUILD_ROOT,
