@@ -282,7 +282,8 @@ def _check_mode(fa, ha, ca, fb, hb, cb, last, got: list[int], mode: str, guard_b
 MODE_PAIRS = [("nxfp4", "nxfp4"), ("mxfp4_e2m1", "mxfp4_e2m1"), ("mxfp8_e4m3", "nxfp4")]
 
 
-@pytest.mark.parametrize("pipeline", [None, "none", 2])
+@pytest.mark.parametrize("pipeline", [None, pytest.param("none", marks=pytest.mark.slow),
+                                      pytest.param(2, marks=pytest.mark.slow)])
 @pytest.mark.parametrize("lanes_div", [1, 4], ids=["lanes_k", "lanes_k_over_4"])
 @pytest.mark.parametrize("mode", ACC_MODES)
 @pytest.mark.parametrize(("name_a", "name_b"), MODE_PAIRS, ids=[f"{a}-x-{b}" for a, b in MODE_PAIRS])
