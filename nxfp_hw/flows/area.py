@@ -388,7 +388,12 @@ def _ice40(src: Path, top: str, run: _Runner, opts: dict[str, Any]) -> tuple[dic
         need = max(_sum(counts, lambda c: c == "SB_LUT4"), _sum(counts, lambda c: c.startswith("SB_DFF")))
         if need > _ICE40_LOGIC_CELLS[device]:  # cannot fit: skip the harness and place and route
             over = f"the unit alone needs {need} logic cells, the device has {_ICE40_LOGIC_CELLS[device]}"
-            if attempt + 1 < len(_ICE40_DEVICES):
+            later = [d for d, _, _ in _ICE40_DEVICES[attempt + 1:]]
+            if later and need > max(_ICE40_LOGIC_CELLS[d] for d in later):  # no DSP there: never fewer LUTs
+                device = max(later, key=_ICE40_LOGIC_CELLS.__getitem__)
+                over = f"the unit alone needs {need} logic cells, the device has {_ICE40_LOGIC_CELLS[device]}"
+                later = []
+            if later:
                 notes.append(f"does not fit iCE40 {device.upper()} ({over}); retried on "
                              f"{_ICE40_DEVICES[attempt + 1][0].upper()}")
                 continue
