@@ -356,3 +356,21 @@ def test_generate_target_mhz_on_the_asic_flow(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "target-mhz: 5000 MHz cannot be met on the asic flow: the best Fmax found is " in err
     assert not bad.exists()
+
+
+@needs_asic
+def test_main_job_with_a_target(tmp_path, capsys):
+    """``run --target-mhz``: every unit of both formats gets its pipeline chosen; the generated RTL and the
+    report measure those pipelines at the target."""
+    out = tmp_path / "run"
+    assert main(["run", "--units", "decode", "--lanes", "2", "--skip-verify", "--flows", "asic", "--target-mhz",
+                 "250", "--timing-cache", str(tmp_path / "cache"), "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    data = json.loads((out / "report" / "report.json").read_text())
+    for fmt in ("nxfp4", "mxfp4_e2m1"):
+        line = next(ln for ln in text.splitlines() if ln.startswith(f"  decode {fmt}: Fmax achieved: "))
+        assert float(line.split("Fmax achieved: ")[1].split(" MHz")[0]) >= 250
+        rec = next(r for r in data["results"] if r["format"] == fmt)
+        assert f"pipeline registers at {', '.join(rec['pipeline']['enabled']) or 'none'} (" in line
+        assert (out / "rtl" / rec["module"]).is_dir()
+        assert rec["flows"]["asic"]["figures"]["target_period_ns"] == 4.0

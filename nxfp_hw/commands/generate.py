@@ -70,12 +70,13 @@ def unit_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"lanes": args.lanes, "pipeline": args.pipeline, "acc": args.acc, "guard_bits": args.guard_bits}
 
 
-def close_timing(args: argparse.Namespace, unit: str, fmt_a: Any, fmt_b: Any = None, **kwargs: Any) -> Any:
+def close_timing(args: argparse.Namespace, unit: str, fmt_a: Any, fmt_b: Any = None, *, indent: str = "",
+                 **kwargs: Any) -> Any:
     """Run ``flows.timing.close_timing`` for the parsed options (progress on stdout); the closure."""
     from ..flows.timing import close_timing as close
 
     return close(unit, fmt_a, fmt_b, target_mhz=args.target_mhz, flow=args.target_flow,
-                 cache_dir=args.timing_cache, echo=lambda s: print(s, flush=True), **kwargs)
+                 cache_dir=args.timing_cache, echo=lambda s: print(indent + s, flush=True), **kwargs)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -104,8 +104,7 @@ def _close_timing(fmt: BlockFormat, base: BlockFormat, args: argparse.Namespace,
     for f in (fmt, base):
         for unit in units:
             kwargs = {k: v for k, v in _unit_kwargs(unit, f, args, {}).items() if k != "pipeline"}
-            print(f"      {unit} {f.label}:", flush=True)
-            closures[(unit, f.label)] = close_timing(args, unit, f, None, **kwargs)
+            closures[(unit, f.label)] = close_timing(args, unit, f, None, indent="      ", **kwargs)
     return closures
 
 
@@ -216,8 +215,8 @@ def run(args: argparse.Namespace) -> int:
 
     _step(total, total, f"comparison: {fmt.label} vs {base.label}")
     _print_comparison(result.data, fmt, base, flows, status, units)
-    for closure in closures.values():
-        print(f"  timing: {closure.summary()}")
+    for (unit, label), closure in closures.items():
+        print(f"  {unit} {label}: {closure.summary()}")
     print(f"\nreport: {out / 'report' / 'report.md'} (+ report.json, area.png, pareto.png)")
     failed = [f"{u} {name}" for name, st in status.items() for u, rc in st.items() if rc != 0]
     if failed or result.failures:

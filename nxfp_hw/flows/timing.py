@@ -708,7 +708,9 @@ class TimingClosure:
     def summary(self) -> str:
         enabled = ", ".join(self.cuts) or "none"
         runs = sum(1 for a in self.attempts if not a.get("cached"))
-        return (f"Fmax achieved: {self.fmax_mhz:.1f} MHz on {self.flow} (target {self.target_mhz:g} MHz) with "
+        comb = (" (combinational: its input-to-output delay plus a register's clock-to-Q and setup)"
+                if str(self.result.figures.get("timing", "")).startswith("combinational") else "")
+        return (f"Fmax achieved: {self.fmax_mhz:.1f} MHz{comb} on {self.flow} (target {self.target_mhz:g} MHz) with "
                 f"pipeline registers at {enabled} ({len(self.cuts)} of {len(self.positions)} positions, "
                 f"{self.calibration.cost(self.cuts)} register bits, latency {self.component.latency}); "
                 f"{len(self.attempts)} configurations measured, {runs} flow runs")
