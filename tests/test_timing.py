@@ -222,6 +222,23 @@ def test_sdf_static_timing():
     assert cells == {"a": 1, "b": 1, OUT: 1}
 
 
+def test_ice40_register_names_through_aliases():
+    """A flip-flop whose cell Yosys named after a private net is still found by the names of its output bit,
+    and the LUT packed with it (feeding its D input) stands for it too."""
+    netlist = {"modules": {"nxfp_ooc_wrap": {
+        "netnames": {"dut.$4258": {"bits": [10]}, "dut.sum_total": {"bits": [10, 11]}, "dut.wire_x": {"bits": [10]},
+                     "dut.$77": {"bits": [12]}, "dut.acc$303": {"bits": [13]}, "isr": {"bits": [14]}},
+        "cells": {
+            "dut.$4258_SB_DFFE_Q": {"type": "SB_DFFE", "connections": {"Q": [10], "D": [12], "E": [1]}},
+            "dut.$4258_SB_DFFE_Q_D_SB_LUT4_O": {"type": "SB_LUT4", "connections": {"O": [12], "I0": [14]}},
+            "dut.acc_SB_DFF_Q": {"type": "SB_DFF", "connections": {"Q": [13], "D": [15]}},
+            "isr_SB_DFF_Q": {"type": "SB_DFF", "connections": {"Q": [14], "D": [16]}},
+        }}}}
+    regs = timing.ice40_register_names(netlist, ("sum", "block"))
+    assert regs == {"dut.$4258_SB_DFFE_Q": "sum_total", "dut.$4258_SB_DFFE_Q_D_SB_LUT4_O": "sum_total",
+                    "dut.acc_SB_DFF_Q": "acc"}
+
+
 # --- the command line ------------------------------------------------------------------------------
 
 @pytest.mark.parametrize(("argv", "needle"), [

@@ -44,7 +44,7 @@ from .accuracy import write_text_atomic
 
 __all__ = ["CTL", "IN", "OUT", "REG", "TIMING_FLOWS", "Calibration", "Prediction", "TargetUnmet", "TimingClosure",
            "asic_calibration", "close_timing", "group_of_register", "ice40_calibration", "predict", "rank_candidates",
-           "sdf_segments", "stage_areas"]
+           "ice40_register_names", "sdf_segments", "stage_areas"]
 
 #: Flows that report an Fmax, so a target frequency can be closed on them.
 TIMING_FLOWS = ("asic", "ice40")
@@ -615,14 +615,75 @@ def _topological(edges: dict[str, list[tuple[str, float]]]) -> list[str]:
     return order
 
 
-def ice40_calibration(sdf_path: Path, positions: Sequence[str]) -> Measured:
+def ice40_register_names(netlist: dict[str, Any], positions: Sequence[str]) -> dict[str, str]:
+    """``{yosys cell: register name}`` for the flip-flops (and registered DSPs) of a synthesised iCE40
+    harness (Yosys JSON), and for the LUT cells that feed a flip-flop's D input (nextpnr packs the two
+    into one logic cell named after the LUT).
+
+    A register's output bit often carries several names (the register, wires assigned from it,
+    Yosys' private ``$n`` nets); the name that belongs to a register position wins, then any public one
+    (Amaranth's ``$n`` suffix of a repeated name is dropped)."""
+    mod = next((m for name, m in netlist.get("modules", {}).items() if name == "nxfp_ooc_wrap"), None)
+    if mod is None:
+        return {}
+    names_of: dict[int, list[str]] = {}
+    for net, info in mod.get("netnames", {}).items():
+        for bit in info.get("bits", []):
+            if isinstance(bit, int):
+                names_of.setdefault(bit, []).append(net)
+
+    def best(bit: int) -> str | None:
+        found = []
+        for net in names_of.get(bit, []):
+            if not net.startswith("dut."):
+                continue
+            base = re.sub(r"\$\d+$", "", net[4:])
+            if base and not base.startswith("$") and "$" not in base:
+                found.append(base)
+        ranked = sorted(found, key=lambda n: (group_of_register(n, positions) == REG, -len(n), n))
+        return ranked[0] if ranked else None
+
+    regs: dict[str, str] = {}
+    d_bits: dict[int, str] = {}
+    for cell, info in mod.get("cells", {}).items():
+        kind, conn = info.get("type", ""), info.get("connections", {})
+        if kind.startswith("SB_DFF") and conn.get("Q"):
+            name = best(conn["Q"][0])
+            if name:
+                regs[cell] = name
+                if conn.get("D") and isinstance(conn["D"][0], int):
+                    d_bits[conn["D"][0]] = cell
+        elif kind == "SB_MAC16" and conn.get("O"):
+            name = next((n for n in (best(b) for b in conn["O"] if isinstance(b, int)) if n), None)
+            if name:
+                regs[cell] = name
+    for cell, info in mod.get("cells", {}).items():
+        out = info.get("connections", {}).get("O")
+        if info.get("type") == "SB_LUT4" and out and out[0] in d_bits and d_bits[out[0]] in regs:
+            regs[cell] = regs[d_bits[out[0]]]
+    return regs
+
+
+def ice40_calibration(sdf_path: Path, positions: Sequence[str], netlist_path: Path | None = None) -> Measured:
     """Segments, register overhead, register bits (flip-flop cells) and output-register position of a
-    routed iCE40 harness: the unit's cells are ``dut.*`` (named after the register, ``_ICE40_REG``), the
+    routed iCE40 harness. A unit cell (``dut.*``) is named after a register through the synthesised
+    netlist (``netlist_path``, :func:`ice40_register_names`: nextpnr names a logic cell ``<cell>_LC`` or
+    ``<cell>_DFFLC`` after the Yosys cell it holds), else through its own name (``_ICE40_REG``); the
     harness' input shift register stands for the inputs and its output register for the outputs."""
     found: dict[str, str | None] = {}
+    known: dict[str, str] = {}
+    if netlist_path is not None and Path(netlist_path).is_file():
+        known = ice40_register_names(json.loads(Path(netlist_path).read_text()), positions)
+
+    def register_of(cell: str) -> str | None:
+        for suffix in ("_DFFLC", "_LC", "_DSP"):
+            if cell.endswith(suffix) and cell[: -len(suffix)] in known:
+                return known[cell[: -len(suffix)]]
+        m = _ICE40_REG.match(cell)
+        return m.group(1) if m else None
 
     def groups(cells: set[str]) -> tuple[dict[str, str], dict[str, str]]:
-        names = {c: m.group(1) for c in cells if (m := _ICE40_REG.match(c))}
+        names = {c: r for c in cells if c.startswith("dut.") and (r := register_of(c))}
         start_of, end_of, found["out"] = classify_registers(names, positions)
         for c in cells:
             if not c.startswith("dut."):
@@ -679,7 +740,9 @@ def _run_flow(verilog: str, module: str, flow: str, target_mhz: float, cache: Pa
         if flow == "asic":
             segs, overhead, bits, out_pos = asic_calibration(workdir / "asic", module, positions, opts["period_ns"])
         else:
-            segs, overhead, bits, out_pos = ice40_calibration(Path(res.logs["sdf"]), positions)
+            device = str(res.figures.get("device", "up5k")).split("-")[0]
+            segs, overhead, bits, out_pos = ice40_calibration(Path(res.logs["sdf"]), positions,
+                                                              workdir / "ice40" / f"ice40_{device}_wrap.json")
         cal = Calibration(flow=flow, module=module, positions=tuple(positions), segments=segs,
                           register_overhead_ns=overhead, register_bits=bits, fmax_mhz=res.figures.get("fmax_mhz"),
                           target=opts, out_position=out_pos)
