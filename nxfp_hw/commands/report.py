@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
 
     tensor = label = None
     if args.tensor is not None:
-        tensor = load_tensor(args.tensor, args.tensor_name)
+        tensor = load_tensor(args.tensor, args.tensor_name, what="--tensor")
         label = args.tensor.name + (f":{args.tensor_name}" if args.tensor_name else "")
     elif args.tensor_name:
         raise UserError("tensor-name: only meaningful with --tensor")

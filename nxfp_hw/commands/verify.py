@@ -32,6 +32,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..formats import BlockFormat, parse_format
+from ..paths import check_output_dir, check_output_file
+from .options import seed as seed_type
 
 DEFAULT_BLOCKS = {"decode": 0, "dot": 64, "encode": 64}  # decode default: the exhaustive (header, code) sweep
 
@@ -45,8 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", "-f", dest="fmt", required=True, help="block format: preset or format string")
     p.add_argument("--format-b", dest="fmt_b", help="format of operand B (dot only; default: same as --format)")
     p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"), help="simulator (default verilator)")
-    p.add_argument("--seed", type=int,
-                   help="seed of the stimulus, gaps and backpressure (default: $NXFP_SEED or random)")
+    p.add_argument("--seed", type=seed_type,
+                   help="seed of the stimulus, gaps and backpressure, 0..2^32-1 (default: $NXFP_SEED or random)")
     p.add_argument("--input-format", choices=("fp32", "bf16"),
                    help="number format of the encode unit's inputs (encode only; default fp32)")
     p.add_argument("--blocks", type=int, help="random blocks (dot and encode default 64 plus the directed cases; "
@@ -60,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--output", type=Path, help="write RTL and golden outputs to this .npz (with --vectors)")
     p.add_argument("--force", action="store_true", help="overwrite --output if it exists")
     p.add_argument("--waves", action="store_true", help="record waveforms; kept only if the run fails")
+    p.add_argument("--keep-run", action="store_true",
+                   help="keep the run directory (simulator log, results, outputs) of a passing run too "
+                        "(default: only a failing run's is kept)")
     p.add_argument("--gap", type=float, default=0.2, help="probability of an idle input cycle before a beat (0.2)")
     p.add_argument("--stall", type=float, default=0.3, help="probability of output ready low per cycle (0.3)")
     p.add_argument("--build-dir", type=Path, help="generated RTL and simulator builds, reused across runs "
@@ -82,14 +87,19 @@ def _check_blocks(headers: np.ndarray, codes: np.ndarray, fmt: BlockFormat, what
     if codes.ndim < 2 or codes.shape[-1] != fmt.k or headers.shape != codes.shape[:-1]:
         raise UserError(f"--vectors: {path}: {what} headers {headers.shape} and codes {codes.shape} do not match "
                         f"format {fmt.label}; expected headers (..., nblocks) and codes (..., nblocks, {fmt.k})")
+    if headers.size == 0:
+        raise UserError(f"--vectors: {path}: {what + ' ' if what else ''}holds no blocks (an empty tensor); "
+                        "nothing to drive")
 
 
 def _float_array(a: np.ndarray, name: str, path: Path) -> np.ndarray:
-    from ..tensors import FLOAT_DTYPES
+    from ..tensors import _check_float
 
-    if a.dtype not in FLOAT_DTYPES:
+    try:
+        a = _check_float(a, name)  # native byte order, |V2 as bfloat16
+    except UserError:
         raise UserError(f"--vectors: {path}: array {name!r} has dtype {a.dtype}; expected float16, bfloat16, "
-                        "float32 or float64 (or integer headers/codes arrays)")
+                        "float32 or float64 (or integer headers/codes arrays)") from None
     if a.ndim == 0 or a.size == 0:
         raise UserError(f"--vectors: {path}: array {name!r} is empty or 0-d; blocks run along the last axis")
     return a
@@ -106,16 +116,18 @@ def _quantize(x: np.ndarray, fmt: BlockFormat, name: str, path: Path) -> tuple[n
 
 
 def _open(path: Path) -> dict[str, np.ndarray]:
-    if not path.is_file():
-        raise UserError(f"--vectors: {path} does not exist")
-    try:
-        if path.suffix == ".npy":
-            return {"x": np.load(path, allow_pickle=False)}
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as z:
-                return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise UserError(f"--vectors: {path}: not a readable NumPy file ({exc})") from None
+    from ..tensors import check_input_file, read_npz
+
+    check_input_file(path, "--vectors")
+    if path.suffix == ".npz":
+        return read_npz(path, "--vectors")
+    if path.suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except Exception as exc:  # a corrupt or truncated file, whatever NumPy raises
+            raise UserError(f"--vectors: {path}: not a readable .npy file ({str(exc)[:200]})") from None
+        if isinstance(arr, np.ndarray):
+            return {"x": arr}
     raise UserError(f"--vectors: {path}: expected a .npy or .npz file")
 
 
@@ -225,12 +237,20 @@ def _check_output(args: argparse.Namespace) -> None:
         return
     if args.vectors is None:
         raise UserError("--output: only with --vectors (it holds the RTL outputs for your tensor)")
-    if args.output.suffix != ".npz":
-        raise UserError(f"--output: {args.output}: expected a .npz file name")
-    if args.output.exists() and not args.force:
-        raise UserError(f"--output: {args.output} exists; pass --force to overwrite it")
-    if not args.output.resolve().parent.is_dir():
-        raise UserError(f"--output: directory {args.output.resolve().parent} does not exist")
+    check_output_file(args.output, "--output", force=args.force, suffix=".npz")
+
+
+def _remove_run(run_dir: Path) -> None:
+    """Delete a run directory and the files ``run_vectors`` keeps beside it (vectors, outputs)."""
+    import shutil
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for suffix in (".vectors.npz", ".out.npz"):
+        (run_dir.parent / f"{run_dir.name}{suffix}").unlink(missing_ok=True)
+    try:
+        run_dir.parent.rmdir()  # runs/ itself, once empty
+    except OSError:
+        pass
 
 
 def run(args: argparse.Namespace) -> int:
@@ -270,6 +290,8 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--blocks: not with --vectors (the tensor decides the number of blocks)")
     _check_output(args)
     check_simulator(args.sim)
+    build_root = (args.build_dir or Path(os.environ.get("NXFP_SIM_BUILD", "build/sim"))).resolve()
+    check_output_dir(build_root, "--build-dir" if args.build_dir else "NXFP_SIM_BUILD (build directory)")
     seed = args.seed if args.seed is not None else env_seed()
     rng = np.random.default_rng(seed)
 
@@ -281,7 +303,6 @@ def run(args: argparse.Namespace) -> int:
                    "encode": lambda: (load_encode_vectors(args.vectors, fa),)}
         user = loaders[args.unit]()
 
-    build_root = (args.build_dir or Path(os.environ.get("NXFP_SIM_BUILD", "build/sim"))).resolve()
     if args.unit == "dot":
         from verif.tb_dot import prepare_dot_module
 
@@ -393,6 +414,8 @@ def run(args: argparse.Namespace) -> int:
         savez_atomic(args.output, out)
         print(f"  output     {args.output}: " + ", ".join(f"{k} {v.shape}" for k, v in out.items() if v.ndim))
     if res.passed:
+        if not args.keep_run:  # a passing run's directory holds nothing the user needs
+            _remove_run(res.sim.run_dir)
         print("PASS: every output bit matches the golden model")
         return 0
     print(f"FAIL: {res.message}")

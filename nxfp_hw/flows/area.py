@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import UserError
+from ..errors import ToolError
 from . import tools
 
 __all__ = ["FLOWS", "AreaResult", "FlowError", "default_cache_dir", "liberty_cells", "osu018_liberty", "run_area",
@@ -52,8 +52,8 @@ _ICE40_DEVICES = (("up5k", "sg48", ("-dsp",)), ("hx8k", "ct256", ()))
 _ICE40_LOGIC_CELLS = {"up5k": 5280, "hx8k": 7680}
 
 
-class FlowError(UserError):
-    """A flow step failed; ``step`` and ``log`` (the kept log file, if any) say where to look."""
+class FlowError(ToolError):
+    """A flow step failed (CLI exit status 3); ``step`` and ``log`` (the kept log, if any) say where to look."""
 
     def __init__(self, step: str, message: str, log: Path | None = None) -> None:
         self.step = step

@@ -15,7 +15,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..errors import UserError
+from ..errors import ToolError
 
 # tool -> (version command arguments, install hint)
 _TOOLS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -28,7 +28,7 @@ _TOOLS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 
 
-class ToolNotFound(UserError):
+class ToolNotFound(ToolError):
     """An external tool is missing; the message says how to install it."""
 
 

@@ -39,6 +39,10 @@ INPUT_DTYPES = (np.dtype(np.float16), np.dtype(ml_dtypes.bfloat16), np.dtype(np.
 #: Blocks are processed in chunks of about this many elements (bounds peak memory).
 CHUNK_ELEMENTS = 1 << 19
 
+#: Blocks with ``amax >= 2**ERROR_RESCALE_EXP`` have their error measured on the block scaled by a power
+#: of two, so that it cannot overflow float64 (see :func:`quantize_blocks`).
+ERROR_RESCALE_EXP = 500
+
 
 class QuantizeInputError(UserError, ValueError):
     """The input cannot be blocked as asked (e.g. last axis not a multiple of ``k``)."""
@@ -227,6 +231,13 @@ def quantize_blocks(fmt: BlockFormat, x: np.ndarray, metric: str = "float64") ->
     bad = ~np.isfinite(amax)  # NaN or +-Inf anywhere in the block (NaN propagates through max)
     xs = np.where(bad[:, None], 0.0, x)
     amax = np.where(bad, 0.0, amax)
+    # Extreme finite blocks (|x| >= 2^ERROR_RESCALE_EXP, beyond any float32): the squared errors would
+    # overflow float64 to Inf and tie every candidate, so the errors of those blocks are measured on the
+    # block scaled by 2^-floor(log2 amax) (exact: a power of two), which ranks the candidates as the
+    # unscaled error would without overflow. Other blocks are measured as they are.
+    big = amax >= 2.0**ERROR_RESCALE_EXP
+    err_shift = np.where(big, -np.frexp(amax)[1] + 1, 0)[:, None] if big.any() else None
+    x_err = xs if err_shift is None else np.ldexp(xs, err_shift)
 
     best_err = np.full(n, np.inf)
     best_hdr = np.zeros(n, dtype=np.int64)
@@ -243,15 +254,16 @@ def quantize_blocks(fmt: BlockFormat, x: np.ndarray, metric: str = "float64") ->
             pair_err = np.full(n, np.inf)
             pair_scale = trials[0]
             pair_codes = None
-            for sc in trials:  # largest scale first: strict < keeps ties at the larger scale
+            for j, sc in enumerate(trials):  # largest scale first: strict < keeps ties at the larger scale
                 scale = scale_values[sc][:, None]
                 codes, vals = _round_to_table(xs, scale, t)
-                err = err_fn(xs, vals * scale)
-                better = err < pair_err
+                q = vals * scale
+                err = err_fn(x_err, q if err_shift is None else np.ldexp(q, err_shift))
+                better = (err < pair_err) | (j == 0)  # the first trial stands even if its error is Inf
                 pair_err = np.where(better, err, pair_err)
                 pair_scale = np.where(better, sc, pair_scale)
                 pair_codes = codes if pair_codes is None else np.where(better[:, None], codes, pair_codes)
-            better = pair_err < best_err  # strict: ties keep the earlier (selector, option)
+            better = (pair_err < best_err) | ((cand == 0) & (rec == 0))  # strict: ties keep the earlier pair
             best_err = np.where(better, pair_err, best_err)
             best_hdr = np.where(better, fmt.make_header(pair_scale, cand, rec), best_hdr)
             best_codes = np.where(better[:, None], pair_codes, best_codes)

@@ -1,0 +1,56 @@
+"""argparse types shared by the subcommands: every number is checked when the command line is parsed,
+before any work starts (a bad value exits with status 2 and a message naming the option)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+__all__ = ["MAX_SEED", "nonnegative_int", "positive_float", "positive_int", "seed"]
+
+#: Seeds are 32-bit unsigned integers (cocotb and the simulators take them as such).
+MAX_SEED = (1 << 32) - 1
+
+
+def _int(text: str) -> int:
+    text = text.strip()
+    # int() accepts Unicode digits and "1_6"; a seed or a count on a command line is plain ASCII digits.
+    body = text[1:] if text[:1] in "+-" else text
+    if not body.isascii() or not body.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
+    return int(text)
+
+
+def seed(text: str) -> int:
+    """A seed: an integer 0 .. 2^32-1."""
+    value = _int(text)
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"expected a seed between 0 and {MAX_SEED}, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    value = _int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0."""
+    value = _int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A positive, finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
+    return value
