@@ -16,7 +16,7 @@ from .interrupts import Terminated, handle_signals
 from .paths import describe_os_error
 
 # Subcommand modules under nxfp_hw.commands; each has ``register(subparsers)``.
-COMMANDS = ("run", "formats", "quantize", "generate", "verify", "area", "report")
+COMMANDS = ("run", "formats", "quantize", "generate", "verify", "manifest", "area", "report")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -171,7 +171,8 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _build_key(simulator: str, sources: Sequence[Path], toplevel: str, waves: bool) -> str:
+def _build_key(simulator: str, sources: Sequence[Path], toplevel: str, waves: bool,
+               options: Sequence[str] = ()) -> str:
     import cocotb
 
     h = hashlib.sha256()
@@ -180,6 +181,8 @@ def _build_key(simulator: str, sources: Sequence[Path], toplevel: str, waves: bo
     for part in (simulator, tool_version(tool), cocotb.__version__, toplevel, str(waves), *_VERILATOR_ARGS,
                  *make_vars):
         h.update(part.encode() + b"\0")
+    for part in options:  # include directories and defines (foreign units, verif/foreign.py)
+        h.update(part.encode() + b"\1")
     for src in sources:
         h.update(src.read_bytes() + b"\0")
     return h.hexdigest()[:12]
@@ -190,7 +193,8 @@ def _safe(name: str) -> str:
 
 
 def build(simulator: str, sources: Sequence[Path | str], toplevel: str, *, build_root: Path | None = None,
-          waves: bool = False, log: bool = True) -> SimBuild:
+          waves: bool = False, log: bool = True, includes: Sequence[Path | str] = (),
+          defines: Mapping[str, str] | None = None) -> SimBuild:
     """Compile ``sources`` with ``toplevel`` on ``simulator``, or reuse an identical earlier build.
 
     The build directory is ``<build_root>/<simulator>-<toplevel>-<hash>`` where the hash covers the
@@ -203,7 +207,9 @@ def build(simulator: str, sources: Sequence[Path | str], toplevel: str, *, build
         if not s.is_file():
             raise UserError(f"simulation source {s} does not exist")
     root = (build_root or default_build_root()).resolve()
-    key = _build_key(simulator, srcs, toplevel, waves)
+    incs = [str(Path(d).resolve()) for d in includes]
+    defs = dict(defines or {})
+    key = _build_key(simulator, srcs, toplevel, waves, [*incs, *(f"{k}={v}" for k, v in defs.items())])
     build_dir = root / _safe(f"{simulator}-{toplevel}-{key}")
     stamp = build_dir / _STAMP
     with _locked(root / ".locks" / f"{build_dir.name}.lock"):
@@ -222,6 +228,7 @@ def build(simulator: str, sources: Sequence[Path | str], toplevel: str, *, build
             build_args = list(_VERILATOR_ARGS) if simulator == "verilator" else []
             try:
                 runner.build(sources=list(srcs), hdl_toplevel=toplevel, build_dir=build_dir, build_args=build_args,
+                             includes=incs, defines=defs,
                              timescale=TIMESCALE, waves=waves, always=True,
                              log_file=build_dir / "build.log" if log else None)
             except (RuntimeError, SystemExit) as exc:

@@ -43,8 +43,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         "verify", help="run the cocotb regression of one unit against the golden model (Verilator or Icarus)",
         description="Generate (or reuse) a unit, drive it through a simulator with random valid gaps and "
                     "backpressure, and compare every output bit with the golden model. Exit 1 on a mismatch.")
-    p.add_argument("--unit", required=True, choices=("decode", "dot", "encode"), help="which unit to verify")
-    p.add_argument("--format", "-f", dest="fmt", required=True, help="block format: preset or format string")
+    p.add_argument("--unit", choices=("decode", "dot", "encode"),
+                   help="which unit to generate and verify (required unless --manifest)")
+    p.add_argument("--format", "-f", dest="fmt", help="block format: preset or format string (required unless "
+                                                       "--manifest)")
+    p.add_argument("--manifest", type=Path, metavar="FILE",
+                   help="verify the module this manifest describes, as it is on disk (never regenerated): a "
+                        "description of your own RTL (schema nxfp-hw-foreign/1, docs/verification.md 'Verify your "
+                        "own RTL') or a manifest nxfp-hw generated (an edited copy of its Verilog)")
     p.add_argument("--format-b", dest="fmt_b", help="format of operand B (dot only; default: same as --format)")
     p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"), help="simulator (default verilator)")
     p.add_argument("--seed", type=seed_type,
@@ -273,6 +279,13 @@ def run(args: argparse.Namespace) -> int:
 
     from ..flows.manifest import load_manifest
 
+    if getattr(args, "manifest", None) is not None and getattr(args, "module_files", None) is None:
+        from .verify_manifest import run_manifest
+
+        return run_manifest(args, run)
+    if args.unit is None or args.fmt is None:
+        raise UserError(f"{'--unit' if args.unit is None else '--format'}: required (or --manifest FILE: verify "
+                        "the module a manifest describes)")
     fa = parse_format(args.fmt)
     if args.fmt_b and args.unit != "dot":
         raise UserError("--format-b: only for --unit dot")
@@ -303,7 +316,9 @@ def run(args: argparse.Namespace) -> int:
                    "encode": lambda: (load_encode_vectors(args.vectors, fa),)}
         user = loaders[args.unit]()
 
-    if args.unit == "dot":
+    if getattr(args, "module_files", None) is not None:
+        module = args.module_files  # --manifest of a generated module: its files as they are, never regenerated
+    elif args.unit == "dot":
         from verif.tb_dot import prepare_dot_module
 
         module = prepare_dot_module(fa, fb, lanes=args.lanes, build_root=build_root, **acc_options)
