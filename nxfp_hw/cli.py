@@ -43,9 +43,22 @@ def build_parser() -> argparse.ArgumentParser:
 def _error(command: str, message: str) -> None:
     # One line: a message with newlines (a tool's output, a huge argument) is cut to its first line.
     lines = str(message).strip().splitlines() or [""]
-    first = lines[0] if len(lines[0]) <= 400 else lines[0][:400] + "..."
+    first = lines[0] if len(lines[0]) <= 2000 else lines[0][:2000] + "..."
     with contextlib.suppress(OSError, ValueError):
         print(f"nxfp-hw {command}: error: {first}", file=sys.stderr, flush=True)
+
+
+def _argument_of(parser: argparse.ArgumentParser, args: argparse.Namespace, text: str | None) -> str | None:
+    """The option of ``args.command`` whose value is ``text`` (a format string that failed to parse)."""
+    if text is None:
+        return None
+    sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+    command = sub.choices.get(args.command) if sub is not None else None
+    for action in command._actions if command is not None else ():
+        value = getattr(args, action.dest, None)
+        if action.option_strings and (value == text or (isinstance(value, list) and text in value)):
+            return action.option_strings[0] if action.option_strings[0].startswith("--") else action.option_strings[-1]
+    return None
 
 
 def _stdout_closed() -> None:
@@ -71,7 +84,11 @@ def main(argv: list[str] | None = None) -> int:
         except ToolError as exc:
             _error(command, str(exc))
             return EXIT_TOOL
-        except (UserError, FormatError) as exc:
+        except FormatError as exc:
+            option = _argument_of(parser, args, exc.text)
+            _error(command, f"{option}: {exc}" if option else str(exc))
+            return EXIT_USAGE
+        except UserError as exc:
             _error(command, str(exc))
             return EXIT_USAGE
         except BrokenPipeError:

@@ -118,7 +118,7 @@ def test_existing_output_needs_force(tmp_path, capsys):
     _bad_inputs(tmp_path)
     out = tmp_path / "exists.npz"
     assert run_cli("-f", "nxfp4", "-i", tmp_path / "ok.npy", "-o", out) == 2
-    assert "exists; use --force" in capsys.readouterr().err
+    assert "exists; pass --force" in capsys.readouterr().err
     assert out.read_bytes() == b"user data"
     assert run_cli("-f", "nxfp4", "-i", tmp_path / "ok.npy", "-o", out, "--force") == 0
     assert load_out(out)["codes"].shape == (2, 2, 32)

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    fmts = [parse_format(args.fmt)] if args.fmt else list(PRESETS.values())
+    fmts = [parse_format(args.fmt)] if args.fmt is not None else list(PRESETS.values())
     if args.json:
         print(json.dumps([f.describe() for f in fmts], indent=2))
         return 0

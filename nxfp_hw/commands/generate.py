@@ -15,6 +15,8 @@ from ..errors import UserError
 from ..flows.generate import INPUT_FORMATS, OUTPUT_FORMATS, UNIT_BUILDERS, build_unit, check_out_dir, generate
 from ..flows.manifest import ACC_MODES
 from ..formats import parse_format
+from ..paths import check_output_dir
+from .options import nonnegative_int, positive_int
 
 #: Flows ``--target-mhz`` can close timing on (they report an Fmax).
 TIMING_FLOWS = ("asic", "ice40")
@@ -40,7 +42,7 @@ def add_pipeline_arguments(p: argparse.ArgumentParser, *, what: str = "the unit"
                    help="accumulation mode of the dot engine (spec 8.1; default fp32): fp32 rounds each block, then "
                         "the sum; fused adds the accumulator into the exact block sum (one rounding per block); "
                         "exact keeps a long fixed-point sum and rounds once at the end of the reduction")
-    p.add_argument("--guard-bits", type=int, metavar="G",
+    p.add_argument("--guard-bits", type=nonnegative_int, metavar="G",
                    help="guard bits of the exact accumulator window (dot engine, --acc exact; default 16: exact for "
                         "reductions of up to 2^16 blocks)")
 
@@ -88,7 +90,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unit", required=True, choices=sorted(UNIT_BUILDERS), help="which unit to build")
     p.add_argument("--format", "-f", dest="fmt", required=True, help="block format: preset or format string")
     p.add_argument("--format-b", dest="fmt_b", help="format of operand B (dot only; default: same as --format)")
-    p.add_argument("--lanes", type=int, help="elements per beat, a divisor of k (default: k)")
+    p.add_argument("--lanes", type=positive_int, help="elements per beat, a divisor of k (default: k)")
     add_pipeline_arguments(p)
     p.add_argument("--output-format", dest="out_fmt", default="fp32", choices=OUTPUT_FORMATS,
                    help="decode output number format (default fp32)")
@@ -106,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
     fmt_a = parse_format(args.fmt)
     fmt_b = parse_format(args.fmt_b) if args.fmt_b else None
     opts = {**unit_options(args), "out": args.out_fmt, "input_format": args.in_fmt}
+    check_out_dir(args.out, force=args.force)
+    check_output_dir(args.out, "--out")
     unit = build_unit(args.unit, fmt_a, fmt_b, **opts)  # bad options fail here, before any flow runs
     if args.target_mhz is not None:
         check_out_dir(args.out, force=args.force)  # refuse before the flows run, not after

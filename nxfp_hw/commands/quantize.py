@@ -13,7 +13,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..formats import BlockFormat, mx_baseline_for, parse_format
-from ..golden.quantize import dequantize, quantize
+from ..golden.quantize import CHUNK_ELEMENTS, QuantizedTensor, dequantize_exact, quantize_blocks
+from ..paths import check_output_file
 from ..tensors import load_tensor
 
 DESCRIPTION = """\
@@ -100,32 +101,104 @@ class _Progress:
             sys.stderr.flush()
 
 
-def _quantize_with_progress(x: np.ndarray, fmt: BlockFormat, pad: str, label: str):
-    bar = _Progress(label)
-    try:
-        return quantize(x, fmt, pad=pad, progress=bar)
-    finally:
-        bar.close()
+class _Stats:
+    """Running squared error and signal of one format over the blocks every format decodes finite."""
+
+    def __init__(self) -> None:
+        self.noise = 0.0
+        self.signal = 0.0
+
+    def add(self, x: np.ndarray, v: np.ndarray, keep: np.ndarray) -> None:
+        err = v[keep] - x[keep]
+        self.noise += float(np.dot(err, err))
+        self.signal += float(np.dot(x[keep], x[keep]))
+
+    def figures(self, n: int) -> tuple[float, float]:
+        """(MSE, SQNR dB) over ``n`` elements."""
+        mse = self.noise / n if n else float("nan")
+        if not n:
+            return mse, float("nan")
+        sqnr = float("inf") if self.noise == 0 else (
+            10 * np.log10(self.signal / self.noise) if self.signal > 0 else float("-inf"))
+        return mse, float(sqnr)
 
 
-def _stats(x: np.ndarray, values: np.ndarray) -> tuple[float, float]:
-    """(MSE, SQNR dB) over the elements whose input is finite."""
-    x64 = x.astype(np.float64)
-    finite = np.isfinite(x64)
-    err = values.astype(np.float64)[finite] - x64[finite]
-    noise = float(np.sum(err * err))
-    signal = float(np.sum(x64[finite] ** 2))
-    n = max(int(finite.sum()), 1)
-    sqnr = float("inf") if noise == 0 else (10 * np.log10(signal / noise) if signal > 0 else float("-inf"))
-    return noise / n, sqnr
+def _decode_blocks(fmt: BlockFormat, headers: np.ndarray, codes: np.ndarray) -> np.ndarray:
+    """float32 values of blocks ``(n,)``/``(n, k)`` (spec 7; as :func:`dequantize`), returned as float64."""
+    q = QuantizedTensor(fmt=fmt, shape=codes.shape, headers=headers[:, None], codes=codes[:, None, :])
+    with np.errstate(over="ignore"):
+        return dequantize_exact(q).astype(np.float32).astype(np.float64)
+
+
+def quantize_streamed(x: np.ndarray, fmt: BlockFormat, *, store: bool = True, progress=None):
+    """Quantize ``x`` to ``fmt``, decode it back and compare it with ``x``, one chunk of blocks at a time:
+    the outputs and one chunk are all that is held (no float64 copy of the tensor, no decoded copy).
+
+    Blocks run along the last axis; a last axis that is not a multiple of k is padded with zeros (the
+    padding is neither written to ``values`` nor counted). Returns ``(headers, codes, values, stats,
+    counted, excluded)`` (the arrays None unless ``store``): ``stats`` a :class:`_Stats` over the
+    ``counted`` elements of the blocks whose input is finite and that decode finite, ``excluded`` the
+    number of other blocks.
+    """
+    k = fmt.k
+    shape = x.shape
+    n_last = shape[-1]
+    nbpr = -(-n_last // k)  # blocks per row
+    total = (x.size // n_last) * nbpr
+    headers = codes = values = flat_v = None
+    if store:
+        headers = np.empty(total, dtype=np.uint16)
+        codes = np.empty((total, k), dtype=np.uint16)
+        values = np.empty(shape, dtype=np.float32)
+        flat_v = values.reshape(-1)
+    flat_x = x.reshape(-1)  # a view of a contiguous input
+    padded = n_last % k != 0
+    stats = _Stats()
+    counted = excluded = 0
+    step = max(1, CHUNK_ELEMENTS // k)
+    lane = np.arange(k)
+    for start in range(0, total, step):
+        stop = min(start + step, total)
+        if padded:
+            b = np.arange(start, stop)
+            col = (b % nbpr)[:, None] * k + lane
+            valid = col < n_last
+            idx = (b // nbpr)[:, None] * n_last + np.minimum(col, n_last - 1)
+            xb = np.where(valid, flat_x[idx], 0).astype(np.float64)
+        else:
+            valid = idx = None
+            xb = flat_x[start * k:stop * k].reshape(-1, k).astype(np.float64)
+        h, c = quantize_blocks(fmt, xb)
+        v = _decode_blocks(fmt, h, c)
+        if store:
+            headers[start:stop], codes[start:stop] = h, c
+            if valid is None:
+                flat_v[start * k:stop * k] = v.reshape(-1)
+            else:
+                flat_v[idx[valid]] = v[valid]
+        keep_blk = np.isfinite(xb).all(axis=1) & np.isfinite(v).all(axis=1)
+        keep = np.broadcast_to(keep_blk[:, None] if valid is None else keep_blk[:, None] & valid, xb.shape)
+        stats.add(xb, v, keep)
+        counted += int(np.count_nonzero(keep))
+        excluded += int(keep_blk.size - np.count_nonzero(keep_blk))
+        if progress is not None:
+            progress(min(stop * k, x.size), x.size)
+    if store:
+        lead = shape[:-1]
+        headers, codes = headers.reshape(*lead, nbpr), codes.reshape(*lead, nbpr, k)
+    return headers, codes, values, stats, counted, excluded
 
 
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write atomically: a temporary file in the same directory, renamed over ``path``."""
+    """Write atomically: a temporary file in the same directory (mode from the umask, like any new file),
+    renamed over ``path``; on any failure or signal the temporary file is removed."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -140,40 +213,55 @@ def run(args: argparse.Namespace) -> int:
     elif args.baseline.strip().lower() != "none":
         baseline = parse_format(args.baseline)
     out: Path = args.output
-    if out.suffix.lower() != ".npz":
-        raise UserError(f"--output {out}: the output must be a .npz file")
-    if not out.parent.is_dir():
-        raise UserError(f"--output {out}: directory {out.parent} does not exist")
-    if out.exists() and not args.force:
-        raise UserError(f"--output {out} exists; use --force to overwrite it")
+    check_output_file(out, "--output", force=args.force, suffix=".npz")
 
     x = load_tensor(args.input, args.name)
     if x.ndim == 0:
         raise UserError(f"--input {args.input}: a 0-d scalar cannot be split into blocks")
-    q = _quantize_with_progress(x, fmt, args.pad, f"quantize {fmt.label}")
-    values = dequantize(q)
-    mse, sqnr = _stats(x, values)
-    rows = [(fmt.label, fmt.bits_per_element, mse, sqnr)]
+    if x.size == 0:
+        raise UserError(f"--input {args.input}: the tensor is empty (shape {x.shape}); nothing to quantize")
+    if x.shape[-1] % fmt.k and args.pad == "refuse":
+        raise UserError(f"--input {args.input}: last axis has length {x.shape[-1]}, not a multiple of the block "
+                        f"size k={fmt.k} of {fmt.label} (--pad zero pads each row with zeros)")
+    x = np.ascontiguousarray(x)
+    bar = _Progress(f"quantize {fmt.label}")
+    try:
+        headers, codes, values, stats, counted, excluded = quantize_streamed(x, fmt, progress=bar)
+    finally:
+        bar.close()
+    n_pad = (-x.shape[-1]) % fmt.k
+    rows = [(fmt.label, fmt.bits_per_element, *stats.figures(counted), excluded)]
     if baseline is not None:
-        qb = _quantize_with_progress(x, baseline, "zero", f"baseline {baseline.label}")
-        rows.append((baseline.label, baseline.bits_per_element, *_stats(x, dequantize(qb))))
+        bar = _Progress(f"baseline {baseline.label}")
+        try:
+            _, _, _, b_stats, b_counted, b_excluded = quantize_streamed(x, baseline, store=False, progress=bar)
+        finally:
+            bar.close()
+        rows.append((baseline.label, baseline.bits_per_element, *b_stats.figures(b_counted), b_excluded))
 
-    _write_npz(out, {"headers": q.headers, "codes": q.codes, "values": values, "format": np.array(fmt.to_string())})
+    _write_npz(out, {"headers": headers, "codes": codes, "values": values, "format": np.array(fmt.to_string())})
 
-    n_nan = int(np.count_nonzero(q.headers == fmt.make_header(fmt.scale.nan_code, 0, 0)))
+    n_nan = int(np.count_nonzero(headers == fmt.make_header(fmt.scale.nan_code, 0, 0)))
     print(f"input   {args.input}{f' [{args.name}]' if args.name else ''}: shape {x.shape}, {x.dtype}, "
           f"{x.size} elements")
-    print(f"format  {fmt.label} ({fmt.to_string()}): {q.headers.size} blocks of k={fmt.k}"
-          + (f", last axis padded by {q.pad}" if q.pad else "")
+    print(f"format  {fmt.label} ({fmt.to_string()}): {headers.size} blocks of k={fmt.k}"
+          + (f", last axis padded by {n_pad}" if n_pad else "")
           + (f", {n_nan} NaN blocks (NaN/Inf input)" if n_nan else ""))
-    print(f"output  {out}: headers {q.headers.shape}, codes {q.codes.shape}, values {values.shape}")
+    print(f"output  {out}: headers {headers.shape}, codes {codes.shape}, values {values.shape}")
+    if any(r[4] for r in rows):
+        print("stats   over the blocks whose input is finite and that decode finite (excluded: NaN/Inf input, "
+              "or a value beyond float32)")
     print()
     base_mse = rows[-1][2] if baseline is not None else None
-    head = ("format", "bits/elem", "MSE", "rel. MSE", "SQNR dB")
+    show_excluded = any(r[4] for r in rows)
+    head = ("format", "bits/elem", "MSE", "rel. MSE", "SQNR dB") + (("excluded blocks",) if show_excluded else ())
     table = []
-    for label, bpe, m, s in rows:
-        rel = "-" if base_mse is None else (f"{m / base_mse:.4f}" if base_mse > 0 else ("1.0000" if m == 0 else "inf"))
-        table.append((label, f"{bpe:.3f}", f"{m:.6g}", rel, f"{s:.2f}"))
+    for label, bpe, m, s, n_excl in rows:
+        if base_mse is None or not np.isfinite(base_mse) or not np.isfinite(m):
+            rel = "-"
+        else:
+            rel = f"{m / base_mse:.4f}" if base_mse > 0 else ("1.0000" if m == 0 else "-")
+        table.append((label, f"{bpe:.3f}", f"{m:.6g}", rel, f"{s:.2f}") + ((str(n_excl),) if show_excluded else ()))
     widths = [max(len(r[i]) for r in [head, *table]) for i in range(len(head))]
     print("  ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)))
     for r in table:

@@ -9,7 +9,9 @@ from pathlib import Path
 from ..errors import UserError
 from ..flows.area import default_cache_dir
 from ..flows.report import DEFAULT_ENCODE_FORMATS, DEFAULT_FLOWS, DEFAULT_FORMATS, DEFAULT_UNITS
+from ..paths import check_output_dir
 from .generate import add_pipeline_arguments
+from .options import positive_float, positive_int
 
 
 def _csv(text: str) -> list[str]:
@@ -43,15 +45,35 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "scripts/make_report.sh leaves out ice40, which no 8-lane encoder fits)")
     p.add_argument("--tensor", type=Path, help="accuracy tensor (.npy/.npz/.safetensors; default: MiniLM weights)")
     p.add_argument("--tensor-name", help="array/tensor name inside --tensor")
-    p.add_argument("--lanes", type=int, help="lanes of every unit (default 8, or k if smaller)")
+    p.add_argument("--lanes", type=positive_int, help="lanes of every unit (default 8, or k if smaller)")
     add_pipeline_arguments(p, what="every unit")
-    p.add_argument("--period", type=float, help="ASIC target clock period in ns (default 10)")
-    p.add_argument("--freq", type=float, help="iCE40 nextpnr target frequency in MHz (default 50)")
+    p.add_argument("--period", type=positive_float, help="ASIC target clock period in ns (default 10)")
+    p.add_argument("--freq", type=positive_float, help="iCE40 nextpnr target frequency in MHz (default 50)")
     p.add_argument("--out", type=Path, default=Path("nxfp-report"), help="output directory (default ./nxfp-report)")
     p.add_argument("--cache", type=Path, default=None, help="cache directory (default $XDG_CACHE_HOME/nxfp-hw)")
-    p.add_argument("--jobs", "-j", type=int, default=1, help="configurations measured in parallel (default 1)")
+    p.add_argument("--jobs", "-j", type=positive_int, default=1, help="configurations measured in parallel (default 1)")
     p.add_argument("--force", action="store_true", help="replace an existing report in --out")
     p.set_defaults(func=run)
+
+
+def _check_units(args: argparse.Namespace, formats: list[str]) -> None:
+    """Construct every (unit, format) once, so that bad lanes, pipeline or accumulation options are refused
+    before any accuracy or flow runs (instead of a report of FAILED rows)."""
+    from ..flows.generate import build_unit
+    from ..flows.report import DEFAULT_REPORT_LANES, UNITS
+    from ..formats import parse_format
+
+    for u in args.units:
+        if u not in UNITS:
+            raise UserError(f"units: unknown unit {u!r}; expected one of {', '.join(UNITS)}")
+    fmts = {u: [parse_format(f) for f in (args.encode_formats if u == "encode" and args.encode_formats else formats)]
+            for u in args.units}
+    for unit, unit_fmts in fmts.items():
+        for fmt in unit_fmts:
+            lanes = min(DEFAULT_REPORT_LANES, fmt.k) if args.lanes is None else args.lanes
+            opts = {"acc": args.acc, "guard_bits": args.guard_bits} if unit == "dot" else {}
+            comp = build_unit(unit, fmt, None, lanes=lanes, pipeline=args.pipeline, **opts)
+            comp._MustUse__silence = True  # constructed to check the options only
 
 
 def run(args: argparse.Namespace) -> int:
@@ -67,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise UserError(f"jobs: expected a positive integer, got {args.jobs}")
     formats = (args.formats or ([] if args.extra_formats else list(DEFAULT_FORMATS))) + args.extra_formats
+    _check_units(args, formats)
+    check_output_dir(args.out, "--out")
+    check_output_dir(args.cache or default_cache_dir(), "--cache")
     result = run_report(formats=formats, units=args.units, flows=args.flows, tensor=tensor, tensor_label=label,
                         out_dir=args.out, cache_dir=args.cache or default_cache_dir(), jobs=args.jobs, force=args.force,
                         lanes=args.lanes, pipeline=args.pipeline, encode_formats=args.encode_formats,

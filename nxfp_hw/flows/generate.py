@@ -29,6 +29,7 @@ from amaranth.lib import wiring
 from .. import __version__
 from ..errors import UserError
 from ..formats import BlockFormat
+from ..interrupts import deferred
 from .manifest import (
     ACC_MODES,
     CLOCK,
@@ -397,14 +398,15 @@ def generate(component: wiring.Component, out_dir: Path | str, *, force: bool = 
             with open(tmp / fname, "w", encoding="utf-8", newline="\n") as fh:
                 fh.write(text)
         os.chmod(tmp, 0o777 & ~_umask())
-        try:
-            os.rename(tmp, out_dir)  # out_dir absent: one atomic step
-        except OSError:
-            if not out_dir.is_dir():
-                raise
-            for fname in texts:  # out_dir present: one atomic replace per file
-                os.replace(tmp / fname, out_dir / fname)
-            tmp.rmdir()
+        with deferred():  # SIGINT/SIGTERM wait: never a half-replaced module
+            try:
+                os.rename(tmp, out_dir)  # out_dir absent: one atomic step
+            except OSError:
+                if not out_dir.is_dir():
+                    raise
+                for fname in texts:  # out_dir present: one atomic replace per file
+                    os.replace(tmp / fname, out_dir / fname)
+                tmp.rmdir()
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

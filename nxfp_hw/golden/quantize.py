@@ -274,6 +274,8 @@ def quantize_blocks(fmt: BlockFormat, x: np.ndarray, metric: str = "float64") ->
 
 def _as_float_array(x) -> np.ndarray:
     arr = np.asarray(x)
+    if arr.dtype.kind == "f" and not arr.dtype.isnative:  # big-endian float arrays: same values
+        arr = arr.astype(arr.dtype.newbyteorder("="))
     if arr.dtype not in INPUT_DTYPES:
         raise QuantizeTypeError(
             f"cannot quantize an array of dtype {arr.dtype}; expected float16, bfloat16, float32 or float64"
