@@ -12,7 +12,9 @@ from ..errors import UserError
 from ..flows.accuracy import write_text_atomic
 from ..flows.area import FLOWS
 from ..formats import parse_format
+from ..paths import check_output_dir, check_output_file
 from .generate import add_pipeline_arguments, add_target_arguments, check_target, close_timing, unit_options
+from .options import positive_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -24,15 +26,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--unit", required=True, choices=("decode", "dot", "encode"), help="unit kind")
     p.add_argument("--format", "-f", dest="fmt", required=True, help="block format (preset or format string)")
     p.add_argument("--format-b", dest="fmt_b", help="second operand format (dot engine; default: --format)")
-    p.add_argument("--lanes", type=int, help="elements per beat (a divisor of k; default: the unit's)")
+    p.add_argument("--lanes", type=positive_int, help="elements per beat (a divisor of k; default: the unit's)")
     add_pipeline_arguments(p)
     p.add_argument("--flow", dest="flows", action="append", choices=FLOWS, required=True,
                    help="flow to run (repeat for several)")
-    p.add_argument("--period", type=float, help="ASIC target clock period in ns (default 10)")
-    p.add_argument("--freq", type=float, help="iCE40 nextpnr target frequency in MHz (default 50)")
+    p.add_argument("--period", type=positive_float, help="ASIC target clock period in ns (default 10)")
+    p.add_argument("--freq", type=positive_float, help="iCE40 nextpnr target frequency in MHz (default 50)")
     add_target_arguments(p, flow_option="--target-flow")
     p.add_argument("--json", type=Path, help="write the JSON record to this file")
-    p.add_argument("--workdir", type=Path, help="directory for netlists and tool logs (default: a new temporary one)")
+    p.add_argument("--workdir", type=Path,
+                   help="directory for netlists and tool logs, one subdirectory per module (default: a new "
+                        "temporary one); runs sharing it never read each other's files")
     p.add_argument("--force", action="store_true", help="replace an existing --json file")
     p.set_defaults(func=run)
 
@@ -48,8 +52,10 @@ def _fmt_value(v: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..flows.report import build_for_area, measure_unit, pipeline_text, throughput, unit_build
 
-    if args.json is not None and args.json.exists() and not args.force:
-        raise UserError(f"json: {args.json} exists; pass --force to replace it")
+    if args.json is not None:
+        check_output_file(args.json, "--json", force=args.force)
+    if args.workdir is not None:
+        check_output_dir(args.workdir, "--workdir")
     if args.period is not None and not args.period > 0:
         raise UserError(f"period: expected a positive number of ns, got {args.period}")
     if args.freq is not None and not args.freq > 0:
@@ -73,7 +79,11 @@ def run(args: argparse.Namespace) -> int:
             args.period = 1000.0 / args.target_mhz
         else:
             args.freq = args.target_mhz
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"nxfp-area-{build.module}-"))
+    if args.workdir is not None:  # each module in its own subdirectory; run_area locks each flow's
+        workdir = args.workdir / build.module
+        workdir.mkdir(parents=True, exist_ok=True)
+    else:
+        workdir = Path(tempfile.mkdtemp(prefix=f"nxfp-area-{build.module}-"))
     reuse = closure is not None and args.target_flow in flows
     record = measure_unit(build, [f for f in flows if not (reuse and f == args.target_flow)],
                           workdir=workdir.resolve(), period_ns=args.period, freq_mhz=args.freq)

@@ -17,6 +17,7 @@ message names the step and the log file that was kept.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ToolError
+from ..interrupts import Terminated, stopping
 from . import tools
 
 __all__ = ["FLOWS", "AreaResult", "FlowError", "default_cache_dir", "liberty_cells", "osu018_liberty", "run_area",
@@ -135,6 +137,8 @@ class _Runner:
         self.commands.append(shlex.join(argv))
         self.logs[step] = str(log)
         limit = self.timeout if timeout is None else min(timeout, self.timeout)
+        if stopping():  # SIGINT/SIGTERM arrived (another thread of a parallel report): start nothing new
+            raise Terminated()
         try:
             with open(log, "w") as fh:
                 proc = subprocess.run(argv, cwd=self.workdir, stdout=fh, stderr=subprocess.STDOUT,
@@ -550,7 +554,9 @@ def run_area(verilog: str | Path, top: str, flow: str, *, workdir: Path, liberty
     """Run one flow on module ``top``.
 
     ``verilog`` is a ``Path`` to a Verilog file or the Verilog text itself (written to the work
-    directory). Logs, scripts and netlists go to ``workdir/<flow>/``. ``period_ns`` is the ASIC
+    directory). Logs, scripts and netlists go to ``workdir/<flow>/``, which the run holds locked (a
+    second run on the same work directory and flow waits for it, so each run reads only its own
+    files). ``period_ns`` is the ASIC
     clock target (ABC sizes gates towards it), ``freq_mhz`` the nextpnr target, ``pnr_timeout`` the
     time after which a nextpnr run counts as unroutable on that device, ``timeout`` the limit of any step,
     ``sdf`` (ice40) also writes nextpnr's routed delays as SDF (its path is ``logs["sdf"]``).
@@ -561,6 +567,14 @@ def run_area(verilog: str | Path, top: str, flow: str, *, workdir: Path, liberty
         raise FlowError("flow selection", f"top module name {top!r} is not a Verilog identifier")
     wd = Path(workdir) / flow
     wd.mkdir(parents=True, exist_ok=True)
+    with open(Path(workdir) / f".{flow}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _run_area_locked(verilog, top, flow, wd, timeout, {"liberty": liberty, "period_ns": period_ns,
+                                "freq_mhz": freq_mhz, "pnr_timeout": pnr_timeout, "sdf": sdf})
+
+
+def _run_area_locked(verilog: str | Path, top: str, flow: str, wd: Path, timeout: float,
+                     opts: dict[str, Any]) -> AreaResult:
     if isinstance(verilog, Path):
         if not verilog.is_file():
             raise FlowError("read verilog", f"no such file: {verilog}")
@@ -576,7 +590,6 @@ def run_area(verilog: str | Path, top: str, flow: str, *, workdir: Path, liberty
         versions[name] = tools.tool_version(name)
     runner = _Runner(wd, timeout)
     t0 = time.monotonic()
-    opts = {"liberty": liberty, "period_ns": period_ns, "freq_mhz": freq_mhz, "pnr_timeout": pnr_timeout, "sdf": sdf}
     figures, notes = _FLOW_FUNCS[flow](src, top, runner, opts)
     return AreaResult(flow=flow, top=top, figures=figures, tools=versions, commands=runner.commands,
                       logs=runner.logs, notes=notes, seconds=time.monotonic() - t0)
