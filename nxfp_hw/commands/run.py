@@ -20,7 +20,10 @@ from typing import Any
 
 from ..errors import UserError
 from ..formats import BlockFormat, mx_baseline_for, parse_format
+from ..paths import check_output_dir
 from .generate import add_pipeline_arguments, add_target_arguments
+from .options import positive_int
+from .options import seed as seed_type
 
 UNITS = ("decode", "dot", "encode")
 
@@ -34,14 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format", "-f", dest="fmt", default="nxfp4", help="format under study (default nxfp4)")
     p.add_argument("--baseline", help="format to compare against (default: the MX preset of the same element "
                                       "width, mxfp4_e2m1 for nxfp4)")
-    p.add_argument("--lanes", type=int, default=8,
+    p.add_argument("--lanes", type=positive_int, default=8,
                    help="lanes of the generated units (default 8; a divisor of k)")
     p.add_argument("--units", default=",".join(UNITS),
                    help=f"comma-separated units: {', '.join(UNITS)} (default all; the encoder skips the ice40 flow)")
     p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"), help="simulator (default verilator)")
     p.add_argument("--blocks", type=int, default=32,
                    help="random blocks per dot and encode regression (default 32)")
-    p.add_argument("--seed", type=int, default=1, help="seed of the regressions (default 1)")
+    p.add_argument("--seed", type=seed_type, default=1, help="seed of the regressions, 0..2^32-1 (default 1)")
     p.add_argument("--flows", default="generic,asic",
                    help="comma-separated area flows: generic, asic, ice40, xilinx (default generic,asic)")
     p.add_argument("--out", type=Path, default=Path("out/run"), help="output directory (default out/run)")
@@ -153,6 +156,12 @@ def run(args: argparse.Namespace) -> int:
         if args.lanes < 1 or f.k % args.lanes:
             raise UserError(f"--lanes: {args.lanes} does not divide the block size k={f.k} of {f.label}")
     flows = [x.strip() for x in args.flows.split(",") if x.strip()]
+    from ..flows.area import FLOWS
+
+    unknown = [f for f in flows if f not in FLOWS]
+    if unknown or not flows:
+        raise UserError(f"--flows: expected a comma-separated subset of {', '.join(FLOWS)}, got {args.flows!r}")
+    check_output_dir(args.out, "--out")
     units = [x.strip() for x in args.units.split(",") if x.strip()]
     bad = [u for u in units if u not in UNITS]
     if bad or not units:
