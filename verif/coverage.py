@@ -124,6 +124,9 @@ class ResultCoverage:
         self.samples = 0
 
     def sample(self, bits: np.ndarray) -> None:
+        """Classify IEEE bit patterns; a kind that is not IEEE (codes, integers) has no classes and is skipped."""
+        if self.kind not in self._LAYOUT:
+            return
         width, eb, mb = self._LAYOUT[self.kind]
         b = np.asarray(bits, dtype=np.int64).reshape(-1)
         if b.size == 0:
@@ -142,9 +145,13 @@ class ResultCoverage:
         self.hits |= np.array([np.any(c) for c in conds])
 
     def bins(self) -> dict[str, tuple[int, int]]:
+        if self.kind not in self._LAYOUT:
+            return {}
         return {f"{self.name}.classes": (int(self.hits.sum()), self.hits.size)}
 
     def missing(self) -> list[str]:
+        if self.kind not in self._LAYOUT:
+            return []
         return [RESULT_CLASSES[i] for i in np.flatnonzero(~self.hits)]
 
 

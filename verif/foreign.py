@@ -175,7 +175,9 @@ def _describe(desc: Description, st: Stimulus) -> Any:
             x = st.aux["x"][t]
             enc = st.aux["enc"]
             vals = ", ".join(repr(float(v)) for v in x[:8]) + (f", ... (+{x.size - 8})" if x.size > 8 else "")
-            parts.append(f"inputs ({desc.input_format}) [{vals}]; lane {lane}: {float(x[lane])!r}")
+            scale = float(fa.scale.code_values()[int(fa.split_header(int(enc.headers[t]))[0])])
+            ratio = f" (x / X = {float(x[lane]) / scale!r})" if np.isfinite(scale) and scale else ""
+            parts.append(f"inputs ({desc.input_format}) [{vals}]; lane {lane}: {float(x[lane])!r}{ratio}")
             parts.append(f"golden ({desc.policy.name}): {describe_header(fa, int(enc.headers[t]))}, reported scale "
                          f"{int(enc.scale[t])}")
         return "\n    ".join(parts)

@@ -115,7 +115,7 @@ class PayloadLayout:
         words = [0] * n
         for name, arr in arrays.items():
             spec = self[name]
-            a = np.asarray(arr).astype(np.int64)
+            a = np.asarray(arr).astype(object if spec.width > 62 else np.int64)
             if a.shape[0] != n:
                 raise ValueError(f"field {name!r}: {a.shape[0]} beats, expected {n}")
             if a.size and (a.min() < 0 or a.max() > spec.mask):
@@ -138,10 +138,11 @@ class PayloadLayout:
         """Inverse of :meth:`pack_many`: ``{field: int64 array}``, arrays with a trailing ``count`` axis."""
         out: dict[str, np.ndarray] = {}
         for name, spec in self.fields.items():
+            dt = object if spec.width > 62 else np.int64  # fields of any width: Python ints past 62 bits
             if spec.is_array:
-                out[name] = np.array([spec.unpack(w) for w in words], dtype=np.int64).reshape(len(words), spec.count)
+                out[name] = np.array([spec.unpack(w) for w in words], dtype=dt).reshape(len(words), spec.count)
             else:
-                out[name] = np.array([spec.unpack(w) for w in words], dtype=np.int64).reshape(len(words))
+                out[name] = np.array([spec.unpack(w) for w in words], dtype=dt).reshape(len(words))
         return out
 
 

@@ -22,7 +22,9 @@ _FLOAT_VIEW = {32: (np.uint32, np.float32), 16: (np.uint16, np.float16)}
 
 
 def float_of_bits(bits: int, kind: str = "fp32") -> float:
-    """Value of an IEEE bit pattern: ``fp32``, ``fp16`` or ``bf16``."""
+    """Value of an IEEE bit pattern: ``fp32``, ``fp16`` or ``bf16`` (``ValueError`` if it has more bits)."""
+    if not 0 <= bits < 1 << (16 if kind in ("fp16", "bf16") else 32):
+        raise ValueError(f"0x{bits:x} is not a {kind} bit pattern")
     if kind == "bf16":
         return float(np.array([bits << 16], dtype=np.uint32).view(np.float32)[0])
     width = 16 if kind == "fp16" else 32
@@ -31,9 +33,16 @@ def float_of_bits(bits: int, kind: str = "fp32") -> float:
 
 
 def show_bits(bits: int, kind: str = "fp32") -> str:
-    """``0x3fc00000 (1.5)``."""
-    digits = 4 if kind in ("fp16", "bf16") else 8
-    return f"0x{bits:0{digits}x} ({float_of_bits(bits, kind)!r})"
+    """``0x3fc00000 (1.5)`` for IEEE kinds; any other kind (``code``, ``int``, ...) or a value wider than the
+    kind shows hex and decimal (``0x1ffffffffff (2199023255551)``). Never raises."""
+    bits = int(bits)
+    if kind in ("fp32", "fp16", "bf16") and bits >= 0:
+        digits = 4 if kind in ("fp16", "bf16") else 8
+        try:
+            return f"0x{bits:0{digits}x} ({float_of_bits(bits, kind)!r})"
+        except ValueError:
+            pass
+    return f"{'-' if bits < 0 else ''}0x{abs(bits):x} ({bits})"
 
 
 def show_exact(units: int, lsb_exponent: int) -> str:
@@ -72,6 +81,14 @@ def describe_elements(fmt: BlockFormat, header: int, codes: Sequence[int], *, li
     return "[" + ", ".join(items) + more + "]"
 
 
+def _int_array(values: object) -> np.ndarray:
+    """int64, or Python ints (object) when a value does not fit 63 bits (outputs of any width)."""
+    arr = np.asarray(values)
+    if arr.dtype == object or (arr.dtype.kind == "u" and arr.dtype.itemsize >= 8):
+        return arr.astype(object)
+    return arr.astype(np.int64)
+
+
 @dataclass(frozen=True)
 class Mismatch:
     index: int  # transaction (output beat / reduction) number
@@ -91,7 +108,7 @@ class Scoreboard:
 
     def __init__(self, expected: np.ndarray, *, describe: Callable[[int, int], str] | None = None, kind: str = "fp32",
                  name: str = "output"):
-        self.expected = np.asarray(expected).astype(np.int64)
+        self.expected = _int_array(expected)
         if self.expected.ndim == 1:
             self.expected = self.expected[:, None]
         self.describe = describe
@@ -113,7 +130,7 @@ class Scoreboard:
         """Compare the next output transaction; True when every lane matches."""
         idx = self.received
         self.received += 1
-        g = np.asarray(got, dtype=np.int64).reshape(-1)
+        g = _int_array(got).reshape(-1)
         self.got.append(g)
         if idx >= self.expected_count:
             self.extra += 1

@@ -594,6 +594,9 @@ def _check_sum_width(name: str, fld: str, width: int, m: dict[str, Any], fmts: d
     fa, fb = fmts["a"], fmts["b"]
     lsb = exact_sum_lsb_exponent(fa, fb)
     port_lsb = m.get("lsb_exponent", lsb)
+    if port_lsb > lsb:
+        raise ForeignError(f"ports ({name}).lsb_exponent: 2^{port_lsb} is coarser than the LSB 2^{lsb} of the exact "
+                           f"{fld} of {fa.label} x {fb.label}; an exact {fld} needs 2^{lsb} or finer")
     if fld == "sum":
         need = exact_sum_bits(fa, fb)
     else:

@@ -1,0 +1,292 @@
+"""Foreign units (docs/verification.md "Verify your own RTL"): descriptions, the Verilator port reader, the
+adapter, the any-width scoreboard, and the hand-written examples under examples/foreign/ verified through
+the real CLI (``nxfp-hw verify --manifest``) on Verilator and Icarus, the buggy variant caught."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nxfp_hw.cli import main
+from nxfp_hw.flows.foreign import ForeignError, adapter_text, load_description, read_ports
+from verif.field_scoreboard import FieldCheck, FieldScoreboard, show_value
+from verif.regression import env_seed
+
+SEED = env_seed(12)
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "foreign"
+BUILD_ROOT = Path(os.environ.get("NXFP_SIM_BUILD", Path(__file__).resolve().parents[1] / "build" / "sim")).resolve()
+
+
+def setup_module() -> None:
+    print(f"test_foreign: seed {SEED} (set NXFP_SEED to override)")
+
+
+def _verify(*args: str) -> int:
+    return main(["verify", "--build-dir", str(BUILD_ROOT), "--seed", str(SEED), *args])
+
+
+def _copy(tmp_path: Path, name: str, **changes) -> Path:
+    """The example description ``name`` with ``changes`` applied (a key set to None is removed), sources
+    made absolute, written into ``tmp_path``."""
+    data = json.loads((EXAMPLES / f"{name}.json").read_text())
+    data["sources"] = [str(EXAMPLES / s) for s in data["sources"]]
+    for k, v in changes.items():
+        if v is None:
+            data.pop(k, None)
+        else:
+            data[k] = v
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+# --- the port reader ---------------------------------------------------------------------------------
+SV = """
+`include "widths.svh"
+typedef logic [7:0] byte_t;
+module t #(parameter int K = 4, parameter int W = 43) (
+  input  logic              clk,
+  input  byte_t             i_scale,
+  input  logic [3:0]        i_a [K],
+  input  logic [3:0]        i_b [K-1:0],
+  input  logic [1:0][5:0]   i_packed,
+  output logic signed [W-1:0] o_dp,
+  output logic [`OUT_W-1:0] o_flags,
+  output logic              o_nan
+);
+  assign o_dp = '0;
+  assign o_flags = '0;
+  assign o_nan = i_scale[0] & clk;
+endmodule
+"""
+
+
+def test_read_ports_systemverilog(tmp_path: Path) -> None:
+    (tmp_path / "inc").mkdir()
+    (tmp_path / "inc" / "widths.svh").write_text("`define OUT_W 3\n")
+    src = tmp_path / "t.sv"
+    src.write_text(SV)
+    ports = read_ports("t", [src], includes=[tmp_path / "inc"], parameters={"K": 32})
+    got = {n: (p.direction, p.width, p.signed, p.dims) for n, p in ports.items()}
+    assert got == {
+        "clk": ("input", 1, False, ()),
+        "i_scale": ("input", 8, False, ()),
+        "i_a": ("input", 4, False, ((0, 31),)),
+        "i_b": ("input", 4, False, ((31, 0),)),
+        "i_packed": ("input", 12, False, ()),
+        "o_dp": ("output", 43, True, ()),
+        "o_flags": ("output", 3, False, ()),
+        "o_nan": ("output", 1, False, ()),
+    }
+    assert list(ports) == ["clk", "i_scale", "i_a", "i_b", "i_packed", "o_dp", "o_flags", "o_nan"]
+
+
+def test_read_ports_compile_error_names_file_and_line(tmp_path: Path) -> None:
+    src = tmp_path / "bad.sv"
+    src.write_text("module bad (input logic a, output logic b);\n  assign b = a +;\nendmodule\n")
+    with pytest.raises(ForeignError, match=r"sources do not compile \(verilator\): .*bad.sv:2:"):
+        read_ports("bad", [src])
+
+
+def test_adapter_flattens_unpacked_arrays() -> None:
+    desc = load_description(EXAMPLES / "bf16_to_mxfp8.json")
+    ports = read_ports(desc.top, list(desc.sources), parameters=desc.parameters)
+    text = adapter_text(desc, ports)
+    assert "input logic [511:0] i_bf16" in text and "output logic [255:0] o_elem" in text
+    assert "assign i_bf16__u[0 + j] = i_bf16[j*16 +: 16];" in text
+    assert "assign o_elem[j*8 +: 8] = o_elem__u[0 + j];" in text
+    assert "bf16_to_mxfp8 #(.K(32), .MIN_SCALE(100)) u_dut (" in text
+
+
+# --- the scoreboard ------------------------------------------------------------------------------------
+def test_field_scoreboard_any_width_and_masks() -> None:
+    checks = [FieldCheck("o_dp", "sum", 43, signed=True, kind="exact", lsb_exponent=-18),
+              FieldCheck("o_wide", "x", 100), FieldCheck("o_codes", "codes", 8, count=4)]
+    sb = FieldScoreboard(checks, describe=lambda t, lane: f"transaction {t} lane {lane}", name="dut")
+    big = (1 << 99) + 12345
+    assert sb.check(0, {"o_dp": (1 << 43) - 5, "o_wide": big, "o_codes": 0x04030201},
+                    {"o_dp": [-5], "o_wide": [big], "o_codes": [1, 2, 3, 4]})
+    # don't care lanes are skipped; a 43-bit negative mismatch never crashes and decodes both values
+    assert not sb.check(1, {"o_dp": (1 << 42), "o_wide": big, "o_codes": 0xFF030201},
+                        {"o_dp": [-(1 << 42) + 1], "o_wide": [big], "o_codes": [1, 2, 3, None]})
+    assert sb.mismatches == 1 and sb.dont_care == 1
+    msg = sb.first.message
+    assert "port o_dp (sum)" in msg and "expected 0x40000000001" in msg and "got 0x40000000000" in msg
+    assert "-4398046511103*2^-18" in msg and "transaction 1 lane 0" in msg
+    assert not sb.check(2, {"o_dp": None, "o_wide": big + 1, "o_codes": 0}, {"o_dp": [0], "o_wide": [big],
+                                                                           "o_codes": [0, 0, 0, 0]})
+    assert sb.xz == 1 and sb.per_port == {"o_dp": 2, "o_wide": 1}
+    assert show_value(None, 8) == "X/Z"
+    assert show_value(0x7FC00000, 32, "fp32") == "0x7fc00000 (nan)"
+    assert show_value(5, 8, "code", show=lambda v: 1 / 0).startswith("0x05 (undecodable")
+
+
+def test_stream_scoreboard_wide_and_non_ieee() -> None:
+    """The generated units' scoreboard and coverage with outputs past 64 bits and non-IEEE kinds."""
+    from verif.coverage import ResultCoverage, coverage_summary
+    from verif.scoreboard import Scoreboard, show_bits
+
+    assert show_bits((1 << 43) - 1, "fp32") == "0x7ffffffffff (8796093022207)"
+    assert show_bits(7, "code") == "0x7 (7)"
+    sb = Scoreboard(np.array([[1 << 70, 3]], dtype=object), kind="int", name="wide")
+    assert not sb.check([(1 << 70) + 1, 3])
+    assert "expected 0x400000000000000000 (1180591620717411303424)" in sb.first.message
+    rc = ResultCoverage("code", "codes")
+    rc.sample(np.arange(4))
+    assert coverage_summary(rc) == {"bins": {}, "missed": {}}
+
+
+# --- bad descriptions: one message naming the key, exit 2 -------------------------------------------------
+BAD = [
+    ({"top": None}, "top: missing (required)"),
+    ({"timing": {"model": "comb"}}, "timing.model: expected one of combinational, fixed_latency, got \"comb\""),
+    ({"unit": "dot"}, "unit: expected one of block_dot, convert, decode, got \"dot\""),
+    ({"formats": {"a": "mxfp9", "b": "mxfp8_e4m3"}}, "formats.a: "),
+    ({"sources": ["nope.sv"]}, "sources[0]: nope.sv does not exist"),
+    ({"paramters": {"K": 32}}, "paramters: unknown key (did you mean 'parameters'?)"),
+    ({"policy": "ocp"}, "policy: only for a convert unit"),
+    ({"schema": "nxfp-hw-foreign/2"}, "schema: expected 'nxfp-hw-foreign/1', got \"nxfp-hw-foreign/2\""),
+    ({"schema": None}, "schema: expected 'nxfp-hw-foreign/1', got null"),
+    ({"parameters": {"K": 16}}, "ports (i_a).count: described as 32 elements, but the sources declare 16"),
+]
+
+
+@pytest.mark.parametrize("changes,message", BAD)
+def test_bad_description(changes, message, tmp_path: Path, capsys) -> None:
+    path = _copy(tmp_path, "mx_block_dot", **changes)
+    if changes.get("sources"):
+        data = json.loads(path.read_text())
+        data["sources"] = changes["sources"]
+        path.write_text(json.dumps(data))
+    assert _verify("--manifest", str(path)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"nxfp-hw verify: error: {message}"), err
+    assert err.count("\n") == 1
+
+
+def _ports(**edits) -> list[dict]:
+    ports = json.loads((EXAMPLES / "mx_block_dot.json").read_text())["ports"]
+    for p in ports:
+        p.update(edits.get(p["name"], {}))
+    return [p for p in ports if p.get("name") != "drop"]
+
+
+BAD_PORTS = [
+    ({"o_dp": {"name": "o_sum"}}, "ports (o_sum).name: o_sum is not a port of the top (ports: i_scale_a"),
+    ({"o_dp": {"width": 40}}, "ports (o_dp).width: described as 40 bits per element, but the sources declare 43"),
+    ({"o_dp": {"lsb_exponent": -20}}, "ports (o_dp).width: 43 bits cannot hold the exact sum of mxfp8_e4m3 x "
+                                      "mxfp8_e4m3 (needs 44 bits, two's complement, LSB 2^-20)"),
+    ({"o_dp": {"lsb_exponent": -16}}, "ports (o_dp).lsb_exponent: 2^-16 is coarser than the LSB 2^-18"),
+    ({"o_dp": {"field": "summ"}}, "ports[4] (o_dp).field: \"summ\" is not a field of a block_dot unit"),
+    ({"o_nan": {"field": None}}, "ports[6] (o_nan).field: missing; map the port to a field"),
+    ({"i_a": {"field": "x"}}, "ports[2] (i_a).field: \"x\" is not a field of a block_dot unit"),
+    ({"o_exp": {"name": "drop"}}, "ports: port o_exp of mx_block_dot (output) is not described"),
+    ({"i_scale_a": {"field": "a.header", "width": 4}}, "ports (i_scale_a).width: described as 4 bits"),
+    ({"o_nan": {"direction": "input"}}, "ports[6] (o_nan).direction: \"input\", but field nan is an output"),
+    ({"o_dp": {"dont_care": "always"}}, "ports[4] (o_dp).dont_care: expected one of special, never"),
+]
+
+
+@pytest.mark.parametrize("edits,message", BAD_PORTS)
+def test_ports_that_disagree(edits, message, tmp_path: Path, capsys) -> None:
+    path = _copy(tmp_path, "mx_block_dot", ports=_ports(**edits))
+    assert main(["manifest", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"nxfp-hw manifest: error: {message}"), err
+
+
+def test_malformed_json_and_policy(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"schema": "nxfp-hw-foreign/1",\n "top": }')
+    assert _verify("--manifest", str(bad)) == 2
+    assert "not valid JSON (line 2, column 9" in capsys.readouterr().err
+    assert _verify("--manifest", str(tmp_path / "missing.json")) == 2
+    assert "missing.json does not exist" in capsys.readouterr().err
+    path = _copy(tmp_path, "bf16_to_mxfp8", policy={"preset": "mx"})
+    assert _verify("--manifest", str(path)) == 2
+    assert "policy.preset: unknown policy 'mx'; presets: spec, ocp, microxcaling" in capsys.readouterr().err
+    path = _copy(tmp_path, "bf16_to_mxfp8", formats={"a": "mxfp4_e2m1"})
+    assert _verify("--manifest", str(path)) == 2
+    assert "policy.nonfinite: nan_elements needs element formats with a NaN or Inf code" in capsys.readouterr().err
+    path = _copy(tmp_path, "mx_block_dot")
+    assert _verify("--manifest", str(path), "--unit", "dot") == 2
+    assert "--unit: not with --manifest" in capsys.readouterr().err
+
+
+def test_manifest_init_drafts_ports(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "draft.json"
+    assert main(["manifest", "init", "--rtl", str(EXAMPLES / "mx_block_dot.sv"), "--top", "mx_block_dot",
+                 "-P", "K=32", "--unit", "block_dot", "-o", str(out)]) == 0
+    draft = json.loads(out.read_text())
+    assert draft["timing"] == {"model": "combinational"} and draft["clock"] is None
+    assert {p["name"]: (p["width"], p.get("count"), p.get("signed")) for p in draft["ports"]} == {
+        "i_scale_a": (8, None, None), "i_scale_b": (8, None, None), "i_a": (8, 32, None), "i_b": (8, 32, None),
+        "o_dp": (43, None, True), "o_exp": (10, None, True), "o_nan": (1, None, None)}
+    assert main(["manifest", "check", str(out)]) == 2  # formats and fields still to fill in
+    assert "formats.a: expected a string, got null" in capsys.readouterr().err
+    assert main(["manifest", "init", "--rtl", str(EXAMPLES / "mx_block_dot.sv"), "--top", "mx_block_dot",
+                 "-o", str(out)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+    assert main(["manifest", "init", "--rtl", str(EXAMPLES / "mx_block_dot.sv"), "--top", "nope"]) == 2
+    assert "nope" in capsys.readouterr().err
+
+
+# --- the examples through the CLI --------------------------------------------------------------------------
+@pytest.mark.parametrize("name,sim", [("mx_block_dot", "verilator"), ("bf16_to_mxfp8", "verilator"),
+                                      ("mx_block_dot", "icarus")])
+def test_example_passes(name: str, sim: str, capsys) -> None:
+    assert _verify("--manifest", str(EXAMPLES / f"{name}.json"), "--sim", sim, "--blocks", "32") == 0
+    out = capsys.readouterr().out
+    assert "PASS: every output bit matches the golden model" in out and "mismatches 0" in out
+
+
+@pytest.mark.parametrize("sim", ["verilator", "icarus"])
+def test_buggy_variant_is_caught(sim: str, capsys) -> None:
+    assert _verify("--manifest", str(EXAMPLES / "mx_block_dot_buggy.json"), "--sim", sim, "--blocks", "16") == 1
+    out = capsys.readouterr().out
+    fail = out[out.index("FAIL: "):]
+    assert fail.startswith("FAIL: mx_block_dot_buggy mismatch at transaction ")
+    assert "port o_dp (sum): expected 0x" in fail and "*2^" in fail  # exact values, decoded
+    assert "inputs: case: " in fail and "a: header 0x" in fail and "golden: S = " in fail
+
+
+def test_icarus_says_it_cannot_run_the_converter(capsys) -> None:
+    if shutil.which("iverilog") is None:
+        pytest.skip("no iverilog")
+    from nxfp_hw.flows.foreign import icarus_passes_unpacked_outputs
+    from nxfp_hw.flows.tools import find_tool
+
+    if icarus_passes_unpacked_outputs(find_tool("iverilog")):
+        pytest.skip("this Icarus propagates unpacked-array output ports")
+    assert _verify("--manifest", str(EXAMPLES / "bf16_to_mxfp8.json"), "--sim", "icarus") == 2
+    err = capsys.readouterr().err
+    assert "icarus cannot run this design (Icarus Verilog" in err
+    assert "output port o_elem of bf16_to_mxfp8 is an unpacked array" in err and "--sim verilator" in err
+
+
+def test_converter_policy_is_bit_exact_not_vacuous(tmp_path: Path, capsys) -> None:
+    """The converter rounds ties away from zero: stated as ties to even, the same RTL must fail."""
+    policy = json.loads((EXAMPLES / "bf16_to_mxfp8.json").read_text())["policy"]
+    path = _copy(tmp_path, "bf16_to_mxfp8", policy={**policy, "rounding": "even"})
+    assert _verify("--manifest", str(path), "--blocks", "0") == 1
+    out = capsys.readouterr().out
+    assert "port o_elem (codes[" in out and "(x / X = " in out
+
+
+def test_generated_manifest_verified_as_edited(tmp_path: Path, capsys) -> None:
+    """verify --manifest on a manifest nxfp-hw generated: the edited Verilog is verified, never regenerated."""
+    name = "nxfp_decode_mxfp8_e4m3_l32_fp32_pa"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "rtl_out" / name, tmp_path / name)
+    verilog = tmp_path / name / f"{name}.v"
+    edited = verilog.read_text().replace("23'h400000", "23'h400001")  # NaN 0x7FC00001: not the canonical one
+    assert edited != verilog.read_text()
+    verilog.write_text(edited)
+    assert _verify("--manifest", str(tmp_path / name / f"{name}.json"), "--sim", "icarus", "--blocks", "16") == 1
+    out = capsys.readouterr().out
+    assert "not regenerated" in out and "expected 0x7fc00000 (nan), got 0x7fc00001 (nan)" in out
+    assert verilog.read_text() == edited
