@@ -38,7 +38,7 @@ from .activity import NetActivity, activity_from_samples
 from .area import AreaResult, FlowError
 
 __all__ = ["DEFAULT_BLOCKS", "REFERENCE_MHZ", "WORKLOADS", "EnergyFigures", "load_workload", "netlist_pins",
-           "run_power", "sta_power", "workload_vectors"]
+           "power_digest", "run_power", "run_power_build", "sta_power", "workload_vectors"]
 
 WORKLOADS = ("minilm", "random", "zero")
 DEFAULT_WORKLOADS = WORKLOADS
@@ -129,24 +129,27 @@ def load_workload(path: Path, unit: str, k: int) -> tuple[np.ndarray, np.ndarray
 
 
 def workload_vectors(unit: str, fmt: BlockFormat, manifest: dict[str, Any], name: str, *, nblocks: int,
-                     seed: int, data: tuple[np.ndarray, np.ndarray | None] | None = None) -> Any:
-    """The :class:`verif.vectors.VectorSet` of workload ``name`` for ``unit`` in format ``fmt`` (both dot
-    operands in ``fmt``), with golden expectations, no mid-stream reset. ``data`` overrides the floats."""
+                     seed: int, data: tuple[np.ndarray, np.ndarray | None] | None = None,
+                     fmt_b: BlockFormat | None = None) -> Any:
+    """The :class:`verif.vectors.VectorSet` of workload ``name`` for ``unit`` in format ``fmt`` (the dot
+    engine's second operand in ``fmt_b``, default ``fmt``), with golden expectations, no mid-stream reset.
+    ``data`` overrides the floats."""
     from verif.vectors import BlockStream, decode_vectors, dot_mode_of, dot_vectors, encode_vectors
 
     lanes = int(manifest["lanes"])
     k = fmt.k
     rng = np.random.default_rng(seed + 1)
+    fb = fmt_b or fmt
     a, b = data if data is not None else workload_floats(name, nblocks, k, seed)
     n = a.shape[0]
     if unit == "encode":
         return encode_vectors(fmt, a, lanes, reset_prefix=0)
     if name == "random" and data is None:
         ha, ca = _random_codes(fmt, n, rng)
-        hb, cb = _random_codes(fmt, n, rng)
+        hb, cb = _random_codes(fb, n, rng)
     else:
         ha, ca = _quantized(a, fmt)
-        hb, cb = _quantized(b if b is not None else a, fmt)
+        hb, cb = _quantized(b if b is not None else a, fb)
     if unit == "decode":
         per = k // lanes
         return decode_vectors(fmt, np.repeat(ha, per), ca.reshape(n * per, lanes), reset_prefix=0)
@@ -156,7 +159,7 @@ def workload_vectors(unit: str, fmt: BlockFormat, manifest: dict[str, Any], name
     stream = BlockStream.empty(k)
     stream.add(f"workload {name}", ha, ca, hb, cb, last)
     mode, guard = dot_mode_of(manifest)
-    return dot_vectors(fmt, fmt, lanes, stream, rng, mode=mode, guard_bits=guard, reset_prefix=0)
+    return dot_vectors(fmt, fb, lanes, stream, rng, mode=mode, guard_bits=guard, reset_prefix=0)
 
 
 # --- netlist and OpenSTA -------------------------------------------------------------------------
@@ -284,12 +287,16 @@ def _energy(power: dict[str, float], clock_mhz: float, cycles: float, ops: int) 
 
 
 def run_power(unit: str, fmt: BlockFormat | str, *, workdir: Path, build_root: Path | None = None,
-              lanes: int | None = None, pipeline: Any = None, acc: str | None = None, guard_bits: int | None = None,
+              fmt_b: BlockFormat | None = None, lanes: int | None = None, pipeline: Any = None,
+              acc: str | None = None, guard_bits: int | None = None, out: str = "fp32",
+              input_format: str | None = None, config_hash: str | None = None,
               workloads: tuple[str, ...] = DEFAULT_WORKLOADS, workload_file: Path | None = None,
               blocks: int = DEFAULT_BLOCKS, seed: int = DEFAULT_SEED, simulator: str = "icarus",
               reference_mhz: float = REFERENCE_MHZ, period_ns: float | None = None,
               models: Path | None = None, asic: AreaResult | None = None) -> AreaResult:
-    """The ``power`` flow of one unit (both dot operands in ``fmt``): an :class:`AreaResult` whose figures
+    """The ``power`` flow of one unit (the dot engine's second operand in ``fmt_b``, default ``fmt``; the
+    other options are those of ``generate.build_unit``; ``config_hash``, when given, must be the generated
+    unit's: the power of another unit is refused): an :class:`AreaResult` whose figures
     hold, per workload, the energy per operation at Fmax and at ``reference_mhz`` (docs/area.md), and
     ``energy_pj_per_op`` (the first workload at the reference clock). ``asic`` reuses a finished asic run
     (its work directory holds the netlist). Raises ``UserError`` on bad input and when a gate-level run is
@@ -316,8 +323,11 @@ def run_power(unit: str, fmt: BlockFormat | str, *, workdir: Path, build_root: P
     cell_models(models)  # a missing model file fails before any tool runs
     workdir = Path(workdir).resolve()
     root = Path(build_root).resolve() if build_root is not None else workdir / "sim"
-    module = prepare_module(unit, fmt, fmt if unit == "dot" else None, lanes=lanes, pipeline=pipeline,
-                            build_root=root, acc=acc, guard_bits=guard_bits)
+    module = prepare_module(unit, fmt, (fmt_b or fmt) if unit == "dot" else None, lanes=lanes, pipeline=pipeline,
+                            build_root=root, acc=acc, guard_bits=guard_bits, out=out, input_format=input_format)
+    if config_hash is not None and module.manifest_data.get("config_hash") != config_hash:
+        got = module.manifest_data.get("config_hash")
+        raise UserError(f"power: the generated {module.name} has configuration {got}, expected {config_hash}")
     if asic is None:
         asic = area_mod.run_area(module.verilog, module.name, "asic", workdir=workdir, period_ns=period_ns)
     asic_dir = Path(next(iter(asic.logs.values()))).parent  # the asic flow's work directory
@@ -333,7 +343,7 @@ def run_power(unit: str, fmt: BlockFormat | str, *, workdir: Path, build_root: P
     for w in names:
         data = user_data if w == "file" else None
         nb = data[0].shape[0] if data is not None else blocks
-        vs = workload_vectors(unit, fmt, module.manifest_data, w, nblocks=nb, seed=seed, data=data)
+        vs = workload_vectors(unit, fmt, module.manifest_data, w, nblocks=nb, seed=seed, data=data, fmt_b=fmt_b)
         t0 = time.monotonic()
         run = run_gate_level(gl, vs, simulator, seed=seed, gap=0.0, stall=0.0, build_root=root / "gl",
                              tag=f"power-{w}")
@@ -376,3 +386,34 @@ def run_power(unit: str, fmt: BlockFormat | str, *, workdir: Path, build_root: P
     return AreaResult(flow="power", top=module.name, figures=figures,
                       tools={**asic.tools, "sim": simulator}, commands=asic.commands, logs=asic.logs,
                       notes=notes, seconds=time.monotonic() - t_start)
+
+
+def run_power_build(build: Any, *, workdir: Path, **options: Any) -> AreaResult:
+    """:func:`run_power` of a :class:`nxfp_hw.flows.report.UnitBuild` (its generator configuration)."""
+    c = build.config
+    unit = c["unit"]
+    fmt = parse_format(c.get("format") or c["format_a"])
+    fmt_b = parse_format(c["format_b"]) if c.get("format_b") else None
+    pipeline = c.get("pipeline")
+    if isinstance(pipeline, list) and not pipeline:
+        pipeline = "none"
+    kw: dict[str, Any] = {"lanes": c.get("lanes"), "pipeline": pipeline, "fmt_b": fmt_b,
+                          "config_hash": build.config_hash}
+    if unit == "dot":
+        kw.update(acc=c.get("accumulation"), guard_bits=c.get("guard_bits"))
+    if unit == "decode" and c.get("out"):
+        kw["out"] = c["out"]
+    if unit == "encode" and c.get("input"):
+        kw["input_format"] = c["input"]
+    return run_power(unit, fmt, workdir=workdir, **kw, **options)
+
+
+def power_digest() -> str:
+    """Digest of the power flow's sources (gate-level wrapper, activity, OpenSTA script, workloads)."""
+    import hashlib
+
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in ("power.py", "activity.py", "gate_level.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:16]

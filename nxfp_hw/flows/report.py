@@ -29,7 +29,7 @@ from .accuracy import Accuracy, accuracy_of, default_tensor, tensor_digest, writ
 
 __all__ = [
     "AREA_METRICS", "DEFAULT_ENCODE_FORMATS", "DEFAULT_FLOWS", "DEFAULT_FORMATS", "DEFAULT_UNITS",
-    "ENCODE_SKIPPED_FLOWS", "OVERHEAD_PAIRS",
+    "ENCODE_SKIPPED_FLOWS", "OVERHEAD_PAIRS", "POWER_FLOW", "REPORT_FLOWS",
     "ReportResult",
     "build_for_area", "format_figure", "measure_unit", "pareto_front", "pipeline_text", "run_report", "unit_build",
 ]
@@ -39,7 +39,10 @@ DEFAULT_UNITS = ("decode", "dot")
 UNITS = ("decode", "dot", "encode")
 # Formats of the encode unit in the committed report (scripts/make_report.sh): every default format.
 DEFAULT_ENCODE_FORMATS = DEFAULT_FORMATS
-DEFAULT_FLOWS = ("generic", "asic", "ice40", "xilinx")
+# The power flow (nxfp_hw.flows.power): energy per operation from gate-level simulation of the asic netlist.
+POWER_FLOW = "power"
+REPORT_FLOWS = (*area_mod.FLOWS, POWER_FLOW)
+DEFAULT_FLOWS = ("generic", "asic", "ice40", "xilinx", POWER_FLOW)
 # Flows the encoder is not put through by the main job and scripts/make_report.sh: only the MX 4-bit encoder
 # fits the largest supported iCE40 (docs/area.md).
 ENCODE_SKIPPED_FLOWS = ("ice40",)
@@ -48,7 +51,8 @@ OVERHEAD_PAIRS = (("nxfp4", "mxfp4_e2m1", "same 4.25 bits/elem"), ("nxfp6", "mxf
                   ("nxfp5", "mxfp6_e3m2", "similar accuracy at 16% fewer bits"))
 # flow -> (figure, label) of the area measure plotted and compared
 AREA_METRICS = {"asic": ("area_um2", "area (um^2, OSU 0.18 um)"), "generic": ("transistors", "transistors (CMOS est.)"),
-                "ice40": ("luts", "iCE40 LUT4"), "xilinx": ("luts", "7-series LUTs")}
+                "ice40": ("luts", "iCE40 LUT4"), "xilinx": ("luts", "7-series LUTs"),
+                POWER_FLOW: ("energy_pj_per_op", "energy per op (pJ, MiniLM, OSU 0.18 um)")}
 REPORT_SCHEMA = "nxfp-hw-report/1"
 # Lanes of every unit in a report unless asked otherwise (capped at k): a 32-lane decoder of binary32
 # outputs needs ~9k iCE40 LUT4, more than the largest supported iCE40 holds.
@@ -120,7 +124,7 @@ def throughput(build: UnitBuild | dict[str, Any], fmax_mhz: float | None) -> flo
 def measure_unit(build: UnitBuild, flows: Sequence[str], *, workdir: Path,
                  **flow_opts: Any) -> dict[str, Any]:
     """Run ``flows`` on a built unit; a JSON-ready record (unit facts, tool versions, per-flow results)."""
-    results = [area_mod.run_area(build.verilog, build.module, f, workdir=workdir, **flow_opts) for f in flows]
+    results = [_run_flow(build, f, workdir, flow_opts) for f in flows]
     tools: dict[str, str] = {}
     for r in results:
         tools.update(r.tools)
@@ -131,6 +135,18 @@ def measure_unit(build: UnitBuild, flows: Sequence[str], *, workdir: Path,
         "flows": {r.flow: {**r.to_dict(), "throughput_per_s": throughput(build, r.figures.get("fmax_mhz"))}
                   for r in results},
     }
+
+
+def _run_flow(build: UnitBuild, flow: str, workdir: Path, flow_opts: dict[str, Any]) -> area_mod.AreaResult:
+    """One flow on a built unit: ``run_area`` on its Verilog, or the power flow on its configuration."""
+    power_opts = ("workload_file",)  # options of the power flow only
+    if flow == POWER_FLOW:
+        from .power import run_power_build
+
+        return run_power_build(build, workdir=Path(workdir) / POWER_FLOW, period_ns=flow_opts.get("period_ns"),
+                               **{k: v for k, v in flow_opts.items() if k in power_opts})
+    return area_mod.run_area(build.verilog, build.module, flow, workdir=workdir,
+                             **{k: v for k, v in flow_opts.items() if k not in power_opts})
 
 
 # --- sweep ---------------------------------------------------------------------------------------
@@ -153,6 +169,12 @@ def _flow_digest() -> str:
     for name in ("area.py", "tools.py"):
         h.update((here / name).read_bytes())
     return h.hexdigest()[:16]
+
+
+def _power_digest() -> str:
+    from .power import power_digest
+
+    return power_digest()
 
 
 def _metric(flow: str, figures: dict[str, Any]) -> float | None:
@@ -219,7 +241,8 @@ def _sweep_one(unit: str, fmt: BlockFormat, flows: Sequence[str], cache: Path, f
     verilog_digest = hashlib.sha256(build.verilog.encode()).hexdigest()
     for f in flows:
         opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in flow_opts.items()}
-        key = hashlib.sha256(json.dumps([verilog_digest, build.module, f, flow_digest, versions.get(f), opts],
+        digest = flow_digest + (_power_digest() if f == POWER_FLOW else "")
+        key = hashlib.sha256(json.dumps([verilog_digest, build.module, f, digest, versions.get(f), opts],
                                         sort_keys=True).encode()).hexdigest()[:20]
         path = cache / "area" / f"{key}.json"
         cached = _load_cached(path)
@@ -229,8 +252,7 @@ def _sweep_one(unit: str, fmt: BlockFormat, flows: Sequence[str], cache: Path, f
             continue
         t0 = time.monotonic()
         try:
-            res = area_mod.run_area(build.verilog, build.module, f,
-                                    workdir=cache / "work" / f"{unit}_{fmt.ident}_{build.config_hash}", **flow_opts)
+            res = _run_flow(build, f, cache / "work" / f"{unit}_{fmt.ident}_{build.config_hash}", flow_opts)
         except Exception as exc:  # noqa: BLE001 - a failed configuration is reported, the sweep goes on
             msg = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
             record["flows"][f] = {"error": msg}
@@ -280,12 +302,12 @@ def run_report(*, formats: Sequence[str] = DEFAULT_FORMATS, units: Sequence[str]
         if u not in UNITS:
             raise UserError(f"units: unknown unit {u!r}; expected one of {', '.join(UNITS)}")
     for f in flows:
-        if f not in area_mod.FLOWS:
-            raise UserError(f"flows: unknown flow {f!r}; expected one of {', '.join(area_mod.FLOWS)}")
+        if f not in REPORT_FLOWS:
+            raise UserError(f"flows: unknown flow {f!r}; expected one of {', '.join(REPORT_FLOWS)}")
     if jobs < 1:
         raise UserError(f"jobs: expected a positive integer, got {jobs}")
     out_dir, cache_dir = Path(out_dir), Path(cache_dir).resolve()
-    names = ("report.md", "report.json", "area.png", "pareto.png")
+    names = ("report.md", "report.json", "area.png", "pareto.png", "energy.png")
     existing = [n for n in names if (out_dir / n).exists()]
     if existing and not force:
         raise UserError(f"out: {out_dir} already holds {', '.join(existing)}; pass --force to replace them")
@@ -304,7 +326,7 @@ def run_report(*, formats: Sequence[str] = DEFAULT_FORMATS, units: Sequence[str]
     # Hardware.
     versions: dict[str, str] = {}
     for f in flows:
-        for tool in area_mod._FLOW_TOOLS[f]:
+        for tool in area_mod._FLOW_TOOLS.get(f, ("yosys", "sta", "iverilog")):
             try:
                 versions[f] = versions.get(f, "") + f"{tool} {area_mod.tools.tool_version(tool)};"
             except UserError as exc:
@@ -412,6 +434,12 @@ _FLOW_COLUMNS: dict[str, list[tuple[str, str, Callable[[dict[str, Any]], Any]]]]
               ("fmax_mhz", "iCE40 MHz", lambda f: f.get("fmax_mhz"))],
     "xilinx": [("luts", "7s LUT", lambda f: f.get("luts")), ("carries", "CARRY4", lambda f: f.get("carries")),
                ("ffs", "FF", lambda f: f.get("ffs")), ("dsps", "DSP48", lambda f: f.get("dsps"))],
+    POWER_FLOW: [("energy_pj_per_op", "pJ/op", lambda f: f.get("energy_pj_per_op")),
+                 ("internal", "internal pJ", lambda f: (f.get("energy_components_pj") or {}).get("internal")),
+                 ("switching", "switching pJ", lambda f: (f.get("energy_components_pj") or {}).get("switching")),
+                 ("leakage", "leakage pJ", lambda f: (f.get("energy_components_pj") or {}).get("leakage")),
+                 ("random", "random pJ/op", lambda f: (f.get("energy_pj_per_op_by_workload") or {}).get("random")),
+                 ("zero", "zero pJ/op", lambda f: (f.get("energy_pj_per_op_by_workload") or {}).get("zero"))],
 }
 
 
@@ -495,6 +523,8 @@ def render_markdown(data: dict[str, Any]) -> str:
                  f"{o['bits_per_element_change_pct']:+.1f}%", format_figure(o["relative_mse_ratio"], 3)]
                 for o in data["overhead"]]
         lines.append(_table(head, rows))
+    if any(o["flow"] == POWER_FLOW for o in data["overhead"]):
+        lines.append(_energy_section(data))
     enc = [o for o in data["overhead"] if o["unit"] == "encode"]
     if enc:
         lines.append(_encoder_section(data, enc))
@@ -503,9 +533,46 @@ def render_markdown(data: dict[str, Any]) -> str:
                      "counterpart (nxfp4/mxfp4_e2m1, nxfp6/mxfp6_e2m3, nxfp5/mxfp6_e3m2) were both measured in this "
                      "run (docs/area.md).\n")
     lines.append("\n## Plots\n\n![area per format](area.png)\n\n![accuracy versus area](pareto.png)\n")
+    if POWER_FLOW in data["flows"]:
+        lines.append("\n![accuracy versus energy per operation](energy.png)\n")
     if fail_lines:
         lines.append("\n## Failed configurations\n\n" + "\n".join(fail_lines) + "\n")
     return "\n".join(lines).replace("\n\n\n", "\n\n")
+
+
+def _energy_section(data: dict[str, Any]) -> str:
+    """Energy per operation of each NxFP unit against its MX counterpart, per workload (same run, same data,
+    lanes, pipeline defaults, accumulation mode and reference clock)."""
+    recs = {(r["unit"], r["format"]): r for r in data["results"]}
+    out = ["\n## Energy per operation, NxFP / MX\n",
+           "Gate-level simulation of each unit's OSU 0.18 um netlist (bit-exact against the golden model) streaming "
+           "a workload at full rate; per-net activity into OpenSTA `report_power` at the reference clock; energy = "
+           "power x cycles x period / operations (pJ per MAC for the dot engine, per value for decode and encode). "
+           "MiniLM: all-MiniLM-L6-v2 weights (dot: times standard-normal activations), quantized by the golden "
+           "model; random: uniformly random codes and headers (encoder: Gaussian blocks); zero: all zeros. No wire "
+           "load, no clock tree, typical corner (docs/area.md).\n\n"]
+    head = ["NxFP", "MX", "unit", "NxFP pJ/op", "MX pJ/op", "ratio", "random ratio", "zero ratio",
+            "NxFP switching pJ", "MX switching pJ", "rel. MSE ratio"]
+    rows = []
+    for o in data["overhead"]:
+        if o["flow"] != POWER_FLOW:
+            continue
+        a = recs[(o["unit"], o["nxfp"])]["flows"][POWER_FLOW]["figures"]
+        b = recs[(o["unit"], o["mx"])]["flows"][POWER_FLOW]["figures"]
+        wa, wb = a.get("energy_pj_per_op_by_workload") or {}, b.get("energy_pj_per_op_by_workload") or {}
+
+        def ratio(x: float | None, y: float | None) -> str:
+            return "-" if not (x and y) else f"{x / y:.3f}"
+
+        rows.append([o["nxfp"], o["mx"], o["unit"], format_figure(a.get("energy_pj_per_op")),
+                     format_figure(b.get("energy_pj_per_op")),
+                     ratio(a.get("energy_pj_per_op"), b.get("energy_pj_per_op")),
+                     ratio(wa.get("random"), wb.get("random")), ratio(wa.get("zero"), wb.get("zero")),
+                     format_figure((a.get("energy_components_pj") or {}).get("switching")),
+                     format_figure((b.get("energy_components_pj") or {}).get("switching")),
+                     format_figure(o["relative_mse_ratio"], 3)])
+    out.append(_table(head, rows))
+    return "\n".join(out)
 
 
 def _encoder_section(data: dict[str, Any], rows: list[dict[str, Any]]) -> str:
@@ -575,9 +642,25 @@ def _plots(data: dict[str, Any], out_dir: Path) -> list[Path]:
     plt.close(fig)
 
     flow = next((f for f in ("asic", "generic", "ice40", "xilinx") if f in flows), flows[0])
+    paths.append(_pareto_plot(plt, data, flow, out_dir / "pareto.png", value,
+                              lambda unit: f"{unit} unit: {AREA_METRICS[flow][1]}",
+                              lambda unit: f"{unit}: accuracy versus {flow} area"))
+    if POWER_FLOW in flows:
+        op = {"dot": "MAC"}
+        paths.append(_pareto_plot(
+            plt, data, POWER_FLOW, out_dir / "energy.png", value,
+            lambda unit: f"{unit} unit: energy per {op.get(unit, 'value')} (pJ, MiniLM workload, OSU 0.18 um)",
+            lambda unit: f"{unit}: accuracy versus energy per {op.get(unit, 'value')}"))
+    return paths
+
+
+def _pareto_plot(plt: Any, data: dict[str, Any], flow: str, path: Path, value: Callable[[str, str, str], float | None],
+                 xlabel: Callable[[str], str], title: Callable[[str], str]) -> Path:
+    """Relative MSE versus the flow's measure per unit (MX circles, NxFP triangles, the Pareto front dashed)."""
+    fm, units = data["formats"], data["units"]
     fig, axes = plt.subplots(1, len(units), figsize=(5.5 * len(units), 4.2), squeeze=False)
     for ax, unit in zip(axes[0], units, strict=True):
-        pts = [(value(unit, n, flow), fm[n]["relative_mse"], n) for n in names]
+        pts = [(value(unit, n, flow), fm[n]["relative_mse"], n) for n in fm]
         pts = [p for p in pts if p[0] is not None]
         for is_mx, marker, label in ((True, "o", "MX"), (False, "^", "NxFP / other")):
             sel = [p for p in pts if fm[p[2]]["mx"] == is_mx]
@@ -595,14 +678,14 @@ def _plots(data: dict[str, Any], out_dir: Path) -> list[Path]:
             ax.plot(xs, ys, "k--", lw=1, label="Pareto front", zorder=2)
         ax.set_yscale("log")
         ax.margins(x=0.2, y=0.15)
-        ax.set_xlabel(f"{unit} unit: {AREA_METRICS[flow][1]}", fontsize=8)
+        ax.set_xlabel(xlabel(unit), fontsize=8)
         ax.set_ylabel("relative MSE (lower is better)", fontsize=8)
-        ax.set_title(f"{unit}: accuracy versus {flow} area", fontsize=9)
+        ax.set_title(title(unit), fontsize=9)
         ax.legend(fontsize=7)
     fig.tight_layout()
-    paths.append(_save(fig, out_dir / "pareto.png"))
+    _save(fig, path)
     plt.close(fig)
-    return paths
+    return path
 
 
 def _save(fig: Any, path: Path) -> Path:
