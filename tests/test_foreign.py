@@ -315,3 +315,24 @@ def test_wrong_latency_is_a_strobe_error(tmp_path: Path, capsys) -> None:
     out = capsys.readouterr().out
     assert "FAIL: valid strobe out of step: cycle " in out
     assert "out_valid is 0, expected 1 (2 cycles after a transaction)" in out
+
+
+def test_json_schema_matches_the_validator() -> None:
+    """foreign.schema.json documents exactly the keys load_description accepts, and the examples fit it."""
+    from nxfp_hw.flows import foreign
+    from nxfp_hw.golden.policies import PRESETS
+
+    schema = json.loads(foreign.SCHEMA_FILE.read_text())
+    assert set(schema["properties"]) == foreign._TOP_KEYS
+    port = schema["properties"]["ports"]["items"]["properties"]
+    assert set(port) == foreign._PORT_KEYS
+    fields = {f for unit in foreign.UNITS.values() for f in unit}
+    assert set(port["field"]["enum"]) - {None} == fields
+    assert schema["properties"]["unit"]["enum"] == list(foreign.UNITS)
+    assert schema["properties"]["timing"]["properties"]["model"]["enum"] == list(foreign.TIMING_MODELS)
+    assert schema["properties"]["policy"]["oneOf"][0]["enum"] == list(PRESETS)
+    for path in [*EXAMPLES.glob("*.json"), PIPED]:
+        data = json.loads(path.read_text())
+        assert set(data) <= set(schema["properties"]) and set(schema["required"]) <= set(data), path
+        for p in data["ports"]:
+            assert set(p) <= set(port), (path, p)
