@@ -28,8 +28,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format-b", dest="fmt_b", help="second operand format (dot engine; default: --format)")
     p.add_argument("--lanes", type=positive_int, help="elements per beat (a divisor of k; default: the unit's)")
     add_pipeline_arguments(p)
-    p.add_argument("--flow", dest="flows", action="append", choices=FLOWS, required=True,
-                   help="flow to run (repeat for several)")
+    p.add_argument("--flow", dest="flows", action="append", choices=(*FLOWS, "power"), required=True,
+                   help="flow to run (repeat for several); power: energy per operation from gate-level simulation "
+                        "of the asic netlist (docs/area.md)")
+    p.add_argument("--workload", type=Path, help="power flow: a float tensor (.npy/.npz, last axis a multiple of k; "
+                   "dot: .npz with a and b) measured before the default workloads")
     p.add_argument("--period", type=positive_float, help="ASIC target clock period in ns (default 10)")
     p.add_argument("--freq", type=positive_float, help="iCE40 nextpnr target frequency in MHz (default 50)")
     add_target_arguments(p, flow_option="--target-flow")
@@ -86,7 +89,8 @@ def run(args: argparse.Namespace) -> int:
         workdir = Path(tempfile.mkdtemp(prefix=f"nxfp-area-{build.module}-"))
     reuse = closure is not None and args.target_flow in flows
     record = measure_unit(build, [f for f in flows if not (reuse and f == args.target_flow)],
-                          workdir=workdir.resolve(), period_ns=args.period, freq_mhz=args.freq)
+                          workdir=workdir.resolve(), period_ns=args.period, freq_mhz=args.freq,
+                          **({"workload_file": args.workload} if args.workload is not None else {}))
     if reuse:  # the closure's confirming run is this flow's measurement
         res = closure.result
         record["tools"].update(res.tools)
@@ -108,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     rows = []
     for flow, res in record["flows"].items():
         for key, value in res["figures"].items():
-            if key != "cells_by_type":
+            if key not in ("cells_by_type", "workloads"):
                 rows.append((flow, key, _fmt_value(value)))
         if res.get("throughput_per_s") is not None:
             unit = "MAC/s" if args.unit == "dot" else "values/s"
