@@ -153,8 +153,24 @@ def _flat(p: PortMap, values: list[int]) -> int:
     return word
 
 
+def _elements(fmt: BlockFormat, header: int, codes: Any) -> str:
+    """``code:value`` of each element under ``header``, runs of one code written once with ``(xN)``."""
+    _, sel, rec = (int(x) for x in fmt.split_header(header))
+    table = fmt.element_table(min(sel, len(fmt.elements) - 1), min(rec, max(fmt.recycle_options, 1) - 1))
+    items: list[str] = []
+    cs = [int(c) for c in np.asarray(codes).reshape(-1)]
+    i = 0
+    while i < len(cs):
+        j = i
+        while j + 1 < len(cs) and cs[j + 1] == cs[i]:
+            j += 1
+        items.append(f"{cs[i]:#x}:{float(table[cs[i]])!r}" + (f" (x{j - i + 1})" if j > i else ""))
+        i = j + 1
+    return "[" + ", ".join(items) + "]"
+
+
 def _describe(desc: Description, st: Stimulus) -> Any:
-    from .scoreboard import describe_elements, describe_header, show_exact
+    from .scoreboard import describe_header, show_exact
 
     fa = desc.formats["a"]
 
@@ -163,8 +179,8 @@ def _describe(desc: Description, st: Stimulus) -> Any:
         if desc.unit in ("block_dot", "decode"):
             for op, fmt in desc.formats.items():
                 h = int(st.inputs[f"{op}.header"][t])
-                parts.append(f"{op}: {describe_header(fmt, h)}; elements "
-                             f"{describe_elements(fmt, h, st.inputs[f'{op}.codes'][t], limit=32)}")
+                elems = _elements(fmt, h, st.inputs[f"{op}.codes"][t])
+                parts.append(f"{op}: {describe_header(fmt, h)}; elements {elems}")
             if desc.unit == "block_dot":
                 s, sc = st.aux["sum"], st.aux["scale"]
                 flags = [n for n, f in (("NaN", s.nan), ("+Inf", s.pinf), ("-Inf", s.ninf)) if f[t]]
