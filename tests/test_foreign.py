@@ -336,3 +336,24 @@ def test_json_schema_matches_the_validator() -> None:
         assert set(data) <= set(schema["properties"]) and set(schema["required"]) <= set(data), path
         for p in data["ports"]:
             assert set(p) <= set(port), (path, p)
+
+
+STREAM = Path(__file__).resolve().parent / "foreign" / "mx_block_dot_stream.json"
+
+
+@pytest.mark.parametrize("sim", ["verilator", "icarus"])
+def test_stream_unit_with_backpressure(sim: str, capsys) -> None:
+    assert _verify("--manifest", str(STREAM), "--sim", sim, "--blocks", "16", "--stall", "0.5") == 0
+    out = capsys.readouterr().out
+    assert "stream (s_valid/s_ready in, m_valid/m_ready out)" in out and "PASS" in out
+
+
+def test_stream_handshake_bug_is_caught(tmp_path: Path, capsys) -> None:
+    data = json.loads(STREAM.read_text())
+    data["sources"] = [str((STREAM.parent / s).resolve()) for s in data["sources"]]
+    data["defines"] = {"DROP_ON_STALL": 1}
+    path = tmp_path / "stream.json"
+    path.write_text(json.dumps(data))
+    assert _verify("--manifest", str(path), "--blocks", "8", "--stall", "0.5") == 1
+    out = capsys.readouterr().out
+    assert "FAIL: handshake protocol violated: cycle " in out and "changed while the output was stalled" in out

@@ -245,7 +245,7 @@ class ForeignResult:
 
 
 def verify(path: Path | str, simulator: str = "verilator", *, seed: int = 1, blocks: int = DEFAULT_BLOCKS,
-           gap: float = 0.2, build_root: Path | None = None, waves: bool = False,
+           gap: float = 0.2, stall: float = 0.3, build_root: Path | None = None, waves: bool = False,
            progress: Any = None) -> ForeignResult:
     """Run the foreign unit described by ``path`` against the golden model (module docstring)."""
     from sim.runner import build, check_simulator, default_build_root, run
@@ -273,7 +273,8 @@ def verify(path: Path | str, simulator: str = "verilator", *, seed: int = 1, blo
         stim[p.name] = [f"{_flat(p, r):x}" for r in rows]
     plan = {"top": desc.adapter_name, "n": st.n, "seed": seed, "gap": gap, "timing": desc.timing,
             "latency": desc.latency, "clock": desc.clock, "reset": desc.reset, "reset_active": desc.reset_active,
-            "valid_in": desc.valid_in, "valid_out": desc.valid_out,
+            "valid_in": desc.valid_in, "valid_out": desc.valid_out, "ready_in": desc.ready_in,
+            "ready_out": desc.ready_out, "stall": stall,
             "inputs": [{"name": p.name, "width": p.flat_width} for p in desc.ports if p.direction == "input"],
             "outputs": [{"name": p.name, "width": p.flat_width} for p in desc.ports
                         if p.direction == "output" and p.field is not None],
@@ -343,7 +344,8 @@ def verify(path: Path | str, simulator: str = "verilator", *, seed: int = 1, blo
     elif xz_note:
         message = xz_note + ("\n" + sb.first.message if sb.first else "")
     elif stats["protocol_errors"]:
-        message = "valid strobe out of step: " + "; ".join(stats["protocol_errors"][:3])
+        message = ("handshake protocol violated: " if desc.timing == "stream" else "valid strobe out of step: ") + \
+            "; ".join(stats["protocol_errors"][:3])
     elif sb.first is not None:
         message = sb.first.message
     elif missing or extra:

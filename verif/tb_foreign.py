@@ -11,7 +11,9 @@ don't-care masks, golden views and policies) after the run. Timing models:
   phase after the falling edge, as verif/stream.py does);
 - ``fixed_latency`` with ``valid_in``/``valid_out``: random idle cycles (junk inputs, ``valid_in``
   low) between transactions; ``valid_out`` must rise exactly ``latency`` cycles after each accepted
-  transaction and never otherwise (a protocol error names the cycle).
+  transaction and never otherwise (a protocol error names the cycle);
+- ``stream``: valid/ready on both sides (``ready_in``/``ready_out`` optional), random idle cycles and
+  random output stalls; outputs are taken in order whenever valid and ready, at any latency.
 
 The output file (``NXFP_TB_OUTPUT``) holds every output port's value per transaction as a hex
 string (``null`` for X/Z bits), the simulated cycles and the protocol errors.
@@ -40,7 +42,6 @@ def _read(handle: Any) -> int | None:
 @cocotb.test()
 async def foreign_regression(dut: Any) -> None:
     """Every transaction of the plan through the foreign unit; outputs recorded for the launcher."""
-    from cocotb.clock import Clock
     from cocotb.triggers import RisingEdge, Timer
 
     from .stream import sample_phase
@@ -68,14 +69,15 @@ async def foreign_regression(dut: Any) -> None:
 
     t0 = time.perf_counter()
     cycles = 0
-    if plan["timing"] == "combinational":
+    if plan["timing"] == "stream":
+        cycles = await _stream(dut, plan, rng, apply, record, got, errors)
+    elif plan["timing"] == "combinational":
         for t in range(n):
             apply(t)
             await Timer(1, unit="ns")
             record()
             await Timer(1, unit="ns")
     else:
-        clk = getattr(dut, plan["clock"])
         latency = int(plan["latency"])
         vin = getattr(dut, plan["valid_in"]) if plan.get("valid_in") else None
         vout = getattr(dut, plan["valid_out"]) if plan.get("valid_out") else None
@@ -83,16 +85,7 @@ async def foreign_regression(dut: Any) -> None:
         apply(None)
         if vin is not None:
             vin.value = 0
-        cocotb.start_soon(Clock(clk, CLOCK_NS, unit="ns").start())
-        if plan.get("reset"):
-            rst = getattr(dut, plan["reset"])
-            active = int(plan.get("reset_active", 1))
-            rst.value = active
-            for _ in range(3):
-                await RisingEdge(clk)
-            rst.value = 1 - active
-        else:
-            await RisingEdge(clk)
+        clk = await _reset_and_clock(dut, plan)
         sent_at: list[int] = []  # cycle of each transaction
         valid_hist: list[bool] = []
         t = 0
@@ -133,4 +126,78 @@ async def foreign_regression(dut: Any) -> None:
     tmp.write_text(json.dumps({"got": got, "cycles": cycles, "wall_seconds": wall, "protocol_errors": errors}))
     tmp.replace(out_path)
     if errors:
-        raise AssertionError("valid strobe out of step: " + "; ".join(errors[:3]))
+        raise AssertionError("handshake out of step: " + "; ".join(errors[:3]))
+
+
+async def _reset_and_clock(dut: Any, plan: dict[str, Any]) -> Any:
+    from cocotb.clock import Clock
+    from cocotb.triggers import RisingEdge
+
+    clk = getattr(dut, plan["clock"])
+    cocotb.start_soon(Clock(clk, CLOCK_NS, unit="ns").start())
+    if plan.get("reset"):
+        rst = getattr(dut, plan["reset"])
+        active = int(plan.get("reset_active", 1))
+        rst.value = active
+        for _ in range(3):
+            await RisingEdge(clk)
+        rst.value = 1 - active
+    else:
+        await RisingEdge(clk)
+    return clk
+
+
+async def _stream(dut: Any, plan: dict[str, Any], rng: random.Random, apply: Any, record: Any,
+                  got: dict[str, list], errors: list[str]) -> int:
+    """Valid/ready on both sides: random idle cycles before a transaction (never withdrawing an offered one),
+    random output stalls; an output is taken on an edge where its valid and ready are high. The unit must
+    hold an offered output (valid high, value stable) until it is taken."""
+    from cocotb.triggers import RisingEdge
+
+    from .stream import sample_phase
+
+    n = int(plan["n"])
+    vin = getattr(dut, plan["valid_in"])
+    rin = getattr(dut, plan["ready_in"]) if plan.get("ready_in") else None
+    vout = getattr(dut, plan["valid_out"])
+    rout = getattr(dut, plan["ready_out"]) if plan.get("ready_out") else None
+    gap, stall = float(plan.get("gap", 0.0)), float(plan.get("stall", 0.0)) if rout is not None else 0.0
+    outs = [getattr(dut, p["name"]) for p in plan["outputs"]]
+    apply(None)
+    vin.value = 0
+    if rout is not None:
+        rout.value = 0
+    clk = await _reset_and_clock(dut, plan)
+    t = 0
+    offering = False
+    stalled: list[int | None] | None = None  # output values offered but not taken last cycle
+    cycle = idle = 0
+    patience = 64 + 16 * max(1, int(1 / max(1e-3, 1 - stall)))
+    while (t < n or len(next(iter(got.values()), [])) < n) and idle < patience:
+        if not offering and t < n and not (gap and rng.random() < gap):
+            apply(t)
+            vin.value = 1
+            offering = True
+        elif not offering:
+            apply(None)
+            vin.value = 0
+        ready = 1 if rout is None or rng.random() >= stall else 0
+        if rout is not None:
+            rout.value = ready
+        await sample_phase(clk)
+        if offering and (rin is None or _read(rin) == 1):
+            t += 1
+            offering = False  # taken at the coming edge
+        v = _read(vout)
+        now = [_read(h) for h in outs]
+        if stalled is not None and (v != 1 or now != stalled) and len(errors) < 10:
+            errors.append(f"cycle {cycle}: {plan['valid_out']} or an output changed while the output was stalled")
+        before = len(next(iter(got.values()), []))
+        if v == 1 and ready:
+            record()
+        stalled = now if v == 1 and not ready else None
+        idle = 0 if len(next(iter(got.values()), [])) != before or offering else idle + 1
+        await RisingEdge(clk)
+        cycle += 1
+    vin.value = 0
+    return cycle

@@ -84,8 +84,9 @@ def _run_foreign(args: argparse.Namespace, path: Path) -> int:
                         "--blocks random blocks)")
     if args.blocks is not None and args.blocks < 0:
         raise UserError(f"--blocks: expected a number of random blocks >= 0, got {args.blocks}")
-    if not 0.0 <= args.gap < 1.0:
-        raise UserError(f"--gap: expected a probability in [0, 1), got {args.gap}")
+    for name in ("gap", "stall"):
+        if not 0.0 <= getattr(args, name) < 1.0:
+            raise UserError(f"--{name}: expected a probability in [0, 1), got {getattr(args, name)}")
     check_simulator(args.sim)
     build_root = args.build_dir.resolve() if args.build_dir else None  # else $NXFP_SIM_BUILD or build/sim
     seed = args.seed if args.seed is not None else env_seed()
@@ -95,6 +96,8 @@ def _run_foreign(args: argparse.Namespace, path: Path) -> int:
         timing = desc.timing + (f" (latency {desc.latency}" + (f", strobes {desc.valid_in}/{desc.valid_out}"
                                                               if desc.valid_in else "") + ")"
                                 if desc.timing == "fixed_latency" else "")
+        if desc.timing == "stream":
+            timing += f" ({desc.valid_in}/{desc.ready_in or '-'} in, {desc.valid_out}/{desc.ready_out or '-'} out)"
         policy = f", policy {desc.policy.name}" if desc.unit == "convert" else ""
         fmts = " x ".join(f.label for f in desc.formats.values())
         print(f"verify {desc.top} ({path}) on {args.sim}: seed {seed} (reproduce with --seed {seed}), {desc.unit} "
@@ -102,8 +105,8 @@ def _run_foreign(args: argparse.Namespace, path: Path) -> int:
         sys.stdout.flush()
 
     t0 = time.perf_counter()
-    res = verify(path, args.sim, seed=seed, blocks=blocks, gap=args.gap, build_root=build_root, waves=args.waves,
-                 progress=started)
+    res = verify(path, args.sim, seed=seed, blocks=blocks, gap=args.gap, stall=args.stall, build_root=build_root,
+                 waves=args.waves, progress=started)
     wall = time.perf_counter() - t0
     st = res.stats
     build = "reused" if st.get("build_reused") else f"{st.get('build_seconds', 0.0):.1f} s"

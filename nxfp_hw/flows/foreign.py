@@ -56,7 +56,7 @@ UNITS: dict[str, dict[str, tuple[str, str]]] = {
     "decode": {"a.header": ("input", "int"), "a.scale": ("input", "int"), "a.selector": ("input", "int"),
                "a.recycle": ("input", "int"), "a.codes": ("input", "array"), "values": ("output", "array")},
 }
-TIMING_MODELS = ("combinational", "fixed_latency")
+TIMING_MODELS = ("combinational", "fixed_latency", "stream")
 LANGUAGES = ("systemverilog", "verilog")
 DONT_CARE = ("special", "never")
 _TOP_KEYS = {"schema", "top", "sources", "include_dirs", "defines", "parameters", "language", "clock", "reset",
@@ -138,6 +138,22 @@ class Description:
     output_format: str
     policy: Any
     ports: tuple[PortMap, ...] = field(default=())
+    ready_in: str | None = None  # stream: the unit's ready output for its input (None: always ready)
+    ready_out: str | None = None  # stream: the unit's ready input for its output (None: never stalled)
+
+    def roles(self) -> dict[str, tuple[str, str]]:
+        """Clock, reset and handshake ports: ``{port: (description key, direction)}``."""
+        out = {}
+        for name, key, direction in ((self.clock, "clock.name", "input"), (self.reset, "reset.name", "input"),
+                                     (self.valid_in, "timing.valid_in", "input"),
+                                     (self.ready_in, "timing.ready_in", "output"),
+                                     (self.valid_out, "timing.valid_out", "output"),
+                                     (self.ready_out, "timing.ready_out", "input")):
+            if name:
+                if name in out:
+                    raise ForeignError(f"{key}: port {name} is already {out[name][0]}")
+                out[name] = (key, direction)
+        return out
 
     @property
     def module(self) -> str:
@@ -374,15 +390,27 @@ def load_description(path: Path | str, *, check_sources: bool = True) -> Descrip
             raise ForeignError("reset: a reset needs a clock (add \"clock\": {\"name\": ...})")
 
     tm = _need(data, "timing", dict, "")
-    _unknown(tm, {"model", "latency", "valid_in", "valid_out"}, "timing.")
+    _unknown(tm, {"model", "latency", "valid_in", "valid_out", "ready_in", "ready_out"}, "timing.")
     timing = _need(tm, "model", str, "timing.")
     if timing not in TIMING_MODELS:
-        raise ForeignError(f"timing.model: expected one of {', '.join(TIMING_MODELS)}, got {json.dumps(timing)}"
-                           + (" (valid/ready streams: describe the module with an nxfp-hw manifest)"
-                              if timing == "stream" else ""))
+        raise ForeignError(f"timing.model: expected one of {', '.join(TIMING_MODELS)}, got {json.dumps(timing)}")
     latency = 0
-    valid_in = valid_out = None
-    if timing == "fixed_latency":
+    valid_in = valid_out = ready_in = ready_out = None
+    if timing != "stream":
+        for k in ("ready_in", "ready_out"):
+            if tm.get(k):
+                raise ForeignError(f"timing.{k}: only for a stream unit")
+    if timing == "stream":
+        if clock is None:
+            raise ForeignError("clock: a stream unit needs a clock")
+        if tm.get("latency"):
+            raise ForeignError("timing.latency: a stream unit's outputs are taken when valid and ready, at any "
+                               "latency (use fixed_latency to check one)")
+        valid_in = _need(tm, "valid_in", str, "timing.")
+        valid_out = _need(tm, "valid_out", str, "timing.")
+        ready_in = _need(tm, "ready_in", (str, type(None)), "timing.", optional=True)
+        ready_out = _need(tm, "ready_out", (str, type(None)), "timing.", optional=True)
+    elif timing == "fixed_latency":
         latency = _need(tm, "latency", int, "timing.")
         if latency < 1:
             raise ForeignError(f"timing.latency: expected an integer >= 1 (0 is combinational), got {latency}")
@@ -444,8 +472,8 @@ def load_description(path: Path | str, *, check_sources: bool = True) -> Descrip
         where = f"ports[{i}] ({name})."
         if name in seen:
             raise ForeignError(f"{where}name: port {name} is described twice")
-        if name in (clock, reset, valid_in, valid_out):
-            raise ForeignError(f"{where}name: {name} is the clock, reset or a valid strobe; do not list it in ports")
+        if name in (clock, reset, valid_in, valid_out, ready_in, ready_out):
+            raise ForeignError(f"{where}name: {name} is the clock, reset or a handshake port; do not list it in ports")
         seen.add(name)
         fld = _need(p, "field", (str, type(None)), where, optional=True)
         if fld is not None and fld not in fields:
@@ -487,27 +515,21 @@ def load_description(path: Path | str, *, check_sources: bool = True) -> Descrip
     decls = read_ports(top, list(sources), includes=list(includes), defines=desc_args["defines"],
                        parameters=parameters, language=language) if check_sources else None
     ports = tuple(_bind(m, decls, unit, fmts, input_format, output_format) for m in maps)
+    desc = Description(**desc_args, ports=ports, ready_in=ready_in, ready_out=ready_out)
+    roles = desc.roles()
     if decls is not None:
-        special = {n for n in (clock, reset, valid_in, valid_out) if n}
-        for n in sorted(special):
+        for n, (key, want) in roles.items():
             d = decls.get(n)
             if d is None:
-                raise ForeignError(f"{_role(n, clock, reset, valid_in)}: port {n} is not a port of {top} "
-                                   f"(ports: {', '.join(decls)})")
-            want = "output" if n == valid_out else "input"
+                raise ForeignError(f"{key}: port {n} is not a port of {top} (ports: {', '.join(decls)})")
             if d.direction != want or d.flat_width != 1:
-                raise ForeignError(f"{_role(n, clock, reset, valid_in)}: port {n} of {top} is a {d.flat_width}-bit "
-                                   f"{d.direction}; expected a 1-bit {want}")
-        missing = [n for n in decls if n not in seen and n not in special]
+                raise ForeignError(f"{key}: port {n} of {top} is a {d.flat_width}-bit {d.direction}; expected a "
+                                   f"1-bit {want}")
+        missing = [n for n in decls if n not in seen and n not in roles]
         if missing:
             raise ForeignError(f"ports: port {missing[0]} of {top} ({decls[missing[0]].direction}) is not described; "
                                "add it to ports with a field, \"constant\": N or \"ignore\": true")
-    return Description(**desc_args, ports=ports)
-
-
-def _role(name: str, clock: str | None, reset: str | None, valid_in: str | None) -> str:
-    return ("clock.name" if name == clock else "reset.name" if name == reset
-            else "timing.valid_in" if name == valid_in else "timing.valid_out")
+    return desc
 
 
 def _check_field_set(unit: str, fmts: dict[str, BlockFormat], have: set[str]) -> None:
