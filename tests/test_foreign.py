@@ -357,3 +357,21 @@ def test_stream_handshake_bug_is_caught(tmp_path: Path, capsys) -> None:
     assert _verify("--manifest", str(path), "--blocks", "8", "--stall", "0.5") == 1
     out = capsys.readouterr().out
     assert "FAIL: handshake protocol violated: cycle " in out and "changed while the output was stalled" in out
+
+
+@pytest.mark.parametrize("sim", ["verilator", "icarus"])
+def test_output_wider_than_64_bits(sim: str, tmp_path: Path, capsys) -> None:
+    """An 80-bit sum port (the example's SUM_W parameter, sign-extended) compared as a Python int."""
+    data = json.loads((EXAMPLES / "mx_block_dot.json").read_text())
+    data["sources"] = [str(EXAMPLES / s) for s in data["sources"]]
+    data["parameters"]["SUM_W"] = 80
+    data["ports"][4]["lsb_exponent"] = -30  # 12 more fraction bits: the port still holds the sum exactly
+    path = tmp_path / "wide.json"
+    path.write_text(json.dumps(data))
+    assert _verify("--manifest", str(path), "--sim", sim, "--blocks", "8") == 1  # a wrong LSB: the RTL's is 2^-18
+    out = capsys.readouterr().out
+    assert "port o_dp (sum): expected 0x" in out and "*2^-" in out  # 80-bit values, decoded, no crash
+    data["ports"][4]["lsb_exponent"] = -18
+    path.write_text(json.dumps(data))
+    assert _verify("--manifest", str(path), "--sim", sim, "--blocks", "8") == 0
+    assert "PASS" in capsys.readouterr().out

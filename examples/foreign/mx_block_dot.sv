@@ -6,13 +6,14 @@
 //   o_exp = (scale_a - 127) + (scale_b - 127): the block result is o_dp * 2^-18 * 2^o_exp
 //   o_nan = a NaN element (S.1111.111) or a NaN scale (0xFF) in either block
 module mx_block_dot #(
-  parameter int K = 32
+  parameter int K = 32,
+  parameter int SUM_W = 43   // o_dp width: 43 bits hold any sum exactly; wider ports are sign-extended
 ) (
   input  logic [7:0]         i_scale_a,
   input  logic [7:0]         i_scale_b,
   input  logic [7:0]         i_a [K],
   input  logic [7:0]         i_b [K],
-  output logic signed [42:0] o_dp,
+  output logic signed [SUM_W-1:0] o_dp,
   output logic signed [9:0]  o_exp,
   output logic               o_nan
 );
@@ -48,7 +49,7 @@ module mx_block_dot #(
     end
   end
 
-  assign o_dp  = acc;
+  assign o_dp  = SUM_W'(acc);
   assign o_exp = $signed({2'b00, i_scale_a}) + $signed({2'b00, i_scale_b}) - 10'sd254;
   assign o_nan = nan;
 endmodule

@@ -1,5 +1,6 @@
-// DELIBERATELY BUGGY copy of mx_block_dot.sv (for the regression to catch): subnormal elements
-// get the hidden bit of a normal (the check says "non-zero" where it means "normal"). Exact MXFP8 (E4M3 x E4M3) block dot product, purely combinational.
+// DELIBERATELY BUGGY copy of mx_block_dot.sv (for the regression to catch): subnormal elements get
+// the hidden bit of a normal (the check says "non-zero" where it means "normal").
+// Exact MXFP8 (E4M3 x E4M3) block dot product, purely combinational.
 //
 // Written the way a hand-made datapath usually is: unpacked-array element ports, a signed
 // fixed-point result without the scales applied, and the scale exponent reported beside it.
@@ -7,13 +8,14 @@
 //   o_exp = (scale_a - 127) + (scale_b - 127): the block result is o_dp * 2^-18 * 2^o_exp
 //   o_nan = a NaN element (S.1111.111) or a NaN scale (0xFF) in either block
 module mx_block_dot_buggy #(
-  parameter int K = 32
+  parameter int K = 32,
+  parameter int SUM_W = 43   // o_dp width: 43 bits hold any sum exactly; wider ports are sign-extended
 ) (
   input  logic [7:0]         i_scale_a,
   input  logic [7:0]         i_scale_b,
   input  logic [7:0]         i_a [K],
   input  logic [7:0]         i_b [K],
-  output logic signed [42:0] o_dp,
+  output logic signed [SUM_W-1:0] o_dp,
   output logic signed [9:0]  o_exp,
   output logic               o_nan
 );
@@ -49,7 +51,7 @@ module mx_block_dot_buggy #(
     end
   end
 
-  assign o_dp  = acc;
+  assign o_dp  = SUM_W'(acc);
   assign o_exp = $signed({2'b00, i_scale_a}) + $signed({2'b00, i_scale_b}) - 10'sd254;
   assign o_nan = nan;
 endmodule
