@@ -375,3 +375,64 @@ def test_output_wider_than_64_bits(sim: str, tmp_path: Path, capsys) -> None:
     path.write_text(json.dumps(data))
     assert _verify("--manifest", str(path), "--sim", sim, "--blocks", "8") == 0
     assert "PASS" in capsys.readouterr().out
+
+
+def _desc(tmp_path: Path, unit: str, formats: dict, ports: list[dict], **extra) -> Path:
+    data = {"schema": "nxfp-hw-foreign/1", "top": "t", "sources": [str(EXAMPLES / "mx_block_dot.sv")],
+            "timing": {"model": "combinational"}, "unit": unit, "formats": formats, "ports": ports, **extra}
+    path = tmp_path / f"{unit}.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_stimulus_fields_are_the_golden_views(tmp_path: Path) -> None:
+    """Every output field's expected values, as make_stimulus computes them, against the golden functions."""
+    from nxfp_hw.golden import block_dot_bits, decode_bits
+    from nxfp_hw.golden.policies import encode_blocks
+    from nxfp_hw.golden.views import block_scale, element_products, exact_block_sum
+    from verif.foreign import make_stimulus
+
+    rng = np.random.default_rng(SEED)
+    path = _desc(tmp_path, "block_dot", {"a": "nxfp4", "b": "mxfp8_e5m2"}, [
+        {"name": "ha", "field": "a.header"}, {"name": "ca", "field": "a.codes", "count": 32},
+        {"name": "sb", "field": "b.scale"}, {"name": "cb", "field": "b.codes", "count": 32},
+        {"name": "r", "field": "result"}, {"name": "p", "field": "products", "count": 32, "width": 40, "signed": True},
+        {"name": "inf", "field": "inf"}, {"name": "m", "field": "scale_man", "width": 8},
+        {"name": "s", "field": "sum", "width": 64, "signed": True, "dont_care": "never"}])
+    desc = load_description(path, check_sources=False)
+    st = make_stimulus(desc, rng, 16)
+    fa, fb = desc.formats["a"], desc.formats["b"]
+    ha, ca, hb, cb = st.inputs["a.header"], st.inputs["a.codes"], st.inputs["b.header"], st.inputs["b.codes"]
+    assert (st.inputs["b.scale"] == fb.split_header(hb)[0]).all()
+    assert [r[0] for r in st.expected["r"]] == block_dot_bits(fa, ha, ca, fb, hb, cb).tolist()
+    s = exact_block_sum(fa, ha, ca, fb, hb, cb)
+    assert [r[0] for r in st.expected["s"]] == s.value.tolist()  # "never": compared everywhere (0 when special)
+    assert [r[0] for r in st.expected["inf"]] == (s.pinf | s.ninf).astype(int).tolist()
+    special = s.nan | s.pinf | s.ninf
+    sc = block_scale(fa, ha, fb, hb)
+    assert [r[0] for r in st.expected["m"]] == [None if x else int(v) for x, v in zip(special, sc.scale_man,
+                                                                                       strict=True)]
+    pr = element_products(fa, ha, ca, fb, hb, cb)
+    want = [[None if (special[t] or pr.nan[t, j] or pr.pinf[t, j] or pr.ninf[t, j]) else int(pr.value[t, j])
+             for j in range(32)] for t in range(st.n)]
+    assert st.expected["p"] == want
+
+    path = _desc(tmp_path, "decode", {"a": "nxfp4"}, [
+        {"name": "h", "field": "a.header"}, {"name": "c", "field": "a.codes", "count": 32},
+        {"name": "v", "field": "values", "count": 32}], output_format="bf16")
+    desc = load_description(path, check_sources=False)
+    st = make_stimulus(desc, rng, 4)
+    want = decode_bits(desc.formats["a"], st.inputs["a.header"], st.inputs["a.codes"], out="bf16")
+    assert st.expected["v"] == want.astype(int).tolist() and desc.port("v").width == 16
+
+    path = _desc(tmp_path, "convert", {"a": "nxfp4"}, [
+        {"name": "x", "field": "x", "count": 32}, {"name": "h", "field": "header"},
+        {"name": "c", "field": "codes", "count": 32}], policy="ocp")
+    desc = load_description(path, check_sources=False)
+    st = make_stimulus(desc, rng, 4)
+    x = st.inputs["x"].astype(np.uint32).view(np.float32).astype(np.float64)
+    enc = encode_blocks(desc.formats["a"], x, "ocp", metric="hw")
+    assert [r[0] for r in st.expected["h"]] == enc.headers.tolist()
+    nan_blocks = enc.headers == desc.formats["a"].make_header(desc.formats["a"].scale.nan_code)
+    assert nan_blocks.any()
+    assert all(all(v is None for v in st.expected["c"][t]) for t in np.flatnonzero(nan_blocks))  # don't care
