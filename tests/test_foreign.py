@@ -30,17 +30,20 @@ def _verify(*args: str) -> int:
     return main(["verify", "--build-dir", str(BUILD_ROOT), "--seed", str(SEED), *args])
 
 
-def _copy(tmp_path: Path, name: str, **changes) -> Path:
-    """The example description ``name`` with ``changes`` applied (a key set to None is removed), sources
-    made absolute, written into ``tmp_path``."""
-    data = json.loads((EXAMPLES / f"{name}.json").read_text())
-    data["sources"] = [str(EXAMPLES / s) for s in data["sources"]]
+def _copy(tmp_path: Path, name: str | Path, **changes) -> Path:
+    """The description ``name`` (an example's name, or a path) with ``changes`` applied (a key set to None
+    is removed), its paths made absolute, written into ``tmp_path``."""
+    src = name if isinstance(name, Path) else EXAMPLES / f"{name}.json"
+    data = json.loads(src.read_text())
+    for key in ("sources", "include_dirs"):
+        if key in data:
+            data[key] = [str((src.parent / s).resolve()) for s in data[key]]
     for k, v in changes.items():
         if v is None:
             data.pop(k, None)
         else:
             data[k] = v
-    path = tmp_path / f"{name}.json"
+    path = tmp_path / src.name
     path.write_text(json.dumps(data))
     return path
 
@@ -306,12 +309,8 @@ def test_fixed_latency_with_strobes_reset_includes(sim: str, capsys) -> None:
 
 
 def test_wrong_latency_is_a_strobe_error(tmp_path: Path, capsys) -> None:
-    data = json.loads(PIPED.read_text())
-    data["sources"] = [str((PIPED.parent / s).resolve()) for s in data["sources"]]
-    data["include_dirs"] = [str(PIPED.parent / "include")]
-    data["timing"]["latency"] = 2
-    path = tmp_path / "piped.json"
-    path.write_text(json.dumps(data))
+    timing = {**json.loads(PIPED.read_text())["timing"], "latency": 2}
+    path = _copy(tmp_path, PIPED, timing=timing)
     assert _verify("--manifest", str(path), "--blocks", "0") == 1
     out = capsys.readouterr().out
     assert "FAIL: valid strobe out of step: cycle " in out
@@ -350,11 +349,7 @@ def test_stream_unit_with_backpressure(sim: str, capsys) -> None:
 
 
 def test_stream_handshake_bug_is_caught(tmp_path: Path, capsys) -> None:
-    data = json.loads(STREAM.read_text())
-    data["sources"] = [str((STREAM.parent / s).resolve()) for s in data["sources"]]
-    data["defines"] = {"DROP_ON_STALL": 1}
-    path = tmp_path / "stream.json"
-    path.write_text(json.dumps(data))
+    path = _copy(tmp_path, STREAM, defines={"DROP_ON_STALL": 1})
     assert _verify("--manifest", str(path), "--blocks", "8", "--stall", "0.5") == 1
     out = capsys.readouterr().out
     assert "FAIL: handshake protocol violated: cycle " in out and "changed while the output was stalled" in out
@@ -363,8 +358,7 @@ def test_stream_handshake_bug_is_caught(tmp_path: Path, capsys) -> None:
 @pytest.mark.parametrize("sim", ["verilator", "icarus"])
 def test_output_wider_than_64_bits(sim: str, tmp_path: Path, capsys) -> None:
     """An 80-bit sum port (the example's SUM_W parameter, sign-extended) compared as a Python int."""
-    data = json.loads((EXAMPLES / "mx_block_dot.json").read_text())
-    data["sources"] = [str(EXAMPLES / s) for s in data["sources"]]
+    data = json.loads(_copy(tmp_path, "mx_block_dot").read_text())
     data["parameters"]["SUM_W"] = 80
     data["ports"][4]["lsb_exponent"] = -30  # 12 more fraction bits: the port still holds the sum exactly
     path = tmp_path / "wide.json"
