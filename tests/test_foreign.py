@@ -60,8 +60,10 @@ module t #(parameter int K = 4, parameter int W = 43) (
   input  logic [1:0][5:0]   i_packed,
   output logic signed [W-1:0] o_dp,
   output logic [`OUT_W-1:0] o_flags,
-  output logic              o_nan
+  output logic              o_nan,
+  output wire signed [3:0]  o_net
 );
+  assign o_net = 4'sd0;
   assign o_dp = '0;
   assign o_flags = '0;
   assign o_nan = i_scale[0] & clk;
@@ -85,8 +87,22 @@ def test_read_ports_systemverilog(tmp_path: Path) -> None:
         "o_dp": ("output", 43, True, ()),
         "o_flags": ("output", 3, False, ()),
         "o_nan": ("output", 1, False, ()),
+        "o_net": ("output", 4, True, ()),
     }
-    assert list(ports) == ["clk", "i_scale", "i_a", "i_b", "i_packed", "o_dp", "o_flags", "o_nan"]
+    assert list(ports) == ["clk", "i_scale", "i_a", "i_b", "i_packed", "o_dp", "o_flags", "o_nan", "o_net"]
+
+
+def test_generated_manifest_port_check_reads_systemverilog() -> None:
+    """The manifest/Verilog port check elaborates hand-written SystemVerilog instead of misreading it."""
+    from nxfp_hw.flows.manifest import verilog_ports
+
+    text = (EXAMPLES / "mx_block_dot.sv").read_text()
+    assert verilog_ports(text, "mx_block_dot") == {
+        "i_scale_a": ("input", 8), "i_scale_b": ("input", 8), "i_a": ("input", 256), "i_b": ("input", 256),
+        "o_dp": ("output", 43), "o_exp": ("output", 10), "o_nan": ("output", 1)}
+    text = ("module m (output logic signed [42:0] o_dp, input logic [3:0] a [32], output wire signed [3:0] x);\n"
+            "endmodule")
+    assert verilog_ports(text, "m") == {"o_dp": ("output", 43), "a": ("input", 128), "x": ("output", 4)}
 
 
 def test_read_ports_compile_error_names_file_and_line(tmp_path: Path) -> None:

@@ -258,8 +258,8 @@ def read_ports(top: str, sources: list[Path], *, includes: list[Path] | None = N
         raise ForeignError(f"top: module {top} not found in the sources")
     ports: dict[str, PortDecl] = {}
     for v in mods[0].get("stmtsp", []):
-        if v.get("type") != "VAR" or v.get("varType") != "PORT":
-            continue
+        if v.get("type") != "VAR" or v.get("direction") not in ("INPUT", "OUTPUT", "INOUT"):
+            continue  # ports are PORT (variables) or WIRE (nets) with a direction
         name = v.get("origName") or v["name"]
         direction = {"INPUT": "input", "OUTPUT": "output", "INOUT": "inout"}.get(v.get("direction"), "?")
         width, signed, dims = _dtype(types, v["dtypep"], name)

@@ -357,15 +357,42 @@ _DECL = re.compile(
 )
 
 
+# A port header the regular expression reads exactly: constant [msb:lsb] ranges only, no unpacked
+# dimensions, parameters, macros or user types (what Amaranth/Yosys write).
+_PLAIN_RANGE = re.compile(r"\[\s*\d+\s*:\s*\d+\s*\]")
+
+
+def _needs_elaboration(header: str) -> bool:
+    bare = _PLAIN_RANGE.sub(" ", header)
+    return "[" in bare or "`" in bare or re.search(r"\b(signed|unsigned|logic|wire|reg|var|input|output|inout)\s*,",
+                                                    bare) is not None
+
+
 def verilog_ports(verilog_text: str, module: str) -> dict[str, tuple[str, int]]:
     """``{port: (direction, width)}`` of ``module`` in ``verilog_text`` (ANSI or non-ANSI port declarations
-    with constant ranges, as Amaranth/Yosys write them). ``ManifestError`` if the module is absent."""
+    with constant ranges, as Amaranth/Yosys write them, read by a regular expression). A header beyond that
+    (parameterised or unpacked ranges, macros: hand-written SystemVerilog) is elaborated by Verilator instead
+    (``nxfp_hw.flows.foreign.read_ports``); an unpacked array's width is its total bits. ``ManifestError``
+    if the module is absent."""
     text = re.sub(r"/\*.*?\*/|//[^\n]*", " ", verilog_text, flags=re.S)
     match = re.search(rf"\bmodule\s+{re.escape(module)}\s*(?:#\s*\(.*?\)\s*)?\((.*?)\)\s*;(.*?)\bendmodule\b",
                       text, flags=re.S)
     if match is None:
         raise ManifestError(f"module {module!r} not found in the Verilog")
     header, body = match.groups()
+    if _needs_elaboration(header) or re.search(rf"\bmodule\s+{re.escape(module)}\s*#", text):
+        import tempfile
+
+        from .foreign import ForeignError, read_ports
+
+        with tempfile.TemporaryDirectory(prefix="nxfp-ports-") as tmp:
+            src = Path(tmp) / "module.sv"
+            src.write_text(verilog_text)
+            try:
+                decls = read_ports(module, [src])
+            except ForeignError as exc:
+                raise ManifestError(f"module {module!r}: {exc}") from None
+        return {n: (d.direction, d.flat_width) for n, d in decls.items()}
     ports: dict[str, tuple[str, int]] = {}
     for decl in _DECL.finditer(header + ";" + body):
         direction, msb, lsb, name = decl.groups()
