@@ -23,7 +23,10 @@ other choices; a :class:`Policy` states them so the golden model reproduces such
 
 :data:`PRESETS` names the conventions: ``spec`` (this project's quantizer, spec 5), ``ocp`` (OCP
 MX v1.0: spec 5 with don't-care elements in a NaN block), ``microxcaling`` (Microsoft's emulation
-library defaults: ties away from zero, saturating, NaN scale with don't-care elements),
+library defaults, as its ``mx_ops._quantize_mx`` computes them: ``round="nearest"`` is
+``floor(|x| + 1/2)``, ties away from zero; ``saturate_normals=True``; the shared exponent clamped to
+``[-127, 127]``, i.e. E8M0 codes 0..254; a NaN or Inf input makes the shared exponent, hence the
+block, NaN; its float32 ``log2`` of spec 10 is not reproduced: the exact floor is used),
 ``nonsaturating`` (OCP FP8 non-saturating conversion: overflow to Inf/NaN) and ``nan_elements``
 (NaN/Inf inputs as per-element NaN/Inf codes). No Amaranth, no cocotb; vectorised NumPy.
 """
