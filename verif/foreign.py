@@ -246,8 +246,10 @@ class ForeignResult:
 
 def verify(path: Path | str, simulator: str = "verilator", *, seed: int = 1, blocks: int = DEFAULT_BLOCKS,
            gap: float = 0.2, stall: float = 0.3, build_root: Path | None = None, waves: bool = False,
-           progress: Any = None) -> ForeignResult:
-    """Run the foreign unit described by ``path`` against the golden model (module docstring)."""
+           progress: Any = None, keep_run: bool = True) -> ForeignResult:
+    """Run the foreign unit described by ``path`` against the golden model (module docstring). A failing
+    run's directory (plan, outputs, simulator log, waves) is always kept; a passing one only with
+    ``keep_run``."""
     from sim.runner import build, check_simulator, default_build_root, run
 
     from .coverage import FormatCoverage, ResultCoverage, coverage_summary
@@ -354,4 +356,13 @@ def verify(path: Path | str, simulator: str = "verilator", *, seed: int = 1, blo
         message = res.summary()
     if passed:
         plan_path.unlink(missing_ok=True)
-    return ForeignResult(passed, desc, stats, sb, message, res.log)
+        if not keep_run:
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)
+            out_path.unlink(missing_ok=True)
+            try:
+                run_dir.parent.rmdir()  # runs/ itself, once empty
+            except OSError:
+                pass
+    return ForeignResult(passed, desc, stats, sb, message, res.log if not passed or keep_run else None)

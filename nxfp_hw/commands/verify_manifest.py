@@ -106,7 +106,7 @@ def _run_foreign(args: argparse.Namespace, path: Path) -> int:
 
     t0 = time.perf_counter()
     res = verify(path, args.sim, seed=seed, blocks=blocks, gap=args.gap, stall=args.stall, build_root=build_root,
-                 waves=args.waves, progress=started)
+                 waves=args.waves, progress=started, keep_run=bool(getattr(args, "keep_run", False)))
     wall = time.perf_counter() - t0
     st = res.stats
     build = "reused" if st.get("build_reused") else f"{st.get('build_seconds', 0.0):.1f} s"
