@@ -347,7 +347,10 @@ def test_json_schema_matches_the_validator() -> None:
     assert schema["properties"]["unit"]["enum"] == list(foreign.UNITS)
     assert schema["properties"]["timing"]["properties"]["model"]["enum"] == list(foreign.TIMING_MODELS)
     assert schema["properties"]["policy"]["oneOf"][0]["enum"] == list(PRESETS)
-    for path in [*EXAMPLES.glob("*.json"), PIPED]:
+    slice_keys = set(port["fields"]["items"]["properties"])
+    assert slice_keys == foreign._SLICE_KEYS
+    assert set(schema["properties"]["accumulation"]["properties"]) == {"mode", "guard_bits"}
+    for path in [*EXAMPLES.glob("*.json"), PIPED, STREAM]:
         data = json.loads(path.read_text())
         assert set(data) <= set(schema["properties"]) and set(schema["required"]) <= set(data), path
         for p in data["ports"]:
@@ -447,3 +450,67 @@ def test_stimulus_fields_are_the_golden_views(tmp_path: Path) -> None:
     nan_blocks = enc.headers == desc.formats["a"].make_header(desc.formats["a"].scale.nan_code)
     assert nan_blocks.any()
     assert all(all(v is None for v in st.expected["c"][t]) for t in np.flatnonzero(nan_blocks))  # don't care
+
+
+def _generated_dot_as_foreign(tmp_path: Path, mode: str | None = None) -> Path:
+    """A dot engine nxfp-hw generated (rtl_out/), described as a foreign stream unit: its payload ports
+    sliced into fields at the offsets its own manifest gives, one fp32 result per reduction."""
+    manifests = sorted((Path(__file__).resolve().parents[1] / "rtl_out").glob(
+        "nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_*/*.json"))
+    if not manifests:
+        pytest.skip("no mxfp4 dot engine in rtl_out/")
+    m = json.loads(manifests[0].read_text())
+    ports = {p["name"]: p for p in m["ports"]}
+    i, o = m["streams"]["i"], m["streams"]["o"]
+    names = {"a_header": "a.header", "a_codes": "a.codes", "b_header": "b.header", "b_codes": "b.codes",
+             "last": "last"}
+    slices = [{"field": names[f["name"]], "offset": f["offset"]} for f in ports[i["payload"]]["fields"]]
+    desc = {
+        "schema": "nxfp-hw-foreign/1", "top": m["module"],
+        "sources": [str(manifests[0].parent / m["files"]["verilog"])],
+        "clock": {"name": m["clock"]["name"]}, "reset": {"name": m["reset"]["name"], "polarity": "active_high"},
+        "timing": {"model": "stream", "valid_in": i["valid"], "ready_in": i["ready"], "valid_out": o["valid"],
+                   "ready_out": o["ready"]},
+        "unit": "block_dot", "formats": {"a": "mxfp4_e2m1", "b": "mxfp4_e2m1"},
+        "accumulation": {"mode": mode or m["accumulation"]["mode"]},
+        "ports": [{"name": i["payload"], "fields": slices},
+                  {"name": o["payload"], "fields": [{"field": "reduction", "offset": 0}]}],
+    }
+    path = tmp_path / "generated_dot.json"
+    path.write_text(json.dumps(desc))
+    return path
+
+
+def test_generated_dot_engine_as_foreign_reduction(tmp_path: Path, capsys) -> None:
+    """Fields sliced out of packed ports, last markers, one result per reduction in the stated accumulation
+    mode: the generated engine passes in its own mode and fails when described in another one."""
+    path = _generated_dot_as_foreign(tmp_path)
+    assert _verify("--manifest", str(path), "--sim", "icarus", "--blocks", "16") == 0
+    out = capsys.readouterr().out
+    assert "PASS" in out
+    path = _generated_dot_as_foreign(tmp_path, mode="fused")
+    assert _verify("--manifest", str(path), "--sim", "icarus", "--blocks", "0") == 1
+    out = capsys.readouterr().out
+    assert "(reduction, bits" not in out and "port o__payload (reduction): expected 0x" in out
+    assert "accumulation fused" in out and "golden block result" in out
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda d: d["ports"][0]["fields"][1].update(offset=4), "ports (i__payload).fields: a.header (bits 0..7) overlaps"),
+    (lambda d: d["ports"][0]["fields"][4].update(offset=400), "ports (i__payload:last).offset: the field ends at bit "
+                                                              "401, beyond the 273 bits of i__payload"),
+    (lambda d: d["ports"][0]["fields"].pop(4), "ports: a reduction output needs a port carrying the last field"),
+    (lambda d: d.update(accumulation={"mode": "kahan"}), "accumulation.mode: expected one of fp32, fused, exact"),
+    (lambda d: d["ports"][1]["fields"].append({"field": "nan", "offset": 0}),
+     "ports: field nan comes once per block, reduction once per reduction"),
+    (lambda d: d["ports"][0].update(field="a.codes"), "ports[0] (i__payload).fields: a list of slices"),
+    (lambda d: d["ports"][0]["fields"][0].pop("offset"), "ports[0] (i__payload).fields[0].offset: missing"),
+])
+def test_bad_slices_and_accumulation(edit, message, tmp_path: Path, capsys) -> None:
+    path = _generated_dot_as_foreign(tmp_path)
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    assert main(["manifest", "check", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"nxfp-hw manifest: error: {message}"), err

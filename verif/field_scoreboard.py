@@ -56,6 +56,8 @@ class FieldCheck:
     kind: str = "int"
     lsb_exponent: int = 0
     show: Callable[[int], str] | None = None
+    offset: int = 0  # bit offset of the field in its port (several fields in one port)
+    key: str = ""  # the expected values' key (default: the port)
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,7 @@ class FieldScoreboard:
         """Elements of a port's flat value (element ``j`` at bits ``[j*width, (j+1)*width)``), signed if asked."""
         if flat is None:
             return [None] * check.count
+        flat >>= check.offset
         out: list[int | None] = []
         for j in range(check.count):
             v = (flat >> (j * check.width)) & ((1 << check.width) - 1)
@@ -101,7 +104,7 @@ class FieldScoreboard:
         ok = True
         for c in self.checks:
             elems = self.read(c, got.get(c.port))
-            want = list(expected[c.port])
+            want = list(expected[c.key or c.port])
             for lane, (e, g) in enumerate(zip(want, elems, strict=True)):
                 if e is None:
                     self.dont_care += 1
@@ -129,7 +132,8 @@ class FieldScoreboard:
         def sv(v: int | None) -> str:
             return show_value(v, c.width, c.kind, lsb_exponent=c.lsb_exponent, show=c.show)
 
-        where = f"transaction {t}, port {c.port} ({c.field}" + (f"[{lane}])" if c.count > 1 else ")")
+        where = (f"transaction {t}, port {c.port} ({c.field}" + (f"[{lane}]" if c.count > 1 else "")
+                 + (f", bits {c.offset}+)" if c.offset else ")"))
         differ = sum(1 for x, y in zip(want, elems, strict=True) if x is not None and x != y)
         text = f"{self.name} mismatch at {where}: expected {sv(e)}, got {sv(g)}"
         if not self._fits(c, e):

@@ -36,13 +36,19 @@ class Stimulus:
     entries: don't care), and the case label of each transaction."""
 
     inputs: dict[str, np.ndarray]
-    expected: dict[str, list[list[int | None]]]
+    expected: dict[str, list[list[int | None]]]  # by PortMap.key, one row per output transaction
     cases: list[str]
     aux: dict[str, Any] = field(default_factory=dict)
+    produces: list[bool] | None = None  # which input transactions give an output (None: every one)
+    out_cases: list[str] | None = None  # label of each output transaction (default: ``cases``)
 
     @property
     def n(self) -> int:
         return len(self.cases)
+
+    @property
+    def n_out(self) -> int:
+        return self.n if self.produces is None else int(sum(self.produces))
 
 
 def _ints(a: np.ndarray) -> list[list[int]]:
@@ -80,14 +86,14 @@ def _dot_expected(desc: Description, ha, ca, hb, cb) -> dict[str, Any]:
         if p.field == "sum":
             lsb = p.lsb_exponent if p.lsb_exponent is not None else s.lsb_exponent
             v, exact = rescale(s.value, s.lsb_exponent, lsb)
-            out[p.name] = (v, special if p.dont_care == "special" else None)
+            out[p.key] = (v, special if p.dont_care == "special" else None)
             if not exact.all():
                 raise ForeignError(f"ports ({p.name}).lsb_exponent: 2^{p.lsb_exponent} is coarser than the exact sum's "
                                    f"LSB 2^{s.lsb_exponent}; the sum is not representable")
         elif p.field == "products":
             pr = element_products(fa, ha, ca, fb, hb, cb)
             v, _ = rescale(pr.value, pr.lsb_exponent, p.lsb_exponent if p.lsb_exponent is not None else pr.lsb_exponent)
-            out[p.name] = (v, (special[:, None] | pr.nan | pr.pinf | pr.ninf) if p.dont_care == "special" else None)
+            out[p.key] = (v, (special[:, None] | pr.nan | pr.pinf | pr.ninf) if p.dont_care == "special" else None)
     out["_aux"] = {"sum": s, "scale": sc}
     return out
 
@@ -98,17 +104,33 @@ def make_stimulus(desc: Description, rng: np.random.Generator, blocks: int = DEF
     from . import vectors as vx
 
     fa = desc.formats["a"]
+    produces = out_cases = None
     if desc.unit == "block_dot":
         fb = desc.formats["b"]
         s = vx.dot_directed(fa, fb, rng)
+        if desc.accumulation is not None:  # the accumulation modes' own corner cases (spec 8.1)
+            s.add_stream(vx.dot_mode_directed(fa, fb, rng, guard_bits=desc.accumulation[1]))
         if blocks:
             s.add_stream(vx.dot_random(fa, fb, blocks, rng))
             s.add_stream(vx.dot_near_cancel(fa, fb, max(1, blocks // 8), rng))
         ha, ca, hb, cb = (np.asarray(a, dtype=np.int64) for a in (s.ha, s.ca, s.hb, s.cb))
-        inputs = {**_header_fields(fa, ha, "a"), **_header_fields(fb, hb, "b"), "a.codes": ca, "b.codes": cb}
-        exp = _dot_expected(desc, ha, ca, hb, cb)
+        inputs = {**_header_fields(fa, ha, "a"), **_header_fields(fb, hb, "b"), "a.codes": ca, "b.codes": cb,
+                  "last": np.asarray(s.last, dtype=np.int64)}
         cases = list(s.case)
-        aux = exp.pop("_aux")
+        if desc.accumulation is not None:
+            from nxfp_hw.golden.views import block_result, reduction_result
+
+            mode, guard = desc.accumulation
+            exp = {"reduction": (reduction_result(fa, ha, ca, fb, hb, cb, s.last, mode=mode, guard_bits=guard), None)}
+            ends = np.flatnonzero(s.last)
+            starts = np.concatenate([[0], ends[:-1] + 1])
+            produces = [bool(v) for v in s.last]
+            out_cases = [cases[i] for i in starts]
+            aux = {"reductions": list(zip(starts.tolist(), ends.tolist(), strict=True)),
+                   "block_results": block_result(fa, ha, ca, fb, hb, cb)}
+        else:
+            exp = _dot_expected(desc, ha, ca, hb, cb)
+            aux = exp.pop("_aux")
     elif desc.unit == "decode":
         from nxfp_hw.golden.views import element_decode
 
@@ -137,13 +159,13 @@ def make_stimulus(desc: Description, rng: np.random.Generator, blocks: int = DEF
         aux = {"x": xin.astype(np.float64), "enc": enc}
     expected: dict[str, list[list[int | None]]] = {}
     for p in desc.field_ports("output"):
-        values, dont = exp[p.name] if p.name in exp else exp[p.field]
+        values, dont = exp[p.key] if p.key in exp else exp[p.field]
         rows = _ints(values)
         care = np.ones(np.shape(np.asarray(values, dtype=object)), bool) if dont is None else ~np.asarray(dont, bool)
         if dont is not None and p.dont_care == "never" and p.field not in ("codes",):
             care = np.ones_like(care)
-        expected[p.name] = _masked(rows, care)
-    return Stimulus(inputs, expected, cases, aux)
+        expected[p.key] = _masked(rows, care)
+    return Stimulus(inputs, expected, cases, aux, produces, out_cases)
 
 
 def _flat(p: PortMap, values: list[int]) -> int:
@@ -170,11 +192,29 @@ def _elements(fmt: BlockFormat, header: int, codes: Any) -> str:
 
 
 def _describe(desc: Description, st: Stimulus) -> Any:
-    from .scoreboard import describe_header, show_exact
+    from .scoreboard import describe_header, show_bits, show_exact
 
     fa = desc.formats["a"]
 
+    def blocks(t: int, lane: int = 0) -> str:
+        """Output transaction ``t`` of an accumulating unit: its reduction's blocks and golden results."""
+        start, end = st.aux["reductions"][t]
+        mode, guard = desc.accumulation
+        lines = [f"reduction {t} = blocks {start}..{end} (case: {st.cases[start]}), accumulation {mode}"
+                 + (f" (guard bits {guard})" if mode == "exact" else "")]
+        for blk in range(start, min(end, start + 3) + 1):
+            lines.append(f"block {blk}: golden block result {show_bits(int(st.aux['block_results'][blk]))}")
+            for op, fmt in desc.formats.items():
+                h = int(st.inputs[f"{op}.header"][blk])
+                lines.append(f"  {op}: {describe_header(fmt, h)}; elements "
+                             f"{_elements(fmt, h, st.inputs[f'{op}.codes'][blk])}")
+        if end - start > 3:
+            lines.append(f"... {end - start - 3} more blocks")
+        return "\n    ".join(lines)
+
     def text(t: int, lane: int = 0) -> str:
+        if desc.accumulation is not None:
+            return blocks(t, lane)
         parts = [f"case: {st.cases[t]}"]
         if desc.unit in ("block_dot", "decode"):
             for op, fmt in desc.formats.items():
@@ -211,7 +251,7 @@ def _checks(desc: Description) -> list[FieldCheck]:
 
             kind, lsb = "exact", p.lsb_exponent if p.lsb_exponent is not None else exact_sum_lsb_exponent(
                 fa, desc.formats["b"])
-        elif p.field == "result":
+        elif p.field in ("result", "reduction"):
             kind = "fp32"
         elif p.field == "values":
             kind = desc.output_format
@@ -230,7 +270,7 @@ def _checks(desc: Description) -> list[FieldCheck]:
                     return f"the NaN scale code {nan} (reported as is)"
                 code = v - off
                 return f"scale code {code} = {float(values[code])!r}" if 0 <= code < values.size else f"code {code}"
-        out.append(FieldCheck(p.name, p.field or "", p.width, p.count, p.signed, kind, lsb, show))
+        out.append(FieldCheck(p.name, p.field or "", p.width, p.count, p.signed, kind, lsb, show, p.offset, p.key))
     return out
 
 
@@ -264,22 +304,26 @@ def verify(path: Path | str, simulator: str = "verilator", *, seed: int = 1, blo
     st = make_stimulus(desc, rng, blocks)
     if progress:
         progress(desc, st)
-    stim: dict[str, list[str]] = {}
+    words: dict[str, list[int]] = {}  # one flat value per input port and transaction (slices OR-ed in)
     for p in desc.ports:
         if p.direction != "input":
             continue
+        col = words.setdefault(p.name, [0] * st.n)
         if p.constant is not None:
-            stim[p.name] = [f"{p.constant:x}"] * st.n
-            continue
-        rows = _ints(st.inputs[p.field])
-        stim[p.name] = [f"{_flat(p, r):x}" for r in rows]
-    plan = {"top": desc.adapter_name, "n": st.n, "seed": seed, "gap": gap, "timing": desc.timing,
+            vals = [p.constant] * st.n
+        else:
+            vals = [_flat(p, r) for r in _ints(st.inputs[p.field])]
+        for t, v in enumerate(vals):
+            col[t] |= v << p.offset
+    stim = {name: [f"{v:x}" for v in col] for name, col in words.items()}
+    plan = {"top": desc.adapter_name, "n": st.n, "n_out": st.n_out, "produces": st.produces, "seed": seed,
+            "gap": gap, "timing": desc.timing,
             "latency": desc.latency, "clock": desc.clock, "reset": desc.reset, "reset_active": desc.reset_active,
             "valid_in": desc.valid_in, "valid_out": desc.valid_out, "ready_in": desc.ready_in,
             "ready_out": desc.ready_out, "stall": stall,
-            "inputs": [{"name": p.name, "width": p.flat_width} for p in desc.ports if p.direction == "input"],
-            "outputs": [{"name": p.name, "width": p.flat_width} for p in desc.ports
-                        if p.direction == "output" and p.field is not None],
+            "inputs": [{"name": n, "width": decls[n].flat_width} for n in words],
+            "outputs": [{"name": n, "width": decls[n].flat_width} for n in
+                        dict.fromkeys(p.name for p in desc.ports if p.direction == "output" and p.field is not None)],
             "stimulus": stim}
     sources = [*desc.sources, adapter]
     sim_build = build(simulator, sources, desc.adapter_name, build_root=root / "sim", waves=waves,
@@ -300,9 +344,9 @@ def verify(path: Path | str, simulator: str = "verilator", *, seed: int = 1, blo
     got = {p: [None if v is None else int(v, 16) for v in vals] for p, vals in out["got"].items()}
     sb = FieldScoreboard(_checks(desc), describe=_describe(desc, st), name=desc.top)
     received = min((len(v) for v in got.values()), default=0)
-    for t in range(min(received, st.n)):
-        sb.check(t, {p: got[p][t] for p in got}, {p: st.expected[p][t] for p in st.expected})
-    missing, extra = max(st.n - received, 0), max(received - st.n, 0)
+    for t in range(min(received, st.n_out)):
+        sb.check(t, {p: got[p][t] for p in got}, {k: st.expected[k][t] for k in st.expected})
+    missing, extra = max(st.n_out - received, 0), max(received - st.n_out, 0)
     xz_note = ""
     if sb.xz and simulator == "icarus":
         xz_note = (f"icarus left {sb.xz} output values X/Z: it cannot evaluate part of this design (an unsupported "
@@ -351,7 +395,7 @@ def verify(path: Path | str, simulator: str = "verilator", *, seed: int = 1, blo
     elif sb.first is not None:
         message = sb.first.message
     elif missing or extra:
-        message = f"{received} output transactions for {st.n} inputs"
+        message = f"{received} output transactions, {st.n_out} expected"
     else:
         message = res.summary()
     if passed:

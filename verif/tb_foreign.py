@@ -86,6 +86,7 @@ async def foreign_regression(dut: Any) -> None:
         if vin is not None:
             vin.value = 0
         clk = await _reset_and_clock(dut, plan)
+        produces = plan.get("produces")  # which transactions give an output (None: all)
         sent_at: list[int] = []  # cycle of each transaction
         valid_hist: list[bool] = []
         t = 0
@@ -97,7 +98,7 @@ async def foreign_regression(dut: Any) -> None:
                 if vin is not None:
                     vin.value = 1
                 sent_at.append(cycle)
-                valid_hist.append(True)
+                valid_hist.append(True if produces is None else bool(produces[t]))
                 t += 1
             else:
                 apply(None)
@@ -156,7 +157,7 @@ async def _stream(dut: Any, plan: dict[str, Any], rng: random.Random, apply: Any
 
     from .stream import sample_phase
 
-    n = int(plan["n"])
+    n, n_out = int(plan["n"]), int(plan.get("n_out", plan["n"]))
     vin = getattr(dut, plan["valid_in"])
     rin = getattr(dut, plan["ready_in"]) if plan.get("ready_in") else None
     vout = getattr(dut, plan["valid_out"])
@@ -173,7 +174,7 @@ async def _stream(dut: Any, plan: dict[str, Any], rng: random.Random, apply: Any
     stalled: list[int | None] | None = None  # output values offered but not taken last cycle
     cycle = idle = 0
     patience = 64 + 16 * max(1, int(1 / max(1e-3, 1 - stall)))
-    while (t < n or len(next(iter(got.values()), [])) < n) and idle < patience:
+    while (t < n or len(next(iter(got.values()), [])) < n_out) and idle < patience:
         if not offering and t < n and not (gap and rng.random() < gap):
             apply(t)
             vin.value = 1

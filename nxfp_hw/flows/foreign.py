@@ -49,7 +49,7 @@ UNITS: dict[str, dict[str, tuple[str, str]]] = {
            for f in ("header", "scale", "selector", "recycle", "codes")},
         "sum": ("output", "int"), "products": ("output", "array"), "scale_exp": ("output", "int"),
         "scale_man": ("output", "int"), "nan": ("output", "flag"), "inf": ("output", "flag"),
-        "result": ("output", "int"),
+        "result": ("output", "int"), "last": ("input", "flag"), "reduction": ("output", "int"),
     },
     "convert": {"x": ("input", "array"), "header": ("output", "int"), "scale": ("output", "int"),
                 "codes": ("output", "array")},
@@ -60,9 +60,11 @@ TIMING_MODELS = ("combinational", "fixed_latency", "stream")
 LANGUAGES = ("systemverilog", "verilog")
 DONT_CARE = ("special", "never")
 _TOP_KEYS = {"schema", "top", "sources", "include_dirs", "defines", "parameters", "language", "clock", "reset",
-             "timing", "unit", "formats", "input_format", "output_format", "policy", "ports", "description"}
+             "timing", "unit", "formats", "input_format", "output_format", "policy", "ports", "description",
+             "accumulation"}
 _PORT_KEYS = {"name", "field", "direction", "width", "count", "signed", "lsb_exponent", "dont_care", "constant",
-              "ignore", "description"}
+              "ignore", "description", "fields"}
+_SLICE_KEYS = {"field", "offset", "width", "count", "signed", "lsb_exponent", "dont_care", "description"}
 
 
 class ForeignError(UserError):
@@ -107,10 +109,17 @@ class PortMap:
     lsb_exponent: int | None = None
     dont_care: str = "special"
     constant: int | None = None
+    offset: int = 0  # bit offset of a slice in its port (several fields in one packed port)
+    sliced: bool = False
 
     @property
     def flat_width(self) -> int:
         return self.width * self.count
+
+    @property
+    def key(self) -> str:
+        """``port`` or, for a slice, ``port:field`` (one entry per compared field)."""
+        return f"{self.name}:{self.field}" if self.sliced else self.name
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,7 @@ class Description:
     output_format: str
     policy: Any
     ports: tuple[PortMap, ...] = field(default=())
+    accumulation: tuple[str, int] | None = None  # (mode, guard bits) of a unit with a reduction output
     ready_in: str | None = None  # stream: the unit's ready output for its input (None: always ready)
     ready_out: str | None = None  # stream: the unit's ready input for its output (None: never stalled)
 
@@ -252,7 +262,8 @@ def read_ports(top: str, sources: list[Path], *, includes: list[Path] | None = N
                 walk(v)
 
     walk(tree)
-    mods = [m for m in tree.get("modulesp", []) if m.get("origName", m.get("name")) == top and m.get("level") == 1]
+    mods = [m for m in tree.get("modulesp", []) if m.get("level") == 1
+            and m.get("verilogName", m.get("origName", m.get("name"))) == top]
     mods = mods or [m for m in tree.get("modulesp", []) if m.get("level") == 1]
     if not mods:
         raise ForeignError(f"top: module {top} not found in the sources")
@@ -260,7 +271,7 @@ def read_ports(top: str, sources: list[Path], *, includes: list[Path] | None = N
     for v in mods[0].get("stmtsp", []):
         if v.get("type") != "VAR" or v.get("direction") not in ("INPUT", "OUTPUT", "INOUT"):
             continue  # ports are PORT (variables) or WIRE (nets) with a direction
-        name = v.get("origName") or v["name"]
+        name = v.get("verilogName") or v.get("origName") or v["name"]  # origName mangles "__"
         direction = {"INPUT": "input", "OUTPUT": "output", "INOUT": "inout"}.get(v.get("direction"), "?")
         width, signed, dims = _dtype(types, v["dtypep"], name)
         ports[name] = PortDecl(name, direction, width, signed, dims)
@@ -329,7 +340,7 @@ def _field_width(unit: str, fld: str, fmts: dict[str, BlockFormat], input_format
                 "scale": None}[fld]
     if unit == "decode":
         return 32 if output_format == "fp32" else 16
-    return {"nan": 1, "inf": 1, "result": 32}.get(fld)
+    return {"nan": 1, "inf": 1, "result": 32, "last": 1, "reduction": 32}.get(fld)
 
 
 def load_description(path: Path | str, *, check_sources: bool = True) -> Description:
@@ -459,7 +470,6 @@ def load_description(path: Path | str, *, check_sources: bool = True) -> Descrip
         raise ForeignError(str(exc)) from None
 
     raw_ports = _need(data, "ports", list, "")
-    fields = UNITS[unit]
     k = fmts["a"].k
     maps: list[dict[str, Any]] = []
     seen: set[str] = set()
@@ -475,35 +485,31 @@ def load_description(path: Path | str, *, check_sources: bool = True) -> Descrip
         if name in (clock, reset, valid_in, valid_out, ready_in, ready_out):
             raise ForeignError(f"{where}name: {name} is the clock, reset or a handshake port; do not list it in ports")
         seen.add(name)
-        fld = _need(p, "field", (str, type(None)), where, optional=True)
-        if fld is not None and fld not in fields:
-            raise ForeignError(f"{where}field: {json.dumps(fld)} is not a field of a {unit} unit; fields: "
-                               f"{', '.join(fields)}")
-        if fld is None and not (p.get("ignore") or "constant" in p):
-            raise ForeignError(f"{where}field: missing; map the port to a field ({', '.join(fields)}), or give "
-                               "\"constant\": N (an input) or \"ignore\": true (an output)")
-        if fld is not None and ("constant" in p or p.get("ignore")):
-            raise ForeignError(f"{where}field: a port with a field cannot also be constant or ignored")
-        direction = fields[fld][0] if fld else ("input" if "constant" in p else "output")
-        if "direction" in p and p["direction"] != direction:
-            raise ForeignError(f"{where}direction: {json.dumps(p['direction'])}, but "
-                               + (f"field {fld} is an {direction}" if fld else f"it is an {direction}"))
-        for key in ("width", "count", "lsb_exponent", "constant"):
-            if key in p:
-                _need(p, key, int, where)
-        if p.get("width", 1) < 1 or p.get("count", 1) < 1:
-            raise ForeignError(f"{where}width: width and count must be >= 1")
-        if "signed" in p:
-            _need(p, "signed", bool, where)
-        if p.get("dont_care", "special") not in DONT_CARE:
-            raise ForeignError(f"{where}dont_care: expected one of {', '.join(DONT_CARE)}, got "
-                               f"{json.dumps(p.get('dont_care'))}")
-        if "lsb_exponent" in p and fld not in ("sum", "products"):
-            raise ForeignError(f"{where}lsb_exponent: only for the sum and products fields")
-        if fld and fields[fld][1] == "array" and "count" in p and p["count"] != k:
-            raise ForeignError(f"{where}count: field {fld} has one element per lane of a block (k={k}), got "
-                               f"{p['count']}")
-        maps.append({**p, "direction": direction, "field": fld})
+        if "fields" in p:
+            slices = _need(p, "fields", list, where)
+            if not slices or any(k in p for k in ("field", "width", "count", "constant", "ignore", "lsb_exponent",
+                                                      "dont_care", "signed")):
+                raise ForeignError(f"{where}fields: a list of slices ({{\"field\", \"offset\", ...}}) replaces the "
+                                   "port's own field, width, count, signed, lsb_exponent, dont_care, constant, ignore")
+            directions = set()
+            for j, sl in enumerate(slices):
+                swhere = f"{where}fields[{j}]."
+                if not isinstance(sl, dict):
+                    raise ForeignError(f"{swhere[:-1]}: expected an object, got {json.dumps(sl)}")
+                _unknown(sl, _SLICE_KEYS, swhere)
+                offset = _need(sl, "offset", int, swhere)
+                if offset < 0:
+                    raise ForeignError(f"{swhere}offset: expected an integer >= 0, got {offset}")
+                if sl.get("field") is None:
+                    raise ForeignError(f"{swhere}field: missing (a slice carries one field)")
+                entry = _port_entry({**sl, "name": name, **({"direction": p["direction"]} if "direction" in p
+                                                              else {})}, swhere, unit, k)
+                directions.add(entry["direction"])
+                maps.append({**entry, "sliced": True})
+            if len(directions) > 1:
+                raise ForeignError(f"{where}fields: slices of one port mix input and output fields")
+            continue
+        maps.append(_port_entry(p, where, unit, k))
     have = {m["field"] for m in maps if m["field"]}
     _check_field_set(unit, fmts, have)
 
@@ -515,7 +521,17 @@ def load_description(path: Path | str, *, check_sources: bool = True) -> Descrip
     decls = read_ports(top, list(sources), includes=list(includes), defines=desc_args["defines"],
                        parameters=parameters, language=language) if check_sources else None
     ports = tuple(_bind(m, decls, unit, fmts, input_format, output_format) for m in maps)
-    desc = Description(**desc_args, ports=ports, ready_in=ready_in, ready_out=ready_out)
+    accumulation = _accumulation(data, unit, have, timing)
+    by_port: dict[str, list[PortMap]] = {}
+    for pm in ports:
+        by_port.setdefault(pm.name, []).append(pm)
+    for pname, pms in by_port.items():
+        spans = sorted((pm.offset, pm.offset + pm.flat_width, pm.field) for pm in pms)
+        for (a0, a1, fa_), (b0, _, fb_) in zip(spans, spans[1:], strict=False):
+            if b0 < a1:
+                raise ForeignError(f"ports ({pname}).fields: {fa_} (bits {a0}..{a1 - 1}) overlaps {fb_} "
+                                   f"(from bit {b0})")
+    desc = Description(**desc_args, ports=ports, ready_in=ready_in, ready_out=ready_out, accumulation=accumulation)
     roles = desc.roles()
     if decls is not None:
         for n, (key, want) in roles.items():
@@ -530,6 +546,72 @@ def load_description(path: Path | str, *, check_sources: bool = True) -> Descrip
             raise ForeignError(f"ports: port {missing[0]} of {top} ({decls[missing[0]].direction}) is not described; "
                                "add it to ports with a field, \"constant\": N or \"ignore\": true")
     return desc
+
+
+
+def _port_entry(p: dict[str, Any], where: str, unit: str, k: int) -> dict[str, Any]:
+    """One port (or slice) entry of ``ports[]`` checked on its own; its direction filled in."""
+    fields = UNITS[unit]
+    fld = _need(p, "field", (str, type(None)), where, optional=True)
+    if fld is not None and fld not in fields:
+        raise ForeignError(f"{where}field: {json.dumps(fld)} is not a field of a {unit} unit; fields: "
+                           f"{', '.join(fields)}")
+    if fld is None and not (p.get("ignore") or "constant" in p):
+        raise ForeignError(f"{where}field: missing; map the port to a field ({', '.join(fields)}), or give "
+                           "\"constant\": N (an input) or \"ignore\": true (an output)")
+    if fld is not None and ("constant" in p or p.get("ignore")):
+        raise ForeignError(f"{where}field: a port with a field cannot also be constant or ignored")
+    direction = fields[fld][0] if fld else ("input" if "constant" in p else "output")
+    if "direction" in p and p["direction"] != direction:
+        raise ForeignError(f"{where}direction: {json.dumps(p['direction'])}, but "
+                           + (f"field {fld} is an {direction}" if fld else f"it is an {direction}"))
+    for key in ("width", "count", "lsb_exponent", "constant"):
+        if key in p:
+            _need(p, key, int, where)
+    if p.get("width", 1) < 1 or p.get("count", 1) < 1:
+        raise ForeignError(f"{where}width: width and count must be >= 1")
+    if "signed" in p:
+        _need(p, "signed", bool, where)
+    if p.get("dont_care", "special") not in DONT_CARE:
+        raise ForeignError(f"{where}dont_care: expected one of {', '.join(DONT_CARE)}, got "
+                           f"{json.dumps(p.get('dont_care'))}")
+    if "lsb_exponent" in p and fld not in ("sum", "products"):
+        raise ForeignError(f"{where}lsb_exponent: only for the sum and products fields")
+    if fld and fields[fld][1] == "array" and "count" in p and p["count"] != k:
+        raise ForeignError(f"{where}count: field {fld} has one element per lane of a block (k={k}), got "
+                           f"{p['count']}")
+    return {**p, "direction": direction, "field": fld}
+
+
+def _accumulation(data: Mapping[str, Any], unit: str, have: set[str], timing: str) -> tuple[str, int] | None:
+    """``(mode, guard bits)`` for a unit whose output is one result per reduction (field ``reduction``)."""
+    from ..golden.dot import ACC_MODES, DEFAULT_GUARD_BITS
+
+    acc = data.get("accumulation")
+    if "reduction" not in have:
+        if acc is not None:
+            raise ForeignError("accumulation: only with a port carrying the reduction field")
+        return None
+    if "last" not in have:
+        raise ForeignError("ports: a reduction output needs a port carrying the last field (the final block of "
+                           "each reduction)")
+    per_block = sorted(have & {"sum", "products", "scale_exp", "scale_man", "nan", "inf", "result"})
+    if per_block:
+        raise ForeignError(f"ports: field {per_block[0]} comes once per block, reduction once per reduction; "
+                           "describe one of them")
+    if timing == "combinational":
+        raise ForeignError("timing.model: a unit that accumulates across blocks has a clock (fixed_latency or stream)")
+    acc = {} if acc is None else acc
+    if not isinstance(acc, dict):
+        raise ForeignError(f"accumulation: expected an object {{\"mode\", \"guard_bits\"}}, got {json.dumps(acc)}")
+    _unknown(acc, {"mode", "guard_bits"}, "accumulation.")
+    mode = acc.get("mode", "fp32")
+    if mode not in ACC_MODES:
+        raise ForeignError(f"accumulation.mode: expected one of {', '.join(ACC_MODES)}, got {json.dumps(mode)}")
+    guard = acc.get("guard_bits", DEFAULT_GUARD_BITS)
+    if isinstance(guard, bool) or not isinstance(guard, int) or guard < 0:
+        raise ForeignError(f"accumulation.guard_bits: expected an integer >= 0, got {json.dumps(guard)}")
+    return mode, guard
 
 
 def _check_field_set(unit: str, fmts: dict[str, BlockFormat], have: set[str]) -> None:
@@ -576,7 +658,18 @@ def _bind(m: dict[str, Any], decls: dict[str, PortDecl] | None, unit: str, fmts:
     if d is not None and len(d.dims) > 1:
         raise ForeignError(f"{where}: {name} has {len(d.dims)} unpacked dimensions; one is supported")
     unpacked = bool(d.dims) if d is not None else False
-    if d is not None and unpacked:
+    if m.get("sliced"):
+        where = f"ports ({name}:{fld})"
+        if unpacked:
+            raise ForeignError(f"{where}: fields slice packed ports only; {name} is an unpacked array")
+        count = m.get("count", k) if is_array else 1
+        width = m.get("width", want_w)
+        if width is None:
+            raise ForeignError(f"{where}.width: needed (bits of field {fld} in port {name})")
+        end = m["offset"] + width * count
+        if d is not None and end > d.flat_width:
+            raise ForeignError(f"{where}.offset: the field ends at bit {end}, beyond the {d.flat_width} bits of {name}")
+    elif d is not None and unpacked:
         width, count = d.width, d.count
     elif is_array:
         total = d.flat_width if d is not None else m.get("width", want_w or 1) * m.get("count", k)
@@ -586,10 +679,10 @@ def _bind(m: dict[str, Any], decls: dict[str, PortDecl] | None, unit: str, fmts:
         width = total // count
     else:
         width, count = (d.flat_width if d is not None else m.get("width", want_w or 1)), 1
-    if d is not None and "width" in m and m["width"] != width:
+    if d is not None and "width" in m and m["width"] != width and not m.get("sliced"):
         raise ForeignError(f"{where}.width: described as {m['width']} bits per element, but the sources declare "
                            f"{width}")
-    if d is not None and "count" in m and m["count"] != count:
+    if d is not None and "count" in m and m["count"] != count and not m.get("sliced"):
         raise ForeignError(f"{where}.count: described as {m['count']} elements, but the sources declare {count}")
     if is_array and count != k:
         raise ForeignError(f"{where}: {name} has {count} elements, but field {fld} has one per lane of a block "
@@ -605,8 +698,10 @@ def _bind(m: dict[str, Any], decls: dict[str, PortDecl] | None, unit: str, fmts:
     const = m.get("constant")
     if const is not None and not (0 <= const < (1 << width)):
         raise ForeignError(f"{where}.constant: {const} does not fit {width} bits")
+    if m.get("sliced") and "signed" not in m:
+        signed = False  # a slice is unsigned unless said otherwise
     return PortMap(name, m["direction"], fld, width, count, signed, unpacked, m.get("lsb_exponent"),
-                   m.get("dont_care", "special"), const)
+                   m.get("dont_care", "special"), const, int(m.get("offset", 0)), bool(m.get("sliced")))
 
 
 def _check_sum_width(name: str, fld: str, width: int, m: dict[str, Any], fmts: dict[str, BlockFormat]) -> None:
