@@ -88,7 +88,8 @@ async def foreign_regression(dut: Any) -> None:
         clk = await _reset_and_clock(dut, plan)
         produces = plan.get("produces")  # which transactions give an output (None: all)
         sent_at: list[int] = []  # cycle of each transaction
-        valid_hist: list[bool] = []
+        valid_hist: list[bool] = []  # an output is due `latency` cycles after this cycle
+        sent_hist: list[bool] = []  # a transaction was driven in this cycle
         t = 0
         cycle = 0
         limit = n * (4 if gap else 1) + latency + 64
@@ -99,12 +100,14 @@ async def foreign_regression(dut: Any) -> None:
                     vin.value = 1
                 sent_at.append(cycle)
                 valid_hist.append(True if produces is None else bool(produces[t]))
+                sent_hist.append(True)
                 t += 1
             else:
                 apply(None)
                 if vin is not None:
                     vin.value = 0
                 valid_hist.append(False)
+                sent_hist.append(False)
             await sample_phase(clk)
             src = cycle - latency
             expect_valid = src >= 0 and valid_hist[src]
@@ -114,7 +117,8 @@ async def foreign_regression(dut: Any) -> None:
                     if len(errors) < 10:
                         errors.append(f"cycle {cycle}: {plan['valid_out']} is {'X' if v is None else v}, expected "
                                       f"{int(expect_valid)} ({latency} cycles after "
-                                      + ("a transaction" if expect_valid else "an idle cycle") + ")")
+                                      + ("a transaction" if expect_valid else "a block ending no reduction"
+                                         if src >= 0 and sent_hist[src] else "an idle cycle") + ")")
                 if v:
                     record()
             elif expect_valid:
