@@ -16,7 +16,7 @@ from ..flows.generate import INPUT_FORMATS, OUTPUT_FORMATS, UNIT_BUILDERS, build
 from ..flows.manifest import ACC_MODES
 from ..formats import parse_format
 from ..paths import check_output_dir
-from .options import nonnegative_int, positive_int
+from .options import heartbeat, nonnegative_int, positive_int
 
 #: Flows ``--target-mhz`` can close timing on (they report an Fmax).
 TIMING_FLOWS = ("asic", "ice40")
@@ -116,7 +116,8 @@ def run(args: argparse.Namespace) -> int:
         unit._MustUse__silence = True  # built to check the options; the closure builds the one written
         closure = close_timing(args, args.unit, fmt_a, fmt_b, **{k: v for k, v in opts.items() if k != "pipeline"})
         unit = closure.component
-    result = generate(unit, args.out, force=args.force)
+    with heartbeat(f"generating {unit.module_name}"):
+        result = generate(unit, args.out, force=args.force)
     m = result.manifest_data
     print(f"module {result.name}: {m['unit']}, {m['lanes']} lanes, latency {m['latency']} cycles, "
           f"initiation interval {m['initiation_interval']} per beat, {m['initiation_interval_per_block']} per block")

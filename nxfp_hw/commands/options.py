@@ -4,9 +4,14 @@ before any work starts (a bad value exits with status 2 and a message naming the
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
+import sys
+import threading
+import time
+from collections.abc import Iterator
 
-__all__ = ["MAX_SEED", "nonnegative_int", "positive_float", "positive_int", "seed"]
+__all__ = ["MAX_SEED", "heartbeat", "nonnegative_int", "positive_float", "positive_int", "seed"]
 
 #: Seeds are 32-bit unsigned integers (cocotb and the simulators take them as such).
 MAX_SEED = (1 << 32) - 1
@@ -54,3 +59,26 @@ def positive_float(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"expected a positive finite number, got {text!r}")
     return value
+
+
+@contextlib.contextmanager
+def heartbeat(label: str, delay: float = 3.0, every: float = 5.0) -> Iterator[None]:
+    """While the block runs longer than ``delay`` seconds, say on stderr that ``label`` is still going
+    (elapsed seconds, every ``every`` seconds): a long generation is not mistaken for a hang."""
+    done = threading.Event()
+    start = time.monotonic()
+
+    def beat() -> None:
+        wait = delay
+        while not done.wait(wait):
+            with contextlib.suppress(OSError, ValueError):
+                print(f"  ... {label}: {time.monotonic() - start:.0f} s", file=sys.stderr, flush=True)
+            wait = every
+
+    thread = threading.Thread(target=beat, name="heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()

@@ -156,6 +156,11 @@ def check_pipeline(pipeline: Any) -> PipelineSpec:
     raise UserError(f"pipeline: expected a register count or position names, got {pipeline!r}")
 
 
+#: Widest element the encoder is generated for: its generation time grows exponentially with the element
+#: width (8 bits: seconds; 10 bits: minutes; 16 bits: hours and gigabytes), so wider ones are refused.
+ENCODE_MAX_ELEMENT_WIDTH = 8
+
+
 def build_unit(unit: str, fmt_a: BlockFormat, fmt_b: BlockFormat | None = None, *, lanes: int | None = None,
                pipeline: PipelineSpec = None, out: str = "fp32", input_format: str | None = None,
                acc: str | None = None, guard_bits: int | None = None) -> wiring.Component:
@@ -177,6 +182,11 @@ def build_unit(unit: str, fmt_a: BlockFormat, fmt_b: BlockFormat | None = None, 
         if fmt is not None and not isinstance(fmt, BlockFormat):
             raise TypeError(f"build_unit: formats must be BlockFormat objects, got {type(fmt).__name__}")
     _check_lanes(fmt_a, lanes)
+    if unit == "encode" and fmt_a.element_width > ENCODE_MAX_ELEMENT_WIDTH:
+        raise UserError(f"encode unit: {fmt_a.element_width}-bit elements ({fmt_a.label}) are beyond the encoder "
+                        f"generator (its rounding search grows exponentially with the element width; at most "
+                        f"{ENCODE_MAX_ELEMENT_WIDTH}-bit elements, such as INT8, E4M3, E5M2); the decode and dot "
+                        "units take this format")
     pipeline = check_pipeline(pipeline)
     options: dict[str, Any] = {}
     if acc is not None:
