@@ -45,8 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--blocks", type=int, default=32,
                    help="random blocks per dot and encode regression (default 32)")
     p.add_argument("--seed", type=seed_type, default=1, help="seed of the regressions, 0..2^32-1 (default 1)")
-    p.add_argument("--flows", default="generic,asic",
-                   help="comma-separated area flows: generic, asic, ice40, xilinx (default generic,asic)")
+    p.add_argument("--flows", default="generic,asic,power",
+                   help="comma-separated flows: generic, asic, ice40, xilinx, power (energy per operation from "
+                        "gate-level simulation; default generic,asic,power)")
     p.add_argument("--out", type=Path, default=Path("out/run"), help="output directory (default out/run)")
     p.add_argument("--skip-verify", action="store_true", help="skip the simulation step")
     add_pipeline_arguments(p, what="every unit (positions differ between units: prefer a count)")
@@ -156,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
         if args.lanes < 1 or f.k % args.lanes:
             raise UserError(f"--lanes: {args.lanes} does not divide the block size k={f.k} of {f.label}")
     flows = [x.strip() for x in args.flows.split(",") if x.strip()]
-    from ..flows.area import FLOWS
+    from ..flows.report import REPORT_FLOWS as FLOWS
 
     unknown = [f for f in flows if f not in FLOWS]
     if unknown or not flows:
@@ -268,11 +269,15 @@ def _print_comparison(data: dict[str, Any], fmt: BlockFormat, base: BlockFormat,
             a = records.get((unit, fmt.label), {}).get("flows", {}).get(flow, {}).get("figures", {})
             b = records.get((unit, base.label), {}).get("flows", {}).get(flow, {}).get("figures", {})
             add(f"{unit}: {label}", a.get(metric), b.get(metric))
-            if a.get("fmax_mhz") or b.get("fmax_mhz"):
+            if flow != "power" and (a.get("fmax_mhz") or b.get("fmax_mhz")):  # power: the asic Fmax
                 add(f"{unit}: Fmax MHz ({flow})", a.get("fmax_mhz"), b.get("fmax_mhz"))
     for unit in units:
         if status:
             rows.append((f"{unit}: RTL vs golden", _verdict(status, fmt, unit), _verdict(status, base, unit), ""))
+        power = [records.get((unit, f.label), {}).get("flows", {}).get("power") for f in (fmt, base)]
+        if any(power):  # the power flow fails unless the gate-level netlist is bit-exact
+            rows.append((f"{unit}: netlist vs golden", *("-" if p is None else "bit-exact" if "figures" in p
+                                                         else "FAILED" for p in power), ""))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for i, r in enumerate(rows):
         print("  " + "  ".join(c.ljust(w) if j == 0 else c.rjust(w) for j, (c, w) in
