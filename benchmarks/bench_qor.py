@@ -73,7 +73,7 @@ def _flow_digest() -> str:
     return h.hexdigest()[:16]
 
 
-def measure(c: dict[str, Any], cache: str, period: float | None) -> dict[str, Any]:
+def measure(c: dict[str, Any], cache: str, period: float | None, ice40_device: str = "hx8k") -> dict[str, Any]:
     """Build one configuration, run its flow (cached), and return the record (in a worker process)."""
     from nxfp_hw.flows.generate import build_unit, emit_verilog
     from nxfp_hw.flows.manifest import accumulation_facts, initiation_intervals, pipeline_facts
@@ -93,7 +93,9 @@ def measure(c: dict[str, Any], cache: str, period: float | None) -> dict[str, An
         rec.update(module=comp.module_name, latency=int(comp.latency), initiation_interval=ii_beat,
                    initiation_interval_per_block=ii_block, block_size=fmt.k, registers=pipeline_facts(comp),
                    accumulation=accumulation_facts(comp))
-        opts = {"period_ns": period} if c["flow"] == "asic" and period else {}
+        opts: dict[str, Any] = {"period_ns": period} if c["flow"] == "asic" and period else {}
+        if c["flow"] == "ice40":
+            opts["ice40_device"] = ice40_device
         versions = {t: area_mod.tools.tool_version(t) for t in area_mod._FLOW_TOOLS[c["flow"]]}
         key = hashlib.sha256(json.dumps([hashlib.sha256(verilog.encode()).hexdigest(), comp.module_name, c["flow"],
                                          opts, versions, _flow_digest()], sort_keys=True).encode()).hexdigest()[:20]
@@ -290,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="8 lanes on the asic flow only (minutes, not an hour)")
     parser.add_argument("--pipeline", help="pipeline of every unit (default: each unit's timing-closed default)")
     parser.add_argument("--period", type=float, help="ASIC target period in ns (default: the flow's, 10 ns)")
+    parser.add_argument("--ice40-device", choices=area_mod.ICE40_DEVICES, default="hx8k",
+                        help="iCE40 part (default hx8k, the part of issue 10's goal; auto: UP5K, HX8K if it does "
+                             "not fit)")
     parser.add_argument("--jobs", "-j", type=int, default=2, help="configurations measured in parallel (default 2)")
     parser.add_argument("--cache", type=Path, default=area_mod.default_cache_dir() / "qor",
                         help="flow-run cache and work directories (default $XDG_CACHE_HOME/nxfp-hw/qor)")
@@ -307,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     records: list[dict[str, Any]] = []
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {pool.submit(measure, c, str(args.cache), args.period): c for c in todo}
+        futures = {pool.submit(measure, c, str(args.cache), args.period, args.ice40_device): c for c in todo}
         for n, fut in enumerate(as_completed(futures), 1):
             r = fut.result()
             records.append(r)
@@ -327,7 +332,8 @@ def main(argv: list[str] | None = None) -> int:
         "tools": {t: area_mod.tools.tool_version(t) for f in args.flows for t in area_mod._FLOW_TOOLS[f]},
         "options": {"units": args.units, "modes": args.modes, "formats": args.formats, "lanes": args.lanes,
                     "flows": args.flows, "pipeline": args.pipeline, "period_ns": args.period or
-                    area_mod.DEFAULT_PERIOD_NS, "ice40_freq_mhz": area_mod.DEFAULT_ICE40_FREQ_MHZ},
+                    area_mod.DEFAULT_PERIOD_NS, "ice40_freq_mhz": area_mod.DEFAULT_ICE40_FREQ_MHZ,
+                    "ice40_device": args.ice40_device},
         "wall_seconds": round(time.monotonic() - t0, 1),
         "results": [{k: v for k, v in r.items() if k != "traceback"} for r in records],
         "ratios": pairs, "products_and_tree": core, "goals": goals(records, pairs, core),

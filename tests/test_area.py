@@ -245,6 +245,26 @@ def test_ice40_falls_back_to_hx8k_when_dsps_run_out(tmp_path: Path) -> None:
 
 
 @needs_yosys
+@needs_nextpnr
+def test_ice40_device_choice(tmp_path: Path) -> None:
+    """``ice40_device="hx8k"`` places on the HX8K even where the UP5K fits, without SB_MAC16s; a
+    multiplier that ``auto`` puts in a DSP becomes LUTs there."""
+    src = "module mul(input clk, input [7:0] a, input [7:0] b, output reg [15:0] p);\n" \
+          "  always @(posedge clk) p <= a * b;\nendmodule\n"
+    auto = run_area(src, "mul", "ice40", workdir=tmp_path / "auto").figures
+    hx = run_area(src, "mul", "ice40", workdir=tmp_path / "hx", ice40_device="hx8k").figures
+    assert auto["device"] == "up5k-sg48" and auto["dsps"] == 1
+    assert hx["device"] == "hx8k-ct256" and hx["dsps"] == 0 and hx["luts"] > auto["luts"] + 30
+    assert "dsps_note" in hx and "dsps_note" not in auto
+
+
+def test_ice40_unknown_device(tmp_path: Path) -> None:
+    with pytest.raises(FlowError, match=r"ice40 device: expected one of auto, up5k, hx8k, got 'ecp5'"):
+        run_area(reg_adder(4), "radd", "ice40", workdir=tmp_path, ice40_device="ecp5")
+    assert not (tmp_path / "ice40").exists()
+
+
+@needs_yosys
 def test_ice40_too_many_cells_fails_before_place_and_route(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A unit needing more flip-flops than a device has logic cells is not harnessed nor placed: the flow
     says so for each device, at the cost of the unit's synthesis only."""

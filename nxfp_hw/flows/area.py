@@ -52,6 +52,7 @@ _ICE40_DEVICES = (("up5k", "sg48", ("-dsp",)), ("hx8k", "ct256", ()))
 # Logic cells (one LUT4 + one flip-flop each) of those devices: a unit needing more LUT4s or flip-flops
 # than this cannot fit, and is not put through the harness synthesis and place and route.
 _ICE40_LOGIC_CELLS = {"up5k": 5280, "hx8k": 7680}
+ICE40_DEVICES = ("auto", *(d for d, _, _ in _ICE40_DEVICES))
 
 
 class FlowError(ToolError):
@@ -378,7 +379,9 @@ def _ice40(src: Path, top: str, run: _Runner, opts: dict[str, Any]) -> tuple[dic
     pnr_timeout = float(opts.get("pnr_timeout") or DEFAULT_PNR_TIMEOUT_S)
     nextpnr = _tool("nextpnr-ice40", "ice40 place and route (nextpnr-ice40)")
     notes: list[str] = []
-    for attempt, (device, package, synth_opts) in enumerate(_ICE40_DEVICES):
+    choice = opts.get("ice40_device") or "auto"
+    devices = _ICE40_DEVICES if choice == "auto" else tuple(d for d in _ICE40_DEVICES if d[0] == choice)
+    for attempt, (device, package, synth_opts) in enumerate(devices):
         step = f"ice40 synthesis (yosys synth_ice40 {' '.join(synth_opts)})".replace(" )", ")")
         tag = f"ice40_{device}"
         # Unit alone: the resource counts.
@@ -392,14 +395,14 @@ def _ice40(src: Path, top: str, run: _Runner, opts: dict[str, Any]) -> tuple[dic
         need = max(_sum(counts, lambda c: c == "SB_LUT4"), _sum(counts, lambda c: c.startswith("SB_DFF")))
         if need > _ICE40_LOGIC_CELLS[device]:  # cannot fit: skip the harness and place and route
             over = f"the unit alone needs {need} logic cells, the device has {_ICE40_LOGIC_CELLS[device]}"
-            later = [d for d, _, _ in _ICE40_DEVICES[attempt + 1:]]
+            later = [d for d, _, _ in devices[attempt + 1:]]
             if later and need > max(_ICE40_LOGIC_CELLS[d] for d in later):  # no DSP there: never fewer LUTs
                 device = max(later, key=_ICE40_LOGIC_CELLS.__getitem__)
                 over = f"the unit alone needs {need} logic cells, the device has {_ICE40_LOGIC_CELLS[device]}"
                 later = []
             if later:
                 notes.append(f"does not fit iCE40 {device.upper()} ({over}); retried on "
-                             f"{_ICE40_DEVICES[attempt + 1][0].upper()}")
+                             f"{devices[attempt + 1][0].upper()}")
                 continue
             raise FlowError(f"ice40 place and route (nextpnr-ice40 --{device})",
                             f"does not fit iCE40 {device.upper()}: {over}", log)
@@ -415,9 +418,9 @@ def _ice40(src: Path, top: str, run: _Runner, opts: dict[str, Any]) -> tuple[dic
         plog = Path(run.logs[pstep])
         if rc != 0:
             over = _ice40_overuse(text) or (text if rc is None else "")
-            if over and attempt + 1 < len(_ICE40_DEVICES):
+            if over and attempt + 1 < len(devices):
                 notes.append(f"does not fit iCE40 {device.upper()} ({over}); retried on "
-                             f"{_ICE40_DEVICES[attempt + 1][0].upper()}")
+                             f"{devices[attempt + 1][0].upper()}")
                 continue
             raise FlowError(pstep, f"nextpnr-ice40 failed: {over or _last_error(text)}", plog)
         report = _read_json(run.workdir / f"{tag}_pnr.json", pstep, plog)
@@ -432,7 +435,7 @@ def _ice40(src: Path, top: str, run: _Runner, opts: dict[str, Any]) -> tuple[dic
             timing="register harness (unit inputs and outputs registered; all paths register to register)",
         )
         figures.update(_ice40_path(report))
-        if attempt:
+        if not synth_opts:
             figures["dsps_note"] = "HX8K has no SB_MAC16: synthesised without -dsp"
         notes.append("fmax from nextpnr on the unit wrapped in a serial-in/serial-out register harness "
                      "(counts are of the unit alone)")
@@ -550,7 +553,7 @@ _FLOW_TOOLS = {"generic": ("yosys",), "asic": ("yosys", "sta"), "ice40": ("yosys
 
 def run_area(verilog: str | Path, top: str, flow: str, *, workdir: Path, liberty: Path | None = None,
              period_ns: float | None = None, freq_mhz: float | None = None, pnr_timeout: float | None = None,
-             timeout: float = DEFAULT_TIMEOUT_S, sdf: bool = False) -> AreaResult:
+             timeout: float = DEFAULT_TIMEOUT_S, sdf: bool = False, ice40_device: str = "auto") -> AreaResult:
     """Run one flow on module ``top``.
 
     ``verilog`` is a ``Path`` to a Verilog file or the Verilog text itself (written to the work
@@ -559,10 +562,14 @@ def run_area(verilog: str | Path, top: str, flow: str, *, workdir: Path, liberty
     files). ``period_ns`` is the ASIC
     clock target (ABC sizes gates towards it), ``freq_mhz`` the nextpnr target, ``pnr_timeout`` the
     time after which a nextpnr run counts as unroutable on that device, ``timeout`` the limit of any step,
-    ``sdf`` (ice40) also writes nextpnr's routed delays as SDF (its path is ``logs["sdf"]``).
+    ``sdf`` (ice40) also writes nextpnr's routed delays as SDF (its path is ``logs["sdf"]``),
+    ``ice40_device`` picks the iCE40 (``auto``: UP5K, then HX8K when the unit does not fit; ``up5k``; ``hx8k``).
     """
     if flow not in _FLOW_FUNCS:
         raise FlowError("flow selection", f"unknown flow {flow!r}; expected one of {', '.join(FLOWS)}")
+    if ice40_device not in ICE40_DEVICES:
+        raise FlowError("flow selection", f"ice40 device: expected one of {', '.join(ICE40_DEVICES)}, "
+                        f"got {ice40_device!r}")
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_$]*", top):
         raise FlowError("flow selection", f"top module name {top!r} is not a Verilog identifier")
     wd = Path(workdir) / flow
@@ -570,7 +577,8 @@ def run_area(verilog: str | Path, top: str, flow: str, *, workdir: Path, liberty
     with open(Path(workdir) / f".{flow}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         return _run_area_locked(verilog, top, flow, wd, timeout, {"liberty": liberty, "period_ns": period_ns,
-                                "freq_mhz": freq_mhz, "pnr_timeout": pnr_timeout, "sdf": sdf})
+                                "freq_mhz": freq_mhz, "pnr_timeout": pnr_timeout, "sdf": sdf,
+                                "ice40_device": ice40_device})
 
 
 def _run_area_locked(verilog: str | Path, top: str, flow: str, wd: Path, timeout: float,

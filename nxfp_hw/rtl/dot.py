@@ -79,11 +79,21 @@ PREFERENCE = {
 }
 
 
-def default_cuts(acc: str, lanes: int) -> tuple[str, ...]:
+# ``exact`` positions left out of its default when the window is narrow (nxfp4: 95 bits): there the
+# 250 MHz closure on the asic flow needs none of them, and each costs a window-wide register. A wide
+# window (MX's E8M0 scale pairs span 2^510) keeps them: its resolution is several lookahead levels deep.
+_EXACT_SPARE = ("shift", "resolve_lo", "resolve", "coarse")
+_EXACT_NARROW_WINDOW = 128
+
+
+def default_cuts(acc: str, lanes: int, window_width: int | None = None) -> tuple[str, ...]:
     """Timing-closed defaults (docs/timing.md): every position but the element decode (short: a
-    few table bits) and ``acc_exp`` (a fifth loop cycle, for FPGAs), and the mid-tree register only
-    when the tree is deep (16 lanes or more)."""
-    return tuple(p for p in POSITIONS[acc] if p not in ("decode", "acc_exp") and (p != "tree" or lanes >= 16))
+    few table bits), ``acc_exp`` (a fifth loop cycle, for FPGAs) and, in ``exact`` mode with a
+    window of at most 128 bits, the window-wide registers the 250 MHz closure does without; the
+    mid-tree register only when the tree is deep (16 lanes or more)."""
+    narrow = acc == "exact" and window_width is not None and window_width <= _EXACT_NARROW_WINDOW
+    skip = ("decode", "acc_exp", *(_EXACT_SPARE if narrow else ()))
+    return tuple(p for p in POSITIONS[acc] if p not in skip and (p != "tree" or lanes >= 16))
 
 
 @dataclass(frozen=True)
@@ -100,6 +110,24 @@ def _scale_bounds(fmt: BlockFormat) -> tuple[int, int]:
     sc = fmt.scale
     max_man = (1 << (sc.mbits + 1)) - 1 if sc.mbits else 1
     return max_man, (sc.nan_code - 1) >> sc.mbits
+
+
+def _times_scale_mantissas(x: Value, man_a: Value, man_b: Value) -> Value:
+    """``x * man_a * man_b`` for scale significands ``man = Cat(nano, 1)`` (the implicit one on top).
+
+    With one NanoMantissa bit on each side the product is ``4x``, ``6x`` or ``9x``: one adder of two
+    multiplexed shifts instead of a general multiplier (whose partial-product rows do not know that
+    the top bits are one). Other widths use the multiplier. Signed ``x`` stays signed.
+    """
+    x, man_a, man_b = Value.cast(x), Value.cast(man_a), Value.cast(man_b)
+    if len(man_a) == 1 and len(man_b) == 1:  # no NanoMantissa: the significands are 1
+        return x
+    if len(man_a) == 2 and len(man_b) == 2:
+        a, b = man_a[0], man_b[0]
+        both = a & b
+        zero = C(0, 1).as_signed() if x.shape().signed else C(0, 1)
+        return Mux(both, x << 3, x << 2) + Mux(both, x, Mux(a | b, x << 1, zero))
+    return x * (man_a * man_b)
 
 
 def dot_exact_window(fmt_a: BlockFormat, fmt_b: BlockFormat, guard_bits: int = DEFAULT_GUARD_BITS) -> ExactWindow:
@@ -157,7 +185,9 @@ class DotEngine(wiring.Component):
         self.accumulation = acc
         self.guard_bits = guard_bits
         self.pipeline_positions = POSITIONS[acc]
-        self.cuts = resolve_cuts(pipeline, self.pipeline_positions, PREFERENCE[acc], default_cuts(acc, lanes))
+        window_width = dot_exact_window(fmt_a, fmt_b, guard_bits).width if acc == "exact" else None
+        self.cuts = resolve_cuts(pipeline, self.pipeline_positions, PREFERENCE[acc],
+                                 default_cuts(acc, lanes, window_width))
         self.pipeline = len(self.cuts)
         self.beats_per_block = k // lanes
         self.lane_bound = lane_bound(fmt_a, fmt_b)
@@ -316,15 +346,18 @@ class DotEngine(wiring.Component):
         # --- scale: |S| * man_a * man_b (fp32, fused) or S * man_a * man_b (exact) -------------
         exp_sum = Signal(range(2 * max(1 << fa.scale.ebits, 1 << fb.scale.ebits)), name="scale_exp_sum")
         m.d.comb += exp_sum.eq(f["scale_exp_a"] + f["scale_exp_b"])
-        man = f["scale_man_a"] * f["scale_man_b"]
+        man = (f["scale_man_a"], f["scale_man_b"])
         tot = f["total"]
         is_nan = f["nan"] | (f["pinf"] & f["ninf"])
         is_inf = f["pinf"] | f["ninf"]
         if self.accumulation == "exact":
             return self._exact(m, cuts, advance, v, tot, man, exp_sum, f)
         neg = Signal(name="blk_neg")
-        mag = Signal(self.sum_width - 1 + len(man), name="blk_mag")
-        m.d.comb += [neg.eq(tot < 0), mag.eq(Mux(neg, -tot, tot) * man)]
+        abs_tot = Signal(self.sum_width - 1, name="blk_abs")
+        m.d.comb += [neg.eq(tot < 0), abs_tot.eq(Mux(neg, -tot, tot))]
+        prod = _times_scale_mantissas(abs_tot, *man)
+        mag = Signal(len(prod), name="blk_mag")
+        m.d.comb += mag.eq(prod)
         v, f = cuts.cut("scale", v, {"mag": mag, "neg": neg, "exp_sum": exp_sum, "is_nan": is_nan,
                                      "is_inf": is_inf, "ninf": f["ninf"], "last": f["last"]})
         # value = mag * 2^(exp_sum + exp_const)
@@ -380,15 +413,17 @@ class DotEngine(wiring.Component):
                     m.d.sync += acc.eq(acc_next)
         return m
 
-    def _exact(self, m: Module, cuts: Cuts, advance: Value, v: Value, tot: Value, man: Value, exp_sum: Value,
+    def _exact(self, m: Module, cuts: Cuts, advance: Value, v: Value, tot: Value, man: tuple[Value, Value],
+               exp_sum: Value,
                f: dict[str, Value]) -> Module:
         """The ``exact`` mode: window shift, segmented accumulator, resolve, one final rounding."""
         window = self.window
         assert window is not None
         width = window.width + 1  # one more bit, so that the first prefix sum leaving the window is seen
         finite = ~(f["nan"] | f["pinf"] | f["ninf"])
-        value = Signal(signed(self.sum_width + len(man) + 1), name="blk_value")
-        m.d.comb += value.eq(Mux(finite, tot, 0) * man)
+        prod = _times_scale_mantissas(Mux(finite, tot, 0), *man)
+        value = Signal(signed(len(prod) + 1), name="blk_value")
+        m.d.comb += value.eq(prod)
         v, g = cuts.cut("scale", v, {"value": value, "exp_sum": exp_sum, "nan": f["nan"], "pinf": f["pinf"],
                                      "ninf": f["ninf"], "last": f["last"]})
         shifted = Signal(signed(width), name="blk_shifted")
