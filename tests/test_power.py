@@ -319,3 +319,22 @@ def test_area_power_command_bad_workload(tmp_path: Path, capsys: pytest.CaptureF
     assert rc == 2
     assert "the last axis must be a non-zero multiple of k=32" in err and err.count("error") == 1
     assert not (tmp_path / "out.json").exists()
+
+
+@needs_tools
+@pytest.mark.slow
+def test_main_job_compares_energy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The main job with the power flow: energy per operation of both formats side by side, the netlists
+    bit-exact, and the figures in report.json and the report's energy table."""
+    out = tmp_path / "run"
+    assert main(["run", "--skip-verify", "--units", "decode", "--lanes", str(LANES), "--flows", "power",
+                 "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    comparison = text[text.index("comparison: nxfp4 vs mxfp4_e2m1"):]
+    data = json.loads((out / "report" / "report.json").read_text())
+    energy = {r["format"]: r["flows"]["power"]["figures"]["energy_pj_per_op"] for r in data["results"]}
+    line = next(ln for ln in comparison.splitlines() if "decode: energy per op" in ln)
+    assert f"{energy['nxfp4']:.4g}" in line and f"{energy['mxfp4_e2m1']:.4g}" in line
+    assert "decode: netlist vs golden" in comparison and comparison.count("bit-exact") >= 2
+    md = (out / "report" / "report.md").read_text()
+    assert "## Energy per operation, NxFP / MX" in md and (out / "report" / "energy.png").is_file()
