@@ -109,7 +109,8 @@ def osu018_liberty() -> Path:
 
 
 def liberty_cells(path: Path) -> dict[str, dict[str, Any]]:
-    """``{cell: {"area": float, "sequential": bool}}`` from a Liberty file (cells, area, ff/latch groups)."""
+    """``{cell: {"area": float, "sequential": bool, "pins": {pin: direction}}}`` from a Liberty file (cells,
+    area, ff/latch groups, pin directions)."""
     text = Path(path).read_text()
     starts = [(m.start(), m.group(1)) for m in re.finditer(r"^\s*cell\s*\(\s*\"?([\w$]+)\"?\s*\)\s*{", text, re.M)]
     cells: dict[str, dict[str, Any]] = {}
@@ -117,7 +118,8 @@ def liberty_cells(path: Path) -> dict[str, dict[str, Any]]:
         body = text[pos:starts[i + 1][0] if i + 1 < len(starts) else len(text)]
         area = re.search(r"\barea\s*:\s*([0-9.eE+-]+)", body)
         cells[name] = {"area": float(area.group(1)) if area else 0.0,
-                       "sequential": re.search(r"^\s*(ff|latch)\s*\(", body, re.M) is not None}
+                       "sequential": re.search(r"^\s*(ff|latch)\s*\(", body, re.M) is not None,
+                       "pins": dict(re.findall(r"\bpin\s*\(\s*\"?(\w+)\"?\s*\)\s*{\s*direction\s*:\s*(\w+)", body))}
     return cells
 
 

@@ -170,16 +170,7 @@ _CONN = re.compile(r"\.(\w+)\s*\(\s*(.*?)\s*\)\s*(?:,|$)", re.S)
 
 def liberty_pin_directions(path: Path) -> dict[str, dict[str, str]]:
     """``{cell: {pin: direction}}`` of a Liberty file."""
-    text = Path(path).read_text()
-    starts = [(m.start(), m.group(1)) for m in re.finditer(r"^\s*cell\s*\(\s*\"?([\w$]+)\"?\s*\)\s*{", text, re.M)]
-    cells: dict[str, dict[str, str]] = {}
-    for i, (pos, name) in enumerate(starts):
-        body = text[pos:starts[i + 1][0] if i + 1 < len(starts) else len(text)]
-        pins = {}
-        for m in re.finditer(r"\bpin\s*\(\s*\"?(\w+)\"?\s*\)\s*{\s*direction\s*:\s*(\w+)", body):
-            pins[m.group(1)] = m.group(2)
-        cells[name] = pins
-    return cells
+    return {cell: facts["pins"] for cell, facts in area_mod.liberty_cells(path).items()}
 
 
 def netlist_pins(netlist_text: str, directions: dict[str, dict[str, str]]) -> list[tuple[str, str, str, str]]:
