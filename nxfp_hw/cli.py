@@ -10,7 +10,7 @@ import sys
 import warnings
 
 from . import __version__
-from .errors import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_TOOL, EXIT_USAGE, ToolError, UserError
+from .errors import EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_TOOL, EXIT_USAGE, ToolError, UserError
 from .formats import FormatError
 from .interrupts import Terminated, handle_signals
 from .paths import describe_os_error
@@ -38,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         module.register(sub)
     return parser
+
+
+# Text of library exceptions (wasmtime, zipfile, ...) that mean the machine ran out of room.
+_RESOURCE_ERRORS = (("os error 28", "no space left on device"), ("No space left", "no space left on device"),
+                    ("os error 27", "file too large (file size limit reached)"),
+                    ("File too large", "file too large (file size limit reached)"))
 
 
 def _error(command: str, message: str) -> None:
@@ -107,6 +113,16 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             _error(command, "interrupted")
             return EXIT_INTERRUPTED
+        except Exception as exc:  # noqa: BLE001 - the last resort: one line, not a traceback
+            if os.environ.get("NXFP_DEBUG"):
+                raise
+            text = f"{type(exc).__name__}: {exc}"
+            for marker, reason in _RESOURCE_ERRORS:
+                if marker in text:  # a library that reports a full disk in its own exception type
+                    _error(command, f"{reason} (reported by {type(exc).__name__})")
+                    return EXIT_USAGE
+            _error(command, f"internal error, please report it (NXFP_DEBUG=1 shows the traceback): {text}")
+            return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

@@ -3,10 +3,12 @@
 Exit statuses of ``nxfp-hw`` (README "Exit status"): 0 success; 1 the work ran and found a failure
 (a verification mismatch, failed report configurations); 2 a usage error (:class:`UserError`: an
 argument, a file, a format, a path); 3 an external tool failed or is missing (:class:`ToolError`:
-yosys, OpenSTA, nextpnr, the simulator build); 130 interrupted (SIGINT); 143 terminated (SIGTERM).
+yosys, OpenSTA, nextpnr, the simulator build); 4 an internal error (a bug: one line, the traceback with
+``NXFP_DEBUG=1``); 130 interrupted (SIGINT); 143 terminated (SIGTERM).
 """
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TOOL, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 3, 130, 143
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_TOOL, EXIT_INTERNAL = 0, 1, 2, 3, 4
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143
 
 
 class UserError(Exception):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .errors import UserError
 
-__all__ = ["check_output_dir", "check_output_file", "describe_os_error"]
+__all__ = ["check_output_dir", "check_output_file", "describe_os_error", "write_error"]
 
 
 def _probe(directory: Path, option: str) -> None:
@@ -77,6 +77,12 @@ def check_output_dir(path: Path, option: str) -> None:
     if not existing.is_dir():
         raise UserError(f"{option}: {existing} is not a directory, so {path} cannot be created")
     _probe(existing, option)
+
+
+def write_error(exc: OSError, path: Path, option: str | None = None) -> UserError:
+    """A ``UserError`` for a failed write of ``path`` (a full disk, a file size limit, a vanished directory)."""
+    reason = "file too large (file size limit reached)" if exc.errno == errno.EFBIG else _reason(exc)
+    return UserError(f"{option + ': ' if option else ''}cannot write {path}: {reason}; nothing was written")
 
 
 def describe_os_error(exc: OSError) -> str:

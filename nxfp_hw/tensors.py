@@ -64,6 +64,8 @@ def read_npz(path: Path, what: str, names: list[str] | None = None) -> dict[str,
             out = {}
             for member in z.files if names is None else names:
                 out[member] = z[member]
+                if not isinstance(out[member], np.ndarray):  # NumPy hands back the raw bytes of a non-.npy
+                    raise ValueError("the member is not a .npy array")
             return out
     except UserError:
         raise

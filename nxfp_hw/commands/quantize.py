@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import UserError
 from ..formats import BlockFormat, mx_baseline_for, parse_format
 from ..golden.quantize import CHUNK_ELEMENTS, QuantizedTensor, dequantize_exact, quantize_blocks
-from ..paths import check_output_file
+from ..paths import check_output_file, write_error
 from ..tensors import load_tensor
 
 DESCRIPTION = """\
@@ -200,6 +200,9 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(exc, path, "--output") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..formats import BlockFormat
+from ..paths import write_error
 
 __all__ = ["Accuracy", "accuracy_of", "default_tensor", "measure_accuracy", "tensor_digest"]
 
@@ -117,6 +118,9 @@ def write_text_atomic(path: Path, text: str) -> None:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a written report is as readable as any file
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_error(exc, path) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -30,6 +30,7 @@ from .. import __version__
 from ..errors import UserError
 from ..formats import BlockFormat
 from ..interrupts import deferred
+from ..paths import write_error
 from .manifest import (
     ACC_MODES,
     CLOCK,
@@ -417,6 +418,9 @@ def generate(component: wiring.Component, out_dir: Path | str, *, force: bool = 
                 for fname in texts:  # out_dir present: one atomic replace per file
                     os.replace(tmp / fname, out_dir / fname)
                 tmp.rmdir()
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(exc, out_dir, "out") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
