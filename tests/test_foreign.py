@@ -514,3 +514,14 @@ def test_bad_slices_and_accumulation(edit, message, tmp_path: Path, capsys) -> N
     assert main(["manifest", "check", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"nxfp-hw manifest: error: {message}"), err
+
+
+def test_xz_outputs_are_reported_as_such(tmp_path: Path, capsys) -> None:
+    """An output Icarus leaves X is reported as X/Z (and why it may be), never as a wrong number."""
+    fixture = Path(__file__).parent / "foreign" / "undriven_dot.sv"
+    path = _copy(tmp_path, "mx_block_dot", top="undriven_dot", parameters=None,
+                 sources=[str(EXAMPLES / "mx_block_dot.sv"), str(fixture)])
+    assert _verify("--manifest", str(path), "--sim", "icarus", "--blocks", "0") == 1
+    out = capsys.readouterr().out
+    assert "FAIL: icarus left " in out and "output values X/Z" in out and "--sim verilator" in out
+    assert "port o_nan (nan): expected 0x0 (0), got X/Z" in out
