@@ -23,6 +23,7 @@ testbench (``verif/tb_foreign.py``) from the description.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import tempfile
@@ -773,7 +774,7 @@ def write_adapter(desc: Description, out_dir: Path) -> tuple[Path, dict[str, Por
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{desc.adapter_name}.sv"
     if not path.is_file() or path.read_text() != text:
-        tmp = path.with_suffix(".sv.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # concurrent writers (pytest-xdist) never collide
         tmp.write_text(text)
         tmp.replace(path)
     return path, decls
