@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import resource
+import subprocess
 import sys
 import time
 import tracemalloc
@@ -84,13 +85,60 @@ def measure(fn, *args) -> tuple[float, float, float, object]:
     return secs, cpu, peak / 2**20, result
 
 
+def _cli_peak_rss(args: list[str]) -> tuple[int, float]:
+    """(peak RSS in bytes, wall seconds) of one ``nxfp-hw`` run in a child process (``wait4`` rusage)."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "nxfp_hw.cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"nxfp-hw {' '.join(args)} failed: {proc.stderr.read().decode()}")
+    return usage.ru_maxrss * 1024, time.perf_counter() - t0
+
+
+def cli_memory(n: int, seed: int, fmt: str = "nxfp4") -> dict:
+    """Peak memory of ``nxfp-hw quantize`` (with its MX baseline) beyond the input and the outputs, per
+    element: (peak RSS of a run on ``n`` float32 elements - peak RSS of a run on 32 elements - input bytes
+    - output bytes) / n. The outputs are the uint16 codes and headers and the float32 values."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="bench-quantize-") as tmp:
+        d = Path(tmp)
+        np.save(d / "small.npy", np.random.default_rng(seed).standard_normal(32, dtype=np.float32))
+        base_rss, _ = _cli_peak_rss(["quantize", "-f", fmt, "-i", str(d / "small.npy"), "-o", str(d / "s.npz")])
+        np.save(d / "x.npy", np.random.default_rng(seed).standard_normal(n, dtype=np.float32))
+        rss, secs = _cli_peak_rss(["quantize", "-f", fmt, "-i", str(d / "x.npy"), "-o", str(d / "q.npz")])
+        k = PRESETS[fmt].k
+        inputs, outputs = 4 * n, 2 * n + 4 * n + 2 * (n // k)
+        return {"format": fmt, "elements": n, "seconds": round(secs, 2), "peak_rss_MiB": round(rss / 2**20),
+                "startup_rss_MiB": round(base_rss / 2**20), "input_MiB": round(inputs / 2**20),
+                "output_MiB": round(outputs / 2**20),
+                "bytes_per_element_beyond_io": round((rss - base_rss - inputs - outputs) / n, 2)}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--elements", type=int, default=1 << 24, help="tensor size (default 16 M = 2^24)")
     ap.add_argument("--baseline-elements", type=int, default=1 << 21, help="elements for the baseline (default 2 M)")
     ap.add_argument("--seed", type=int, default=int(os.environ.get("NXFP_SEED", "0")))
     ap.add_argument("--output", type=Path, default=Path(__file__).resolve().parent / "results" / "quantize.json")
+    ap.add_argument("--cli-memory", type=int, metavar="N", default=None,
+                    help="only measure the peak memory of `nxfp-hw quantize` on N float32 elements (with its MX "
+                         "baseline) beyond input and outputs; written to results/quantize_cli_memory.json")
     args = ap.parse_args(argv)
+    if args.cli_memory is not None:
+        rows = [cli_memory(args.cli_memory - args.cli_memory % 32, args.seed)]
+        for r in rows:
+            print(f"nxfp-hw quantize -f {r['format']} on {r['elements']} float32 elements: {r['seconds']} s, peak RSS "
+                  f"{r['peak_rss_MiB']} MiB (startup {r['startup_rss_MiB']} MiB, input {r['input_MiB']} MiB, "
+                  f"outputs {r['output_MiB']} MiB): {r['bytes_per_element_beyond_io']} bytes/element beyond them")
+        out = args.output.with_name("quantize_cli_memory.json")
+        out.write_text(json.dumps({"benchmark": "quantize CLI memory", "numpy": np.__version__,
+                                   "python": platform.python_version(), "results": rows}, indent=2) + "\n")
+        print(f"wrote {out}")
+        return 0
     n = args.elements - args.elements % 32
     print(f"bench_quantize: {n} Gaussian float32 elements, seed {args.seed}", flush=True)
     x = np.random.default_rng(args.seed).standard_normal(n, dtype=np.float32)

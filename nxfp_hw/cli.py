@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import logging
 import os
 import sys
 import warnings
@@ -85,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     with handle_signals(), warnings.catch_warnings():
         if not sys.warnoptions:  # numeric RuntimeWarnings and library notices are not the user's business
             warnings.simplefilter("ignore")
+            logging.getLogger("matplotlib").setLevel(logging.ERROR)  # "building the font cache" and the like
         try:
             return int(args.func(args) or 0)
         except ToolError as exc:

@@ -65,6 +65,8 @@ def check_target(args: argparse.Namespace) -> None:
     """``--target-mhz`` chooses the pipeline: refuse an explicit ``--pipeline`` beside it."""
     if getattr(args, "target_mhz", None) is not None and getattr(args, "pipeline", None) is not None:
         raise UserError("pipeline: --target-mhz chooses the pipeline; give --pipeline or --target-mhz, not both")
+    if getattr(args, "target_mhz", None) is not None and getattr(args, "timing_cache", None) is not None:
+        check_output_dir(args.timing_cache, "--timing-cache")
 
 
 def unit_options(args: argparse.Namespace) -> dict[str, Any]:
