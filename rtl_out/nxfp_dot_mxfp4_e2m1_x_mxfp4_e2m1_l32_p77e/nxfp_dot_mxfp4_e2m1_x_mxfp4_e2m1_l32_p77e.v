@@ -20,29 +20,29 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$1000 ;
   wire \$1001 ;
   wire \$1002 ;
-  wire \$1003 ;
+  wire [31:0] \$1003 ;
   wire \$1004 ;
   wire \$1005 ;
   wire \$1006 ;
   wire \$1007 ;
-  wire [58:0] \$1008 ;
-  wire [13:0] \$1009 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire [2:0] \$101 ;
   wire \$1010 ;
   wire \$1011 ;
-  wire [15:0] \$1012 ;
-  wire [15:0] \$1013 ;
-  wire [15:0] \$1014 ;
-  wire \$1015 ;
-  wire [14:0] \$1016 ;
-  wire [55:0] \$1017 ;
-  wire [24:0] \$1018 ;
-  wire [24:0] \$1019 ;
+  wire [31:0] \$1012 ;
+  wire [31:0] \$1013 ;
+  wire [31:0] \$1014 ;
+  wire [31:0] \$1015 ;
+  wire [31:0] \$1016 ;
+  wire [31:0] \$1017 ;
+  wire [31:0] \$1018 ;
+  wire \$1019 ;
   wire [2:0] \$102 ;
   wire \$1020 ;
   wire \$1021 ;
   wire \$1022 ;
-  wire [31:0] \$1023 ;
+  wire [3:0] \$1023 ;
   wire \$1024 ;
   wire \$1025 ;
   wire \$1026 ;
@@ -52,19 +52,19 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   wire [2:0] \$103 ;
   wire \$1030 ;
   wire \$1031 ;
-  wire [31:0] \$1032 ;
-  wire [31:0] \$1033 ;
-  wire [31:0] \$1034 ;
-  wire [31:0] \$1035 ;
-  wire [31:0] \$1036 ;
-  wire [31:0] \$1037 ;
-  wire [31:0] \$1038 ;
+  wire \$1032 ;
+  wire \$1033 ;
+  wire \$1034 ;
+  wire \$1035 ;
+  wire \$1036 ;
+  wire \$1037 ;
+  wire \$1038 ;
   wire \$1039 ;
   wire [3:0] \$104 ;
   wire \$1040 ;
   wire \$1041 ;
   wire \$1042 ;
-  wire [3:0] \$1043 ;
+  wire \$1043 ;
   wire \$1044 ;
   wire \$1045 ;
   wire \$1046 ;
@@ -634,12 +634,12 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$1554 ;
   wire \$1555 ;
   wire \$1556 ;
-  wire \$1557 ;
+  wire [26:0] \$1557 ;
   wire \$1558 ;
   wire \$1559 ;
   wire [2:0] \$156 ;
   wire \$1560 ;
-  wire \$1561 ;
+  wire [26:0] \$1561 ;
   wire \$1562 ;
   wire \$1563 ;
   wire \$1564 ;
@@ -656,12 +656,12 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$1574 ;
   wire \$1575 ;
   wire \$1576 ;
-  wire [26:0] \$1577 ;
+  wire \$1577 ;
   wire \$1578 ;
   wire \$1579 ;
   wire [2:0] \$158 ;
   wire \$1580 ;
-  wire [26:0] \$1581 ;
+  wire \$1581 ;
   wire \$1582 ;
   wire \$1583 ;
   wire \$1584 ;
@@ -709,30 +709,30 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$1621 ;
   wire \$1622 ;
   wire \$1623 ;
-  wire \$1624 ;
-  wire \$1625 ;
-  wire \$1626 ;
-  wire \$1627 ;
-  wire \$1628 ;
-  wire \$1629 ;
+  reg [2:0] \$1624 ;
+  reg \$1625 ;
+  reg [8:0] \$1626 ;
+  reg [8:0] \$1627 ;
+  reg [8:0] \$1628 ;
+  reg [8:0] \$1629 ;
   wire \$163 ;
-  wire \$1630 ;
-  wire \$1631 ;
-  wire \$1632 ;
-  wire \$1633 ;
-  wire \$1634 ;
-  wire \$1635 ;
-  wire \$1636 ;
-  wire \$1637 ;
-  wire \$1638 ;
-  wire \$1639 ;
+  reg [8:0] \$1630 ;
+  reg [8:0] \$1631 ;
+  reg [8:0] \$1632 ;
+  reg [8:0] \$1633 ;
+  reg [8:0] \$1634 ;
+  reg [8:0] \$1635 ;
+  reg [8:0] \$1636 ;
+  reg [8:0] \$1637 ;
+  reg [8:0] \$1638 ;
+  reg [8:0] \$1639 ;
   wire [2:0] \$164 ;
-  wire \$1640 ;
-  wire \$1641 ;
-  wire \$1642 ;
-  wire \$1643 ;
-  reg [2:0] \$1644 ;
-  reg \$1645 ;
+  reg [8:0] \$1640 ;
+  reg [8:0] \$1641 ;
+  reg [8:0] \$1642 ;
+  reg [8:0] \$1643 ;
+  reg [8:0] \$1644 ;
+  reg [8:0] \$1645 ;
   reg [8:0] \$1646 ;
   reg [8:0] \$1647 ;
   reg [8:0] \$1648 ;
@@ -746,132 +746,112 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   reg [8:0] \$1655 ;
   reg [8:0] \$1656 ;
   reg [8:0] \$1657 ;
-  reg [8:0] \$1658 ;
-  reg [8:0] \$1659 ;
+  reg \$1658 ;
+  reg \$1659 ;
   wire [2:0] \$166 ;
-  reg [8:0] \$1660 ;
-  reg [8:0] \$1661 ;
-  reg [8:0] \$1662 ;
-  reg [8:0] \$1663 ;
-  reg [8:0] \$1664 ;
-  reg [8:0] \$1665 ;
-  reg [8:0] \$1666 ;
-  reg [8:0] \$1667 ;
-  reg [8:0] \$1668 ;
-  reg [8:0] \$1669 ;
+  reg \$1660 ;
+  reg \$1661 ;
+  reg \$1662 ;
+  reg \$1663 ;
+  reg \$1664 ;
+  reg [7:0] \$1665 ;
+  reg \$1666 ;
+  reg [7:0] \$1667 ;
+  reg \$1668 ;
+  reg [11:0] \$1669 ;
   wire [2:0] \$167 ;
-  reg [8:0] \$1670 ;
-  reg [8:0] \$1671 ;
-  reg [8:0] \$1672 ;
-  reg [8:0] \$1673 ;
-  reg [8:0] \$1674 ;
-  reg [8:0] \$1675 ;
-  reg [8:0] \$1676 ;
-  reg [8:0] \$1677 ;
+  reg [11:0] \$1670 ;
+  reg [11:0] \$1671 ;
+  reg [11:0] \$1672 ;
+  reg \$1673 ;
+  reg \$1674 ;
+  reg \$1675 ;
+  reg \$1676 ;
+  reg \$1677 ;
   reg \$1678 ;
   reg \$1679 ;
   wire [3:0] \$168 ;
-  reg \$1680 ;
+  reg [7:0] \$1680 ;
   reg \$1681 ;
-  reg \$1682 ;
+  reg [7:0] \$1682 ;
   reg \$1683 ;
-  reg \$1684 ;
-  reg [7:0] \$1685 ;
+  reg [13:0] \$1684 ;
+  reg \$1685 ;
   reg \$1686 ;
-  reg [7:0] \$1687 ;
+  reg \$1687 ;
   reg \$1688 ;
-  reg [11:0] \$1689 ;
+  reg \$1689 ;
   wire [3:0] \$169 ;
-  reg [11:0] \$1690 ;
-  reg [11:0] \$1691 ;
-  reg [11:0] \$1692 ;
+  reg [7:0] \$1690 ;
+  reg \$1691 ;
+  reg [7:0] \$1692 ;
   reg \$1693 ;
-  reg \$1694 ;
+  reg [12:0] \$1694 ;
   reg \$1695 ;
-  reg \$1696 ;
+  reg [8:0] \$1696 ;
   reg \$1697 ;
   reg \$1698 ;
   reg \$1699 ;
   wire [3:0] \$17 ;
   wire \$170 ;
-  reg [7:0] \$1700 ;
+  reg \$1700 ;
   reg \$1701 ;
-  reg [7:0] \$1702 ;
+  reg [24:0] \$1702 ;
   reg \$1703 ;
-  reg [13:0] \$1704 ;
-  reg \$1705 ;
+  reg [4:0] \$1704 ;
+  reg [7:0] \$1705 ;
   reg \$1706 ;
   reg \$1707 ;
   reg \$1708 ;
   reg \$1709 ;
   wire \$171 ;
-  reg [7:0] \$1710 ;
+  reg \$1710 ;
   reg \$1711 ;
-  reg [7:0] \$1712 ;
+  reg \$1712 ;
   reg \$1713 ;
-  reg [14:0] \$1714 ;
+  reg [31:0] \$1714 ;
   reg \$1715 ;
-  reg [8:0] \$1716 ;
-  reg \$1717 ;
+  reg \$1716 ;
+  reg [26:0] \$1717 ;
   reg \$1718 ;
-  reg \$1719 ;
+  reg [26:0] \$1719 ;
   wire [2:0] \$172 ;
   reg \$1720 ;
-  reg \$1721 ;
-  reg [24:0] \$1722 ;
+  reg [11:0] \$1721 ;
+  reg \$1722 ;
   reg \$1723 ;
-  reg [4:0] \$1724 ;
-  reg [7:0] \$1725 ;
+  reg \$1724 ;
+  reg \$1725 ;
   reg \$1726 ;
   reg \$1727 ;
-  reg \$1728 ;
+  reg [27:0] \$1728 ;
   reg \$1729 ;
   wire [2:0] \$173 ;
-  reg \$1730 ;
+  reg [11:0] \$1730 ;
   reg \$1731 ;
   reg \$1732 ;
   reg \$1733 ;
-  reg [31:0] \$1734 ;
+  reg \$1734 ;
   reg \$1735 ;
   reg \$1736 ;
-  reg [26:0] \$1737 ;
+  reg [24:0] \$1737 ;
   reg \$1738 ;
-  reg [26:0] \$1739 ;
+  reg [4:0] \$1739 ;
   wire [2:0] \$174 ;
-  reg \$1740 ;
-  reg [11:0] \$1741 ;
+  reg [7:0] \$1740 ;
+  reg \$1741 ;
   reg \$1742 ;
   reg \$1743 ;
   reg \$1744 ;
   reg \$1745 ;
   reg \$1746 ;
   reg \$1747 ;
-  reg [27:0] \$1748 ;
-  reg \$1749 ;
+  reg \$1748 ;
+  reg [31:0] \$1749 ;
   wire [2:0] \$175 ;
-  reg [11:0] \$1750 ;
-  reg \$1751 ;
-  reg \$1752 ;
-  reg \$1753 ;
-  reg \$1754 ;
-  reg \$1755 ;
-  reg \$1756 ;
-  reg [24:0] \$1757 ;
-  reg \$1758 ;
-  reg [4:0] \$1759 ;
+  reg [31:0] \$1750 ;
   wire [3:0] \$176 ;
-  reg [7:0] \$1760 ;
-  reg \$1761 ;
-  reg \$1762 ;
-  reg \$1763 ;
-  reg \$1764 ;
-  reg \$1765 ;
-  reg \$1766 ;
-  reg \$1767 ;
-  reg \$1768 ;
-  reg [31:0] \$1769 ;
   wire [3:0] \$177 ;
-  reg [31:0] \$1770 ;
   wire \$178 ;
   wire \$179 ;
   wire \$18 ;
@@ -1392,9 +1372,9 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   wire [8:0] \$643 ;
   wire [14:0] \$644 ;
   wire [14:0] \$645 ;
-  wire [1:0] \$646 ;
-  wire [16:0] \$647 ;
-  wire [10:0] \$648 ;
+  wire [10:0] \$646 ;
+  wire \$647 ;
+  wire \$648 ;
   wire \$649 ;
   wire [3:0] \$65 ;
   wire \$650 ;
@@ -1415,64 +1395,64 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$664 ;
   wire \$665 ;
   wire \$666 ;
-  wire \$667 ;
-  wire \$668 ;
-  wire \$669 ;
+  wire [1:0] \$667 ;
+  wire [1:0] \$668 ;
+  wire [2:0] \$669 ;
   wire \$67 ;
   wire \$670 ;
-  wire \$671 ;
-  wire \$672 ;
-  wire [1:0] \$673 ;
-  wire [1:0] \$674 ;
-  wire [2:0] \$675 ;
+  wire [1:0] \$671 ;
+  wire [1:0] \$672 ;
+  wire [2:0] \$673 ;
+  wire [3:0] \$674 ;
+  wire \$675 ;
   wire \$676 ;
-  wire [1:0] \$677 ;
-  wire [1:0] \$678 ;
-  wire [2:0] \$679 ;
+  wire \$677 ;
+  wire \$678 ;
+  wire [1:0] \$679 ;
   wire [2:0] \$68 ;
-  wire [3:0] \$680 ;
-  wire \$681 ;
+  wire [1:0] \$680 ;
+  wire [2:0] \$681 ;
   wire \$682 ;
-  wire \$683 ;
-  wire \$684 ;
-  wire [1:0] \$685 ;
-  wire [1:0] \$686 ;
-  wire [2:0] \$687 ;
+  wire [1:0] \$683 ;
+  wire [1:0] \$684 ;
+  wire [2:0] \$685 ;
+  wire [3:0] \$686 ;
+  wire [4:0] \$687 ;
   wire \$688 ;
-  wire [1:0] \$689 ;
+  wire \$689 ;
   wire [2:0] \$69 ;
-  wire [1:0] \$690 ;
-  wire [2:0] \$691 ;
-  wire [3:0] \$692 ;
-  wire [4:0] \$693 ;
-  wire \$694 ;
-  wire \$695 ;
+  wire \$690 ;
+  wire \$691 ;
+  wire \$692 ;
+  wire [1:0] \$693 ;
+  wire [1:0] \$694 ;
+  wire [2:0] \$695 ;
   wire \$696 ;
-  wire \$697 ;
-  wire \$698 ;
-  wire \$699 ;
+  wire [1:0] \$697 ;
+  wire [1:0] \$698 ;
+  wire [2:0] \$699 ;
   wire [2:0] \$7 ;
   wire [2:0] \$70 ;
-  wire \$700 ;
-  wire \$701 ;
-  wire \$702 ;
-  wire [1:0] \$703 ;
-  wire [1:0] \$704 ;
-  wire [2:0] \$705 ;
+  wire [3:0] \$700 ;
+  wire [3:0] \$701 ;
+  wire [4:0] \$702 ;
+  wire \$703 ;
+  wire \$704 ;
+  wire \$705 ;
   wire \$706 ;
-  wire [1:0] \$707 ;
-  wire [1:0] \$708 ;
-  wire [2:0] \$709 ;
+  wire \$707 ;
+  wire \$708 ;
+  wire \$709 ;
   wire [2:0] \$71 ;
-  wire [3:0] \$710 ;
+  wire \$710 ;
   wire \$711 ;
   wire \$712 ;
-  wire [1:0] \$713 ;
-  wire [1:0] \$714 ;
-  wire [2:0] \$715 ;
-  wire [2:0] \$716 ;
-  wire [3:0] \$717 ;
-  wire [4:0] \$718 ;
+  wire \$713 ;
+  wire \$714 ;
+  wire \$715 ;
+  wire \$716 ;
+  wire \$717 ;
+  wire \$718 ;
   wire \$719 ;
   wire [3:0] \$72 ;
   wire \$720 ;
@@ -1482,85 +1462,85 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$724 ;
   wire \$725 ;
   wire \$726 ;
-  wire \$727 ;
-  wire \$728 ;
-  wire \$729 ;
+  wire [27:0] \$727 ;
+  wire [27:0] \$728 ;
+  wire [21:0] \$729 ;
   wire [3:0] \$73 ;
   wire \$730 ;
   wire \$731 ;
-  wire \$732 ;
-  wire \$733 ;
-  wire \$734 ;
+  wire [23:0] \$732 ;
+  wire [23:0] \$733 ;
+  wire [23:0] \$734 ;
   wire \$735 ;
-  wire \$736 ;
-  wire \$737 ;
-  wire \$738 ;
-  wire \$739 ;
+  wire [22:0] \$736 ;
+  wire [55:0] \$737 ;
+  wire [24:0] \$738 ;
+  wire [24:0] \$739 ;
   wire \$74 ;
   wire \$740 ;
   wire \$741 ;
   wire \$742 ;
-  wire \$743 ;
+  wire [31:0] \$743 ;
   wire \$744 ;
   wire \$745 ;
   wire \$746 ;
-  wire [29:0] \$747 ;
-  wire [29:0] \$748 ;
-  wire [21:0] \$749 ;
+  wire \$747 ;
+  wire \$748 ;
+  wire \$749 ;
   wire \$75 ;
   wire \$750 ;
   wire \$751 ;
-  wire [23:0] \$752 ;
-  wire [23:0] \$753 ;
-  wire [23:0] \$754 ;
-  wire \$755 ;
-  wire [22:0] \$756 ;
-  wire [55:0] \$757 ;
-  wire [24:0] \$758 ;
-  wire [24:0] \$759 ;
+  wire [31:0] \$752 ;
+  wire [31:0] \$753 ;
+  wire [31:0] \$754 ;
+  wire [31:0] \$755 ;
+  wire [31:0] \$756 ;
+  wire [31:0] \$757 ;
+  wire [31:0] \$758 ;
+  wire \$759 ;
   wire [2:0] \$76 ;
   wire \$760 ;
   wire \$761 ;
   wire \$762 ;
-  wire [31:0] \$763 ;
-  wire \$764 ;
-  wire \$765 ;
+  wire [8:0] \$763 ;
+  wire [8:0] \$764 ;
+  wire [11:0] \$765 ;
   wire \$766 ;
-  wire \$767 ;
+  wire [11:0] \$767 ;
   wire \$768 ;
   wire \$769 ;
   wire [2:0] \$77 ;
-  wire \$770 ;
-  wire \$771 ;
-  wire [31:0] \$772 ;
-  wire [31:0] \$773 ;
-  wire [31:0] \$774 ;
-  wire [31:0] \$775 ;
-  wire [31:0] \$776 ;
-  wire [31:0] \$777 ;
-  wire [31:0] \$778 ;
+  wire [7:0] \$770 ;
+  wire [57:0] \$771 ;
+  wire [26:0] \$772 ;
+  wire [26:0] \$773 ;
+  wire [27:0] \$774 ;
+  wire \$775 ;
+  wire \$776 ;
+  wire \$777 ;
+  wire [26:0] \$778 ;
   wire \$779 ;
   wire [2:0] \$78 ;
   wire \$780 ;
   wire \$781 ;
   wire \$782 ;
-  wire [8:0] \$783 ;
-  wire [8:0] \$784 ;
-  wire [11:0] \$785 ;
+  wire \$783 ;
+  wire \$784 ;
+  wire \$785 ;
   wire \$786 ;
-  wire [11:0] \$787 ;
+  wire \$787 ;
   wire \$788 ;
   wire \$789 ;
   wire [2:0] \$79 ;
-  wire [7:0] \$790 ;
-  wire [57:0] \$791 ;
-  wire [26:0] \$792 ;
-  wire [26:0] \$793 ;
-  wire [27:0] \$794 ;
+  wire \$790 ;
+  wire \$791 ;
+  wire \$792 ;
+  wire \$793 ;
+  wire \$794 ;
   wire \$795 ;
   wire \$796 ;
   wire \$797 ;
-  wire [26:0] \$798 ;
+  wire \$798 ;
   wire \$799 ;
   wire [3:0] \$8 ;
   wire [3:0] \$80 ;
@@ -1594,37 +1574,37 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$825 ;
   wire \$826 ;
   wire \$827 ;
-  wire \$828 ;
-  wire \$829 ;
+  wire [1:0] \$828 ;
+  wire [1:0] \$829 ;
   wire \$83 ;
-  wire \$830 ;
+  wire [2:0] \$830 ;
   wire \$831 ;
-  wire \$832 ;
-  wire \$833 ;
-  wire \$834 ;
-  wire \$835 ;
+  wire [1:0] \$832 ;
+  wire [1:0] \$833 ;
+  wire [2:0] \$834 ;
+  wire [3:0] \$835 ;
   wire \$836 ;
   wire \$837 ;
   wire \$838 ;
   wire \$839 ;
   wire [2:0] \$84 ;
-  wire \$840 ;
-  wire \$841 ;
-  wire \$842 ;
+  wire [1:0] \$840 ;
+  wire [1:0] \$841 ;
+  wire [2:0] \$842 ;
   wire \$843 ;
-  wire \$844 ;
-  wire \$845 ;
-  wire \$846 ;
-  wire \$847 ;
-  wire [1:0] \$848 ;
-  wire [1:0] \$849 ;
+  wire [1:0] \$844 ;
+  wire [1:0] \$845 ;
+  wire [2:0] \$846 ;
+  wire [3:0] \$847 ;
+  wire [4:0] \$848 ;
+  wire \$849 ;
   wire [2:0] \$85 ;
-  wire [2:0] \$850 ;
+  wire \$850 ;
   wire \$851 ;
-  wire [1:0] \$852 ;
-  wire [1:0] \$853 ;
-  wire [2:0] \$854 ;
-  wire [3:0] \$855 ;
+  wire \$852 ;
+  wire \$853 ;
+  wire \$854 ;
+  wire \$855 ;
   wire \$856 ;
   wire \$857 ;
   wire \$858 ;
@@ -1638,102 +1618,102 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   wire [1:0] \$865 ;
   wire [2:0] \$866 ;
   wire [3:0] \$867 ;
-  wire [4:0] \$868 ;
+  wire \$868 ;
   wire \$869 ;
   wire [2:0] \$87 ;
   wire \$870 ;
   wire \$871 ;
-  wire \$872 ;
-  wire \$873 ;
-  wire \$874 ;
+  wire [1:0] \$872 ;
+  wire [1:0] \$873 ;
+  wire [2:0] \$874 ;
   wire \$875 ;
-  wire \$876 ;
-  wire \$877 ;
-  wire \$878 ;
-  wire \$879 ;
+  wire [1:0] \$876 ;
+  wire [1:0] \$877 ;
+  wire [2:0] \$878 ;
+  wire [3:0] \$879 ;
   wire [3:0] \$88 ;
-  wire [1:0] \$880 ;
-  wire [1:0] \$881 ;
-  wire [2:0] \$882 ;
+  wire [4:0] \$880 ;
+  wire [5:0] \$881 ;
+  wire \$882 ;
   wire \$883 ;
-  wire [1:0] \$884 ;
-  wire [1:0] \$885 ;
-  wire [2:0] \$886 ;
-  wire [3:0] \$887 ;
+  wire \$884 ;
+  wire \$885 ;
+  wire \$886 ;
+  wire \$887 ;
   wire \$888 ;
   wire \$889 ;
   wire [3:0] \$89 ;
   wire \$890 ;
   wire \$891 ;
-  wire [1:0] \$892 ;
-  wire [1:0] \$893 ;
-  wire [2:0] \$894 ;
+  wire \$892 ;
+  wire \$893 ;
+  wire \$894 ;
   wire \$895 ;
-  wire [1:0] \$896 ;
-  wire [1:0] \$897 ;
-  wire [2:0] \$898 ;
-  wire [3:0] \$899 ;
+  wire \$896 ;
+  wire \$897 ;
+  wire \$898 ;
+  wire \$899 ;
   wire [3:0] \$9 ;
   wire \$90 ;
-  wire [4:0] \$900 ;
-  wire [5:0] \$901 ;
-  wire \$902 ;
+  wire [1:0] \$900 ;
+  wire [1:0] \$901 ;
+  wire [2:0] \$902 ;
   wire \$903 ;
-  wire \$904 ;
-  wire \$905 ;
-  wire \$906 ;
-  wire \$907 ;
+  wire [1:0] \$904 ;
+  wire [1:0] \$905 ;
+  wire [2:0] \$906 ;
+  wire [3:0] \$907 ;
   wire \$908 ;
   wire \$909 ;
   wire \$91 ;
   wire \$910 ;
   wire \$911 ;
-  wire \$912 ;
-  wire \$913 ;
-  wire \$914 ;
+  wire [1:0] \$912 ;
+  wire [1:0] \$913 ;
+  wire [2:0] \$914 ;
   wire \$915 ;
-  wire \$916 ;
-  wire \$917 ;
-  wire \$918 ;
-  wire \$919 ;
+  wire [1:0] \$916 ;
+  wire [1:0] \$917 ;
+  wire [2:0] \$918 ;
+  wire [3:0] \$919 ;
   wire [2:0] \$92 ;
-  wire [1:0] \$920 ;
-  wire [1:0] \$921 ;
-  wire [2:0] \$922 ;
+  wire [4:0] \$920 ;
+  wire \$921 ;
+  wire \$922 ;
   wire \$923 ;
-  wire [1:0] \$924 ;
+  wire \$924 ;
   wire [1:0] \$925 ;
-  wire [2:0] \$926 ;
-  wire [3:0] \$927 ;
+  wire [1:0] \$926 ;
+  wire [2:0] \$927 ;
   wire \$928 ;
-  wire \$929 ;
+  wire [1:0] \$929 ;
   wire [2:0] \$93 ;
-  wire \$930 ;
-  wire \$931 ;
-  wire [1:0] \$932 ;
-  wire [1:0] \$933 ;
-  wire [2:0] \$934 ;
+  wire [1:0] \$930 ;
+  wire [2:0] \$931 ;
+  wire [4:0] \$932 ;
+  wire [5:0] \$933 ;
+  wire \$934 ;
   wire \$935 ;
-  wire [1:0] \$936 ;
-  wire [1:0] \$937 ;
-  wire [2:0] \$938 ;
-  wire [3:0] \$939 ;
+  wire \$936 ;
+  wire \$937 ;
+  wire \$938 ;
+  wire \$939 ;
   wire [2:0] \$94 ;
-  wire [4:0] \$940 ;
+  wire \$940 ;
   wire \$941 ;
   wire \$942 ;
   wire \$943 ;
   wire \$944 ;
-  wire [1:0] \$945 ;
-  wire [1:0] \$946 ;
-  wire [2:0] \$947 ;
+  wire \$945 ;
+  wire \$946 ;
+  wire \$947 ;
   wire \$948 ;
-  wire [1:0] \$949 ;
+  wire \$949 ;
   wire [2:0] \$95 ;
-  wire [1:0] \$950 ;
-  wire [2:0] \$951 ;
-  wire [4:0] \$952 ;
-  wire [5:0] \$953 ;
+  wire \$950 ;
+  wire \$951 ;
+  wire \$952 ;
+  wire \$953 ;
   wire \$954 ;
   wire \$955 ;
   wire \$956 ;
@@ -1771,19 +1751,19 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$985 ;
   wire \$986 ;
   wire \$987 ;
-  wire \$988 ;
-  wire \$989 ;
+  wire [58:0] \$988 ;
+  wire [13:0] \$989 ;
   wire \$99 ;
   wire \$990 ;
   wire \$991 ;
-  wire \$992 ;
-  wire \$993 ;
-  wire \$994 ;
+  wire [15:0] \$992 ;
+  wire [15:0] \$993 ;
+  wire [15:0] \$994 ;
   wire \$995 ;
-  wire \$996 ;
-  wire \$997 ;
-  wire \$998 ;
-  wire \$999 ;
+  wire [14:0] \$996 ;
+  wire [55:0] \$997 ;
+  wire [24:0] \$998 ;
+  wire [24:0] \$999 ;
   wire a0_c0_normal;
   wire a0_c0_special;
   wire [1:0] a0_exp;
@@ -2364,6 +2344,7 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   wire b9_is_zero;
   wire [1:0] b9_sig;
   wire b9_sign;
+  wire [12:0] blk_abs;
   wire [22:0] blk_biased;
   wire [31:0] blk_bits;
   wire [30:0] blk_body;
@@ -2373,10 +2354,10 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   wire [4:0] blk_extra;
   wire [24:0] blk_head;
   wire [24:0] blk_kept;
-  wire [14:0] blk_lead;
+  wire [12:0] blk_lead;
   wire blk_low_sticky;
   wire [3:0] blk_lz;
-  wire [14:0] blk_mag;
+  wire [12:0] blk_mag;
   reg blk_nan = 1'h0;
   wire blk_neg;
   reg blk_ninf = 1'h0;
@@ -2630,11 +2611,11 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   input rst;
   wire rst;
   wire [8:0] scale_exp_sum;
-  reg [8:0] \scale_exp_sum$705  = 9'h000;
+  reg [8:0] \scale_exp_sum$704  = 9'h000;
   reg scale_is_inf = 1'h0;
   reg scale_is_nan = 1'h0;
   reg scale_last = 1'h0;
-  reg [14:0] scale_mag = 15'h0000;
+  reg [12:0] scale_mag = 13'h0000;
   reg scale_neg = 1'h0;
   reg scale_ninf = 1'h0;
   reg scale_valid = 1'h0;
@@ -3253,401 +3234,402 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   assign blk_neg = $signed(sum_total) < $signed(1'h0);
   assign \$644  = - $signed(sum_total);
   assign \$645  = blk_neg ? \$644  : { sum_total[13], sum_total };
-  assign \$646  = sum_scale_man_a * sum_scale_man_b;
-  assign \$647  = $signed(\$645 ) * $signed({ 1'h0, \$646  });
-  assign \$648  = \scale_exp_sum$705  + 11'h700;
-  assign \$649  = ~ scale_mag[14];
-  assign \$650  = ~ scale_mag[13];
-  assign \$651  = ~ scale_mag[12];
-  assign \$652  = \$650  & \$651 ;
-  assign \$653  = \$649  & \$652 ;
-  assign \$654  = ~ scale_mag[11];
-  assign \$655  = ~ scale_mag[10];
-  assign \$656  = \$654  & \$655 ;
-  assign \$657  = ~ scale_mag[9];
-  assign \$658  = ~ scale_mag[8];
-  assign \$659  = \$657  & \$658 ;
-  assign \$660  = \$656  & \$659 ;
-  assign \$661  = \$653  & \$660 ;
-  assign \$662  = ~ scale_mag[7];
-  assign \$663  = ~ scale_mag[6];
-  assign \$664  = \$662  & \$663 ;
-  assign \$665  = ~ scale_mag[5];
-  assign \$666  = ~ scale_mag[4];
-  assign \$667  = \$665  & \$666 ;
-  assign \$668  = \$664  & \$667 ;
-  assign \$669  = ~ scale_mag[3];
-  assign \$670  = ~ scale_mag[2];
-  assign \$671  = \$669  & \$670 ;
-  assign \$672  = ~ scale_mag[1];
-  assign \$674  = scale_mag[1] ? 2'h0 : 2'h1;
-  assign \$675  = 2'h2 + \$674 ;
-  assign \$676  = ~ scale_mag[3];
-  assign \$678  = scale_mag[3] ? 2'h0 : 2'h1;
-  assign \$679  = \$671  ? \$675  : { 1'h0, \$678  };
-  assign \$680  = 3'h4 + \$679 ;
-  assign \$681  = ~ scale_mag[7];
-  assign \$682  = ~ scale_mag[6];
-  assign \$683  = \$681  & \$682 ;
-  assign \$684  = ~ scale_mag[5];
-  assign \$686  = scale_mag[5] ? 2'h0 : 2'h1;
-  assign \$687  = 2'h2 + \$686 ;
-  assign \$688  = ~ scale_mag[7];
-  assign \$690  = scale_mag[7] ? 2'h0 : 2'h1;
-  assign \$691  = \$683  ? \$687  : { 1'h0, \$690  };
-  assign \$692  = \$668  ? \$680  : { 1'h0, \$691  };
-  assign \$693  = 3'h7 + \$692 ;
-  assign \$694  = ~ scale_mag[14];
-  assign \$695  = ~ scale_mag[13];
-  assign \$696  = ~ scale_mag[12];
-  assign \$697  = \$695  & \$696 ;
-  assign \$698  = \$694  & \$697 ;
-  assign \$699  = ~ scale_mag[11];
-  assign \$700  = ~ scale_mag[10];
-  assign \$701  = \$699  & \$700 ;
-  assign \$702  = ~ scale_mag[9];
-  assign \$704  = scale_mag[9] ? 2'h0 : 2'h1;
-  assign \$705  = 2'h2 + \$704 ;
-  assign \$706  = ~ scale_mag[11];
-  assign \$708  = scale_mag[11] ? 2'h0 : 2'h1;
-  assign \$709  = \$701  ? \$705  : { 1'h0, \$708  };
-  assign \$710  = 2'h3 + \$709 ;
-  assign \$711  = ~ scale_mag[14];
-  assign \$712  = ~ scale_mag[13];
-  assign \$714  = scale_mag[13] ? 2'h0 : 2'h1;
-  assign \$715  = 1'h1 + \$714 ;
-  assign \$716  = scale_mag[14] ? 3'h0 : \$715 ;
-  assign \$717  = \$698  ? \$710  : { 2'h0, \$716 [1:0] };
-  assign \$718  = \$661  ? \$693  : { 2'h0, \$717 [2:0] };
-  assign \$719  = ~ scale_mag[14];
-  assign \$720  = ~ scale_mag[13];
-  assign \$721  = ~ scale_mag[12];
-  assign \$722  = \$720  & \$721 ;
-  assign \$723  = \$719  & \$722 ;
-  assign \$724  = ~ scale_mag[11];
-  assign \$725  = ~ scale_mag[10];
-  assign \$726  = \$724  & \$725 ;
-  assign \$727  = ~ scale_mag[9];
-  assign \$728  = ~ scale_mag[8];
-  assign \$729  = \$727  & \$728 ;
-  assign \$730  = \$726  & \$729 ;
-  assign \$731  = \$723  & \$730 ;
-  assign \$732  = ~ scale_mag[7];
-  assign \$733  = ~ scale_mag[6];
-  assign \$734  = \$732  & \$733 ;
-  assign \$735  = ~ scale_mag[5];
-  assign \$736  = ~ scale_mag[4];
-  assign \$737  = \$735  & \$736 ;
-  assign \$738  = \$734  & \$737 ;
-  assign \$739  = ~ scale_mag[3];
-  assign \$740  = ~ scale_mag[2];
-  assign \$741  = \$739  & \$740 ;
-  assign \$742  = ~ scale_mag[1];
-  assign \$743  = ~ scale_mag[0];
-  assign \$744  = \$742  & \$743 ;
-  assign \$745  = \$741  & \$744 ;
-  assign \$746  = \$738  & \$745 ;
-  assign blk_zero = \$731  & \$746 ;
-  assign \$747  = scale_mag << \$718 [3:0];
-  assign \$749  = $signed(\$648 ) + $signed(9'h08d);
-  assign blk_biased = $signed(\$749 ) - $signed({ 1'h0, \$718 [3:0] });
-  assign \$750  = $signed(blk_biased) >= $signed(2'h1);
-  assign \$751  = $signed(blk_biased) < $signed(6'h28);
-  assign \$752  = $signed(2'h1) - $signed(blk_biased);
-  assign \$753  = \$751  ? 24'h000019 : \$752 ;
-  assign \$754  = \$750  ? 24'h000000 : \$753 ;
-  assign \$755  = $signed(blk_biased) >= $signed(2'h1);
-  assign \$756  = \$755  ? blk_biased : 23'h000000;
+  assign \$646  = \scale_exp_sum$704  + 11'h700;
+  assign \$647  = ~ scale_mag[12];
+  assign \$648  = ~ scale_mag[11];
+  assign \$649  = ~ scale_mag[10];
+  assign \$650  = \$648  & \$649 ;
+  assign \$651  = ~ scale_mag[9];
+  assign \$652  = ~ scale_mag[8];
+  assign \$653  = \$651  & \$652 ;
+  assign \$654  = \$650  & \$653 ;
+  assign \$655  = \$647  & \$654 ;
+  assign \$656  = ~ scale_mag[7];
+  assign \$657  = ~ scale_mag[6];
+  assign \$658  = \$656  & \$657 ;
+  assign \$659  = ~ scale_mag[5];
+  assign \$660  = ~ scale_mag[4];
+  assign \$661  = \$659  & \$660 ;
+  assign \$662  = \$658  & \$661 ;
+  assign \$663  = ~ scale_mag[3];
+  assign \$664  = ~ scale_mag[2];
+  assign \$665  = \$663  & \$664 ;
+  assign \$666  = ~ scale_mag[1];
+  assign \$668  = scale_mag[1] ? 2'h0 : 2'h1;
+  assign \$669  = 2'h2 + \$668 ;
+  assign \$670  = ~ scale_mag[3];
+  assign \$672  = scale_mag[3] ? 2'h0 : 2'h1;
+  assign \$673  = \$665  ? \$669  : { 1'h0, \$672  };
+  assign \$674  = 3'h4 + \$673 ;
+  assign \$675  = ~ scale_mag[7];
+  assign \$676  = ~ scale_mag[6];
+  assign \$677  = \$675  & \$676 ;
+  assign \$678  = ~ scale_mag[5];
+  assign \$680  = scale_mag[5] ? 2'h0 : 2'h1;
+  assign \$681  = 2'h2 + \$680 ;
+  assign \$682  = ~ scale_mag[7];
+  assign \$684  = scale_mag[7] ? 2'h0 : 2'h1;
+  assign \$685  = \$677  ? \$681  : { 1'h0, \$684  };
+  assign \$686  = \$662  ? \$674  : { 1'h0, \$685  };
+  assign \$687  = 3'h5 + \$686 ;
+  assign \$688  = ~ scale_mag[12];
+  assign \$689  = ~ scale_mag[11];
+  assign \$690  = ~ scale_mag[10];
+  assign \$691  = \$689  & \$690 ;
+  assign \$692  = ~ scale_mag[9];
+  assign \$694  = scale_mag[9] ? 2'h0 : 2'h1;
+  assign \$695  = 2'h2 + \$694 ;
+  assign \$696  = ~ scale_mag[11];
+  assign \$698  = scale_mag[11] ? 2'h0 : 2'h1;
+  assign \$699  = \$691  ? \$695  : { 1'h0, \$698  };
+  assign \$700  = 1'h1 + \$699 ;
+  assign \$701  = scale_mag[12] ? 4'h0 : \$700 ;
+  assign \$702  = \$655  ? \$687  : { 2'h0, \$701 [2:0] };
+  assign \$703  = ~ scale_mag[12];
+  assign \$704  = ~ scale_mag[11];
+  assign \$705  = ~ scale_mag[10];
+  assign \$706  = \$704  & \$705 ;
+  assign \$707  = ~ scale_mag[9];
+  assign \$708  = ~ scale_mag[8];
+  assign \$709  = \$707  & \$708 ;
+  assign \$710  = \$706  & \$709 ;
+  assign \$711  = \$703  & \$710 ;
+  assign \$712  = ~ scale_mag[7];
+  assign \$713  = ~ scale_mag[6];
+  assign \$714  = \$712  & \$713 ;
+  assign \$715  = ~ scale_mag[5];
+  assign \$716  = ~ scale_mag[4];
+  assign \$717  = \$715  & \$716 ;
+  assign \$718  = \$714  & \$717 ;
+  assign \$719  = ~ scale_mag[3];
+  assign \$720  = ~ scale_mag[2];
+  assign \$721  = \$719  & \$720 ;
+  assign \$722  = ~ scale_mag[1];
+  assign \$723  = ~ scale_mag[0];
+  assign \$724  = \$722  & \$723 ;
+  assign \$725  = \$721  & \$724 ;
+  assign \$726  = \$718  & \$725 ;
+  assign blk_zero = \$711  & \$726 ;
+  assign \$727  = scale_mag << \$702 [3:0];
+  assign \$729  = $signed(\$646 ) + $signed(9'h08b);
+  assign blk_biased = $signed(\$729 ) - $signed({ 1'h0, \$702 [3:0] });
+  assign \$730  = $signed(blk_biased) >= $signed(2'h1);
+  assign \$731  = $signed(blk_biased) < $signed(6'h28);
+  assign \$732  = $signed(2'h1) - $signed(blk_biased);
+  assign \$733  = \$731  ? 24'h000019 : \$732 ;
+  assign \$734  = \$730  ? 24'h000000 : \$733 ;
+  assign \$735  = $signed(blk_biased) >= $signed(2'h1);
+  assign \$736  = \$735  ? blk_biased : 23'h000000;
   assign blk_over = $signed(blk_biased) >= $signed(9'h0ff);
   assign blk_edge = blk_biased == 8'hfe;
   assign blk_kept = block_norm_head >> block_norm_extra;
-  assign \$757  = 25'h1ffffff << block_norm_extra;
-  assign \$758  = ~ \$757 [24:0];
-  assign \$759  = block_norm_head & \$758 ;
-  assign \$760  = | \$759 ;
-  assign blk_sticky = block_norm_low_sticky | \$760 ;
-  assign \$761  = blk_sticky | blk_kept[1];
-  assign \$762  = blk_kept[0] & \$761 ;
-  assign \$763  = { block_norm_exp_part, blk_kept[23:1] } + \$762 ;
-  assign \$764  = & blk_kept[23:1];
-  assign \$765  = block_norm_edge & \$764 ;
-  assign \$766  = blk_sticky | blk_kept[1];
-  assign \$767  = blk_kept[0] & \$766 ;
-  assign \$768  = \$765  & \$767 ;
-  assign blk_overflow = block_norm_over | \$768 ;
-  assign \$769  = ~ block_norm_zero;
-  assign \$770  = blk_overflow & \$769 ;
-  assign \$771  = block_norm_is_inf | \$770 ;
-  assign \$776  = { 1'h0, \$763 [30:0] } | \$775 ;
-  assign \$777  = block_norm_zero ? \$774  : \$776 ;
-  assign \$778  = \$771  ? \$773  : \$777 ;
-  assign blk_bits = block_norm_is_nan ? 32'd2143289344 : \$778 ;
-  assign \$779  = ! block_r[30:23];
-  assign \$780  = block_r[23] | \$779 ;
-  assign \$781  = ! acc[30:23];
-  assign \$782  = acc[23] | \$781 ;
-  assign \$783  = { acc[30:24], \$782  } - { block_r[30:24], \$780  };
-  assign \$784  = { block_r[30:24], \$780  } - { acc[30:24], \$782  };
-  assign acc_a_big = $signed(\$783 ) >= $signed(1'h0);
-  assign \$785  = acc_a_big ? { \$783 [8], \$783 [8], \$783 [8], \$783  } : { \$784 [8], \$784 [8], \$784 [8], \$784  };
-  assign \$786  = | \$785 [11:5];
-  assign \$787  = acc_a_big ? { \$783 [8], \$783 [8], \$783 [8], \$783  } : { \$784 [8], \$784 [8], \$784 [8], \$784  };
-  assign acc_dist = \$786  ? 5'h1f : \$787 [4:0];
-  assign \$788  = | acc[30:23];
-  assign \$789  = | block_r[30:23];
-  assign \$790  = acc_a_big ? { acc[30:24], \$782  } : { block_r[30:24], \$780  };
+  assign \$737  = 25'h1ffffff << block_norm_extra;
+  assign \$738  = ~ \$737 [24:0];
+  assign \$739  = block_norm_head & \$738 ;
+  assign \$740  = | \$739 ;
+  assign blk_sticky = block_norm_low_sticky | \$740 ;
+  assign \$741  = blk_sticky | blk_kept[1];
+  assign \$742  = blk_kept[0] & \$741 ;
+  assign \$743  = { block_norm_exp_part, blk_kept[23:1] } + \$742 ;
+  assign \$744  = & blk_kept[23:1];
+  assign \$745  = block_norm_edge & \$744 ;
+  assign \$746  = blk_sticky | blk_kept[1];
+  assign \$747  = blk_kept[0] & \$746 ;
+  assign \$748  = \$745  & \$747 ;
+  assign blk_overflow = block_norm_over | \$748 ;
+  assign \$749  = ~ block_norm_zero;
+  assign \$750  = blk_overflow & \$749 ;
+  assign \$751  = block_norm_is_inf | \$750 ;
+  assign \$756  = { 1'h0, \$743 [30:0] } | \$755 ;
+  assign \$757  = block_norm_zero ? \$754  : \$756 ;
+  assign \$758  = \$751  ? \$753  : \$757 ;
+  assign blk_bits = block_norm_is_nan ? 32'd2143289344 : \$758 ;
+  assign \$759  = ! block_r[30:23];
+  assign \$760  = block_r[23] | \$759 ;
+  assign \$761  = ! acc[30:23];
+  assign \$762  = acc[23] | \$761 ;
+  assign \$763  = { acc[30:24], \$762  } - { block_r[30:24], \$760  };
+  assign \$764  = { block_r[30:24], \$760  } - { acc[30:24], \$762  };
+  assign acc_a_big = $signed(\$763 ) >= $signed(1'h0);
+  assign \$765  = acc_a_big ? { \$763 [8], \$763 [8], \$763 [8], \$763  } : { \$764 [8], \$764 [8], \$764 [8], \$764  };
+  assign \$766  = | \$765 [11:5];
+  assign \$767  = acc_a_big ? { \$763 [8], \$763 [8], \$763 [8], \$763  } : { \$764 [8], \$764 [8], \$764 [8], \$764  };
+  assign acc_dist = \$766  ? 5'h1f : \$767 [4:0];
+  assign \$768  = | acc[30:23];
+  assign \$769  = | block_r[30:23];
+  assign \$770  = acc_a_big ? { acc[30:24], \$762  } : { block_r[30:24], \$760  };
   assign acc_small = acc_a_big ? acc_b_win : acc_a_win;
   assign acc_shifted = acc_small >> acc_dist;
-  assign \$791  = 27'h7ffffff << acc_dist;
-  assign \$792  = ~ \$791 [26:0];
-  assign \$793  = acc_small & \$792 ;
-  assign acc_sticky = | \$793 ;
+  assign \$771  = 27'h7ffffff << acc_dist;
+  assign \$772  = ~ \$771 [26:0];
+  assign \$773  = acc_small & \$772 ;
+  assign acc_sticky = | \$773 ;
   assign acc_diff = acc_align_big - acc_align_small;
-  assign \$794  = acc_align_small - acc_align_big;
+  assign \$774  = acc_align_small - acc_align_big;
   assign acc_total = acc_align_big + acc_align_small;
-  assign \$795  = acc_align_big_neg ^ acc_align_small_neg;
-  assign \$796  = \$795  & acc_diff[27];
-  assign acc_neg = acc_align_big_neg ^ \$796 ;
-  assign \$797  = acc_align_big_neg ^ acc_align_small_neg;
-  assign \$798  = acc_diff[27] ? \$794 [26:0] : acc_diff[26:0];
-  assign acc_mag = \$797  ? { 1'h0, \$798  } : acc_total;
+  assign \$775  = acc_align_big_neg ^ acc_align_small_neg;
+  assign \$776  = \$775  & acc_diff[27];
+  assign acc_neg = acc_align_big_neg ^ \$776 ;
+  assign \$777  = acc_align_big_neg ^ acc_align_small_neg;
+  assign \$778  = acc_diff[27] ? \$774 [26:0] : acc_diff[26:0];
+  assign acc_mag = \$777  ? { 1'h0, \$778  } : acc_total;
   assign acc_exp = $signed(acc_add_top) - $signed(9'h099);
-  assign \$799  = ~ acc_add_mag[27];
-  assign \$800  = ~ acc_add_mag[26];
-  assign \$801  = \$799  & \$800 ;
-  assign \$802  = ~ acc_add_mag[25];
-  assign \$803  = ~ acc_add_mag[24];
+  assign \$779  = ~ acc_add_mag[27];
+  assign \$780  = ~ acc_add_mag[26];
+  assign \$781  = \$779  & \$780 ;
+  assign \$782  = ~ acc_add_mag[25];
+  assign \$783  = ~ acc_add_mag[24];
+  assign \$784  = \$782  & \$783 ;
+  assign \$785  = \$781  & \$784 ;
+  assign \$786  = ~ acc_add_mag[23];
+  assign \$787  = ~ acc_add_mag[22];
+  assign \$788  = \$786  & \$787 ;
+  assign \$789  = ~ acc_add_mag[21];
+  assign \$790  = ~ acc_add_mag[20];
+  assign \$791  = \$789  & \$790 ;
+  assign \$792  = \$788  & \$791 ;
+  assign \$793  = ~ acc_add_mag[19];
+  assign \$794  = ~ acc_add_mag[18];
+  assign \$795  = \$793  & \$794 ;
+  assign \$796  = ~ acc_add_mag[17];
+  assign \$797  = ~ acc_add_mag[16];
+  assign \$798  = \$796  & \$797 ;
+  assign \$799  = \$795  & \$798 ;
+  assign \$800  = \$792  & \$799 ;
+  assign \$801  = \$785  & \$800 ;
+  assign \$802  = ~ acc_add_mag[15];
+  assign \$803  = ~ acc_add_mag[14];
   assign \$804  = \$802  & \$803 ;
-  assign \$805  = \$801  & \$804 ;
-  assign \$806  = ~ acc_add_mag[23];
-  assign \$807  = ~ acc_add_mag[22];
-  assign \$808  = \$806  & \$807 ;
-  assign \$809  = ~ acc_add_mag[21];
-  assign \$810  = ~ acc_add_mag[20];
+  assign \$805  = ~ acc_add_mag[13];
+  assign \$806  = ~ acc_add_mag[12];
+  assign \$807  = \$805  & \$806 ;
+  assign \$808  = \$804  & \$807 ;
+  assign \$809  = ~ acc_add_mag[11];
+  assign \$810  = ~ acc_add_mag[10];
   assign \$811  = \$809  & \$810 ;
-  assign \$812  = \$808  & \$811 ;
-  assign \$813  = ~ acc_add_mag[19];
-  assign \$814  = ~ acc_add_mag[18];
-  assign \$815  = \$813  & \$814 ;
-  assign \$816  = ~ acc_add_mag[17];
-  assign \$817  = ~ acc_add_mag[16];
-  assign \$818  = \$816  & \$817 ;
-  assign \$819  = \$815  & \$818 ;
-  assign \$820  = \$812  & \$819 ;
-  assign \$821  = \$805  & \$820 ;
-  assign \$822  = ~ acc_add_mag[15];
-  assign \$823  = ~ acc_add_mag[14];
-  assign \$824  = \$822  & \$823 ;
-  assign \$825  = ~ acc_add_mag[13];
-  assign \$826  = ~ acc_add_mag[12];
-  assign \$827  = \$825  & \$826 ;
-  assign \$828  = \$824  & \$827 ;
-  assign \$829  = ~ acc_add_mag[11];
-  assign \$830  = ~ acc_add_mag[10];
-  assign \$831  = \$829  & \$830 ;
-  assign \$832  = ~ acc_add_mag[9];
-  assign \$833  = ~ acc_add_mag[8];
-  assign \$834  = \$832  & \$833 ;
-  assign \$835  = \$831  & \$834 ;
-  assign \$836  = \$828  & \$835 ;
-  assign \$837  = ~ acc_add_mag[7];
-  assign \$838  = ~ acc_add_mag[6];
-  assign \$839  = \$837  & \$838 ;
-  assign \$840  = ~ acc_add_mag[5];
-  assign \$841  = ~ acc_add_mag[4];
-  assign \$842  = \$840  & \$841 ;
-  assign \$843  = \$839  & \$842 ;
-  assign \$844  = ~ acc_add_mag[3];
-  assign \$845  = ~ acc_add_mag[2];
-  assign \$846  = \$844  & \$845 ;
-  assign \$847  = ~ acc_add_mag[1];
-  assign \$849  = acc_add_mag[1] ? 2'h0 : 2'h1;
-  assign \$850  = 2'h2 + \$849 ;
-  assign \$851  = ~ acc_add_mag[3];
-  assign \$853  = acc_add_mag[3] ? 2'h0 : 2'h1;
-  assign \$854  = \$846  ? \$850  : { 1'h0, \$853  };
-  assign \$855  = 3'h4 + \$854 ;
-  assign \$856  = ~ acc_add_mag[7];
-  assign \$857  = ~ acc_add_mag[6];
+  assign \$812  = ~ acc_add_mag[9];
+  assign \$813  = ~ acc_add_mag[8];
+  assign \$814  = \$812  & \$813 ;
+  assign \$815  = \$811  & \$814 ;
+  assign \$816  = \$808  & \$815 ;
+  assign \$817  = ~ acc_add_mag[7];
+  assign \$818  = ~ acc_add_mag[6];
+  assign \$819  = \$817  & \$818 ;
+  assign \$820  = ~ acc_add_mag[5];
+  assign \$821  = ~ acc_add_mag[4];
+  assign \$822  = \$820  & \$821 ;
+  assign \$823  = \$819  & \$822 ;
+  assign \$824  = ~ acc_add_mag[3];
+  assign \$825  = ~ acc_add_mag[2];
+  assign \$826  = \$824  & \$825 ;
+  assign \$827  = ~ acc_add_mag[1];
+  assign \$829  = acc_add_mag[1] ? 2'h0 : 2'h1;
+  assign \$830  = 2'h2 + \$829 ;
+  assign \$831  = ~ acc_add_mag[3];
+  assign \$833  = acc_add_mag[3] ? 2'h0 : 2'h1;
+  assign \$834  = \$826  ? \$830  : { 1'h0, \$833  };
+  assign \$835  = 3'h4 + \$834 ;
+  assign \$836  = ~ acc_add_mag[7];
+  assign \$837  = ~ acc_add_mag[6];
+  assign \$838  = \$836  & \$837 ;
+  assign \$839  = ~ acc_add_mag[5];
+  assign \$841  = acc_add_mag[5] ? 2'h0 : 2'h1;
+  assign \$842  = 2'h2 + \$841 ;
+  assign \$843  = ~ acc_add_mag[7];
+  assign \$845  = acc_add_mag[7] ? 2'h0 : 2'h1;
+  assign \$846  = \$838  ? \$842  : { 1'h0, \$845  };
+  assign \$847  = \$823  ? \$835  : { 1'h0, \$846  };
+  assign \$848  = 4'h8 + \$847 ;
+  assign \$849  = ~ acc_add_mag[15];
+  assign \$850  = ~ acc_add_mag[14];
+  assign \$851  = \$849  & \$850 ;
+  assign \$852  = ~ acc_add_mag[13];
+  assign \$853  = ~ acc_add_mag[12];
+  assign \$854  = \$852  & \$853 ;
+  assign \$855  = \$851  & \$854 ;
+  assign \$856  = ~ acc_add_mag[11];
+  assign \$857  = ~ acc_add_mag[10];
   assign \$858  = \$856  & \$857 ;
-  assign \$859  = ~ acc_add_mag[5];
-  assign \$861  = acc_add_mag[5] ? 2'h0 : 2'h1;
+  assign \$859  = ~ acc_add_mag[9];
+  assign \$861  = acc_add_mag[9] ? 2'h0 : 2'h1;
   assign \$862  = 2'h2 + \$861 ;
-  assign \$863  = ~ acc_add_mag[7];
-  assign \$865  = acc_add_mag[7] ? 2'h0 : 2'h1;
+  assign \$863  = ~ acc_add_mag[11];
+  assign \$865  = acc_add_mag[11] ? 2'h0 : 2'h1;
   assign \$866  = \$858  ? \$862  : { 1'h0, \$865  };
-  assign \$867  = \$843  ? \$855  : { 1'h0, \$866  };
-  assign \$868  = 4'h8 + \$867 ;
-  assign \$869  = ~ acc_add_mag[15];
-  assign \$870  = ~ acc_add_mag[14];
-  assign \$871  = \$869  & \$870 ;
-  assign \$872  = ~ acc_add_mag[13];
-  assign \$873  = ~ acc_add_mag[12];
-  assign \$874  = \$872  & \$873 ;
-  assign \$875  = \$871  & \$874 ;
-  assign \$876  = ~ acc_add_mag[11];
-  assign \$877  = ~ acc_add_mag[10];
-  assign \$878  = \$876  & \$877 ;
-  assign \$879  = ~ acc_add_mag[9];
-  assign \$881  = acc_add_mag[9] ? 2'h0 : 2'h1;
-  assign \$882  = 2'h2 + \$881 ;
-  assign \$883  = ~ acc_add_mag[11];
-  assign \$885  = acc_add_mag[11] ? 2'h0 : 2'h1;
-  assign \$886  = \$878  ? \$882  : { 1'h0, \$885  };
-  assign \$887  = 3'h4 + \$886 ;
-  assign \$888  = ~ acc_add_mag[15];
-  assign \$889  = ~ acc_add_mag[14];
-  assign \$890  = \$888  & \$889 ;
-  assign \$891  = ~ acc_add_mag[13];
-  assign \$893  = acc_add_mag[13] ? 2'h0 : 2'h1;
-  assign \$894  = 2'h2 + \$893 ;
-  assign \$895  = ~ acc_add_mag[15];
-  assign \$897  = acc_add_mag[15] ? 2'h0 : 2'h1;
-  assign \$898  = \$890  ? \$894  : { 1'h0, \$897  };
-  assign \$899  = \$875  ? \$887  : { 1'h0, \$898  };
-  assign \$900  = \$836  ? \$868  : { 1'h0, \$899  };
-  assign \$901  = 4'hc + \$900 ;
-  assign \$902  = ~ acc_add_mag[27];
-  assign \$903  = ~ acc_add_mag[26];
-  assign \$904  = \$902  & \$903 ;
-  assign \$905  = ~ acc_add_mag[25];
-  assign \$906  = ~ acc_add_mag[24];
-  assign \$907  = \$905  & \$906 ;
-  assign \$908  = \$904  & \$907 ;
-  assign \$909  = ~ acc_add_mag[23];
-  assign \$910  = ~ acc_add_mag[22];
-  assign \$911  = \$909  & \$910 ;
-  assign \$912  = ~ acc_add_mag[21];
-  assign \$913  = ~ acc_add_mag[20];
-  assign \$914  = \$912  & \$913 ;
-  assign \$915  = \$911  & \$914 ;
-  assign \$916  = ~ acc_add_mag[19];
-  assign \$917  = ~ acc_add_mag[18];
-  assign \$918  = \$916  & \$917 ;
-  assign \$919  = ~ acc_add_mag[17];
-  assign \$921  = acc_add_mag[17] ? 2'h0 : 2'h1;
-  assign \$922  = 2'h2 + \$921 ;
-  assign \$923  = ~ acc_add_mag[19];
-  assign \$925  = acc_add_mag[19] ? 2'h0 : 2'h1;
-  assign \$926  = \$918  ? \$922  : { 1'h0, \$925  };
-  assign \$927  = 3'h4 + \$926 ;
-  assign \$928  = ~ acc_add_mag[23];
-  assign \$929  = ~ acc_add_mag[22];
-  assign \$930  = \$928  & \$929 ;
-  assign \$931  = ~ acc_add_mag[21];
-  assign \$933  = acc_add_mag[21] ? 2'h0 : 2'h1;
-  assign \$934  = 2'h2 + \$933 ;
-  assign \$935  = ~ acc_add_mag[23];
-  assign \$937  = acc_add_mag[23] ? 2'h0 : 2'h1;
-  assign \$938  = \$930  ? \$934  : { 1'h0, \$937  };
-  assign \$939  = \$915  ? \$927  : { 1'h0, \$938  };
-  assign \$940  = 3'h4 + \$939 ;
-  assign \$941  = ~ acc_add_mag[27];
-  assign \$942  = ~ acc_add_mag[26];
+  assign \$867  = 3'h4 + \$866 ;
+  assign \$868  = ~ acc_add_mag[15];
+  assign \$869  = ~ acc_add_mag[14];
+  assign \$870  = \$868  & \$869 ;
+  assign \$871  = ~ acc_add_mag[13];
+  assign \$873  = acc_add_mag[13] ? 2'h0 : 2'h1;
+  assign \$874  = 2'h2 + \$873 ;
+  assign \$875  = ~ acc_add_mag[15];
+  assign \$877  = acc_add_mag[15] ? 2'h0 : 2'h1;
+  assign \$878  = \$870  ? \$874  : { 1'h0, \$877  };
+  assign \$879  = \$855  ? \$867  : { 1'h0, \$878  };
+  assign \$880  = \$816  ? \$848  : { 1'h0, \$879  };
+  assign \$881  = 4'hc + \$880 ;
+  assign \$882  = ~ acc_add_mag[27];
+  assign \$883  = ~ acc_add_mag[26];
+  assign \$884  = \$882  & \$883 ;
+  assign \$885  = ~ acc_add_mag[25];
+  assign \$886  = ~ acc_add_mag[24];
+  assign \$887  = \$885  & \$886 ;
+  assign \$888  = \$884  & \$887 ;
+  assign \$889  = ~ acc_add_mag[23];
+  assign \$890  = ~ acc_add_mag[22];
+  assign \$891  = \$889  & \$890 ;
+  assign \$892  = ~ acc_add_mag[21];
+  assign \$893  = ~ acc_add_mag[20];
+  assign \$894  = \$892  & \$893 ;
+  assign \$895  = \$891  & \$894 ;
+  assign \$896  = ~ acc_add_mag[19];
+  assign \$897  = ~ acc_add_mag[18];
+  assign \$898  = \$896  & \$897 ;
+  assign \$899  = ~ acc_add_mag[17];
+  assign \$901  = acc_add_mag[17] ? 2'h0 : 2'h1;
+  assign \$902  = 2'h2 + \$901 ;
+  assign \$903  = ~ acc_add_mag[19];
+  assign \$905  = acc_add_mag[19] ? 2'h0 : 2'h1;
+  assign \$906  = \$898  ? \$902  : { 1'h0, \$905  };
+  assign \$907  = 3'h4 + \$906 ;
+  assign \$908  = ~ acc_add_mag[23];
+  assign \$909  = ~ acc_add_mag[22];
+  assign \$910  = \$908  & \$909 ;
+  assign \$911  = ~ acc_add_mag[21];
+  assign \$913  = acc_add_mag[21] ? 2'h0 : 2'h1;
+  assign \$914  = 2'h2 + \$913 ;
+  assign \$915  = ~ acc_add_mag[23];
+  assign \$917  = acc_add_mag[23] ? 2'h0 : 2'h1;
+  assign \$918  = \$910  ? \$914  : { 1'h0, \$917  };
+  assign \$919  = \$895  ? \$907  : { 1'h0, \$918  };
+  assign \$920  = 3'h4 + \$919 ;
+  assign \$921  = ~ acc_add_mag[27];
+  assign \$922  = ~ acc_add_mag[26];
+  assign \$923  = \$921  & \$922 ;
+  assign \$924  = ~ acc_add_mag[25];
+  assign \$926  = acc_add_mag[25] ? 2'h0 : 2'h1;
+  assign \$927  = 2'h2 + \$926 ;
+  assign \$928  = ~ acc_add_mag[27];
+  assign \$930  = acc_add_mag[27] ? 2'h0 : 2'h1;
+  assign \$931  = \$923  ? \$927  : { 1'h0, \$930  };
+  assign \$932  = \$888  ? \$920  : { 2'h0, \$931  };
+  assign \$933  = \$801  ? \$881  : { 2'h0, \$932 [3:0] };
+  assign \$934  = ~ acc_add_mag[27];
+  assign \$935  = ~ acc_add_mag[26];
+  assign \$936  = \$934  & \$935 ;
+  assign \$937  = ~ acc_add_mag[25];
+  assign \$938  = ~ acc_add_mag[24];
+  assign \$939  = \$937  & \$938 ;
+  assign \$940  = \$936  & \$939 ;
+  assign \$941  = ~ acc_add_mag[23];
+  assign \$942  = ~ acc_add_mag[22];
   assign \$943  = \$941  & \$942 ;
-  assign \$944  = ~ acc_add_mag[25];
-  assign \$946  = acc_add_mag[25] ? 2'h0 : 2'h1;
-  assign \$947  = 2'h2 + \$946 ;
-  assign \$948  = ~ acc_add_mag[27];
-  assign \$950  = acc_add_mag[27] ? 2'h0 : 2'h1;
-  assign \$951  = \$943  ? \$947  : { 1'h0, \$950  };
-  assign \$952  = \$908  ? \$940  : { 2'h0, \$951  };
-  assign \$953  = \$821  ? \$901  : { 2'h0, \$952 [3:0] };
-  assign \$954  = ~ acc_add_mag[27];
-  assign \$955  = ~ acc_add_mag[26];
-  assign \$956  = \$954  & \$955 ;
-  assign \$957  = ~ acc_add_mag[25];
-  assign \$958  = ~ acc_add_mag[24];
+  assign \$944  = ~ acc_add_mag[21];
+  assign \$945  = ~ acc_add_mag[20];
+  assign \$946  = \$944  & \$945 ;
+  assign \$947  = \$943  & \$946 ;
+  assign \$948  = ~ acc_add_mag[19];
+  assign \$949  = ~ acc_add_mag[18];
+  assign \$950  = \$948  & \$949 ;
+  assign \$951  = ~ acc_add_mag[17];
+  assign \$952  = ~ acc_add_mag[16];
+  assign \$953  = \$951  & \$952 ;
+  assign \$954  = \$950  & \$953 ;
+  assign \$955  = \$947  & \$954 ;
+  assign \$956  = \$940  & \$955 ;
+  assign \$957  = ~ acc_add_mag[15];
+  assign \$958  = ~ acc_add_mag[14];
   assign \$959  = \$957  & \$958 ;
-  assign \$960  = \$956  & \$959 ;
-  assign \$961  = ~ acc_add_mag[23];
-  assign \$962  = ~ acc_add_mag[22];
-  assign \$963  = \$961  & \$962 ;
-  assign \$964  = ~ acc_add_mag[21];
-  assign \$965  = ~ acc_add_mag[20];
+  assign \$960  = ~ acc_add_mag[13];
+  assign \$961  = ~ acc_add_mag[12];
+  assign \$962  = \$960  & \$961 ;
+  assign \$963  = \$959  & \$962 ;
+  assign \$964  = ~ acc_add_mag[11];
+  assign \$965  = ~ acc_add_mag[10];
   assign \$966  = \$964  & \$965 ;
-  assign \$967  = \$963  & \$966 ;
-  assign \$968  = ~ acc_add_mag[19];
-  assign \$969  = ~ acc_add_mag[18];
-  assign \$970  = \$968  & \$969 ;
-  assign \$971  = ~ acc_add_mag[17];
-  assign \$972  = ~ acc_add_mag[16];
-  assign \$973  = \$971  & \$972 ;
-  assign \$974  = \$970  & \$973 ;
-  assign \$975  = \$967  & \$974 ;
-  assign \$976  = \$960  & \$975 ;
-  assign \$977  = ~ acc_add_mag[15];
-  assign \$978  = ~ acc_add_mag[14];
-  assign \$979  = \$977  & \$978 ;
-  assign \$980  = ~ acc_add_mag[13];
-  assign \$981  = ~ acc_add_mag[12];
-  assign \$982  = \$980  & \$981 ;
-  assign \$983  = \$979  & \$982 ;
-  assign \$984  = ~ acc_add_mag[11];
-  assign \$985  = ~ acc_add_mag[10];
-  assign \$986  = \$984  & \$985 ;
-  assign \$987  = ~ acc_add_mag[9];
-  assign \$988  = ~ acc_add_mag[8];
-  assign \$989  = \$987  & \$988 ;
-  assign \$990  = \$986  & \$989 ;
-  assign \$991  = \$983  & \$990 ;
-  assign \$992  = ~ acc_add_mag[7];
-  assign \$993  = ~ acc_add_mag[6];
-  assign \$994  = \$992  & \$993 ;
-  assign \$995  = ~ acc_add_mag[5];
-  assign \$996  = ~ acc_add_mag[4];
-  assign \$997  = \$995  & \$996 ;
-  assign \$998  = \$994  & \$997 ;
-  assign \$999  = ~ acc_add_mag[3];
-  assign \$1000  = ~ acc_add_mag[2];
-  assign \$1001  = \$999  & \$1000 ;
-  assign \$1002  = ~ acc_add_mag[1];
-  assign \$1003  = ~ acc_add_mag[0];
-  assign \$1004  = \$1002  & \$1003 ;
-  assign \$1005  = \$1001  & \$1004 ;
-  assign \$1006  = \$998  & \$1005 ;
-  assign \$1007  = \$991  & \$1006 ;
-  assign acc_rnd_zero = \$976  & \$1007 ;
-  assign \$1008  = acc_add_mag << \$953 [4:0];
-  assign \$1009  = $signed(acc_exp) + $signed(9'h09a);
-  assign acc_rnd_biased = $signed(\$1009 ) - $signed({ 1'h0, \$953 [4:0] });
-  assign \$1010  = $signed(acc_rnd_biased) >= $signed(2'h1);
-  assign \$1011  = $signed(acc_rnd_biased) < $signed(6'h28);
-  assign \$1012  = $signed(2'h1) - $signed(acc_rnd_biased);
-  assign \$1013  = \$1011  ? 16'h0019 : \$1012 ;
-  assign \$1014  = \$1010  ? 16'h0000 : \$1013 ;
-  assign acc_rnd_low_sticky = | \$1008 [2:0];
-  assign \$1015  = $signed(acc_rnd_biased) >= $signed(2'h1);
-  assign \$1016  = \$1015  ? acc_rnd_biased : 15'h0000;
+  assign \$967  = ~ acc_add_mag[9];
+  assign \$968  = ~ acc_add_mag[8];
+  assign \$969  = \$967  & \$968 ;
+  assign \$970  = \$966  & \$969 ;
+  assign \$971  = \$963  & \$970 ;
+  assign \$972  = ~ acc_add_mag[7];
+  assign \$973  = ~ acc_add_mag[6];
+  assign \$974  = \$972  & \$973 ;
+  assign \$975  = ~ acc_add_mag[5];
+  assign \$976  = ~ acc_add_mag[4];
+  assign \$977  = \$975  & \$976 ;
+  assign \$978  = \$974  & \$977 ;
+  assign \$979  = ~ acc_add_mag[3];
+  assign \$980  = ~ acc_add_mag[2];
+  assign \$981  = \$979  & \$980 ;
+  assign \$982  = ~ acc_add_mag[1];
+  assign \$983  = ~ acc_add_mag[0];
+  assign \$984  = \$982  & \$983 ;
+  assign \$985  = \$981  & \$984 ;
+  assign \$986  = \$978  & \$985 ;
+  assign \$987  = \$971  & \$986 ;
+  assign acc_rnd_zero = \$956  & \$987 ;
+  assign \$988  = acc_add_mag << \$933 [4:0];
+  assign \$989  = $signed(acc_exp) + $signed(9'h09a);
+  assign acc_rnd_biased = $signed(\$989 ) - $signed({ 1'h0, \$933 [4:0] });
+  assign \$990  = $signed(acc_rnd_biased) >= $signed(2'h1);
+  assign \$991  = $signed(acc_rnd_biased) < $signed(6'h28);
+  assign \$992  = $signed(2'h1) - $signed(acc_rnd_biased);
+  assign \$993  = \$991  ? 16'h0019 : \$992 ;
+  assign \$994  = \$990  ? 16'h0000 : \$993 ;
+  assign acc_rnd_low_sticky = | \$988 [2:0];
+  assign \$995  = $signed(acc_rnd_biased) >= $signed(2'h1);
+  assign \$996  = \$995  ? acc_rnd_biased : 15'h0000;
   assign acc_rnd_over = $signed(acc_rnd_biased) >= $signed(9'h0ff);
   assign acc_rnd_edge = acc_rnd_biased == 8'hfe;
   assign acc_rnd_kept = acc_norm_head >> acc_norm_extra;
-  assign \$1017  = 25'h1ffffff << acc_norm_extra;
-  assign \$1018  = ~ \$1017 [24:0];
-  assign \$1019  = acc_norm_head & \$1018 ;
-  assign \$1020  = | \$1019 ;
-  assign acc_rnd_sticky = acc_norm_low_sticky | \$1020 ;
-  assign \$1021  = acc_rnd_sticky | acc_rnd_kept[1];
-  assign \$1022  = acc_rnd_kept[0] & \$1021 ;
-  assign \$1023  = { acc_norm_exp_part, acc_rnd_kept[23:1] } + \$1022 ;
-  assign \$1024  = & acc_rnd_kept[23:1];
-  assign \$1025  = acc_norm_edge & \$1024 ;
-  assign \$1026  = acc_rnd_sticky | acc_rnd_kept[1];
-  assign \$1027  = acc_rnd_kept[0] & \$1026 ;
-  assign \$1028  = \$1025  & \$1027 ;
-  assign acc_rnd_overflow = acc_norm_over | \$1028 ;
-  assign \$1029  = ~ acc_norm_zero;
-  assign \$1030  = acc_rnd_overflow & \$1029 ;
-  assign \$1031  = acc_norm_is_inf | \$1030 ;
-  assign \$1036  = { 1'h0, \$1023 [30:0] } | \$1035 ;
-  assign \$1037  = acc_norm_zero ? \$1034  : \$1036 ;
-  assign \$1038  = \$1031  ? \$1033  : \$1037 ;
-  assign acc_rnd_bits = acc_norm_is_nan ? 32'd2143289344 : \$1038 ;
-  assign \$1039  = i__valid & i__ready;
-  assign \$1041  = since < 3'h4;
+  assign \$997  = 25'h1ffffff << acc_norm_extra;
+  assign \$998  = ~ \$997 [24:0];
+  assign \$999  = acc_norm_head & \$998 ;
+  assign \$1000  = | \$999 ;
+  assign acc_rnd_sticky = acc_norm_low_sticky | \$1000 ;
+  assign \$1001  = acc_rnd_sticky | acc_rnd_kept[1];
+  assign \$1002  = acc_rnd_kept[0] & \$1001 ;
+  assign \$1003  = { acc_norm_exp_part, acc_rnd_kept[23:1] } + \$1002 ;
+  assign \$1004  = & acc_rnd_kept[23:1];
+  assign \$1005  = acc_norm_edge & \$1004 ;
+  assign \$1006  = acc_rnd_sticky | acc_rnd_kept[1];
+  assign \$1007  = acc_rnd_kept[0] & \$1006 ;
+  assign \$1008  = \$1005  & \$1007 ;
+  assign acc_rnd_overflow = acc_norm_over | \$1008 ;
+  assign \$1009  = ~ acc_norm_zero;
+  assign \$1010  = acc_rnd_overflow & \$1009 ;
+  assign \$1011  = acc_norm_is_inf | \$1010 ;
+  assign \$1016  = { 1'h0, \$1003 [30:0] } | \$1015 ;
+  assign \$1017  = acc_norm_zero ? \$1014  : \$1016 ;
+  assign \$1018  = \$1011  ? \$1013  : \$1017 ;
+  assign acc_rnd_bits = acc_norm_is_nan ? 32'd2143289344 : \$1018 ;
+  assign \$1019  = i__valid & i__ready;
+  assign \$1021  = since < 3'h4;
+  assign \$1022  = advance & \$1021 ;
+  assign \$1023  = since + 1'h1;
+  assign \$1024  = i__valid & accept;
+  assign \$1025  = i__valid & accept;
+  assign \$1026  = advance & \$1025 ;
+  assign \$1027  = i__valid & accept;
+  assign \$1028  = advance & \$1027 ;
+  assign \$1029  = i__valid & accept;
+  assign \$1030  = advance & \$1029 ;
+  assign \$1031  = i__valid & accept;
+  assign \$1032  = advance & \$1031 ;
+  assign \$1033  = i__valid & accept;
+  assign \$1034  = advance & \$1033 ;
+  assign \$1035  = i__valid & accept;
+  assign \$1036  = advance & \$1035 ;
+  assign \$1037  = i__valid & accept;
+  assign \$1038  = advance & \$1037 ;
+  assign \$1039  = i__valid & accept;
+  assign \$1040  = advance & \$1039 ;
+  assign \$1041  = i__valid & accept;
   assign \$1042  = advance & \$1041 ;
-  assign \$1043  = since + 1'h1;
-  assign \$1044  = i__valid & accept;
+  assign \$1043  = i__valid & accept;
+  assign \$1044  = advance & \$1043 ;
   assign \$1045  = i__valid & accept;
   assign \$1046  = advance & \$1045 ;
   assign \$1047  = i__valid & accept;
@@ -3694,1022 +3676,1148 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   assign \$1088  = advance & \$1087 ;
   assign \$1089  = i__valid & accept;
   assign \$1090  = advance & \$1089 ;
-  assign \$1091  = i__valid & accept;
-  assign \$1092  = advance & \$1091 ;
-  assign \$1093  = i__valid & accept;
-  assign \$1094  = advance & \$1093 ;
-  assign \$1095  = i__valid & accept;
-  assign \$1096  = advance & \$1095 ;
-  assign \$1097  = i__valid & accept;
-  assign \$1098  = advance & \$1097 ;
-  assign \$1099  = i__valid & accept;
-  assign \$1100  = advance & \$1099 ;
-  assign \$1101  = i__valid & accept;
-  assign \$1102  = advance & \$1101 ;
-  assign \$1103  = i__valid & accept;
-  assign \$1104  = advance & \$1103 ;
-  assign \$1105  = i__valid & accept;
-  assign \$1106  = advance & \$1105 ;
-  assign \$1107  = i__valid & accept;
-  assign \$1108  = advance & \$1107 ;
-  assign \$1109  = i__valid & accept;
-  assign \$1110  = advance & \$1109 ;
-  assign \$1273  = \$1272  | hdr_b_scale_nan;
-  assign \$1274  = i__valid & accept;
-  assign \$1275  = advance & \$1274 ;
-  assign \$1277  = i__payload[11] ^ i__payload[147];
+  assign \$1253  = \$1252  | hdr_b_scale_nan;
+  assign \$1254  = i__valid & accept;
+  assign \$1255  = advance & \$1254 ;
+  assign \$1257  = i__payload[11] ^ i__payload[147];
+  assign \$1258  = ~ \$1257 ;
+  assign \$1261  = i__payload[15] ^ i__payload[151];
+  assign \$1262  = ~ \$1261 ;
+  assign \$1265  = i__payload[19] ^ i__payload[155];
+  assign \$1266  = ~ \$1265 ;
+  assign \$1269  = i__payload[23] ^ i__payload[159];
+  assign \$1270  = ~ \$1269 ;
+  assign \$1273  = i__payload[27] ^ i__payload[163];
+  assign \$1274  = ~ \$1273 ;
+  assign \$1277  = i__payload[31] ^ i__payload[167];
   assign \$1278  = ~ \$1277 ;
-  assign \$1281  = i__payload[15] ^ i__payload[151];
+  assign \$1281  = i__payload[35] ^ i__payload[171];
   assign \$1282  = ~ \$1281 ;
-  assign \$1285  = i__payload[19] ^ i__payload[155];
+  assign \$1285  = i__payload[39] ^ i__payload[175];
   assign \$1286  = ~ \$1285 ;
-  assign \$1289  = i__payload[23] ^ i__payload[159];
+  assign \$1289  = i__payload[43] ^ i__payload[179];
   assign \$1290  = ~ \$1289 ;
-  assign \$1293  = i__payload[27] ^ i__payload[163];
+  assign \$1293  = i__payload[47] ^ i__payload[183];
   assign \$1294  = ~ \$1293 ;
-  assign \$1297  = i__payload[31] ^ i__payload[167];
+  assign \$1297  = i__payload[51] ^ i__payload[187];
   assign \$1298  = ~ \$1297 ;
-  assign \$1301  = i__payload[35] ^ i__payload[171];
+  assign \$1301  = i__payload[55] ^ i__payload[191];
   assign \$1302  = ~ \$1301 ;
-  assign \$1305  = i__payload[39] ^ i__payload[175];
+  assign \$1305  = i__payload[59] ^ i__payload[195];
   assign \$1306  = ~ \$1305 ;
-  assign \$1309  = i__payload[43] ^ i__payload[179];
+  assign \$1309  = i__payload[63] ^ i__payload[199];
   assign \$1310  = ~ \$1309 ;
-  assign \$1313  = i__payload[47] ^ i__payload[183];
+  assign \$1313  = i__payload[67] ^ i__payload[203];
   assign \$1314  = ~ \$1313 ;
-  assign \$1317  = i__payload[51] ^ i__payload[187];
+  assign \$1317  = i__payload[71] ^ i__payload[207];
   assign \$1318  = ~ \$1317 ;
-  assign \$1321  = i__payload[55] ^ i__payload[191];
+  assign \$1321  = i__payload[75] ^ i__payload[211];
   assign \$1322  = ~ \$1321 ;
-  assign \$1325  = i__payload[59] ^ i__payload[195];
+  assign \$1325  = i__payload[79] ^ i__payload[215];
   assign \$1326  = ~ \$1325 ;
-  assign \$1329  = i__payload[63] ^ i__payload[199];
+  assign \$1329  = i__payload[83] ^ i__payload[219];
   assign \$1330  = ~ \$1329 ;
-  assign \$1333  = i__payload[67] ^ i__payload[203];
+  assign \$1333  = i__payload[87] ^ i__payload[223];
   assign \$1334  = ~ \$1333 ;
-  assign \$1337  = i__payload[71] ^ i__payload[207];
+  assign \$1337  = i__payload[91] ^ i__payload[227];
   assign \$1338  = ~ \$1337 ;
-  assign \$1341  = i__payload[75] ^ i__payload[211];
+  assign \$1341  = i__payload[95] ^ i__payload[231];
   assign \$1342  = ~ \$1341 ;
-  assign \$1345  = i__payload[79] ^ i__payload[215];
+  assign \$1345  = i__payload[99] ^ i__payload[235];
   assign \$1346  = ~ \$1345 ;
-  assign \$1349  = i__payload[83] ^ i__payload[219];
+  assign \$1349  = i__payload[103] ^ i__payload[239];
   assign \$1350  = ~ \$1349 ;
-  assign \$1353  = i__payload[87] ^ i__payload[223];
+  assign \$1353  = i__payload[107] ^ i__payload[243];
   assign \$1354  = ~ \$1353 ;
-  assign \$1357  = i__payload[91] ^ i__payload[227];
+  assign \$1357  = i__payload[111] ^ i__payload[247];
   assign \$1358  = ~ \$1357 ;
-  assign \$1361  = i__payload[95] ^ i__payload[231];
+  assign \$1361  = i__payload[115] ^ i__payload[251];
   assign \$1362  = ~ \$1361 ;
-  assign \$1365  = i__payload[99] ^ i__payload[235];
+  assign \$1365  = i__payload[119] ^ i__payload[255];
   assign \$1366  = ~ \$1365 ;
-  assign \$1369  = i__payload[103] ^ i__payload[239];
+  assign \$1369  = i__payload[123] ^ i__payload[259];
   assign \$1370  = ~ \$1369 ;
-  assign \$1373  = i__payload[107] ^ i__payload[243];
+  assign \$1373  = i__payload[127] ^ i__payload[263];
   assign \$1374  = ~ \$1373 ;
-  assign \$1377  = i__payload[111] ^ i__payload[247];
+  assign \$1377  = i__payload[131] ^ i__payload[267];
   assign \$1378  = ~ \$1377 ;
-  assign \$1381  = i__payload[115] ^ i__payload[251];
+  assign \$1381  = i__payload[135] ^ i__payload[271];
   assign \$1382  = ~ \$1381 ;
-  assign \$1385  = i__payload[119] ^ i__payload[255];
-  assign \$1386  = ~ \$1385 ;
-  assign \$1389  = i__payload[123] ^ i__payload[259];
-  assign \$1390  = ~ \$1389 ;
-  assign \$1393  = i__payload[127] ^ i__payload[263];
-  assign \$1394  = ~ \$1393 ;
-  assign \$1397  = i__payload[131] ^ i__payload[267];
-  assign \$1398  = ~ \$1397 ;
-  assign \$1401  = i__payload[135] ^ i__payload[271];
-  assign \$1402  = ~ \$1401 ;
-  assign \$1405  = i__valid & accept;
-  assign \$1406  = advance & \$1405 ;
-  assign \$1408  = i__payload[11] ^ i__payload[147];
-  assign \$1411  = i__payload[15] ^ i__payload[151];
-  assign \$1414  = i__payload[19] ^ i__payload[155];
-  assign \$1417  = i__payload[23] ^ i__payload[159];
-  assign \$1420  = i__payload[27] ^ i__payload[163];
-  assign \$1423  = i__payload[31] ^ i__payload[167];
-  assign \$1426  = i__payload[35] ^ i__payload[171];
-  assign \$1429  = i__payload[39] ^ i__payload[175];
-  assign \$1432  = i__payload[43] ^ i__payload[179];
-  assign \$1435  = i__payload[47] ^ i__payload[183];
-  assign \$1438  = i__payload[51] ^ i__payload[187];
-  assign \$1441  = i__payload[55] ^ i__payload[191];
-  assign \$1444  = i__payload[59] ^ i__payload[195];
-  assign \$1447  = i__payload[63] ^ i__payload[199];
-  assign \$1450  = i__payload[67] ^ i__payload[203];
-  assign \$1453  = i__payload[71] ^ i__payload[207];
-  assign \$1456  = i__payload[75] ^ i__payload[211];
-  assign \$1459  = i__payload[79] ^ i__payload[215];
-  assign \$1462  = i__payload[83] ^ i__payload[219];
-  assign \$1465  = i__payload[87] ^ i__payload[223];
-  assign \$1468  = i__payload[91] ^ i__payload[227];
-  assign \$1471  = i__payload[95] ^ i__payload[231];
-  assign \$1474  = i__payload[99] ^ i__payload[235];
-  assign \$1477  = i__payload[103] ^ i__payload[239];
-  assign \$1480  = i__payload[107] ^ i__payload[243];
-  assign \$1483  = i__payload[111] ^ i__payload[247];
-  assign \$1486  = i__payload[115] ^ i__payload[251];
-  assign \$1489  = i__payload[119] ^ i__payload[255];
-  assign \$1492  = i__payload[123] ^ i__payload[259];
-  assign \$1495  = i__payload[127] ^ i__payload[263];
-  assign \$1498  = i__payload[131] ^ i__payload[267];
-  assign \$1501  = i__payload[135] ^ i__payload[271];
-  assign \$1504  = i__valid & accept;
-  assign \$1505  = advance & \$1504 ;
-  assign \$1506  = i__valid & accept;
-  assign \$1507  = advance & \$1506 ;
-  assign \$1508  = i__valid & accept;
-  assign \$1509  = advance & \$1508 ;
-  assign \$1511  = i__valid & accept;
-  assign \$1512  = advance & \$1511 ;
-  assign \$1513  = i__valid & accept;
-  assign \$1514  = advance & \$1513 ;
-  assign \$1515  = i__valid & accept;
-  assign \$1516  = advance & \$1515 ;
-  assign \$1517  = i__valid & accept;
-  assign \$1518  = advance & \$1517 ;
-  assign \$1519  = advance & products_valid;
-  assign \$1520  = advance & products_valid;
-  assign \$1521  = advance & products_valid;
-  assign \$1522  = advance & products_valid;
-  assign \$1523  = advance & products_valid;
-  assign \$1524  = advance & products_valid;
-  assign \$1525  = advance & products_valid;
-  assign \$1526  = advance & products_valid;
-  assign \$1527  = advance & products_valid;
-  assign \$1528  = advance & products_valid;
-  assign \$1529  = advance & products_valid;
-  assign \$1530  = advance & products_valid;
-  assign \$1531  = advance & products_valid;
-  assign \$1532  = advance & products_valid;
-  assign \$1533  = tree_valid & tree_end;
-  assign \$1534  = tree_valid & tree_end;
-  assign \$1535  = advance & \$1534 ;
-  assign \$1536  = tree_valid & tree_end;
-  assign \$1537  = advance & \$1536 ;
-  assign \$1538  = tree_valid & tree_end;
-  assign \$1539  = advance & \$1538 ;
-  assign \$1540  = tree_valid & tree_end;
-  assign \$1541  = advance & \$1540 ;
-  assign \$1542  = tree_valid & tree_end;
-  assign \$1543  = advance & \$1542 ;
-  assign \$1544  = tree_valid & tree_end;
-  assign \$1545  = advance & \$1544 ;
-  assign \$1546  = tree_valid & tree_end;
-  assign \$1547  = advance & \$1546 ;
-  assign \$1548  = tree_valid & tree_end;
-  assign \$1549  = advance & \$1548 ;
-  assign \$1550  = tree_valid & tree_end;
-  assign \$1551  = advance & \$1550 ;
-  assign \$1552  = advance & sum_valid;
-  assign \$1553  = advance & sum_valid;
-  assign \$1554  = advance & sum_valid;
-  assign \$1555  = advance & sum_valid;
-  assign \$1556  = sum_pinf & sum_ninf;
-  assign \$1557  = sum_nan | \$1556 ;
-  assign \$1558  = advance & sum_valid;
-  assign \$1559  = sum_pinf | sum_ninf;
-  assign \$1560  = advance & sum_valid;
-  assign \$1561  = advance & sum_valid;
-  assign \$1562  = advance & scale_valid;
-  assign \$1563  = advance & scale_valid;
-  assign \$1564  = advance & scale_valid;
-  assign \$1565  = advance & scale_valid;
-  assign \$1566  = advance & scale_valid;
-  assign \$1567  = advance & scale_valid;
-  assign \$1568  = advance & scale_valid;
-  assign \$1569  = advance & scale_valid;
-  assign \$1570  = scale_is_inf ? scale_ninf : scale_neg;
-  assign \$1571  = advance & scale_valid;
-  assign \$1572  = advance & scale_valid;
-  assign \$1573  = advance & scale_valid;
-  assign \$1574  = advance & block_norm_valid;
-  assign \$1575  = advance & block_norm_valid;
-  assign \$1576  = advance & block_valid;
-  assign \$1577  = acc_a_big ? acc_a_win : acc_b_win;
-  assign \$1578  = advance & block_valid;
-  assign \$1579  = acc_a_big ? acc[31] : block_r[31];
-  assign \$1580  = advance & block_valid;
-  assign \$1581  = acc_shifted | { 26'h0000000, acc_sticky };
-  assign \$1582  = advance & block_valid;
-  assign \$1583  = acc_a_big ? block_r[31] : acc[31];
-  assign \$1584  = advance & block_valid;
-  assign \$1585  = advance & block_valid;
-  assign \$1586  = acc[30:23] == 8'hff;
-  assign \$1587  = | acc[22:0];
-  assign \$1588  = \$1586  & \$1587 ;
-  assign \$1589  = block_r[30:23] == 8'hff;
-  assign \$1590  = | block_r[22:0];
-  assign \$1591  = \$1589  & \$1590 ;
-  assign \$1592  = \$1588  | \$1591 ;
-  assign \$1593  = acc[30:23] == 8'hff;
-  assign \$1594  = ! acc[22:0];
-  assign \$1595  = \$1593  & \$1594 ;
-  assign \$1596  = block_r[30:23] == 8'hff;
-  assign \$1597  = ! block_r[22:0];
-  assign \$1598  = \$1596  & \$1597 ;
-  assign \$1599  = \$1595  & \$1598 ;
-  assign \$1600  = acc[31] != block_r[31];
-  assign \$1601  = \$1599  & \$1600 ;
-  assign \$1602  = \$1592  | \$1601 ;
-  assign \$1603  = advance & block_valid;
-  assign \$1604  = acc[30:23] == 8'hff;
-  assign \$1605  = ! acc[22:0];
-  assign \$1606  = \$1604  & \$1605 ;
-  assign \$1607  = block_r[30:23] == 8'hff;
-  assign \$1608  = ! block_r[22:0];
-  assign \$1609  = \$1607  & \$1608 ;
-  assign \$1610  = \$1606  | \$1609 ;
-  assign \$1611  = advance & block_valid;
-  assign \$1612  = acc[30:23] == 8'hff;
-  assign \$1613  = ! acc[22:0];
-  assign \$1614  = \$1612  & \$1613 ;
-  assign \$1615  = \$1614  ? acc[31] : block_r[31];
-  assign \$1616  = advance & block_valid;
-  assign \$1617  = acc == 32'd2147483648;
-  assign \$1618  = block_r == 32'd2147483648;
-  assign \$1619  = \$1617  & \$1618 ;
-  assign \$1620  = advance & block_valid;
-  assign \$1621  = advance & acc_align_valid;
-  assign \$1622  = advance & acc_align_valid;
-  assign \$1623  = advance & acc_align_valid;
-  assign \$1624  = advance & acc_align_valid;
-  assign \$1625  = advance & acc_align_valid;
-  assign \$1626  = advance & acc_align_valid;
-  assign \$1627  = advance & acc_align_valid;
-  assign \$1628  = advance & acc_align_valid;
-  assign \$1629  = advance & acc_add_valid;
-  assign \$1630  = advance & acc_add_valid;
-  assign \$1631  = advance & acc_add_valid;
-  assign \$1632  = advance & acc_add_valid;
-  assign \$1633  = advance & acc_add_valid;
-  assign \$1634  = advance & acc_add_valid;
-  assign \$1635  = advance & acc_add_valid;
-  assign \$1636  = advance & acc_add_valid;
-  assign \$1637  = ! acc_add_mag;
-  assign \$1638  = \$1637  ? acc_add_neg_zero : acc_add_neg;
-  assign \$1639  = acc_add_is_inf ? acc_add_inf_neg : \$1638 ;
-  assign \$1640  = advance & acc_add_valid;
-  assign \$1641  = advance & acc_add_valid;
-  assign \$1642  = advance & acc_add_valid;
-  assign \$1643  = acc_norm_valid & acc_norm_last;
+  assign \$1385  = i__valid & accept;
+  assign \$1386  = advance & \$1385 ;
+  assign \$1388  = i__payload[11] ^ i__payload[147];
+  assign \$1391  = i__payload[15] ^ i__payload[151];
+  assign \$1394  = i__payload[19] ^ i__payload[155];
+  assign \$1397  = i__payload[23] ^ i__payload[159];
+  assign \$1400  = i__payload[27] ^ i__payload[163];
+  assign \$1403  = i__payload[31] ^ i__payload[167];
+  assign \$1406  = i__payload[35] ^ i__payload[171];
+  assign \$1409  = i__payload[39] ^ i__payload[175];
+  assign \$1412  = i__payload[43] ^ i__payload[179];
+  assign \$1415  = i__payload[47] ^ i__payload[183];
+  assign \$1418  = i__payload[51] ^ i__payload[187];
+  assign \$1421  = i__payload[55] ^ i__payload[191];
+  assign \$1424  = i__payload[59] ^ i__payload[195];
+  assign \$1427  = i__payload[63] ^ i__payload[199];
+  assign \$1430  = i__payload[67] ^ i__payload[203];
+  assign \$1433  = i__payload[71] ^ i__payload[207];
+  assign \$1436  = i__payload[75] ^ i__payload[211];
+  assign \$1439  = i__payload[79] ^ i__payload[215];
+  assign \$1442  = i__payload[83] ^ i__payload[219];
+  assign \$1445  = i__payload[87] ^ i__payload[223];
+  assign \$1448  = i__payload[91] ^ i__payload[227];
+  assign \$1451  = i__payload[95] ^ i__payload[231];
+  assign \$1454  = i__payload[99] ^ i__payload[235];
+  assign \$1457  = i__payload[103] ^ i__payload[239];
+  assign \$1460  = i__payload[107] ^ i__payload[243];
+  assign \$1463  = i__payload[111] ^ i__payload[247];
+  assign \$1466  = i__payload[115] ^ i__payload[251];
+  assign \$1469  = i__payload[119] ^ i__payload[255];
+  assign \$1472  = i__payload[123] ^ i__payload[259];
+  assign \$1475  = i__payload[127] ^ i__payload[263];
+  assign \$1478  = i__payload[131] ^ i__payload[267];
+  assign \$1481  = i__payload[135] ^ i__payload[271];
+  assign \$1484  = i__valid & accept;
+  assign \$1485  = advance & \$1484 ;
+  assign \$1486  = i__valid & accept;
+  assign \$1487  = advance & \$1486 ;
+  assign \$1488  = i__valid & accept;
+  assign \$1489  = advance & \$1488 ;
+  assign \$1491  = i__valid & accept;
+  assign \$1492  = advance & \$1491 ;
+  assign \$1493  = i__valid & accept;
+  assign \$1494  = advance & \$1493 ;
+  assign \$1495  = i__valid & accept;
+  assign \$1496  = advance & \$1495 ;
+  assign \$1497  = i__valid & accept;
+  assign \$1498  = advance & \$1497 ;
+  assign \$1499  = advance & products_valid;
+  assign \$1500  = advance & products_valid;
+  assign \$1501  = advance & products_valid;
+  assign \$1502  = advance & products_valid;
+  assign \$1503  = advance & products_valid;
+  assign \$1504  = advance & products_valid;
+  assign \$1505  = advance & products_valid;
+  assign \$1506  = advance & products_valid;
+  assign \$1507  = advance & products_valid;
+  assign \$1508  = advance & products_valid;
+  assign \$1509  = advance & products_valid;
+  assign \$1510  = advance & products_valid;
+  assign \$1511  = advance & products_valid;
+  assign \$1512  = advance & products_valid;
+  assign \$1513  = tree_valid & tree_end;
+  assign \$1514  = tree_valid & tree_end;
+  assign \$1515  = advance & \$1514 ;
+  assign \$1516  = tree_valid & tree_end;
+  assign \$1517  = advance & \$1516 ;
+  assign \$1518  = tree_valid & tree_end;
+  assign \$1519  = advance & \$1518 ;
+  assign \$1520  = tree_valid & tree_end;
+  assign \$1521  = advance & \$1520 ;
+  assign \$1522  = tree_valid & tree_end;
+  assign \$1523  = advance & \$1522 ;
+  assign \$1524  = tree_valid & tree_end;
+  assign \$1525  = advance & \$1524 ;
+  assign \$1526  = tree_valid & tree_end;
+  assign \$1527  = advance & \$1526 ;
+  assign \$1528  = tree_valid & tree_end;
+  assign \$1529  = advance & \$1528 ;
+  assign \$1530  = tree_valid & tree_end;
+  assign \$1531  = advance & \$1530 ;
+  assign \$1532  = advance & sum_valid;
+  assign \$1533  = advance & sum_valid;
+  assign \$1534  = advance & sum_valid;
+  assign \$1535  = advance & sum_valid;
+  assign \$1536  = sum_pinf & sum_ninf;
+  assign \$1537  = sum_nan | \$1536 ;
+  assign \$1538  = advance & sum_valid;
+  assign \$1539  = sum_pinf | sum_ninf;
+  assign \$1540  = advance & sum_valid;
+  assign \$1541  = advance & sum_valid;
+  assign \$1542  = advance & scale_valid;
+  assign \$1543  = advance & scale_valid;
+  assign \$1544  = advance & scale_valid;
+  assign \$1545  = advance & scale_valid;
+  assign \$1546  = advance & scale_valid;
+  assign \$1547  = advance & scale_valid;
+  assign \$1548  = advance & scale_valid;
+  assign \$1549  = advance & scale_valid;
+  assign \$1550  = scale_is_inf ? scale_ninf : scale_neg;
+  assign \$1551  = advance & scale_valid;
+  assign \$1552  = advance & scale_valid;
+  assign \$1553  = advance & scale_valid;
+  assign \$1554  = advance & block_norm_valid;
+  assign \$1555  = advance & block_norm_valid;
+  assign \$1556  = advance & block_valid;
+  assign \$1557  = acc_a_big ? acc_a_win : acc_b_win;
+  assign \$1558  = advance & block_valid;
+  assign \$1559  = acc_a_big ? acc[31] : block_r[31];
+  assign \$1560  = advance & block_valid;
+  assign \$1561  = acc_shifted | { 26'h0000000, acc_sticky };
+  assign \$1562  = advance & block_valid;
+  assign \$1563  = acc_a_big ? block_r[31] : acc[31];
+  assign \$1564  = advance & block_valid;
+  assign \$1565  = advance & block_valid;
+  assign \$1566  = acc[30:23] == 8'hff;
+  assign \$1567  = | acc[22:0];
+  assign \$1568  = \$1566  & \$1567 ;
+  assign \$1569  = block_r[30:23] == 8'hff;
+  assign \$1570  = | block_r[22:0];
+  assign \$1571  = \$1569  & \$1570 ;
+  assign \$1572  = \$1568  | \$1571 ;
+  assign \$1573  = acc[30:23] == 8'hff;
+  assign \$1574  = ! acc[22:0];
+  assign \$1575  = \$1573  & \$1574 ;
+  assign \$1576  = block_r[30:23] == 8'hff;
+  assign \$1577  = ! block_r[22:0];
+  assign \$1578  = \$1576  & \$1577 ;
+  assign \$1579  = \$1575  & \$1578 ;
+  assign \$1580  = acc[31] != block_r[31];
+  assign \$1581  = \$1579  & \$1580 ;
+  assign \$1582  = \$1572  | \$1581 ;
+  assign \$1583  = advance & block_valid;
+  assign \$1584  = acc[30:23] == 8'hff;
+  assign \$1585  = ! acc[22:0];
+  assign \$1586  = \$1584  & \$1585 ;
+  assign \$1587  = block_r[30:23] == 8'hff;
+  assign \$1588  = ! block_r[22:0];
+  assign \$1589  = \$1587  & \$1588 ;
+  assign \$1590  = \$1586  | \$1589 ;
+  assign \$1591  = advance & block_valid;
+  assign \$1592  = acc[30:23] == 8'hff;
+  assign \$1593  = ! acc[22:0];
+  assign \$1594  = \$1592  & \$1593 ;
+  assign \$1595  = \$1594  ? acc[31] : block_r[31];
+  assign \$1596  = advance & block_valid;
+  assign \$1597  = acc == 32'd2147483648;
+  assign \$1598  = block_r == 32'd2147483648;
+  assign \$1599  = \$1597  & \$1598 ;
+  assign \$1600  = advance & block_valid;
+  assign \$1601  = advance & acc_align_valid;
+  assign \$1602  = advance & acc_align_valid;
+  assign \$1603  = advance & acc_align_valid;
+  assign \$1604  = advance & acc_align_valid;
+  assign \$1605  = advance & acc_align_valid;
+  assign \$1606  = advance & acc_align_valid;
+  assign \$1607  = advance & acc_align_valid;
+  assign \$1608  = advance & acc_align_valid;
+  assign \$1609  = advance & acc_add_valid;
+  assign \$1610  = advance & acc_add_valid;
+  assign \$1611  = advance & acc_add_valid;
+  assign \$1612  = advance & acc_add_valid;
+  assign \$1613  = advance & acc_add_valid;
+  assign \$1614  = advance & acc_add_valid;
+  assign \$1615  = advance & acc_add_valid;
+  assign \$1616  = advance & acc_add_valid;
+  assign \$1617  = ! acc_add_mag;
+  assign \$1618  = \$1617  ? acc_add_neg_zero : acc_add_neg;
+  assign \$1619  = acc_add_is_inf ? acc_add_inf_neg : \$1618 ;
+  assign \$1620  = advance & acc_add_valid;
+  assign \$1621  = advance & acc_add_valid;
+  assign \$1622  = advance & acc_add_valid;
+  assign \$1623  = acc_norm_valid & acc_norm_last;
   always @(posedge clk)
-    since <= \$1644 ;
+    since <= \$1624 ;
   always @(posedge clk)
-    products_valid <= \$1645 ;
+    products_valid <= \$1625 ;
   always @(posedge clk)
-    products_t0 <= \$1646 ;
+    products_t0 <= \$1626 ;
   always @(posedge clk)
-    products_t1 <= \$1647 ;
+    products_t1 <= \$1627 ;
   always @(posedge clk)
-    products_t2 <= \$1648 ;
+    products_t2 <= \$1628 ;
   always @(posedge clk)
-    products_t3 <= \$1649 ;
+    products_t3 <= \$1629 ;
   always @(posedge clk)
-    products_t4 <= \$1650 ;
+    products_t4 <= \$1630 ;
   always @(posedge clk)
-    products_t5 <= \$1651 ;
+    products_t5 <= \$1631 ;
   always @(posedge clk)
-    products_t6 <= \$1652 ;
+    products_t6 <= \$1632 ;
   always @(posedge clk)
-    products_t7 <= \$1653 ;
+    products_t7 <= \$1633 ;
   always @(posedge clk)
-    products_t8 <= \$1654 ;
+    products_t8 <= \$1634 ;
   always @(posedge clk)
-    products_t9 <= \$1655 ;
+    products_t9 <= \$1635 ;
   always @(posedge clk)
-    products_t10 <= \$1656 ;
+    products_t10 <= \$1636 ;
   always @(posedge clk)
-    products_t11 <= \$1657 ;
+    products_t11 <= \$1637 ;
   always @(posedge clk)
-    products_t12 <= \$1658 ;
+    products_t12 <= \$1638 ;
   always @(posedge clk)
-    products_t13 <= \$1659 ;
+    products_t13 <= \$1639 ;
   always @(posedge clk)
-    products_t14 <= \$1660 ;
+    products_t14 <= \$1640 ;
   always @(posedge clk)
-    products_t15 <= \$1661 ;
+    products_t15 <= \$1641 ;
   always @(posedge clk)
-    products_t16 <= \$1662 ;
+    products_t16 <= \$1642 ;
   always @(posedge clk)
-    products_t17 <= \$1663 ;
+    products_t17 <= \$1643 ;
   always @(posedge clk)
-    products_t18 <= \$1664 ;
+    products_t18 <= \$1644 ;
   always @(posedge clk)
-    products_t19 <= \$1665 ;
+    products_t19 <= \$1645 ;
   always @(posedge clk)
-    products_t20 <= \$1666 ;
+    products_t20 <= \$1646 ;
   always @(posedge clk)
-    products_t21 <= \$1667 ;
+    products_t21 <= \$1647 ;
   always @(posedge clk)
-    products_t22 <= \$1668 ;
+    products_t22 <= \$1648 ;
   always @(posedge clk)
-    products_t23 <= \$1669 ;
+    products_t23 <= \$1649 ;
   always @(posedge clk)
-    products_t24 <= \$1670 ;
+    products_t24 <= \$1650 ;
   always @(posedge clk)
-    products_t25 <= \$1671 ;
+    products_t25 <= \$1651 ;
   always @(posedge clk)
-    products_t26 <= \$1672 ;
+    products_t26 <= \$1652 ;
   always @(posedge clk)
-    products_t27 <= \$1673 ;
+    products_t27 <= \$1653 ;
   always @(posedge clk)
-    products_t28 <= \$1674 ;
+    products_t28 <= \$1654 ;
   always @(posedge clk)
-    products_t29 <= \$1675 ;
+    products_t29 <= \$1655 ;
   always @(posedge clk)
-    products_t30 <= \$1676 ;
+    products_t30 <= \$1656 ;
   always @(posedge clk)
-    products_t31 <= \$1677 ;
+    products_t31 <= \$1657 ;
   always @(posedge clk)
-    products_nan <= \$1678 ;
+    products_nan <= \$1658 ;
   always @(posedge clk)
-    products_pinf <= \$1679 ;
+    products_pinf <= \$1659 ;
   always @(posedge clk)
-    products_ninf <= \$1680 ;
+    products_ninf <= \$1660 ;
   always @(posedge clk)
-    products_first <= \$1681 ;
+    products_first <= \$1661 ;
   always @(posedge clk)
-    products_end <= \$1682 ;
+    products_end <= \$1662 ;
   always @(posedge clk)
-    products_last <= \$1683 ;
+    products_last <= \$1663 ;
   always @(posedge clk)
-    products_scale_man_a <= \$1684 ;
+    products_scale_man_a <= \$1664 ;
   always @(posedge clk)
-    products_scale_exp_a <= \$1685 ;
+    products_scale_exp_a <= \$1665 ;
   always @(posedge clk)
-    products_scale_man_b <= \$1686 ;
+    products_scale_man_b <= \$1666 ;
   always @(posedge clk)
-    products_scale_exp_b <= \$1687 ;
+    products_scale_exp_b <= \$1667 ;
   always @(posedge clk)
-    tree_valid <= \$1688 ;
+    tree_valid <= \$1668 ;
   always @(posedge clk)
-    tree_l0 <= \$1689 ;
+    tree_l0 <= \$1669 ;
   always @(posedge clk)
-    tree_l1 <= \$1690 ;
+    tree_l1 <= \$1670 ;
   always @(posedge clk)
-    tree_l2 <= \$1691 ;
+    tree_l2 <= \$1671 ;
   always @(posedge clk)
-    tree_l3 <= \$1692 ;
+    tree_l3 <= \$1672 ;
   always @(posedge clk)
-    blk_nan <= \$1693 ;
+    blk_nan <= \$1673 ;
   always @(posedge clk)
-    blk_pinf <= \$1694 ;
+    blk_pinf <= \$1674 ;
   always @(posedge clk)
-    blk_ninf <= \$1695 ;
+    blk_ninf <= \$1675 ;
   always @(posedge clk)
-    tree_first <= \$1696 ;
+    tree_first <= \$1676 ;
   always @(posedge clk)
-    tree_end <= \$1697 ;
+    tree_end <= \$1677 ;
   always @(posedge clk)
-    tree_last <= \$1698 ;
+    tree_last <= \$1678 ;
   always @(posedge clk)
-    tree_scale_man_a <= \$1699 ;
+    tree_scale_man_a <= \$1679 ;
   always @(posedge clk)
-    tree_scale_exp_a <= \$1700 ;
+    tree_scale_exp_a <= \$1680 ;
   always @(posedge clk)
-    tree_scale_man_b <= \$1701 ;
+    tree_scale_man_b <= \$1681 ;
   always @(posedge clk)
-    tree_scale_exp_b <= \$1702 ;
+    tree_scale_exp_b <= \$1682 ;
   always @(posedge clk)
-    sum_valid <= \$1703 ;
+    sum_valid <= \$1683 ;
   always @(posedge clk)
-    sum_total <= \$1704 ;
+    sum_total <= \$1684 ;
   always @(posedge clk)
-    sum_nan <= \$1705 ;
+    sum_nan <= \$1685 ;
   always @(posedge clk)
-    sum_pinf <= \$1706 ;
+    sum_pinf <= \$1686 ;
   always @(posedge clk)
-    sum_ninf <= \$1707 ;
+    sum_ninf <= \$1687 ;
   always @(posedge clk)
-    sum_last <= \$1708 ;
+    sum_last <= \$1688 ;
   always @(posedge clk)
-    sum_scale_man_a <= \$1709 ;
+    sum_scale_man_a <= \$1689 ;
   always @(posedge clk)
-    sum_scale_exp_a <= \$1710 ;
+    sum_scale_exp_a <= \$1690 ;
   always @(posedge clk)
-    sum_scale_man_b <= \$1711 ;
+    sum_scale_man_b <= \$1691 ;
   always @(posedge clk)
-    sum_scale_exp_b <= \$1712 ;
+    sum_scale_exp_b <= \$1692 ;
   always @(posedge clk)
-    scale_valid <= \$1713 ;
+    scale_valid <= \$1693 ;
   always @(posedge clk)
-    scale_mag <= \$1714 ;
+    scale_mag <= \$1694 ;
   always @(posedge clk)
-    scale_neg <= \$1715 ;
+    scale_neg <= \$1695 ;
   always @(posedge clk)
-    \scale_exp_sum$705  <= \$1716 ;
+    \scale_exp_sum$704  <= \$1696 ;
   always @(posedge clk)
-    scale_is_nan <= \$1717 ;
+    scale_is_nan <= \$1697 ;
   always @(posedge clk)
-    scale_is_inf <= \$1718 ;
+    scale_is_inf <= \$1698 ;
   always @(posedge clk)
-    scale_ninf <= \$1719 ;
+    scale_ninf <= \$1699 ;
   always @(posedge clk)
-    scale_last <= \$1720 ;
+    scale_last <= \$1700 ;
   always @(posedge clk)
-    block_norm_valid <= \$1721 ;
+    block_norm_valid <= \$1701 ;
   always @(posedge clk)
-    block_norm_head <= \$1722 ;
+    block_norm_head <= \$1702 ;
   always @(posedge clk)
-    block_norm_low_sticky <= \$1723 ;
+    block_norm_low_sticky <= \$1703 ;
   always @(posedge clk)
-    block_norm_extra <= \$1724 ;
+    block_norm_extra <= \$1704 ;
   always @(posedge clk)
-    block_norm_exp_part <= \$1725 ;
+    block_norm_exp_part <= \$1705 ;
   always @(posedge clk)
-    block_norm_over <= \$1726 ;
+    block_norm_over <= \$1706 ;
   always @(posedge clk)
-    block_norm_edge <= \$1727 ;
+    block_norm_edge <= \$1707 ;
   always @(posedge clk)
-    block_norm_zero <= \$1728 ;
+    block_norm_zero <= \$1708 ;
   always @(posedge clk)
-    block_norm_sign <= \$1729 ;
+    block_norm_sign <= \$1709 ;
   always @(posedge clk)
-    block_norm_is_nan <= \$1730 ;
+    block_norm_is_nan <= \$1710 ;
   always @(posedge clk)
-    block_norm_is_inf <= \$1731 ;
+    block_norm_is_inf <= \$1711 ;
   always @(posedge clk)
-    block_norm_last <= \$1732 ;
+    block_norm_last <= \$1712 ;
   always @(posedge clk)
-    block_valid <= \$1733 ;
+    block_valid <= \$1713 ;
   always @(posedge clk)
-    block_r <= \$1734 ;
+    block_r <= \$1714 ;
   always @(posedge clk)
-    block_last <= \$1735 ;
+    block_last <= \$1715 ;
   always @(posedge clk)
-    acc_align_valid <= \$1736 ;
+    acc_align_valid <= \$1716 ;
   always @(posedge clk)
-    acc_align_big <= \$1737 ;
+    acc_align_big <= \$1717 ;
   always @(posedge clk)
-    acc_align_big_neg <= \$1738 ;
+    acc_align_big_neg <= \$1718 ;
   always @(posedge clk)
-    acc_align_small <= \$1739 ;
+    acc_align_small <= \$1719 ;
   always @(posedge clk)
-    acc_align_small_neg <= \$1740 ;
+    acc_align_small_neg <= \$1720 ;
   always @(posedge clk)
-    acc_align_top <= \$1741 ;
+    acc_align_top <= \$1721 ;
   always @(posedge clk)
-    acc_align_is_nan <= \$1742 ;
+    acc_align_is_nan <= \$1722 ;
   always @(posedge clk)
-    acc_align_is_inf <= \$1743 ;
+    acc_align_is_inf <= \$1723 ;
   always @(posedge clk)
-    acc_align_inf_neg <= \$1744 ;
+    acc_align_inf_neg <= \$1724 ;
   always @(posedge clk)
-    acc_align_neg_zero <= \$1745 ;
+    acc_align_neg_zero <= \$1725 ;
   always @(posedge clk)
-    acc_align_last <= \$1746 ;
+    acc_align_last <= \$1726 ;
   always @(posedge clk)
-    acc_add_valid <= \$1747 ;
+    acc_add_valid <= \$1727 ;
   always @(posedge clk)
-    acc_add_mag <= \$1748 ;
+    acc_add_mag <= \$1728 ;
   always @(posedge clk)
-    acc_add_neg <= \$1749 ;
+    acc_add_neg <= \$1729 ;
   always @(posedge clk)
-    acc_add_top <= \$1750 ;
+    acc_add_top <= \$1730 ;
   always @(posedge clk)
-    acc_add_is_nan <= \$1751 ;
+    acc_add_is_nan <= \$1731 ;
   always @(posedge clk)
-    acc_add_is_inf <= \$1752 ;
+    acc_add_is_inf <= \$1732 ;
   always @(posedge clk)
-    acc_add_inf_neg <= \$1753 ;
+    acc_add_inf_neg <= \$1733 ;
   always @(posedge clk)
-    acc_add_neg_zero <= \$1754 ;
+    acc_add_neg_zero <= \$1734 ;
   always @(posedge clk)
-    acc_add_last <= \$1755 ;
+    acc_add_last <= \$1735 ;
   always @(posedge clk)
-    acc_norm_valid <= \$1756 ;
+    acc_norm_valid <= \$1736 ;
   always @(posedge clk)
-    acc_norm_head <= \$1757 ;
+    acc_norm_head <= \$1737 ;
   always @(posedge clk)
-    acc_norm_low_sticky <= \$1758 ;
+    acc_norm_low_sticky <= \$1738 ;
   always @(posedge clk)
-    acc_norm_extra <= \$1759 ;
+    acc_norm_extra <= \$1739 ;
   always @(posedge clk)
-    acc_norm_exp_part <= \$1760 ;
+    acc_norm_exp_part <= \$1740 ;
   always @(posedge clk)
-    acc_norm_over <= \$1761 ;
+    acc_norm_over <= \$1741 ;
   always @(posedge clk)
-    acc_norm_edge <= \$1762 ;
+    acc_norm_edge <= \$1742 ;
   always @(posedge clk)
-    acc_norm_zero <= \$1763 ;
+    acc_norm_zero <= \$1743 ;
   always @(posedge clk)
-    acc_norm_sign <= \$1764 ;
+    acc_norm_sign <= \$1744 ;
   always @(posedge clk)
-    acc_norm_is_nan <= \$1765 ;
+    acc_norm_is_nan <= \$1745 ;
   always @(posedge clk)
-    acc_norm_is_inf <= \$1766 ;
+    acc_norm_is_inf <= \$1746 ;
   always @(posedge clk)
-    acc_norm_last <= \$1767 ;
+    acc_norm_last <= \$1747 ;
   always @(posedge clk)
-    o__valid <= \$1768 ;
+    o__valid <= \$1748 ;
   always @(posedge clk)
-    o__payload <= \$1769 ;
+    o__payload <= \$1749 ;
   always @(posedge clk)
-    acc <= \$1770 ;
+    acc <= \$1750 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1644  = since;
+    \$1624  = since;
+    if (\$1020 ) begin
+      \$1624  = 3'h1;
+    end else if (\$1022 ) begin
+      \$1624  = \$1023 [2:0];
+    end
+    if (rst) begin
+      \$1624  = 3'h4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1625  = products_valid;
+    if (advance) begin
+      \$1625  = \$1024 ;
+    end
+    if (rst) begin
+      \$1625  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1626  = products_t0;
+    if (\$1026 ) begin
+      \$1626  = p0_fix;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1627  = products_t1;
+    if (\$1028 ) begin
+      \$1627  = p1_fix;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1628  = products_t2;
+    if (\$1030 ) begin
+      \$1628  = p2_fix;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1629  = products_t3;
+    if (\$1032 ) begin
+      \$1629  = p3_fix;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1630  = products_t4;
+    if (\$1034 ) begin
+      \$1630  = p4_fix;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1631  = products_t5;
+    if (\$1036 ) begin
+      \$1631  = p5_fix;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1632  = products_t6;
+    if (\$1038 ) begin
+      \$1632  = p6_fix;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1633  = products_t7;
     if (\$1040 ) begin
-      \$1644  = 3'h1;
-    end else if (\$1042 ) begin
-      \$1644  = \$1043 [2:0];
-    end
-    if (rst) begin
-      \$1644  = 3'h4;
+      \$1633  = p7_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1645  = products_valid;
-    if (advance) begin
-      \$1645  = \$1044 ;
-    end
-    if (rst) begin
-      \$1645  = 1'h0;
+    \$1634  = products_t8;
+    if (\$1042 ) begin
+      \$1634  = p8_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1646  = products_t0;
+    \$1635  = products_t9;
+    if (\$1044 ) begin
+      \$1635  = p9_fix;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1636  = products_t10;
     if (\$1046 ) begin
-      \$1646  = p0_fix;
+      \$1636  = p10_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1647  = products_t1;
+    \$1637  = products_t11;
     if (\$1048 ) begin
-      \$1647  = p1_fix;
+      \$1637  = p11_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1648  = products_t2;
+    \$1638  = products_t12;
     if (\$1050 ) begin
-      \$1648  = p2_fix;
+      \$1638  = p12_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1649  = products_t3;
+    \$1639  = products_t13;
     if (\$1052 ) begin
-      \$1649  = p3_fix;
+      \$1639  = p13_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1650  = products_t4;
+    \$1640  = products_t14;
     if (\$1054 ) begin
-      \$1650  = p4_fix;
+      \$1640  = p14_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1651  = products_t5;
+    \$1641  = products_t15;
     if (\$1056 ) begin
-      \$1651  = p5_fix;
+      \$1641  = p15_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1652  = products_t6;
+    \$1642  = products_t16;
     if (\$1058 ) begin
-      \$1652  = p6_fix;
+      \$1642  = p16_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1653  = products_t7;
+    \$1643  = products_t17;
     if (\$1060 ) begin
-      \$1653  = p7_fix;
+      \$1643  = p17_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1654  = products_t8;
+    \$1644  = products_t18;
     if (\$1062 ) begin
-      \$1654  = p8_fix;
+      \$1644  = p18_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1655  = products_t9;
+    \$1645  = products_t19;
     if (\$1064 ) begin
-      \$1655  = p9_fix;
+      \$1645  = p19_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1656  = products_t10;
+    \$1646  = products_t20;
     if (\$1066 ) begin
-      \$1656  = p10_fix;
+      \$1646  = p20_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1657  = products_t11;
+    \$1647  = products_t21;
     if (\$1068 ) begin
-      \$1657  = p11_fix;
+      \$1647  = p21_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1658  = products_t12;
+    \$1648  = products_t22;
     if (\$1070 ) begin
-      \$1658  = p12_fix;
+      \$1648  = p22_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1659  = products_t13;
+    \$1649  = products_t23;
     if (\$1072 ) begin
-      \$1659  = p13_fix;
+      \$1649  = p23_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1660  = products_t14;
+    \$1650  = products_t24;
     if (\$1074 ) begin
-      \$1660  = p14_fix;
+      \$1650  = p24_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1661  = products_t15;
+    \$1651  = products_t25;
     if (\$1076 ) begin
-      \$1661  = p15_fix;
+      \$1651  = p25_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1662  = products_t16;
+    \$1652  = products_t26;
     if (\$1078 ) begin
-      \$1662  = p16_fix;
+      \$1652  = p26_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1663  = products_t17;
+    \$1653  = products_t27;
     if (\$1080 ) begin
-      \$1663  = p17_fix;
+      \$1653  = p27_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1664  = products_t18;
+    \$1654  = products_t28;
     if (\$1082 ) begin
-      \$1664  = p18_fix;
+      \$1654  = p28_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1665  = products_t19;
+    \$1655  = products_t29;
     if (\$1084 ) begin
-      \$1665  = p19_fix;
+      \$1655  = p29_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1666  = products_t20;
+    \$1656  = products_t30;
     if (\$1086 ) begin
-      \$1666  = p20_fix;
+      \$1656  = p30_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1667  = products_t21;
+    \$1657  = products_t31;
     if (\$1088 ) begin
-      \$1667  = p21_fix;
+      \$1657  = p31_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1668  = products_t22;
+    \$1658  = products_nan;
     if (\$1090 ) begin
-      \$1668  = p22_fix;
+      \$1658  = \$1253 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1669  = products_t23;
-    if (\$1092 ) begin
-      \$1669  = p23_fix;
+    \$1659  = products_pinf;
+    if (\$1255 ) begin
+      \$1659  = \$1384 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1670  = products_t24;
-    if (\$1094 ) begin
-      \$1670  = p24_fix;
+    \$1660  = products_ninf;
+    if (\$1386 ) begin
+      \$1660  = \$1483 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1671  = products_t25;
-    if (\$1096 ) begin
-      \$1671  = p25_fix;
+    \$1661  = products_first;
+    if (\$1485 ) begin
+      \$1661  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1672  = products_t26;
-    if (\$1098 ) begin
-      \$1672  = p26_fix;
+    \$1662  = products_end;
+    if (\$1487 ) begin
+      \$1662  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1673  = products_t27;
-    if (\$1100 ) begin
-      \$1673  = p27_fix;
+    \$1663  = products_last;
+    if (\$1489 ) begin
+      \$1663  = \$1490 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1674  = products_t28;
-    if (\$1102 ) begin
-      \$1674  = p28_fix;
+    \$1664  = products_scale_man_a;
+    if (\$1492 ) begin
+      \$1664  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1675  = products_t29;
-    if (\$1104 ) begin
-      \$1675  = p29_fix;
+    \$1665  = products_scale_exp_a;
+    if (\$1494 ) begin
+      \$1665  = i__payload[7:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1676  = products_t30;
-    if (\$1106 ) begin
-      \$1676  = p30_fix;
+    \$1666  = products_scale_man_b;
+    if (\$1496 ) begin
+      \$1666  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1677  = products_t31;
-    if (\$1108 ) begin
-      \$1677  = p31_fix;
+    \$1667  = products_scale_exp_b;
+    if (\$1498 ) begin
+      \$1667  = i__payload[143:136];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1678  = products_nan;
-    if (\$1110 ) begin
-      \$1678  = \$1273 ;
+    \$1668  = tree_valid;
+    if (advance) begin
+      \$1668  = products_valid;
+    end
+    if (rst) begin
+      \$1668  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1679  = products_pinf;
-    if (\$1275 ) begin
-      \$1679  = \$1404 ;
+    \$1669  = tree_l0;
+    if (\$1499 ) begin
+      \$1669  = tree_l3_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1680  = products_ninf;
-    if (\$1406 ) begin
-      \$1680  = \$1503 ;
+    \$1670  = tree_l1;
+    if (\$1500 ) begin
+      \$1670  = tree_l3_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1681  = products_first;
+    \$1671  = tree_l2;
+    if (\$1501 ) begin
+      \$1671  = tree_l3_2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1672  = tree_l3;
+    if (\$1502 ) begin
+      \$1672  = tree_l3_3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1673  = blk_nan;
+    if (\$1503 ) begin
+      \$1673  = products_nan;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1674  = blk_pinf;
+    if (\$1504 ) begin
+      \$1674  = products_pinf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1675  = blk_ninf;
     if (\$1505 ) begin
-      \$1681  = 1'h1;
+      \$1675  = products_ninf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1682  = products_end;
+    \$1676  = tree_first;
+    if (\$1506 ) begin
+      \$1676  = products_first;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1677  = tree_end;
     if (\$1507 ) begin
-      \$1682  = 1'h1;
+      \$1677  = products_end;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1683  = products_last;
+    \$1678  = tree_last;
+    if (\$1508 ) begin
+      \$1678  = products_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1679  = tree_scale_man_a;
     if (\$1509 ) begin
-      \$1683  = \$1510 ;
+      \$1679  = products_scale_man_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1684  = products_scale_man_a;
+    \$1680  = tree_scale_exp_a;
+    if (\$1510 ) begin
+      \$1680  = products_scale_exp_a;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1681  = tree_scale_man_b;
+    if (\$1511 ) begin
+      \$1681  = products_scale_man_b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1682  = tree_scale_exp_b;
     if (\$1512 ) begin
-      \$1684  = 1'h1;
+      \$1682  = products_scale_exp_b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1685  = products_scale_exp_a;
-    if (\$1514 ) begin
-      \$1685  = i__payload[7:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1686  = products_scale_man_b;
-    if (\$1516 ) begin
-      \$1686  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1687  = products_scale_exp_b;
-    if (\$1518 ) begin
-      \$1687  = i__payload[143:136];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1688  = tree_valid;
+    \$1683  = sum_valid;
     if (advance) begin
-      \$1688  = products_valid;
+      \$1683  = \$1513 ;
     end
     if (rst) begin
-      \$1688  = 1'h0;
+      \$1683  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1689  = tree_l0;
+    \$1684  = sum_total;
+    if (\$1515 ) begin
+      \$1684  = tree_l5_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1685  = sum_nan;
+    if (\$1517 ) begin
+      \$1685  = blk_nan;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1686  = sum_pinf;
     if (\$1519 ) begin
-      \$1689  = tree_l3_0;
+      \$1686  = blk_pinf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1690  = tree_l1;
-    if (\$1520 ) begin
-      \$1690  = tree_l3_1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1691  = tree_l2;
+    \$1687  = sum_ninf;
     if (\$1521 ) begin
-      \$1691  = tree_l3_2;
+      \$1687  = blk_ninf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1692  = tree_l3;
-    if (\$1522 ) begin
-      \$1692  = tree_l3_3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1693  = blk_nan;
+    \$1688  = sum_last;
     if (\$1523 ) begin
-      \$1693  = products_nan;
+      \$1688  = tree_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1694  = blk_pinf;
-    if (\$1524 ) begin
-      \$1694  = products_pinf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1695  = blk_ninf;
+    \$1689  = sum_scale_man_a;
     if (\$1525 ) begin
-      \$1695  = products_ninf;
+      \$1689  = tree_scale_man_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1696  = tree_first;
-    if (\$1526 ) begin
-      \$1696  = products_first;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1697  = tree_end;
+    \$1690  = sum_scale_exp_a;
     if (\$1527 ) begin
-      \$1697  = products_end;
+      \$1690  = tree_scale_exp_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1698  = tree_last;
-    if (\$1528 ) begin
-      \$1698  = products_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1699  = tree_scale_man_a;
+    \$1691  = sum_scale_man_b;
     if (\$1529 ) begin
-      \$1699  = products_scale_man_a;
+      \$1691  = tree_scale_man_b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1700  = tree_scale_exp_a;
-    if (\$1530 ) begin
-      \$1700  = products_scale_exp_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1701  = tree_scale_man_b;
+    \$1692  = sum_scale_exp_b;
     if (\$1531 ) begin
-      \$1701  = products_scale_man_b;
+      \$1692  = tree_scale_exp_b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1702  = tree_scale_exp_b;
-    if (\$1532 ) begin
-      \$1702  = products_scale_exp_b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1703  = sum_valid;
+    \$1693  = scale_valid;
     if (advance) begin
-      \$1703  = \$1533 ;
+      \$1693  = sum_valid;
     end
     if (rst) begin
-      \$1703  = 1'h0;
+      \$1693  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1704  = sum_total;
+    \$1694  = scale_mag;
+    if (\$1532 ) begin
+      \$1694  = \$645 [12:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1695  = scale_neg;
+    if (\$1533 ) begin
+      \$1695  = blk_neg;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1696  = \scale_exp_sum$704 ;
+    if (\$1534 ) begin
+      \$1696  = scale_exp_sum;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1697  = scale_is_nan;
     if (\$1535 ) begin
-      \$1704  = tree_l5_0;
+      \$1697  = \$1537 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1705  = sum_nan;
-    if (\$1537 ) begin
-      \$1705  = blk_nan;
+    \$1698  = scale_is_inf;
+    if (\$1538 ) begin
+      \$1698  = \$1539 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1706  = sum_pinf;
-    if (\$1539 ) begin
-      \$1706  = blk_pinf;
+    \$1699  = scale_ninf;
+    if (\$1540 ) begin
+      \$1699  = sum_ninf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1707  = sum_ninf;
+    \$1700  = scale_last;
     if (\$1541 ) begin
-      \$1707  = blk_ninf;
+      \$1700  = sum_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1708  = sum_last;
-    if (\$1543 ) begin
-      \$1708  = tree_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1709  = sum_scale_man_a;
-    if (\$1545 ) begin
-      \$1709  = tree_scale_man_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1710  = sum_scale_exp_a;
-    if (\$1547 ) begin
-      \$1710  = tree_scale_exp_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1711  = sum_scale_man_b;
-    if (\$1549 ) begin
-      \$1711  = tree_scale_man_b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1712  = sum_scale_exp_b;
-    if (\$1551 ) begin
-      \$1712  = tree_scale_exp_b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1713  = scale_valid;
+    \$1701  = block_norm_valid;
     if (advance) begin
-      \$1713  = sum_valid;
+      \$1701  = scale_valid;
+    end
+    if (rst) begin
+      \$1701  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1702  = block_norm_head;
+    if (\$1542 ) begin
+      \$1702  = \$728 [25:1];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1703  = block_norm_low_sticky;
+    if (\$1543 ) begin
+      \$1703  = blk_low_sticky;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1704  = block_norm_extra;
+    if (\$1544 ) begin
+      \$1704  = \$734 [4:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1705  = block_norm_exp_part;
+    if (\$1545 ) begin
+      \$1705  = \$736 [7:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1706  = block_norm_over;
+    if (\$1546 ) begin
+      \$1706  = blk_over;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1707  = block_norm_edge;
+    if (\$1547 ) begin
+      \$1707  = blk_edge;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1708  = block_norm_zero;
+    if (\$1548 ) begin
+      \$1708  = blk_zero;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1709  = block_norm_sign;
+    if (\$1549 ) begin
+      \$1709  = \$1550 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1710  = block_norm_is_nan;
+    if (\$1551 ) begin
+      \$1710  = scale_is_nan;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1711  = block_norm_is_inf;
+    if (\$1552 ) begin
+      \$1711  = scale_is_inf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1712  = block_norm_last;
+    if (\$1553 ) begin
+      \$1712  = scale_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1713  = block_valid;
+    if (advance) begin
+      \$1713  = block_norm_valid;
     end
     if (rst) begin
       \$1713  = 1'h0;
@@ -4717,169 +4825,169 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1714  = scale_mag;
-    if (\$1552 ) begin
-      \$1714  = \$647 [14:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1715  = scale_neg;
-    if (\$1553 ) begin
-      \$1715  = blk_neg;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1716  = \scale_exp_sum$705 ;
+    \$1714  = block_r;
     if (\$1554 ) begin
-      \$1716  = scale_exp_sum;
+      \$1714  = blk_bits;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1717  = scale_is_nan;
+    \$1715  = block_last;
     if (\$1555 ) begin
+      \$1715  = block_norm_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1716  = acc_align_valid;
+    if (advance) begin
+      \$1716  = block_valid;
+    end
+    if (rst) begin
+      \$1716  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1717  = acc_align_big;
+    if (\$1556 ) begin
       \$1717  = \$1557 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1718  = scale_is_inf;
+    \$1718  = acc_align_big_neg;
     if (\$1558 ) begin
       \$1718  = \$1559 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1719  = scale_ninf;
+    \$1719  = acc_align_small;
     if (\$1560 ) begin
-      \$1719  = sum_ninf;
+      \$1719  = \$1561 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1720  = scale_last;
-    if (\$1561 ) begin
-      \$1720  = sum_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1721  = block_norm_valid;
-    if (advance) begin
-      \$1721  = scale_valid;
-    end
-    if (rst) begin
-      \$1721  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1722  = block_norm_head;
+    \$1720  = acc_align_small_neg;
     if (\$1562 ) begin
-      \$1722  = \$748 [25:1];
+      \$1720  = \$1563 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1723  = block_norm_low_sticky;
-    if (\$1563 ) begin
-      \$1723  = blk_low_sticky;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1724  = block_norm_extra;
+    \$1721  = acc_align_top;
     if (\$1564 ) begin
-      \$1724  = \$754 [4:0];
+      \$1721  = { 4'h0, \$770  };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1725  = block_norm_exp_part;
+    \$1722  = acc_align_is_nan;
     if (\$1565 ) begin
-      \$1725  = \$756 [7:0];
+      \$1722  = \$1582 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1726  = block_norm_over;
-    if (\$1566 ) begin
-      \$1726  = blk_over;
+    \$1723  = acc_align_is_inf;
+    if (\$1583 ) begin
+      \$1723  = \$1590 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1727  = block_norm_edge;
-    if (\$1567 ) begin
-      \$1727  = blk_edge;
+    \$1724  = acc_align_inf_neg;
+    if (\$1591 ) begin
+      \$1724  = \$1595 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1728  = block_norm_zero;
-    if (\$1568 ) begin
-      \$1728  = blk_zero;
+    \$1725  = acc_align_neg_zero;
+    if (\$1596 ) begin
+      \$1725  = \$1599 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1729  = block_norm_sign;
-    if (\$1569 ) begin
-      \$1729  = \$1570 ;
+    \$1726  = acc_align_last;
+    if (\$1600 ) begin
+      \$1726  = block_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1730  = block_norm_is_nan;
-    if (\$1571 ) begin
-      \$1730  = scale_is_nan;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1731  = block_norm_is_inf;
-    if (\$1572 ) begin
-      \$1731  = scale_is_inf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1732  = block_norm_last;
-    if (\$1573 ) begin
-      \$1732  = scale_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1733  = block_valid;
+    \$1727  = acc_add_valid;
     if (advance) begin
-      \$1733  = block_norm_valid;
+      \$1727  = acc_align_valid;
     end
     if (rst) begin
-      \$1733  = 1'h0;
+      \$1727  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1734  = block_r;
-    if (\$1574 ) begin
-      \$1734  = blk_bits;
+    \$1728  = acc_add_mag;
+    if (\$1601 ) begin
+      \$1728  = acc_mag;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1735  = block_last;
-    if (\$1575 ) begin
-      \$1735  = block_norm_last;
+    \$1729  = acc_add_neg;
+    if (\$1602 ) begin
+      \$1729  = acc_neg;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1736  = acc_align_valid;
+    \$1730  = acc_add_top;
+    if (\$1603 ) begin
+      \$1730  = acc_align_top;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1731  = acc_add_is_nan;
+    if (\$1604 ) begin
+      \$1731  = acc_align_is_nan;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1732  = acc_add_is_inf;
+    if (\$1605 ) begin
+      \$1732  = acc_align_is_inf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1733  = acc_add_inf_neg;
+    if (\$1606 ) begin
+      \$1733  = acc_align_inf_neg;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1734  = acc_add_neg_zero;
+    if (\$1607 ) begin
+      \$1734  = acc_align_neg_zero;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1735  = acc_add_last;
+    if (\$1608 ) begin
+      \$1735  = acc_align_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1736  = acc_norm_valid;
     if (advance) begin
-      \$1736  = block_valid;
+      \$1736  = acc_add_valid;
     end
     if (rst) begin
       \$1736  = 1'h0;
@@ -4887,266 +4995,120 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1737  = acc_align_big;
-    if (\$1576 ) begin
-      \$1737  = \$1577 ;
+    \$1737  = acc_norm_head;
+    if (\$1609 ) begin
+      \$1737  = \$988 [27:3];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1738  = acc_align_big_neg;
-    if (\$1578 ) begin
-      \$1738  = \$1579 ;
+    \$1738  = acc_norm_low_sticky;
+    if (\$1610 ) begin
+      \$1738  = acc_rnd_low_sticky;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1739  = acc_align_small;
-    if (\$1580 ) begin
-      \$1739  = \$1581 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1740  = acc_align_small_neg;
-    if (\$1582 ) begin
-      \$1740  = \$1583 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1741  = acc_align_top;
-    if (\$1584 ) begin
-      \$1741  = { 4'h0, \$790  };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1742  = acc_align_is_nan;
-    if (\$1585 ) begin
-      \$1742  = \$1602 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1743  = acc_align_is_inf;
-    if (\$1603 ) begin
-      \$1743  = \$1610 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1744  = acc_align_inf_neg;
+    \$1739  = acc_norm_extra;
     if (\$1611 ) begin
-      \$1744  = \$1615 ;
+      \$1739  = \$994 [4:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1745  = acc_align_neg_zero;
+    \$1740  = acc_norm_exp_part;
+    if (\$1612 ) begin
+      \$1740  = \$996 [7:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1741  = acc_norm_over;
+    if (\$1613 ) begin
+      \$1741  = acc_rnd_over;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1742  = acc_norm_edge;
+    if (\$1614 ) begin
+      \$1742  = acc_rnd_edge;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1743  = acc_norm_zero;
+    if (\$1615 ) begin
+      \$1743  = acc_rnd_zero;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1744  = acc_norm_sign;
     if (\$1616 ) begin
-      \$1745  = \$1619 ;
+      \$1744  = \$1619 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1746  = acc_align_last;
+    \$1745  = acc_norm_is_nan;
     if (\$1620 ) begin
-      \$1746  = block_last;
+      \$1745  = acc_add_is_nan;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1747  = acc_add_valid;
-    if (advance) begin
-      \$1747  = acc_align_valid;
-    end
-    if (rst) begin
-      \$1747  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1748  = acc_add_mag;
+    \$1746  = acc_norm_is_inf;
     if (\$1621 ) begin
-      \$1748  = acc_mag;
+      \$1746  = acc_add_is_inf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1749  = acc_add_neg;
+    \$1747  = acc_norm_last;
     if (\$1622 ) begin
-      \$1749  = acc_neg;
+      \$1747  = acc_add_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1750  = acc_add_top;
-    if (\$1623 ) begin
-      \$1750  = acc_align_top;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1751  = acc_add_is_nan;
-    if (\$1624 ) begin
-      \$1751  = acc_align_is_nan;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1752  = acc_add_is_inf;
-    if (\$1625 ) begin
-      \$1752  = acc_align_is_inf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1753  = acc_add_inf_neg;
-    if (\$1626 ) begin
-      \$1753  = acc_align_inf_neg;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1754  = acc_add_neg_zero;
-    if (\$1627 ) begin
-      \$1754  = acc_align_neg_zero;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1755  = acc_add_last;
-    if (\$1628 ) begin
-      \$1755  = acc_align_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1756  = acc_norm_valid;
+    \$1748  = o__valid;
     if (advance) begin
-      \$1756  = acc_add_valid;
+      \$1748  = \$1623 ;
     end
     if (rst) begin
-      \$1756  = 1'h0;
+      \$1748  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1757  = acc_norm_head;
-    if (\$1629 ) begin
-      \$1757  = \$1008 [27:3];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1758  = acc_norm_low_sticky;
-    if (\$1630 ) begin
-      \$1758  = acc_rnd_low_sticky;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1759  = acc_norm_extra;
-    if (\$1631 ) begin
-      \$1759  = \$1014 [4:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1760  = acc_norm_exp_part;
-    if (\$1632 ) begin
-      \$1760  = \$1016 [7:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1761  = acc_norm_over;
-    if (\$1633 ) begin
-      \$1761  = acc_rnd_over;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1762  = acc_norm_edge;
-    if (\$1634 ) begin
-      \$1762  = acc_rnd_edge;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1763  = acc_norm_zero;
-    if (\$1635 ) begin
-      \$1763  = acc_rnd_zero;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1764  = acc_norm_sign;
-    if (\$1636 ) begin
-      \$1764  = \$1639 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1765  = acc_norm_is_nan;
-    if (\$1640 ) begin
-      \$1765  = acc_add_is_nan;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1766  = acc_norm_is_inf;
-    if (\$1641 ) begin
-      \$1766  = acc_add_is_inf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1767  = acc_norm_last;
-    if (\$1642 ) begin
-      \$1767  = acc_add_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1768  = o__valid;
-    if (advance) begin
-      \$1768  = \$1643 ;
-    end
-    if (rst) begin
-      \$1768  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1769  = o__payload;
+    \$1749  = o__payload;
     if (advance) begin
       if (acc_norm_valid) begin
         if (acc_norm_last) begin
-          \$1769  = acc_rnd_bits;
+          \$1749  = acc_rnd_bits;
         end
       end
     end
     if (rst) begin
-      \$1769  = 32'd0;
+      \$1749  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1770  = acc;
+    \$1750  = acc;
     if (advance) begin
       if (acc_norm_valid) begin
         (* full_case = 32'd1 *)
         if (acc_norm_last) begin
-          \$1770  = 32'd0;
+          \$1750  = 32'd0;
         end else begin
-          \$1770  = acc_rnd_bits;
+          \$1750  = acc_rnd_bits;
         end
       end
     end
     if (rst) begin
-      \$1770  = 32'd0;
+      \$1750  = 32'd0;
     end
   end
   assign a0_sign = i__payload[11];
@@ -5506,28 +5468,29 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   assign tree_nan = blk_nan;
   assign tree_pinf = blk_pinf;
   assign tree_ninf = blk_ninf;
-  assign blk_mag = \$647 [14:0];
-  assign blk_exp = { \$648 [10], \$648 [10], \$648 [10], \$648 [10], \$648 [10], \$648 [10], \$648 [10], \$648 [10], \$648 [10], \$648 [10], \$648  };
-  assign blk_lz = \$718 [3:0];
-  assign blk_lead = \$747 [14:0];
-  assign blk_norm = \$748 [25:0];
-  assign blk_extra = \$754 [4:0];
-  assign blk_head = \$748 [25:1];
-  assign blk_exppart = \$756 [7:0];
-  assign blk_body = \$763 [30:0];
-  assign r_top = { block_r[30:24], \$780  };
-  assign acc_a_top = { acc[30:24], \$782  };
-  assign acc_d = { \$783 [8], \$783 [8], \$783 [8], \$783  };
-  assign acc_rd = { \$784 [8], \$784 [8], \$784 [8], \$784  };
-  assign acc_top = { 4'h0, \$790  };
-  assign acc_rdiff = \$794 [26:0];
-  assign acc_rnd_lz = \$953 [4:0];
-  assign acc_rnd_lead = \$1008 [27:0];
-  assign acc_rnd_norm = \$1008 [27:0];
-  assign acc_rnd_extra = \$1014 [4:0];
-  assign acc_rnd_head = \$1008 [27:3];
-  assign acc_rnd_exppart = \$1016 [7:0];
-  assign acc_rnd_body = \$1023 [30:0];
+  assign blk_abs = \$645 [12:0];
+  assign blk_mag = \$645 [12:0];
+  assign blk_exp = { \$646 [10], \$646 [10], \$646 [10], \$646 [10], \$646 [10], \$646 [10], \$646 [10], \$646 [10], \$646 [10], \$646 [10], \$646  };
+  assign blk_lz = \$702 [3:0];
+  assign blk_lead = \$727 [12:0];
+  assign blk_norm = \$728 [25:0];
+  assign blk_extra = \$734 [4:0];
+  assign blk_head = \$728 [25:1];
+  assign blk_exppart = \$736 [7:0];
+  assign blk_body = \$743 [30:0];
+  assign r_top = { block_r[30:24], \$760  };
+  assign acc_a_top = { acc[30:24], \$762  };
+  assign acc_d = { \$763 [8], \$763 [8], \$763 [8], \$763  };
+  assign acc_rd = { \$764 [8], \$764 [8], \$764 [8], \$764  };
+  assign acc_top = { 4'h0, \$770  };
+  assign acc_rdiff = \$774 [26:0];
+  assign acc_rnd_lz = \$933 [4:0];
+  assign acc_rnd_lead = \$988 [27:0];
+  assign acc_rnd_norm = \$988 [27:0];
+  assign acc_rnd_extra = \$994 [4:0];
+  assign acc_rnd_head = \$988 [27:3];
+  assign acc_rnd_exppart = \$996 [7:0];
+  assign acc_rnd_body = \$1003 [30:0];
   assign \i__payload.a_header  = i__payload[7:0];
   assign \i__payload.a_codes  = i__payload[135:8];
   assign \i__payload.a_codes[0]  = i__payload[11:8];
@@ -5984,42 +5947,61 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   assign \$513  = \$512 ;
   assign \$514  = 1'h1;
   assign b31_is_zero = \$515 ;
-  assign \$673  = 2'h1;
-  assign \$677  = 2'h1;
-  assign \$685  = 2'h1;
-  assign \$689  = 2'h1;
-  assign \$703  = 2'h1;
-  assign \$707  = 2'h1;
-  assign \$713  = 2'h1;
-  assign \$748  = { 4'h0, \$747 [14:0], 11'h000 };
-  assign blk_low_sticky = \$748 [0];
-  assign \$772  = { block_norm_sign, 31'h00000000 };
-  assign { \$773 [31], \$773 [22:0] } = { \$772 [31], \$772 [22:0] };
-  assign \$773 [30:23] = 8'hff;
-  assign \$774  = { block_norm_sign, 31'h00000000 };
-  assign \$775  = { block_norm_sign, 31'h00000000 };
-  assign acc_a_win = { \$788 , acc[22:0], 3'h0 };
-  assign acc_b_win = { \$789 , block_r[22:0], 3'h0 };
-  assign \$848  = 2'h1;
-  assign \$852  = 2'h1;
+  assign \$667  = 2'h1;
+  assign \$671  = 2'h1;
+  assign \$679  = 2'h1;
+  assign \$683  = 2'h1;
+  assign \$693  = 2'h1;
+  assign \$697  = 2'h1;
+  assign \$728  = { 2'h0, \$727 [12:0], 13'h0000 };
+  assign blk_low_sticky = \$728 [0];
+  assign \$752  = { block_norm_sign, 31'h00000000 };
+  assign { \$753 [31], \$753 [22:0] } = { \$752 [31], \$752 [22:0] };
+  assign \$753 [30:23] = 8'hff;
+  assign \$754  = { block_norm_sign, 31'h00000000 };
+  assign \$755  = { block_norm_sign, 31'h00000000 };
+  assign acc_a_win = { \$768 , acc[22:0], 3'h0 };
+  assign acc_b_win = { \$769 , block_r[22:0], 3'h0 };
+  assign \$828  = 2'h1;
+  assign \$832  = 2'h1;
+  assign \$840  = 2'h1;
+  assign \$844  = 2'h1;
   assign \$860  = 2'h1;
   assign \$864  = 2'h1;
-  assign \$880  = 2'h1;
-  assign \$884  = 2'h1;
-  assign \$892  = 2'h1;
-  assign \$896  = 2'h1;
-  assign \$920  = 2'h1;
-  assign \$924  = 2'h1;
-  assign \$932  = 2'h1;
-  assign \$936  = 2'h1;
-  assign \$945  = 2'h1;
-  assign \$949  = 2'h1;
-  assign \$1032  = { acc_norm_sign, 31'h00000000 };
-  assign { \$1033 [31], \$1033 [22:0] } = { \$1032 [31], \$1032 [22:0] };
-  assign \$1033 [30:23] = 8'hff;
-  assign \$1034  = { acc_norm_sign, 31'h00000000 };
-  assign \$1035  = { acc_norm_sign, 31'h00000000 };
-  assign \$1040  = \$1039 ;
+  assign \$872  = 2'h1;
+  assign \$876  = 2'h1;
+  assign \$900  = 2'h1;
+  assign \$904  = 2'h1;
+  assign \$912  = 2'h1;
+  assign \$916  = 2'h1;
+  assign \$925  = 2'h1;
+  assign \$929  = 2'h1;
+  assign \$1012  = { acc_norm_sign, 31'h00000000 };
+  assign { \$1013 [31], \$1013 [22:0] } = { \$1012 [31], \$1012 [22:0] };
+  assign \$1013 [30:23] = 8'hff;
+  assign \$1014  = { acc_norm_sign, 31'h00000000 };
+  assign \$1015  = { acc_norm_sign, 31'h00000000 };
+  assign \$1020  = \$1019 ;
+  assign \$1091  = 1'h0;
+  assign \$1092  = 1'h0;
+  assign \$1093  = 1'h0;
+  assign \$1094  = 1'h0;
+  assign \$1095  = 1'h0;
+  assign \$1096  = 1'h0;
+  assign \$1097  = 1'h0;
+  assign \$1098  = 1'h0;
+  assign \$1099  = 1'h0;
+  assign \$1100  = 1'h0;
+  assign \$1101  = 1'h0;
+  assign \$1102  = 1'h0;
+  assign \$1103  = 1'h0;
+  assign \$1104  = 1'h0;
+  assign \$1105  = 1'h0;
+  assign \$1106  = 1'h0;
+  assign \$1107  = 1'h0;
+  assign \$1108  = 1'h0;
+  assign \$1109  = 1'h0;
+  assign \$1110  = 1'h0;
   assign \$1111  = 1'h0;
   assign \$1112  = 1'h0;
   assign \$1113  = 1'h0;
@@ -6161,27 +6143,17 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   assign \$1249  = 1'h0;
   assign \$1250  = 1'h0;
   assign \$1251  = 1'h0;
-  assign \$1252  = 1'h0;
-  assign \$1253  = 1'h0;
-  assign \$1254  = 1'h0;
-  assign \$1255  = 1'h0;
+  assign \$1252  = hdr_a_scale_nan;
   assign \$1256  = 1'h0;
-  assign \$1257  = 1'h0;
-  assign \$1258  = 1'h0;
   assign \$1259  = 1'h0;
   assign \$1260  = 1'h0;
-  assign \$1261  = 1'h0;
-  assign \$1262  = 1'h0;
   assign \$1263  = 1'h0;
   assign \$1264  = 1'h0;
-  assign \$1265  = 1'h0;
-  assign \$1266  = 1'h0;
   assign \$1267  = 1'h0;
   assign \$1268  = 1'h0;
-  assign \$1269  = 1'h0;
-  assign \$1270  = 1'h0;
   assign \$1271  = 1'h0;
-  assign \$1272  = hdr_a_scale_nan;
+  assign \$1272  = 1'h0;
+  assign \$1275  = 1'h0;
   assign \$1276  = 1'h0;
   assign \$1279  = 1'h0;
   assign \$1280  = 1'h0;
@@ -6238,79 +6210,69 @@ module nxfp_dot_mxfp4_e2m1_x_mxfp4_e2m1_l32_p77e(i__valid, o__ready, clk, rst, i
   assign \$1383  = 1'h0;
   assign \$1384  = 1'h0;
   assign \$1387  = 1'h0;
-  assign \$1388  = 1'h0;
-  assign \$1391  = 1'h0;
+  assign \$1389  = 1'h0;
+  assign \$1390  = 1'h0;
   assign \$1392  = 1'h0;
+  assign \$1393  = 1'h0;
   assign \$1395  = 1'h0;
   assign \$1396  = 1'h0;
+  assign \$1398  = 1'h0;
   assign \$1399  = 1'h0;
-  assign \$1400  = 1'h0;
-  assign \$1403  = 1'h0;
+  assign \$1401  = 1'h0;
+  assign \$1402  = 1'h0;
   assign \$1404  = 1'h0;
+  assign \$1405  = 1'h0;
   assign \$1407  = 1'h0;
-  assign \$1409  = 1'h0;
+  assign \$1408  = 1'h0;
   assign \$1410  = 1'h0;
-  assign \$1412  = 1'h0;
+  assign \$1411  = 1'h0;
   assign \$1413  = 1'h0;
-  assign \$1415  = 1'h0;
+  assign \$1414  = 1'h0;
   assign \$1416  = 1'h0;
-  assign \$1418  = 1'h0;
+  assign \$1417  = 1'h0;
   assign \$1419  = 1'h0;
-  assign \$1421  = 1'h0;
+  assign \$1420  = 1'h0;
   assign \$1422  = 1'h0;
-  assign \$1424  = 1'h0;
+  assign \$1423  = 1'h0;
   assign \$1425  = 1'h0;
-  assign \$1427  = 1'h0;
+  assign \$1426  = 1'h0;
   assign \$1428  = 1'h0;
-  assign \$1430  = 1'h0;
+  assign \$1429  = 1'h0;
   assign \$1431  = 1'h0;
-  assign \$1433  = 1'h0;
+  assign \$1432  = 1'h0;
   assign \$1434  = 1'h0;
-  assign \$1436  = 1'h0;
+  assign \$1435  = 1'h0;
   assign \$1437  = 1'h0;
-  assign \$1439  = 1'h0;
+  assign \$1438  = 1'h0;
   assign \$1440  = 1'h0;
-  assign \$1442  = 1'h0;
+  assign \$1441  = 1'h0;
   assign \$1443  = 1'h0;
-  assign \$1445  = 1'h0;
+  assign \$1444  = 1'h0;
   assign \$1446  = 1'h0;
-  assign \$1448  = 1'h0;
+  assign \$1447  = 1'h0;
   assign \$1449  = 1'h0;
-  assign \$1451  = 1'h0;
+  assign \$1450  = 1'h0;
   assign \$1452  = 1'h0;
-  assign \$1454  = 1'h0;
+  assign \$1453  = 1'h0;
   assign \$1455  = 1'h0;
-  assign \$1457  = 1'h0;
+  assign \$1456  = 1'h0;
   assign \$1458  = 1'h0;
-  assign \$1460  = 1'h0;
+  assign \$1459  = 1'h0;
   assign \$1461  = 1'h0;
-  assign \$1463  = 1'h0;
+  assign \$1462  = 1'h0;
   assign \$1464  = 1'h0;
-  assign \$1466  = 1'h0;
+  assign \$1465  = 1'h0;
   assign \$1467  = 1'h0;
-  assign \$1469  = 1'h0;
+  assign \$1468  = 1'h0;
   assign \$1470  = 1'h0;
-  assign \$1472  = 1'h0;
+  assign \$1471  = 1'h0;
   assign \$1473  = 1'h0;
-  assign \$1475  = 1'h0;
+  assign \$1474  = 1'h0;
   assign \$1476  = 1'h0;
-  assign \$1478  = 1'h0;
+  assign \$1477  = 1'h0;
   assign \$1479  = 1'h0;
-  assign \$1481  = 1'h0;
+  assign \$1480  = 1'h0;
   assign \$1482  = 1'h0;
-  assign \$1484  = 1'h0;
-  assign \$1485  = 1'h0;
-  assign \$1487  = 1'h0;
-  assign \$1488  = 1'h0;
-  assign \$1490  = 1'h0;
-  assign \$1491  = 1'h0;
-  assign \$1493  = 1'h0;
-  assign \$1494  = 1'h0;
-  assign \$1496  = 1'h0;
-  assign \$1497  = 1'h0;
-  assign \$1499  = 1'h0;
-  assign \$1500  = 1'h0;
-  assign \$1502  = 1'h0;
-  assign \$1503  = 1'h0;
-  assign \$1510  = i__payload[272];
+  assign \$1483  = 1'h0;
+  assign \$1490  = i__payload[272];
 endmodule

@@ -41,62 +41,62 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire [2:0] \$102 ;
   wire \$1020 ;
   wire \$1021 ;
-  wire \$1022 ;
-  wire \$1023 ;
+  wire [58:0] \$1022 ;
+  wire [13:0] \$1023 ;
   wire \$1024 ;
   wire \$1025 ;
-  wire \$1026 ;
-  wire \$1027 ;
-  wire \$1028 ;
+  wire [15:0] \$1026 ;
+  wire [15:0] \$1027 ;
+  wire [15:0] \$1028 ;
   wire \$1029 ;
   wire [2:0] \$103 ;
-  wire \$1030 ;
-  wire \$1031 ;
-  wire \$1032 ;
-  wire \$1033 ;
+  wire [14:0] \$1030 ;
+  wire [55:0] \$1031 ;
+  wire [24:0] \$1032 ;
+  wire [24:0] \$1033 ;
   wire \$1034 ;
   wire \$1035 ;
   wire \$1036 ;
-  wire [58:0] \$1037 ;
-  wire [13:0] \$1038 ;
+  wire [31:0] \$1037 ;
+  wire \$1038 ;
   wire \$1039 ;
   wire [3:0] \$104 ;
   wire \$1040 ;
-  wire [15:0] \$1041 ;
-  wire [15:0] \$1042 ;
-  wire [15:0] \$1043 ;
+  wire \$1041 ;
+  wire \$1042 ;
+  wire \$1043 ;
   wire \$1044 ;
-  wire [14:0] \$1045 ;
-  wire [55:0] \$1046 ;
-  wire [24:0] \$1047 ;
-  wire [24:0] \$1048 ;
-  wire \$1049 ;
+  wire \$1045 ;
+  wire [31:0] \$1046 ;
+  wire [31:0] \$1047 ;
+  wire [31:0] \$1048 ;
+  wire [31:0] \$1049 ;
   wire [3:0] \$105 ;
-  wire \$1050 ;
-  wire \$1051 ;
+  wire [31:0] \$1050 ;
+  wire [31:0] \$1051 ;
   wire [31:0] \$1052 ;
   wire \$1053 ;
   wire \$1054 ;
   wire \$1055 ;
   wire \$1056 ;
-  wire \$1057 ;
+  wire [3:0] \$1057 ;
   wire \$1058 ;
   wire \$1059 ;
   wire \$106 ;
   wire \$1060 ;
-  wire [31:0] \$1061 ;
-  wire [31:0] \$1062 ;
-  wire [31:0] \$1063 ;
-  wire [31:0] \$1064 ;
-  wire [31:0] \$1065 ;
-  wire [31:0] \$1066 ;
-  wire [31:0] \$1067 ;
+  wire \$1061 ;
+  wire \$1062 ;
+  wire \$1063 ;
+  wire \$1064 ;
+  wire \$1065 ;
+  wire \$1066 ;
+  wire \$1067 ;
   wire \$1068 ;
   wire \$1069 ;
   wire \$107 ;
   wire \$1070 ;
   wire \$1071 ;
-  wire [3:0] \$1072 ;
+  wire \$1072 ;
   wire \$1073 ;
   wire \$1074 ;
   wire \$1075 ;
@@ -672,11 +672,11 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$1589 ;
   wire [2:0] \$159 ;
   wire \$1590 ;
-  wire \$1591 ;
+  wire [26:0] \$1591 ;
   wire \$1592 ;
   wire \$1593 ;
   wire \$1594 ;
-  wire \$1595 ;
+  wire [26:0] \$1595 ;
   wire \$1596 ;
   wire \$1597 ;
   wire \$1598 ;
@@ -689,12 +689,12 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$1603 ;
   wire \$1604 ;
   wire \$1605 ;
-  wire [26:0] \$1606 ;
+  wire \$1606 ;
   wire \$1607 ;
   wire \$1608 ;
   wire \$1609 ;
   wire [3:0] \$161 ;
-  wire [26:0] \$1610 ;
+  wire \$1610 ;
   wire \$1611 ;
   wire \$1612 ;
   wire \$1613 ;
@@ -746,25 +746,25 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$1655 ;
   wire \$1656 ;
   wire \$1657 ;
-  wire \$1658 ;
-  wire \$1659 ;
+  reg [2:0] \$1658 ;
+  reg \$1659 ;
   wire [2:0] \$166 ;
-  wire \$1660 ;
-  wire \$1661 ;
-  wire \$1662 ;
-  wire \$1663 ;
-  wire \$1664 ;
-  wire \$1665 ;
-  wire \$1666 ;
-  wire \$1667 ;
-  wire \$1668 ;
-  wire \$1669 ;
+  reg [12:0] \$1660 ;
+  reg [12:0] \$1661 ;
+  reg [12:0] \$1662 ;
+  reg [12:0] \$1663 ;
+  reg [12:0] \$1664 ;
+  reg [12:0] \$1665 ;
+  reg [12:0] \$1666 ;
+  reg [12:0] \$1667 ;
+  reg [12:0] \$1668 ;
+  reg [12:0] \$1669 ;
   wire [2:0] \$167 ;
-  wire \$1670 ;
-  wire \$1671 ;
-  wire \$1672 ;
-  reg [2:0] \$1673 ;
-  reg \$1674 ;
+  reg [12:0] \$1670 ;
+  reg [12:0] \$1671 ;
+  reg [12:0] \$1672 ;
+  reg [12:0] \$1673 ;
+  reg [12:0] \$1674 ;
   reg [12:0] \$1675 ;
   reg [12:0] \$1676 ;
   reg [12:0] \$1677 ;
@@ -784,23 +784,23 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire [3:0] \$169 ;
   reg [12:0] \$1690 ;
   reg [12:0] \$1691 ;
-  reg [12:0] \$1692 ;
-  reg [12:0] \$1693 ;
-  reg [12:0] \$1694 ;
-  reg [12:0] \$1695 ;
-  reg [12:0] \$1696 ;
-  reg [12:0] \$1697 ;
-  reg [12:0] \$1698 ;
-  reg [12:0] \$1699 ;
+  reg \$1692 ;
+  reg \$1693 ;
+  reg \$1694 ;
+  reg \$1695 ;
+  reg \$1696 ;
+  reg \$1697 ;
+  reg \$1698 ;
+  reg [7:0] \$1699 ;
   wire [3:0] \$17 ;
   wire \$170 ;
-  reg [12:0] \$1700 ;
-  reg [12:0] \$1701 ;
-  reg [12:0] \$1702 ;
-  reg [12:0] \$1703 ;
-  reg [12:0] \$1704 ;
-  reg [12:0] \$1705 ;
-  reg [12:0] \$1706 ;
+  reg \$1700 ;
+  reg [7:0] \$1701 ;
+  reg \$1702 ;
+  reg [15:0] \$1703 ;
+  reg [15:0] \$1704 ;
+  reg [15:0] \$1705 ;
+  reg [15:0] \$1706 ;
   reg \$1707 ;
   reg \$1708 ;
   reg \$1709 ;
@@ -813,48 +813,48 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   reg \$1715 ;
   reg [7:0] \$1716 ;
   reg \$1717 ;
-  reg [15:0] \$1718 ;
-  reg [15:0] \$1719 ;
+  reg [17:0] \$1718 ;
+  reg \$1719 ;
   wire [4:0] \$172 ;
-  reg [15:0] \$1720 ;
-  reg [15:0] \$1721 ;
+  reg \$1720 ;
+  reg \$1721 ;
   reg \$1722 ;
   reg \$1723 ;
-  reg \$1724 ;
+  reg [7:0] \$1724 ;
   reg \$1725 ;
-  reg \$1726 ;
+  reg [7:0] \$1726 ;
   reg \$1727 ;
-  reg \$1728 ;
-  reg [7:0] \$1729 ;
+  reg [16:0] \$1728 ;
+  reg \$1729 ;
   wire [4:0] \$173 ;
-  reg \$1730 ;
-  reg [7:0] \$1731 ;
+  reg [8:0] \$1730 ;
+  reg \$1731 ;
   reg \$1732 ;
-  reg [17:0] \$1733 ;
+  reg \$1733 ;
   reg \$1734 ;
   reg \$1735 ;
-  reg \$1736 ;
+  reg [24:0] \$1736 ;
   reg \$1737 ;
-  reg \$1738 ;
+  reg [4:0] \$1738 ;
   reg [7:0] \$1739 ;
   wire [2:0] \$174 ;
   reg \$1740 ;
-  reg [7:0] \$1741 ;
+  reg \$1741 ;
   reg \$1742 ;
-  reg [18:0] \$1743 ;
+  reg \$1743 ;
   reg \$1744 ;
-  reg [8:0] \$1745 ;
+  reg \$1745 ;
   reg \$1746 ;
   reg \$1747 ;
-  reg \$1748 ;
+  reg [31:0] \$1748 ;
   reg \$1749 ;
   wire [2:0] \$175 ;
   reg \$1750 ;
-  reg [24:0] \$1751 ;
+  reg [26:0] \$1751 ;
   reg \$1752 ;
-  reg [4:0] \$1753 ;
-  reg [7:0] \$1754 ;
-  reg \$1755 ;
+  reg [26:0] \$1753 ;
+  reg \$1754 ;
+  reg [11:0] \$1755 ;
   reg \$1756 ;
   reg \$1757 ;
   reg \$1758 ;
@@ -862,47 +862,32 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire [3:0] \$176 ;
   reg \$1760 ;
   reg \$1761 ;
-  reg \$1762 ;
-  reg [31:0] \$1763 ;
-  reg \$1764 ;
+  reg [27:0] \$1762 ;
+  reg \$1763 ;
+  reg [11:0] \$1764 ;
   reg \$1765 ;
-  reg [26:0] \$1766 ;
+  reg \$1766 ;
   reg \$1767 ;
-  reg [26:0] \$1768 ;
+  reg \$1768 ;
   reg \$1769 ;
   wire [3:0] \$177 ;
-  reg [11:0] \$1770 ;
-  reg \$1771 ;
+  reg \$1770 ;
+  reg [24:0] \$1771 ;
   reg \$1772 ;
-  reg \$1773 ;
-  reg \$1774 ;
+  reg [4:0] \$1773 ;
+  reg [7:0] \$1774 ;
   reg \$1775 ;
   reg \$1776 ;
-  reg [27:0] \$1777 ;
+  reg \$1777 ;
   reg \$1778 ;
-  reg [11:0] \$1779 ;
+  reg \$1779 ;
   wire \$178 ;
   reg \$1780 ;
   reg \$1781 ;
   reg \$1782 ;
-  reg \$1783 ;
-  reg \$1784 ;
-  reg \$1785 ;
-  reg [24:0] \$1786 ;
-  reg \$1787 ;
-  reg [4:0] \$1788 ;
-  reg [7:0] \$1789 ;
+  reg [31:0] \$1783 ;
+  reg [31:0] \$1784 ;
   wire \$179 ;
-  reg \$1790 ;
-  reg \$1791 ;
-  reg \$1792 ;
-  reg \$1793 ;
-  reg \$1794 ;
-  reg \$1795 ;
-  reg \$1796 ;
-  reg \$1797 ;
-  reg [31:0] \$1798 ;
-  reg [31:0] \$1799 ;
   wire \$18 ;
   wire [4:0] \$180 ;
   wire [4:0] \$181 ;
@@ -1421,9 +1406,9 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire [12:0] \$643 ;
   wire [18:0] \$644 ;
   wire [18:0] \$645 ;
-  wire [1:0] \$646 ;
-  wire [20:0] \$647 ;
-  wire [10:0] \$648 ;
+  wire [10:0] \$646 ;
+  wire \$647 ;
+  wire \$648 ;
   wire \$649 ;
   wire [3:0] \$65 ;
   wire \$650 ;
@@ -1452,81 +1437,81 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$671 ;
   wire \$672 ;
   wire \$673 ;
-  wire \$674 ;
-  wire \$675 ;
-  wire \$676 ;
+  wire [1:0] \$674 ;
+  wire [1:0] \$675 ;
+  wire [2:0] \$676 ;
   wire \$677 ;
-  wire \$678 ;
-  wire \$679 ;
+  wire [1:0] \$678 ;
+  wire [1:0] \$679 ;
   wire [4:0] \$68 ;
-  wire [1:0] \$680 ;
-  wire [1:0] \$681 ;
-  wire [2:0] \$682 ;
+  wire [2:0] \$680 ;
+  wire [3:0] \$681 ;
+  wire \$682 ;
   wire \$683 ;
-  wire [1:0] \$684 ;
-  wire [1:0] \$685 ;
-  wire [2:0] \$686 ;
-  wire [3:0] \$687 ;
-  wire \$688 ;
+  wire \$684 ;
+  wire \$685 ;
+  wire [1:0] \$686 ;
+  wire [1:0] \$687 ;
+  wire [2:0] \$688 ;
   wire \$689 ;
   wire [4:0] \$69 ;
-  wire \$690 ;
-  wire \$691 ;
-  wire [1:0] \$692 ;
-  wire [1:0] \$693 ;
-  wire [2:0] \$694 ;
+  wire [1:0] \$690 ;
+  wire [1:0] \$691 ;
+  wire [2:0] \$692 ;
+  wire [3:0] \$693 ;
+  wire [4:0] \$694 ;
   wire \$695 ;
-  wire [1:0] \$696 ;
-  wire [1:0] \$697 ;
-  wire [2:0] \$698 ;
-  wire [3:0] \$699 ;
+  wire \$696 ;
+  wire \$697 ;
+  wire \$698 ;
+  wire \$699 ;
   wire [2:0] \$7 ;
   wire [2:0] \$70 ;
-  wire [4:0] \$700 ;
+  wire \$700 ;
   wire \$701 ;
   wire \$702 ;
   wire \$703 ;
   wire \$704 ;
   wire \$705 ;
-  wire \$706 ;
-  wire \$707 ;
-  wire \$708 ;
+  wire [1:0] \$706 ;
+  wire [1:0] \$707 ;
+  wire [2:0] \$708 ;
   wire \$709 ;
   wire [2:0] \$71 ;
-  wire \$710 ;
-  wire \$711 ;
-  wire [1:0] \$712 ;
-  wire [1:0] \$713 ;
-  wire [2:0] \$714 ;
+  wire [1:0] \$710 ;
+  wire [1:0] \$711 ;
+  wire [2:0] \$712 ;
+  wire [3:0] \$713 ;
+  wire \$714 ;
   wire \$715 ;
-  wire [1:0] \$716 ;
-  wire [1:0] \$717 ;
-  wire [2:0] \$718 ;
-  wire [3:0] \$719 ;
+  wire \$716 ;
+  wire \$717 ;
+  wire [1:0] \$718 ;
+  wire [1:0] \$719 ;
   wire [3:0] \$72 ;
-  wire \$720 ;
+  wire [2:0] \$720 ;
   wire \$721 ;
-  wire \$722 ;
-  wire \$723 ;
-  wire [1:0] \$724 ;
-  wire [1:0] \$725 ;
-  wire [2:0] \$726 ;
-  wire \$727 ;
-  wire [1:0] \$728 ;
-  wire [1:0] \$729 ;
+  wire [1:0] \$722 ;
+  wire [1:0] \$723 ;
+  wire [2:0] \$724 ;
+  wire [3:0] \$725 ;
+  wire [4:0] \$726 ;
+  wire [5:0] \$727 ;
+  wire [5:0] \$728 ;
+  wire \$729 ;
   wire [3:0] \$73 ;
-  wire [2:0] \$730 ;
-  wire [3:0] \$731 ;
-  wire [4:0] \$732 ;
-  wire [5:0] \$733 ;
+  wire \$730 ;
+  wire \$731 ;
+  wire \$732 ;
+  wire \$733 ;
   wire \$734 ;
   wire \$735 ;
-  wire [1:0] \$736 ;
-  wire [1:0] \$737 ;
-  wire [2:0] \$738 ;
-  wire [2:0] \$739 ;
+  wire \$736 ;
+  wire \$737 ;
+  wire \$738 ;
+  wire \$739 ;
   wire \$74 ;
-  wire [5:0] \$740 ;
+  wire \$740 ;
   wire \$741 ;
   wire \$742 ;
   wire \$743 ;
@@ -1549,80 +1534,80 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$759 ;
   wire [4:0] \$76 ;
   wire \$760 ;
-  wire \$761 ;
-  wire \$762 ;
-  wire \$763 ;
+  wire [47:0] \$761 ;
+  wire [31:0] \$762 ;
+  wire [21:0] \$763 ;
   wire \$764 ;
   wire \$765 ;
-  wire \$766 ;
-  wire \$767 ;
-  wire \$768 ;
+  wire [23:0] \$766 ;
+  wire [23:0] \$767 ;
+  wire [23:0] \$768 ;
   wire \$769 ;
   wire [4:0] \$77 ;
-  wire \$770 ;
-  wire \$771 ;
-  wire \$772 ;
-  wire \$773 ;
+  wire [22:0] \$770 ;
+  wire [55:0] \$771 ;
+  wire [24:0] \$772 ;
+  wire [24:0] \$773 ;
   wire \$774 ;
   wire \$775 ;
   wire \$776 ;
-  wire [49:0] \$777 ;
-  wire [21:0] \$778 ;
+  wire [31:0] \$777 ;
+  wire \$778 ;
   wire \$779 ;
   wire [2:0] \$78 ;
   wire \$780 ;
-  wire [23:0] \$781 ;
-  wire [23:0] \$782 ;
-  wire [23:0] \$783 ;
+  wire \$781 ;
+  wire \$782 ;
+  wire \$783 ;
   wire \$784 ;
-  wire [22:0] \$785 ;
-  wire [55:0] \$786 ;
-  wire [24:0] \$787 ;
-  wire [24:0] \$788 ;
-  wire \$789 ;
+  wire \$785 ;
+  wire [31:0] \$786 ;
+  wire [31:0] \$787 ;
+  wire [31:0] \$788 ;
+  wire [31:0] \$789 ;
   wire [2:0] \$79 ;
-  wire \$790 ;
-  wire \$791 ;
+  wire [31:0] \$790 ;
+  wire [31:0] \$791 ;
   wire [31:0] \$792 ;
   wire \$793 ;
   wire \$794 ;
   wire \$795 ;
   wire \$796 ;
-  wire \$797 ;
-  wire \$798 ;
-  wire \$799 ;
+  wire [8:0] \$797 ;
+  wire [8:0] \$798 ;
+  wire [11:0] \$799 ;
   wire [3:0] \$8 ;
   wire [3:0] \$80 ;
   wire \$800 ;
-  wire [31:0] \$801 ;
-  wire [31:0] \$802 ;
-  wire [31:0] \$803 ;
-  wire [31:0] \$804 ;
-  wire [31:0] \$805 ;
-  wire [31:0] \$806 ;
-  wire [31:0] \$807 ;
-  wire \$808 ;
+  wire [11:0] \$801 ;
+  wire \$802 ;
+  wire \$803 ;
+  wire [7:0] \$804 ;
+  wire [57:0] \$805 ;
+  wire [26:0] \$806 ;
+  wire [26:0] \$807 ;
+  wire [27:0] \$808 ;
   wire \$809 ;
   wire [3:0] \$81 ;
   wire \$810 ;
   wire \$811 ;
-  wire [8:0] \$812 ;
-  wire [8:0] \$813 ;
-  wire [11:0] \$814 ;
+  wire [26:0] \$812 ;
+  wire \$813 ;
+  wire \$814 ;
   wire \$815 ;
-  wire [11:0] \$816 ;
+  wire \$816 ;
   wire \$817 ;
   wire \$818 ;
-  wire [7:0] \$819 ;
+  wire \$819 ;
   wire \$82 ;
-  wire [57:0] \$820 ;
-  wire [26:0] \$821 ;
-  wire [26:0] \$822 ;
-  wire [27:0] \$823 ;
+  wire \$820 ;
+  wire \$821 ;
+  wire \$822 ;
+  wire \$823 ;
   wire \$824 ;
   wire \$825 ;
   wire \$826 ;
-  wire [26:0] \$827 ;
+  wire \$827 ;
   wire \$828 ;
   wire \$829 ;
   wire \$83 ;
@@ -1661,140 +1646,140 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire [2:0] \$86 ;
   wire \$860 ;
   wire \$861 ;
-  wire \$862 ;
-  wire \$863 ;
-  wire \$864 ;
+  wire [1:0] \$862 ;
+  wire [1:0] \$863 ;
+  wire [2:0] \$864 ;
   wire \$865 ;
-  wire \$866 ;
-  wire \$867 ;
-  wire \$868 ;
-  wire \$869 ;
+  wire [1:0] \$866 ;
+  wire [1:0] \$867 ;
+  wire [2:0] \$868 ;
+  wire [3:0] \$869 ;
   wire [2:0] \$87 ;
   wire \$870 ;
   wire \$871 ;
   wire \$872 ;
   wire \$873 ;
-  wire \$874 ;
-  wire \$875 ;
-  wire \$876 ;
-  wire [1:0] \$877 ;
+  wire [1:0] \$874 ;
+  wire [1:0] \$875 ;
+  wire [2:0] \$876 ;
+  wire \$877 ;
   wire [1:0] \$878 ;
-  wire [2:0] \$879 ;
+  wire [1:0] \$879 ;
   wire [3:0] \$88 ;
-  wire \$880 ;
-  wire [1:0] \$881 ;
-  wire [1:0] \$882 ;
-  wire [2:0] \$883 ;
-  wire [3:0] \$884 ;
+  wire [2:0] \$880 ;
+  wire [3:0] \$881 ;
+  wire [4:0] \$882 ;
+  wire \$883 ;
+  wire \$884 ;
   wire \$885 ;
   wire \$886 ;
   wire \$887 ;
   wire \$888 ;
-  wire [1:0] \$889 ;
+  wire \$889 ;
   wire [3:0] \$89 ;
-  wire [1:0] \$890 ;
-  wire [2:0] \$891 ;
+  wire \$890 ;
+  wire \$891 ;
   wire \$892 ;
-  wire [1:0] \$893 ;
+  wire \$893 ;
   wire [1:0] \$894 ;
-  wire [2:0] \$895 ;
-  wire [3:0] \$896 ;
-  wire [4:0] \$897 ;
-  wire \$898 ;
-  wire \$899 ;
+  wire [1:0] \$895 ;
+  wire [2:0] \$896 ;
+  wire \$897 ;
+  wire [1:0] \$898 ;
+  wire [1:0] \$899 ;
   wire [3:0] \$9 ;
   wire \$90 ;
-  wire \$900 ;
-  wire \$901 ;
+  wire [2:0] \$900 ;
+  wire [3:0] \$901 ;
   wire \$902 ;
   wire \$903 ;
   wire \$904 ;
   wire \$905 ;
-  wire \$906 ;
-  wire \$907 ;
-  wire \$908 ;
-  wire [1:0] \$909 ;
+  wire [1:0] \$906 ;
+  wire [1:0] \$907 ;
+  wire [2:0] \$908 ;
+  wire \$909 ;
   wire \$91 ;
   wire [1:0] \$910 ;
-  wire [2:0] \$911 ;
-  wire \$912 ;
-  wire [1:0] \$913 ;
-  wire [1:0] \$914 ;
-  wire [2:0] \$915 ;
-  wire [3:0] \$916 ;
+  wire [1:0] \$911 ;
+  wire [2:0] \$912 ;
+  wire [3:0] \$913 ;
+  wire [4:0] \$914 ;
+  wire [5:0] \$915 ;
+  wire \$916 ;
   wire \$917 ;
   wire \$918 ;
   wire \$919 ;
   wire [4:0] \$92 ;
   wire \$920 ;
-  wire [1:0] \$921 ;
-  wire [1:0] \$922 ;
-  wire [2:0] \$923 ;
+  wire \$921 ;
+  wire \$922 ;
+  wire \$923 ;
   wire \$924 ;
-  wire [1:0] \$925 ;
-  wire [1:0] \$926 ;
-  wire [2:0] \$927 ;
-  wire [3:0] \$928 ;
-  wire [4:0] \$929 ;
+  wire \$925 ;
+  wire \$926 ;
+  wire \$927 ;
+  wire \$928 ;
+  wire \$929 ;
   wire [4:0] \$93 ;
-  wire [5:0] \$930 ;
+  wire \$930 ;
   wire \$931 ;
   wire \$932 ;
   wire \$933 ;
-  wire \$934 ;
-  wire \$935 ;
-  wire \$936 ;
+  wire [1:0] \$934 ;
+  wire [1:0] \$935 ;
+  wire [2:0] \$936 ;
   wire \$937 ;
-  wire \$938 ;
-  wire \$939 ;
+  wire [1:0] \$938 ;
+  wire [1:0] \$939 ;
   wire [2:0] \$94 ;
-  wire \$940 ;
-  wire \$941 ;
+  wire [2:0] \$940 ;
+  wire [3:0] \$941 ;
   wire \$942 ;
   wire \$943 ;
   wire \$944 ;
   wire \$945 ;
-  wire \$946 ;
-  wire \$947 ;
-  wire \$948 ;
-  wire [1:0] \$949 ;
+  wire [1:0] \$946 ;
+  wire [1:0] \$947 ;
+  wire [2:0] \$948 ;
+  wire \$949 ;
   wire [2:0] \$95 ;
   wire [1:0] \$950 ;
-  wire [2:0] \$951 ;
-  wire \$952 ;
-  wire [1:0] \$953 ;
-  wire [1:0] \$954 ;
-  wire [2:0] \$955 ;
-  wire [3:0] \$956 ;
+  wire [1:0] \$951 ;
+  wire [2:0] \$952 ;
+  wire [3:0] \$953 ;
+  wire [4:0] \$954 ;
+  wire \$955 ;
+  wire \$956 ;
   wire \$957 ;
   wire \$958 ;
-  wire \$959 ;
+  wire [1:0] \$959 ;
   wire [3:0] \$96 ;
-  wire \$960 ;
-  wire [1:0] \$961 ;
-  wire [1:0] \$962 ;
-  wire [2:0] \$963 ;
-  wire \$964 ;
-  wire [1:0] \$965 ;
-  wire [1:0] \$966 ;
-  wire [2:0] \$967 ;
-  wire [3:0] \$968 ;
-  wire [4:0] \$969 ;
+  wire [1:0] \$960 ;
+  wire [2:0] \$961 ;
+  wire \$962 ;
+  wire [1:0] \$963 ;
+  wire [1:0] \$964 ;
+  wire [2:0] \$965 ;
+  wire [4:0] \$966 ;
+  wire [5:0] \$967 ;
+  wire \$968 ;
+  wire \$969 ;
   wire [3:0] \$97 ;
   wire \$970 ;
   wire \$971 ;
   wire \$972 ;
   wire \$973 ;
-  wire [1:0] \$974 ;
-  wire [1:0] \$975 ;
-  wire [2:0] \$976 ;
+  wire \$974 ;
+  wire \$975 ;
+  wire \$976 ;
   wire \$977 ;
-  wire [1:0] \$978 ;
-  wire [1:0] \$979 ;
+  wire \$978 ;
+  wire \$979 ;
   wire \$98 ;
-  wire [2:0] \$980 ;
-  wire [4:0] \$981 ;
-  wire [5:0] \$982 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire \$982 ;
   wire \$983 ;
   wire \$984 ;
   wire \$985 ;
@@ -2393,6 +2378,7 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire b9_is_zero;
   wire [3:0] b9_sig;
   wire b9_sign;
+  wire [16:0] blk_abs;
   wire [22:0] blk_biased;
   wire [31:0] blk_bits;
   wire [30:0] blk_body;
@@ -2402,10 +2388,10 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire [4:0] blk_extra;
   wire [24:0] blk_head;
   wire [24:0] blk_kept;
-  wire [18:0] blk_lead;
+  wire [16:0] blk_lead;
   wire blk_low_sticky;
   wire [4:0] blk_lz;
-  wire [18:0] blk_mag;
+  wire [16:0] blk_mag;
   reg blk_nan = 1'h0;
   wire blk_neg;
   reg blk_ninf = 1'h0;
@@ -2659,11 +2645,11 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   input rst;
   wire rst;
   wire [8:0] scale_exp_sum;
-  reg [8:0] \scale_exp_sum$705  = 9'h000;
+  reg [8:0] \scale_exp_sum$704  = 9'h000;
   reg scale_is_inf = 1'h0;
   reg scale_is_nan = 1'h0;
   reg scale_last = 1'h0;
-  reg [18:0] scale_mag = 19'h00000;
+  reg [16:0] scale_mag = 17'h00000;
   reg scale_neg = 1'h0;
   reg scale_ninf = 1'h0;
   reg scale_valid = 1'h0;
@@ -3282,1310 +3268,1403 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   assign blk_neg = $signed(sum_total) < $signed(1'h0);
   assign \$644  = - $signed(sum_total);
   assign \$645  = blk_neg ? \$644  : { sum_total[17], sum_total };
-  assign \$646  = sum_scale_man_a * sum_scale_man_b;
-  assign \$647  = $signed(\$645 ) * $signed({ 1'h0, \$646  });
-  assign \$648  = \scale_exp_sum$705  + 11'h6fc;
-  assign \$649  = ~ scale_mag[18];
-  assign \$650  = ~ scale_mag[17];
-  assign \$651  = ~ scale_mag[16];
-  assign \$652  = \$650  & \$651 ;
-  assign \$653  = \$649  & \$652 ;
-  assign \$654  = ~ scale_mag[15];
-  assign \$655  = ~ scale_mag[14];
-  assign \$656  = \$654  & \$655 ;
-  assign \$657  = ~ scale_mag[13];
-  assign \$658  = ~ scale_mag[12];
-  assign \$659  = \$657  & \$658 ;
-  assign \$660  = \$656  & \$659 ;
-  assign \$661  = ~ scale_mag[11];
-  assign \$662  = ~ scale_mag[10];
-  assign \$663  = \$661  & \$662 ;
-  assign \$664  = ~ scale_mag[9];
-  assign \$665  = ~ scale_mag[8];
-  assign \$666  = \$664  & \$665 ;
-  assign \$667  = \$663  & \$666 ;
-  assign \$668  = \$660  & \$667 ;
-  assign \$669  = ~ scale_mag[7];
-  assign \$670  = ~ scale_mag[6];
-  assign \$671  = \$669  & \$670 ;
-  assign \$672  = ~ scale_mag[5];
-  assign \$673  = ~ scale_mag[4];
-  assign \$674  = \$672  & \$673 ;
-  assign \$675  = \$671  & \$674 ;
-  assign \$676  = ~ scale_mag[3];
-  assign \$677  = ~ scale_mag[2];
-  assign \$678  = \$676  & \$677 ;
-  assign \$679  = ~ scale_mag[1];
-  assign \$681  = scale_mag[1] ? 2'h0 : 2'h1;
-  assign \$682  = 2'h2 + \$681 ;
-  assign \$683  = ~ scale_mag[3];
-  assign \$685  = scale_mag[3] ? 2'h0 : 2'h1;
-  assign \$686  = \$678  ? \$682  : { 1'h0, \$685  };
-  assign \$687  = 3'h4 + \$686 ;
-  assign \$688  = ~ scale_mag[7];
-  assign \$689  = ~ scale_mag[6];
-  assign \$690  = \$688  & \$689 ;
-  assign \$691  = ~ scale_mag[5];
-  assign \$693  = scale_mag[5] ? 2'h0 : 2'h1;
-  assign \$694  = 2'h2 + \$693 ;
-  assign \$695  = ~ scale_mag[7];
-  assign \$697  = scale_mag[7] ? 2'h0 : 2'h1;
-  assign \$698  = \$690  ? \$694  : { 1'h0, \$697  };
-  assign \$699  = \$675  ? \$687  : { 1'h0, \$698  };
-  assign \$700  = 4'h8 + \$699 ;
-  assign \$701  = ~ scale_mag[15];
-  assign \$702  = ~ scale_mag[14];
-  assign \$703  = \$701  & \$702 ;
-  assign \$704  = ~ scale_mag[13];
-  assign \$705  = ~ scale_mag[12];
-  assign \$706  = \$704  & \$705 ;
-  assign \$707  = \$703  & \$706 ;
-  assign \$708  = ~ scale_mag[11];
-  assign \$709  = ~ scale_mag[10];
-  assign \$710  = \$708  & \$709 ;
-  assign \$711  = ~ scale_mag[9];
-  assign \$713  = scale_mag[9] ? 2'h0 : 2'h1;
-  assign \$714  = 2'h2 + \$713 ;
-  assign \$715  = ~ scale_mag[11];
-  assign \$717  = scale_mag[11] ? 2'h0 : 2'h1;
-  assign \$718  = \$710  ? \$714  : { 1'h0, \$717  };
-  assign \$719  = 3'h4 + \$718 ;
-  assign \$720  = ~ scale_mag[15];
-  assign \$721  = ~ scale_mag[14];
-  assign \$722  = \$720  & \$721 ;
-  assign \$723  = ~ scale_mag[13];
-  assign \$725  = scale_mag[13] ? 2'h0 : 2'h1;
-  assign \$726  = 2'h2 + \$725 ;
-  assign \$727  = ~ scale_mag[15];
-  assign \$729  = scale_mag[15] ? 2'h0 : 2'h1;
-  assign \$730  = \$722  ? \$726  : { 1'h0, \$729  };
-  assign \$731  = \$707  ? \$719  : { 1'h0, \$730  };
-  assign \$732  = \$668  ? \$700  : { 1'h0, \$731  };
-  assign \$733  = 2'h3 + \$732 ;
-  assign \$734  = ~ scale_mag[18];
-  assign \$735  = ~ scale_mag[17];
-  assign \$737  = scale_mag[17] ? 2'h0 : 2'h1;
-  assign \$738  = 1'h1 + \$737 ;
-  assign \$739  = scale_mag[18] ? 3'h0 : \$738 ;
-  assign \$740  = \$653  ? \$733  : { 4'h0, \$739 [1:0] };
-  assign \$741  = ~ scale_mag[18];
-  assign \$742  = ~ scale_mag[17];
-  assign \$743  = ~ scale_mag[16];
-  assign \$744  = \$742  & \$743 ;
-  assign \$745  = \$741  & \$744 ;
-  assign \$746  = ~ scale_mag[15];
-  assign \$747  = ~ scale_mag[14];
-  assign \$748  = \$746  & \$747 ;
-  assign \$749  = ~ scale_mag[13];
-  assign \$750  = ~ scale_mag[12];
-  assign \$751  = \$749  & \$750 ;
-  assign \$752  = \$748  & \$751 ;
-  assign \$753  = ~ scale_mag[11];
-  assign \$754  = ~ scale_mag[10];
-  assign \$755  = \$753  & \$754 ;
-  assign \$756  = ~ scale_mag[9];
-  assign \$757  = ~ scale_mag[8];
-  assign \$758  = \$756  & \$757 ;
-  assign \$759  = \$755  & \$758 ;
-  assign \$760  = \$752  & \$759 ;
-  assign \$761  = ~ scale_mag[7];
-  assign \$762  = ~ scale_mag[6];
-  assign \$763  = \$761  & \$762 ;
-  assign \$764  = ~ scale_mag[5];
-  assign \$765  = ~ scale_mag[4];
-  assign \$766  = \$764  & \$765 ;
-  assign \$767  = \$763  & \$766 ;
-  assign \$768  = ~ scale_mag[3];
-  assign \$769  = ~ scale_mag[2];
-  assign \$770  = \$768  & \$769 ;
-  assign \$771  = ~ scale_mag[1];
-  assign \$772  = ~ scale_mag[0];
-  assign \$773  = \$771  & \$772 ;
-  assign \$774  = \$770  & \$773 ;
-  assign \$775  = \$767  & \$774 ;
-  assign \$776  = \$760  & \$775 ;
-  assign blk_zero = \$745  & \$776 ;
-  assign \$777  = scale_mag << \$740 [4:0];
-  assign \$778  = $signed(\$648 ) + $signed(9'h091);
-  assign blk_biased = $signed(\$778 ) - $signed({ 1'h0, \$740 [4:0] });
-  assign \$779  = $signed(blk_biased) >= $signed(2'h1);
-  assign \$780  = $signed(blk_biased) < $signed(6'h28);
-  assign \$781  = $signed(2'h1) - $signed(blk_biased);
-  assign \$782  = \$780  ? 24'h000019 : \$781 ;
-  assign \$783  = \$779  ? 24'h000000 : \$782 ;
-  assign \$784  = $signed(blk_biased) >= $signed(2'h1);
-  assign \$785  = \$784  ? blk_biased : 23'h000000;
+  assign \$646  = \scale_exp_sum$704  + 11'h6fc;
+  assign \$647  = ~ scale_mag[16];
+  assign \$648  = ~ scale_mag[15];
+  assign \$649  = ~ scale_mag[14];
+  assign \$650  = \$648  & \$649 ;
+  assign \$651  = ~ scale_mag[13];
+  assign \$652  = ~ scale_mag[12];
+  assign \$653  = \$651  & \$652 ;
+  assign \$654  = \$650  & \$653 ;
+  assign \$655  = ~ scale_mag[11];
+  assign \$656  = ~ scale_mag[10];
+  assign \$657  = \$655  & \$656 ;
+  assign \$658  = ~ scale_mag[9];
+  assign \$659  = ~ scale_mag[8];
+  assign \$660  = \$658  & \$659 ;
+  assign \$661  = \$657  & \$660 ;
+  assign \$662  = \$654  & \$661 ;
+  assign \$663  = ~ scale_mag[7];
+  assign \$664  = ~ scale_mag[6];
+  assign \$665  = \$663  & \$664 ;
+  assign \$666  = ~ scale_mag[5];
+  assign \$667  = ~ scale_mag[4];
+  assign \$668  = \$666  & \$667 ;
+  assign \$669  = \$665  & \$668 ;
+  assign \$670  = ~ scale_mag[3];
+  assign \$671  = ~ scale_mag[2];
+  assign \$672  = \$670  & \$671 ;
+  assign \$673  = ~ scale_mag[1];
+  assign \$675  = scale_mag[1] ? 2'h0 : 2'h1;
+  assign \$676  = 2'h2 + \$675 ;
+  assign \$677  = ~ scale_mag[3];
+  assign \$679  = scale_mag[3] ? 2'h0 : 2'h1;
+  assign \$680  = \$672  ? \$676  : { 1'h0, \$679  };
+  assign \$681  = 3'h4 + \$680 ;
+  assign \$682  = ~ scale_mag[7];
+  assign \$683  = ~ scale_mag[6];
+  assign \$684  = \$682  & \$683 ;
+  assign \$685  = ~ scale_mag[5];
+  assign \$687  = scale_mag[5] ? 2'h0 : 2'h1;
+  assign \$688  = 2'h2 + \$687 ;
+  assign \$689  = ~ scale_mag[7];
+  assign \$691  = scale_mag[7] ? 2'h0 : 2'h1;
+  assign \$692  = \$684  ? \$688  : { 1'h0, \$691  };
+  assign \$693  = \$669  ? \$681  : { 1'h0, \$692  };
+  assign \$694  = 4'h8 + \$693 ;
+  assign \$695  = ~ scale_mag[15];
+  assign \$696  = ~ scale_mag[14];
+  assign \$697  = \$695  & \$696 ;
+  assign \$698  = ~ scale_mag[13];
+  assign \$699  = ~ scale_mag[12];
+  assign \$700  = \$698  & \$699 ;
+  assign \$701  = \$697  & \$700 ;
+  assign \$702  = ~ scale_mag[11];
+  assign \$703  = ~ scale_mag[10];
+  assign \$704  = \$702  & \$703 ;
+  assign \$705  = ~ scale_mag[9];
+  assign \$707  = scale_mag[9] ? 2'h0 : 2'h1;
+  assign \$708  = 2'h2 + \$707 ;
+  assign \$709  = ~ scale_mag[11];
+  assign \$711  = scale_mag[11] ? 2'h0 : 2'h1;
+  assign \$712  = \$704  ? \$708  : { 1'h0, \$711  };
+  assign \$713  = 3'h4 + \$712 ;
+  assign \$714  = ~ scale_mag[15];
+  assign \$715  = ~ scale_mag[14];
+  assign \$716  = \$714  & \$715 ;
+  assign \$717  = ~ scale_mag[13];
+  assign \$719  = scale_mag[13] ? 2'h0 : 2'h1;
+  assign \$720  = 2'h2 + \$719 ;
+  assign \$721  = ~ scale_mag[15];
+  assign \$723  = scale_mag[15] ? 2'h0 : 2'h1;
+  assign \$724  = \$716  ? \$720  : { 1'h0, \$723  };
+  assign \$725  = \$701  ? \$713  : { 1'h0, \$724  };
+  assign \$726  = \$662  ? \$694  : { 1'h0, \$725  };
+  assign \$727  = 1'h1 + \$726 ;
+  assign \$728  = scale_mag[16] ? 6'h00 : \$727 ;
+  assign \$729  = ~ scale_mag[16];
+  assign \$730  = ~ scale_mag[15];
+  assign \$731  = ~ scale_mag[14];
+  assign \$732  = \$730  & \$731 ;
+  assign \$733  = ~ scale_mag[13];
+  assign \$734  = ~ scale_mag[12];
+  assign \$735  = \$733  & \$734 ;
+  assign \$736  = \$732  & \$735 ;
+  assign \$737  = ~ scale_mag[11];
+  assign \$738  = ~ scale_mag[10];
+  assign \$739  = \$737  & \$738 ;
+  assign \$740  = ~ scale_mag[9];
+  assign \$741  = ~ scale_mag[8];
+  assign \$742  = \$740  & \$741 ;
+  assign \$743  = \$739  & \$742 ;
+  assign \$744  = \$736  & \$743 ;
+  assign \$745  = ~ scale_mag[7];
+  assign \$746  = ~ scale_mag[6];
+  assign \$747  = \$745  & \$746 ;
+  assign \$748  = ~ scale_mag[5];
+  assign \$749  = ~ scale_mag[4];
+  assign \$750  = \$748  & \$749 ;
+  assign \$751  = \$747  & \$750 ;
+  assign \$752  = ~ scale_mag[3];
+  assign \$753  = ~ scale_mag[2];
+  assign \$754  = \$752  & \$753 ;
+  assign \$755  = ~ scale_mag[1];
+  assign \$756  = ~ scale_mag[0];
+  assign \$757  = \$755  & \$756 ;
+  assign \$758  = \$754  & \$757 ;
+  assign \$759  = \$751  & \$758 ;
+  assign \$760  = \$744  & \$759 ;
+  assign blk_zero = \$729  & \$760 ;
+  assign \$761  = scale_mag << \$728 [4:0];
+  assign \$763  = $signed(\$646 ) + $signed(9'h08f);
+  assign blk_biased = $signed(\$763 ) - $signed({ 1'h0, \$728 [4:0] });
+  assign \$764  = $signed(blk_biased) >= $signed(2'h1);
+  assign \$765  = $signed(blk_biased) < $signed(6'h28);
+  assign \$766  = $signed(2'h1) - $signed(blk_biased);
+  assign \$767  = \$765  ? 24'h000019 : \$766 ;
+  assign \$768  = \$764  ? 24'h000000 : \$767 ;
+  assign \$769  = $signed(blk_biased) >= $signed(2'h1);
+  assign \$770  = \$769  ? blk_biased : 23'h000000;
   assign blk_over = $signed(blk_biased) >= $signed(9'h0ff);
   assign blk_edge = blk_biased == 8'hfe;
   assign blk_kept = block_norm_head >> block_norm_extra;
-  assign \$786  = 25'h1ffffff << block_norm_extra;
-  assign \$787  = ~ \$786 [24:0];
-  assign \$788  = block_norm_head & \$787 ;
-  assign \$789  = | \$788 ;
-  assign blk_sticky = block_norm_low_sticky | \$789 ;
-  assign \$790  = blk_sticky | blk_kept[1];
-  assign \$791  = blk_kept[0] & \$790 ;
-  assign \$792  = { block_norm_exp_part, blk_kept[23:1] } + \$791 ;
-  assign \$793  = & blk_kept[23:1];
-  assign \$794  = block_norm_edge & \$793 ;
-  assign \$795  = blk_sticky | blk_kept[1];
-  assign \$796  = blk_kept[0] & \$795 ;
-  assign \$797  = \$794  & \$796 ;
-  assign blk_overflow = block_norm_over | \$797 ;
-  assign \$798  = ~ block_norm_zero;
-  assign \$799  = blk_overflow & \$798 ;
-  assign \$800  = block_norm_is_inf | \$799 ;
-  assign \$805  = { 1'h0, \$792 [30:0] } | \$804 ;
-  assign \$806  = block_norm_zero ? \$803  : \$805 ;
-  assign \$807  = \$800  ? \$802  : \$806 ;
-  assign blk_bits = block_norm_is_nan ? 32'd2143289344 : \$807 ;
-  assign \$808  = ! block_r[30:23];
-  assign \$809  = block_r[23] | \$808 ;
-  assign \$810  = ! acc[30:23];
-  assign \$811  = acc[23] | \$810 ;
-  assign \$812  = { acc[30:24], \$811  } - { block_r[30:24], \$809  };
-  assign \$813  = { block_r[30:24], \$809  } - { acc[30:24], \$811  };
-  assign acc_a_big = $signed(\$812 ) >= $signed(1'h0);
-  assign \$814  = acc_a_big ? { \$812 [8], \$812 [8], \$812 [8], \$812  } : { \$813 [8], \$813 [8], \$813 [8], \$813  };
-  assign \$815  = | \$814 [11:5];
-  assign \$816  = acc_a_big ? { \$812 [8], \$812 [8], \$812 [8], \$812  } : { \$813 [8], \$813 [8], \$813 [8], \$813  };
-  assign acc_dist = \$815  ? 5'h1f : \$816 [4:0];
-  assign \$817  = | acc[30:23];
-  assign \$818  = | block_r[30:23];
-  assign \$819  = acc_a_big ? { acc[30:24], \$811  } : { block_r[30:24], \$809  };
+  assign \$771  = 25'h1ffffff << block_norm_extra;
+  assign \$772  = ~ \$771 [24:0];
+  assign \$773  = block_norm_head & \$772 ;
+  assign \$774  = | \$773 ;
+  assign blk_sticky = block_norm_low_sticky | \$774 ;
+  assign \$775  = blk_sticky | blk_kept[1];
+  assign \$776  = blk_kept[0] & \$775 ;
+  assign \$777  = { block_norm_exp_part, blk_kept[23:1] } + \$776 ;
+  assign \$778  = & blk_kept[23:1];
+  assign \$779  = block_norm_edge & \$778 ;
+  assign \$780  = blk_sticky | blk_kept[1];
+  assign \$781  = blk_kept[0] & \$780 ;
+  assign \$782  = \$779  & \$781 ;
+  assign blk_overflow = block_norm_over | \$782 ;
+  assign \$783  = ~ block_norm_zero;
+  assign \$784  = blk_overflow & \$783 ;
+  assign \$785  = block_norm_is_inf | \$784 ;
+  assign \$790  = { 1'h0, \$777 [30:0] } | \$789 ;
+  assign \$791  = block_norm_zero ? \$788  : \$790 ;
+  assign \$792  = \$785  ? \$787  : \$791 ;
+  assign blk_bits = block_norm_is_nan ? 32'd2143289344 : \$792 ;
+  assign \$793  = ! block_r[30:23];
+  assign \$794  = block_r[23] | \$793 ;
+  assign \$795  = ! acc[30:23];
+  assign \$796  = acc[23] | \$795 ;
+  assign \$797  = { acc[30:24], \$796  } - { block_r[30:24], \$794  };
+  assign \$798  = { block_r[30:24], \$794  } - { acc[30:24], \$796  };
+  assign acc_a_big = $signed(\$797 ) >= $signed(1'h0);
+  assign \$799  = acc_a_big ? { \$797 [8], \$797 [8], \$797 [8], \$797  } : { \$798 [8], \$798 [8], \$798 [8], \$798  };
+  assign \$800  = | \$799 [11:5];
+  assign \$801  = acc_a_big ? { \$797 [8], \$797 [8], \$797 [8], \$797  } : { \$798 [8], \$798 [8], \$798 [8], \$798  };
+  assign acc_dist = \$800  ? 5'h1f : \$801 [4:0];
+  assign \$802  = | acc[30:23];
+  assign \$803  = | block_r[30:23];
+  assign \$804  = acc_a_big ? { acc[30:24], \$796  } : { block_r[30:24], \$794  };
   assign acc_small = acc_a_big ? acc_b_win : acc_a_win;
   assign acc_shifted = acc_small >> acc_dist;
-  assign \$820  = 27'h7ffffff << acc_dist;
-  assign \$821  = ~ \$820 [26:0];
-  assign \$822  = acc_small & \$821 ;
-  assign acc_sticky = | \$822 ;
+  assign \$805  = 27'h7ffffff << acc_dist;
+  assign \$806  = ~ \$805 [26:0];
+  assign \$807  = acc_small & \$806 ;
+  assign acc_sticky = | \$807 ;
   assign acc_diff = acc_align_big - acc_align_small;
-  assign \$823  = acc_align_small - acc_align_big;
+  assign \$808  = acc_align_small - acc_align_big;
   assign acc_total = acc_align_big + acc_align_small;
-  assign \$824  = acc_align_big_neg ^ acc_align_small_neg;
-  assign \$825  = \$824  & acc_diff[27];
-  assign acc_neg = acc_align_big_neg ^ \$825 ;
-  assign \$826  = acc_align_big_neg ^ acc_align_small_neg;
-  assign \$827  = acc_diff[27] ? \$823 [26:0] : acc_diff[26:0];
-  assign acc_mag = \$826  ? { 1'h0, \$827  } : acc_total;
+  assign \$809  = acc_align_big_neg ^ acc_align_small_neg;
+  assign \$810  = \$809  & acc_diff[27];
+  assign acc_neg = acc_align_big_neg ^ \$810 ;
+  assign \$811  = acc_align_big_neg ^ acc_align_small_neg;
+  assign \$812  = acc_diff[27] ? \$808 [26:0] : acc_diff[26:0];
+  assign acc_mag = \$811  ? { 1'h0, \$812  } : acc_total;
   assign acc_exp = $signed(acc_add_top) - $signed(9'h099);
-  assign \$828  = ~ acc_add_mag[27];
-  assign \$829  = ~ acc_add_mag[26];
-  assign \$830  = \$828  & \$829 ;
-  assign \$831  = ~ acc_add_mag[25];
-  assign \$832  = ~ acc_add_mag[24];
-  assign \$833  = \$831  & \$832 ;
-  assign \$834  = \$830  & \$833 ;
-  assign \$835  = ~ acc_add_mag[23];
-  assign \$836  = ~ acc_add_mag[22];
-  assign \$837  = \$835  & \$836 ;
-  assign \$838  = ~ acc_add_mag[21];
-  assign \$839  = ~ acc_add_mag[20];
-  assign \$840  = \$838  & \$839 ;
-  assign \$841  = \$837  & \$840 ;
-  assign \$842  = ~ acc_add_mag[19];
-  assign \$843  = ~ acc_add_mag[18];
-  assign \$844  = \$842  & \$843 ;
-  assign \$845  = ~ acc_add_mag[17];
-  assign \$846  = ~ acc_add_mag[16];
-  assign \$847  = \$845  & \$846 ;
-  assign \$848  = \$844  & \$847 ;
-  assign \$849  = \$841  & \$848 ;
-  assign \$850  = \$834  & \$849 ;
-  assign \$851  = ~ acc_add_mag[15];
-  assign \$852  = ~ acc_add_mag[14];
+  assign \$813  = ~ acc_add_mag[27];
+  assign \$814  = ~ acc_add_mag[26];
+  assign \$815  = \$813  & \$814 ;
+  assign \$816  = ~ acc_add_mag[25];
+  assign \$817  = ~ acc_add_mag[24];
+  assign \$818  = \$816  & \$817 ;
+  assign \$819  = \$815  & \$818 ;
+  assign \$820  = ~ acc_add_mag[23];
+  assign \$821  = ~ acc_add_mag[22];
+  assign \$822  = \$820  & \$821 ;
+  assign \$823  = ~ acc_add_mag[21];
+  assign \$824  = ~ acc_add_mag[20];
+  assign \$825  = \$823  & \$824 ;
+  assign \$826  = \$822  & \$825 ;
+  assign \$827  = ~ acc_add_mag[19];
+  assign \$828  = ~ acc_add_mag[18];
+  assign \$829  = \$827  & \$828 ;
+  assign \$830  = ~ acc_add_mag[17];
+  assign \$831  = ~ acc_add_mag[16];
+  assign \$832  = \$830  & \$831 ;
+  assign \$833  = \$829  & \$832 ;
+  assign \$834  = \$826  & \$833 ;
+  assign \$835  = \$819  & \$834 ;
+  assign \$836  = ~ acc_add_mag[15];
+  assign \$837  = ~ acc_add_mag[14];
+  assign \$838  = \$836  & \$837 ;
+  assign \$839  = ~ acc_add_mag[13];
+  assign \$840  = ~ acc_add_mag[12];
+  assign \$841  = \$839  & \$840 ;
+  assign \$842  = \$838  & \$841 ;
+  assign \$843  = ~ acc_add_mag[11];
+  assign \$844  = ~ acc_add_mag[10];
+  assign \$845  = \$843  & \$844 ;
+  assign \$846  = ~ acc_add_mag[9];
+  assign \$847  = ~ acc_add_mag[8];
+  assign \$848  = \$846  & \$847 ;
+  assign \$849  = \$845  & \$848 ;
+  assign \$850  = \$842  & \$849 ;
+  assign \$851  = ~ acc_add_mag[7];
+  assign \$852  = ~ acc_add_mag[6];
   assign \$853  = \$851  & \$852 ;
-  assign \$854  = ~ acc_add_mag[13];
-  assign \$855  = ~ acc_add_mag[12];
+  assign \$854  = ~ acc_add_mag[5];
+  assign \$855  = ~ acc_add_mag[4];
   assign \$856  = \$854  & \$855 ;
   assign \$857  = \$853  & \$856 ;
-  assign \$858  = ~ acc_add_mag[11];
-  assign \$859  = ~ acc_add_mag[10];
+  assign \$858  = ~ acc_add_mag[3];
+  assign \$859  = ~ acc_add_mag[2];
   assign \$860  = \$858  & \$859 ;
-  assign \$861  = ~ acc_add_mag[9];
-  assign \$862  = ~ acc_add_mag[8];
-  assign \$863  = \$861  & \$862 ;
-  assign \$864  = \$860  & \$863 ;
-  assign \$865  = \$857  & \$864 ;
-  assign \$866  = ~ acc_add_mag[7];
-  assign \$867  = ~ acc_add_mag[6];
-  assign \$868  = \$866  & \$867 ;
-  assign \$869  = ~ acc_add_mag[5];
-  assign \$870  = ~ acc_add_mag[4];
-  assign \$871  = \$869  & \$870 ;
-  assign \$872  = \$868  & \$871 ;
-  assign \$873  = ~ acc_add_mag[3];
-  assign \$874  = ~ acc_add_mag[2];
-  assign \$875  = \$873  & \$874 ;
-  assign \$876  = ~ acc_add_mag[1];
-  assign \$878  = acc_add_mag[1] ? 2'h0 : 2'h1;
-  assign \$879  = 2'h2 + \$878 ;
-  assign \$880  = ~ acc_add_mag[3];
-  assign \$882  = acc_add_mag[3] ? 2'h0 : 2'h1;
-  assign \$883  = \$875  ? \$879  : { 1'h0, \$882  };
-  assign \$884  = 3'h4 + \$883 ;
-  assign \$885  = ~ acc_add_mag[7];
-  assign \$886  = ~ acc_add_mag[6];
-  assign \$887  = \$885  & \$886 ;
-  assign \$888  = ~ acc_add_mag[5];
-  assign \$890  = acc_add_mag[5] ? 2'h0 : 2'h1;
-  assign \$891  = 2'h2 + \$890 ;
-  assign \$892  = ~ acc_add_mag[7];
-  assign \$894  = acc_add_mag[7] ? 2'h0 : 2'h1;
-  assign \$895  = \$887  ? \$891  : { 1'h0, \$894  };
-  assign \$896  = \$872  ? \$884  : { 1'h0, \$895  };
-  assign \$897  = 4'h8 + \$896 ;
-  assign \$898  = ~ acc_add_mag[15];
-  assign \$899  = ~ acc_add_mag[14];
-  assign \$900  = \$898  & \$899 ;
-  assign \$901  = ~ acc_add_mag[13];
-  assign \$902  = ~ acc_add_mag[12];
-  assign \$903  = \$901  & \$902 ;
-  assign \$904  = \$900  & \$903 ;
-  assign \$905  = ~ acc_add_mag[11];
-  assign \$906  = ~ acc_add_mag[10];
-  assign \$907  = \$905  & \$906 ;
-  assign \$908  = ~ acc_add_mag[9];
-  assign \$910  = acc_add_mag[9] ? 2'h0 : 2'h1;
-  assign \$911  = 2'h2 + \$910 ;
-  assign \$912  = ~ acc_add_mag[11];
-  assign \$914  = acc_add_mag[11] ? 2'h0 : 2'h1;
-  assign \$915  = \$907  ? \$911  : { 1'h0, \$914  };
-  assign \$916  = 3'h4 + \$915 ;
-  assign \$917  = ~ acc_add_mag[15];
-  assign \$918  = ~ acc_add_mag[14];
-  assign \$919  = \$917  & \$918 ;
-  assign \$920  = ~ acc_add_mag[13];
-  assign \$922  = acc_add_mag[13] ? 2'h0 : 2'h1;
-  assign \$923  = 2'h2 + \$922 ;
-  assign \$924  = ~ acc_add_mag[15];
-  assign \$926  = acc_add_mag[15] ? 2'h0 : 2'h1;
-  assign \$927  = \$919  ? \$923  : { 1'h0, \$926  };
-  assign \$928  = \$904  ? \$916  : { 1'h0, \$927  };
-  assign \$929  = \$865  ? \$897  : { 1'h0, \$928  };
-  assign \$930  = 4'hc + \$929 ;
-  assign \$931  = ~ acc_add_mag[27];
-  assign \$932  = ~ acc_add_mag[26];
-  assign \$933  = \$931  & \$932 ;
-  assign \$934  = ~ acc_add_mag[25];
-  assign \$935  = ~ acc_add_mag[24];
-  assign \$936  = \$934  & \$935 ;
-  assign \$937  = \$933  & \$936 ;
-  assign \$938  = ~ acc_add_mag[23];
-  assign \$939  = ~ acc_add_mag[22];
-  assign \$940  = \$938  & \$939 ;
-  assign \$941  = ~ acc_add_mag[21];
-  assign \$942  = ~ acc_add_mag[20];
-  assign \$943  = \$941  & \$942 ;
-  assign \$944  = \$940  & \$943 ;
-  assign \$945  = ~ acc_add_mag[19];
-  assign \$946  = ~ acc_add_mag[18];
-  assign \$947  = \$945  & \$946 ;
-  assign \$948  = ~ acc_add_mag[17];
-  assign \$950  = acc_add_mag[17] ? 2'h0 : 2'h1;
-  assign \$951  = 2'h2 + \$950 ;
-  assign \$952  = ~ acc_add_mag[19];
-  assign \$954  = acc_add_mag[19] ? 2'h0 : 2'h1;
-  assign \$955  = \$947  ? \$951  : { 1'h0, \$954  };
-  assign \$956  = 3'h4 + \$955 ;
-  assign \$957  = ~ acc_add_mag[23];
-  assign \$958  = ~ acc_add_mag[22];
-  assign \$959  = \$957  & \$958 ;
-  assign \$960  = ~ acc_add_mag[21];
-  assign \$962  = acc_add_mag[21] ? 2'h0 : 2'h1;
-  assign \$963  = 2'h2 + \$962 ;
-  assign \$964  = ~ acc_add_mag[23];
-  assign \$966  = acc_add_mag[23] ? 2'h0 : 2'h1;
-  assign \$967  = \$959  ? \$963  : { 1'h0, \$966  };
-  assign \$968  = \$944  ? \$956  : { 1'h0, \$967  };
-  assign \$969  = 3'h4 + \$968 ;
-  assign \$970  = ~ acc_add_mag[27];
-  assign \$971  = ~ acc_add_mag[26];
-  assign \$972  = \$970  & \$971 ;
-  assign \$973  = ~ acc_add_mag[25];
-  assign \$975  = acc_add_mag[25] ? 2'h0 : 2'h1;
-  assign \$976  = 2'h2 + \$975 ;
-  assign \$977  = ~ acc_add_mag[27];
-  assign \$979  = acc_add_mag[27] ? 2'h0 : 2'h1;
-  assign \$980  = \$972  ? \$976  : { 1'h0, \$979  };
-  assign \$981  = \$937  ? \$969  : { 2'h0, \$980  };
-  assign \$982  = \$850  ? \$930  : { 2'h0, \$981 [3:0] };
-  assign \$983  = ~ acc_add_mag[27];
-  assign \$984  = ~ acc_add_mag[26];
-  assign \$985  = \$983  & \$984 ;
-  assign \$986  = ~ acc_add_mag[25];
-  assign \$987  = ~ acc_add_mag[24];
-  assign \$988  = \$986  & \$987 ;
-  assign \$989  = \$985  & \$988 ;
-  assign \$990  = ~ acc_add_mag[23];
-  assign \$991  = ~ acc_add_mag[22];
-  assign \$992  = \$990  & \$991 ;
-  assign \$993  = ~ acc_add_mag[21];
-  assign \$994  = ~ acc_add_mag[20];
-  assign \$995  = \$993  & \$994 ;
-  assign \$996  = \$992  & \$995 ;
-  assign \$997  = ~ acc_add_mag[19];
-  assign \$998  = ~ acc_add_mag[18];
-  assign \$999  = \$997  & \$998 ;
-  assign \$1000  = ~ acc_add_mag[17];
-  assign \$1001  = ~ acc_add_mag[16];
-  assign \$1002  = \$1000  & \$1001 ;
-  assign \$1003  = \$999  & \$1002 ;
-  assign \$1004  = \$996  & \$1003 ;
-  assign \$1005  = \$989  & \$1004 ;
-  assign \$1006  = ~ acc_add_mag[15];
-  assign \$1007  = ~ acc_add_mag[14];
+  assign \$861  = ~ acc_add_mag[1];
+  assign \$863  = acc_add_mag[1] ? 2'h0 : 2'h1;
+  assign \$864  = 2'h2 + \$863 ;
+  assign \$865  = ~ acc_add_mag[3];
+  assign \$867  = acc_add_mag[3] ? 2'h0 : 2'h1;
+  assign \$868  = \$860  ? \$864  : { 1'h0, \$867  };
+  assign \$869  = 3'h4 + \$868 ;
+  assign \$870  = ~ acc_add_mag[7];
+  assign \$871  = ~ acc_add_mag[6];
+  assign \$872  = \$870  & \$871 ;
+  assign \$873  = ~ acc_add_mag[5];
+  assign \$875  = acc_add_mag[5] ? 2'h0 : 2'h1;
+  assign \$876  = 2'h2 + \$875 ;
+  assign \$877  = ~ acc_add_mag[7];
+  assign \$879  = acc_add_mag[7] ? 2'h0 : 2'h1;
+  assign \$880  = \$872  ? \$876  : { 1'h0, \$879  };
+  assign \$881  = \$857  ? \$869  : { 1'h0, \$880  };
+  assign \$882  = 4'h8 + \$881 ;
+  assign \$883  = ~ acc_add_mag[15];
+  assign \$884  = ~ acc_add_mag[14];
+  assign \$885  = \$883  & \$884 ;
+  assign \$886  = ~ acc_add_mag[13];
+  assign \$887  = ~ acc_add_mag[12];
+  assign \$888  = \$886  & \$887 ;
+  assign \$889  = \$885  & \$888 ;
+  assign \$890  = ~ acc_add_mag[11];
+  assign \$891  = ~ acc_add_mag[10];
+  assign \$892  = \$890  & \$891 ;
+  assign \$893  = ~ acc_add_mag[9];
+  assign \$895  = acc_add_mag[9] ? 2'h0 : 2'h1;
+  assign \$896  = 2'h2 + \$895 ;
+  assign \$897  = ~ acc_add_mag[11];
+  assign \$899  = acc_add_mag[11] ? 2'h0 : 2'h1;
+  assign \$900  = \$892  ? \$896  : { 1'h0, \$899  };
+  assign \$901  = 3'h4 + \$900 ;
+  assign \$902  = ~ acc_add_mag[15];
+  assign \$903  = ~ acc_add_mag[14];
+  assign \$904  = \$902  & \$903 ;
+  assign \$905  = ~ acc_add_mag[13];
+  assign \$907  = acc_add_mag[13] ? 2'h0 : 2'h1;
+  assign \$908  = 2'h2 + \$907 ;
+  assign \$909  = ~ acc_add_mag[15];
+  assign \$911  = acc_add_mag[15] ? 2'h0 : 2'h1;
+  assign \$912  = \$904  ? \$908  : { 1'h0, \$911  };
+  assign \$913  = \$889  ? \$901  : { 1'h0, \$912  };
+  assign \$914  = \$850  ? \$882  : { 1'h0, \$913  };
+  assign \$915  = 4'hc + \$914 ;
+  assign \$916  = ~ acc_add_mag[27];
+  assign \$917  = ~ acc_add_mag[26];
+  assign \$918  = \$916  & \$917 ;
+  assign \$919  = ~ acc_add_mag[25];
+  assign \$920  = ~ acc_add_mag[24];
+  assign \$921  = \$919  & \$920 ;
+  assign \$922  = \$918  & \$921 ;
+  assign \$923  = ~ acc_add_mag[23];
+  assign \$924  = ~ acc_add_mag[22];
+  assign \$925  = \$923  & \$924 ;
+  assign \$926  = ~ acc_add_mag[21];
+  assign \$927  = ~ acc_add_mag[20];
+  assign \$928  = \$926  & \$927 ;
+  assign \$929  = \$925  & \$928 ;
+  assign \$930  = ~ acc_add_mag[19];
+  assign \$931  = ~ acc_add_mag[18];
+  assign \$932  = \$930  & \$931 ;
+  assign \$933  = ~ acc_add_mag[17];
+  assign \$935  = acc_add_mag[17] ? 2'h0 : 2'h1;
+  assign \$936  = 2'h2 + \$935 ;
+  assign \$937  = ~ acc_add_mag[19];
+  assign \$939  = acc_add_mag[19] ? 2'h0 : 2'h1;
+  assign \$940  = \$932  ? \$936  : { 1'h0, \$939  };
+  assign \$941  = 3'h4 + \$940 ;
+  assign \$942  = ~ acc_add_mag[23];
+  assign \$943  = ~ acc_add_mag[22];
+  assign \$944  = \$942  & \$943 ;
+  assign \$945  = ~ acc_add_mag[21];
+  assign \$947  = acc_add_mag[21] ? 2'h0 : 2'h1;
+  assign \$948  = 2'h2 + \$947 ;
+  assign \$949  = ~ acc_add_mag[23];
+  assign \$951  = acc_add_mag[23] ? 2'h0 : 2'h1;
+  assign \$952  = \$944  ? \$948  : { 1'h0, \$951  };
+  assign \$953  = \$929  ? \$941  : { 1'h0, \$952  };
+  assign \$954  = 3'h4 + \$953 ;
+  assign \$955  = ~ acc_add_mag[27];
+  assign \$956  = ~ acc_add_mag[26];
+  assign \$957  = \$955  & \$956 ;
+  assign \$958  = ~ acc_add_mag[25];
+  assign \$960  = acc_add_mag[25] ? 2'h0 : 2'h1;
+  assign \$961  = 2'h2 + \$960 ;
+  assign \$962  = ~ acc_add_mag[27];
+  assign \$964  = acc_add_mag[27] ? 2'h0 : 2'h1;
+  assign \$965  = \$957  ? \$961  : { 1'h0, \$964  };
+  assign \$966  = \$922  ? \$954  : { 2'h0, \$965  };
+  assign \$967  = \$835  ? \$915  : { 2'h0, \$966 [3:0] };
+  assign \$968  = ~ acc_add_mag[27];
+  assign \$969  = ~ acc_add_mag[26];
+  assign \$970  = \$968  & \$969 ;
+  assign \$971  = ~ acc_add_mag[25];
+  assign \$972  = ~ acc_add_mag[24];
+  assign \$973  = \$971  & \$972 ;
+  assign \$974  = \$970  & \$973 ;
+  assign \$975  = ~ acc_add_mag[23];
+  assign \$976  = ~ acc_add_mag[22];
+  assign \$977  = \$975  & \$976 ;
+  assign \$978  = ~ acc_add_mag[21];
+  assign \$979  = ~ acc_add_mag[20];
+  assign \$980  = \$978  & \$979 ;
+  assign \$981  = \$977  & \$980 ;
+  assign \$982  = ~ acc_add_mag[19];
+  assign \$983  = ~ acc_add_mag[18];
+  assign \$984  = \$982  & \$983 ;
+  assign \$985  = ~ acc_add_mag[17];
+  assign \$986  = ~ acc_add_mag[16];
+  assign \$987  = \$985  & \$986 ;
+  assign \$988  = \$984  & \$987 ;
+  assign \$989  = \$981  & \$988 ;
+  assign \$990  = \$974  & \$989 ;
+  assign \$991  = ~ acc_add_mag[15];
+  assign \$992  = ~ acc_add_mag[14];
+  assign \$993  = \$991  & \$992 ;
+  assign \$994  = ~ acc_add_mag[13];
+  assign \$995  = ~ acc_add_mag[12];
+  assign \$996  = \$994  & \$995 ;
+  assign \$997  = \$993  & \$996 ;
+  assign \$998  = ~ acc_add_mag[11];
+  assign \$999  = ~ acc_add_mag[10];
+  assign \$1000  = \$998  & \$999 ;
+  assign \$1001  = ~ acc_add_mag[9];
+  assign \$1002  = ~ acc_add_mag[8];
+  assign \$1003  = \$1001  & \$1002 ;
+  assign \$1004  = \$1000  & \$1003 ;
+  assign \$1005  = \$997  & \$1004 ;
+  assign \$1006  = ~ acc_add_mag[7];
+  assign \$1007  = ~ acc_add_mag[6];
   assign \$1008  = \$1006  & \$1007 ;
-  assign \$1009  = ~ acc_add_mag[13];
-  assign \$1010  = ~ acc_add_mag[12];
+  assign \$1009  = ~ acc_add_mag[5];
+  assign \$1010  = ~ acc_add_mag[4];
   assign \$1011  = \$1009  & \$1010 ;
   assign \$1012  = \$1008  & \$1011 ;
-  assign \$1013  = ~ acc_add_mag[11];
-  assign \$1014  = ~ acc_add_mag[10];
+  assign \$1013  = ~ acc_add_mag[3];
+  assign \$1014  = ~ acc_add_mag[2];
   assign \$1015  = \$1013  & \$1014 ;
-  assign \$1016  = ~ acc_add_mag[9];
-  assign \$1017  = ~ acc_add_mag[8];
+  assign \$1016  = ~ acc_add_mag[1];
+  assign \$1017  = ~ acc_add_mag[0];
   assign \$1018  = \$1016  & \$1017 ;
   assign \$1019  = \$1015  & \$1018 ;
   assign \$1020  = \$1012  & \$1019 ;
-  assign \$1021  = ~ acc_add_mag[7];
-  assign \$1022  = ~ acc_add_mag[6];
-  assign \$1023  = \$1021  & \$1022 ;
-  assign \$1024  = ~ acc_add_mag[5];
-  assign \$1025  = ~ acc_add_mag[4];
-  assign \$1026  = \$1024  & \$1025 ;
-  assign \$1027  = \$1023  & \$1026 ;
-  assign \$1028  = ~ acc_add_mag[3];
-  assign \$1029  = ~ acc_add_mag[2];
-  assign \$1030  = \$1028  & \$1029 ;
-  assign \$1031  = ~ acc_add_mag[1];
-  assign \$1032  = ~ acc_add_mag[0];
-  assign \$1033  = \$1031  & \$1032 ;
-  assign \$1034  = \$1030  & \$1033 ;
-  assign \$1035  = \$1027  & \$1034 ;
-  assign \$1036  = \$1020  & \$1035 ;
-  assign acc_rnd_zero = \$1005  & \$1036 ;
-  assign \$1037  = acc_add_mag << \$982 [4:0];
-  assign \$1038  = $signed(acc_exp) + $signed(9'h09a);
-  assign acc_rnd_biased = $signed(\$1038 ) - $signed({ 1'h0, \$982 [4:0] });
-  assign \$1039  = $signed(acc_rnd_biased) >= $signed(2'h1);
-  assign \$1040  = $signed(acc_rnd_biased) < $signed(6'h28);
-  assign \$1041  = $signed(2'h1) - $signed(acc_rnd_biased);
-  assign \$1042  = \$1040  ? 16'h0019 : \$1041 ;
-  assign \$1043  = \$1039  ? 16'h0000 : \$1042 ;
-  assign acc_rnd_low_sticky = | \$1037 [2:0];
-  assign \$1044  = $signed(acc_rnd_biased) >= $signed(2'h1);
-  assign \$1045  = \$1044  ? acc_rnd_biased : 15'h0000;
+  assign \$1021  = \$1005  & \$1020 ;
+  assign acc_rnd_zero = \$990  & \$1021 ;
+  assign \$1022  = acc_add_mag << \$967 [4:0];
+  assign \$1023  = $signed(acc_exp) + $signed(9'h09a);
+  assign acc_rnd_biased = $signed(\$1023 ) - $signed({ 1'h0, \$967 [4:0] });
+  assign \$1024  = $signed(acc_rnd_biased) >= $signed(2'h1);
+  assign \$1025  = $signed(acc_rnd_biased) < $signed(6'h28);
+  assign \$1026  = $signed(2'h1) - $signed(acc_rnd_biased);
+  assign \$1027  = \$1025  ? 16'h0019 : \$1026 ;
+  assign \$1028  = \$1024  ? 16'h0000 : \$1027 ;
+  assign acc_rnd_low_sticky = | \$1022 [2:0];
+  assign \$1029  = $signed(acc_rnd_biased) >= $signed(2'h1);
+  assign \$1030  = \$1029  ? acc_rnd_biased : 15'h0000;
   assign acc_rnd_over = $signed(acc_rnd_biased) >= $signed(9'h0ff);
   assign acc_rnd_edge = acc_rnd_biased == 8'hfe;
   assign acc_rnd_kept = acc_norm_head >> acc_norm_extra;
-  assign \$1046  = 25'h1ffffff << acc_norm_extra;
-  assign \$1047  = ~ \$1046 [24:0];
-  assign \$1048  = acc_norm_head & \$1047 ;
-  assign \$1049  = | \$1048 ;
-  assign acc_rnd_sticky = acc_norm_low_sticky | \$1049 ;
-  assign \$1050  = acc_rnd_sticky | acc_rnd_kept[1];
-  assign \$1051  = acc_rnd_kept[0] & \$1050 ;
-  assign \$1052  = { acc_norm_exp_part, acc_rnd_kept[23:1] } + \$1051 ;
-  assign \$1053  = & acc_rnd_kept[23:1];
-  assign \$1054  = acc_norm_edge & \$1053 ;
-  assign \$1055  = acc_rnd_sticky | acc_rnd_kept[1];
-  assign \$1056  = acc_rnd_kept[0] & \$1055 ;
-  assign \$1057  = \$1054  & \$1056 ;
-  assign acc_rnd_overflow = acc_norm_over | \$1057 ;
-  assign \$1058  = ~ acc_norm_zero;
-  assign \$1059  = acc_rnd_overflow & \$1058 ;
-  assign \$1060  = acc_norm_is_inf | \$1059 ;
-  assign \$1065  = { 1'h0, \$1052 [30:0] } | \$1064 ;
-  assign \$1066  = acc_norm_zero ? \$1063  : \$1065 ;
-  assign \$1067  = \$1060  ? \$1062  : \$1066 ;
-  assign acc_rnd_bits = acc_norm_is_nan ? 32'd2143289344 : \$1067 ;
-  assign \$1068  = i__valid & i__ready;
-  assign \$1070  = since < 3'h4;
-  assign \$1071  = advance & \$1070 ;
-  assign \$1072  = since + 1'h1;
+  assign \$1031  = 25'h1ffffff << acc_norm_extra;
+  assign \$1032  = ~ \$1031 [24:0];
+  assign \$1033  = acc_norm_head & \$1032 ;
+  assign \$1034  = | \$1033 ;
+  assign acc_rnd_sticky = acc_norm_low_sticky | \$1034 ;
+  assign \$1035  = acc_rnd_sticky | acc_rnd_kept[1];
+  assign \$1036  = acc_rnd_kept[0] & \$1035 ;
+  assign \$1037  = { acc_norm_exp_part, acc_rnd_kept[23:1] } + \$1036 ;
+  assign \$1038  = & acc_rnd_kept[23:1];
+  assign \$1039  = acc_norm_edge & \$1038 ;
+  assign \$1040  = acc_rnd_sticky | acc_rnd_kept[1];
+  assign \$1041  = acc_rnd_kept[0] & \$1040 ;
+  assign \$1042  = \$1039  & \$1041 ;
+  assign acc_rnd_overflow = acc_norm_over | \$1042 ;
+  assign \$1043  = ~ acc_norm_zero;
+  assign \$1044  = acc_rnd_overflow & \$1043 ;
+  assign \$1045  = acc_norm_is_inf | \$1044 ;
+  assign \$1050  = { 1'h0, \$1037 [30:0] } | \$1049 ;
+  assign \$1051  = acc_norm_zero ? \$1048  : \$1050 ;
+  assign \$1052  = \$1045  ? \$1047  : \$1051 ;
+  assign acc_rnd_bits = acc_norm_is_nan ? 32'd2143289344 : \$1052 ;
+  assign \$1053  = i__valid & i__ready;
+  assign \$1055  = since < 3'h4;
+  assign \$1056  = advance & \$1055 ;
+  assign \$1057  = since + 1'h1;
+  assign \$1058  = i__valid & accept;
+  assign \$1059  = i__valid & accept;
+  assign \$1060  = advance & \$1059 ;
+  assign \$1061  = i__valid & accept;
+  assign \$1062  = advance & \$1061 ;
+  assign \$1063  = i__valid & accept;
+  assign \$1064  = advance & \$1063 ;
+  assign \$1065  = i__valid & accept;
+  assign \$1066  = advance & \$1065 ;
+  assign \$1067  = i__valid & accept;
+  assign \$1068  = advance & \$1067 ;
+  assign \$1069  = i__valid & accept;
+  assign \$1070  = advance & \$1069 ;
+  assign \$1071  = i__valid & accept;
+  assign \$1072  = advance & \$1071 ;
   assign \$1073  = i__valid & accept;
-  assign \$1074  = i__valid & accept;
-  assign \$1075  = advance & \$1074 ;
-  assign \$1076  = i__valid & accept;
-  assign \$1077  = advance & \$1076 ;
-  assign \$1078  = i__valid & accept;
-  assign \$1079  = advance & \$1078 ;
-  assign \$1080  = i__valid & accept;
-  assign \$1081  = advance & \$1080 ;
-  assign \$1082  = i__valid & accept;
-  assign \$1083  = advance & \$1082 ;
-  assign \$1084  = i__valid & accept;
-  assign \$1085  = advance & \$1084 ;
-  assign \$1086  = i__valid & accept;
-  assign \$1087  = advance & \$1086 ;
-  assign \$1088  = i__valid & accept;
-  assign \$1089  = advance & \$1088 ;
-  assign \$1090  = i__valid & accept;
-  assign \$1091  = advance & \$1090 ;
-  assign \$1092  = i__valid & accept;
-  assign \$1093  = advance & \$1092 ;
-  assign \$1094  = i__valid & accept;
-  assign \$1095  = advance & \$1094 ;
-  assign \$1096  = i__valid & accept;
-  assign \$1097  = advance & \$1096 ;
-  assign \$1098  = i__valid & accept;
-  assign \$1099  = advance & \$1098 ;
-  assign \$1100  = i__valid & accept;
-  assign \$1101  = advance & \$1100 ;
-  assign \$1102  = i__valid & accept;
-  assign \$1103  = advance & \$1102 ;
-  assign \$1104  = i__valid & accept;
-  assign \$1105  = advance & \$1104 ;
-  assign \$1106  = i__valid & accept;
-  assign \$1107  = advance & \$1106 ;
-  assign \$1108  = i__valid & accept;
-  assign \$1109  = advance & \$1108 ;
-  assign \$1110  = i__valid & accept;
-  assign \$1111  = advance & \$1110 ;
-  assign \$1112  = i__valid & accept;
-  assign \$1113  = advance & \$1112 ;
-  assign \$1114  = i__valid & accept;
-  assign \$1115  = advance & \$1114 ;
-  assign \$1116  = i__valid & accept;
-  assign \$1117  = advance & \$1116 ;
-  assign \$1118  = i__valid & accept;
-  assign \$1119  = advance & \$1118 ;
-  assign \$1120  = i__valid & accept;
-  assign \$1121  = advance & \$1120 ;
-  assign \$1122  = i__valid & accept;
-  assign \$1123  = advance & \$1122 ;
-  assign \$1124  = i__valid & accept;
-  assign \$1125  = advance & \$1124 ;
-  assign \$1126  = i__valid & accept;
-  assign \$1127  = advance & \$1126 ;
-  assign \$1128  = i__valid & accept;
-  assign \$1129  = advance & \$1128 ;
-  assign \$1130  = i__valid & accept;
-  assign \$1131  = advance & \$1130 ;
-  assign \$1132  = i__valid & accept;
-  assign \$1133  = advance & \$1132 ;
-  assign \$1134  = i__valid & accept;
-  assign \$1135  = advance & \$1134 ;
-  assign \$1136  = i__valid & accept;
-  assign \$1137  = advance & \$1136 ;
-  assign \$1138  = i__valid & accept;
-  assign \$1139  = advance & \$1138 ;
-  assign \$1302  = \$1301  | hdr_b_scale_nan;
-  assign \$1303  = i__valid & accept;
-  assign \$1304  = advance & \$1303 ;
-  assign \$1306  = i__payload[13] ^ i__payload[213];
-  assign \$1307  = ~ \$1306 ;
-  assign \$1310  = i__payload[19] ^ i__payload[219];
-  assign \$1311  = ~ \$1310 ;
-  assign \$1314  = i__payload[25] ^ i__payload[225];
-  assign \$1315  = ~ \$1314 ;
-  assign \$1318  = i__payload[31] ^ i__payload[231];
-  assign \$1319  = ~ \$1318 ;
-  assign \$1322  = i__payload[37] ^ i__payload[237];
-  assign \$1323  = ~ \$1322 ;
-  assign \$1326  = i__payload[43] ^ i__payload[243];
-  assign \$1327  = ~ \$1326 ;
-  assign \$1330  = i__payload[49] ^ i__payload[249];
-  assign \$1331  = ~ \$1330 ;
-  assign \$1334  = i__payload[55] ^ i__payload[255];
-  assign \$1335  = ~ \$1334 ;
-  assign \$1338  = i__payload[61] ^ i__payload[261];
-  assign \$1339  = ~ \$1338 ;
-  assign \$1342  = i__payload[67] ^ i__payload[267];
-  assign \$1343  = ~ \$1342 ;
-  assign \$1346  = i__payload[73] ^ i__payload[273];
-  assign \$1347  = ~ \$1346 ;
-  assign \$1350  = i__payload[79] ^ i__payload[279];
-  assign \$1351  = ~ \$1350 ;
-  assign \$1354  = i__payload[85] ^ i__payload[285];
-  assign \$1355  = ~ \$1354 ;
-  assign \$1358  = i__payload[91] ^ i__payload[291];
-  assign \$1359  = ~ \$1358 ;
-  assign \$1362  = i__payload[97] ^ i__payload[297];
-  assign \$1363  = ~ \$1362 ;
-  assign \$1366  = i__payload[103] ^ i__payload[303];
-  assign \$1367  = ~ \$1366 ;
-  assign \$1370  = i__payload[109] ^ i__payload[309];
-  assign \$1371  = ~ \$1370 ;
-  assign \$1374  = i__payload[115] ^ i__payload[315];
-  assign \$1375  = ~ \$1374 ;
-  assign \$1378  = i__payload[121] ^ i__payload[321];
-  assign \$1379  = ~ \$1378 ;
-  assign \$1382  = i__payload[127] ^ i__payload[327];
-  assign \$1383  = ~ \$1382 ;
-  assign \$1386  = i__payload[133] ^ i__payload[333];
-  assign \$1387  = ~ \$1386 ;
-  assign \$1390  = i__payload[139] ^ i__payload[339];
-  assign \$1391  = ~ \$1390 ;
-  assign \$1394  = i__payload[145] ^ i__payload[345];
-  assign \$1395  = ~ \$1394 ;
-  assign \$1398  = i__payload[151] ^ i__payload[351];
-  assign \$1399  = ~ \$1398 ;
-  assign \$1402  = i__payload[157] ^ i__payload[357];
-  assign \$1403  = ~ \$1402 ;
-  assign \$1406  = i__payload[163] ^ i__payload[363];
-  assign \$1407  = ~ \$1406 ;
-  assign \$1410  = i__payload[169] ^ i__payload[369];
-  assign \$1411  = ~ \$1410 ;
-  assign \$1414  = i__payload[175] ^ i__payload[375];
-  assign \$1415  = ~ \$1414 ;
-  assign \$1418  = i__payload[181] ^ i__payload[381];
-  assign \$1419  = ~ \$1418 ;
-  assign \$1422  = i__payload[187] ^ i__payload[387];
-  assign \$1423  = ~ \$1422 ;
-  assign \$1426  = i__payload[193] ^ i__payload[393];
-  assign \$1427  = ~ \$1426 ;
-  assign \$1430  = i__payload[199] ^ i__payload[399];
-  assign \$1431  = ~ \$1430 ;
-  assign \$1434  = i__valid & accept;
-  assign \$1435  = advance & \$1434 ;
-  assign \$1437  = i__payload[13] ^ i__payload[213];
-  assign \$1440  = i__payload[19] ^ i__payload[219];
-  assign \$1443  = i__payload[25] ^ i__payload[225];
-  assign \$1446  = i__payload[31] ^ i__payload[231];
-  assign \$1449  = i__payload[37] ^ i__payload[237];
-  assign \$1452  = i__payload[43] ^ i__payload[243];
-  assign \$1455  = i__payload[49] ^ i__payload[249];
-  assign \$1458  = i__payload[55] ^ i__payload[255];
-  assign \$1461  = i__payload[61] ^ i__payload[261];
-  assign \$1464  = i__payload[67] ^ i__payload[267];
-  assign \$1467  = i__payload[73] ^ i__payload[273];
-  assign \$1470  = i__payload[79] ^ i__payload[279];
-  assign \$1473  = i__payload[85] ^ i__payload[285];
-  assign \$1476  = i__payload[91] ^ i__payload[291];
-  assign \$1479  = i__payload[97] ^ i__payload[297];
-  assign \$1482  = i__payload[103] ^ i__payload[303];
-  assign \$1485  = i__payload[109] ^ i__payload[309];
-  assign \$1488  = i__payload[115] ^ i__payload[315];
-  assign \$1491  = i__payload[121] ^ i__payload[321];
-  assign \$1494  = i__payload[127] ^ i__payload[327];
-  assign \$1497  = i__payload[133] ^ i__payload[333];
-  assign \$1500  = i__payload[139] ^ i__payload[339];
-  assign \$1503  = i__payload[145] ^ i__payload[345];
-  assign \$1506  = i__payload[151] ^ i__payload[351];
-  assign \$1509  = i__payload[157] ^ i__payload[357];
-  assign \$1512  = i__payload[163] ^ i__payload[363];
-  assign \$1515  = i__payload[169] ^ i__payload[369];
-  assign \$1518  = i__payload[175] ^ i__payload[375];
-  assign \$1521  = i__payload[181] ^ i__payload[381];
-  assign \$1524  = i__payload[187] ^ i__payload[387];
-  assign \$1527  = i__payload[193] ^ i__payload[393];
-  assign \$1530  = i__payload[199] ^ i__payload[399];
-  assign \$1533  = i__valid & accept;
-  assign \$1534  = advance & \$1533 ;
-  assign \$1535  = i__valid & accept;
-  assign \$1536  = advance & \$1535 ;
-  assign \$1537  = i__valid & accept;
-  assign \$1538  = advance & \$1537 ;
-  assign \$1540  = i__valid & accept;
-  assign \$1541  = advance & \$1540 ;
-  assign \$1542  = i__valid & accept;
-  assign \$1543  = advance & \$1542 ;
-  assign \$1544  = i__valid & accept;
-  assign \$1545  = advance & \$1544 ;
-  assign \$1546  = i__valid & accept;
-  assign \$1547  = advance & \$1546 ;
-  assign \$1548  = advance & products_valid;
-  assign \$1549  = advance & products_valid;
-  assign \$1550  = advance & products_valid;
-  assign \$1551  = advance & products_valid;
-  assign \$1552  = advance & products_valid;
-  assign \$1553  = advance & products_valid;
-  assign \$1554  = advance & products_valid;
-  assign \$1555  = advance & products_valid;
-  assign \$1556  = advance & products_valid;
-  assign \$1557  = advance & products_valid;
-  assign \$1558  = advance & products_valid;
-  assign \$1559  = advance & products_valid;
-  assign \$1560  = advance & products_valid;
-  assign \$1561  = advance & products_valid;
+  assign \$1074  = advance & \$1073 ;
+  assign \$1075  = i__valid & accept;
+  assign \$1076  = advance & \$1075 ;
+  assign \$1077  = i__valid & accept;
+  assign \$1078  = advance & \$1077 ;
+  assign \$1079  = i__valid & accept;
+  assign \$1080  = advance & \$1079 ;
+  assign \$1081  = i__valid & accept;
+  assign \$1082  = advance & \$1081 ;
+  assign \$1083  = i__valid & accept;
+  assign \$1084  = advance & \$1083 ;
+  assign \$1085  = i__valid & accept;
+  assign \$1086  = advance & \$1085 ;
+  assign \$1087  = i__valid & accept;
+  assign \$1088  = advance & \$1087 ;
+  assign \$1089  = i__valid & accept;
+  assign \$1090  = advance & \$1089 ;
+  assign \$1091  = i__valid & accept;
+  assign \$1092  = advance & \$1091 ;
+  assign \$1093  = i__valid & accept;
+  assign \$1094  = advance & \$1093 ;
+  assign \$1095  = i__valid & accept;
+  assign \$1096  = advance & \$1095 ;
+  assign \$1097  = i__valid & accept;
+  assign \$1098  = advance & \$1097 ;
+  assign \$1099  = i__valid & accept;
+  assign \$1100  = advance & \$1099 ;
+  assign \$1101  = i__valid & accept;
+  assign \$1102  = advance & \$1101 ;
+  assign \$1103  = i__valid & accept;
+  assign \$1104  = advance & \$1103 ;
+  assign \$1105  = i__valid & accept;
+  assign \$1106  = advance & \$1105 ;
+  assign \$1107  = i__valid & accept;
+  assign \$1108  = advance & \$1107 ;
+  assign \$1109  = i__valid & accept;
+  assign \$1110  = advance & \$1109 ;
+  assign \$1111  = i__valid & accept;
+  assign \$1112  = advance & \$1111 ;
+  assign \$1113  = i__valid & accept;
+  assign \$1114  = advance & \$1113 ;
+  assign \$1115  = i__valid & accept;
+  assign \$1116  = advance & \$1115 ;
+  assign \$1117  = i__valid & accept;
+  assign \$1118  = advance & \$1117 ;
+  assign \$1119  = i__valid & accept;
+  assign \$1120  = advance & \$1119 ;
+  assign \$1121  = i__valid & accept;
+  assign \$1122  = advance & \$1121 ;
+  assign \$1123  = i__valid & accept;
+  assign \$1124  = advance & \$1123 ;
+  assign \$1287  = \$1286  | hdr_b_scale_nan;
+  assign \$1288  = i__valid & accept;
+  assign \$1289  = advance & \$1288 ;
+  assign \$1291  = i__payload[13] ^ i__payload[213];
+  assign \$1292  = ~ \$1291 ;
+  assign \$1295  = i__payload[19] ^ i__payload[219];
+  assign \$1296  = ~ \$1295 ;
+  assign \$1299  = i__payload[25] ^ i__payload[225];
+  assign \$1300  = ~ \$1299 ;
+  assign \$1303  = i__payload[31] ^ i__payload[231];
+  assign \$1304  = ~ \$1303 ;
+  assign \$1307  = i__payload[37] ^ i__payload[237];
+  assign \$1308  = ~ \$1307 ;
+  assign \$1311  = i__payload[43] ^ i__payload[243];
+  assign \$1312  = ~ \$1311 ;
+  assign \$1315  = i__payload[49] ^ i__payload[249];
+  assign \$1316  = ~ \$1315 ;
+  assign \$1319  = i__payload[55] ^ i__payload[255];
+  assign \$1320  = ~ \$1319 ;
+  assign \$1323  = i__payload[61] ^ i__payload[261];
+  assign \$1324  = ~ \$1323 ;
+  assign \$1327  = i__payload[67] ^ i__payload[267];
+  assign \$1328  = ~ \$1327 ;
+  assign \$1331  = i__payload[73] ^ i__payload[273];
+  assign \$1332  = ~ \$1331 ;
+  assign \$1335  = i__payload[79] ^ i__payload[279];
+  assign \$1336  = ~ \$1335 ;
+  assign \$1339  = i__payload[85] ^ i__payload[285];
+  assign \$1340  = ~ \$1339 ;
+  assign \$1343  = i__payload[91] ^ i__payload[291];
+  assign \$1344  = ~ \$1343 ;
+  assign \$1347  = i__payload[97] ^ i__payload[297];
+  assign \$1348  = ~ \$1347 ;
+  assign \$1351  = i__payload[103] ^ i__payload[303];
+  assign \$1352  = ~ \$1351 ;
+  assign \$1355  = i__payload[109] ^ i__payload[309];
+  assign \$1356  = ~ \$1355 ;
+  assign \$1359  = i__payload[115] ^ i__payload[315];
+  assign \$1360  = ~ \$1359 ;
+  assign \$1363  = i__payload[121] ^ i__payload[321];
+  assign \$1364  = ~ \$1363 ;
+  assign \$1367  = i__payload[127] ^ i__payload[327];
+  assign \$1368  = ~ \$1367 ;
+  assign \$1371  = i__payload[133] ^ i__payload[333];
+  assign \$1372  = ~ \$1371 ;
+  assign \$1375  = i__payload[139] ^ i__payload[339];
+  assign \$1376  = ~ \$1375 ;
+  assign \$1379  = i__payload[145] ^ i__payload[345];
+  assign \$1380  = ~ \$1379 ;
+  assign \$1383  = i__payload[151] ^ i__payload[351];
+  assign \$1384  = ~ \$1383 ;
+  assign \$1387  = i__payload[157] ^ i__payload[357];
+  assign \$1388  = ~ \$1387 ;
+  assign \$1391  = i__payload[163] ^ i__payload[363];
+  assign \$1392  = ~ \$1391 ;
+  assign \$1395  = i__payload[169] ^ i__payload[369];
+  assign \$1396  = ~ \$1395 ;
+  assign \$1399  = i__payload[175] ^ i__payload[375];
+  assign \$1400  = ~ \$1399 ;
+  assign \$1403  = i__payload[181] ^ i__payload[381];
+  assign \$1404  = ~ \$1403 ;
+  assign \$1407  = i__payload[187] ^ i__payload[387];
+  assign \$1408  = ~ \$1407 ;
+  assign \$1411  = i__payload[193] ^ i__payload[393];
+  assign \$1412  = ~ \$1411 ;
+  assign \$1415  = i__payload[199] ^ i__payload[399];
+  assign \$1416  = ~ \$1415 ;
+  assign \$1419  = i__valid & accept;
+  assign \$1420  = advance & \$1419 ;
+  assign \$1422  = i__payload[13] ^ i__payload[213];
+  assign \$1425  = i__payload[19] ^ i__payload[219];
+  assign \$1428  = i__payload[25] ^ i__payload[225];
+  assign \$1431  = i__payload[31] ^ i__payload[231];
+  assign \$1434  = i__payload[37] ^ i__payload[237];
+  assign \$1437  = i__payload[43] ^ i__payload[243];
+  assign \$1440  = i__payload[49] ^ i__payload[249];
+  assign \$1443  = i__payload[55] ^ i__payload[255];
+  assign \$1446  = i__payload[61] ^ i__payload[261];
+  assign \$1449  = i__payload[67] ^ i__payload[267];
+  assign \$1452  = i__payload[73] ^ i__payload[273];
+  assign \$1455  = i__payload[79] ^ i__payload[279];
+  assign \$1458  = i__payload[85] ^ i__payload[285];
+  assign \$1461  = i__payload[91] ^ i__payload[291];
+  assign \$1464  = i__payload[97] ^ i__payload[297];
+  assign \$1467  = i__payload[103] ^ i__payload[303];
+  assign \$1470  = i__payload[109] ^ i__payload[309];
+  assign \$1473  = i__payload[115] ^ i__payload[315];
+  assign \$1476  = i__payload[121] ^ i__payload[321];
+  assign \$1479  = i__payload[127] ^ i__payload[327];
+  assign \$1482  = i__payload[133] ^ i__payload[333];
+  assign \$1485  = i__payload[139] ^ i__payload[339];
+  assign \$1488  = i__payload[145] ^ i__payload[345];
+  assign \$1491  = i__payload[151] ^ i__payload[351];
+  assign \$1494  = i__payload[157] ^ i__payload[357];
+  assign \$1497  = i__payload[163] ^ i__payload[363];
+  assign \$1500  = i__payload[169] ^ i__payload[369];
+  assign \$1503  = i__payload[175] ^ i__payload[375];
+  assign \$1506  = i__payload[181] ^ i__payload[381];
+  assign \$1509  = i__payload[187] ^ i__payload[387];
+  assign \$1512  = i__payload[193] ^ i__payload[393];
+  assign \$1515  = i__payload[199] ^ i__payload[399];
+  assign \$1518  = i__valid & accept;
+  assign \$1519  = advance & \$1518 ;
+  assign \$1520  = i__valid & accept;
+  assign \$1521  = advance & \$1520 ;
+  assign \$1522  = i__valid & accept;
+  assign \$1523  = advance & \$1522 ;
+  assign \$1525  = i__valid & accept;
+  assign \$1526  = advance & \$1525 ;
+  assign \$1527  = i__valid & accept;
+  assign \$1528  = advance & \$1527 ;
+  assign \$1529  = i__valid & accept;
+  assign \$1530  = advance & \$1529 ;
+  assign \$1531  = i__valid & accept;
+  assign \$1532  = advance & \$1531 ;
+  assign \$1533  = advance & products_valid;
+  assign \$1534  = advance & products_valid;
+  assign \$1535  = advance & products_valid;
+  assign \$1536  = advance & products_valid;
+  assign \$1537  = advance & products_valid;
+  assign \$1538  = advance & products_valid;
+  assign \$1539  = advance & products_valid;
+  assign \$1540  = advance & products_valid;
+  assign \$1541  = advance & products_valid;
+  assign \$1542  = advance & products_valid;
+  assign \$1543  = advance & products_valid;
+  assign \$1544  = advance & products_valid;
+  assign \$1545  = advance & products_valid;
+  assign \$1546  = advance & products_valid;
+  assign \$1547  = tree_valid & tree_end;
+  assign \$1548  = tree_valid & tree_end;
+  assign \$1549  = advance & \$1548 ;
+  assign \$1550  = tree_valid & tree_end;
+  assign \$1551  = advance & \$1550 ;
+  assign \$1552  = tree_valid & tree_end;
+  assign \$1553  = advance & \$1552 ;
+  assign \$1554  = tree_valid & tree_end;
+  assign \$1555  = advance & \$1554 ;
+  assign \$1556  = tree_valid & tree_end;
+  assign \$1557  = advance & \$1556 ;
+  assign \$1558  = tree_valid & tree_end;
+  assign \$1559  = advance & \$1558 ;
+  assign \$1560  = tree_valid & tree_end;
+  assign \$1561  = advance & \$1560 ;
   assign \$1562  = tree_valid & tree_end;
-  assign \$1563  = tree_valid & tree_end;
-  assign \$1564  = advance & \$1563 ;
-  assign \$1565  = tree_valid & tree_end;
-  assign \$1566  = advance & \$1565 ;
-  assign \$1567  = tree_valid & tree_end;
-  assign \$1568  = advance & \$1567 ;
-  assign \$1569  = tree_valid & tree_end;
-  assign \$1570  = advance & \$1569 ;
-  assign \$1571  = tree_valid & tree_end;
-  assign \$1572  = advance & \$1571 ;
-  assign \$1573  = tree_valid & tree_end;
-  assign \$1574  = advance & \$1573 ;
-  assign \$1575  = tree_valid & tree_end;
-  assign \$1576  = advance & \$1575 ;
-  assign \$1577  = tree_valid & tree_end;
-  assign \$1578  = advance & \$1577 ;
-  assign \$1579  = tree_valid & tree_end;
-  assign \$1580  = advance & \$1579 ;
-  assign \$1581  = advance & sum_valid;
-  assign \$1582  = advance & sum_valid;
-  assign \$1583  = advance & sum_valid;
-  assign \$1584  = advance & sum_valid;
-  assign \$1585  = sum_pinf & sum_ninf;
-  assign \$1586  = sum_nan | \$1585 ;
-  assign \$1587  = advance & sum_valid;
-  assign \$1588  = sum_pinf | sum_ninf;
-  assign \$1589  = advance & sum_valid;
-  assign \$1590  = advance & sum_valid;
-  assign \$1591  = advance & scale_valid;
-  assign \$1592  = advance & scale_valid;
-  assign \$1593  = advance & scale_valid;
-  assign \$1594  = advance & scale_valid;
-  assign \$1595  = advance & scale_valid;
-  assign \$1596  = advance & scale_valid;
-  assign \$1597  = advance & scale_valid;
-  assign \$1598  = advance & scale_valid;
-  assign \$1599  = scale_is_inf ? scale_ninf : scale_neg;
-  assign \$1600  = advance & scale_valid;
-  assign \$1601  = advance & scale_valid;
-  assign \$1602  = advance & scale_valid;
-  assign \$1603  = advance & block_norm_valid;
-  assign \$1604  = advance & block_norm_valid;
-  assign \$1605  = advance & block_valid;
-  assign \$1606  = acc_a_big ? acc_a_win : acc_b_win;
-  assign \$1607  = advance & block_valid;
-  assign \$1608  = acc_a_big ? acc[31] : block_r[31];
-  assign \$1609  = advance & block_valid;
-  assign \$1610  = acc_shifted | { 26'h0000000, acc_sticky };
-  assign \$1611  = advance & block_valid;
-  assign \$1612  = acc_a_big ? block_r[31] : acc[31];
-  assign \$1613  = advance & block_valid;
-  assign \$1614  = advance & block_valid;
-  assign \$1615  = acc[30:23] == 8'hff;
-  assign \$1616  = | acc[22:0];
-  assign \$1617  = \$1615  & \$1616 ;
-  assign \$1618  = block_r[30:23] == 8'hff;
-  assign \$1619  = | block_r[22:0];
+  assign \$1563  = advance & \$1562 ;
+  assign \$1564  = tree_valid & tree_end;
+  assign \$1565  = advance & \$1564 ;
+  assign \$1566  = advance & sum_valid;
+  assign \$1567  = advance & sum_valid;
+  assign \$1568  = advance & sum_valid;
+  assign \$1569  = advance & sum_valid;
+  assign \$1570  = sum_pinf & sum_ninf;
+  assign \$1571  = sum_nan | \$1570 ;
+  assign \$1572  = advance & sum_valid;
+  assign \$1573  = sum_pinf | sum_ninf;
+  assign \$1574  = advance & sum_valid;
+  assign \$1575  = advance & sum_valid;
+  assign \$1576  = advance & scale_valid;
+  assign \$1577  = advance & scale_valid;
+  assign \$1578  = advance & scale_valid;
+  assign \$1579  = advance & scale_valid;
+  assign \$1580  = advance & scale_valid;
+  assign \$1581  = advance & scale_valid;
+  assign \$1582  = advance & scale_valid;
+  assign \$1583  = advance & scale_valid;
+  assign \$1584  = scale_is_inf ? scale_ninf : scale_neg;
+  assign \$1585  = advance & scale_valid;
+  assign \$1586  = advance & scale_valid;
+  assign \$1587  = advance & scale_valid;
+  assign \$1588  = advance & block_norm_valid;
+  assign \$1589  = advance & block_norm_valid;
+  assign \$1590  = advance & block_valid;
+  assign \$1591  = acc_a_big ? acc_a_win : acc_b_win;
+  assign \$1592  = advance & block_valid;
+  assign \$1593  = acc_a_big ? acc[31] : block_r[31];
+  assign \$1594  = advance & block_valid;
+  assign \$1595  = acc_shifted | { 26'h0000000, acc_sticky };
+  assign \$1596  = advance & block_valid;
+  assign \$1597  = acc_a_big ? block_r[31] : acc[31];
+  assign \$1598  = advance & block_valid;
+  assign \$1599  = advance & block_valid;
+  assign \$1600  = acc[30:23] == 8'hff;
+  assign \$1601  = | acc[22:0];
+  assign \$1602  = \$1600  & \$1601 ;
+  assign \$1603  = block_r[30:23] == 8'hff;
+  assign \$1604  = | block_r[22:0];
+  assign \$1605  = \$1603  & \$1604 ;
+  assign \$1606  = \$1602  | \$1605 ;
+  assign \$1607  = acc[30:23] == 8'hff;
+  assign \$1608  = ! acc[22:0];
+  assign \$1609  = \$1607  & \$1608 ;
+  assign \$1610  = block_r[30:23] == 8'hff;
+  assign \$1611  = ! block_r[22:0];
+  assign \$1612  = \$1610  & \$1611 ;
+  assign \$1613  = \$1609  & \$1612 ;
+  assign \$1614  = acc[31] != block_r[31];
+  assign \$1615  = \$1613  & \$1614 ;
+  assign \$1616  = \$1606  | \$1615 ;
+  assign \$1617  = advance & block_valid;
+  assign \$1618  = acc[30:23] == 8'hff;
+  assign \$1619  = ! acc[22:0];
   assign \$1620  = \$1618  & \$1619 ;
-  assign \$1621  = \$1617  | \$1620 ;
-  assign \$1622  = acc[30:23] == 8'hff;
-  assign \$1623  = ! acc[22:0];
-  assign \$1624  = \$1622  & \$1623 ;
-  assign \$1625  = block_r[30:23] == 8'hff;
-  assign \$1626  = ! block_r[22:0];
-  assign \$1627  = \$1625  & \$1626 ;
-  assign \$1628  = \$1624  & \$1627 ;
-  assign \$1629  = acc[31] != block_r[31];
-  assign \$1630  = \$1628  & \$1629 ;
-  assign \$1631  = \$1621  | \$1630 ;
-  assign \$1632  = advance & block_valid;
-  assign \$1633  = acc[30:23] == 8'hff;
-  assign \$1634  = ! acc[22:0];
-  assign \$1635  = \$1633  & \$1634 ;
-  assign \$1636  = block_r[30:23] == 8'hff;
-  assign \$1637  = ! block_r[22:0];
-  assign \$1638  = \$1636  & \$1637 ;
-  assign \$1639  = \$1635  | \$1638 ;
-  assign \$1640  = advance & block_valid;
-  assign \$1641  = acc[30:23] == 8'hff;
-  assign \$1642  = ! acc[22:0];
-  assign \$1643  = \$1641  & \$1642 ;
-  assign \$1644  = \$1643  ? acc[31] : block_r[31];
-  assign \$1645  = advance & block_valid;
-  assign \$1646  = acc == 32'd2147483648;
-  assign \$1647  = block_r == 32'd2147483648;
-  assign \$1648  = \$1646  & \$1647 ;
-  assign \$1649  = advance & block_valid;
-  assign \$1650  = advance & acc_align_valid;
-  assign \$1651  = advance & acc_align_valid;
-  assign \$1652  = advance & acc_align_valid;
-  assign \$1653  = advance & acc_align_valid;
-  assign \$1654  = advance & acc_align_valid;
-  assign \$1655  = advance & acc_align_valid;
-  assign \$1656  = advance & acc_align_valid;
-  assign \$1657  = advance & acc_align_valid;
-  assign \$1658  = advance & acc_add_valid;
-  assign \$1659  = advance & acc_add_valid;
-  assign \$1660  = advance & acc_add_valid;
-  assign \$1661  = advance & acc_add_valid;
-  assign \$1662  = advance & acc_add_valid;
-  assign \$1663  = advance & acc_add_valid;
-  assign \$1664  = advance & acc_add_valid;
-  assign \$1665  = advance & acc_add_valid;
-  assign \$1666  = ! acc_add_mag;
-  assign \$1667  = \$1666  ? acc_add_neg_zero : acc_add_neg;
-  assign \$1668  = acc_add_is_inf ? acc_add_inf_neg : \$1667 ;
-  assign \$1669  = advance & acc_add_valid;
-  assign \$1670  = advance & acc_add_valid;
-  assign \$1671  = advance & acc_add_valid;
-  assign \$1672  = acc_norm_valid & acc_norm_last;
+  assign \$1621  = block_r[30:23] == 8'hff;
+  assign \$1622  = ! block_r[22:0];
+  assign \$1623  = \$1621  & \$1622 ;
+  assign \$1624  = \$1620  | \$1623 ;
+  assign \$1625  = advance & block_valid;
+  assign \$1626  = acc[30:23] == 8'hff;
+  assign \$1627  = ! acc[22:0];
+  assign \$1628  = \$1626  & \$1627 ;
+  assign \$1629  = \$1628  ? acc[31] : block_r[31];
+  assign \$1630  = advance & block_valid;
+  assign \$1631  = acc == 32'd2147483648;
+  assign \$1632  = block_r == 32'd2147483648;
+  assign \$1633  = \$1631  & \$1632 ;
+  assign \$1634  = advance & block_valid;
+  assign \$1635  = advance & acc_align_valid;
+  assign \$1636  = advance & acc_align_valid;
+  assign \$1637  = advance & acc_align_valid;
+  assign \$1638  = advance & acc_align_valid;
+  assign \$1639  = advance & acc_align_valid;
+  assign \$1640  = advance & acc_align_valid;
+  assign \$1641  = advance & acc_align_valid;
+  assign \$1642  = advance & acc_align_valid;
+  assign \$1643  = advance & acc_add_valid;
+  assign \$1644  = advance & acc_add_valid;
+  assign \$1645  = advance & acc_add_valid;
+  assign \$1646  = advance & acc_add_valid;
+  assign \$1647  = advance & acc_add_valid;
+  assign \$1648  = advance & acc_add_valid;
+  assign \$1649  = advance & acc_add_valid;
+  assign \$1650  = advance & acc_add_valid;
+  assign \$1651  = ! acc_add_mag;
+  assign \$1652  = \$1651  ? acc_add_neg_zero : acc_add_neg;
+  assign \$1653  = acc_add_is_inf ? acc_add_inf_neg : \$1652 ;
+  assign \$1654  = advance & acc_add_valid;
+  assign \$1655  = advance & acc_add_valid;
+  assign \$1656  = advance & acc_add_valid;
+  assign \$1657  = acc_norm_valid & acc_norm_last;
   always @(posedge clk)
-    since <= \$1673 ;
+    since <= \$1658 ;
   always @(posedge clk)
-    products_valid <= \$1674 ;
+    products_valid <= \$1659 ;
   always @(posedge clk)
-    products_t0 <= \$1675 ;
+    products_t0 <= \$1660 ;
   always @(posedge clk)
-    products_t1 <= \$1676 ;
+    products_t1 <= \$1661 ;
   always @(posedge clk)
-    products_t2 <= \$1677 ;
+    products_t2 <= \$1662 ;
   always @(posedge clk)
-    products_t3 <= \$1678 ;
+    products_t3 <= \$1663 ;
   always @(posedge clk)
-    products_t4 <= \$1679 ;
+    products_t4 <= \$1664 ;
   always @(posedge clk)
-    products_t5 <= \$1680 ;
+    products_t5 <= \$1665 ;
   always @(posedge clk)
-    products_t6 <= \$1681 ;
+    products_t6 <= \$1666 ;
   always @(posedge clk)
-    products_t7 <= \$1682 ;
+    products_t7 <= \$1667 ;
   always @(posedge clk)
-    products_t8 <= \$1683 ;
+    products_t8 <= \$1668 ;
   always @(posedge clk)
-    products_t9 <= \$1684 ;
+    products_t9 <= \$1669 ;
   always @(posedge clk)
-    products_t10 <= \$1685 ;
+    products_t10 <= \$1670 ;
   always @(posedge clk)
-    products_t11 <= \$1686 ;
+    products_t11 <= \$1671 ;
   always @(posedge clk)
-    products_t12 <= \$1687 ;
+    products_t12 <= \$1672 ;
   always @(posedge clk)
-    products_t13 <= \$1688 ;
+    products_t13 <= \$1673 ;
   always @(posedge clk)
-    products_t14 <= \$1689 ;
+    products_t14 <= \$1674 ;
   always @(posedge clk)
-    products_t15 <= \$1690 ;
+    products_t15 <= \$1675 ;
   always @(posedge clk)
-    products_t16 <= \$1691 ;
+    products_t16 <= \$1676 ;
   always @(posedge clk)
-    products_t17 <= \$1692 ;
+    products_t17 <= \$1677 ;
   always @(posedge clk)
-    products_t18 <= \$1693 ;
+    products_t18 <= \$1678 ;
   always @(posedge clk)
-    products_t19 <= \$1694 ;
+    products_t19 <= \$1679 ;
   always @(posedge clk)
-    products_t20 <= \$1695 ;
+    products_t20 <= \$1680 ;
   always @(posedge clk)
-    products_t21 <= \$1696 ;
+    products_t21 <= \$1681 ;
   always @(posedge clk)
-    products_t22 <= \$1697 ;
+    products_t22 <= \$1682 ;
   always @(posedge clk)
-    products_t23 <= \$1698 ;
+    products_t23 <= \$1683 ;
   always @(posedge clk)
-    products_t24 <= \$1699 ;
+    products_t24 <= \$1684 ;
   always @(posedge clk)
-    products_t25 <= \$1700 ;
+    products_t25 <= \$1685 ;
   always @(posedge clk)
-    products_t26 <= \$1701 ;
+    products_t26 <= \$1686 ;
   always @(posedge clk)
-    products_t27 <= \$1702 ;
+    products_t27 <= \$1687 ;
   always @(posedge clk)
-    products_t28 <= \$1703 ;
+    products_t28 <= \$1688 ;
   always @(posedge clk)
-    products_t29 <= \$1704 ;
+    products_t29 <= \$1689 ;
   always @(posedge clk)
-    products_t30 <= \$1705 ;
+    products_t30 <= \$1690 ;
   always @(posedge clk)
-    products_t31 <= \$1706 ;
+    products_t31 <= \$1691 ;
   always @(posedge clk)
-    products_nan <= \$1707 ;
+    products_nan <= \$1692 ;
   always @(posedge clk)
-    products_pinf <= \$1708 ;
+    products_pinf <= \$1693 ;
   always @(posedge clk)
-    products_ninf <= \$1709 ;
+    products_ninf <= \$1694 ;
   always @(posedge clk)
-    products_first <= \$1710 ;
+    products_first <= \$1695 ;
   always @(posedge clk)
-    products_end <= \$1711 ;
+    products_end <= \$1696 ;
   always @(posedge clk)
-    products_last <= \$1712 ;
+    products_last <= \$1697 ;
   always @(posedge clk)
-    products_scale_man_a <= \$1713 ;
+    products_scale_man_a <= \$1698 ;
   always @(posedge clk)
-    products_scale_exp_a <= \$1714 ;
+    products_scale_exp_a <= \$1699 ;
   always @(posedge clk)
-    products_scale_man_b <= \$1715 ;
+    products_scale_man_b <= \$1700 ;
   always @(posedge clk)
-    products_scale_exp_b <= \$1716 ;
+    products_scale_exp_b <= \$1701 ;
   always @(posedge clk)
-    tree_valid <= \$1717 ;
+    tree_valid <= \$1702 ;
   always @(posedge clk)
-    tree_l0 <= \$1718 ;
+    tree_l0 <= \$1703 ;
   always @(posedge clk)
-    tree_l1 <= \$1719 ;
+    tree_l1 <= \$1704 ;
   always @(posedge clk)
-    tree_l2 <= \$1720 ;
+    tree_l2 <= \$1705 ;
   always @(posedge clk)
-    tree_l3 <= \$1721 ;
+    tree_l3 <= \$1706 ;
   always @(posedge clk)
-    blk_nan <= \$1722 ;
+    blk_nan <= \$1707 ;
   always @(posedge clk)
-    blk_pinf <= \$1723 ;
+    blk_pinf <= \$1708 ;
   always @(posedge clk)
-    blk_ninf <= \$1724 ;
+    blk_ninf <= \$1709 ;
   always @(posedge clk)
-    tree_first <= \$1725 ;
+    tree_first <= \$1710 ;
   always @(posedge clk)
-    tree_end <= \$1726 ;
+    tree_end <= \$1711 ;
   always @(posedge clk)
-    tree_last <= \$1727 ;
+    tree_last <= \$1712 ;
   always @(posedge clk)
-    tree_scale_man_a <= \$1728 ;
+    tree_scale_man_a <= \$1713 ;
   always @(posedge clk)
-    tree_scale_exp_a <= \$1729 ;
+    tree_scale_exp_a <= \$1714 ;
   always @(posedge clk)
-    tree_scale_man_b <= \$1730 ;
+    tree_scale_man_b <= \$1715 ;
   always @(posedge clk)
-    tree_scale_exp_b <= \$1731 ;
+    tree_scale_exp_b <= \$1716 ;
   always @(posedge clk)
-    sum_valid <= \$1732 ;
+    sum_valid <= \$1717 ;
   always @(posedge clk)
-    sum_total <= \$1733 ;
+    sum_total <= \$1718 ;
   always @(posedge clk)
-    sum_nan <= \$1734 ;
+    sum_nan <= \$1719 ;
   always @(posedge clk)
-    sum_pinf <= \$1735 ;
+    sum_pinf <= \$1720 ;
   always @(posedge clk)
-    sum_ninf <= \$1736 ;
+    sum_ninf <= \$1721 ;
   always @(posedge clk)
-    sum_last <= \$1737 ;
+    sum_last <= \$1722 ;
   always @(posedge clk)
-    sum_scale_man_a <= \$1738 ;
+    sum_scale_man_a <= \$1723 ;
   always @(posedge clk)
-    sum_scale_exp_a <= \$1739 ;
+    sum_scale_exp_a <= \$1724 ;
   always @(posedge clk)
-    sum_scale_man_b <= \$1740 ;
+    sum_scale_man_b <= \$1725 ;
   always @(posedge clk)
-    sum_scale_exp_b <= \$1741 ;
+    sum_scale_exp_b <= \$1726 ;
   always @(posedge clk)
-    scale_valid <= \$1742 ;
+    scale_valid <= \$1727 ;
   always @(posedge clk)
-    scale_mag <= \$1743 ;
+    scale_mag <= \$1728 ;
   always @(posedge clk)
-    scale_neg <= \$1744 ;
+    scale_neg <= \$1729 ;
   always @(posedge clk)
-    \scale_exp_sum$705  <= \$1745 ;
+    \scale_exp_sum$704  <= \$1730 ;
   always @(posedge clk)
-    scale_is_nan <= \$1746 ;
+    scale_is_nan <= \$1731 ;
   always @(posedge clk)
-    scale_is_inf <= \$1747 ;
+    scale_is_inf <= \$1732 ;
   always @(posedge clk)
-    scale_ninf <= \$1748 ;
+    scale_ninf <= \$1733 ;
   always @(posedge clk)
-    scale_last <= \$1749 ;
+    scale_last <= \$1734 ;
   always @(posedge clk)
-    block_norm_valid <= \$1750 ;
+    block_norm_valid <= \$1735 ;
   always @(posedge clk)
-    block_norm_head <= \$1751 ;
+    block_norm_head <= \$1736 ;
   always @(posedge clk)
-    block_norm_low_sticky <= \$1752 ;
+    block_norm_low_sticky <= \$1737 ;
   always @(posedge clk)
-    block_norm_extra <= \$1753 ;
+    block_norm_extra <= \$1738 ;
   always @(posedge clk)
-    block_norm_exp_part <= \$1754 ;
+    block_norm_exp_part <= \$1739 ;
   always @(posedge clk)
-    block_norm_over <= \$1755 ;
+    block_norm_over <= \$1740 ;
   always @(posedge clk)
-    block_norm_edge <= \$1756 ;
+    block_norm_edge <= \$1741 ;
   always @(posedge clk)
-    block_norm_zero <= \$1757 ;
+    block_norm_zero <= \$1742 ;
   always @(posedge clk)
-    block_norm_sign <= \$1758 ;
+    block_norm_sign <= \$1743 ;
   always @(posedge clk)
-    block_norm_is_nan <= \$1759 ;
+    block_norm_is_nan <= \$1744 ;
   always @(posedge clk)
-    block_norm_is_inf <= \$1760 ;
+    block_norm_is_inf <= \$1745 ;
   always @(posedge clk)
-    block_norm_last <= \$1761 ;
+    block_norm_last <= \$1746 ;
   always @(posedge clk)
-    block_valid <= \$1762 ;
+    block_valid <= \$1747 ;
   always @(posedge clk)
-    block_r <= \$1763 ;
+    block_r <= \$1748 ;
   always @(posedge clk)
-    block_last <= \$1764 ;
+    block_last <= \$1749 ;
   always @(posedge clk)
-    acc_align_valid <= \$1765 ;
+    acc_align_valid <= \$1750 ;
   always @(posedge clk)
-    acc_align_big <= \$1766 ;
+    acc_align_big <= \$1751 ;
   always @(posedge clk)
-    acc_align_big_neg <= \$1767 ;
+    acc_align_big_neg <= \$1752 ;
   always @(posedge clk)
-    acc_align_small <= \$1768 ;
+    acc_align_small <= \$1753 ;
   always @(posedge clk)
-    acc_align_small_neg <= \$1769 ;
+    acc_align_small_neg <= \$1754 ;
   always @(posedge clk)
-    acc_align_top <= \$1770 ;
+    acc_align_top <= \$1755 ;
   always @(posedge clk)
-    acc_align_is_nan <= \$1771 ;
+    acc_align_is_nan <= \$1756 ;
   always @(posedge clk)
-    acc_align_is_inf <= \$1772 ;
+    acc_align_is_inf <= \$1757 ;
   always @(posedge clk)
-    acc_align_inf_neg <= \$1773 ;
+    acc_align_inf_neg <= \$1758 ;
   always @(posedge clk)
-    acc_align_neg_zero <= \$1774 ;
+    acc_align_neg_zero <= \$1759 ;
   always @(posedge clk)
-    acc_align_last <= \$1775 ;
+    acc_align_last <= \$1760 ;
   always @(posedge clk)
-    acc_add_valid <= \$1776 ;
+    acc_add_valid <= \$1761 ;
   always @(posedge clk)
-    acc_add_mag <= \$1777 ;
+    acc_add_mag <= \$1762 ;
   always @(posedge clk)
-    acc_add_neg <= \$1778 ;
+    acc_add_neg <= \$1763 ;
   always @(posedge clk)
-    acc_add_top <= \$1779 ;
+    acc_add_top <= \$1764 ;
   always @(posedge clk)
-    acc_add_is_nan <= \$1780 ;
+    acc_add_is_nan <= \$1765 ;
   always @(posedge clk)
-    acc_add_is_inf <= \$1781 ;
+    acc_add_is_inf <= \$1766 ;
   always @(posedge clk)
-    acc_add_inf_neg <= \$1782 ;
+    acc_add_inf_neg <= \$1767 ;
   always @(posedge clk)
-    acc_add_neg_zero <= \$1783 ;
+    acc_add_neg_zero <= \$1768 ;
   always @(posedge clk)
-    acc_add_last <= \$1784 ;
+    acc_add_last <= \$1769 ;
   always @(posedge clk)
-    acc_norm_valid <= \$1785 ;
+    acc_norm_valid <= \$1770 ;
   always @(posedge clk)
-    acc_norm_head <= \$1786 ;
+    acc_norm_head <= \$1771 ;
   always @(posedge clk)
-    acc_norm_low_sticky <= \$1787 ;
+    acc_norm_low_sticky <= \$1772 ;
   always @(posedge clk)
-    acc_norm_extra <= \$1788 ;
+    acc_norm_extra <= \$1773 ;
   always @(posedge clk)
-    acc_norm_exp_part <= \$1789 ;
+    acc_norm_exp_part <= \$1774 ;
   always @(posedge clk)
-    acc_norm_over <= \$1790 ;
+    acc_norm_over <= \$1775 ;
   always @(posedge clk)
-    acc_norm_edge <= \$1791 ;
+    acc_norm_edge <= \$1776 ;
   always @(posedge clk)
-    acc_norm_zero <= \$1792 ;
+    acc_norm_zero <= \$1777 ;
   always @(posedge clk)
-    acc_norm_sign <= \$1793 ;
+    acc_norm_sign <= \$1778 ;
   always @(posedge clk)
-    acc_norm_is_nan <= \$1794 ;
+    acc_norm_is_nan <= \$1779 ;
   always @(posedge clk)
-    acc_norm_is_inf <= \$1795 ;
+    acc_norm_is_inf <= \$1780 ;
   always @(posedge clk)
-    acc_norm_last <= \$1796 ;
+    acc_norm_last <= \$1781 ;
   always @(posedge clk)
-    o__valid <= \$1797 ;
+    o__valid <= \$1782 ;
   always @(posedge clk)
-    o__payload <= \$1798 ;
+    o__payload <= \$1783 ;
   always @(posedge clk)
-    acc <= \$1799 ;
+    acc <= \$1784 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1673  = since;
-    if (\$1069 ) begin
-      \$1673  = 3'h1;
-    end else if (\$1071 ) begin
-      \$1673  = \$1072 [2:0];
+    \$1658  = since;
+    if (\$1054 ) begin
+      \$1658  = 3'h1;
+    end else if (\$1056 ) begin
+      \$1658  = \$1057 [2:0];
     end
     if (rst) begin
-      \$1673  = 3'h4;
+      \$1658  = 3'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1674  = products_valid;
+    \$1659  = products_valid;
     if (advance) begin
-      \$1674  = \$1073 ;
+      \$1659  = \$1058 ;
     end
     if (rst) begin
-      \$1674  = 1'h0;
+      \$1659  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1675  = products_t0;
-    if (\$1075 ) begin
-      \$1675  = p0_fix;
+    \$1660  = products_t0;
+    if (\$1060 ) begin
+      \$1660  = p0_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1676  = products_t1;
-    if (\$1077 ) begin
-      \$1676  = p1_fix;
+    \$1661  = products_t1;
+    if (\$1062 ) begin
+      \$1661  = p1_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1677  = products_t2;
-    if (\$1079 ) begin
-      \$1677  = p2_fix;
+    \$1662  = products_t2;
+    if (\$1064 ) begin
+      \$1662  = p2_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1678  = products_t3;
-    if (\$1081 ) begin
-      \$1678  = p3_fix;
+    \$1663  = products_t3;
+    if (\$1066 ) begin
+      \$1663  = p3_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1679  = products_t4;
-    if (\$1083 ) begin
-      \$1679  = p4_fix;
+    \$1664  = products_t4;
+    if (\$1068 ) begin
+      \$1664  = p4_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1680  = products_t5;
-    if (\$1085 ) begin
-      \$1680  = p5_fix;
+    \$1665  = products_t5;
+    if (\$1070 ) begin
+      \$1665  = p5_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1681  = products_t6;
-    if (\$1087 ) begin
-      \$1681  = p6_fix;
+    \$1666  = products_t6;
+    if (\$1072 ) begin
+      \$1666  = p6_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1682  = products_t7;
-    if (\$1089 ) begin
-      \$1682  = p7_fix;
+    \$1667  = products_t7;
+    if (\$1074 ) begin
+      \$1667  = p7_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1683  = products_t8;
-    if (\$1091 ) begin
-      \$1683  = p8_fix;
+    \$1668  = products_t8;
+    if (\$1076 ) begin
+      \$1668  = p8_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1684  = products_t9;
-    if (\$1093 ) begin
-      \$1684  = p9_fix;
+    \$1669  = products_t9;
+    if (\$1078 ) begin
+      \$1669  = p9_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1685  = products_t10;
-    if (\$1095 ) begin
-      \$1685  = p10_fix;
+    \$1670  = products_t10;
+    if (\$1080 ) begin
+      \$1670  = p10_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1686  = products_t11;
-    if (\$1097 ) begin
-      \$1686  = p11_fix;
+    \$1671  = products_t11;
+    if (\$1082 ) begin
+      \$1671  = p11_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1687  = products_t12;
-    if (\$1099 ) begin
-      \$1687  = p12_fix;
+    \$1672  = products_t12;
+    if (\$1084 ) begin
+      \$1672  = p12_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1688  = products_t13;
-    if (\$1101 ) begin
-      \$1688  = p13_fix;
+    \$1673  = products_t13;
+    if (\$1086 ) begin
+      \$1673  = p13_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1689  = products_t14;
-    if (\$1103 ) begin
-      \$1689  = p14_fix;
+    \$1674  = products_t14;
+    if (\$1088 ) begin
+      \$1674  = p14_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1690  = products_t15;
-    if (\$1105 ) begin
-      \$1690  = p15_fix;
+    \$1675  = products_t15;
+    if (\$1090 ) begin
+      \$1675  = p15_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1691  = products_t16;
-    if (\$1107 ) begin
-      \$1691  = p16_fix;
+    \$1676  = products_t16;
+    if (\$1092 ) begin
+      \$1676  = p16_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1692  = products_t17;
-    if (\$1109 ) begin
-      \$1692  = p17_fix;
+    \$1677  = products_t17;
+    if (\$1094 ) begin
+      \$1677  = p17_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1693  = products_t18;
-    if (\$1111 ) begin
-      \$1693  = p18_fix;
+    \$1678  = products_t18;
+    if (\$1096 ) begin
+      \$1678  = p18_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1694  = products_t19;
-    if (\$1113 ) begin
-      \$1694  = p19_fix;
+    \$1679  = products_t19;
+    if (\$1098 ) begin
+      \$1679  = p19_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1695  = products_t20;
-    if (\$1115 ) begin
-      \$1695  = p20_fix;
+    \$1680  = products_t20;
+    if (\$1100 ) begin
+      \$1680  = p20_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1696  = products_t21;
-    if (\$1117 ) begin
-      \$1696  = p21_fix;
+    \$1681  = products_t21;
+    if (\$1102 ) begin
+      \$1681  = p21_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1697  = products_t22;
-    if (\$1119 ) begin
-      \$1697  = p22_fix;
+    \$1682  = products_t22;
+    if (\$1104 ) begin
+      \$1682  = p22_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1698  = products_t23;
-    if (\$1121 ) begin
-      \$1698  = p23_fix;
+    \$1683  = products_t23;
+    if (\$1106 ) begin
+      \$1683  = p23_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1699  = products_t24;
-    if (\$1123 ) begin
-      \$1699  = p24_fix;
+    \$1684  = products_t24;
+    if (\$1108 ) begin
+      \$1684  = p24_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1700  = products_t25;
-    if (\$1125 ) begin
-      \$1700  = p25_fix;
+    \$1685  = products_t25;
+    if (\$1110 ) begin
+      \$1685  = p25_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1701  = products_t26;
-    if (\$1127 ) begin
-      \$1701  = p26_fix;
+    \$1686  = products_t26;
+    if (\$1112 ) begin
+      \$1686  = p26_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1702  = products_t27;
-    if (\$1129 ) begin
-      \$1702  = p27_fix;
+    \$1687  = products_t27;
+    if (\$1114 ) begin
+      \$1687  = p27_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1703  = products_t28;
-    if (\$1131 ) begin
-      \$1703  = p28_fix;
+    \$1688  = products_t28;
+    if (\$1116 ) begin
+      \$1688  = p28_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1704  = products_t29;
-    if (\$1133 ) begin
-      \$1704  = p29_fix;
+    \$1689  = products_t29;
+    if (\$1118 ) begin
+      \$1689  = p29_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1705  = products_t30;
-    if (\$1135 ) begin
-      \$1705  = p30_fix;
+    \$1690  = products_t30;
+    if (\$1120 ) begin
+      \$1690  = p30_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1706  = products_t31;
-    if (\$1137 ) begin
-      \$1706  = p31_fix;
+    \$1691  = products_t31;
+    if (\$1122 ) begin
+      \$1691  = p31_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1707  = products_nan;
-    if (\$1139 ) begin
-      \$1707  = \$1302 ;
+    \$1692  = products_nan;
+    if (\$1124 ) begin
+      \$1692  = \$1287 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1708  = products_pinf;
-    if (\$1304 ) begin
-      \$1708  = \$1433 ;
+    \$1693  = products_pinf;
+    if (\$1289 ) begin
+      \$1693  = \$1418 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1709  = products_ninf;
-    if (\$1435 ) begin
-      \$1709  = \$1532 ;
+    \$1694  = products_ninf;
+    if (\$1420 ) begin
+      \$1694  = \$1517 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1710  = products_first;
+    \$1695  = products_first;
+    if (\$1519 ) begin
+      \$1695  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1696  = products_end;
+    if (\$1521 ) begin
+      \$1696  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1697  = products_last;
+    if (\$1523 ) begin
+      \$1697  = \$1524 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1698  = products_scale_man_a;
+    if (\$1526 ) begin
+      \$1698  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1699  = products_scale_exp_a;
+    if (\$1528 ) begin
+      \$1699  = i__payload[7:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1700  = products_scale_man_b;
+    if (\$1530 ) begin
+      \$1700  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1701  = products_scale_exp_b;
+    if (\$1532 ) begin
+      \$1701  = i__payload[207:200];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1702  = tree_valid;
+    if (advance) begin
+      \$1702  = products_valid;
+    end
+    if (rst) begin
+      \$1702  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1703  = tree_l0;
+    if (\$1533 ) begin
+      \$1703  = tree_l3_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1704  = tree_l1;
     if (\$1534 ) begin
-      \$1710  = 1'h1;
+      \$1704  = tree_l3_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1711  = products_end;
+    \$1705  = tree_l2;
+    if (\$1535 ) begin
+      \$1705  = tree_l3_2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1706  = tree_l3;
     if (\$1536 ) begin
-      \$1711  = 1'h1;
+      \$1706  = tree_l3_3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1712  = products_last;
+    \$1707  = blk_nan;
+    if (\$1537 ) begin
+      \$1707  = products_nan;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1708  = blk_pinf;
     if (\$1538 ) begin
-      \$1712  = \$1539 ;
+      \$1708  = products_pinf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1713  = products_scale_man_a;
+    \$1709  = blk_ninf;
+    if (\$1539 ) begin
+      \$1709  = products_ninf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1710  = tree_first;
+    if (\$1540 ) begin
+      \$1710  = products_first;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1711  = tree_end;
     if (\$1541 ) begin
-      \$1713  = 1'h1;
+      \$1711  = products_end;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1714  = products_scale_exp_a;
+    \$1712  = tree_last;
+    if (\$1542 ) begin
+      \$1712  = products_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1713  = tree_scale_man_a;
     if (\$1543 ) begin
-      \$1714  = i__payload[7:0];
+      \$1713  = products_scale_man_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1715  = products_scale_man_b;
+    \$1714  = tree_scale_exp_a;
+    if (\$1544 ) begin
+      \$1714  = products_scale_exp_a;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1715  = tree_scale_man_b;
     if (\$1545 ) begin
-      \$1715  = 1'h1;
+      \$1715  = products_scale_man_b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1716  = products_scale_exp_b;
-    if (\$1547 ) begin
-      \$1716  = i__payload[207:200];
+    \$1716  = tree_scale_exp_b;
+    if (\$1546 ) begin
+      \$1716  = products_scale_exp_b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1717  = tree_valid;
+    \$1717  = sum_valid;
     if (advance) begin
-      \$1717  = products_valid;
+      \$1717  = \$1547 ;
     end
     if (rst) begin
       \$1717  = 1'h0;
@@ -4593,239 +4672,242 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1718  = tree_l0;
-    if (\$1548 ) begin
-      \$1718  = tree_l3_0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1719  = tree_l1;
+    \$1718  = sum_total;
     if (\$1549 ) begin
-      \$1719  = tree_l3_1;
+      \$1718  = tree_l5_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1720  = tree_l2;
-    if (\$1550 ) begin
-      \$1720  = tree_l3_2;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1721  = tree_l3;
+    \$1719  = sum_nan;
     if (\$1551 ) begin
-      \$1721  = tree_l3_3;
+      \$1719  = blk_nan;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1722  = blk_nan;
-    if (\$1552 ) begin
-      \$1722  = products_nan;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1723  = blk_pinf;
+    \$1720  = sum_pinf;
     if (\$1553 ) begin
-      \$1723  = products_pinf;
+      \$1720  = blk_pinf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1724  = blk_ninf;
-    if (\$1554 ) begin
-      \$1724  = products_ninf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1725  = tree_first;
+    \$1721  = sum_ninf;
     if (\$1555 ) begin
-      \$1725  = products_first;
+      \$1721  = blk_ninf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1726  = tree_end;
-    if (\$1556 ) begin
-      \$1726  = products_end;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1727  = tree_last;
+    \$1722  = sum_last;
     if (\$1557 ) begin
-      \$1727  = products_last;
+      \$1722  = tree_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1728  = tree_scale_man_a;
-    if (\$1558 ) begin
-      \$1728  = products_scale_man_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1729  = tree_scale_exp_a;
+    \$1723  = sum_scale_man_a;
     if (\$1559 ) begin
-      \$1729  = products_scale_exp_a;
+      \$1723  = tree_scale_man_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1730  = tree_scale_man_b;
-    if (\$1560 ) begin
-      \$1730  = products_scale_man_b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1731  = tree_scale_exp_b;
+    \$1724  = sum_scale_exp_a;
     if (\$1561 ) begin
-      \$1731  = products_scale_exp_b;
+      \$1724  = tree_scale_exp_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1732  = sum_valid;
+    \$1725  = sum_scale_man_b;
+    if (\$1563 ) begin
+      \$1725  = tree_scale_man_b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1726  = sum_scale_exp_b;
+    if (\$1565 ) begin
+      \$1726  = tree_scale_exp_b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1727  = scale_valid;
     if (advance) begin
-      \$1732  = \$1562 ;
+      \$1727  = sum_valid;
     end
     if (rst) begin
-      \$1732  = 1'h0;
+      \$1727  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1733  = sum_total;
-    if (\$1564 ) begin
-      \$1733  = tree_l5_0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1734  = sum_nan;
+    \$1728  = scale_mag;
     if (\$1566 ) begin
-      \$1734  = blk_nan;
+      \$1728  = \$645 [16:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1735  = sum_pinf;
+    \$1729  = scale_neg;
+    if (\$1567 ) begin
+      \$1729  = blk_neg;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1730  = \scale_exp_sum$704 ;
     if (\$1568 ) begin
-      \$1735  = blk_pinf;
+      \$1730  = scale_exp_sum;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1736  = sum_ninf;
-    if (\$1570 ) begin
-      \$1736  = blk_ninf;
+    \$1731  = scale_is_nan;
+    if (\$1569 ) begin
+      \$1731  = \$1571 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1737  = sum_last;
+    \$1732  = scale_is_inf;
     if (\$1572 ) begin
-      \$1737  = tree_last;
+      \$1732  = \$1573 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1738  = sum_scale_man_a;
+    \$1733  = scale_ninf;
     if (\$1574 ) begin
-      \$1738  = tree_scale_man_a;
+      \$1733  = sum_ninf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1739  = sum_scale_exp_a;
-    if (\$1576 ) begin
-      \$1739  = tree_scale_exp_a;
+    \$1734  = scale_last;
+    if (\$1575 ) begin
+      \$1734  = sum_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1740  = sum_scale_man_b;
-    if (\$1578 ) begin
-      \$1740  = tree_scale_man_b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1741  = sum_scale_exp_b;
-    if (\$1580 ) begin
-      \$1741  = tree_scale_exp_b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1742  = scale_valid;
+    \$1735  = block_norm_valid;
     if (advance) begin
-      \$1742  = sum_valid;
+      \$1735  = scale_valid;
     end
     if (rst) begin
-      \$1742  = 1'h0;
+      \$1735  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1743  = scale_mag;
+    \$1736  = block_norm_head;
+    if (\$1576 ) begin
+      \$1736  = \$762 [25:1];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1737  = block_norm_low_sticky;
+    if (\$1577 ) begin
+      \$1737  = blk_low_sticky;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1738  = block_norm_extra;
+    if (\$1578 ) begin
+      \$1738  = \$768 [4:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1739  = block_norm_exp_part;
+    if (\$1579 ) begin
+      \$1739  = \$770 [7:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1740  = block_norm_over;
+    if (\$1580 ) begin
+      \$1740  = blk_over;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1741  = block_norm_edge;
     if (\$1581 ) begin
-      \$1743  = \$647 [18:0];
+      \$1741  = blk_edge;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1744  = scale_neg;
+    \$1742  = block_norm_zero;
     if (\$1582 ) begin
-      \$1744  = blk_neg;
+      \$1742  = blk_zero;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1745  = \scale_exp_sum$705 ;
+    \$1743  = block_norm_sign;
     if (\$1583 ) begin
-      \$1745  = scale_exp_sum;
+      \$1743  = \$1584 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1746  = scale_is_nan;
-    if (\$1584 ) begin
-      \$1746  = \$1586 ;
+    \$1744  = block_norm_is_nan;
+    if (\$1585 ) begin
+      \$1744  = scale_is_nan;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1747  = scale_is_inf;
+    \$1745  = block_norm_is_inf;
+    if (\$1586 ) begin
+      \$1745  = scale_is_inf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1746  = block_norm_last;
     if (\$1587 ) begin
-      \$1747  = \$1588 ;
+      \$1746  = scale_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1748  = scale_ninf;
-    if (\$1589 ) begin
-      \$1748  = sum_ninf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1749  = scale_last;
-    if (\$1590 ) begin
-      \$1749  = sum_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1750  = block_norm_valid;
+    \$1747  = block_valid;
     if (advance) begin
-      \$1750  = scale_valid;
+      \$1747  = block_norm_valid;
+    end
+    if (rst) begin
+      \$1747  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1748  = block_r;
+    if (\$1588 ) begin
+      \$1748  = blk_bits;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1749  = block_last;
+    if (\$1589 ) begin
+      \$1749  = block_norm_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1750  = acc_align_valid;
+    if (advance) begin
+      \$1750  = block_valid;
     end
     if (rst) begin
       \$1750  = 1'h0;
@@ -4833,377 +4915,266 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1751  = block_norm_head;
-    if (\$1591 ) begin
-      \$1751  = blk_norm[25:1];
+    \$1751  = acc_align_big;
+    if (\$1590 ) begin
+      \$1751  = \$1591 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1752  = block_norm_low_sticky;
+    \$1752  = acc_align_big_neg;
     if (\$1592 ) begin
-      \$1752  = blk_low_sticky;
+      \$1752  = \$1593 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1753  = block_norm_extra;
-    if (\$1593 ) begin
-      \$1753  = \$783 [4:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1754  = block_norm_exp_part;
+    \$1753  = acc_align_small;
     if (\$1594 ) begin
-      \$1754  = \$785 [7:0];
+      \$1753  = \$1595 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1755  = block_norm_over;
-    if (\$1595 ) begin
-      \$1755  = blk_over;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1756  = block_norm_edge;
+    \$1754  = acc_align_small_neg;
     if (\$1596 ) begin
-      \$1756  = blk_edge;
+      \$1754  = \$1597 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1757  = block_norm_zero;
-    if (\$1597 ) begin
-      \$1757  = blk_zero;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1758  = block_norm_sign;
+    \$1755  = acc_align_top;
     if (\$1598 ) begin
-      \$1758  = \$1599 ;
+      \$1755  = { 4'h0, \$804  };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1759  = block_norm_is_nan;
-    if (\$1600 ) begin
-      \$1759  = scale_is_nan;
+    \$1756  = acc_align_is_nan;
+    if (\$1599 ) begin
+      \$1756  = \$1616 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1760  = block_norm_is_inf;
-    if (\$1601 ) begin
-      \$1760  = scale_is_inf;
+    \$1757  = acc_align_is_inf;
+    if (\$1617 ) begin
+      \$1757  = \$1624 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1761  = block_norm_last;
-    if (\$1602 ) begin
-      \$1761  = scale_last;
+    \$1758  = acc_align_inf_neg;
+    if (\$1625 ) begin
+      \$1758  = \$1629 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1762  = block_valid;
+    \$1759  = acc_align_neg_zero;
+    if (\$1630 ) begin
+      \$1759  = \$1633 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1760  = acc_align_last;
+    if (\$1634 ) begin
+      \$1760  = block_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1761  = acc_add_valid;
     if (advance) begin
-      \$1762  = block_norm_valid;
+      \$1761  = acc_align_valid;
     end
     if (rst) begin
-      \$1762  = 1'h0;
+      \$1761  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1763  = block_r;
-    if (\$1603 ) begin
-      \$1763  = blk_bits;
+    \$1762  = acc_add_mag;
+    if (\$1635 ) begin
+      \$1762  = acc_mag;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1764  = block_last;
-    if (\$1604 ) begin
-      \$1764  = block_norm_last;
+    \$1763  = acc_add_neg;
+    if (\$1636 ) begin
+      \$1763  = acc_neg;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1765  = acc_align_valid;
-    if (advance) begin
-      \$1765  = block_valid;
-    end
-    if (rst) begin
-      \$1765  = 1'h0;
+    \$1764  = acc_add_top;
+    if (\$1637 ) begin
+      \$1764  = acc_align_top;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1766  = acc_align_big;
-    if (\$1605 ) begin
-      \$1766  = \$1606 ;
+    \$1765  = acc_add_is_nan;
+    if (\$1638 ) begin
+      \$1765  = acc_align_is_nan;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1767  = acc_align_big_neg;
-    if (\$1607 ) begin
-      \$1767  = \$1608 ;
+    \$1766  = acc_add_is_inf;
+    if (\$1639 ) begin
+      \$1766  = acc_align_is_inf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1768  = acc_align_small;
-    if (\$1609 ) begin
-      \$1768  = \$1610 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1769  = acc_align_small_neg;
-    if (\$1611 ) begin
-      \$1769  = \$1612 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1770  = acc_align_top;
-    if (\$1613 ) begin
-      \$1770  = { 4'h0, \$819  };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1771  = acc_align_is_nan;
-    if (\$1614 ) begin
-      \$1771  = \$1631 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1772  = acc_align_is_inf;
-    if (\$1632 ) begin
-      \$1772  = \$1639 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1773  = acc_align_inf_neg;
+    \$1767  = acc_add_inf_neg;
     if (\$1640 ) begin
-      \$1773  = \$1644 ;
+      \$1767  = acc_align_inf_neg;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1774  = acc_align_neg_zero;
+    \$1768  = acc_add_neg_zero;
+    if (\$1641 ) begin
+      \$1768  = acc_align_neg_zero;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1769  = acc_add_last;
+    if (\$1642 ) begin
+      \$1769  = acc_align_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1770  = acc_norm_valid;
+    if (advance) begin
+      \$1770  = acc_add_valid;
+    end
+    if (rst) begin
+      \$1770  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1771  = acc_norm_head;
+    if (\$1643 ) begin
+      \$1771  = \$1022 [27:3];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1772  = acc_norm_low_sticky;
+    if (\$1644 ) begin
+      \$1772  = acc_rnd_low_sticky;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1773  = acc_norm_extra;
     if (\$1645 ) begin
-      \$1774  = \$1648 ;
+      \$1773  = \$1028 [4:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1775  = acc_align_last;
+    \$1774  = acc_norm_exp_part;
+    if (\$1646 ) begin
+      \$1774  = \$1030 [7:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1775  = acc_norm_over;
+    if (\$1647 ) begin
+      \$1775  = acc_rnd_over;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1776  = acc_norm_edge;
+    if (\$1648 ) begin
+      \$1776  = acc_rnd_edge;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1777  = acc_norm_zero;
     if (\$1649 ) begin
-      \$1775  = block_last;
+      \$1777  = acc_rnd_zero;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1776  = acc_add_valid;
-    if (advance) begin
-      \$1776  = acc_align_valid;
-    end
-    if (rst) begin
-      \$1776  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1777  = acc_add_mag;
+    \$1778  = acc_norm_sign;
     if (\$1650 ) begin
-      \$1777  = acc_mag;
+      \$1778  = \$1653 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1778  = acc_add_neg;
-    if (\$1651 ) begin
-      \$1778  = acc_neg;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1779  = acc_add_top;
-    if (\$1652 ) begin
-      \$1779  = acc_align_top;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1780  = acc_add_is_nan;
-    if (\$1653 ) begin
-      \$1780  = acc_align_is_nan;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1781  = acc_add_is_inf;
+    \$1779  = acc_norm_is_nan;
     if (\$1654 ) begin
-      \$1781  = acc_align_is_inf;
+      \$1779  = acc_add_is_nan;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1782  = acc_add_inf_neg;
+    \$1780  = acc_norm_is_inf;
     if (\$1655 ) begin
-      \$1782  = acc_align_inf_neg;
+      \$1780  = acc_add_is_inf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1783  = acc_add_neg_zero;
+    \$1781  = acc_norm_last;
     if (\$1656 ) begin
-      \$1783  = acc_align_neg_zero;
+      \$1781  = acc_add_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1784  = acc_add_last;
-    if (\$1657 ) begin
-      \$1784  = acc_align_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1785  = acc_norm_valid;
+    \$1782  = o__valid;
     if (advance) begin
-      \$1785  = acc_add_valid;
+      \$1782  = \$1657 ;
     end
     if (rst) begin
-      \$1785  = 1'h0;
+      \$1782  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1786  = acc_norm_head;
-    if (\$1658 ) begin
-      \$1786  = \$1037 [27:3];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1787  = acc_norm_low_sticky;
-    if (\$1659 ) begin
-      \$1787  = acc_rnd_low_sticky;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1788  = acc_norm_extra;
-    if (\$1660 ) begin
-      \$1788  = \$1043 [4:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1789  = acc_norm_exp_part;
-    if (\$1661 ) begin
-      \$1789  = \$1045 [7:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1790  = acc_norm_over;
-    if (\$1662 ) begin
-      \$1790  = acc_rnd_over;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1791  = acc_norm_edge;
-    if (\$1663 ) begin
-      \$1791  = acc_rnd_edge;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1792  = acc_norm_zero;
-    if (\$1664 ) begin
-      \$1792  = acc_rnd_zero;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1793  = acc_norm_sign;
-    if (\$1665 ) begin
-      \$1793  = \$1668 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1794  = acc_norm_is_nan;
-    if (\$1669 ) begin
-      \$1794  = acc_add_is_nan;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1795  = acc_norm_is_inf;
-    if (\$1670 ) begin
-      \$1795  = acc_add_is_inf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1796  = acc_norm_last;
-    if (\$1671 ) begin
-      \$1796  = acc_add_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1797  = o__valid;
-    if (advance) begin
-      \$1797  = \$1672 ;
-    end
-    if (rst) begin
-      \$1797  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1798  = o__payload;
+    \$1783  = o__payload;
     if (advance) begin
       if (acc_norm_valid) begin
         if (acc_norm_last) begin
-          \$1798  = acc_rnd_bits;
+          \$1783  = acc_rnd_bits;
         end
       end
     end
     if (rst) begin
-      \$1798  = 32'd0;
+      \$1783  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1799  = acc;
+    \$1784  = acc;
     if (advance) begin
       if (acc_norm_valid) begin
         (* full_case = 32'd1 *)
         if (acc_norm_last) begin
-          \$1799  = 32'd0;
+          \$1784  = 32'd0;
         end else begin
-          \$1799  = acc_rnd_bits;
+          \$1784  = acc_rnd_bits;
         end
       end
     end
     if (rst) begin
-      \$1799  = 32'd0;
+      \$1784  = 32'd0;
     end
   end
   assign a0_sign = i__payload[13];
@@ -5563,27 +5534,29 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   assign tree_nan = blk_nan;
   assign tree_pinf = blk_pinf;
   assign tree_ninf = blk_ninf;
-  assign blk_mag = \$647 [18:0];
-  assign blk_exp = { \$648 [10], \$648 [10], \$648 [10], \$648 [10], \$648 [10], \$648 [10], \$648 [10], \$648 [10], \$648 [10], \$648 [10], \$648  };
-  assign blk_lz = \$740 [4:0];
-  assign blk_lead = \$777 [18:0];
-  assign blk_extra = \$783 [4:0];
-  assign blk_head = blk_norm[25:1];
-  assign blk_exppart = \$785 [7:0];
-  assign blk_body = \$792 [30:0];
-  assign r_top = { block_r[30:24], \$809  };
-  assign acc_a_top = { acc[30:24], \$811  };
-  assign acc_d = { \$812 [8], \$812 [8], \$812 [8], \$812  };
-  assign acc_rd = { \$813 [8], \$813 [8], \$813 [8], \$813  };
-  assign acc_top = { 4'h0, \$819  };
-  assign acc_rdiff = \$823 [26:0];
-  assign acc_rnd_lz = \$982 [4:0];
-  assign acc_rnd_lead = \$1037 [27:0];
-  assign acc_rnd_norm = \$1037 [27:0];
-  assign acc_rnd_extra = \$1043 [4:0];
-  assign acc_rnd_head = \$1037 [27:3];
-  assign acc_rnd_exppart = \$1045 [7:0];
-  assign acc_rnd_body = \$1052 [30:0];
+  assign blk_abs = \$645 [16:0];
+  assign blk_mag = \$645 [16:0];
+  assign blk_exp = { \$646 [10], \$646 [10], \$646 [10], \$646 [10], \$646 [10], \$646 [10], \$646 [10], \$646 [10], \$646 [10], \$646 [10], \$646  };
+  assign blk_lz = \$728 [4:0];
+  assign blk_lead = \$761 [16:0];
+  assign blk_norm = \$762 [25:0];
+  assign blk_extra = \$768 [4:0];
+  assign blk_head = \$762 [25:1];
+  assign blk_exppart = \$770 [7:0];
+  assign blk_body = \$777 [30:0];
+  assign r_top = { block_r[30:24], \$794  };
+  assign acc_a_top = { acc[30:24], \$796  };
+  assign acc_d = { \$797 [8], \$797 [8], \$797 [8], \$797  };
+  assign acc_rd = { \$798 [8], \$798 [8], \$798 [8], \$798  };
+  assign acc_top = { 4'h0, \$804  };
+  assign acc_rdiff = \$808 [26:0];
+  assign acc_rnd_lz = \$967 [4:0];
+  assign acc_rnd_lead = \$1022 [27:0];
+  assign acc_rnd_norm = \$1022 [27:0];
+  assign acc_rnd_extra = \$1028 [4:0];
+  assign acc_rnd_head = \$1022 [27:3];
+  assign acc_rnd_exppart = \$1030 [7:0];
+  assign acc_rnd_body = \$1037 [30:0];
   assign \i__payload.a_header  = i__payload[7:0];
   assign \i__payload.a_codes  = i__payload[199:8];
   assign \i__payload.a_codes[0]  = i__payload[13:8];
@@ -6040,44 +6013,58 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   assign \$513  = \$512 ;
   assign \$514  = 1'h1;
   assign b31_is_zero = \$515 ;
-  assign \$680  = 2'h1;
-  assign \$684  = 2'h1;
-  assign \$692  = 2'h1;
-  assign \$696  = 2'h1;
-  assign \$712  = 2'h1;
-  assign \$716  = 2'h1;
-  assign \$724  = 2'h1;
-  assign \$728  = 2'h1;
-  assign \$736  = 2'h1;
-  assign blk_norm = { \$777 [18:0], 7'h00 };
-  assign blk_low_sticky = blk_norm[0];
-  assign \$801  = { block_norm_sign, 31'h00000000 };
-  assign { \$802 [31], \$802 [22:0] } = { \$801 [31], \$801 [22:0] };
-  assign \$802 [30:23] = 8'hff;
-  assign \$803  = { block_norm_sign, 31'h00000000 };
-  assign \$804  = { block_norm_sign, 31'h00000000 };
-  assign acc_a_win = { \$817 , acc[22:0], 3'h0 };
-  assign acc_b_win = { \$818 , block_r[22:0], 3'h0 };
-  assign \$877  = 2'h1;
-  assign \$881  = 2'h1;
-  assign \$889  = 2'h1;
-  assign \$893  = 2'h1;
-  assign \$909  = 2'h1;
-  assign \$913  = 2'h1;
-  assign \$921  = 2'h1;
-  assign \$925  = 2'h1;
-  assign \$949  = 2'h1;
-  assign \$953  = 2'h1;
-  assign \$961  = 2'h1;
-  assign \$965  = 2'h1;
-  assign \$974  = 2'h1;
-  assign \$978  = 2'h1;
-  assign \$1061  = { acc_norm_sign, 31'h00000000 };
-  assign { \$1062 [31], \$1062 [22:0] } = { \$1061 [31], \$1061 [22:0] };
-  assign \$1062 [30:23] = 8'hff;
-  assign \$1063  = { acc_norm_sign, 31'h00000000 };
-  assign \$1064  = { acc_norm_sign, 31'h00000000 };
-  assign \$1069  = \$1068 ;
+  assign \$674  = 2'h1;
+  assign \$678  = 2'h1;
+  assign \$686  = 2'h1;
+  assign \$690  = 2'h1;
+  assign \$706  = 2'h1;
+  assign \$710  = 2'h1;
+  assign \$718  = 2'h1;
+  assign \$722  = 2'h1;
+  assign \$762  = { 6'h00, \$761 [16:0], 9'h000 };
+  assign blk_low_sticky = \$762 [0];
+  assign \$786  = { block_norm_sign, 31'h00000000 };
+  assign { \$787 [31], \$787 [22:0] } = { \$786 [31], \$786 [22:0] };
+  assign \$787 [30:23] = 8'hff;
+  assign \$788  = { block_norm_sign, 31'h00000000 };
+  assign \$789  = { block_norm_sign, 31'h00000000 };
+  assign acc_a_win = { \$802 , acc[22:0], 3'h0 };
+  assign acc_b_win = { \$803 , block_r[22:0], 3'h0 };
+  assign \$862  = 2'h1;
+  assign \$866  = 2'h1;
+  assign \$874  = 2'h1;
+  assign \$878  = 2'h1;
+  assign \$894  = 2'h1;
+  assign \$898  = 2'h1;
+  assign \$906  = 2'h1;
+  assign \$910  = 2'h1;
+  assign \$934  = 2'h1;
+  assign \$938  = 2'h1;
+  assign \$946  = 2'h1;
+  assign \$950  = 2'h1;
+  assign \$959  = 2'h1;
+  assign \$963  = 2'h1;
+  assign \$1046  = { acc_norm_sign, 31'h00000000 };
+  assign { \$1047 [31], \$1047 [22:0] } = { \$1046 [31], \$1046 [22:0] };
+  assign \$1047 [30:23] = 8'hff;
+  assign \$1048  = { acc_norm_sign, 31'h00000000 };
+  assign \$1049  = { acc_norm_sign, 31'h00000000 };
+  assign \$1054  = \$1053 ;
+  assign \$1125  = 1'h0;
+  assign \$1126  = 1'h0;
+  assign \$1127  = 1'h0;
+  assign \$1128  = 1'h0;
+  assign \$1129  = 1'h0;
+  assign \$1130  = 1'h0;
+  assign \$1131  = 1'h0;
+  assign \$1132  = 1'h0;
+  assign \$1133  = 1'h0;
+  assign \$1134  = 1'h0;
+  assign \$1135  = 1'h0;
+  assign \$1136  = 1'h0;
+  assign \$1137  = 1'h0;
+  assign \$1138  = 1'h0;
+  assign \$1139  = 1'h0;
   assign \$1140  = 1'h0;
   assign \$1141  = 1'h0;
   assign \$1142  = 1'h0;
@@ -6224,87 +6211,82 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   assign \$1283  = 1'h0;
   assign \$1284  = 1'h0;
   assign \$1285  = 1'h0;
-  assign \$1286  = 1'h0;
-  assign \$1287  = 1'h0;
-  assign \$1288  = 1'h0;
-  assign \$1289  = 1'h0;
+  assign \$1286  = hdr_a_scale_nan;
   assign \$1290  = 1'h0;
-  assign \$1291  = 1'h0;
-  assign \$1292  = 1'h0;
   assign \$1293  = 1'h0;
   assign \$1294  = 1'h0;
-  assign \$1295  = 1'h0;
-  assign \$1296  = 1'h0;
   assign \$1297  = 1'h0;
   assign \$1298  = 1'h0;
-  assign \$1299  = 1'h0;
-  assign \$1300  = 1'h0;
-  assign \$1301  = hdr_a_scale_nan;
+  assign \$1301  = 1'h0;
+  assign \$1302  = 1'h0;
   assign \$1305  = 1'h0;
-  assign \$1308  = 1'h0;
+  assign \$1306  = 1'h0;
   assign \$1309  = 1'h0;
-  assign \$1312  = 1'h0;
+  assign \$1310  = 1'h0;
   assign \$1313  = 1'h0;
-  assign \$1316  = 1'h0;
+  assign \$1314  = 1'h0;
   assign \$1317  = 1'h0;
-  assign \$1320  = 1'h0;
+  assign \$1318  = 1'h0;
   assign \$1321  = 1'h0;
-  assign \$1324  = 1'h0;
+  assign \$1322  = 1'h0;
   assign \$1325  = 1'h0;
-  assign \$1328  = 1'h0;
+  assign \$1326  = 1'h0;
   assign \$1329  = 1'h0;
-  assign \$1332  = 1'h0;
+  assign \$1330  = 1'h0;
   assign \$1333  = 1'h0;
-  assign \$1336  = 1'h0;
+  assign \$1334  = 1'h0;
   assign \$1337  = 1'h0;
-  assign \$1340  = 1'h0;
+  assign \$1338  = 1'h0;
   assign \$1341  = 1'h0;
-  assign \$1344  = 1'h0;
+  assign \$1342  = 1'h0;
   assign \$1345  = 1'h0;
-  assign \$1348  = 1'h0;
+  assign \$1346  = 1'h0;
   assign \$1349  = 1'h0;
-  assign \$1352  = 1'h0;
+  assign \$1350  = 1'h0;
   assign \$1353  = 1'h0;
-  assign \$1356  = 1'h0;
+  assign \$1354  = 1'h0;
   assign \$1357  = 1'h0;
-  assign \$1360  = 1'h0;
+  assign \$1358  = 1'h0;
   assign \$1361  = 1'h0;
-  assign \$1364  = 1'h0;
+  assign \$1362  = 1'h0;
   assign \$1365  = 1'h0;
-  assign \$1368  = 1'h0;
+  assign \$1366  = 1'h0;
   assign \$1369  = 1'h0;
-  assign \$1372  = 1'h0;
+  assign \$1370  = 1'h0;
   assign \$1373  = 1'h0;
-  assign \$1376  = 1'h0;
+  assign \$1374  = 1'h0;
   assign \$1377  = 1'h0;
-  assign \$1380  = 1'h0;
+  assign \$1378  = 1'h0;
   assign \$1381  = 1'h0;
-  assign \$1384  = 1'h0;
+  assign \$1382  = 1'h0;
   assign \$1385  = 1'h0;
-  assign \$1388  = 1'h0;
+  assign \$1386  = 1'h0;
   assign \$1389  = 1'h0;
-  assign \$1392  = 1'h0;
+  assign \$1390  = 1'h0;
   assign \$1393  = 1'h0;
-  assign \$1396  = 1'h0;
+  assign \$1394  = 1'h0;
   assign \$1397  = 1'h0;
-  assign \$1400  = 1'h0;
+  assign \$1398  = 1'h0;
   assign \$1401  = 1'h0;
-  assign \$1404  = 1'h0;
+  assign \$1402  = 1'h0;
   assign \$1405  = 1'h0;
-  assign \$1408  = 1'h0;
+  assign \$1406  = 1'h0;
   assign \$1409  = 1'h0;
-  assign \$1412  = 1'h0;
+  assign \$1410  = 1'h0;
   assign \$1413  = 1'h0;
-  assign \$1416  = 1'h0;
+  assign \$1414  = 1'h0;
   assign \$1417  = 1'h0;
-  assign \$1420  = 1'h0;
+  assign \$1418  = 1'h0;
   assign \$1421  = 1'h0;
+  assign \$1423  = 1'h0;
   assign \$1424  = 1'h0;
-  assign \$1425  = 1'h0;
-  assign \$1428  = 1'h0;
+  assign \$1426  = 1'h0;
+  assign \$1427  = 1'h0;
   assign \$1429  = 1'h0;
+  assign \$1430  = 1'h0;
   assign \$1432  = 1'h0;
   assign \$1433  = 1'h0;
+  assign \$1435  = 1'h0;
   assign \$1436  = 1'h0;
   assign \$1438  = 1'h0;
   assign \$1439  = 1'h0;
@@ -6360,15 +6342,5 @@ module nxfp_dot_mxfp6_e2m3_x_mxfp6_e2m3_l32_p77e(i__valid, o__ready, clk, rst, i
   assign \$1514  = 1'h0;
   assign \$1516  = 1'h0;
   assign \$1517  = 1'h0;
-  assign \$1519  = 1'h0;
-  assign \$1520  = 1'h0;
-  assign \$1522  = 1'h0;
-  assign \$1523  = 1'h0;
-  assign \$1525  = 1'h0;
-  assign \$1526  = 1'h0;
-  assign \$1528  = 1'h0;
-  assign \$1529  = 1'h0;
-  assign \$1531  = 1'h0;
-  assign \$1532  = 1'h0;
-  assign \$1539  = i__payload[400];
+  assign \$1524  = i__payload[400];
 endmodule

@@ -17,44 +17,44 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$1 ;
   wire [5:0] \$10 ;
   wire [5:0] \$100 ;
-  wire \$1000 ;
-  wire \$1001 ;
-  wire \$1002 ;
-  wire \$1003 ;
+  wire [1:0] \$1000 ;
+  wire [1:0] \$1001 ;
+  wire [2:0] \$1002 ;
+  wire [3:0] \$1003 ;
   wire \$1004 ;
   wire \$1005 ;
-  wire [1:0] \$1006 ;
-  wire [1:0] \$1007 ;
-  wire [2:0] \$1008 ;
-  wire \$1009 ;
+  wire \$1006 ;
+  wire \$1007 ;
+  wire [1:0] \$1008 ;
+  wire [1:0] \$1009 ;
   wire [5:0] \$101 ;
-  wire [1:0] \$1010 ;
-  wire [1:0] \$1011 ;
-  wire [2:0] \$1012 ;
-  wire [3:0] \$1013 ;
-  wire \$1014 ;
-  wire \$1015 ;
-  wire \$1016 ;
-  wire \$1017 ;
-  wire [1:0] \$1018 ;
-  wire [1:0] \$1019 ;
+  wire [2:0] \$1010 ;
+  wire \$1011 ;
+  wire [1:0] \$1012 ;
+  wire [1:0] \$1013 ;
+  wire [2:0] \$1014 ;
+  wire [3:0] \$1015 ;
+  wire [4:0] \$1016 ;
+  wire [4:0] \$1017 ;
+  wire [6:0] \$1018 ;
+  wire \$1019 ;
   wire \$102 ;
-  wire [2:0] \$1020 ;
+  wire \$1020 ;
   wire \$1021 ;
-  wire [1:0] \$1022 ;
-  wire [1:0] \$1023 ;
-  wire [2:0] \$1024 ;
-  wire [3:0] \$1025 ;
-  wire [4:0] \$1026 ;
+  wire \$1022 ;
+  wire \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
   wire \$1027 ;
   wire \$1028 ;
-  wire [1:0] \$1029 ;
+  wire \$1029 ;
   wire \$103 ;
-  wire [1:0] \$1030 ;
-  wire [2:0] \$1031 ;
-  wire [2:0] \$1032 ;
-  wire [4:0] \$1033 ;
-  wire [6:0] \$1034 ;
+  wire \$1030 ;
+  wire \$1031 ;
+  wire \$1032 ;
+  wire \$1033 ;
+  wire \$1034 ;
   wire \$1035 ;
   wire \$1036 ;
   wire \$1037 ;
@@ -125,85 +125,85 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$1096 ;
   wire \$1097 ;
   wire \$1098 ;
-  wire \$1099 ;
+  wire [103:0] \$1099 ;
   wire [5:0] \$11 ;
   wire [5:0] \$110 ;
-  wire \$1100 ;
+  wire [21:0] \$1100 ;
   wire \$1101 ;
   wire \$1102 ;
-  wire \$1103 ;
-  wire \$1104 ;
-  wire \$1105 ;
+  wire [23:0] \$1103 ;
+  wire [23:0] \$1104 ;
+  wire [23:0] \$1105 ;
   wire \$1106 ;
-  wire \$1107 ;
-  wire \$1108 ;
-  wire \$1109 ;
+  wire [22:0] \$1107 ;
+  wire [55:0] \$1108 ;
+  wire [24:0] \$1109 ;
   wire [5:0] \$111 ;
-  wire \$1110 ;
+  wire [24:0] \$1110 ;
   wire \$1111 ;
   wire \$1112 ;
   wire \$1113 ;
-  wire \$1114 ;
+  wire [31:0] \$1114 ;
   wire \$1115 ;
   wire \$1116 ;
   wire \$1117 ;
   wire \$1118 ;
-  wire [105:0] \$1119 ;
+  wire \$1119 ;
   wire \$112 ;
-  wire [21:0] \$1120 ;
+  wire \$1120 ;
   wire \$1121 ;
   wire \$1122 ;
-  wire [23:0] \$1123 ;
-  wire [23:0] \$1124 ;
-  wire [23:0] \$1125 ;
-  wire \$1126 ;
-  wire [22:0] \$1127 ;
-  wire [55:0] \$1128 ;
-  wire [24:0] \$1129 ;
+  wire [31:0] \$1123 ;
+  wire [31:0] \$1124 ;
+  wire [31:0] \$1125 ;
+  wire [31:0] \$1126 ;
+  wire [31:0] \$1127 ;
+  wire [31:0] \$1128 ;
+  wire [31:0] \$1129 ;
   wire \$113 ;
-  wire [24:0] \$1130 ;
+  wire \$1130 ;
   wire \$1131 ;
   wire \$1132 ;
   wire \$1133 ;
-  wire [31:0] \$1134 ;
-  wire \$1135 ;
-  wire \$1136 ;
+  wire [8:0] \$1134 ;
+  wire [8:0] \$1135 ;
+  wire [11:0] \$1136 ;
   wire \$1137 ;
-  wire \$1138 ;
+  wire [11:0] \$1138 ;
   wire \$1139 ;
   wire \$114 ;
   wire \$1140 ;
-  wire \$1141 ;
-  wire \$1142 ;
-  wire [31:0] \$1143 ;
-  wire [31:0] \$1144 ;
-  wire [31:0] \$1145 ;
-  wire [31:0] \$1146 ;
-  wire [31:0] \$1147 ;
-  wire [31:0] \$1148 ;
-  wire [31:0] \$1149 ;
+  wire [7:0] \$1141 ;
+  wire [57:0] \$1142 ;
+  wire [26:0] \$1143 ;
+  wire [26:0] \$1144 ;
+  wire [27:0] \$1145 ;
+  wire \$1146 ;
+  wire \$1147 ;
+  wire \$1148 ;
+  wire [26:0] \$1149 ;
   wire \$115 ;
   wire \$1150 ;
   wire \$1151 ;
   wire \$1152 ;
   wire \$1153 ;
-  wire [8:0] \$1154 ;
-  wire [8:0] \$1155 ;
-  wire [11:0] \$1156 ;
+  wire \$1154 ;
+  wire \$1155 ;
+  wire \$1156 ;
   wire \$1157 ;
-  wire [11:0] \$1158 ;
+  wire \$1158 ;
   wire \$1159 ;
   wire [4:0] \$116 ;
   wire \$1160 ;
-  wire [7:0] \$1161 ;
-  wire [57:0] \$1162 ;
-  wire [26:0] \$1163 ;
-  wire [26:0] \$1164 ;
-  wire [27:0] \$1165 ;
+  wire \$1161 ;
+  wire \$1162 ;
+  wire \$1163 ;
+  wire \$1164 ;
+  wire \$1165 ;
   wire \$1166 ;
   wire \$1167 ;
   wire \$1168 ;
-  wire [26:0] \$1169 ;
+  wire \$1169 ;
   wire [4:0] \$117 ;
   wire \$1170 ;
   wire \$1171 ;
@@ -236,38 +236,38 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$1196 ;
   wire \$1197 ;
   wire \$1198 ;
-  wire \$1199 ;
+  wire [1:0] \$1199 ;
   wire \$12 ;
   wire [5:0] \$120 ;
-  wire \$1200 ;
-  wire \$1201 ;
+  wire [1:0] \$1200 ;
+  wire [2:0] \$1201 ;
   wire \$1202 ;
-  wire \$1203 ;
-  wire \$1204 ;
-  wire \$1205 ;
-  wire \$1206 ;
+  wire [1:0] \$1203 ;
+  wire [1:0] \$1204 ;
+  wire [2:0] \$1205 ;
+  wire [3:0] \$1206 ;
   wire \$1207 ;
   wire \$1208 ;
   wire \$1209 ;
   wire [5:0] \$121 ;
   wire \$1210 ;
-  wire \$1211 ;
-  wire \$1212 ;
-  wire \$1213 ;
+  wire [1:0] \$1211 ;
+  wire [1:0] \$1212 ;
+  wire [2:0] \$1213 ;
   wire \$1214 ;
-  wire \$1215 ;
-  wire \$1216 ;
-  wire \$1217 ;
-  wire \$1218 ;
-  wire [1:0] \$1219 ;
+  wire [1:0] \$1215 ;
+  wire [1:0] \$1216 ;
+  wire [2:0] \$1217 ;
+  wire [3:0] \$1218 ;
+  wire [4:0] \$1219 ;
   wire \$122 ;
-  wire [1:0] \$1220 ;
-  wire [2:0] \$1221 ;
+  wire \$1220 ;
+  wire \$1221 ;
   wire \$1222 ;
-  wire [1:0] \$1223 ;
-  wire [1:0] \$1224 ;
-  wire [2:0] \$1225 ;
-  wire [3:0] \$1226 ;
+  wire \$1223 ;
+  wire \$1224 ;
+  wire \$1225 ;
+  wire \$1226 ;
   wire \$1227 ;
   wire \$1228 ;
   wire \$1229 ;
@@ -281,102 +281,102 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire [1:0] \$1236 ;
   wire [2:0] \$1237 ;
   wire [3:0] \$1238 ;
-  wire [4:0] \$1239 ;
+  wire \$1239 ;
   wire \$124 ;
   wire \$1240 ;
   wire \$1241 ;
   wire \$1242 ;
-  wire \$1243 ;
-  wire \$1244 ;
-  wire \$1245 ;
+  wire [1:0] \$1243 ;
+  wire [1:0] \$1244 ;
+  wire [2:0] \$1245 ;
   wire \$1246 ;
-  wire \$1247 ;
-  wire \$1248 ;
-  wire \$1249 ;
+  wire [1:0] \$1247 ;
+  wire [1:0] \$1248 ;
+  wire [2:0] \$1249 ;
   wire \$125 ;
-  wire \$1250 ;
-  wire [1:0] \$1251 ;
-  wire [1:0] \$1252 ;
-  wire [2:0] \$1253 ;
+  wire [3:0] \$1250 ;
+  wire [4:0] \$1251 ;
+  wire [5:0] \$1252 ;
+  wire \$1253 ;
   wire \$1254 ;
-  wire [1:0] \$1255 ;
-  wire [1:0] \$1256 ;
-  wire [2:0] \$1257 ;
-  wire [3:0] \$1258 ;
+  wire \$1255 ;
+  wire \$1256 ;
+  wire \$1257 ;
+  wire \$1258 ;
   wire \$1259 ;
   wire [4:0] \$126 ;
   wire \$1260 ;
   wire \$1261 ;
   wire \$1262 ;
-  wire [1:0] \$1263 ;
-  wire [1:0] \$1264 ;
-  wire [2:0] \$1265 ;
+  wire \$1263 ;
+  wire \$1264 ;
+  wire \$1265 ;
   wire \$1266 ;
-  wire [1:0] \$1267 ;
-  wire [1:0] \$1268 ;
-  wire [2:0] \$1269 ;
+  wire \$1267 ;
+  wire \$1268 ;
+  wire \$1269 ;
   wire [4:0] \$127 ;
-  wire [3:0] \$1270 ;
-  wire [4:0] \$1271 ;
-  wire [5:0] \$1272 ;
-  wire \$1273 ;
+  wire \$1270 ;
+  wire [1:0] \$1271 ;
+  wire [1:0] \$1272 ;
+  wire [2:0] \$1273 ;
   wire \$1274 ;
-  wire \$1275 ;
-  wire \$1276 ;
-  wire \$1277 ;
-  wire \$1278 ;
+  wire [1:0] \$1275 ;
+  wire [1:0] \$1276 ;
+  wire [2:0] \$1277 ;
+  wire [3:0] \$1278 ;
   wire \$1279 ;
   wire [4:0] \$128 ;
   wire \$1280 ;
   wire \$1281 ;
   wire \$1282 ;
-  wire \$1283 ;
-  wire \$1284 ;
-  wire \$1285 ;
+  wire [1:0] \$1283 ;
+  wire [1:0] \$1284 ;
+  wire [2:0] \$1285 ;
   wire \$1286 ;
-  wire \$1287 ;
-  wire \$1288 ;
-  wire \$1289 ;
+  wire [1:0] \$1287 ;
+  wire [1:0] \$1288 ;
+  wire [2:0] \$1289 ;
   wire [4:0] \$129 ;
-  wire \$1290 ;
-  wire [1:0] \$1291 ;
-  wire [1:0] \$1292 ;
-  wire [2:0] \$1293 ;
+  wire [3:0] \$1290 ;
+  wire [4:0] \$1291 ;
+  wire \$1292 ;
+  wire \$1293 ;
   wire \$1294 ;
-  wire [1:0] \$1295 ;
+  wire \$1295 ;
   wire [1:0] \$1296 ;
-  wire [2:0] \$1297 ;
-  wire [3:0] \$1298 ;
+  wire [1:0] \$1297 ;
+  wire [2:0] \$1298 ;
   wire \$1299 ;
   wire \$13 ;
   wire [5:0] \$130 ;
-  wire \$1300 ;
-  wire \$1301 ;
-  wire \$1302 ;
-  wire [1:0] \$1303 ;
-  wire [1:0] \$1304 ;
-  wire [2:0] \$1305 ;
+  wire [1:0] \$1300 ;
+  wire [1:0] \$1301 ;
+  wire [2:0] \$1302 ;
+  wire [4:0] \$1303 ;
+  wire [5:0] \$1304 ;
+  wire \$1305 ;
   wire \$1306 ;
-  wire [1:0] \$1307 ;
-  wire [1:0] \$1308 ;
-  wire [2:0] \$1309 ;
+  wire \$1307 ;
+  wire \$1308 ;
+  wire \$1309 ;
   wire [5:0] \$131 ;
-  wire [3:0] \$1310 ;
-  wire [4:0] \$1311 ;
+  wire \$1310 ;
+  wire \$1311 ;
   wire \$1312 ;
   wire \$1313 ;
   wire \$1314 ;
   wire \$1315 ;
-  wire [1:0] \$1316 ;
-  wire [1:0] \$1317 ;
-  wire [2:0] \$1318 ;
+  wire \$1316 ;
+  wire \$1317 ;
+  wire \$1318 ;
   wire \$1319 ;
   wire \$132 ;
-  wire [1:0] \$1320 ;
-  wire [1:0] \$1321 ;
-  wire [2:0] \$1322 ;
-  wire [4:0] \$1323 ;
-  wire [5:0] \$1324 ;
+  wire \$1320 ;
+  wire \$1321 ;
+  wire \$1322 ;
+  wire \$1323 ;
+  wire \$1324 ;
   wire \$1325 ;
   wire \$1326 ;
   wire \$1327 ;
@@ -414,46 +414,46 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$1356 ;
   wire \$1357 ;
   wire \$1358 ;
-  wire \$1359 ;
+  wire [58:0] \$1359 ;
   wire [4:0] \$136 ;
-  wire \$1360 ;
+  wire [13:0] \$1360 ;
   wire \$1361 ;
   wire \$1362 ;
-  wire \$1363 ;
-  wire \$1364 ;
-  wire \$1365 ;
+  wire [15:0] \$1363 ;
+  wire [15:0] \$1364 ;
+  wire [15:0] \$1365 ;
   wire \$1366 ;
-  wire \$1367 ;
-  wire \$1368 ;
-  wire \$1369 ;
+  wire [14:0] \$1367 ;
+  wire [55:0] \$1368 ;
+  wire [24:0] \$1369 ;
   wire [4:0] \$137 ;
-  wire \$1370 ;
+  wire [24:0] \$1370 ;
   wire \$1371 ;
   wire \$1372 ;
   wire \$1373 ;
-  wire \$1374 ;
+  wire [31:0] \$1374 ;
   wire \$1375 ;
   wire \$1376 ;
   wire \$1377 ;
   wire \$1378 ;
-  wire [58:0] \$1379 ;
+  wire \$1379 ;
   wire [4:0] \$138 ;
-  wire [13:0] \$1380 ;
+  wire \$1380 ;
   wire \$1381 ;
   wire \$1382 ;
-  wire [15:0] \$1383 ;
-  wire [15:0] \$1384 ;
-  wire [15:0] \$1385 ;
-  wire \$1386 ;
-  wire [14:0] \$1387 ;
-  wire [55:0] \$1388 ;
-  wire [24:0] \$1389 ;
+  wire [31:0] \$1383 ;
+  wire [31:0] \$1384 ;
+  wire [31:0] \$1385 ;
+  wire [31:0] \$1386 ;
+  wire [31:0] \$1387 ;
+  wire [31:0] \$1388 ;
+  wire [31:0] \$1389 ;
   wire [4:0] \$139 ;
-  wire [24:0] \$1390 ;
+  wire \$1390 ;
   wire \$1391 ;
   wire \$1392 ;
   wire \$1393 ;
-  wire [31:0] \$1394 ;
+  wire [3:0] \$1394 ;
   wire \$1395 ;
   wire \$1396 ;
   wire \$1397 ;
@@ -464,19 +464,19 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$1400 ;
   wire \$1401 ;
   wire \$1402 ;
-  wire [31:0] \$1403 ;
-  wire [31:0] \$1404 ;
-  wire [31:0] \$1405 ;
-  wire [31:0] \$1406 ;
-  wire [31:0] \$1407 ;
-  wire [31:0] \$1408 ;
-  wire [31:0] \$1409 ;
+  wire \$1403 ;
+  wire \$1404 ;
+  wire \$1405 ;
+  wire \$1406 ;
+  wire \$1407 ;
+  wire \$1408 ;
+  wire \$1409 ;
   wire [5:0] \$141 ;
   wire \$1410 ;
   wire \$1411 ;
   wire \$1412 ;
   wire \$1413 ;
-  wire [3:0] \$1414 ;
+  wire \$1414 ;
   wire \$1415 ;
   wire \$1416 ;
   wire \$1417 ;
@@ -1046,12 +1046,12 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$1925 ;
   wire \$1926 ;
   wire \$1927 ;
-  wire \$1928 ;
+  wire [26:0] \$1928 ;
   wire \$1929 ;
   wire \$193 ;
   wire \$1930 ;
   wire \$1931 ;
-  wire \$1932 ;
+  wire [26:0] \$1932 ;
   wire \$1933 ;
   wire \$1934 ;
   wire \$1935 ;
@@ -1068,12 +1068,12 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$1945 ;
   wire \$1946 ;
   wire \$1947 ;
-  wire [26:0] \$1948 ;
+  wire \$1948 ;
   wire \$1949 ;
   wire \$195 ;
   wire \$1950 ;
   wire \$1951 ;
-  wire [26:0] \$1952 ;
+  wire \$1952 ;
   wire \$1953 ;
   wire \$1954 ;
   wire \$1955 ;
@@ -1120,32 +1120,32 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$1992 ;
   wire \$1993 ;
   wire \$1994 ;
-  wire \$1995 ;
-  wire \$1996 ;
-  wire \$1997 ;
-  wire \$1998 ;
-  wire \$1999 ;
+  reg [2:0] \$1995 ;
+  reg \$1996 ;
+  reg [36:0] \$1997 ;
+  reg [36:0] \$1998 ;
+  reg [36:0] \$1999 ;
   wire \$2 ;
   wire [5:0] \$20 ;
   wire [5:0] \$200 ;
-  wire \$2000 ;
-  wire \$2001 ;
-  wire \$2002 ;
-  wire \$2003 ;
-  wire \$2004 ;
-  wire \$2005 ;
-  wire \$2006 ;
-  wire \$2007 ;
-  wire \$2008 ;
-  wire \$2009 ;
+  reg [36:0] \$2000 ;
+  reg [36:0] \$2001 ;
+  reg [36:0] \$2002 ;
+  reg [36:0] \$2003 ;
+  reg [36:0] \$2004 ;
+  reg [36:0] \$2005 ;
+  reg [36:0] \$2006 ;
+  reg [36:0] \$2007 ;
+  reg [36:0] \$2008 ;
+  reg [36:0] \$2009 ;
   wire [5:0] \$201 ;
-  wire \$2010 ;
-  wire \$2011 ;
-  wire \$2012 ;
-  wire \$2013 ;
-  wire \$2014 ;
-  reg [2:0] \$2015 ;
-  reg \$2016 ;
+  reg [36:0] \$2010 ;
+  reg [36:0] \$2011 ;
+  reg [36:0] \$2012 ;
+  reg [36:0] \$2013 ;
+  reg [36:0] \$2014 ;
+  reg [36:0] \$2015 ;
+  reg [36:0] \$2016 ;
   reg [36:0] \$2017 ;
   reg [36:0] \$2018 ;
   reg [36:0] \$2019 ;
@@ -1159,132 +1159,112 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   reg [36:0] \$2026 ;
   reg [36:0] \$2027 ;
   reg [36:0] \$2028 ;
-  reg [36:0] \$2029 ;
+  reg \$2029 ;
   wire \$203 ;
-  reg [36:0] \$2030 ;
-  reg [36:0] \$2031 ;
-  reg [36:0] \$2032 ;
-  reg [36:0] \$2033 ;
-  reg [36:0] \$2034 ;
-  reg [36:0] \$2035 ;
-  reg [36:0] \$2036 ;
-  reg [36:0] \$2037 ;
-  reg [36:0] \$2038 ;
-  reg [36:0] \$2039 ;
+  reg \$2030 ;
+  reg \$2031 ;
+  reg \$2032 ;
+  reg \$2033 ;
+  reg \$2034 ;
+  reg \$2035 ;
+  reg [7:0] \$2036 ;
+  reg \$2037 ;
+  reg [7:0] \$2038 ;
+  reg \$2039 ;
   wire \$204 ;
-  reg [36:0] \$2040 ;
-  reg [36:0] \$2041 ;
-  reg [36:0] \$2042 ;
-  reg [36:0] \$2043 ;
-  reg [36:0] \$2044 ;
-  reg [36:0] \$2045 ;
-  reg [36:0] \$2046 ;
-  reg [36:0] \$2047 ;
-  reg [36:0] \$2048 ;
+  reg [39:0] \$2040 ;
+  reg [39:0] \$2041 ;
+  reg [39:0] \$2042 ;
+  reg [39:0] \$2043 ;
+  reg \$2044 ;
+  reg \$2045 ;
+  reg \$2046 ;
+  reg \$2047 ;
+  reg \$2048 ;
   reg \$2049 ;
   wire \$205 ;
   reg \$2050 ;
-  reg \$2051 ;
+  reg [7:0] \$2051 ;
   reg \$2052 ;
-  reg \$2053 ;
+  reg [7:0] \$2053 ;
   reg \$2054 ;
-  reg \$2055 ;
-  reg [7:0] \$2056 ;
+  reg [41:0] \$2055 ;
+  reg \$2056 ;
   reg \$2057 ;
-  reg [7:0] \$2058 ;
+  reg \$2058 ;
   reg \$2059 ;
   wire [4:0] \$206 ;
-  reg [39:0] \$2060 ;
-  reg [39:0] \$2061 ;
-  reg [39:0] \$2062 ;
-  reg [39:0] \$2063 ;
+  reg \$2060 ;
+  reg [7:0] \$2061 ;
+  reg \$2062 ;
+  reg [7:0] \$2063 ;
   reg \$2064 ;
-  reg \$2065 ;
+  reg [40:0] \$2065 ;
   reg \$2066 ;
-  reg \$2067 ;
+  reg [8:0] \$2067 ;
   reg \$2068 ;
   reg \$2069 ;
   wire [4:0] \$207 ;
   reg \$2070 ;
-  reg [7:0] \$2071 ;
+  reg \$2071 ;
   reg \$2072 ;
-  reg [7:0] \$2073 ;
+  reg [24:0] \$2073 ;
   reg \$2074 ;
-  reg [41:0] \$2075 ;
-  reg \$2076 ;
+  reg [4:0] \$2075 ;
+  reg [7:0] \$2076 ;
   reg \$2077 ;
   reg \$2078 ;
   reg \$2079 ;
   wire [4:0] \$208 ;
   reg \$2080 ;
-  reg [7:0] \$2081 ;
+  reg \$2081 ;
   reg \$2082 ;
-  reg [7:0] \$2083 ;
+  reg \$2083 ;
   reg \$2084 ;
-  reg [42:0] \$2085 ;
+  reg [31:0] \$2085 ;
   reg \$2086 ;
-  reg [8:0] \$2087 ;
-  reg \$2088 ;
+  reg \$2087 ;
+  reg [26:0] \$2088 ;
   reg \$2089 ;
   wire [4:0] \$209 ;
-  reg \$2090 ;
+  reg [26:0] \$2090 ;
   reg \$2091 ;
-  reg \$2092 ;
-  reg [24:0] \$2093 ;
+  reg [11:0] \$2092 ;
+  reg \$2093 ;
   reg \$2094 ;
-  reg [4:0] \$2095 ;
-  reg [7:0] \$2096 ;
+  reg \$2095 ;
+  reg \$2096 ;
   reg \$2097 ;
   reg \$2098 ;
-  reg \$2099 ;
+  reg [27:0] \$2099 ;
   wire [5:0] \$21 ;
   wire [5:0] \$210 ;
   reg \$2100 ;
-  reg \$2101 ;
+  reg [11:0] \$2101 ;
   reg \$2102 ;
   reg \$2103 ;
   reg \$2104 ;
-  reg [31:0] \$2105 ;
+  reg \$2105 ;
   reg \$2106 ;
   reg \$2107 ;
-  reg [26:0] \$2108 ;
+  reg [24:0] \$2108 ;
   reg \$2109 ;
   wire [5:0] \$211 ;
-  reg [26:0] \$2110 ;
-  reg \$2111 ;
-  reg [11:0] \$2112 ;
+  reg [4:0] \$2110 ;
+  reg [7:0] \$2111 ;
+  reg \$2112 ;
   reg \$2113 ;
   reg \$2114 ;
   reg \$2115 ;
   reg \$2116 ;
   reg \$2117 ;
   reg \$2118 ;
-  reg [27:0] \$2119 ;
+  reg \$2119 ;
   wire \$212 ;
-  reg \$2120 ;
-  reg [11:0] \$2121 ;
-  reg \$2122 ;
-  reg \$2123 ;
-  reg \$2124 ;
-  reg \$2125 ;
-  reg \$2126 ;
-  reg \$2127 ;
-  reg [24:0] \$2128 ;
-  reg \$2129 ;
+  reg [31:0] \$2120 ;
+  reg [31:0] \$2121 ;
   wire \$213 ;
-  reg [4:0] \$2130 ;
-  reg [7:0] \$2131 ;
-  reg \$2132 ;
-  reg \$2133 ;
-  reg \$2134 ;
-  reg \$2135 ;
-  reg \$2136 ;
-  reg \$2137 ;
-  reg \$2138 ;
-  reg \$2139 ;
   wire \$214 ;
-  reg [31:0] \$2140 ;
-  reg [31:0] \$2141 ;
   wire \$215 ;
   wire [4:0] \$216 ;
   wire [4:0] \$217 ;
@@ -1905,9 +1885,9 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire [36:0] \$771 ;
   wire [42:0] \$772 ;
   wire [42:0] \$773 ;
-  wire [1:0] \$774 ;
-  wire [44:0] \$775 ;
-  wire [10:0] \$776 ;
+  wire [10:0] \$774 ;
+  wire \$775 ;
+  wire \$776 ;
   wire \$777 ;
   wire \$778 ;
   wire \$779 ;
@@ -1988,73 +1968,73 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$846 ;
   wire \$847 ;
   wire \$848 ;
-  wire \$849 ;
+  wire [1:0] \$849 ;
   wire \$85 ;
-  wire \$850 ;
-  wire \$851 ;
+  wire [1:0] \$850 ;
+  wire [2:0] \$851 ;
   wire \$852 ;
-  wire \$853 ;
-  wire \$854 ;
-  wire [1:0] \$855 ;
-  wire [1:0] \$856 ;
-  wire [2:0] \$857 ;
+  wire [1:0] \$853 ;
+  wire [1:0] \$854 ;
+  wire [2:0] \$855 ;
+  wire [3:0] \$856 ;
+  wire \$857 ;
   wire \$858 ;
-  wire [1:0] \$859 ;
+  wire \$859 ;
   wire [4:0] \$86 ;
-  wire [1:0] \$860 ;
-  wire [2:0] \$861 ;
-  wire [3:0] \$862 ;
-  wire \$863 ;
+  wire \$860 ;
+  wire [1:0] \$861 ;
+  wire [1:0] \$862 ;
+  wire [2:0] \$863 ;
   wire \$864 ;
-  wire \$865 ;
-  wire \$866 ;
-  wire [1:0] \$867 ;
-  wire [1:0] \$868 ;
-  wire [2:0] \$869 ;
+  wire [1:0] \$865 ;
+  wire [1:0] \$866 ;
+  wire [2:0] \$867 ;
+  wire [3:0] \$868 ;
+  wire [4:0] \$869 ;
   wire [4:0] \$87 ;
   wire \$870 ;
-  wire [1:0] \$871 ;
-  wire [1:0] \$872 ;
-  wire [2:0] \$873 ;
-  wire [3:0] \$874 ;
-  wire [4:0] \$875 ;
+  wire \$871 ;
+  wire \$872 ;
+  wire \$873 ;
+  wire \$874 ;
+  wire \$875 ;
   wire \$876 ;
   wire \$877 ;
   wire \$878 ;
   wire \$879 ;
   wire [4:0] \$88 ;
   wire \$880 ;
-  wire \$881 ;
-  wire \$882 ;
-  wire \$883 ;
+  wire [1:0] \$881 ;
+  wire [1:0] \$882 ;
+  wire [2:0] \$883 ;
   wire \$884 ;
-  wire \$885 ;
-  wire \$886 ;
-  wire [1:0] \$887 ;
-  wire [1:0] \$888 ;
-  wire [2:0] \$889 ;
+  wire [1:0] \$885 ;
+  wire [1:0] \$886 ;
+  wire [2:0] \$887 ;
+  wire [3:0] \$888 ;
+  wire \$889 ;
   wire [4:0] \$89 ;
   wire \$890 ;
-  wire [1:0] \$891 ;
-  wire [1:0] \$892 ;
-  wire [2:0] \$893 ;
-  wire [3:0] \$894 ;
-  wire \$895 ;
+  wire \$891 ;
+  wire \$892 ;
+  wire [1:0] \$893 ;
+  wire [1:0] \$894 ;
+  wire [2:0] \$895 ;
   wire \$896 ;
-  wire \$897 ;
-  wire \$898 ;
-  wire [1:0] \$899 ;
+  wire [1:0] \$897 ;
+  wire [1:0] \$898 ;
+  wire [2:0] \$899 ;
   wire [4:0] \$9 ;
   wire [5:0] \$90 ;
-  wire [1:0] \$900 ;
-  wire [2:0] \$901 ;
-  wire \$902 ;
-  wire [1:0] \$903 ;
-  wire [1:0] \$904 ;
-  wire [2:0] \$905 ;
-  wire [3:0] \$906 ;
-  wire [4:0] \$907 ;
-  wire [5:0] \$908 ;
+  wire [3:0] \$900 ;
+  wire [4:0] \$901 ;
+  wire [5:0] \$902 ;
+  wire \$903 ;
+  wire \$904 ;
+  wire \$905 ;
+  wire \$906 ;
+  wire \$907 ;
+  wire \$908 ;
   wire \$909 ;
   wire [5:0] \$91 ;
   wire \$910 ;
@@ -2077,73 +2057,73 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$926 ;
   wire \$927 ;
   wire \$928 ;
-  wire \$929 ;
+  wire [1:0] \$929 ;
   wire \$93 ;
-  wire \$930 ;
-  wire \$931 ;
+  wire [1:0] \$930 ;
+  wire [2:0] \$931 ;
   wire \$932 ;
-  wire \$933 ;
-  wire \$934 ;
-  wire [1:0] \$935 ;
-  wire [1:0] \$936 ;
-  wire [2:0] \$937 ;
+  wire [1:0] \$933 ;
+  wire [1:0] \$934 ;
+  wire [2:0] \$935 ;
+  wire [3:0] \$936 ;
+  wire \$937 ;
   wire \$938 ;
-  wire [1:0] \$939 ;
+  wire \$939 ;
   wire \$94 ;
-  wire [1:0] \$940 ;
-  wire [2:0] \$941 ;
-  wire [3:0] \$942 ;
-  wire \$943 ;
+  wire \$940 ;
+  wire [1:0] \$941 ;
+  wire [1:0] \$942 ;
+  wire [2:0] \$943 ;
   wire \$944 ;
-  wire \$945 ;
-  wire \$946 ;
-  wire [1:0] \$947 ;
-  wire [1:0] \$948 ;
-  wire [2:0] \$949 ;
+  wire [1:0] \$945 ;
+  wire [1:0] \$946 ;
+  wire [2:0] \$947 ;
+  wire [3:0] \$948 ;
+  wire [4:0] \$949 ;
   wire \$95 ;
   wire \$950 ;
-  wire [1:0] \$951 ;
-  wire [1:0] \$952 ;
-  wire [2:0] \$953 ;
-  wire [3:0] \$954 ;
-  wire [4:0] \$955 ;
+  wire \$951 ;
+  wire \$952 ;
+  wire \$953 ;
+  wire \$954 ;
+  wire \$955 ;
   wire \$956 ;
   wire \$957 ;
   wire \$958 ;
   wire \$959 ;
   wire [4:0] \$96 ;
   wire \$960 ;
-  wire \$961 ;
-  wire \$962 ;
-  wire \$963 ;
+  wire [1:0] \$961 ;
+  wire [1:0] \$962 ;
+  wire [2:0] \$963 ;
   wire \$964 ;
-  wire \$965 ;
-  wire \$966 ;
-  wire [1:0] \$967 ;
-  wire [1:0] \$968 ;
-  wire [2:0] \$969 ;
+  wire [1:0] \$965 ;
+  wire [1:0] \$966 ;
+  wire [2:0] \$967 ;
+  wire [3:0] \$968 ;
+  wire \$969 ;
   wire [4:0] \$97 ;
   wire \$970 ;
-  wire [1:0] \$971 ;
-  wire [1:0] \$972 ;
-  wire [2:0] \$973 ;
-  wire [3:0] \$974 ;
-  wire \$975 ;
+  wire \$971 ;
+  wire \$972 ;
+  wire [1:0] \$973 ;
+  wire [1:0] \$974 ;
+  wire [2:0] \$975 ;
   wire \$976 ;
-  wire \$977 ;
-  wire \$978 ;
-  wire [1:0] \$979 ;
+  wire [1:0] \$977 ;
+  wire [1:0] \$978 ;
+  wire [2:0] \$979 ;
   wire [4:0] \$98 ;
-  wire [1:0] \$980 ;
-  wire [2:0] \$981 ;
-  wire \$982 ;
-  wire [1:0] \$983 ;
-  wire [1:0] \$984 ;
-  wire [2:0] \$985 ;
-  wire [3:0] \$986 ;
-  wire [4:0] \$987 ;
-  wire [5:0] \$988 ;
-  wire [6:0] \$989 ;
+  wire [3:0] \$980 ;
+  wire [4:0] \$981 ;
+  wire [5:0] \$982 ;
+  wire [6:0] \$983 ;
+  wire \$984 ;
+  wire \$985 ;
+  wire \$986 ;
+  wire \$987 ;
+  wire \$988 ;
+  wire \$989 ;
   wire [4:0] \$99 ;
   wire \$990 ;
   wire \$991 ;
@@ -2151,9 +2131,9 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire \$993 ;
   wire \$994 ;
   wire \$995 ;
-  wire \$996 ;
-  wire \$997 ;
-  wire \$998 ;
+  wire [1:0] \$996 ;
+  wire [1:0] \$997 ;
+  wire [2:0] \$998 ;
   wire \$999 ;
   wire a0_c0_nan;
   wire a0_c0_normal;
@@ -2799,6 +2779,7 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire b9_is_zero;
   wire [3:0] b9_sig;
   wire b9_sign;
+  wire [40:0] blk_abs;
   wire [22:0] blk_biased;
   wire [31:0] blk_bits;
   wire [30:0] blk_body;
@@ -2808,14 +2789,14 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   wire [4:0] blk_extra;
   wire [24:0] blk_head;
   wire [24:0] blk_kept;
-  wire [42:0] blk_lead;
+  wire [40:0] blk_lead;
   wire blk_low_sticky;
   wire [5:0] blk_lz;
-  wire [42:0] blk_mag;
+  wire [40:0] blk_mag;
   reg blk_nan = 1'h0;
   wire blk_neg;
   reg blk_ninf = 1'h0;
-  wire [42:0] blk_norm;
+  wire [40:0] blk_norm;
   wire blk_over;
   wire blk_overflow;
   reg blk_pinf = 1'h0;
@@ -3065,11 +3046,11 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   input rst;
   wire rst;
   wire [8:0] scale_exp_sum;
-  reg [8:0] \scale_exp_sum$769  = 9'h000;
+  reg [8:0] \scale_exp_sum$768  = 9'h000;
   reg scale_is_inf = 1'h0;
   reg scale_is_nan = 1'h0;
   reg scale_last = 1'h0;
-  reg [42:0] scale_mag = 43'h00000000000;
+  reg [40:0] scale_mag = 41'h00000000000;
   reg scale_neg = 1'h0;
   reg scale_ninf = 1'h0;
   reg scale_valid = 1'h0;
@@ -4136,632 +4117,633 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   assign blk_neg = $signed(sum_total) < $signed(1'h0);
   assign \$772  = - $signed(sum_total);
   assign \$773  = blk_neg ? \$772  : { sum_total[41], sum_total };
-  assign \$774  = sum_scale_man_a * sum_scale_man_b;
-  assign \$775  = $signed(\$773 ) * $signed({ 1'h0, \$774  });
-  assign \$776  = \scale_exp_sum$769  + 11'h6f0;
-  assign \$777  = ~ scale_mag[42];
-  assign \$778  = ~ scale_mag[41];
-  assign \$779  = ~ scale_mag[40];
-  assign \$780  = \$778  & \$779 ;
-  assign \$781  = \$777  & \$780 ;
-  assign \$782  = ~ scale_mag[39];
-  assign \$783  = ~ scale_mag[38];
-  assign \$784  = \$782  & \$783 ;
-  assign \$785  = ~ scale_mag[37];
-  assign \$786  = ~ scale_mag[36];
-  assign \$787  = \$785  & \$786 ;
-  assign \$788  = \$784  & \$787 ;
-  assign \$789  = ~ scale_mag[35];
-  assign \$790  = ~ scale_mag[34];
-  assign \$791  = \$789  & \$790 ;
-  assign \$792  = ~ scale_mag[33];
-  assign \$793  = ~ scale_mag[32];
+  assign \$774  = \scale_exp_sum$768  + 11'h6f0;
+  assign \$775  = ~ scale_mag[40];
+  assign \$776  = ~ scale_mag[39];
+  assign \$777  = ~ scale_mag[38];
+  assign \$778  = \$776  & \$777 ;
+  assign \$779  = ~ scale_mag[37];
+  assign \$780  = ~ scale_mag[36];
+  assign \$781  = \$779  & \$780 ;
+  assign \$782  = \$778  & \$781 ;
+  assign \$783  = ~ scale_mag[35];
+  assign \$784  = ~ scale_mag[34];
+  assign \$785  = \$783  & \$784 ;
+  assign \$786  = ~ scale_mag[33];
+  assign \$787  = ~ scale_mag[32];
+  assign \$788  = \$786  & \$787 ;
+  assign \$789  = \$785  & \$788 ;
+  assign \$790  = \$782  & \$789 ;
+  assign \$791  = \$775  & \$790 ;
+  assign \$792  = ~ scale_mag[31];
+  assign \$793  = ~ scale_mag[30];
   assign \$794  = \$792  & \$793 ;
-  assign \$795  = \$791  & \$794 ;
-  assign \$796  = \$788  & \$795 ;
-  assign \$797  = \$781  & \$796 ;
-  assign \$798  = ~ scale_mag[31];
-  assign \$799  = ~ scale_mag[30];
-  assign \$800  = \$798  & \$799 ;
-  assign \$801  = ~ scale_mag[29];
-  assign \$802  = ~ scale_mag[28];
-  assign \$803  = \$801  & \$802 ;
-  assign \$804  = \$800  & \$803 ;
-  assign \$805  = ~ scale_mag[27];
-  assign \$806  = ~ scale_mag[26];
-  assign \$807  = \$805  & \$806 ;
-  assign \$808  = ~ scale_mag[25];
-  assign \$809  = ~ scale_mag[24];
-  assign \$810  = \$808  & \$809 ;
-  assign \$811  = \$807  & \$810 ;
-  assign \$812  = \$804  & \$811 ;
-  assign \$813  = ~ scale_mag[23];
-  assign \$814  = ~ scale_mag[22];
-  assign \$815  = \$813  & \$814 ;
-  assign \$816  = ~ scale_mag[21];
-  assign \$817  = ~ scale_mag[20];
-  assign \$818  = \$816  & \$817 ;
-  assign \$819  = \$815  & \$818 ;
-  assign \$820  = ~ scale_mag[19];
-  assign \$821  = ~ scale_mag[18];
-  assign \$822  = \$820  & \$821 ;
-  assign \$823  = ~ scale_mag[17];
-  assign \$824  = ~ scale_mag[16];
+  assign \$795  = ~ scale_mag[29];
+  assign \$796  = ~ scale_mag[28];
+  assign \$797  = \$795  & \$796 ;
+  assign \$798  = \$794  & \$797 ;
+  assign \$799  = ~ scale_mag[27];
+  assign \$800  = ~ scale_mag[26];
+  assign \$801  = \$799  & \$800 ;
+  assign \$802  = ~ scale_mag[25];
+  assign \$803  = ~ scale_mag[24];
+  assign \$804  = \$802  & \$803 ;
+  assign \$805  = \$801  & \$804 ;
+  assign \$806  = \$798  & \$805 ;
+  assign \$807  = ~ scale_mag[23];
+  assign \$808  = ~ scale_mag[22];
+  assign \$809  = \$807  & \$808 ;
+  assign \$810  = ~ scale_mag[21];
+  assign \$811  = ~ scale_mag[20];
+  assign \$812  = \$810  & \$811 ;
+  assign \$813  = \$809  & \$812 ;
+  assign \$814  = ~ scale_mag[19];
+  assign \$815  = ~ scale_mag[18];
+  assign \$816  = \$814  & \$815 ;
+  assign \$817  = ~ scale_mag[17];
+  assign \$818  = ~ scale_mag[16];
+  assign \$819  = \$817  & \$818 ;
+  assign \$820  = \$816  & \$819 ;
+  assign \$821  = \$813  & \$820 ;
+  assign \$822  = \$806  & \$821 ;
+  assign \$823  = ~ scale_mag[15];
+  assign \$824  = ~ scale_mag[14];
   assign \$825  = \$823  & \$824 ;
-  assign \$826  = \$822  & \$825 ;
-  assign \$827  = \$819  & \$826 ;
-  assign \$828  = \$812  & \$827 ;
-  assign \$829  = ~ scale_mag[15];
-  assign \$830  = ~ scale_mag[14];
-  assign \$831  = \$829  & \$830 ;
-  assign \$832  = ~ scale_mag[13];
-  assign \$833  = ~ scale_mag[12];
-  assign \$834  = \$832  & \$833 ;
-  assign \$835  = \$831  & \$834 ;
-  assign \$836  = ~ scale_mag[11];
-  assign \$837  = ~ scale_mag[10];
-  assign \$838  = \$836  & \$837 ;
-  assign \$839  = ~ scale_mag[9];
-  assign \$840  = ~ scale_mag[8];
-  assign \$841  = \$839  & \$840 ;
-  assign \$842  = \$838  & \$841 ;
-  assign \$843  = \$835  & \$842 ;
-  assign \$844  = ~ scale_mag[7];
-  assign \$845  = ~ scale_mag[6];
-  assign \$846  = \$844  & \$845 ;
-  assign \$847  = ~ scale_mag[5];
-  assign \$848  = ~ scale_mag[4];
-  assign \$849  = \$847  & \$848 ;
-  assign \$850  = \$846  & \$849 ;
-  assign \$851  = ~ scale_mag[3];
-  assign \$852  = ~ scale_mag[2];
-  assign \$853  = \$851  & \$852 ;
-  assign \$854  = ~ scale_mag[1];
-  assign \$856  = scale_mag[1] ? 2'h0 : 2'h1;
-  assign \$857  = 2'h2 + \$856 ;
-  assign \$858  = ~ scale_mag[3];
-  assign \$860  = scale_mag[3] ? 2'h0 : 2'h1;
-  assign \$861  = \$853  ? \$857  : { 1'h0, \$860  };
-  assign \$862  = 3'h4 + \$861 ;
-  assign \$863  = ~ scale_mag[7];
-  assign \$864  = ~ scale_mag[6];
-  assign \$865  = \$863  & \$864 ;
-  assign \$866  = ~ scale_mag[5];
-  assign \$868  = scale_mag[5] ? 2'h0 : 2'h1;
-  assign \$869  = 2'h2 + \$868 ;
-  assign \$870  = ~ scale_mag[7];
-  assign \$872  = scale_mag[7] ? 2'h0 : 2'h1;
-  assign \$873  = \$865  ? \$869  : { 1'h0, \$872  };
-  assign \$874  = \$850  ? \$862  : { 1'h0, \$873  };
-  assign \$875  = 4'h8 + \$874 ;
-  assign \$876  = ~ scale_mag[15];
-  assign \$877  = ~ scale_mag[14];
-  assign \$878  = \$876  & \$877 ;
-  assign \$879  = ~ scale_mag[13];
-  assign \$880  = ~ scale_mag[12];
-  assign \$881  = \$879  & \$880 ;
-  assign \$882  = \$878  & \$881 ;
-  assign \$883  = ~ scale_mag[11];
-  assign \$884  = ~ scale_mag[10];
-  assign \$885  = \$883  & \$884 ;
-  assign \$886  = ~ scale_mag[9];
-  assign \$888  = scale_mag[9] ? 2'h0 : 2'h1;
-  assign \$889  = 2'h2 + \$888 ;
-  assign \$890  = ~ scale_mag[11];
-  assign \$892  = scale_mag[11] ? 2'h0 : 2'h1;
-  assign \$893  = \$885  ? \$889  : { 1'h0, \$892  };
-  assign \$894  = 3'h4 + \$893 ;
-  assign \$895  = ~ scale_mag[15];
-  assign \$896  = ~ scale_mag[14];
-  assign \$897  = \$895  & \$896 ;
-  assign \$898  = ~ scale_mag[13];
-  assign \$900  = scale_mag[13] ? 2'h0 : 2'h1;
-  assign \$901  = 2'h2 + \$900 ;
-  assign \$902  = ~ scale_mag[15];
-  assign \$904  = scale_mag[15] ? 2'h0 : 2'h1;
-  assign \$905  = \$897  ? \$901  : { 1'h0, \$904  };
-  assign \$906  = \$882  ? \$894  : { 1'h0, \$905  };
-  assign \$907  = \$843  ? \$875  : { 1'h0, \$906  };
-  assign \$908  = 5'h10 + \$907 ;
-  assign \$909  = ~ scale_mag[31];
-  assign \$910  = ~ scale_mag[30];
-  assign \$911  = \$909  & \$910 ;
-  assign \$912  = ~ scale_mag[29];
-  assign \$913  = ~ scale_mag[28];
-  assign \$914  = \$912  & \$913 ;
-  assign \$915  = \$911  & \$914 ;
-  assign \$916  = ~ scale_mag[27];
-  assign \$917  = ~ scale_mag[26];
-  assign \$918  = \$916  & \$917 ;
-  assign \$919  = ~ scale_mag[25];
-  assign \$920  = ~ scale_mag[24];
-  assign \$921  = \$919  & \$920 ;
-  assign \$922  = \$918  & \$921 ;
-  assign \$923  = \$915  & \$922 ;
-  assign \$924  = ~ scale_mag[23];
-  assign \$925  = ~ scale_mag[22];
-  assign \$926  = \$924  & \$925 ;
-  assign \$927  = ~ scale_mag[21];
-  assign \$928  = ~ scale_mag[20];
-  assign \$929  = \$927  & \$928 ;
-  assign \$930  = \$926  & \$929 ;
-  assign \$931  = ~ scale_mag[19];
-  assign \$932  = ~ scale_mag[18];
-  assign \$933  = \$931  & \$932 ;
-  assign \$934  = ~ scale_mag[17];
-  assign \$936  = scale_mag[17] ? 2'h0 : 2'h1;
-  assign \$937  = 2'h2 + \$936 ;
-  assign \$938  = ~ scale_mag[19];
-  assign \$940  = scale_mag[19] ? 2'h0 : 2'h1;
-  assign \$941  = \$933  ? \$937  : { 1'h0, \$940  };
-  assign \$942  = 3'h4 + \$941 ;
-  assign \$943  = ~ scale_mag[23];
-  assign \$944  = ~ scale_mag[22];
-  assign \$945  = \$943  & \$944 ;
-  assign \$946  = ~ scale_mag[21];
-  assign \$948  = scale_mag[21] ? 2'h0 : 2'h1;
-  assign \$949  = 2'h2 + \$948 ;
-  assign \$950  = ~ scale_mag[23];
-  assign \$952  = scale_mag[23] ? 2'h0 : 2'h1;
-  assign \$953  = \$945  ? \$949  : { 1'h0, \$952  };
-  assign \$954  = \$930  ? \$942  : { 1'h0, \$953  };
-  assign \$955  = 4'h8 + \$954 ;
-  assign \$956  = ~ scale_mag[31];
-  assign \$957  = ~ scale_mag[30];
-  assign \$958  = \$956  & \$957 ;
-  assign \$959  = ~ scale_mag[29];
-  assign \$960  = ~ scale_mag[28];
-  assign \$961  = \$959  & \$960 ;
-  assign \$962  = \$958  & \$961 ;
-  assign \$963  = ~ scale_mag[27];
-  assign \$964  = ~ scale_mag[26];
-  assign \$965  = \$963  & \$964 ;
-  assign \$966  = ~ scale_mag[25];
-  assign \$968  = scale_mag[25] ? 2'h0 : 2'h1;
-  assign \$969  = 2'h2 + \$968 ;
-  assign \$970  = ~ scale_mag[27];
-  assign \$972  = scale_mag[27] ? 2'h0 : 2'h1;
-  assign \$973  = \$965  ? \$969  : { 1'h0, \$972  };
-  assign \$974  = 3'h4 + \$973 ;
-  assign \$975  = ~ scale_mag[31];
-  assign \$976  = ~ scale_mag[30];
-  assign \$977  = \$975  & \$976 ;
-  assign \$978  = ~ scale_mag[29];
-  assign \$980  = scale_mag[29] ? 2'h0 : 2'h1;
-  assign \$981  = 2'h2 + \$980 ;
-  assign \$982  = ~ scale_mag[31];
-  assign \$984  = scale_mag[31] ? 2'h0 : 2'h1;
-  assign \$985  = \$977  ? \$981  : { 1'h0, \$984  };
-  assign \$986  = \$962  ? \$974  : { 1'h0, \$985  };
-  assign \$987  = \$923  ? \$955  : { 1'h0, \$986  };
-  assign \$988  = \$828  ? \$908  : { 1'h0, \$987  };
-  assign \$989  = 4'hb + \$988 ;
-  assign \$990  = ~ scale_mag[42];
-  assign \$991  = ~ scale_mag[41];
-  assign \$992  = ~ scale_mag[40];
-  assign \$993  = \$991  & \$992 ;
-  assign \$994  = \$990  & \$993 ;
-  assign \$995  = ~ scale_mag[39];
-  assign \$996  = ~ scale_mag[38];
-  assign \$997  = \$995  & \$996 ;
-  assign \$998  = ~ scale_mag[37];
-  assign \$999  = ~ scale_mag[36];
-  assign \$1000  = \$998  & \$999 ;
-  assign \$1001  = \$997  & \$1000 ;
-  assign \$1002  = ~ scale_mag[35];
-  assign \$1003  = ~ scale_mag[34];
-  assign \$1004  = \$1002  & \$1003 ;
-  assign \$1005  = ~ scale_mag[33];
-  assign \$1007  = scale_mag[33] ? 2'h0 : 2'h1;
-  assign \$1008  = 2'h2 + \$1007 ;
-  assign \$1009  = ~ scale_mag[35];
-  assign \$1011  = scale_mag[35] ? 2'h0 : 2'h1;
-  assign \$1012  = \$1004  ? \$1008  : { 1'h0, \$1011  };
-  assign \$1013  = 3'h4 + \$1012 ;
-  assign \$1014  = ~ scale_mag[39];
-  assign \$1015  = ~ scale_mag[38];
-  assign \$1016  = \$1014  & \$1015 ;
-  assign \$1017  = ~ scale_mag[37];
-  assign \$1019  = scale_mag[37] ? 2'h0 : 2'h1;
-  assign \$1020  = 2'h2 + \$1019 ;
-  assign \$1021  = ~ scale_mag[39];
-  assign \$1023  = scale_mag[39] ? 2'h0 : 2'h1;
-  assign \$1024  = \$1016  ? \$1020  : { 1'h0, \$1023  };
-  assign \$1025  = \$1001  ? \$1013  : { 1'h0, \$1024  };
-  assign \$1026  = 2'h3 + \$1025 ;
-  assign \$1027  = ~ scale_mag[42];
-  assign \$1028  = ~ scale_mag[41];
-  assign \$1030  = scale_mag[41] ? 2'h0 : 2'h1;
-  assign \$1031  = 1'h1 + \$1030 ;
-  assign \$1032  = scale_mag[42] ? 3'h0 : \$1031 ;
-  assign \$1033  = \$994  ? \$1026  : { 3'h0, \$1032 [1:0] };
-  assign \$1034  = \$797  ? \$989  : { 3'h0, \$1033 [3:0] };
-  assign \$1035  = ~ scale_mag[42];
-  assign \$1036  = ~ scale_mag[41];
-  assign \$1037  = ~ scale_mag[40];
+  assign \$826  = ~ scale_mag[13];
+  assign \$827  = ~ scale_mag[12];
+  assign \$828  = \$826  & \$827 ;
+  assign \$829  = \$825  & \$828 ;
+  assign \$830  = ~ scale_mag[11];
+  assign \$831  = ~ scale_mag[10];
+  assign \$832  = \$830  & \$831 ;
+  assign \$833  = ~ scale_mag[9];
+  assign \$834  = ~ scale_mag[8];
+  assign \$835  = \$833  & \$834 ;
+  assign \$836  = \$832  & \$835 ;
+  assign \$837  = \$829  & \$836 ;
+  assign \$838  = ~ scale_mag[7];
+  assign \$839  = ~ scale_mag[6];
+  assign \$840  = \$838  & \$839 ;
+  assign \$841  = ~ scale_mag[5];
+  assign \$842  = ~ scale_mag[4];
+  assign \$843  = \$841  & \$842 ;
+  assign \$844  = \$840  & \$843 ;
+  assign \$845  = ~ scale_mag[3];
+  assign \$846  = ~ scale_mag[2];
+  assign \$847  = \$845  & \$846 ;
+  assign \$848  = ~ scale_mag[1];
+  assign \$850  = scale_mag[1] ? 2'h0 : 2'h1;
+  assign \$851  = 2'h2 + \$850 ;
+  assign \$852  = ~ scale_mag[3];
+  assign \$854  = scale_mag[3] ? 2'h0 : 2'h1;
+  assign \$855  = \$847  ? \$851  : { 1'h0, \$854  };
+  assign \$856  = 3'h4 + \$855 ;
+  assign \$857  = ~ scale_mag[7];
+  assign \$858  = ~ scale_mag[6];
+  assign \$859  = \$857  & \$858 ;
+  assign \$860  = ~ scale_mag[5];
+  assign \$862  = scale_mag[5] ? 2'h0 : 2'h1;
+  assign \$863  = 2'h2 + \$862 ;
+  assign \$864  = ~ scale_mag[7];
+  assign \$866  = scale_mag[7] ? 2'h0 : 2'h1;
+  assign \$867  = \$859  ? \$863  : { 1'h0, \$866  };
+  assign \$868  = \$844  ? \$856  : { 1'h0, \$867  };
+  assign \$869  = 4'h8 + \$868 ;
+  assign \$870  = ~ scale_mag[15];
+  assign \$871  = ~ scale_mag[14];
+  assign \$872  = \$870  & \$871 ;
+  assign \$873  = ~ scale_mag[13];
+  assign \$874  = ~ scale_mag[12];
+  assign \$875  = \$873  & \$874 ;
+  assign \$876  = \$872  & \$875 ;
+  assign \$877  = ~ scale_mag[11];
+  assign \$878  = ~ scale_mag[10];
+  assign \$879  = \$877  & \$878 ;
+  assign \$880  = ~ scale_mag[9];
+  assign \$882  = scale_mag[9] ? 2'h0 : 2'h1;
+  assign \$883  = 2'h2 + \$882 ;
+  assign \$884  = ~ scale_mag[11];
+  assign \$886  = scale_mag[11] ? 2'h0 : 2'h1;
+  assign \$887  = \$879  ? \$883  : { 1'h0, \$886  };
+  assign \$888  = 3'h4 + \$887 ;
+  assign \$889  = ~ scale_mag[15];
+  assign \$890  = ~ scale_mag[14];
+  assign \$891  = \$889  & \$890 ;
+  assign \$892  = ~ scale_mag[13];
+  assign \$894  = scale_mag[13] ? 2'h0 : 2'h1;
+  assign \$895  = 2'h2 + \$894 ;
+  assign \$896  = ~ scale_mag[15];
+  assign \$898  = scale_mag[15] ? 2'h0 : 2'h1;
+  assign \$899  = \$891  ? \$895  : { 1'h0, \$898  };
+  assign \$900  = \$876  ? \$888  : { 1'h0, \$899  };
+  assign \$901  = \$837  ? \$869  : { 1'h0, \$900  };
+  assign \$902  = 5'h10 + \$901 ;
+  assign \$903  = ~ scale_mag[31];
+  assign \$904  = ~ scale_mag[30];
+  assign \$905  = \$903  & \$904 ;
+  assign \$906  = ~ scale_mag[29];
+  assign \$907  = ~ scale_mag[28];
+  assign \$908  = \$906  & \$907 ;
+  assign \$909  = \$905  & \$908 ;
+  assign \$910  = ~ scale_mag[27];
+  assign \$911  = ~ scale_mag[26];
+  assign \$912  = \$910  & \$911 ;
+  assign \$913  = ~ scale_mag[25];
+  assign \$914  = ~ scale_mag[24];
+  assign \$915  = \$913  & \$914 ;
+  assign \$916  = \$912  & \$915 ;
+  assign \$917  = \$909  & \$916 ;
+  assign \$918  = ~ scale_mag[23];
+  assign \$919  = ~ scale_mag[22];
+  assign \$920  = \$918  & \$919 ;
+  assign \$921  = ~ scale_mag[21];
+  assign \$922  = ~ scale_mag[20];
+  assign \$923  = \$921  & \$922 ;
+  assign \$924  = \$920  & \$923 ;
+  assign \$925  = ~ scale_mag[19];
+  assign \$926  = ~ scale_mag[18];
+  assign \$927  = \$925  & \$926 ;
+  assign \$928  = ~ scale_mag[17];
+  assign \$930  = scale_mag[17] ? 2'h0 : 2'h1;
+  assign \$931  = 2'h2 + \$930 ;
+  assign \$932  = ~ scale_mag[19];
+  assign \$934  = scale_mag[19] ? 2'h0 : 2'h1;
+  assign \$935  = \$927  ? \$931  : { 1'h0, \$934  };
+  assign \$936  = 3'h4 + \$935 ;
+  assign \$937  = ~ scale_mag[23];
+  assign \$938  = ~ scale_mag[22];
+  assign \$939  = \$937  & \$938 ;
+  assign \$940  = ~ scale_mag[21];
+  assign \$942  = scale_mag[21] ? 2'h0 : 2'h1;
+  assign \$943  = 2'h2 + \$942 ;
+  assign \$944  = ~ scale_mag[23];
+  assign \$946  = scale_mag[23] ? 2'h0 : 2'h1;
+  assign \$947  = \$939  ? \$943  : { 1'h0, \$946  };
+  assign \$948  = \$924  ? \$936  : { 1'h0, \$947  };
+  assign \$949  = 4'h8 + \$948 ;
+  assign \$950  = ~ scale_mag[31];
+  assign \$951  = ~ scale_mag[30];
+  assign \$952  = \$950  & \$951 ;
+  assign \$953  = ~ scale_mag[29];
+  assign \$954  = ~ scale_mag[28];
+  assign \$955  = \$953  & \$954 ;
+  assign \$956  = \$952  & \$955 ;
+  assign \$957  = ~ scale_mag[27];
+  assign \$958  = ~ scale_mag[26];
+  assign \$959  = \$957  & \$958 ;
+  assign \$960  = ~ scale_mag[25];
+  assign \$962  = scale_mag[25] ? 2'h0 : 2'h1;
+  assign \$963  = 2'h2 + \$962 ;
+  assign \$964  = ~ scale_mag[27];
+  assign \$966  = scale_mag[27] ? 2'h0 : 2'h1;
+  assign \$967  = \$959  ? \$963  : { 1'h0, \$966  };
+  assign \$968  = 3'h4 + \$967 ;
+  assign \$969  = ~ scale_mag[31];
+  assign \$970  = ~ scale_mag[30];
+  assign \$971  = \$969  & \$970 ;
+  assign \$972  = ~ scale_mag[29];
+  assign \$974  = scale_mag[29] ? 2'h0 : 2'h1;
+  assign \$975  = 2'h2 + \$974 ;
+  assign \$976  = ~ scale_mag[31];
+  assign \$978  = scale_mag[31] ? 2'h0 : 2'h1;
+  assign \$979  = \$971  ? \$975  : { 1'h0, \$978  };
+  assign \$980  = \$956  ? \$968  : { 1'h0, \$979  };
+  assign \$981  = \$917  ? \$949  : { 1'h0, \$980  };
+  assign \$982  = \$822  ? \$902  : { 1'h0, \$981  };
+  assign \$983  = 4'h9 + \$982 ;
+  assign \$984  = ~ scale_mag[40];
+  assign \$985  = ~ scale_mag[39];
+  assign \$986  = ~ scale_mag[38];
+  assign \$987  = \$985  & \$986 ;
+  assign \$988  = ~ scale_mag[37];
+  assign \$989  = ~ scale_mag[36];
+  assign \$990  = \$988  & \$989 ;
+  assign \$991  = \$987  & \$990 ;
+  assign \$992  = ~ scale_mag[35];
+  assign \$993  = ~ scale_mag[34];
+  assign \$994  = \$992  & \$993 ;
+  assign \$995  = ~ scale_mag[33];
+  assign \$997  = scale_mag[33] ? 2'h0 : 2'h1;
+  assign \$998  = 2'h2 + \$997 ;
+  assign \$999  = ~ scale_mag[35];
+  assign \$1001  = scale_mag[35] ? 2'h0 : 2'h1;
+  assign \$1002  = \$994  ? \$998  : { 1'h0, \$1001  };
+  assign \$1003  = 3'h4 + \$1002 ;
+  assign \$1004  = ~ scale_mag[39];
+  assign \$1005  = ~ scale_mag[38];
+  assign \$1006  = \$1004  & \$1005 ;
+  assign \$1007  = ~ scale_mag[37];
+  assign \$1009  = scale_mag[37] ? 2'h0 : 2'h1;
+  assign \$1010  = 2'h2 + \$1009 ;
+  assign \$1011  = ~ scale_mag[39];
+  assign \$1013  = scale_mag[39] ? 2'h0 : 2'h1;
+  assign \$1014  = \$1006  ? \$1010  : { 1'h0, \$1013  };
+  assign \$1015  = \$991  ? \$1003  : { 1'h0, \$1014  };
+  assign \$1016  = 1'h1 + \$1015 ;
+  assign \$1017  = scale_mag[40] ? 5'h00 : \$1016 ;
+  assign \$1018  = \$791  ? \$983  : { 3'h0, \$1017 [3:0] };
+  assign \$1019  = ~ scale_mag[40];
+  assign \$1020  = ~ scale_mag[39];
+  assign \$1021  = ~ scale_mag[38];
+  assign \$1022  = \$1020  & \$1021 ;
+  assign \$1023  = ~ scale_mag[37];
+  assign \$1024  = ~ scale_mag[36];
+  assign \$1025  = \$1023  & \$1024 ;
+  assign \$1026  = \$1022  & \$1025 ;
+  assign \$1027  = ~ scale_mag[35];
+  assign \$1028  = ~ scale_mag[34];
+  assign \$1029  = \$1027  & \$1028 ;
+  assign \$1030  = ~ scale_mag[33];
+  assign \$1031  = ~ scale_mag[32];
+  assign \$1032  = \$1030  & \$1031 ;
+  assign \$1033  = \$1029  & \$1032 ;
+  assign \$1034  = \$1026  & \$1033 ;
+  assign \$1035  = \$1019  & \$1034 ;
+  assign \$1036  = ~ scale_mag[31];
+  assign \$1037  = ~ scale_mag[30];
   assign \$1038  = \$1036  & \$1037 ;
-  assign \$1039  = \$1035  & \$1038 ;
-  assign \$1040  = ~ scale_mag[39];
-  assign \$1041  = ~ scale_mag[38];
-  assign \$1042  = \$1040  & \$1041 ;
-  assign \$1043  = ~ scale_mag[37];
-  assign \$1044  = ~ scale_mag[36];
+  assign \$1039  = ~ scale_mag[29];
+  assign \$1040  = ~ scale_mag[28];
+  assign \$1041  = \$1039  & \$1040 ;
+  assign \$1042  = \$1038  & \$1041 ;
+  assign \$1043  = ~ scale_mag[27];
+  assign \$1044  = ~ scale_mag[26];
   assign \$1045  = \$1043  & \$1044 ;
-  assign \$1046  = \$1042  & \$1045 ;
-  assign \$1047  = ~ scale_mag[35];
-  assign \$1048  = ~ scale_mag[34];
-  assign \$1049  = \$1047  & \$1048 ;
-  assign \$1050  = ~ scale_mag[33];
-  assign \$1051  = ~ scale_mag[32];
-  assign \$1052  = \$1050  & \$1051 ;
-  assign \$1053  = \$1049  & \$1052 ;
-  assign \$1054  = \$1046  & \$1053 ;
-  assign \$1055  = \$1039  & \$1054 ;
-  assign \$1056  = ~ scale_mag[31];
-  assign \$1057  = ~ scale_mag[30];
-  assign \$1058  = \$1056  & \$1057 ;
-  assign \$1059  = ~ scale_mag[29];
-  assign \$1060  = ~ scale_mag[28];
-  assign \$1061  = \$1059  & \$1060 ;
-  assign \$1062  = \$1058  & \$1061 ;
-  assign \$1063  = ~ scale_mag[27];
-  assign \$1064  = ~ scale_mag[26];
-  assign \$1065  = \$1063  & \$1064 ;
-  assign \$1066  = ~ scale_mag[25];
-  assign \$1067  = ~ scale_mag[24];
-  assign \$1068  = \$1066  & \$1067 ;
-  assign \$1069  = \$1065  & \$1068 ;
-  assign \$1070  = \$1062  & \$1069 ;
-  assign \$1071  = ~ scale_mag[23];
-  assign \$1072  = ~ scale_mag[22];
-  assign \$1073  = \$1071  & \$1072 ;
-  assign \$1074  = ~ scale_mag[21];
-  assign \$1075  = ~ scale_mag[20];
+  assign \$1046  = ~ scale_mag[25];
+  assign \$1047  = ~ scale_mag[24];
+  assign \$1048  = \$1046  & \$1047 ;
+  assign \$1049  = \$1045  & \$1048 ;
+  assign \$1050  = \$1042  & \$1049 ;
+  assign \$1051  = ~ scale_mag[23];
+  assign \$1052  = ~ scale_mag[22];
+  assign \$1053  = \$1051  & \$1052 ;
+  assign \$1054  = ~ scale_mag[21];
+  assign \$1055  = ~ scale_mag[20];
+  assign \$1056  = \$1054  & \$1055 ;
+  assign \$1057  = \$1053  & \$1056 ;
+  assign \$1058  = ~ scale_mag[19];
+  assign \$1059  = ~ scale_mag[18];
+  assign \$1060  = \$1058  & \$1059 ;
+  assign \$1061  = ~ scale_mag[17];
+  assign \$1062  = ~ scale_mag[16];
+  assign \$1063  = \$1061  & \$1062 ;
+  assign \$1064  = \$1060  & \$1063 ;
+  assign \$1065  = \$1057  & \$1064 ;
+  assign \$1066  = \$1050  & \$1065 ;
+  assign \$1067  = ~ scale_mag[15];
+  assign \$1068  = ~ scale_mag[14];
+  assign \$1069  = \$1067  & \$1068 ;
+  assign \$1070  = ~ scale_mag[13];
+  assign \$1071  = ~ scale_mag[12];
+  assign \$1072  = \$1070  & \$1071 ;
+  assign \$1073  = \$1069  & \$1072 ;
+  assign \$1074  = ~ scale_mag[11];
+  assign \$1075  = ~ scale_mag[10];
   assign \$1076  = \$1074  & \$1075 ;
-  assign \$1077  = \$1073  & \$1076 ;
-  assign \$1078  = ~ scale_mag[19];
-  assign \$1079  = ~ scale_mag[18];
-  assign \$1080  = \$1078  & \$1079 ;
-  assign \$1081  = ~ scale_mag[17];
-  assign \$1082  = ~ scale_mag[16];
-  assign \$1083  = \$1081  & \$1082 ;
-  assign \$1084  = \$1080  & \$1083 ;
-  assign \$1085  = \$1077  & \$1084 ;
-  assign \$1086  = \$1070  & \$1085 ;
-  assign \$1087  = ~ scale_mag[15];
-  assign \$1088  = ~ scale_mag[14];
-  assign \$1089  = \$1087  & \$1088 ;
-  assign \$1090  = ~ scale_mag[13];
-  assign \$1091  = ~ scale_mag[12];
-  assign \$1092  = \$1090  & \$1091 ;
-  assign \$1093  = \$1089  & \$1092 ;
-  assign \$1094  = ~ scale_mag[11];
-  assign \$1095  = ~ scale_mag[10];
-  assign \$1096  = \$1094  & \$1095 ;
-  assign \$1097  = ~ scale_mag[9];
-  assign \$1098  = ~ scale_mag[8];
-  assign \$1099  = \$1097  & \$1098 ;
-  assign \$1100  = \$1096  & \$1099 ;
-  assign \$1101  = \$1093  & \$1100 ;
-  assign \$1102  = ~ scale_mag[7];
-  assign \$1103  = ~ scale_mag[6];
-  assign \$1104  = \$1102  & \$1103 ;
-  assign \$1105  = ~ scale_mag[5];
-  assign \$1106  = ~ scale_mag[4];
-  assign \$1107  = \$1105  & \$1106 ;
-  assign \$1108  = \$1104  & \$1107 ;
-  assign \$1109  = ~ scale_mag[3];
-  assign \$1110  = ~ scale_mag[2];
-  assign \$1111  = \$1109  & \$1110 ;
-  assign \$1112  = ~ scale_mag[1];
-  assign \$1113  = ~ scale_mag[0];
-  assign \$1114  = \$1112  & \$1113 ;
-  assign \$1115  = \$1111  & \$1114 ;
-  assign \$1116  = \$1108  & \$1115 ;
-  assign \$1117  = \$1101  & \$1116 ;
-  assign \$1118  = \$1086  & \$1117 ;
-  assign blk_zero = \$1055  & \$1118 ;
-  assign \$1119  = scale_mag << \$1034 [5:0];
-  assign \$1120  = $signed(\$776 ) + $signed(9'h0a9);
-  assign blk_biased = $signed(\$1120 ) - $signed({ 1'h0, \$1034 [5:0] });
-  assign \$1121  = $signed(blk_biased) >= $signed(2'h1);
-  assign \$1122  = $signed(blk_biased) < $signed(6'h28);
-  assign \$1123  = $signed(2'h1) - $signed(blk_biased);
-  assign \$1124  = \$1122  ? 24'h000019 : \$1123 ;
-  assign \$1125  = \$1121  ? 24'h000000 : \$1124 ;
-  assign blk_low_sticky = | \$1119 [17:0];
-  assign \$1126  = $signed(blk_biased) >= $signed(2'h1);
-  assign \$1127  = \$1126  ? blk_biased : 23'h000000;
+  assign \$1077  = ~ scale_mag[9];
+  assign \$1078  = ~ scale_mag[8];
+  assign \$1079  = \$1077  & \$1078 ;
+  assign \$1080  = \$1076  & \$1079 ;
+  assign \$1081  = \$1073  & \$1080 ;
+  assign \$1082  = ~ scale_mag[7];
+  assign \$1083  = ~ scale_mag[6];
+  assign \$1084  = \$1082  & \$1083 ;
+  assign \$1085  = ~ scale_mag[5];
+  assign \$1086  = ~ scale_mag[4];
+  assign \$1087  = \$1085  & \$1086 ;
+  assign \$1088  = \$1084  & \$1087 ;
+  assign \$1089  = ~ scale_mag[3];
+  assign \$1090  = ~ scale_mag[2];
+  assign \$1091  = \$1089  & \$1090 ;
+  assign \$1092  = ~ scale_mag[1];
+  assign \$1093  = ~ scale_mag[0];
+  assign \$1094  = \$1092  & \$1093 ;
+  assign \$1095  = \$1091  & \$1094 ;
+  assign \$1096  = \$1088  & \$1095 ;
+  assign \$1097  = \$1081  & \$1096 ;
+  assign \$1098  = \$1066  & \$1097 ;
+  assign blk_zero = \$1035  & \$1098 ;
+  assign \$1099  = scale_mag << \$1018 [5:0];
+  assign \$1100  = $signed(\$774 ) + $signed(9'h0a7);
+  assign blk_biased = $signed(\$1100 ) - $signed({ 1'h0, \$1018 [5:0] });
+  assign \$1101  = $signed(blk_biased) >= $signed(2'h1);
+  assign \$1102  = $signed(blk_biased) < $signed(6'h28);
+  assign \$1103  = $signed(2'h1) - $signed(blk_biased);
+  assign \$1104  = \$1102  ? 24'h000019 : \$1103 ;
+  assign \$1105  = \$1101  ? 24'h000000 : \$1104 ;
+  assign blk_low_sticky = | \$1099 [15:0];
+  assign \$1106  = $signed(blk_biased) >= $signed(2'h1);
+  assign \$1107  = \$1106  ? blk_biased : 23'h000000;
   assign blk_over = $signed(blk_biased) >= $signed(9'h0ff);
   assign blk_edge = blk_biased == 8'hfe;
   assign blk_kept = block_norm_head >> block_norm_extra;
-  assign \$1128  = 25'h1ffffff << block_norm_extra;
-  assign \$1129  = ~ \$1128 [24:0];
-  assign \$1130  = block_norm_head & \$1129 ;
-  assign \$1131  = | \$1130 ;
-  assign blk_sticky = block_norm_low_sticky | \$1131 ;
-  assign \$1132  = blk_sticky | blk_kept[1];
-  assign \$1133  = blk_kept[0] & \$1132 ;
-  assign \$1134  = { block_norm_exp_part, blk_kept[23:1] } + \$1133 ;
-  assign \$1135  = & blk_kept[23:1];
-  assign \$1136  = block_norm_edge & \$1135 ;
-  assign \$1137  = blk_sticky | blk_kept[1];
-  assign \$1138  = blk_kept[0] & \$1137 ;
-  assign \$1139  = \$1136  & \$1138 ;
-  assign blk_overflow = block_norm_over | \$1139 ;
-  assign \$1140  = ~ block_norm_zero;
-  assign \$1141  = blk_overflow & \$1140 ;
-  assign \$1142  = block_norm_is_inf | \$1141 ;
-  assign \$1147  = { 1'h0, \$1134 [30:0] } | \$1146 ;
-  assign \$1148  = block_norm_zero ? \$1145  : \$1147 ;
-  assign \$1149  = \$1142  ? \$1144  : \$1148 ;
-  assign blk_bits = block_norm_is_nan ? 32'd2143289344 : \$1149 ;
-  assign \$1150  = ! block_r[30:23];
-  assign \$1151  = block_r[23] | \$1150 ;
-  assign \$1152  = ! acc[30:23];
-  assign \$1153  = acc[23] | \$1152 ;
-  assign \$1154  = { acc[30:24], \$1153  } - { block_r[30:24], \$1151  };
-  assign \$1155  = { block_r[30:24], \$1151  } - { acc[30:24], \$1153  };
-  assign acc_a_big = $signed(\$1154 ) >= $signed(1'h0);
-  assign \$1156  = acc_a_big ? { \$1154 [8], \$1154 [8], \$1154 [8], \$1154  } : { \$1155 [8], \$1155 [8], \$1155 [8], \$1155  };
-  assign \$1157  = | \$1156 [11:5];
-  assign \$1158  = acc_a_big ? { \$1154 [8], \$1154 [8], \$1154 [8], \$1154  } : { \$1155 [8], \$1155 [8], \$1155 [8], \$1155  };
-  assign acc_dist = \$1157  ? 5'h1f : \$1158 [4:0];
-  assign \$1159  = | acc[30:23];
-  assign \$1160  = | block_r[30:23];
-  assign \$1161  = acc_a_big ? { acc[30:24], \$1153  } : { block_r[30:24], \$1151  };
+  assign \$1108  = 25'h1ffffff << block_norm_extra;
+  assign \$1109  = ~ \$1108 [24:0];
+  assign \$1110  = block_norm_head & \$1109 ;
+  assign \$1111  = | \$1110 ;
+  assign blk_sticky = block_norm_low_sticky | \$1111 ;
+  assign \$1112  = blk_sticky | blk_kept[1];
+  assign \$1113  = blk_kept[0] & \$1112 ;
+  assign \$1114  = { block_norm_exp_part, blk_kept[23:1] } + \$1113 ;
+  assign \$1115  = & blk_kept[23:1];
+  assign \$1116  = block_norm_edge & \$1115 ;
+  assign \$1117  = blk_sticky | blk_kept[1];
+  assign \$1118  = blk_kept[0] & \$1117 ;
+  assign \$1119  = \$1116  & \$1118 ;
+  assign blk_overflow = block_norm_over | \$1119 ;
+  assign \$1120  = ~ block_norm_zero;
+  assign \$1121  = blk_overflow & \$1120 ;
+  assign \$1122  = block_norm_is_inf | \$1121 ;
+  assign \$1127  = { 1'h0, \$1114 [30:0] } | \$1126 ;
+  assign \$1128  = block_norm_zero ? \$1125  : \$1127 ;
+  assign \$1129  = \$1122  ? \$1124  : \$1128 ;
+  assign blk_bits = block_norm_is_nan ? 32'd2143289344 : \$1129 ;
+  assign \$1130  = ! block_r[30:23];
+  assign \$1131  = block_r[23] | \$1130 ;
+  assign \$1132  = ! acc[30:23];
+  assign \$1133  = acc[23] | \$1132 ;
+  assign \$1134  = { acc[30:24], \$1133  } - { block_r[30:24], \$1131  };
+  assign \$1135  = { block_r[30:24], \$1131  } - { acc[30:24], \$1133  };
+  assign acc_a_big = $signed(\$1134 ) >= $signed(1'h0);
+  assign \$1136  = acc_a_big ? { \$1134 [8], \$1134 [8], \$1134 [8], \$1134  } : { \$1135 [8], \$1135 [8], \$1135 [8], \$1135  };
+  assign \$1137  = | \$1136 [11:5];
+  assign \$1138  = acc_a_big ? { \$1134 [8], \$1134 [8], \$1134 [8], \$1134  } : { \$1135 [8], \$1135 [8], \$1135 [8], \$1135  };
+  assign acc_dist = \$1137  ? 5'h1f : \$1138 [4:0];
+  assign \$1139  = | acc[30:23];
+  assign \$1140  = | block_r[30:23];
+  assign \$1141  = acc_a_big ? { acc[30:24], \$1133  } : { block_r[30:24], \$1131  };
   assign acc_small = acc_a_big ? acc_b_win : acc_a_win;
   assign acc_shifted = acc_small >> acc_dist;
-  assign \$1162  = 27'h7ffffff << acc_dist;
-  assign \$1163  = ~ \$1162 [26:0];
-  assign \$1164  = acc_small & \$1163 ;
-  assign acc_sticky = | \$1164 ;
+  assign \$1142  = 27'h7ffffff << acc_dist;
+  assign \$1143  = ~ \$1142 [26:0];
+  assign \$1144  = acc_small & \$1143 ;
+  assign acc_sticky = | \$1144 ;
   assign acc_diff = acc_align_big - acc_align_small;
-  assign \$1165  = acc_align_small - acc_align_big;
+  assign \$1145  = acc_align_small - acc_align_big;
   assign acc_total = acc_align_big + acc_align_small;
-  assign \$1166  = acc_align_big_neg ^ acc_align_small_neg;
-  assign \$1167  = \$1166  & acc_diff[27];
-  assign acc_neg = acc_align_big_neg ^ \$1167 ;
-  assign \$1168  = acc_align_big_neg ^ acc_align_small_neg;
-  assign \$1169  = acc_diff[27] ? \$1165 [26:0] : acc_diff[26:0];
-  assign acc_mag = \$1168  ? { 1'h0, \$1169  } : acc_total;
+  assign \$1146  = acc_align_big_neg ^ acc_align_small_neg;
+  assign \$1147  = \$1146  & acc_diff[27];
+  assign acc_neg = acc_align_big_neg ^ \$1147 ;
+  assign \$1148  = acc_align_big_neg ^ acc_align_small_neg;
+  assign \$1149  = acc_diff[27] ? \$1145 [26:0] : acc_diff[26:0];
+  assign acc_mag = \$1148  ? { 1'h0, \$1149  } : acc_total;
   assign acc_exp = $signed(acc_add_top) - $signed(9'h099);
-  assign \$1170  = ~ acc_add_mag[27];
-  assign \$1171  = ~ acc_add_mag[26];
-  assign \$1172  = \$1170  & \$1171 ;
-  assign \$1173  = ~ acc_add_mag[25];
-  assign \$1174  = ~ acc_add_mag[24];
+  assign \$1150  = ~ acc_add_mag[27];
+  assign \$1151  = ~ acc_add_mag[26];
+  assign \$1152  = \$1150  & \$1151 ;
+  assign \$1153  = ~ acc_add_mag[25];
+  assign \$1154  = ~ acc_add_mag[24];
+  assign \$1155  = \$1153  & \$1154 ;
+  assign \$1156  = \$1152  & \$1155 ;
+  assign \$1157  = ~ acc_add_mag[23];
+  assign \$1158  = ~ acc_add_mag[22];
+  assign \$1159  = \$1157  & \$1158 ;
+  assign \$1160  = ~ acc_add_mag[21];
+  assign \$1161  = ~ acc_add_mag[20];
+  assign \$1162  = \$1160  & \$1161 ;
+  assign \$1163  = \$1159  & \$1162 ;
+  assign \$1164  = ~ acc_add_mag[19];
+  assign \$1165  = ~ acc_add_mag[18];
+  assign \$1166  = \$1164  & \$1165 ;
+  assign \$1167  = ~ acc_add_mag[17];
+  assign \$1168  = ~ acc_add_mag[16];
+  assign \$1169  = \$1167  & \$1168 ;
+  assign \$1170  = \$1166  & \$1169 ;
+  assign \$1171  = \$1163  & \$1170 ;
+  assign \$1172  = \$1156  & \$1171 ;
+  assign \$1173  = ~ acc_add_mag[15];
+  assign \$1174  = ~ acc_add_mag[14];
   assign \$1175  = \$1173  & \$1174 ;
-  assign \$1176  = \$1172  & \$1175 ;
-  assign \$1177  = ~ acc_add_mag[23];
-  assign \$1178  = ~ acc_add_mag[22];
-  assign \$1179  = \$1177  & \$1178 ;
-  assign \$1180  = ~ acc_add_mag[21];
-  assign \$1181  = ~ acc_add_mag[20];
+  assign \$1176  = ~ acc_add_mag[13];
+  assign \$1177  = ~ acc_add_mag[12];
+  assign \$1178  = \$1176  & \$1177 ;
+  assign \$1179  = \$1175  & \$1178 ;
+  assign \$1180  = ~ acc_add_mag[11];
+  assign \$1181  = ~ acc_add_mag[10];
   assign \$1182  = \$1180  & \$1181 ;
-  assign \$1183  = \$1179  & \$1182 ;
-  assign \$1184  = ~ acc_add_mag[19];
-  assign \$1185  = ~ acc_add_mag[18];
-  assign \$1186  = \$1184  & \$1185 ;
-  assign \$1187  = ~ acc_add_mag[17];
-  assign \$1188  = ~ acc_add_mag[16];
-  assign \$1189  = \$1187  & \$1188 ;
-  assign \$1190  = \$1186  & \$1189 ;
-  assign \$1191  = \$1183  & \$1190 ;
-  assign \$1192  = \$1176  & \$1191 ;
-  assign \$1193  = ~ acc_add_mag[15];
-  assign \$1194  = ~ acc_add_mag[14];
-  assign \$1195  = \$1193  & \$1194 ;
-  assign \$1196  = ~ acc_add_mag[13];
-  assign \$1197  = ~ acc_add_mag[12];
-  assign \$1198  = \$1196  & \$1197 ;
-  assign \$1199  = \$1195  & \$1198 ;
-  assign \$1200  = ~ acc_add_mag[11];
-  assign \$1201  = ~ acc_add_mag[10];
-  assign \$1202  = \$1200  & \$1201 ;
-  assign \$1203  = ~ acc_add_mag[9];
-  assign \$1204  = ~ acc_add_mag[8];
-  assign \$1205  = \$1203  & \$1204 ;
-  assign \$1206  = \$1202  & \$1205 ;
-  assign \$1207  = \$1199  & \$1206 ;
-  assign \$1208  = ~ acc_add_mag[7];
-  assign \$1209  = ~ acc_add_mag[6];
-  assign \$1210  = \$1208  & \$1209 ;
-  assign \$1211  = ~ acc_add_mag[5];
-  assign \$1212  = ~ acc_add_mag[4];
-  assign \$1213  = \$1211  & \$1212 ;
-  assign \$1214  = \$1210  & \$1213 ;
-  assign \$1215  = ~ acc_add_mag[3];
-  assign \$1216  = ~ acc_add_mag[2];
-  assign \$1217  = \$1215  & \$1216 ;
-  assign \$1218  = ~ acc_add_mag[1];
-  assign \$1220  = acc_add_mag[1] ? 2'h0 : 2'h1;
-  assign \$1221  = 2'h2 + \$1220 ;
-  assign \$1222  = ~ acc_add_mag[3];
-  assign \$1224  = acc_add_mag[3] ? 2'h0 : 2'h1;
-  assign \$1225  = \$1217  ? \$1221  : { 1'h0, \$1224  };
-  assign \$1226  = 3'h4 + \$1225 ;
-  assign \$1227  = ~ acc_add_mag[7];
-  assign \$1228  = ~ acc_add_mag[6];
+  assign \$1183  = ~ acc_add_mag[9];
+  assign \$1184  = ~ acc_add_mag[8];
+  assign \$1185  = \$1183  & \$1184 ;
+  assign \$1186  = \$1182  & \$1185 ;
+  assign \$1187  = \$1179  & \$1186 ;
+  assign \$1188  = ~ acc_add_mag[7];
+  assign \$1189  = ~ acc_add_mag[6];
+  assign \$1190  = \$1188  & \$1189 ;
+  assign \$1191  = ~ acc_add_mag[5];
+  assign \$1192  = ~ acc_add_mag[4];
+  assign \$1193  = \$1191  & \$1192 ;
+  assign \$1194  = \$1190  & \$1193 ;
+  assign \$1195  = ~ acc_add_mag[3];
+  assign \$1196  = ~ acc_add_mag[2];
+  assign \$1197  = \$1195  & \$1196 ;
+  assign \$1198  = ~ acc_add_mag[1];
+  assign \$1200  = acc_add_mag[1] ? 2'h0 : 2'h1;
+  assign \$1201  = 2'h2 + \$1200 ;
+  assign \$1202  = ~ acc_add_mag[3];
+  assign \$1204  = acc_add_mag[3] ? 2'h0 : 2'h1;
+  assign \$1205  = \$1197  ? \$1201  : { 1'h0, \$1204  };
+  assign \$1206  = 3'h4 + \$1205 ;
+  assign \$1207  = ~ acc_add_mag[7];
+  assign \$1208  = ~ acc_add_mag[6];
+  assign \$1209  = \$1207  & \$1208 ;
+  assign \$1210  = ~ acc_add_mag[5];
+  assign \$1212  = acc_add_mag[5] ? 2'h0 : 2'h1;
+  assign \$1213  = 2'h2 + \$1212 ;
+  assign \$1214  = ~ acc_add_mag[7];
+  assign \$1216  = acc_add_mag[7] ? 2'h0 : 2'h1;
+  assign \$1217  = \$1209  ? \$1213  : { 1'h0, \$1216  };
+  assign \$1218  = \$1194  ? \$1206  : { 1'h0, \$1217  };
+  assign \$1219  = 4'h8 + \$1218 ;
+  assign \$1220  = ~ acc_add_mag[15];
+  assign \$1221  = ~ acc_add_mag[14];
+  assign \$1222  = \$1220  & \$1221 ;
+  assign \$1223  = ~ acc_add_mag[13];
+  assign \$1224  = ~ acc_add_mag[12];
+  assign \$1225  = \$1223  & \$1224 ;
+  assign \$1226  = \$1222  & \$1225 ;
+  assign \$1227  = ~ acc_add_mag[11];
+  assign \$1228  = ~ acc_add_mag[10];
   assign \$1229  = \$1227  & \$1228 ;
-  assign \$1230  = ~ acc_add_mag[5];
-  assign \$1232  = acc_add_mag[5] ? 2'h0 : 2'h1;
+  assign \$1230  = ~ acc_add_mag[9];
+  assign \$1232  = acc_add_mag[9] ? 2'h0 : 2'h1;
   assign \$1233  = 2'h2 + \$1232 ;
-  assign \$1234  = ~ acc_add_mag[7];
-  assign \$1236  = acc_add_mag[7] ? 2'h0 : 2'h1;
+  assign \$1234  = ~ acc_add_mag[11];
+  assign \$1236  = acc_add_mag[11] ? 2'h0 : 2'h1;
   assign \$1237  = \$1229  ? \$1233  : { 1'h0, \$1236  };
-  assign \$1238  = \$1214  ? \$1226  : { 1'h0, \$1237  };
-  assign \$1239  = 4'h8 + \$1238 ;
-  assign \$1240  = ~ acc_add_mag[15];
-  assign \$1241  = ~ acc_add_mag[14];
-  assign \$1242  = \$1240  & \$1241 ;
-  assign \$1243  = ~ acc_add_mag[13];
-  assign \$1244  = ~ acc_add_mag[12];
-  assign \$1245  = \$1243  & \$1244 ;
-  assign \$1246  = \$1242  & \$1245 ;
-  assign \$1247  = ~ acc_add_mag[11];
-  assign \$1248  = ~ acc_add_mag[10];
-  assign \$1249  = \$1247  & \$1248 ;
-  assign \$1250  = ~ acc_add_mag[9];
-  assign \$1252  = acc_add_mag[9] ? 2'h0 : 2'h1;
-  assign \$1253  = 2'h2 + \$1252 ;
-  assign \$1254  = ~ acc_add_mag[11];
-  assign \$1256  = acc_add_mag[11] ? 2'h0 : 2'h1;
-  assign \$1257  = \$1249  ? \$1253  : { 1'h0, \$1256  };
-  assign \$1258  = 3'h4 + \$1257 ;
-  assign \$1259  = ~ acc_add_mag[15];
-  assign \$1260  = ~ acc_add_mag[14];
-  assign \$1261  = \$1259  & \$1260 ;
-  assign \$1262  = ~ acc_add_mag[13];
-  assign \$1264  = acc_add_mag[13] ? 2'h0 : 2'h1;
-  assign \$1265  = 2'h2 + \$1264 ;
-  assign \$1266  = ~ acc_add_mag[15];
-  assign \$1268  = acc_add_mag[15] ? 2'h0 : 2'h1;
-  assign \$1269  = \$1261  ? \$1265  : { 1'h0, \$1268  };
-  assign \$1270  = \$1246  ? \$1258  : { 1'h0, \$1269  };
-  assign \$1271  = \$1207  ? \$1239  : { 1'h0, \$1270  };
-  assign \$1272  = 4'hc + \$1271 ;
-  assign \$1273  = ~ acc_add_mag[27];
-  assign \$1274  = ~ acc_add_mag[26];
-  assign \$1275  = \$1273  & \$1274 ;
-  assign \$1276  = ~ acc_add_mag[25];
-  assign \$1277  = ~ acc_add_mag[24];
-  assign \$1278  = \$1276  & \$1277 ;
-  assign \$1279  = \$1275  & \$1278 ;
-  assign \$1280  = ~ acc_add_mag[23];
-  assign \$1281  = ~ acc_add_mag[22];
-  assign \$1282  = \$1280  & \$1281 ;
-  assign \$1283  = ~ acc_add_mag[21];
-  assign \$1284  = ~ acc_add_mag[20];
-  assign \$1285  = \$1283  & \$1284 ;
-  assign \$1286  = \$1282  & \$1285 ;
-  assign \$1287  = ~ acc_add_mag[19];
-  assign \$1288  = ~ acc_add_mag[18];
-  assign \$1289  = \$1287  & \$1288 ;
-  assign \$1290  = ~ acc_add_mag[17];
-  assign \$1292  = acc_add_mag[17] ? 2'h0 : 2'h1;
-  assign \$1293  = 2'h2 + \$1292 ;
-  assign \$1294  = ~ acc_add_mag[19];
-  assign \$1296  = acc_add_mag[19] ? 2'h0 : 2'h1;
-  assign \$1297  = \$1289  ? \$1293  : { 1'h0, \$1296  };
-  assign \$1298  = 3'h4 + \$1297 ;
-  assign \$1299  = ~ acc_add_mag[23];
-  assign \$1300  = ~ acc_add_mag[22];
-  assign \$1301  = \$1299  & \$1300 ;
-  assign \$1302  = ~ acc_add_mag[21];
-  assign \$1304  = acc_add_mag[21] ? 2'h0 : 2'h1;
-  assign \$1305  = 2'h2 + \$1304 ;
-  assign \$1306  = ~ acc_add_mag[23];
-  assign \$1308  = acc_add_mag[23] ? 2'h0 : 2'h1;
-  assign \$1309  = \$1301  ? \$1305  : { 1'h0, \$1308  };
-  assign \$1310  = \$1286  ? \$1298  : { 1'h0, \$1309  };
-  assign \$1311  = 3'h4 + \$1310 ;
-  assign \$1312  = ~ acc_add_mag[27];
-  assign \$1313  = ~ acc_add_mag[26];
+  assign \$1238  = 3'h4 + \$1237 ;
+  assign \$1239  = ~ acc_add_mag[15];
+  assign \$1240  = ~ acc_add_mag[14];
+  assign \$1241  = \$1239  & \$1240 ;
+  assign \$1242  = ~ acc_add_mag[13];
+  assign \$1244  = acc_add_mag[13] ? 2'h0 : 2'h1;
+  assign \$1245  = 2'h2 + \$1244 ;
+  assign \$1246  = ~ acc_add_mag[15];
+  assign \$1248  = acc_add_mag[15] ? 2'h0 : 2'h1;
+  assign \$1249  = \$1241  ? \$1245  : { 1'h0, \$1248  };
+  assign \$1250  = \$1226  ? \$1238  : { 1'h0, \$1249  };
+  assign \$1251  = \$1187  ? \$1219  : { 1'h0, \$1250  };
+  assign \$1252  = 4'hc + \$1251 ;
+  assign \$1253  = ~ acc_add_mag[27];
+  assign \$1254  = ~ acc_add_mag[26];
+  assign \$1255  = \$1253  & \$1254 ;
+  assign \$1256  = ~ acc_add_mag[25];
+  assign \$1257  = ~ acc_add_mag[24];
+  assign \$1258  = \$1256  & \$1257 ;
+  assign \$1259  = \$1255  & \$1258 ;
+  assign \$1260  = ~ acc_add_mag[23];
+  assign \$1261  = ~ acc_add_mag[22];
+  assign \$1262  = \$1260  & \$1261 ;
+  assign \$1263  = ~ acc_add_mag[21];
+  assign \$1264  = ~ acc_add_mag[20];
+  assign \$1265  = \$1263  & \$1264 ;
+  assign \$1266  = \$1262  & \$1265 ;
+  assign \$1267  = ~ acc_add_mag[19];
+  assign \$1268  = ~ acc_add_mag[18];
+  assign \$1269  = \$1267  & \$1268 ;
+  assign \$1270  = ~ acc_add_mag[17];
+  assign \$1272  = acc_add_mag[17] ? 2'h0 : 2'h1;
+  assign \$1273  = 2'h2 + \$1272 ;
+  assign \$1274  = ~ acc_add_mag[19];
+  assign \$1276  = acc_add_mag[19] ? 2'h0 : 2'h1;
+  assign \$1277  = \$1269  ? \$1273  : { 1'h0, \$1276  };
+  assign \$1278  = 3'h4 + \$1277 ;
+  assign \$1279  = ~ acc_add_mag[23];
+  assign \$1280  = ~ acc_add_mag[22];
+  assign \$1281  = \$1279  & \$1280 ;
+  assign \$1282  = ~ acc_add_mag[21];
+  assign \$1284  = acc_add_mag[21] ? 2'h0 : 2'h1;
+  assign \$1285  = 2'h2 + \$1284 ;
+  assign \$1286  = ~ acc_add_mag[23];
+  assign \$1288  = acc_add_mag[23] ? 2'h0 : 2'h1;
+  assign \$1289  = \$1281  ? \$1285  : { 1'h0, \$1288  };
+  assign \$1290  = \$1266  ? \$1278  : { 1'h0, \$1289  };
+  assign \$1291  = 3'h4 + \$1290 ;
+  assign \$1292  = ~ acc_add_mag[27];
+  assign \$1293  = ~ acc_add_mag[26];
+  assign \$1294  = \$1292  & \$1293 ;
+  assign \$1295  = ~ acc_add_mag[25];
+  assign \$1297  = acc_add_mag[25] ? 2'h0 : 2'h1;
+  assign \$1298  = 2'h2 + \$1297 ;
+  assign \$1299  = ~ acc_add_mag[27];
+  assign \$1301  = acc_add_mag[27] ? 2'h0 : 2'h1;
+  assign \$1302  = \$1294  ? \$1298  : { 1'h0, \$1301  };
+  assign \$1303  = \$1259  ? \$1291  : { 2'h0, \$1302  };
+  assign \$1304  = \$1172  ? \$1252  : { 2'h0, \$1303 [3:0] };
+  assign \$1305  = ~ acc_add_mag[27];
+  assign \$1306  = ~ acc_add_mag[26];
+  assign \$1307  = \$1305  & \$1306 ;
+  assign \$1308  = ~ acc_add_mag[25];
+  assign \$1309  = ~ acc_add_mag[24];
+  assign \$1310  = \$1308  & \$1309 ;
+  assign \$1311  = \$1307  & \$1310 ;
+  assign \$1312  = ~ acc_add_mag[23];
+  assign \$1313  = ~ acc_add_mag[22];
   assign \$1314  = \$1312  & \$1313 ;
-  assign \$1315  = ~ acc_add_mag[25];
-  assign \$1317  = acc_add_mag[25] ? 2'h0 : 2'h1;
-  assign \$1318  = 2'h2 + \$1317 ;
-  assign \$1319  = ~ acc_add_mag[27];
-  assign \$1321  = acc_add_mag[27] ? 2'h0 : 2'h1;
-  assign \$1322  = \$1314  ? \$1318  : { 1'h0, \$1321  };
-  assign \$1323  = \$1279  ? \$1311  : { 2'h0, \$1322  };
-  assign \$1324  = \$1192  ? \$1272  : { 2'h0, \$1323 [3:0] };
-  assign \$1325  = ~ acc_add_mag[27];
-  assign \$1326  = ~ acc_add_mag[26];
-  assign \$1327  = \$1325  & \$1326 ;
-  assign \$1328  = ~ acc_add_mag[25];
-  assign \$1329  = ~ acc_add_mag[24];
+  assign \$1315  = ~ acc_add_mag[21];
+  assign \$1316  = ~ acc_add_mag[20];
+  assign \$1317  = \$1315  & \$1316 ;
+  assign \$1318  = \$1314  & \$1317 ;
+  assign \$1319  = ~ acc_add_mag[19];
+  assign \$1320  = ~ acc_add_mag[18];
+  assign \$1321  = \$1319  & \$1320 ;
+  assign \$1322  = ~ acc_add_mag[17];
+  assign \$1323  = ~ acc_add_mag[16];
+  assign \$1324  = \$1322  & \$1323 ;
+  assign \$1325  = \$1321  & \$1324 ;
+  assign \$1326  = \$1318  & \$1325 ;
+  assign \$1327  = \$1311  & \$1326 ;
+  assign \$1328  = ~ acc_add_mag[15];
+  assign \$1329  = ~ acc_add_mag[14];
   assign \$1330  = \$1328  & \$1329 ;
-  assign \$1331  = \$1327  & \$1330 ;
-  assign \$1332  = ~ acc_add_mag[23];
-  assign \$1333  = ~ acc_add_mag[22];
-  assign \$1334  = \$1332  & \$1333 ;
-  assign \$1335  = ~ acc_add_mag[21];
-  assign \$1336  = ~ acc_add_mag[20];
+  assign \$1331  = ~ acc_add_mag[13];
+  assign \$1332  = ~ acc_add_mag[12];
+  assign \$1333  = \$1331  & \$1332 ;
+  assign \$1334  = \$1330  & \$1333 ;
+  assign \$1335  = ~ acc_add_mag[11];
+  assign \$1336  = ~ acc_add_mag[10];
   assign \$1337  = \$1335  & \$1336 ;
-  assign \$1338  = \$1334  & \$1337 ;
-  assign \$1339  = ~ acc_add_mag[19];
-  assign \$1340  = ~ acc_add_mag[18];
-  assign \$1341  = \$1339  & \$1340 ;
-  assign \$1342  = ~ acc_add_mag[17];
-  assign \$1343  = ~ acc_add_mag[16];
-  assign \$1344  = \$1342  & \$1343 ;
-  assign \$1345  = \$1341  & \$1344 ;
-  assign \$1346  = \$1338  & \$1345 ;
-  assign \$1347  = \$1331  & \$1346 ;
-  assign \$1348  = ~ acc_add_mag[15];
-  assign \$1349  = ~ acc_add_mag[14];
-  assign \$1350  = \$1348  & \$1349 ;
-  assign \$1351  = ~ acc_add_mag[13];
-  assign \$1352  = ~ acc_add_mag[12];
-  assign \$1353  = \$1351  & \$1352 ;
-  assign \$1354  = \$1350  & \$1353 ;
-  assign \$1355  = ~ acc_add_mag[11];
-  assign \$1356  = ~ acc_add_mag[10];
-  assign \$1357  = \$1355  & \$1356 ;
-  assign \$1358  = ~ acc_add_mag[9];
-  assign \$1359  = ~ acc_add_mag[8];
-  assign \$1360  = \$1358  & \$1359 ;
-  assign \$1361  = \$1357  & \$1360 ;
-  assign \$1362  = \$1354  & \$1361 ;
-  assign \$1363  = ~ acc_add_mag[7];
-  assign \$1364  = ~ acc_add_mag[6];
-  assign \$1365  = \$1363  & \$1364 ;
-  assign \$1366  = ~ acc_add_mag[5];
-  assign \$1367  = ~ acc_add_mag[4];
-  assign \$1368  = \$1366  & \$1367 ;
-  assign \$1369  = \$1365  & \$1368 ;
-  assign \$1370  = ~ acc_add_mag[3];
-  assign \$1371  = ~ acc_add_mag[2];
-  assign \$1372  = \$1370  & \$1371 ;
-  assign \$1373  = ~ acc_add_mag[1];
-  assign \$1374  = ~ acc_add_mag[0];
-  assign \$1375  = \$1373  & \$1374 ;
-  assign \$1376  = \$1372  & \$1375 ;
-  assign \$1377  = \$1369  & \$1376 ;
-  assign \$1378  = \$1362  & \$1377 ;
-  assign acc_rnd_zero = \$1347  & \$1378 ;
-  assign \$1379  = acc_add_mag << \$1324 [4:0];
-  assign \$1380  = $signed(acc_exp) + $signed(9'h09a);
-  assign acc_rnd_biased = $signed(\$1380 ) - $signed({ 1'h0, \$1324 [4:0] });
-  assign \$1381  = $signed(acc_rnd_biased) >= $signed(2'h1);
-  assign \$1382  = $signed(acc_rnd_biased) < $signed(6'h28);
-  assign \$1383  = $signed(2'h1) - $signed(acc_rnd_biased);
-  assign \$1384  = \$1382  ? 16'h0019 : \$1383 ;
-  assign \$1385  = \$1381  ? 16'h0000 : \$1384 ;
-  assign acc_rnd_low_sticky = | \$1379 [2:0];
-  assign \$1386  = $signed(acc_rnd_biased) >= $signed(2'h1);
-  assign \$1387  = \$1386  ? acc_rnd_biased : 15'h0000;
+  assign \$1338  = ~ acc_add_mag[9];
+  assign \$1339  = ~ acc_add_mag[8];
+  assign \$1340  = \$1338  & \$1339 ;
+  assign \$1341  = \$1337  & \$1340 ;
+  assign \$1342  = \$1334  & \$1341 ;
+  assign \$1343  = ~ acc_add_mag[7];
+  assign \$1344  = ~ acc_add_mag[6];
+  assign \$1345  = \$1343  & \$1344 ;
+  assign \$1346  = ~ acc_add_mag[5];
+  assign \$1347  = ~ acc_add_mag[4];
+  assign \$1348  = \$1346  & \$1347 ;
+  assign \$1349  = \$1345  & \$1348 ;
+  assign \$1350  = ~ acc_add_mag[3];
+  assign \$1351  = ~ acc_add_mag[2];
+  assign \$1352  = \$1350  & \$1351 ;
+  assign \$1353  = ~ acc_add_mag[1];
+  assign \$1354  = ~ acc_add_mag[0];
+  assign \$1355  = \$1353  & \$1354 ;
+  assign \$1356  = \$1352  & \$1355 ;
+  assign \$1357  = \$1349  & \$1356 ;
+  assign \$1358  = \$1342  & \$1357 ;
+  assign acc_rnd_zero = \$1327  & \$1358 ;
+  assign \$1359  = acc_add_mag << \$1304 [4:0];
+  assign \$1360  = $signed(acc_exp) + $signed(9'h09a);
+  assign acc_rnd_biased = $signed(\$1360 ) - $signed({ 1'h0, \$1304 [4:0] });
+  assign \$1361  = $signed(acc_rnd_biased) >= $signed(2'h1);
+  assign \$1362  = $signed(acc_rnd_biased) < $signed(6'h28);
+  assign \$1363  = $signed(2'h1) - $signed(acc_rnd_biased);
+  assign \$1364  = \$1362  ? 16'h0019 : \$1363 ;
+  assign \$1365  = \$1361  ? 16'h0000 : \$1364 ;
+  assign acc_rnd_low_sticky = | \$1359 [2:0];
+  assign \$1366  = $signed(acc_rnd_biased) >= $signed(2'h1);
+  assign \$1367  = \$1366  ? acc_rnd_biased : 15'h0000;
   assign acc_rnd_over = $signed(acc_rnd_biased) >= $signed(9'h0ff);
   assign acc_rnd_edge = acc_rnd_biased == 8'hfe;
   assign acc_rnd_kept = acc_norm_head >> acc_norm_extra;
-  assign \$1388  = 25'h1ffffff << acc_norm_extra;
-  assign \$1389  = ~ \$1388 [24:0];
-  assign \$1390  = acc_norm_head & \$1389 ;
-  assign \$1391  = | \$1390 ;
-  assign acc_rnd_sticky = acc_norm_low_sticky | \$1391 ;
-  assign \$1392  = acc_rnd_sticky | acc_rnd_kept[1];
-  assign \$1393  = acc_rnd_kept[0] & \$1392 ;
-  assign \$1394  = { acc_norm_exp_part, acc_rnd_kept[23:1] } + \$1393 ;
-  assign \$1395  = & acc_rnd_kept[23:1];
-  assign \$1396  = acc_norm_edge & \$1395 ;
-  assign \$1397  = acc_rnd_sticky | acc_rnd_kept[1];
-  assign \$1398  = acc_rnd_kept[0] & \$1397 ;
-  assign \$1399  = \$1396  & \$1398 ;
-  assign acc_rnd_overflow = acc_norm_over | \$1399 ;
-  assign \$1400  = ~ acc_norm_zero;
-  assign \$1401  = acc_rnd_overflow & \$1400 ;
-  assign \$1402  = acc_norm_is_inf | \$1401 ;
-  assign \$1407  = { 1'h0, \$1394 [30:0] } | \$1406 ;
-  assign \$1408  = acc_norm_zero ? \$1405  : \$1407 ;
-  assign \$1409  = \$1402  ? \$1404  : \$1408 ;
-  assign acc_rnd_bits = acc_norm_is_nan ? 32'd2143289344 : \$1409 ;
-  assign \$1410  = i__valid & i__ready;
-  assign \$1412  = since < 3'h4;
+  assign \$1368  = 25'h1ffffff << acc_norm_extra;
+  assign \$1369  = ~ \$1368 [24:0];
+  assign \$1370  = acc_norm_head & \$1369 ;
+  assign \$1371  = | \$1370 ;
+  assign acc_rnd_sticky = acc_norm_low_sticky | \$1371 ;
+  assign \$1372  = acc_rnd_sticky | acc_rnd_kept[1];
+  assign \$1373  = acc_rnd_kept[0] & \$1372 ;
+  assign \$1374  = { acc_norm_exp_part, acc_rnd_kept[23:1] } + \$1373 ;
+  assign \$1375  = & acc_rnd_kept[23:1];
+  assign \$1376  = acc_norm_edge & \$1375 ;
+  assign \$1377  = acc_rnd_sticky | acc_rnd_kept[1];
+  assign \$1378  = acc_rnd_kept[0] & \$1377 ;
+  assign \$1379  = \$1376  & \$1378 ;
+  assign acc_rnd_overflow = acc_norm_over | \$1379 ;
+  assign \$1380  = ~ acc_norm_zero;
+  assign \$1381  = acc_rnd_overflow & \$1380 ;
+  assign \$1382  = acc_norm_is_inf | \$1381 ;
+  assign \$1387  = { 1'h0, \$1374 [30:0] } | \$1386 ;
+  assign \$1388  = acc_norm_zero ? \$1385  : \$1387 ;
+  assign \$1389  = \$1382  ? \$1384  : \$1388 ;
+  assign acc_rnd_bits = acc_norm_is_nan ? 32'd2143289344 : \$1389 ;
+  assign \$1390  = i__valid & i__ready;
+  assign \$1392  = since < 3'h4;
+  assign \$1393  = advance & \$1392 ;
+  assign \$1394  = since + 1'h1;
+  assign \$1395  = i__valid & accept;
+  assign \$1396  = i__valid & accept;
+  assign \$1397  = advance & \$1396 ;
+  assign \$1398  = i__valid & accept;
+  assign \$1399  = advance & \$1398 ;
+  assign \$1400  = i__valid & accept;
+  assign \$1401  = advance & \$1400 ;
+  assign \$1402  = i__valid & accept;
+  assign \$1403  = advance & \$1402 ;
+  assign \$1404  = i__valid & accept;
+  assign \$1405  = advance & \$1404 ;
+  assign \$1406  = i__valid & accept;
+  assign \$1407  = advance & \$1406 ;
+  assign \$1408  = i__valid & accept;
+  assign \$1409  = advance & \$1408 ;
+  assign \$1410  = i__valid & accept;
+  assign \$1411  = advance & \$1410 ;
+  assign \$1412  = i__valid & accept;
   assign \$1413  = advance & \$1412 ;
-  assign \$1414  = since + 1'h1;
-  assign \$1415  = i__valid & accept;
+  assign \$1414  = i__valid & accept;
+  assign \$1415  = advance & \$1414 ;
   assign \$1416  = i__valid & accept;
   assign \$1417  = advance & \$1416 ;
   assign \$1418  = i__valid & accept;
@@ -4808,1056 +4790,1182 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   assign \$1459  = advance & \$1458 ;
   assign \$1460  = i__valid & accept;
   assign \$1461  = advance & \$1460 ;
-  assign \$1462  = i__valid & accept;
-  assign \$1463  = advance & \$1462 ;
-  assign \$1464  = i__valid & accept;
-  assign \$1465  = advance & \$1464 ;
-  assign \$1466  = i__valid & accept;
-  assign \$1467  = advance & \$1466 ;
-  assign \$1468  = i__valid & accept;
-  assign \$1469  = advance & \$1468 ;
-  assign \$1470  = i__valid & accept;
-  assign \$1471  = advance & \$1470 ;
-  assign \$1472  = i__valid & accept;
-  assign \$1473  = advance & \$1472 ;
-  assign \$1474  = i__valid & accept;
-  assign \$1475  = advance & \$1474 ;
-  assign \$1476  = i__valid & accept;
-  assign \$1477  = advance & \$1476 ;
-  assign \$1478  = i__valid & accept;
-  assign \$1479  = advance & \$1478 ;
-  assign \$1480  = i__valid & accept;
-  assign \$1481  = advance & \$1480 ;
-  assign \$1482  = a0_c0_nan | b0_c0_nan;
-  assign \$1487  = a1_c0_nan | b1_c0_nan;
-  assign \$1492  = a2_c0_nan | b2_c0_nan;
-  assign \$1497  = a3_c0_nan | b3_c0_nan;
-  assign \$1502  = a4_c0_nan | b4_c0_nan;
-  assign \$1507  = a5_c0_nan | b5_c0_nan;
-  assign \$1512  = a6_c0_nan | b6_c0_nan;
-  assign \$1517  = a7_c0_nan | b7_c0_nan;
-  assign \$1522  = a8_c0_nan | b8_c0_nan;
-  assign \$1527  = a9_c0_nan | b9_c0_nan;
-  assign \$1532  = a10_c0_nan | b10_c0_nan;
-  assign \$1537  = a11_c0_nan | b11_c0_nan;
-  assign \$1542  = a12_c0_nan | b12_c0_nan;
-  assign \$1547  = a13_c0_nan | b13_c0_nan;
-  assign \$1552  = a14_c0_nan | b14_c0_nan;
-  assign \$1557  = a15_c0_nan | b15_c0_nan;
-  assign \$1562  = a16_c0_nan | b16_c0_nan;
-  assign \$1567  = a17_c0_nan | b17_c0_nan;
-  assign \$1572  = a18_c0_nan | b18_c0_nan;
-  assign \$1577  = a19_c0_nan | b19_c0_nan;
-  assign \$1582  = a20_c0_nan | b20_c0_nan;
-  assign \$1587  = a21_c0_nan | b21_c0_nan;
-  assign \$1592  = a22_c0_nan | b22_c0_nan;
-  assign \$1597  = a23_c0_nan | b23_c0_nan;
-  assign \$1602  = a24_c0_nan | b24_c0_nan;
-  assign \$1607  = a25_c0_nan | b25_c0_nan;
-  assign \$1612  = a26_c0_nan | b26_c0_nan;
-  assign \$1617  = a27_c0_nan | b27_c0_nan;
-  assign \$1622  = a28_c0_nan | b28_c0_nan;
-  assign \$1627  = a29_c0_nan | b29_c0_nan;
-  assign \$1632  = a30_c0_nan | b30_c0_nan;
-  assign \$1637  = a31_c0_nan | b31_c0_nan;
-  assign \$1642  = | { \$1641 , \$1636 , \$1631 , \$1626 , \$1621 , \$1616 , \$1611 , \$1606 , \$1601 , \$1596 , \$1591 , \$1586 , \$1581 , \$1576 , \$1571 , \$1566 , \$1561 , \$1556 , \$1551 , \$1546 , \$1541 , \$1536 , \$1531 , \$1526 , \$1521 , \$1516 , \$1511 , \$1506 , \$1501 , \$1496 , \$1491 , \$1486  };
-  assign \$1643  = \$1642  | hdr_a_scale_nan;
-  assign \$1644  = \$1643  | hdr_b_scale_nan;
-  assign \$1645  = i__valid & accept;
-  assign \$1646  = advance & \$1645 ;
-  assign \$1648  = i__payload[15] ^ i__payload[279];
+  assign \$1462  = a0_c0_nan | b0_c0_nan;
+  assign \$1467  = a1_c0_nan | b1_c0_nan;
+  assign \$1472  = a2_c0_nan | b2_c0_nan;
+  assign \$1477  = a3_c0_nan | b3_c0_nan;
+  assign \$1482  = a4_c0_nan | b4_c0_nan;
+  assign \$1487  = a5_c0_nan | b5_c0_nan;
+  assign \$1492  = a6_c0_nan | b6_c0_nan;
+  assign \$1497  = a7_c0_nan | b7_c0_nan;
+  assign \$1502  = a8_c0_nan | b8_c0_nan;
+  assign \$1507  = a9_c0_nan | b9_c0_nan;
+  assign \$1512  = a10_c0_nan | b10_c0_nan;
+  assign \$1517  = a11_c0_nan | b11_c0_nan;
+  assign \$1522  = a12_c0_nan | b12_c0_nan;
+  assign \$1527  = a13_c0_nan | b13_c0_nan;
+  assign \$1532  = a14_c0_nan | b14_c0_nan;
+  assign \$1537  = a15_c0_nan | b15_c0_nan;
+  assign \$1542  = a16_c0_nan | b16_c0_nan;
+  assign \$1547  = a17_c0_nan | b17_c0_nan;
+  assign \$1552  = a18_c0_nan | b18_c0_nan;
+  assign \$1557  = a19_c0_nan | b19_c0_nan;
+  assign \$1562  = a20_c0_nan | b20_c0_nan;
+  assign \$1567  = a21_c0_nan | b21_c0_nan;
+  assign \$1572  = a22_c0_nan | b22_c0_nan;
+  assign \$1577  = a23_c0_nan | b23_c0_nan;
+  assign \$1582  = a24_c0_nan | b24_c0_nan;
+  assign \$1587  = a25_c0_nan | b25_c0_nan;
+  assign \$1592  = a26_c0_nan | b26_c0_nan;
+  assign \$1597  = a27_c0_nan | b27_c0_nan;
+  assign \$1602  = a28_c0_nan | b28_c0_nan;
+  assign \$1607  = a29_c0_nan | b29_c0_nan;
+  assign \$1612  = a30_c0_nan | b30_c0_nan;
+  assign \$1617  = a31_c0_nan | b31_c0_nan;
+  assign \$1622  = | { \$1621 , \$1616 , \$1611 , \$1606 , \$1601 , \$1596 , \$1591 , \$1586 , \$1581 , \$1576 , \$1571 , \$1566 , \$1561 , \$1556 , \$1551 , \$1546 , \$1541 , \$1536 , \$1531 , \$1526 , \$1521 , \$1516 , \$1511 , \$1506 , \$1501 , \$1496 , \$1491 , \$1486 , \$1481 , \$1476 , \$1471 , \$1466  };
+  assign \$1623  = \$1622  | hdr_a_scale_nan;
+  assign \$1624  = \$1623  | hdr_b_scale_nan;
+  assign \$1625  = i__valid & accept;
+  assign \$1626  = advance & \$1625 ;
+  assign \$1628  = i__payload[15] ^ i__payload[279];
+  assign \$1629  = ~ \$1628 ;
+  assign \$1632  = i__payload[23] ^ i__payload[287];
+  assign \$1633  = ~ \$1632 ;
+  assign \$1636  = i__payload[31] ^ i__payload[295];
+  assign \$1637  = ~ \$1636 ;
+  assign \$1640  = i__payload[39] ^ i__payload[303];
+  assign \$1641  = ~ \$1640 ;
+  assign \$1644  = i__payload[47] ^ i__payload[311];
+  assign \$1645  = ~ \$1644 ;
+  assign \$1648  = i__payload[55] ^ i__payload[319];
   assign \$1649  = ~ \$1648 ;
-  assign \$1652  = i__payload[23] ^ i__payload[287];
+  assign \$1652  = i__payload[63] ^ i__payload[327];
   assign \$1653  = ~ \$1652 ;
-  assign \$1656  = i__payload[31] ^ i__payload[295];
+  assign \$1656  = i__payload[71] ^ i__payload[335];
   assign \$1657  = ~ \$1656 ;
-  assign \$1660  = i__payload[39] ^ i__payload[303];
+  assign \$1660  = i__payload[79] ^ i__payload[343];
   assign \$1661  = ~ \$1660 ;
-  assign \$1664  = i__payload[47] ^ i__payload[311];
+  assign \$1664  = i__payload[87] ^ i__payload[351];
   assign \$1665  = ~ \$1664 ;
-  assign \$1668  = i__payload[55] ^ i__payload[319];
+  assign \$1668  = i__payload[95] ^ i__payload[359];
   assign \$1669  = ~ \$1668 ;
-  assign \$1672  = i__payload[63] ^ i__payload[327];
+  assign \$1672  = i__payload[103] ^ i__payload[367];
   assign \$1673  = ~ \$1672 ;
-  assign \$1676  = i__payload[71] ^ i__payload[335];
+  assign \$1676  = i__payload[111] ^ i__payload[375];
   assign \$1677  = ~ \$1676 ;
-  assign \$1680  = i__payload[79] ^ i__payload[343];
+  assign \$1680  = i__payload[119] ^ i__payload[383];
   assign \$1681  = ~ \$1680 ;
-  assign \$1684  = i__payload[87] ^ i__payload[351];
+  assign \$1684  = i__payload[127] ^ i__payload[391];
   assign \$1685  = ~ \$1684 ;
-  assign \$1688  = i__payload[95] ^ i__payload[359];
+  assign \$1688  = i__payload[135] ^ i__payload[399];
   assign \$1689  = ~ \$1688 ;
-  assign \$1692  = i__payload[103] ^ i__payload[367];
+  assign \$1692  = i__payload[143] ^ i__payload[407];
   assign \$1693  = ~ \$1692 ;
-  assign \$1696  = i__payload[111] ^ i__payload[375];
+  assign \$1696  = i__payload[151] ^ i__payload[415];
   assign \$1697  = ~ \$1696 ;
-  assign \$1700  = i__payload[119] ^ i__payload[383];
+  assign \$1700  = i__payload[159] ^ i__payload[423];
   assign \$1701  = ~ \$1700 ;
-  assign \$1704  = i__payload[127] ^ i__payload[391];
+  assign \$1704  = i__payload[167] ^ i__payload[431];
   assign \$1705  = ~ \$1704 ;
-  assign \$1708  = i__payload[135] ^ i__payload[399];
+  assign \$1708  = i__payload[175] ^ i__payload[439];
   assign \$1709  = ~ \$1708 ;
-  assign \$1712  = i__payload[143] ^ i__payload[407];
+  assign \$1712  = i__payload[183] ^ i__payload[447];
   assign \$1713  = ~ \$1712 ;
-  assign \$1716  = i__payload[151] ^ i__payload[415];
+  assign \$1716  = i__payload[191] ^ i__payload[455];
   assign \$1717  = ~ \$1716 ;
-  assign \$1720  = i__payload[159] ^ i__payload[423];
+  assign \$1720  = i__payload[199] ^ i__payload[463];
   assign \$1721  = ~ \$1720 ;
-  assign \$1724  = i__payload[167] ^ i__payload[431];
+  assign \$1724  = i__payload[207] ^ i__payload[471];
   assign \$1725  = ~ \$1724 ;
-  assign \$1728  = i__payload[175] ^ i__payload[439];
+  assign \$1728  = i__payload[215] ^ i__payload[479];
   assign \$1729  = ~ \$1728 ;
-  assign \$1732  = i__payload[183] ^ i__payload[447];
+  assign \$1732  = i__payload[223] ^ i__payload[487];
   assign \$1733  = ~ \$1732 ;
-  assign \$1736  = i__payload[191] ^ i__payload[455];
+  assign \$1736  = i__payload[231] ^ i__payload[495];
   assign \$1737  = ~ \$1736 ;
-  assign \$1740  = i__payload[199] ^ i__payload[463];
+  assign \$1740  = i__payload[239] ^ i__payload[503];
   assign \$1741  = ~ \$1740 ;
-  assign \$1744  = i__payload[207] ^ i__payload[471];
+  assign \$1744  = i__payload[247] ^ i__payload[511];
   assign \$1745  = ~ \$1744 ;
-  assign \$1748  = i__payload[215] ^ i__payload[479];
+  assign \$1748  = i__payload[255] ^ i__payload[519];
   assign \$1749  = ~ \$1748 ;
-  assign \$1752  = i__payload[223] ^ i__payload[487];
+  assign \$1752  = i__payload[263] ^ i__payload[527];
   assign \$1753  = ~ \$1752 ;
-  assign \$1756  = i__payload[231] ^ i__payload[495];
-  assign \$1757  = ~ \$1756 ;
-  assign \$1760  = i__payload[239] ^ i__payload[503];
-  assign \$1761  = ~ \$1760 ;
-  assign \$1764  = i__payload[247] ^ i__payload[511];
-  assign \$1765  = ~ \$1764 ;
-  assign \$1768  = i__payload[255] ^ i__payload[519];
-  assign \$1769  = ~ \$1768 ;
-  assign \$1772  = i__payload[263] ^ i__payload[527];
-  assign \$1773  = ~ \$1772 ;
-  assign \$1776  = i__valid & accept;
-  assign \$1777  = advance & \$1776 ;
-  assign \$1779  = i__payload[15] ^ i__payload[279];
-  assign \$1782  = i__payload[23] ^ i__payload[287];
-  assign \$1785  = i__payload[31] ^ i__payload[295];
-  assign \$1788  = i__payload[39] ^ i__payload[303];
-  assign \$1791  = i__payload[47] ^ i__payload[311];
-  assign \$1794  = i__payload[55] ^ i__payload[319];
-  assign \$1797  = i__payload[63] ^ i__payload[327];
-  assign \$1800  = i__payload[71] ^ i__payload[335];
-  assign \$1803  = i__payload[79] ^ i__payload[343];
-  assign \$1806  = i__payload[87] ^ i__payload[351];
-  assign \$1809  = i__payload[95] ^ i__payload[359];
-  assign \$1812  = i__payload[103] ^ i__payload[367];
-  assign \$1815  = i__payload[111] ^ i__payload[375];
-  assign \$1818  = i__payload[119] ^ i__payload[383];
-  assign \$1821  = i__payload[127] ^ i__payload[391];
-  assign \$1824  = i__payload[135] ^ i__payload[399];
-  assign \$1827  = i__payload[143] ^ i__payload[407];
-  assign \$1830  = i__payload[151] ^ i__payload[415];
-  assign \$1833  = i__payload[159] ^ i__payload[423];
-  assign \$1836  = i__payload[167] ^ i__payload[431];
-  assign \$1839  = i__payload[175] ^ i__payload[439];
-  assign \$1842  = i__payload[183] ^ i__payload[447];
-  assign \$1845  = i__payload[191] ^ i__payload[455];
-  assign \$1848  = i__payload[199] ^ i__payload[463];
-  assign \$1851  = i__payload[207] ^ i__payload[471];
-  assign \$1854  = i__payload[215] ^ i__payload[479];
-  assign \$1857  = i__payload[223] ^ i__payload[487];
-  assign \$1860  = i__payload[231] ^ i__payload[495];
-  assign \$1863  = i__payload[239] ^ i__payload[503];
-  assign \$1866  = i__payload[247] ^ i__payload[511];
-  assign \$1869  = i__payload[255] ^ i__payload[519];
-  assign \$1872  = i__payload[263] ^ i__payload[527];
-  assign \$1875  = i__valid & accept;
-  assign \$1876  = advance & \$1875 ;
-  assign \$1877  = i__valid & accept;
-  assign \$1878  = advance & \$1877 ;
-  assign \$1879  = i__valid & accept;
-  assign \$1880  = advance & \$1879 ;
-  assign \$1882  = i__valid & accept;
-  assign \$1883  = advance & \$1882 ;
-  assign \$1884  = i__valid & accept;
-  assign \$1885  = advance & \$1884 ;
-  assign \$1886  = i__valid & accept;
-  assign \$1887  = advance & \$1886 ;
-  assign \$1888  = i__valid & accept;
-  assign \$1889  = advance & \$1888 ;
-  assign \$1890  = advance & products_valid;
-  assign \$1891  = advance & products_valid;
-  assign \$1892  = advance & products_valid;
-  assign \$1893  = advance & products_valid;
-  assign \$1894  = advance & products_valid;
-  assign \$1895  = advance & products_valid;
-  assign \$1896  = advance & products_valid;
-  assign \$1897  = advance & products_valid;
-  assign \$1898  = advance & products_valid;
-  assign \$1899  = advance & products_valid;
-  assign \$1900  = advance & products_valid;
-  assign \$1901  = advance & products_valid;
-  assign \$1902  = advance & products_valid;
-  assign \$1903  = advance & products_valid;
-  assign \$1904  = tree_valid & tree_end;
-  assign \$1905  = tree_valid & tree_end;
-  assign \$1906  = advance & \$1905 ;
-  assign \$1907  = tree_valid & tree_end;
-  assign \$1908  = advance & \$1907 ;
-  assign \$1909  = tree_valid & tree_end;
-  assign \$1910  = advance & \$1909 ;
-  assign \$1911  = tree_valid & tree_end;
-  assign \$1912  = advance & \$1911 ;
-  assign \$1913  = tree_valid & tree_end;
-  assign \$1914  = advance & \$1913 ;
-  assign \$1915  = tree_valid & tree_end;
-  assign \$1916  = advance & \$1915 ;
-  assign \$1917  = tree_valid & tree_end;
-  assign \$1918  = advance & \$1917 ;
-  assign \$1919  = tree_valid & tree_end;
-  assign \$1920  = advance & \$1919 ;
-  assign \$1921  = tree_valid & tree_end;
-  assign \$1922  = advance & \$1921 ;
-  assign \$1923  = advance & sum_valid;
-  assign \$1924  = advance & sum_valid;
-  assign \$1925  = advance & sum_valid;
-  assign \$1926  = advance & sum_valid;
-  assign \$1927  = sum_pinf & sum_ninf;
-  assign \$1928  = sum_nan | \$1927 ;
-  assign \$1929  = advance & sum_valid;
-  assign \$1930  = sum_pinf | sum_ninf;
-  assign \$1931  = advance & sum_valid;
-  assign \$1932  = advance & sum_valid;
-  assign \$1933  = advance & scale_valid;
-  assign \$1934  = advance & scale_valid;
-  assign \$1935  = advance & scale_valid;
-  assign \$1936  = advance & scale_valid;
-  assign \$1937  = advance & scale_valid;
-  assign \$1938  = advance & scale_valid;
-  assign \$1939  = advance & scale_valid;
-  assign \$1940  = advance & scale_valid;
-  assign \$1941  = scale_is_inf ? scale_ninf : scale_neg;
-  assign \$1942  = advance & scale_valid;
-  assign \$1943  = advance & scale_valid;
-  assign \$1944  = advance & scale_valid;
-  assign \$1945  = advance & block_norm_valid;
-  assign \$1946  = advance & block_norm_valid;
-  assign \$1947  = advance & block_valid;
-  assign \$1948  = acc_a_big ? acc_a_win : acc_b_win;
-  assign \$1949  = advance & block_valid;
-  assign \$1950  = acc_a_big ? acc[31] : block_r[31];
-  assign \$1951  = advance & block_valid;
-  assign \$1952  = acc_shifted | { 26'h0000000, acc_sticky };
-  assign \$1953  = advance & block_valid;
-  assign \$1954  = acc_a_big ? block_r[31] : acc[31];
-  assign \$1955  = advance & block_valid;
-  assign \$1956  = advance & block_valid;
-  assign \$1957  = acc[30:23] == 8'hff;
-  assign \$1958  = | acc[22:0];
-  assign \$1959  = \$1957  & \$1958 ;
-  assign \$1960  = block_r[30:23] == 8'hff;
-  assign \$1961  = | block_r[22:0];
-  assign \$1962  = \$1960  & \$1961 ;
-  assign \$1963  = \$1959  | \$1962 ;
-  assign \$1964  = acc[30:23] == 8'hff;
-  assign \$1965  = ! acc[22:0];
-  assign \$1966  = \$1964  & \$1965 ;
-  assign \$1967  = block_r[30:23] == 8'hff;
-  assign \$1968  = ! block_r[22:0];
-  assign \$1969  = \$1967  & \$1968 ;
-  assign \$1970  = \$1966  & \$1969 ;
-  assign \$1971  = acc[31] != block_r[31];
-  assign \$1972  = \$1970  & \$1971 ;
-  assign \$1973  = \$1963  | \$1972 ;
-  assign \$1974  = advance & block_valid;
-  assign \$1975  = acc[30:23] == 8'hff;
-  assign \$1976  = ! acc[22:0];
-  assign \$1977  = \$1975  & \$1976 ;
-  assign \$1978  = block_r[30:23] == 8'hff;
-  assign \$1979  = ! block_r[22:0];
-  assign \$1980  = \$1978  & \$1979 ;
-  assign \$1981  = \$1977  | \$1980 ;
-  assign \$1982  = advance & block_valid;
-  assign \$1983  = acc[30:23] == 8'hff;
-  assign \$1984  = ! acc[22:0];
-  assign \$1985  = \$1983  & \$1984 ;
-  assign \$1986  = \$1985  ? acc[31] : block_r[31];
-  assign \$1987  = advance & block_valid;
-  assign \$1988  = acc == 32'd2147483648;
-  assign \$1989  = block_r == 32'd2147483648;
-  assign \$1990  = \$1988  & \$1989 ;
-  assign \$1991  = advance & block_valid;
-  assign \$1992  = advance & acc_align_valid;
-  assign \$1993  = advance & acc_align_valid;
-  assign \$1994  = advance & acc_align_valid;
-  assign \$1995  = advance & acc_align_valid;
-  assign \$1996  = advance & acc_align_valid;
-  assign \$1997  = advance & acc_align_valid;
-  assign \$1998  = advance & acc_align_valid;
-  assign \$1999  = advance & acc_align_valid;
-  assign \$2000  = advance & acc_add_valid;
-  assign \$2001  = advance & acc_add_valid;
-  assign \$2002  = advance & acc_add_valid;
-  assign \$2003  = advance & acc_add_valid;
-  assign \$2004  = advance & acc_add_valid;
-  assign \$2005  = advance & acc_add_valid;
-  assign \$2006  = advance & acc_add_valid;
-  assign \$2007  = advance & acc_add_valid;
-  assign \$2008  = ! acc_add_mag;
-  assign \$2009  = \$2008  ? acc_add_neg_zero : acc_add_neg;
-  assign \$2010  = acc_add_is_inf ? acc_add_inf_neg : \$2009 ;
-  assign \$2011  = advance & acc_add_valid;
-  assign \$2012  = advance & acc_add_valid;
-  assign \$2013  = advance & acc_add_valid;
-  assign \$2014  = acc_norm_valid & acc_norm_last;
+  assign \$1756  = i__valid & accept;
+  assign \$1757  = advance & \$1756 ;
+  assign \$1759  = i__payload[15] ^ i__payload[279];
+  assign \$1762  = i__payload[23] ^ i__payload[287];
+  assign \$1765  = i__payload[31] ^ i__payload[295];
+  assign \$1768  = i__payload[39] ^ i__payload[303];
+  assign \$1771  = i__payload[47] ^ i__payload[311];
+  assign \$1774  = i__payload[55] ^ i__payload[319];
+  assign \$1777  = i__payload[63] ^ i__payload[327];
+  assign \$1780  = i__payload[71] ^ i__payload[335];
+  assign \$1783  = i__payload[79] ^ i__payload[343];
+  assign \$1786  = i__payload[87] ^ i__payload[351];
+  assign \$1789  = i__payload[95] ^ i__payload[359];
+  assign \$1792  = i__payload[103] ^ i__payload[367];
+  assign \$1795  = i__payload[111] ^ i__payload[375];
+  assign \$1798  = i__payload[119] ^ i__payload[383];
+  assign \$1801  = i__payload[127] ^ i__payload[391];
+  assign \$1804  = i__payload[135] ^ i__payload[399];
+  assign \$1807  = i__payload[143] ^ i__payload[407];
+  assign \$1810  = i__payload[151] ^ i__payload[415];
+  assign \$1813  = i__payload[159] ^ i__payload[423];
+  assign \$1816  = i__payload[167] ^ i__payload[431];
+  assign \$1819  = i__payload[175] ^ i__payload[439];
+  assign \$1822  = i__payload[183] ^ i__payload[447];
+  assign \$1825  = i__payload[191] ^ i__payload[455];
+  assign \$1828  = i__payload[199] ^ i__payload[463];
+  assign \$1831  = i__payload[207] ^ i__payload[471];
+  assign \$1834  = i__payload[215] ^ i__payload[479];
+  assign \$1837  = i__payload[223] ^ i__payload[487];
+  assign \$1840  = i__payload[231] ^ i__payload[495];
+  assign \$1843  = i__payload[239] ^ i__payload[503];
+  assign \$1846  = i__payload[247] ^ i__payload[511];
+  assign \$1849  = i__payload[255] ^ i__payload[519];
+  assign \$1852  = i__payload[263] ^ i__payload[527];
+  assign \$1855  = i__valid & accept;
+  assign \$1856  = advance & \$1855 ;
+  assign \$1857  = i__valid & accept;
+  assign \$1858  = advance & \$1857 ;
+  assign \$1859  = i__valid & accept;
+  assign \$1860  = advance & \$1859 ;
+  assign \$1862  = i__valid & accept;
+  assign \$1863  = advance & \$1862 ;
+  assign \$1864  = i__valid & accept;
+  assign \$1865  = advance & \$1864 ;
+  assign \$1866  = i__valid & accept;
+  assign \$1867  = advance & \$1866 ;
+  assign \$1868  = i__valid & accept;
+  assign \$1869  = advance & \$1868 ;
+  assign \$1870  = advance & products_valid;
+  assign \$1871  = advance & products_valid;
+  assign \$1872  = advance & products_valid;
+  assign \$1873  = advance & products_valid;
+  assign \$1874  = advance & products_valid;
+  assign \$1875  = advance & products_valid;
+  assign \$1876  = advance & products_valid;
+  assign \$1877  = advance & products_valid;
+  assign \$1878  = advance & products_valid;
+  assign \$1879  = advance & products_valid;
+  assign \$1880  = advance & products_valid;
+  assign \$1881  = advance & products_valid;
+  assign \$1882  = advance & products_valid;
+  assign \$1883  = advance & products_valid;
+  assign \$1884  = tree_valid & tree_end;
+  assign \$1885  = tree_valid & tree_end;
+  assign \$1886  = advance & \$1885 ;
+  assign \$1887  = tree_valid & tree_end;
+  assign \$1888  = advance & \$1887 ;
+  assign \$1889  = tree_valid & tree_end;
+  assign \$1890  = advance & \$1889 ;
+  assign \$1891  = tree_valid & tree_end;
+  assign \$1892  = advance & \$1891 ;
+  assign \$1893  = tree_valid & tree_end;
+  assign \$1894  = advance & \$1893 ;
+  assign \$1895  = tree_valid & tree_end;
+  assign \$1896  = advance & \$1895 ;
+  assign \$1897  = tree_valid & tree_end;
+  assign \$1898  = advance & \$1897 ;
+  assign \$1899  = tree_valid & tree_end;
+  assign \$1900  = advance & \$1899 ;
+  assign \$1901  = tree_valid & tree_end;
+  assign \$1902  = advance & \$1901 ;
+  assign \$1903  = advance & sum_valid;
+  assign \$1904  = advance & sum_valid;
+  assign \$1905  = advance & sum_valid;
+  assign \$1906  = advance & sum_valid;
+  assign \$1907  = sum_pinf & sum_ninf;
+  assign \$1908  = sum_nan | \$1907 ;
+  assign \$1909  = advance & sum_valid;
+  assign \$1910  = sum_pinf | sum_ninf;
+  assign \$1911  = advance & sum_valid;
+  assign \$1912  = advance & sum_valid;
+  assign \$1913  = advance & scale_valid;
+  assign \$1914  = advance & scale_valid;
+  assign \$1915  = advance & scale_valid;
+  assign \$1916  = advance & scale_valid;
+  assign \$1917  = advance & scale_valid;
+  assign \$1918  = advance & scale_valid;
+  assign \$1919  = advance & scale_valid;
+  assign \$1920  = advance & scale_valid;
+  assign \$1921  = scale_is_inf ? scale_ninf : scale_neg;
+  assign \$1922  = advance & scale_valid;
+  assign \$1923  = advance & scale_valid;
+  assign \$1924  = advance & scale_valid;
+  assign \$1925  = advance & block_norm_valid;
+  assign \$1926  = advance & block_norm_valid;
+  assign \$1927  = advance & block_valid;
+  assign \$1928  = acc_a_big ? acc_a_win : acc_b_win;
+  assign \$1929  = advance & block_valid;
+  assign \$1930  = acc_a_big ? acc[31] : block_r[31];
+  assign \$1931  = advance & block_valid;
+  assign \$1932  = acc_shifted | { 26'h0000000, acc_sticky };
+  assign \$1933  = advance & block_valid;
+  assign \$1934  = acc_a_big ? block_r[31] : acc[31];
+  assign \$1935  = advance & block_valid;
+  assign \$1936  = advance & block_valid;
+  assign \$1937  = acc[30:23] == 8'hff;
+  assign \$1938  = | acc[22:0];
+  assign \$1939  = \$1937  & \$1938 ;
+  assign \$1940  = block_r[30:23] == 8'hff;
+  assign \$1941  = | block_r[22:0];
+  assign \$1942  = \$1940  & \$1941 ;
+  assign \$1943  = \$1939  | \$1942 ;
+  assign \$1944  = acc[30:23] == 8'hff;
+  assign \$1945  = ! acc[22:0];
+  assign \$1946  = \$1944  & \$1945 ;
+  assign \$1947  = block_r[30:23] == 8'hff;
+  assign \$1948  = ! block_r[22:0];
+  assign \$1949  = \$1947  & \$1948 ;
+  assign \$1950  = \$1946  & \$1949 ;
+  assign \$1951  = acc[31] != block_r[31];
+  assign \$1952  = \$1950  & \$1951 ;
+  assign \$1953  = \$1943  | \$1952 ;
+  assign \$1954  = advance & block_valid;
+  assign \$1955  = acc[30:23] == 8'hff;
+  assign \$1956  = ! acc[22:0];
+  assign \$1957  = \$1955  & \$1956 ;
+  assign \$1958  = block_r[30:23] == 8'hff;
+  assign \$1959  = ! block_r[22:0];
+  assign \$1960  = \$1958  & \$1959 ;
+  assign \$1961  = \$1957  | \$1960 ;
+  assign \$1962  = advance & block_valid;
+  assign \$1963  = acc[30:23] == 8'hff;
+  assign \$1964  = ! acc[22:0];
+  assign \$1965  = \$1963  & \$1964 ;
+  assign \$1966  = \$1965  ? acc[31] : block_r[31];
+  assign \$1967  = advance & block_valid;
+  assign \$1968  = acc == 32'd2147483648;
+  assign \$1969  = block_r == 32'd2147483648;
+  assign \$1970  = \$1968  & \$1969 ;
+  assign \$1971  = advance & block_valid;
+  assign \$1972  = advance & acc_align_valid;
+  assign \$1973  = advance & acc_align_valid;
+  assign \$1974  = advance & acc_align_valid;
+  assign \$1975  = advance & acc_align_valid;
+  assign \$1976  = advance & acc_align_valid;
+  assign \$1977  = advance & acc_align_valid;
+  assign \$1978  = advance & acc_align_valid;
+  assign \$1979  = advance & acc_align_valid;
+  assign \$1980  = advance & acc_add_valid;
+  assign \$1981  = advance & acc_add_valid;
+  assign \$1982  = advance & acc_add_valid;
+  assign \$1983  = advance & acc_add_valid;
+  assign \$1984  = advance & acc_add_valid;
+  assign \$1985  = advance & acc_add_valid;
+  assign \$1986  = advance & acc_add_valid;
+  assign \$1987  = advance & acc_add_valid;
+  assign \$1988  = ! acc_add_mag;
+  assign \$1989  = \$1988  ? acc_add_neg_zero : acc_add_neg;
+  assign \$1990  = acc_add_is_inf ? acc_add_inf_neg : \$1989 ;
+  assign \$1991  = advance & acc_add_valid;
+  assign \$1992  = advance & acc_add_valid;
+  assign \$1993  = advance & acc_add_valid;
+  assign \$1994  = acc_norm_valid & acc_norm_last;
   always @(posedge clk)
-    since <= \$2015 ;
+    since <= \$1995 ;
   always @(posedge clk)
-    products_valid <= \$2016 ;
+    products_valid <= \$1996 ;
   always @(posedge clk)
-    products_t0 <= \$2017 ;
+    products_t0 <= \$1997 ;
   always @(posedge clk)
-    products_t1 <= \$2018 ;
+    products_t1 <= \$1998 ;
   always @(posedge clk)
-    products_t2 <= \$2019 ;
+    products_t2 <= \$1999 ;
   always @(posedge clk)
-    products_t3 <= \$2020 ;
+    products_t3 <= \$2000 ;
   always @(posedge clk)
-    products_t4 <= \$2021 ;
+    products_t4 <= \$2001 ;
   always @(posedge clk)
-    products_t5 <= \$2022 ;
+    products_t5 <= \$2002 ;
   always @(posedge clk)
-    products_t6 <= \$2023 ;
+    products_t6 <= \$2003 ;
   always @(posedge clk)
-    products_t7 <= \$2024 ;
+    products_t7 <= \$2004 ;
   always @(posedge clk)
-    products_t8 <= \$2025 ;
+    products_t8 <= \$2005 ;
   always @(posedge clk)
-    products_t9 <= \$2026 ;
+    products_t9 <= \$2006 ;
   always @(posedge clk)
-    products_t10 <= \$2027 ;
+    products_t10 <= \$2007 ;
   always @(posedge clk)
-    products_t11 <= \$2028 ;
+    products_t11 <= \$2008 ;
   always @(posedge clk)
-    products_t12 <= \$2029 ;
+    products_t12 <= \$2009 ;
   always @(posedge clk)
-    products_t13 <= \$2030 ;
+    products_t13 <= \$2010 ;
   always @(posedge clk)
-    products_t14 <= \$2031 ;
+    products_t14 <= \$2011 ;
   always @(posedge clk)
-    products_t15 <= \$2032 ;
+    products_t15 <= \$2012 ;
   always @(posedge clk)
-    products_t16 <= \$2033 ;
+    products_t16 <= \$2013 ;
   always @(posedge clk)
-    products_t17 <= \$2034 ;
+    products_t17 <= \$2014 ;
   always @(posedge clk)
-    products_t18 <= \$2035 ;
+    products_t18 <= \$2015 ;
   always @(posedge clk)
-    products_t19 <= \$2036 ;
+    products_t19 <= \$2016 ;
   always @(posedge clk)
-    products_t20 <= \$2037 ;
+    products_t20 <= \$2017 ;
   always @(posedge clk)
-    products_t21 <= \$2038 ;
+    products_t21 <= \$2018 ;
   always @(posedge clk)
-    products_t22 <= \$2039 ;
+    products_t22 <= \$2019 ;
   always @(posedge clk)
-    products_t23 <= \$2040 ;
+    products_t23 <= \$2020 ;
   always @(posedge clk)
-    products_t24 <= \$2041 ;
+    products_t24 <= \$2021 ;
   always @(posedge clk)
-    products_t25 <= \$2042 ;
+    products_t25 <= \$2022 ;
   always @(posedge clk)
-    products_t26 <= \$2043 ;
+    products_t26 <= \$2023 ;
   always @(posedge clk)
-    products_t27 <= \$2044 ;
+    products_t27 <= \$2024 ;
   always @(posedge clk)
-    products_t28 <= \$2045 ;
+    products_t28 <= \$2025 ;
   always @(posedge clk)
-    products_t29 <= \$2046 ;
+    products_t29 <= \$2026 ;
   always @(posedge clk)
-    products_t30 <= \$2047 ;
+    products_t30 <= \$2027 ;
   always @(posedge clk)
-    products_t31 <= \$2048 ;
+    products_t31 <= \$2028 ;
   always @(posedge clk)
-    products_nan <= \$2049 ;
+    products_nan <= \$2029 ;
   always @(posedge clk)
-    products_pinf <= \$2050 ;
+    products_pinf <= \$2030 ;
   always @(posedge clk)
-    products_ninf <= \$2051 ;
+    products_ninf <= \$2031 ;
   always @(posedge clk)
-    products_first <= \$2052 ;
+    products_first <= \$2032 ;
   always @(posedge clk)
-    products_end <= \$2053 ;
+    products_end <= \$2033 ;
   always @(posedge clk)
-    products_last <= \$2054 ;
+    products_last <= \$2034 ;
   always @(posedge clk)
-    products_scale_man_a <= \$2055 ;
+    products_scale_man_a <= \$2035 ;
   always @(posedge clk)
-    products_scale_exp_a <= \$2056 ;
+    products_scale_exp_a <= \$2036 ;
   always @(posedge clk)
-    products_scale_man_b <= \$2057 ;
+    products_scale_man_b <= \$2037 ;
   always @(posedge clk)
-    products_scale_exp_b <= \$2058 ;
+    products_scale_exp_b <= \$2038 ;
   always @(posedge clk)
-    tree_valid <= \$2059 ;
+    tree_valid <= \$2039 ;
   always @(posedge clk)
-    tree_l0 <= \$2060 ;
+    tree_l0 <= \$2040 ;
   always @(posedge clk)
-    tree_l1 <= \$2061 ;
+    tree_l1 <= \$2041 ;
   always @(posedge clk)
-    tree_l2 <= \$2062 ;
+    tree_l2 <= \$2042 ;
   always @(posedge clk)
-    tree_l3 <= \$2063 ;
+    tree_l3 <= \$2043 ;
   always @(posedge clk)
-    blk_nan <= \$2064 ;
+    blk_nan <= \$2044 ;
   always @(posedge clk)
-    blk_pinf <= \$2065 ;
+    blk_pinf <= \$2045 ;
   always @(posedge clk)
-    blk_ninf <= \$2066 ;
+    blk_ninf <= \$2046 ;
   always @(posedge clk)
-    tree_first <= \$2067 ;
+    tree_first <= \$2047 ;
   always @(posedge clk)
-    tree_end <= \$2068 ;
+    tree_end <= \$2048 ;
   always @(posedge clk)
-    tree_last <= \$2069 ;
+    tree_last <= \$2049 ;
   always @(posedge clk)
-    tree_scale_man_a <= \$2070 ;
+    tree_scale_man_a <= \$2050 ;
   always @(posedge clk)
-    tree_scale_exp_a <= \$2071 ;
+    tree_scale_exp_a <= \$2051 ;
   always @(posedge clk)
-    tree_scale_man_b <= \$2072 ;
+    tree_scale_man_b <= \$2052 ;
   always @(posedge clk)
-    tree_scale_exp_b <= \$2073 ;
+    tree_scale_exp_b <= \$2053 ;
   always @(posedge clk)
-    sum_valid <= \$2074 ;
+    sum_valid <= \$2054 ;
   always @(posedge clk)
-    sum_total <= \$2075 ;
+    sum_total <= \$2055 ;
   always @(posedge clk)
-    sum_nan <= \$2076 ;
+    sum_nan <= \$2056 ;
   always @(posedge clk)
-    sum_pinf <= \$2077 ;
+    sum_pinf <= \$2057 ;
   always @(posedge clk)
-    sum_ninf <= \$2078 ;
+    sum_ninf <= \$2058 ;
   always @(posedge clk)
-    sum_last <= \$2079 ;
+    sum_last <= \$2059 ;
   always @(posedge clk)
-    sum_scale_man_a <= \$2080 ;
+    sum_scale_man_a <= \$2060 ;
   always @(posedge clk)
-    sum_scale_exp_a <= \$2081 ;
+    sum_scale_exp_a <= \$2061 ;
   always @(posedge clk)
-    sum_scale_man_b <= \$2082 ;
+    sum_scale_man_b <= \$2062 ;
   always @(posedge clk)
-    sum_scale_exp_b <= \$2083 ;
+    sum_scale_exp_b <= \$2063 ;
   always @(posedge clk)
-    scale_valid <= \$2084 ;
+    scale_valid <= \$2064 ;
   always @(posedge clk)
-    scale_mag <= \$2085 ;
+    scale_mag <= \$2065 ;
   always @(posedge clk)
-    scale_neg <= \$2086 ;
+    scale_neg <= \$2066 ;
   always @(posedge clk)
-    \scale_exp_sum$769  <= \$2087 ;
+    \scale_exp_sum$768  <= \$2067 ;
   always @(posedge clk)
-    scale_is_nan <= \$2088 ;
+    scale_is_nan <= \$2068 ;
   always @(posedge clk)
-    scale_is_inf <= \$2089 ;
+    scale_is_inf <= \$2069 ;
   always @(posedge clk)
-    scale_ninf <= \$2090 ;
+    scale_ninf <= \$2070 ;
   always @(posedge clk)
-    scale_last <= \$2091 ;
+    scale_last <= \$2071 ;
   always @(posedge clk)
-    block_norm_valid <= \$2092 ;
+    block_norm_valid <= \$2072 ;
   always @(posedge clk)
-    block_norm_head <= \$2093 ;
+    block_norm_head <= \$2073 ;
   always @(posedge clk)
-    block_norm_low_sticky <= \$2094 ;
+    block_norm_low_sticky <= \$2074 ;
   always @(posedge clk)
-    block_norm_extra <= \$2095 ;
+    block_norm_extra <= \$2075 ;
   always @(posedge clk)
-    block_norm_exp_part <= \$2096 ;
+    block_norm_exp_part <= \$2076 ;
   always @(posedge clk)
-    block_norm_over <= \$2097 ;
+    block_norm_over <= \$2077 ;
   always @(posedge clk)
-    block_norm_edge <= \$2098 ;
+    block_norm_edge <= \$2078 ;
   always @(posedge clk)
-    block_norm_zero <= \$2099 ;
+    block_norm_zero <= \$2079 ;
   always @(posedge clk)
-    block_norm_sign <= \$2100 ;
+    block_norm_sign <= \$2080 ;
   always @(posedge clk)
-    block_norm_is_nan <= \$2101 ;
+    block_norm_is_nan <= \$2081 ;
   always @(posedge clk)
-    block_norm_is_inf <= \$2102 ;
+    block_norm_is_inf <= \$2082 ;
   always @(posedge clk)
-    block_norm_last <= \$2103 ;
+    block_norm_last <= \$2083 ;
   always @(posedge clk)
-    block_valid <= \$2104 ;
+    block_valid <= \$2084 ;
   always @(posedge clk)
-    block_r <= \$2105 ;
+    block_r <= \$2085 ;
   always @(posedge clk)
-    block_last <= \$2106 ;
+    block_last <= \$2086 ;
   always @(posedge clk)
-    acc_align_valid <= \$2107 ;
+    acc_align_valid <= \$2087 ;
   always @(posedge clk)
-    acc_align_big <= \$2108 ;
+    acc_align_big <= \$2088 ;
   always @(posedge clk)
-    acc_align_big_neg <= \$2109 ;
+    acc_align_big_neg <= \$2089 ;
   always @(posedge clk)
-    acc_align_small <= \$2110 ;
+    acc_align_small <= \$2090 ;
   always @(posedge clk)
-    acc_align_small_neg <= \$2111 ;
+    acc_align_small_neg <= \$2091 ;
   always @(posedge clk)
-    acc_align_top <= \$2112 ;
+    acc_align_top <= \$2092 ;
   always @(posedge clk)
-    acc_align_is_nan <= \$2113 ;
+    acc_align_is_nan <= \$2093 ;
   always @(posedge clk)
-    acc_align_is_inf <= \$2114 ;
+    acc_align_is_inf <= \$2094 ;
   always @(posedge clk)
-    acc_align_inf_neg <= \$2115 ;
+    acc_align_inf_neg <= \$2095 ;
   always @(posedge clk)
-    acc_align_neg_zero <= \$2116 ;
+    acc_align_neg_zero <= \$2096 ;
   always @(posedge clk)
-    acc_align_last <= \$2117 ;
+    acc_align_last <= \$2097 ;
   always @(posedge clk)
-    acc_add_valid <= \$2118 ;
+    acc_add_valid <= \$2098 ;
   always @(posedge clk)
-    acc_add_mag <= \$2119 ;
+    acc_add_mag <= \$2099 ;
   always @(posedge clk)
-    acc_add_neg <= \$2120 ;
+    acc_add_neg <= \$2100 ;
   always @(posedge clk)
-    acc_add_top <= \$2121 ;
+    acc_add_top <= \$2101 ;
   always @(posedge clk)
-    acc_add_is_nan <= \$2122 ;
+    acc_add_is_nan <= \$2102 ;
   always @(posedge clk)
-    acc_add_is_inf <= \$2123 ;
+    acc_add_is_inf <= \$2103 ;
   always @(posedge clk)
-    acc_add_inf_neg <= \$2124 ;
+    acc_add_inf_neg <= \$2104 ;
   always @(posedge clk)
-    acc_add_neg_zero <= \$2125 ;
+    acc_add_neg_zero <= \$2105 ;
   always @(posedge clk)
-    acc_add_last <= \$2126 ;
+    acc_add_last <= \$2106 ;
   always @(posedge clk)
-    acc_norm_valid <= \$2127 ;
+    acc_norm_valid <= \$2107 ;
   always @(posedge clk)
-    acc_norm_head <= \$2128 ;
+    acc_norm_head <= \$2108 ;
   always @(posedge clk)
-    acc_norm_low_sticky <= \$2129 ;
+    acc_norm_low_sticky <= \$2109 ;
   always @(posedge clk)
-    acc_norm_extra <= \$2130 ;
+    acc_norm_extra <= \$2110 ;
   always @(posedge clk)
-    acc_norm_exp_part <= \$2131 ;
+    acc_norm_exp_part <= \$2111 ;
   always @(posedge clk)
-    acc_norm_over <= \$2132 ;
+    acc_norm_over <= \$2112 ;
   always @(posedge clk)
-    acc_norm_edge <= \$2133 ;
+    acc_norm_edge <= \$2113 ;
   always @(posedge clk)
-    acc_norm_zero <= \$2134 ;
+    acc_norm_zero <= \$2114 ;
   always @(posedge clk)
-    acc_norm_sign <= \$2135 ;
+    acc_norm_sign <= \$2115 ;
   always @(posedge clk)
-    acc_norm_is_nan <= \$2136 ;
+    acc_norm_is_nan <= \$2116 ;
   always @(posedge clk)
-    acc_norm_is_inf <= \$2137 ;
+    acc_norm_is_inf <= \$2117 ;
   always @(posedge clk)
-    acc_norm_last <= \$2138 ;
+    acc_norm_last <= \$2118 ;
   always @(posedge clk)
-    o__valid <= \$2139 ;
+    o__valid <= \$2119 ;
   always @(posedge clk)
-    o__payload <= \$2140 ;
+    o__payload <= \$2120 ;
   always @(posedge clk)
-    acc <= \$2141 ;
+    acc <= \$2121 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2015  = since;
+    \$1995  = since;
+    if (\$1391 ) begin
+      \$1995  = 3'h1;
+    end else if (\$1393 ) begin
+      \$1995  = \$1394 [2:0];
+    end
+    if (rst) begin
+      \$1995  = 3'h4;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1996  = products_valid;
+    if (advance) begin
+      \$1996  = \$1395 ;
+    end
+    if (rst) begin
+      \$1996  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1997  = products_t0;
+    if (\$1397 ) begin
+      \$1997  = p0_fix;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1998  = products_t1;
+    if (\$1399 ) begin
+      \$1998  = p1_fix;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$1999  = products_t2;
+    if (\$1401 ) begin
+      \$1999  = p2_fix;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2000  = products_t3;
+    if (\$1403 ) begin
+      \$2000  = p3_fix;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2001  = products_t4;
+    if (\$1405 ) begin
+      \$2001  = p4_fix;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2002  = products_t5;
+    if (\$1407 ) begin
+      \$2002  = p5_fix;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2003  = products_t6;
+    if (\$1409 ) begin
+      \$2003  = p6_fix;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2004  = products_t7;
     if (\$1411 ) begin
-      \$2015  = 3'h1;
-    end else if (\$1413 ) begin
-      \$2015  = \$1414 [2:0];
-    end
-    if (rst) begin
-      \$2015  = 3'h4;
+      \$2004  = p7_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2016  = products_valid;
-    if (advance) begin
-      \$2016  = \$1415 ;
-    end
-    if (rst) begin
-      \$2016  = 1'h0;
+    \$2005  = products_t8;
+    if (\$1413 ) begin
+      \$2005  = p8_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2017  = products_t0;
+    \$2006  = products_t9;
+    if (\$1415 ) begin
+      \$2006  = p9_fix;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2007  = products_t10;
     if (\$1417 ) begin
-      \$2017  = p0_fix;
+      \$2007  = p10_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2018  = products_t1;
+    \$2008  = products_t11;
     if (\$1419 ) begin
-      \$2018  = p1_fix;
+      \$2008  = p11_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2019  = products_t2;
+    \$2009  = products_t12;
     if (\$1421 ) begin
-      \$2019  = p2_fix;
+      \$2009  = p12_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2020  = products_t3;
+    \$2010  = products_t13;
     if (\$1423 ) begin
-      \$2020  = p3_fix;
+      \$2010  = p13_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2021  = products_t4;
+    \$2011  = products_t14;
     if (\$1425 ) begin
-      \$2021  = p4_fix;
+      \$2011  = p14_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2022  = products_t5;
+    \$2012  = products_t15;
     if (\$1427 ) begin
-      \$2022  = p5_fix;
+      \$2012  = p15_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2023  = products_t6;
+    \$2013  = products_t16;
     if (\$1429 ) begin
-      \$2023  = p6_fix;
+      \$2013  = p16_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2024  = products_t7;
+    \$2014  = products_t17;
     if (\$1431 ) begin
-      \$2024  = p7_fix;
+      \$2014  = p17_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2025  = products_t8;
+    \$2015  = products_t18;
     if (\$1433 ) begin
-      \$2025  = p8_fix;
+      \$2015  = p18_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2026  = products_t9;
+    \$2016  = products_t19;
     if (\$1435 ) begin
-      \$2026  = p9_fix;
+      \$2016  = p19_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2027  = products_t10;
+    \$2017  = products_t20;
     if (\$1437 ) begin
-      \$2027  = p10_fix;
+      \$2017  = p20_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2028  = products_t11;
+    \$2018  = products_t21;
     if (\$1439 ) begin
-      \$2028  = p11_fix;
+      \$2018  = p21_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2029  = products_t12;
+    \$2019  = products_t22;
     if (\$1441 ) begin
-      \$2029  = p12_fix;
+      \$2019  = p22_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2030  = products_t13;
+    \$2020  = products_t23;
     if (\$1443 ) begin
-      \$2030  = p13_fix;
+      \$2020  = p23_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2031  = products_t14;
+    \$2021  = products_t24;
     if (\$1445 ) begin
-      \$2031  = p14_fix;
+      \$2021  = p24_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2032  = products_t15;
+    \$2022  = products_t25;
     if (\$1447 ) begin
-      \$2032  = p15_fix;
+      \$2022  = p25_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2033  = products_t16;
+    \$2023  = products_t26;
     if (\$1449 ) begin
-      \$2033  = p16_fix;
+      \$2023  = p26_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2034  = products_t17;
+    \$2024  = products_t27;
     if (\$1451 ) begin
-      \$2034  = p17_fix;
+      \$2024  = p27_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2035  = products_t18;
+    \$2025  = products_t28;
     if (\$1453 ) begin
-      \$2035  = p18_fix;
+      \$2025  = p28_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2036  = products_t19;
+    \$2026  = products_t29;
     if (\$1455 ) begin
-      \$2036  = p19_fix;
+      \$2026  = p29_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2037  = products_t20;
+    \$2027  = products_t30;
     if (\$1457 ) begin
-      \$2037  = p20_fix;
+      \$2027  = p30_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2038  = products_t21;
+    \$2028  = products_t31;
     if (\$1459 ) begin
-      \$2038  = p21_fix;
+      \$2028  = p31_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2039  = products_t22;
+    \$2029  = products_nan;
     if (\$1461 ) begin
-      \$2039  = p22_fix;
+      \$2029  = \$1624 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2040  = products_t23;
-    if (\$1463 ) begin
-      \$2040  = p23_fix;
+    \$2030  = products_pinf;
+    if (\$1626 ) begin
+      \$2030  = \$1755 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2041  = products_t24;
-    if (\$1465 ) begin
-      \$2041  = p24_fix;
+    \$2031  = products_ninf;
+    if (\$1757 ) begin
+      \$2031  = \$1854 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2042  = products_t25;
-    if (\$1467 ) begin
-      \$2042  = p25_fix;
+    \$2032  = products_first;
+    if (\$1856 ) begin
+      \$2032  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2043  = products_t26;
-    if (\$1469 ) begin
-      \$2043  = p26_fix;
+    \$2033  = products_end;
+    if (\$1858 ) begin
+      \$2033  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2044  = products_t27;
-    if (\$1471 ) begin
-      \$2044  = p27_fix;
+    \$2034  = products_last;
+    if (\$1860 ) begin
+      \$2034  = \$1861 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2045  = products_t28;
-    if (\$1473 ) begin
-      \$2045  = p28_fix;
+    \$2035  = products_scale_man_a;
+    if (\$1863 ) begin
+      \$2035  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2046  = products_t29;
-    if (\$1475 ) begin
-      \$2046  = p29_fix;
+    \$2036  = products_scale_exp_a;
+    if (\$1865 ) begin
+      \$2036  = i__payload[7:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2047  = products_t30;
-    if (\$1477 ) begin
-      \$2047  = p30_fix;
+    \$2037  = products_scale_man_b;
+    if (\$1867 ) begin
+      \$2037  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2048  = products_t31;
-    if (\$1479 ) begin
-      \$2048  = p31_fix;
+    \$2038  = products_scale_exp_b;
+    if (\$1869 ) begin
+      \$2038  = i__payload[271:264];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2049  = products_nan;
-    if (\$1481 ) begin
-      \$2049  = \$1644 ;
+    \$2039  = tree_valid;
+    if (advance) begin
+      \$2039  = products_valid;
+    end
+    if (rst) begin
+      \$2039  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2050  = products_pinf;
-    if (\$1646 ) begin
-      \$2050  = \$1775 ;
+    \$2040  = tree_l0;
+    if (\$1870 ) begin
+      \$2040  = tree_l3_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2051  = products_ninf;
-    if (\$1777 ) begin
-      \$2051  = \$1874 ;
+    \$2041  = tree_l1;
+    if (\$1871 ) begin
+      \$2041  = tree_l3_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2052  = products_first;
+    \$2042  = tree_l2;
+    if (\$1872 ) begin
+      \$2042  = tree_l3_2;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2043  = tree_l3;
+    if (\$1873 ) begin
+      \$2043  = tree_l3_3;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2044  = blk_nan;
+    if (\$1874 ) begin
+      \$2044  = products_nan;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2045  = blk_pinf;
+    if (\$1875 ) begin
+      \$2045  = products_pinf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2046  = blk_ninf;
     if (\$1876 ) begin
-      \$2052  = 1'h1;
+      \$2046  = products_ninf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2053  = products_end;
+    \$2047  = tree_first;
+    if (\$1877 ) begin
+      \$2047  = products_first;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2048  = tree_end;
     if (\$1878 ) begin
-      \$2053  = 1'h1;
+      \$2048  = products_end;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2054  = products_last;
+    \$2049  = tree_last;
+    if (\$1879 ) begin
+      \$2049  = products_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2050  = tree_scale_man_a;
     if (\$1880 ) begin
-      \$2054  = \$1881 ;
+      \$2050  = products_scale_man_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2055  = products_scale_man_a;
+    \$2051  = tree_scale_exp_a;
+    if (\$1881 ) begin
+      \$2051  = products_scale_exp_a;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2052  = tree_scale_man_b;
+    if (\$1882 ) begin
+      \$2052  = products_scale_man_b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2053  = tree_scale_exp_b;
     if (\$1883 ) begin
-      \$2055  = 1'h1;
+      \$2053  = products_scale_exp_b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2056  = products_scale_exp_a;
-    if (\$1885 ) begin
-      \$2056  = i__payload[7:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2057  = products_scale_man_b;
-    if (\$1887 ) begin
-      \$2057  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2058  = products_scale_exp_b;
-    if (\$1889 ) begin
-      \$2058  = i__payload[271:264];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2059  = tree_valid;
+    \$2054  = sum_valid;
     if (advance) begin
-      \$2059  = products_valid;
+      \$2054  = \$1884 ;
     end
     if (rst) begin
-      \$2059  = 1'h0;
+      \$2054  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2060  = tree_l0;
+    \$2055  = sum_total;
+    if (\$1886 ) begin
+      \$2055  = tree_l5_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2056  = sum_nan;
+    if (\$1888 ) begin
+      \$2056  = blk_nan;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2057  = sum_pinf;
     if (\$1890 ) begin
-      \$2060  = tree_l3_0;
+      \$2057  = blk_pinf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2061  = tree_l1;
-    if (\$1891 ) begin
-      \$2061  = tree_l3_1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2062  = tree_l2;
+    \$2058  = sum_ninf;
     if (\$1892 ) begin
-      \$2062  = tree_l3_2;
+      \$2058  = blk_ninf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2063  = tree_l3;
-    if (\$1893 ) begin
-      \$2063  = tree_l3_3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2064  = blk_nan;
+    \$2059  = sum_last;
     if (\$1894 ) begin
-      \$2064  = products_nan;
+      \$2059  = tree_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2065  = blk_pinf;
-    if (\$1895 ) begin
-      \$2065  = products_pinf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2066  = blk_ninf;
+    \$2060  = sum_scale_man_a;
     if (\$1896 ) begin
-      \$2066  = products_ninf;
+      \$2060  = tree_scale_man_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2067  = tree_first;
-    if (\$1897 ) begin
-      \$2067  = products_first;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2068  = tree_end;
+    \$2061  = sum_scale_exp_a;
     if (\$1898 ) begin
-      \$2068  = products_end;
+      \$2061  = tree_scale_exp_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2069  = tree_last;
-    if (\$1899 ) begin
-      \$2069  = products_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2070  = tree_scale_man_a;
+    \$2062  = sum_scale_man_b;
     if (\$1900 ) begin
-      \$2070  = products_scale_man_a;
+      \$2062  = tree_scale_man_b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2071  = tree_scale_exp_a;
-    if (\$1901 ) begin
-      \$2071  = products_scale_exp_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2072  = tree_scale_man_b;
+    \$2063  = sum_scale_exp_b;
     if (\$1902 ) begin
-      \$2072  = products_scale_man_b;
+      \$2063  = tree_scale_exp_b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2073  = tree_scale_exp_b;
-    if (\$1903 ) begin
-      \$2073  = products_scale_exp_b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2074  = sum_valid;
+    \$2064  = scale_valid;
     if (advance) begin
-      \$2074  = \$1904 ;
+      \$2064  = sum_valid;
     end
     if (rst) begin
-      \$2074  = 1'h0;
+      \$2064  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2075  = sum_total;
+    \$2065  = scale_mag;
+    if (\$1903 ) begin
+      \$2065  = \$773 [40:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2066  = scale_neg;
+    if (\$1904 ) begin
+      \$2066  = blk_neg;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2067  = \scale_exp_sum$768 ;
+    if (\$1905 ) begin
+      \$2067  = scale_exp_sum;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2068  = scale_is_nan;
     if (\$1906 ) begin
-      \$2075  = tree_l5_0;
+      \$2068  = \$1908 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2076  = sum_nan;
-    if (\$1908 ) begin
-      \$2076  = blk_nan;
+    \$2069  = scale_is_inf;
+    if (\$1909 ) begin
+      \$2069  = \$1910 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2077  = sum_pinf;
-    if (\$1910 ) begin
-      \$2077  = blk_pinf;
+    \$2070  = scale_ninf;
+    if (\$1911 ) begin
+      \$2070  = sum_ninf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2078  = sum_ninf;
+    \$2071  = scale_last;
     if (\$1912 ) begin
-      \$2078  = blk_ninf;
+      \$2071  = sum_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2079  = sum_last;
-    if (\$1914 ) begin
-      \$2079  = tree_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2080  = sum_scale_man_a;
-    if (\$1916 ) begin
-      \$2080  = tree_scale_man_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2081  = sum_scale_exp_a;
-    if (\$1918 ) begin
-      \$2081  = tree_scale_exp_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2082  = sum_scale_man_b;
-    if (\$1920 ) begin
-      \$2082  = tree_scale_man_b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2083  = sum_scale_exp_b;
-    if (\$1922 ) begin
-      \$2083  = tree_scale_exp_b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2084  = scale_valid;
+    \$2072  = block_norm_valid;
     if (advance) begin
-      \$2084  = sum_valid;
+      \$2072  = scale_valid;
+    end
+    if (rst) begin
+      \$2072  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2073  = block_norm_head;
+    if (\$1913 ) begin
+      \$2073  = \$1099 [40:16];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2074  = block_norm_low_sticky;
+    if (\$1914 ) begin
+      \$2074  = blk_low_sticky;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2075  = block_norm_extra;
+    if (\$1915 ) begin
+      \$2075  = \$1105 [4:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2076  = block_norm_exp_part;
+    if (\$1916 ) begin
+      \$2076  = \$1107 [7:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2077  = block_norm_over;
+    if (\$1917 ) begin
+      \$2077  = blk_over;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2078  = block_norm_edge;
+    if (\$1918 ) begin
+      \$2078  = blk_edge;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2079  = block_norm_zero;
+    if (\$1919 ) begin
+      \$2079  = blk_zero;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2080  = block_norm_sign;
+    if (\$1920 ) begin
+      \$2080  = \$1921 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2081  = block_norm_is_nan;
+    if (\$1922 ) begin
+      \$2081  = scale_is_nan;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2082  = block_norm_is_inf;
+    if (\$1923 ) begin
+      \$2082  = scale_is_inf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2083  = block_norm_last;
+    if (\$1924 ) begin
+      \$2083  = scale_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2084  = block_valid;
+    if (advance) begin
+      \$2084  = block_norm_valid;
     end
     if (rst) begin
       \$2084  = 1'h0;
@@ -5865,169 +5973,169 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2085  = scale_mag;
-    if (\$1923 ) begin
-      \$2085  = \$775 [42:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2086  = scale_neg;
-    if (\$1924 ) begin
-      \$2086  = blk_neg;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2087  = \scale_exp_sum$769 ;
+    \$2085  = block_r;
     if (\$1925 ) begin
-      \$2087  = scale_exp_sum;
+      \$2085  = blk_bits;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2088  = scale_is_nan;
+    \$2086  = block_last;
     if (\$1926 ) begin
+      \$2086  = block_norm_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2087  = acc_align_valid;
+    if (advance) begin
+      \$2087  = block_valid;
+    end
+    if (rst) begin
+      \$2087  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2088  = acc_align_big;
+    if (\$1927 ) begin
       \$2088  = \$1928 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2089  = scale_is_inf;
+    \$2089  = acc_align_big_neg;
     if (\$1929 ) begin
       \$2089  = \$1930 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2090  = scale_ninf;
+    \$2090  = acc_align_small;
     if (\$1931 ) begin
-      \$2090  = sum_ninf;
+      \$2090  = \$1932 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2091  = scale_last;
-    if (\$1932 ) begin
-      \$2091  = sum_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2092  = block_norm_valid;
-    if (advance) begin
-      \$2092  = scale_valid;
-    end
-    if (rst) begin
-      \$2092  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2093  = block_norm_head;
+    \$2091  = acc_align_small_neg;
     if (\$1933 ) begin
-      \$2093  = \$1119 [42:18];
+      \$2091  = \$1934 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2094  = block_norm_low_sticky;
-    if (\$1934 ) begin
-      \$2094  = blk_low_sticky;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2095  = block_norm_extra;
+    \$2092  = acc_align_top;
     if (\$1935 ) begin
-      \$2095  = \$1125 [4:0];
+      \$2092  = { 4'h0, \$1141  };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2096  = block_norm_exp_part;
+    \$2093  = acc_align_is_nan;
     if (\$1936 ) begin
-      \$2096  = \$1127 [7:0];
+      \$2093  = \$1953 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2097  = block_norm_over;
-    if (\$1937 ) begin
-      \$2097  = blk_over;
+    \$2094  = acc_align_is_inf;
+    if (\$1954 ) begin
+      \$2094  = \$1961 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2098  = block_norm_edge;
-    if (\$1938 ) begin
-      \$2098  = blk_edge;
+    \$2095  = acc_align_inf_neg;
+    if (\$1962 ) begin
+      \$2095  = \$1966 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2099  = block_norm_zero;
-    if (\$1939 ) begin
-      \$2099  = blk_zero;
+    \$2096  = acc_align_neg_zero;
+    if (\$1967 ) begin
+      \$2096  = \$1970 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2100  = block_norm_sign;
-    if (\$1940 ) begin
-      \$2100  = \$1941 ;
+    \$2097  = acc_align_last;
+    if (\$1971 ) begin
+      \$2097  = block_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2101  = block_norm_is_nan;
-    if (\$1942 ) begin
-      \$2101  = scale_is_nan;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2102  = block_norm_is_inf;
-    if (\$1943 ) begin
-      \$2102  = scale_is_inf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2103  = block_norm_last;
-    if (\$1944 ) begin
-      \$2103  = scale_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2104  = block_valid;
+    \$2098  = acc_add_valid;
     if (advance) begin
-      \$2104  = block_norm_valid;
+      \$2098  = acc_align_valid;
     end
     if (rst) begin
-      \$2104  = 1'h0;
+      \$2098  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2105  = block_r;
-    if (\$1945 ) begin
-      \$2105  = blk_bits;
+    \$2099  = acc_add_mag;
+    if (\$1972 ) begin
+      \$2099  = acc_mag;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2106  = block_last;
-    if (\$1946 ) begin
-      \$2106  = block_norm_last;
+    \$2100  = acc_add_neg;
+    if (\$1973 ) begin
+      \$2100  = acc_neg;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2107  = acc_align_valid;
+    \$2101  = acc_add_top;
+    if (\$1974 ) begin
+      \$2101  = acc_align_top;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2102  = acc_add_is_nan;
+    if (\$1975 ) begin
+      \$2102  = acc_align_is_nan;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2103  = acc_add_is_inf;
+    if (\$1976 ) begin
+      \$2103  = acc_align_is_inf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2104  = acc_add_inf_neg;
+    if (\$1977 ) begin
+      \$2104  = acc_align_inf_neg;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2105  = acc_add_neg_zero;
+    if (\$1978 ) begin
+      \$2105  = acc_align_neg_zero;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2106  = acc_add_last;
+    if (\$1979 ) begin
+      \$2106  = acc_align_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2107  = acc_norm_valid;
     if (advance) begin
-      \$2107  = block_valid;
+      \$2107  = acc_add_valid;
     end
     if (rst) begin
       \$2107  = 1'h0;
@@ -6035,266 +6143,120 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2108  = acc_align_big;
-    if (\$1947 ) begin
-      \$2108  = \$1948 ;
+    \$2108  = acc_norm_head;
+    if (\$1980 ) begin
+      \$2108  = \$1359 [27:3];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2109  = acc_align_big_neg;
-    if (\$1949 ) begin
-      \$2109  = \$1950 ;
+    \$2109  = acc_norm_low_sticky;
+    if (\$1981 ) begin
+      \$2109  = acc_rnd_low_sticky;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2110  = acc_align_small;
-    if (\$1951 ) begin
-      \$2110  = \$1952 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2111  = acc_align_small_neg;
-    if (\$1953 ) begin
-      \$2111  = \$1954 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2112  = acc_align_top;
-    if (\$1955 ) begin
-      \$2112  = { 4'h0, \$1161  };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2113  = acc_align_is_nan;
-    if (\$1956 ) begin
-      \$2113  = \$1973 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2114  = acc_align_is_inf;
-    if (\$1974 ) begin
-      \$2114  = \$1981 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2115  = acc_align_inf_neg;
+    \$2110  = acc_norm_extra;
     if (\$1982 ) begin
-      \$2115  = \$1986 ;
+      \$2110  = \$1365 [4:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2116  = acc_align_neg_zero;
+    \$2111  = acc_norm_exp_part;
+    if (\$1983 ) begin
+      \$2111  = \$1367 [7:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2112  = acc_norm_over;
+    if (\$1984 ) begin
+      \$2112  = acc_rnd_over;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2113  = acc_norm_edge;
+    if (\$1985 ) begin
+      \$2113  = acc_rnd_edge;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2114  = acc_norm_zero;
+    if (\$1986 ) begin
+      \$2114  = acc_rnd_zero;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$2115  = acc_norm_sign;
     if (\$1987 ) begin
-      \$2116  = \$1990 ;
+      \$2115  = \$1990 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2117  = acc_align_last;
+    \$2116  = acc_norm_is_nan;
     if (\$1991 ) begin
-      \$2117  = block_last;
+      \$2116  = acc_add_is_nan;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2118  = acc_add_valid;
-    if (advance) begin
-      \$2118  = acc_align_valid;
-    end
-    if (rst) begin
-      \$2118  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2119  = acc_add_mag;
+    \$2117  = acc_norm_is_inf;
     if (\$1992 ) begin
-      \$2119  = acc_mag;
+      \$2117  = acc_add_is_inf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2120  = acc_add_neg;
+    \$2118  = acc_norm_last;
     if (\$1993 ) begin
-      \$2120  = acc_neg;
+      \$2118  = acc_add_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2121  = acc_add_top;
-    if (\$1994 ) begin
-      \$2121  = acc_align_top;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2122  = acc_add_is_nan;
-    if (\$1995 ) begin
-      \$2122  = acc_align_is_nan;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2123  = acc_add_is_inf;
-    if (\$1996 ) begin
-      \$2123  = acc_align_is_inf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2124  = acc_add_inf_neg;
-    if (\$1997 ) begin
-      \$2124  = acc_align_inf_neg;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2125  = acc_add_neg_zero;
-    if (\$1998 ) begin
-      \$2125  = acc_align_neg_zero;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2126  = acc_add_last;
-    if (\$1999 ) begin
-      \$2126  = acc_align_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2127  = acc_norm_valid;
+    \$2119  = o__valid;
     if (advance) begin
-      \$2127  = acc_add_valid;
+      \$2119  = \$1994 ;
     end
     if (rst) begin
-      \$2127  = 1'h0;
+      \$2119  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2128  = acc_norm_head;
-    if (\$2000 ) begin
-      \$2128  = \$1379 [27:3];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2129  = acc_norm_low_sticky;
-    if (\$2001 ) begin
-      \$2129  = acc_rnd_low_sticky;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2130  = acc_norm_extra;
-    if (\$2002 ) begin
-      \$2130  = \$1385 [4:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2131  = acc_norm_exp_part;
-    if (\$2003 ) begin
-      \$2131  = \$1387 [7:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2132  = acc_norm_over;
-    if (\$2004 ) begin
-      \$2132  = acc_rnd_over;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2133  = acc_norm_edge;
-    if (\$2005 ) begin
-      \$2133  = acc_rnd_edge;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2134  = acc_norm_zero;
-    if (\$2006 ) begin
-      \$2134  = acc_rnd_zero;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2135  = acc_norm_sign;
-    if (\$2007 ) begin
-      \$2135  = \$2010 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2136  = acc_norm_is_nan;
-    if (\$2011 ) begin
-      \$2136  = acc_add_is_nan;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2137  = acc_norm_is_inf;
-    if (\$2012 ) begin
-      \$2137  = acc_add_is_inf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2138  = acc_norm_last;
-    if (\$2013 ) begin
-      \$2138  = acc_add_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2139  = o__valid;
-    if (advance) begin
-      \$2139  = \$2014 ;
-    end
-    if (rst) begin
-      \$2139  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2140  = o__payload;
+    \$2120  = o__payload;
     if (advance) begin
       if (acc_norm_valid) begin
         if (acc_norm_last) begin
-          \$2140  = acc_rnd_bits;
+          \$2120  = acc_rnd_bits;
         end
       end
     end
     if (rst) begin
-      \$2140  = 32'd0;
+      \$2120  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$2141  = acc;
+    \$2121  = acc;
     if (advance) begin
       if (acc_norm_valid) begin
         (* full_case = 32'd1 *)
         if (acc_norm_last) begin
-          \$2141  = 32'd0;
+          \$2121  = 32'd0;
         end else begin
-          \$2141  = acc_rnd_bits;
+          \$2121  = acc_rnd_bits;
         end
       end
     end
     if (rst) begin
-      \$2141  = 32'd0;
+      \$2121  = 32'd0;
     end
   end
   assign a0_sign = i__payload[15];
@@ -6654,28 +6616,29 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   assign tree_nan = blk_nan;
   assign tree_pinf = blk_pinf;
   assign tree_ninf = blk_ninf;
-  assign blk_mag = \$775 [42:0];
-  assign blk_exp = { \$776 [10], \$776 [10], \$776 [10], \$776 [10], \$776 [10], \$776 [10], \$776 [10], \$776 [10], \$776 [10], \$776 [10], \$776  };
-  assign blk_lz = \$1034 [5:0];
-  assign blk_lead = \$1119 [42:0];
-  assign blk_norm = \$1119 [42:0];
-  assign blk_extra = \$1125 [4:0];
-  assign blk_head = \$1119 [42:18];
-  assign blk_exppart = \$1127 [7:0];
-  assign blk_body = \$1134 [30:0];
-  assign r_top = { block_r[30:24], \$1151  };
-  assign acc_a_top = { acc[30:24], \$1153  };
-  assign acc_d = { \$1154 [8], \$1154 [8], \$1154 [8], \$1154  };
-  assign acc_rd = { \$1155 [8], \$1155 [8], \$1155 [8], \$1155  };
-  assign acc_top = { 4'h0, \$1161  };
-  assign acc_rdiff = \$1165 [26:0];
-  assign acc_rnd_lz = \$1324 [4:0];
-  assign acc_rnd_lead = \$1379 [27:0];
-  assign acc_rnd_norm = \$1379 [27:0];
-  assign acc_rnd_extra = \$1385 [4:0];
-  assign acc_rnd_head = \$1379 [27:3];
-  assign acc_rnd_exppart = \$1387 [7:0];
-  assign acc_rnd_body = \$1394 [30:0];
+  assign blk_abs = \$773 [40:0];
+  assign blk_mag = \$773 [40:0];
+  assign blk_exp = { \$774 [10], \$774 [10], \$774 [10], \$774 [10], \$774 [10], \$774 [10], \$774 [10], \$774 [10], \$774 [10], \$774 [10], \$774  };
+  assign blk_lz = \$1018 [5:0];
+  assign blk_lead = \$1099 [40:0];
+  assign blk_norm = \$1099 [40:0];
+  assign blk_extra = \$1105 [4:0];
+  assign blk_head = \$1099 [40:16];
+  assign blk_exppart = \$1107 [7:0];
+  assign blk_body = \$1114 [30:0];
+  assign r_top = { block_r[30:24], \$1131  };
+  assign acc_a_top = { acc[30:24], \$1133  };
+  assign acc_d = { \$1134 [8], \$1134 [8], \$1134 [8], \$1134  };
+  assign acc_rd = { \$1135 [8], \$1135 [8], \$1135 [8], \$1135  };
+  assign acc_top = { 4'h0, \$1141  };
+  assign acc_rdiff = \$1145 [26:0];
+  assign acc_rnd_lz = \$1304 [4:0];
+  assign acc_rnd_lead = \$1359 [27:0];
+  assign acc_rnd_norm = \$1359 [27:0];
+  assign acc_rnd_extra = \$1365 [4:0];
+  assign acc_rnd_head = \$1359 [27:3];
+  assign acc_rnd_exppart = \$1367 [7:0];
+  assign acc_rnd_body = \$1374 [30:0];
   assign \i__payload.a_header  = i__payload[7:0];
   assign \i__payload.a_codes  = i__payload[263:8];
   assign \i__payload.a_codes[0]  = i__payload[15:8];
@@ -6876,54 +6839,69 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   assign \$626  = { 1'h0, a31_c0_normal, i__payload[258:256] };
   assign b31_c0_special = b31_c0_nan;
   assign \$636  = { 1'h0, b31_c0_normal, i__payload[522:520] };
-  assign \$855  = 2'h1;
-  assign \$859  = 2'h1;
-  assign \$867  = 2'h1;
-  assign \$871  = 2'h1;
-  assign \$887  = 2'h1;
-  assign \$891  = 2'h1;
-  assign \$899  = 2'h1;
-  assign \$903  = 2'h1;
-  assign \$935  = 2'h1;
-  assign \$939  = 2'h1;
-  assign \$947  = 2'h1;
-  assign \$951  = 2'h1;
-  assign \$967  = 2'h1;
-  assign \$971  = 2'h1;
-  assign \$979  = 2'h1;
-  assign \$983  = 2'h1;
-  assign \$1006  = 2'h1;
-  assign \$1010  = 2'h1;
-  assign \$1018  = 2'h1;
-  assign \$1022  = 2'h1;
-  assign \$1029  = 2'h1;
-  assign \$1143  = { block_norm_sign, 31'h00000000 };
-  assign { \$1144 [31], \$1144 [22:0] } = { \$1143 [31], \$1143 [22:0] };
-  assign \$1144 [30:23] = 8'hff;
-  assign \$1145  = { block_norm_sign, 31'h00000000 };
-  assign \$1146  = { block_norm_sign, 31'h00000000 };
-  assign acc_a_win = { \$1159 , acc[22:0], 3'h0 };
-  assign acc_b_win = { \$1160 , block_r[22:0], 3'h0 };
-  assign \$1219  = 2'h1;
-  assign \$1223  = 2'h1;
+  assign \$849  = 2'h1;
+  assign \$853  = 2'h1;
+  assign \$861  = 2'h1;
+  assign \$865  = 2'h1;
+  assign \$881  = 2'h1;
+  assign \$885  = 2'h1;
+  assign \$893  = 2'h1;
+  assign \$897  = 2'h1;
+  assign \$929  = 2'h1;
+  assign \$933  = 2'h1;
+  assign \$941  = 2'h1;
+  assign \$945  = 2'h1;
+  assign \$961  = 2'h1;
+  assign \$965  = 2'h1;
+  assign \$973  = 2'h1;
+  assign \$977  = 2'h1;
+  assign \$996  = 2'h1;
+  assign \$1000  = 2'h1;
+  assign \$1008  = 2'h1;
+  assign \$1012  = 2'h1;
+  assign \$1123  = { block_norm_sign, 31'h00000000 };
+  assign { \$1124 [31], \$1124 [22:0] } = { \$1123 [31], \$1123 [22:0] };
+  assign \$1124 [30:23] = 8'hff;
+  assign \$1125  = { block_norm_sign, 31'h00000000 };
+  assign \$1126  = { block_norm_sign, 31'h00000000 };
+  assign acc_a_win = { \$1139 , acc[22:0], 3'h0 };
+  assign acc_b_win = { \$1140 , block_r[22:0], 3'h0 };
+  assign \$1199  = 2'h1;
+  assign \$1203  = 2'h1;
+  assign \$1211  = 2'h1;
+  assign \$1215  = 2'h1;
   assign \$1231  = 2'h1;
   assign \$1235  = 2'h1;
-  assign \$1251  = 2'h1;
-  assign \$1255  = 2'h1;
-  assign \$1263  = 2'h1;
-  assign \$1267  = 2'h1;
-  assign \$1291  = 2'h1;
-  assign \$1295  = 2'h1;
-  assign \$1303  = 2'h1;
-  assign \$1307  = 2'h1;
-  assign \$1316  = 2'h1;
-  assign \$1320  = 2'h1;
-  assign \$1403  = { acc_norm_sign, 31'h00000000 };
-  assign { \$1404 [31], \$1404 [22:0] } = { \$1403 [31], \$1403 [22:0] };
-  assign \$1404 [30:23] = 8'hff;
-  assign \$1405  = { acc_norm_sign, 31'h00000000 };
-  assign \$1406  = { acc_norm_sign, 31'h00000000 };
-  assign \$1411  = \$1410 ;
+  assign \$1243  = 2'h1;
+  assign \$1247  = 2'h1;
+  assign \$1271  = 2'h1;
+  assign \$1275  = 2'h1;
+  assign \$1283  = 2'h1;
+  assign \$1287  = 2'h1;
+  assign \$1296  = 2'h1;
+  assign \$1300  = 2'h1;
+  assign \$1383  = { acc_norm_sign, 31'h00000000 };
+  assign { \$1384 [31], \$1384 [22:0] } = { \$1383 [31], \$1383 [22:0] };
+  assign \$1384 [30:23] = 8'hff;
+  assign \$1385  = { acc_norm_sign, 31'h00000000 };
+  assign \$1386  = { acc_norm_sign, 31'h00000000 };
+  assign \$1391  = \$1390 ;
+  assign \$1463  = 1'h0;
+  assign \$1464  = \$1462 ;
+  assign \$1465  = 1'h0;
+  assign \$1466  = \$1462 ;
+  assign \$1468  = 1'h0;
+  assign \$1469  = \$1467 ;
+  assign \$1470  = 1'h0;
+  assign \$1471  = \$1467 ;
+  assign \$1473  = 1'h0;
+  assign \$1474  = \$1472 ;
+  assign \$1475  = 1'h0;
+  assign \$1476  = \$1472 ;
+  assign \$1478  = 1'h0;
+  assign \$1479  = \$1477 ;
+  assign \$1480  = 1'h0;
+  assign \$1481  = \$1477 ;
   assign \$1483  = 1'h0;
   assign \$1484  = \$1482 ;
   assign \$1485  = 1'h0;
@@ -7036,22 +7014,16 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   assign \$1619  = \$1617 ;
   assign \$1620  = 1'h0;
   assign \$1621  = \$1617 ;
-  assign \$1623  = 1'h0;
-  assign \$1624  = \$1622 ;
-  assign \$1625  = 1'h0;
-  assign \$1626  = \$1622 ;
-  assign \$1628  = 1'h0;
-  assign \$1629  = \$1627 ;
+  assign \$1627  = 1'h0;
   assign \$1630  = 1'h0;
-  assign \$1631  = \$1627 ;
-  assign \$1633  = 1'h0;
-  assign \$1634  = \$1632 ;
+  assign \$1631  = 1'h0;
+  assign \$1634  = 1'h0;
   assign \$1635  = 1'h0;
-  assign \$1636  = \$1632 ;
   assign \$1638  = 1'h0;
-  assign \$1639  = \$1637 ;
-  assign \$1640  = 1'h0;
-  assign \$1641  = \$1637 ;
+  assign \$1639  = 1'h0;
+  assign \$1642  = 1'h0;
+  assign \$1643  = 1'h0;
+  assign \$1646  = 1'h0;
   assign \$1647  = 1'h0;
   assign \$1650  = 1'h0;
   assign \$1651  = 1'h0;
@@ -7108,79 +7080,69 @@ module nxfp_dot_mxfp8_e4m3_x_mxfp8_e4m3_l32_p77e(i__valid, o__ready, clk, rst, i
   assign \$1754  = 1'h0;
   assign \$1755  = 1'h0;
   assign \$1758  = 1'h0;
-  assign \$1759  = 1'h0;
-  assign \$1762  = 1'h0;
+  assign \$1760  = 1'h0;
+  assign \$1761  = 1'h0;
   assign \$1763  = 1'h0;
+  assign \$1764  = 1'h0;
   assign \$1766  = 1'h0;
   assign \$1767  = 1'h0;
+  assign \$1769  = 1'h0;
   assign \$1770  = 1'h0;
-  assign \$1771  = 1'h0;
-  assign \$1774  = 1'h0;
+  assign \$1772  = 1'h0;
+  assign \$1773  = 1'h0;
   assign \$1775  = 1'h0;
+  assign \$1776  = 1'h0;
   assign \$1778  = 1'h0;
-  assign \$1780  = 1'h0;
+  assign \$1779  = 1'h0;
   assign \$1781  = 1'h0;
-  assign \$1783  = 1'h0;
+  assign \$1782  = 1'h0;
   assign \$1784  = 1'h0;
-  assign \$1786  = 1'h0;
+  assign \$1785  = 1'h0;
   assign \$1787  = 1'h0;
-  assign \$1789  = 1'h0;
+  assign \$1788  = 1'h0;
   assign \$1790  = 1'h0;
-  assign \$1792  = 1'h0;
+  assign \$1791  = 1'h0;
   assign \$1793  = 1'h0;
-  assign \$1795  = 1'h0;
+  assign \$1794  = 1'h0;
   assign \$1796  = 1'h0;
-  assign \$1798  = 1'h0;
+  assign \$1797  = 1'h0;
   assign \$1799  = 1'h0;
-  assign \$1801  = 1'h0;
+  assign \$1800  = 1'h0;
   assign \$1802  = 1'h0;
-  assign \$1804  = 1'h0;
+  assign \$1803  = 1'h0;
   assign \$1805  = 1'h0;
-  assign \$1807  = 1'h0;
+  assign \$1806  = 1'h0;
   assign \$1808  = 1'h0;
-  assign \$1810  = 1'h0;
+  assign \$1809  = 1'h0;
   assign \$1811  = 1'h0;
-  assign \$1813  = 1'h0;
+  assign \$1812  = 1'h0;
   assign \$1814  = 1'h0;
-  assign \$1816  = 1'h0;
+  assign \$1815  = 1'h0;
   assign \$1817  = 1'h0;
-  assign \$1819  = 1'h0;
+  assign \$1818  = 1'h0;
   assign \$1820  = 1'h0;
-  assign \$1822  = 1'h0;
+  assign \$1821  = 1'h0;
   assign \$1823  = 1'h0;
-  assign \$1825  = 1'h0;
+  assign \$1824  = 1'h0;
   assign \$1826  = 1'h0;
-  assign \$1828  = 1'h0;
+  assign \$1827  = 1'h0;
   assign \$1829  = 1'h0;
-  assign \$1831  = 1'h0;
+  assign \$1830  = 1'h0;
   assign \$1832  = 1'h0;
-  assign \$1834  = 1'h0;
+  assign \$1833  = 1'h0;
   assign \$1835  = 1'h0;
-  assign \$1837  = 1'h0;
+  assign \$1836  = 1'h0;
   assign \$1838  = 1'h0;
-  assign \$1840  = 1'h0;
+  assign \$1839  = 1'h0;
   assign \$1841  = 1'h0;
-  assign \$1843  = 1'h0;
+  assign \$1842  = 1'h0;
   assign \$1844  = 1'h0;
-  assign \$1846  = 1'h0;
+  assign \$1845  = 1'h0;
   assign \$1847  = 1'h0;
-  assign \$1849  = 1'h0;
+  assign \$1848  = 1'h0;
   assign \$1850  = 1'h0;
-  assign \$1852  = 1'h0;
+  assign \$1851  = 1'h0;
   assign \$1853  = 1'h0;
-  assign \$1855  = 1'h0;
-  assign \$1856  = 1'h0;
-  assign \$1858  = 1'h0;
-  assign \$1859  = 1'h0;
-  assign \$1861  = 1'h0;
-  assign \$1862  = 1'h0;
-  assign \$1864  = 1'h0;
-  assign \$1865  = 1'h0;
-  assign \$1867  = 1'h0;
-  assign \$1868  = 1'h0;
-  assign \$1870  = 1'h0;
-  assign \$1871  = 1'h0;
-  assign \$1873  = 1'h0;
-  assign \$1874  = 1'h0;
-  assign \$1881  = i__payload[528];
+  assign \$1854  = 1'h0;
+  assign \$1861  = i__payload[528];
 endmodule

@@ -4173,17 +4173,17 @@ module nxfp_dot_nxfp4_x_nxfp4_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire [1:0] \$474 ;
   wire [14:0] \$4740 ;
   wire [14:0] \$4741 ;
-  wire [3:0] \$4742 ;
-  wire [18:0] \$4743 ;
-  wire [7:0] \$4744 ;
-  wire \$4745 ;
+  wire \$4742 ;
+  wire [15:0] \$4743 ;
+  wire [15:0] \$4744 ;
+  wire [15:0] \$4745 ;
   wire \$4746 ;
   wire \$4747 ;
-  wire \$4748 ;
-  wire \$4749 ;
+  wire [13:0] \$4748 ;
+  wire [13:0] \$4749 ;
   wire [1:0] \$475 ;
-  wire \$4750 ;
-  wire \$4751 ;
+  wire [13:0] \$4750 ;
+  wire [7:0] \$4751 ;
   wire \$4752 ;
   wire \$4753 ;
   wire \$4754 ;
@@ -4206,75 +4206,75 @@ module nxfp_dot_nxfp4_x_nxfp4_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire [2:0] \$477 ;
   wire \$4770 ;
   wire \$4771 ;
-  wire [1:0] \$4772 ;
-  wire [1:0] \$4773 ;
-  wire [2:0] \$4774 ;
+  wire \$4772 ;
+  wire \$4773 ;
+  wire \$4774 ;
   wire \$4775 ;
-  wire [1:0] \$4776 ;
-  wire [1:0] \$4777 ;
-  wire [2:0] \$4778 ;
-  wire [3:0] \$4779 ;
+  wire \$4776 ;
+  wire \$4777 ;
+  wire \$4778 ;
+  wire [1:0] \$4779 ;
   wire [2:0] \$478 ;
-  wire \$4780 ;
-  wire \$4781 ;
+  wire [1:0] \$4780 ;
+  wire [2:0] \$4781 ;
   wire \$4782 ;
-  wire \$4783 ;
+  wire [1:0] \$4783 ;
   wire [1:0] \$4784 ;
-  wire [1:0] \$4785 ;
-  wire [2:0] \$4786 ;
+  wire [2:0] \$4785 ;
+  wire [3:0] \$4786 ;
   wire \$4787 ;
-  wire [1:0] \$4788 ;
-  wire [1:0] \$4789 ;
+  wire \$4788 ;
+  wire \$4789 ;
   wire \$479 ;
-  wire [2:0] \$4790 ;
-  wire [3:0] \$4791 ;
-  wire [4:0] \$4792 ;
-  wire \$4793 ;
+  wire \$4790 ;
+  wire [1:0] \$4791 ;
+  wire [1:0] \$4792 ;
+  wire [2:0] \$4793 ;
   wire \$4794 ;
-  wire \$4795 ;
-  wire \$4796 ;
-  wire \$4797 ;
-  wire \$4798 ;
-  wire \$4799 ;
+  wire [1:0] \$4795 ;
+  wire [1:0] \$4796 ;
+  wire [2:0] \$4797 ;
+  wire [3:0] \$4798 ;
+  wire [4:0] \$4799 ;
   wire \$48 ;
   wire \$480 ;
   wire \$4800 ;
   wire \$4801 ;
   wire \$4802 ;
   wire \$4803 ;
-  wire [1:0] \$4804 ;
-  wire [1:0] \$4805 ;
-  wire [2:0] \$4806 ;
+  wire \$4804 ;
+  wire \$4805 ;
+  wire \$4806 ;
   wire \$4807 ;
-  wire [1:0] \$4808 ;
-  wire [1:0] \$4809 ;
+  wire \$4808 ;
+  wire \$4809 ;
   wire \$481 ;
-  wire [2:0] \$4810 ;
-  wire [3:0] \$4811 ;
-  wire \$4812 ;
-  wire \$4813 ;
+  wire \$4810 ;
+  wire [1:0] \$4811 ;
+  wire [1:0] \$4812 ;
+  wire [2:0] \$4813 ;
   wire \$4814 ;
-  wire \$4815 ;
+  wire [1:0] \$4815 ;
   wire [1:0] \$4816 ;
-  wire [1:0] \$4817 ;
-  wire [2:0] \$4818 ;
+  wire [2:0] \$4817 ;
+  wire [3:0] \$4818 ;
   wire \$4819 ;
   wire [1:0] \$482 ;
-  wire [1:0] \$4820 ;
-  wire [1:0] \$4821 ;
-  wire [2:0] \$4822 ;
-  wire [3:0] \$4823 ;
-  wire [4:0] \$4824 ;
-  wire [5:0] \$4825 ;
-  wire [5:0] \$4826 ;
-  wire \$4827 ;
-  wire \$4828 ;
-  wire \$4829 ;
+  wire \$4820 ;
+  wire \$4821 ;
+  wire \$4822 ;
+  wire [1:0] \$4823 ;
+  wire [1:0] \$4824 ;
+  wire [2:0] \$4825 ;
+  wire \$4826 ;
+  wire [1:0] \$4827 ;
+  wire [1:0] \$4828 ;
+  wire [2:0] \$4829 ;
   wire [2:0] \$483 ;
-  wire \$4830 ;
-  wire \$4831 ;
-  wire \$4832 ;
-  wire \$4833 ;
+  wire [3:0] \$4830 ;
+  wire [4:0] \$4831 ;
+  wire [5:0] \$4832 ;
+  wire [5:0] \$4833 ;
   wire \$4834 ;
   wire \$4835 ;
   wire \$4836 ;
@@ -4302,67 +4302,67 @@ module nxfp_dot_nxfp4_x_nxfp4_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$4856 ;
   wire \$4857 ;
   wire \$4858 ;
-  wire [47:0] \$4859 ;
+  wire \$4859 ;
   wire [3:0] \$486 ;
-  wire [31:0] \$4860 ;
-  wire [18:0] \$4861 ;
+  wire \$4860 ;
+  wire \$4861 ;
   wire \$4862 ;
-  wire [19:0] \$4863 ;
-  wire [55:0] \$4864 ;
-  wire [24:0] \$4865 ;
-  wire [24:0] \$4866 ;
-  wire \$4867 ;
-  wire \$4868 ;
+  wire \$4863 ;
+  wire \$4864 ;
+  wire \$4865 ;
+  wire [47:0] \$4866 ;
+  wire [31:0] \$4867 ;
+  wire [18:0] \$4868 ;
   wire \$4869 ;
   wire [3:0] \$487 ;
-  wire [31:0] \$4870 ;
-  wire \$4871 ;
-  wire \$4872 ;
-  wire \$4873 ;
+  wire [19:0] \$4870 ;
+  wire [55:0] \$4871 ;
+  wire [24:0] \$4872 ;
+  wire [24:0] \$4873 ;
   wire \$4874 ;
   wire \$4875 ;
   wire \$4876 ;
-  wire \$4877 ;
+  wire [31:0] \$4877 ;
   wire \$4878 ;
-  wire [31:0] \$4879 ;
+  wire \$4879 ;
   wire [3:0] \$488 ;
-  wire [31:0] \$4880 ;
-  wire [31:0] \$4881 ;
-  wire [31:0] \$4882 ;
-  wire [31:0] \$4883 ;
-  wire [31:0] \$4884 ;
-  wire [31:0] \$4885 ;
-  wire \$4886 ;
-  wire \$4887 ;
-  wire \$4888 ;
-  wire \$4889 ;
+  wire \$4880 ;
+  wire \$4881 ;
+  wire \$4882 ;
+  wire \$4883 ;
+  wire \$4884 ;
+  wire \$4885 ;
+  wire [31:0] \$4886 ;
+  wire [31:0] \$4887 ;
+  wire [31:0] \$4888 ;
+  wire [31:0] \$4889 ;
   wire \$489 ;
-  wire [8:0] \$4890 ;
-  wire [8:0] \$4891 ;
-  wire [11:0] \$4892 ;
+  wire [31:0] \$4890 ;
+  wire [31:0] \$4891 ;
+  wire [31:0] \$4892 ;
   wire \$4893 ;
-  wire [11:0] \$4894 ;
+  wire \$4894 ;
   wire \$4895 ;
   wire \$4896 ;
-  wire [7:0] \$4897 ;
-  wire [57:0] \$4898 ;
-  wire [26:0] \$4899 ;
+  wire [8:0] \$4897 ;
+  wire [8:0] \$4898 ;
+  wire [11:0] \$4899 ;
   wire \$49 ;
   wire \$490 ;
-  wire [26:0] \$4900 ;
-  wire [27:0] \$4901 ;
+  wire \$4900 ;
+  wire [11:0] \$4901 ;
   wire \$4902 ;
   wire \$4903 ;
-  wire \$4904 ;
-  wire [26:0] \$4905 ;
-  wire \$4906 ;
-  wire \$4907 ;
-  wire \$4908 ;
+  wire [7:0] \$4904 ;
+  wire [57:0] \$4905 ;
+  wire [26:0] \$4906 ;
+  wire [26:0] \$4907 ;
+  wire [27:0] \$4908 ;
   wire \$4909 ;
   wire \$491 ;
   wire \$4910 ;
   wire \$4911 ;
-  wire \$4912 ;
+  wire [26:0] \$4912 ;
   wire \$4913 ;
   wire \$4914 ;
   wire \$4915 ;
@@ -4409,75 +4409,75 @@ module nxfp_dot_nxfp4_x_nxfp4_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$4952 ;
   wire \$4953 ;
   wire \$4954 ;
-  wire [1:0] \$4955 ;
-  wire [1:0] \$4956 ;
-  wire [2:0] \$4957 ;
+  wire \$4955 ;
+  wire \$4956 ;
+  wire \$4957 ;
   wire \$4958 ;
-  wire [1:0] \$4959 ;
+  wire \$4959 ;
   wire \$496 ;
-  wire [1:0] \$4960 ;
-  wire [2:0] \$4961 ;
-  wire [3:0] \$4962 ;
-  wire \$4963 ;
-  wire \$4964 ;
+  wire \$4960 ;
+  wire \$4961 ;
+  wire [1:0] \$4962 ;
+  wire [1:0] \$4963 ;
+  wire [2:0] \$4964 ;
   wire \$4965 ;
-  wire \$4966 ;
+  wire [1:0] \$4966 ;
   wire [1:0] \$4967 ;
-  wire [1:0] \$4968 ;
-  wire [2:0] \$4969 ;
+  wire [2:0] \$4968 ;
+  wire [3:0] \$4969 ;
   wire \$497 ;
   wire \$4970 ;
-  wire [1:0] \$4971 ;
-  wire [1:0] \$4972 ;
-  wire [2:0] \$4973 ;
-  wire [3:0] \$4974 ;
-  wire [4:0] \$4975 ;
-  wire \$4976 ;
+  wire \$4971 ;
+  wire \$4972 ;
+  wire \$4973 ;
+  wire [1:0] \$4974 ;
+  wire [1:0] \$4975 ;
+  wire [2:0] \$4976 ;
   wire \$4977 ;
-  wire \$4978 ;
-  wire \$4979 ;
+  wire [1:0] \$4978 ;
+  wire [1:0] \$4979 ;
   wire \$498 ;
-  wire \$4980 ;
-  wire \$4981 ;
-  wire \$4982 ;
+  wire [2:0] \$4980 ;
+  wire [3:0] \$4981 ;
+  wire [4:0] \$4982 ;
   wire \$4983 ;
   wire \$4984 ;
   wire \$4985 ;
   wire \$4986 ;
-  wire [1:0] \$4987 ;
-  wire [1:0] \$4988 ;
-  wire [2:0] \$4989 ;
+  wire \$4987 ;
+  wire \$4988 ;
+  wire \$4989 ;
   wire \$499 ;
   wire \$4990 ;
-  wire [1:0] \$4991 ;
-  wire [1:0] \$4992 ;
-  wire [2:0] \$4993 ;
-  wire [3:0] \$4994 ;
-  wire \$4995 ;
-  wire \$4996 ;
+  wire \$4991 ;
+  wire \$4992 ;
+  wire \$4993 ;
+  wire [1:0] \$4994 ;
+  wire [1:0] \$4995 ;
+  wire [2:0] \$4996 ;
   wire \$4997 ;
-  wire \$4998 ;
+  wire [1:0] \$4998 ;
   wire [1:0] \$4999 ;
   wire \$5 ;
   wire [1:0] \$50 ;
   wire \$500 ;
-  wire [1:0] \$5000 ;
-  wire [2:0] \$5001 ;
+  wire [2:0] \$5000 ;
+  wire [3:0] \$5001 ;
   wire \$5002 ;
-  wire [1:0] \$5003 ;
-  wire [1:0] \$5004 ;
-  wire [2:0] \$5005 ;
-  wire [3:0] \$5006 ;
-  wire [4:0] \$5007 ;
-  wire [5:0] \$5008 ;
+  wire \$5003 ;
+  wire \$5004 ;
+  wire \$5005 ;
+  wire [1:0] \$5006 ;
+  wire [1:0] \$5007 ;
+  wire [2:0] \$5008 ;
   wire \$5009 ;
   wire \$501 ;
-  wire \$5010 ;
-  wire \$5011 ;
-  wire \$5012 ;
-  wire \$5013 ;
-  wire \$5014 ;
-  wire \$5015 ;
+  wire [1:0] \$5010 ;
+  wire [1:0] \$5011 ;
+  wire [2:0] \$5012 ;
+  wire [3:0] \$5013 ;
+  wire [4:0] \$5014 ;
+  wire [5:0] \$5015 ;
   wire \$5016 ;
   wire \$5017 ;
   wire \$5018 ;
@@ -4490,51 +4490,51 @@ module nxfp_dot_nxfp4_x_nxfp4_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$5024 ;
   wire \$5025 ;
   wire \$5026 ;
-  wire [1:0] \$5027 ;
-  wire [1:0] \$5028 ;
-  wire [2:0] \$5029 ;
+  wire \$5027 ;
+  wire \$5028 ;
+  wire \$5029 ;
   wire \$503 ;
   wire \$5030 ;
-  wire [1:0] \$5031 ;
-  wire [1:0] \$5032 ;
-  wire [2:0] \$5033 ;
-  wire [3:0] \$5034 ;
-  wire \$5035 ;
-  wire \$5036 ;
+  wire \$5031 ;
+  wire \$5032 ;
+  wire \$5033 ;
+  wire [1:0] \$5034 ;
+  wire [1:0] \$5035 ;
+  wire [2:0] \$5036 ;
   wire \$5037 ;
-  wire \$5038 ;
+  wire [1:0] \$5038 ;
   wire [1:0] \$5039 ;
   wire \$504 ;
-  wire [1:0] \$5040 ;
-  wire [2:0] \$5041 ;
+  wire [2:0] \$5040 ;
+  wire [3:0] \$5041 ;
   wire \$5042 ;
-  wire [1:0] \$5043 ;
-  wire [1:0] \$5044 ;
-  wire [2:0] \$5045 ;
-  wire [3:0] \$5046 ;
-  wire [4:0] \$5047 ;
-  wire \$5048 ;
+  wire \$5043 ;
+  wire \$5044 ;
+  wire \$5045 ;
+  wire [1:0] \$5046 ;
+  wire [1:0] \$5047 ;
+  wire [2:0] \$5048 ;
   wire \$5049 ;
   wire \$505 ;
-  wire \$5050 ;
-  wire \$5051 ;
-  wire [1:0] \$5052 ;
-  wire [1:0] \$5053 ;
-  wire [2:0] \$5054 ;
+  wire [1:0] \$5050 ;
+  wire [1:0] \$5051 ;
+  wire [2:0] \$5052 ;
+  wire [3:0] \$5053 ;
+  wire [4:0] \$5054 ;
   wire \$5055 ;
-  wire [1:0] \$5056 ;
-  wire [1:0] \$5057 ;
-  wire [2:0] \$5058 ;
-  wire [4:0] \$5059 ;
+  wire \$5056 ;
+  wire \$5057 ;
+  wire \$5058 ;
+  wire [1:0] \$5059 ;
   wire \$506 ;
-  wire [5:0] \$5060 ;
-  wire \$5061 ;
+  wire [1:0] \$5060 ;
+  wire [2:0] \$5061 ;
   wire \$5062 ;
-  wire \$5063 ;
-  wire \$5064 ;
-  wire \$5065 ;
-  wire \$5066 ;
-  wire \$5067 ;
+  wire [1:0] \$5063 ;
+  wire [1:0] \$5064 ;
+  wire [2:0] \$5065 ;
+  wire [4:0] \$5066 ;
+  wire [5:0] \$5067 ;
   wire \$5068 ;
   wire \$5069 ;
   wire \$507 ;
@@ -4588,48 +4588,48 @@ module nxfp_dot_nxfp4_x_nxfp4_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$5112 ;
   wire \$5113 ;
   wire \$5114 ;
-  wire [58:0] \$5115 ;
-  wire [13:0] \$5116 ;
+  wire \$5115 ;
+  wire \$5116 ;
   wire \$5117 ;
-  wire [14:0] \$5118 ;
-  wire [55:0] \$5119 ;
+  wire \$5118 ;
+  wire \$5119 ;
   wire \$512 ;
-  wire [24:0] \$5120 ;
-  wire [24:0] \$5121 ;
-  wire \$5122 ;
-  wire \$5123 ;
+  wire \$5120 ;
+  wire \$5121 ;
+  wire [58:0] \$5122 ;
+  wire [13:0] \$5123 ;
   wire \$5124 ;
-  wire [31:0] \$5125 ;
-  wire \$5126 ;
-  wire \$5127 ;
-  wire \$5128 ;
+  wire [14:0] \$5125 ;
+  wire [55:0] \$5126 ;
+  wire [24:0] \$5127 ;
+  wire [24:0] \$5128 ;
   wire \$5129 ;
   wire \$513 ;
   wire \$5130 ;
   wire \$5131 ;
-  wire \$5132 ;
+  wire [31:0] \$5132 ;
   wire \$5133 ;
-  wire [31:0] \$5134 ;
-  wire [31:0] \$5135 ;
-  wire [31:0] \$5136 ;
-  wire [31:0] \$5137 ;
-  wire [31:0] \$5138 ;
-  wire [31:0] \$5139 ;
+  wire \$5134 ;
+  wire \$5135 ;
+  wire \$5136 ;
+  wire \$5137 ;
+  wire \$5138 ;
+  wire \$5139 ;
   wire \$514 ;
-  wire [31:0] \$5140 ;
-  wire \$5141 ;
-  wire \$5142 ;
-  wire \$5143 ;
-  wire \$5144 ;
-  wire [3:0] \$5145 ;
-  wire \$5146 ;
-  wire \$5147 ;
+  wire \$5140 ;
+  wire [31:0] \$5141 ;
+  wire [31:0] \$5142 ;
+  wire [31:0] \$5143 ;
+  wire [31:0] \$5144 ;
+  wire [31:0] \$5145 ;
+  wire [31:0] \$5146 ;
+  wire [31:0] \$5147 ;
   wire \$5148 ;
   wire \$5149 ;
   wire \$515 ;
   wire \$5150 ;
   wire \$5151 ;
-  wire \$5152 ;
+  wire [3:0] \$5152 ;
   wire \$5153 ;
   wire \$5154 ;
   wire \$5155 ;
@@ -5213,20 +5213,20 @@ module nxfp_dot_nxfp4_x_nxfp4_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$5676 ;
   wire \$5677 ;
   wire \$5678 ;
-  wire [26:0] \$5679 ;
+  wire \$5679 ;
   wire \$568 ;
   wire \$5680 ;
   wire \$5681 ;
   wire \$5682 ;
-  wire [26:0] \$5683 ;
+  wire \$5683 ;
   wire \$5684 ;
   wire \$5685 ;
-  wire \$5686 ;
+  wire [26:0] \$5686 ;
   wire \$5687 ;
   wire \$5688 ;
   wire \$5689 ;
   wire \$569 ;
-  wire \$5690 ;
+  wire [26:0] \$5690 ;
   wire \$5691 ;
   wire \$5692 ;
   wire \$5693 ;
@@ -5288,16 +5288,16 @@ module nxfp_dot_nxfp4_x_nxfp4_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$5743 ;
   wire \$5744 ;
   wire \$5745 ;
-  reg [2:0] \$5746 ;
-  reg \$5747 ;
-  reg [8:0] \$5748 ;
-  reg [8:0] \$5749 ;
+  wire \$5746 ;
+  wire \$5747 ;
+  wire \$5748 ;
+  wire \$5749 ;
   wire \$575 ;
-  reg [8:0] \$5750 ;
-  reg [8:0] \$5751 ;
-  reg [8:0] \$5752 ;
-  reg [8:0] \$5753 ;
-  reg [8:0] \$5754 ;
+  wire \$5750 ;
+  wire \$5751 ;
+  wire \$5752 ;
+  reg [2:0] \$5753 ;
+  reg \$5754 ;
   reg [8:0] \$5755 ;
   reg [8:0] \$5756 ;
   reg [8:0] \$5757 ;
@@ -5326,109 +5326,116 @@ module nxfp_dot_nxfp4_x_nxfp4_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   reg [8:0] \$5778 ;
   reg [8:0] \$5779 ;
   wire \$578 ;
-  reg \$5780 ;
-  reg \$5781 ;
-  reg \$5782 ;
-  reg \$5783 ;
-  reg \$5784 ;
-  reg \$5785 ;
-  reg [1:0] \$5786 ;
-  reg [4:0] \$5787 ;
-  reg [1:0] \$5788 ;
-  reg [4:0] \$5789 ;
+  reg [8:0] \$5780 ;
+  reg [8:0] \$5781 ;
+  reg [8:0] \$5782 ;
+  reg [8:0] \$5783 ;
+  reg [8:0] \$5784 ;
+  reg [8:0] \$5785 ;
+  reg [8:0] \$5786 ;
+  reg \$5787 ;
+  reg \$5788 ;
+  reg \$5789 ;
   wire \$579 ;
   reg \$5790 ;
-  reg [11:0] \$5791 ;
-  reg [11:0] \$5792 ;
-  reg [11:0] \$5793 ;
-  reg [11:0] \$5794 ;
-  reg \$5795 ;
-  reg \$5796 ;
+  reg \$5791 ;
+  reg \$5792 ;
+  reg [1:0] \$5793 ;
+  reg [4:0] \$5794 ;
+  reg [1:0] \$5795 ;
+  reg [4:0] \$5796 ;
   reg \$5797 ;
-  reg \$5798 ;
-  reg \$5799 ;
+  reg [11:0] \$5798 ;
+  reg [11:0] \$5799 ;
   wire \$58 ;
   wire \$580 ;
-  reg \$5800 ;
-  reg [1:0] \$5801 ;
-  reg [4:0] \$5802 ;
-  reg [1:0] \$5803 ;
-  reg [4:0] \$5804 ;
+  reg [11:0] \$5800 ;
+  reg [11:0] \$5801 ;
+  reg \$5802 ;
+  reg \$5803 ;
+  reg \$5804 ;
   reg \$5805 ;
-  reg [13:0] \$5806 ;
+  reg \$5806 ;
   reg \$5807 ;
-  reg \$5808 ;
-  reg \$5809 ;
+  reg [1:0] \$5808 ;
+  reg [4:0] \$5809 ;
   wire \$581 ;
-  reg \$5810 ;
-  reg [1:0] \$5811 ;
-  reg [4:0] \$5812 ;
-  reg [1:0] \$5813 ;
-  reg [4:0] \$5814 ;
+  reg [1:0] \$5810 ;
+  reg [4:0] \$5811 ;
+  reg \$5812 ;
+  reg [13:0] \$5813 ;
+  reg \$5814 ;
   reg \$5815 ;
-  reg [16:0] \$5816 ;
+  reg \$5816 ;
   reg \$5817 ;
-  reg [5:0] \$5818 ;
-  reg \$5819 ;
+  reg [1:0] \$5818 ;
+  reg [4:0] \$5819 ;
   wire \$582 ;
-  reg \$5820 ;
-  reg \$5821 ;
+  reg [1:0] \$5820 ;
+  reg [4:0] \$5821 ;
   reg \$5822 ;
-  reg \$5823 ;
-  reg [24:0] \$5824 ;
-  reg \$5825 ;
-  reg [4:0] \$5826 ;
-  reg [7:0] \$5827 ;
+  reg [16:0] \$5823 ;
+  reg \$5824 ;
+  reg [5:0] \$5825 ;
+  reg \$5826 ;
+  reg \$5827 ;
   reg \$5828 ;
   reg \$5829 ;
   wire \$583 ;
   reg \$5830 ;
-  reg \$5831 ;
+  reg [24:0] \$5831 ;
   reg \$5832 ;
-  reg \$5833 ;
-  reg \$5834 ;
+  reg [4:0] \$5833 ;
+  reg [7:0] \$5834 ;
   reg \$5835 ;
-  reg [31:0] \$5836 ;
+  reg \$5836 ;
   reg \$5837 ;
   reg \$5838 ;
-  reg [26:0] \$5839 ;
+  reg \$5839 ;
   wire \$584 ;
   reg \$5840 ;
-  reg [26:0] \$5841 ;
+  reg \$5841 ;
   reg \$5842 ;
-  reg [11:0] \$5843 ;
+  reg [31:0] \$5843 ;
   reg \$5844 ;
   reg \$5845 ;
-  reg \$5846 ;
+  reg [26:0] \$5846 ;
   reg \$5847 ;
-  reg \$5848 ;
+  reg [26:0] \$5848 ;
   reg \$5849 ;
   wire \$585 ;
-  reg [27:0] \$5850 ;
+  reg [11:0] \$5850 ;
   reg \$5851 ;
-  reg [11:0] \$5852 ;
+  reg \$5852 ;
   reg \$5853 ;
   reg \$5854 ;
   reg \$5855 ;
   reg \$5856 ;
-  reg \$5857 ;
+  reg [27:0] \$5857 ;
   reg \$5858 ;
-  reg [24:0] \$5859 ;
+  reg [11:0] \$5859 ;
   wire \$586 ;
   reg \$5860 ;
-  reg [4:0] \$5861 ;
-  reg [7:0] \$5862 ;
+  reg \$5861 ;
+  reg \$5862 ;
   reg \$5863 ;
   reg \$5864 ;
   reg \$5865 ;
-  reg \$5866 ;
+  reg [24:0] \$5866 ;
   reg \$5867 ;
-  reg \$5868 ;
-  reg \$5869 ;
+  reg [4:0] \$5868 ;
+  reg [7:0] \$5869 ;
   wire \$587 ;
   reg \$5870 ;
-  reg [31:0] \$5871 ;
-  reg [31:0] \$5872 ;
+  reg \$5871 ;
+  reg \$5872 ;
+  reg \$5873 ;
+  reg \$5874 ;
+  reg \$5875 ;
+  reg \$5876 ;
+  reg \$5877 ;
+  reg [31:0] \$5878 ;
+  reg [31:0] \$5879 ;
   wire \$588 ;
   wire \$589 ;
   wire \$59 ;
@@ -6722,6 +6729,7 @@ module nxfp_dot_nxfp4_x_nxfp4_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire b9_is_zero;
   wire [2:0] b9_sig;
   wire b9_sign;
+  wire [12:0] blk_abs;
   wire [19:0] blk_biased;
   wire [31:0] blk_bits;
   wire [30:0] blk_body;
@@ -6988,7 +6996,7 @@ module nxfp_dot_nxfp4_x_nxfp4_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   input rst;
   wire rst;
   wire [5:0] scale_exp_sum;
-  reg [5:0] \scale_exp_sum$961  = 6'h00;
+  reg [5:0] \scale_exp_sum$962  = 6'h00;
   reg scale_is_inf = 1'h0;
   reg scale_is_nan = 1'h0;
   reg scale_last = 1'h0;
@@ -7058,6 +7066,12 @@ module nxfp_dot_nxfp4_x_nxfp4_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   reg [1:0] tree_scale_man_b = 2'h0;
   wire [13:0] tree_sum;
   reg tree_valid = 1'h0;
+  assign \$3610  = \$3609  ? 1'h1 : 1'h0;
+  assign \$3611  = a25_c1_recycled ? \$3610  : i__payload[111];
+  assign \$3612  = i__payload[6] >= 1'h1;
+  assign \$3613  = \$3612  ? 1'h1 : i__payload[6];
+  assign \$3615  = \$3614  ? 1'h1 : 1'h0;
+  assign \$3616  = a25_c0_recycled ? \$3615  : i__payload[111];
   assign a25_sign = \$3606  ? \$3611  : \$3616 ;
   assign \$3617  = i__payload[7] >= 1'h1;
   assign \$3618  = \$3617  ? 1'h1 : i__payload[7];
@@ -7986,592 +8000,590 @@ module nxfp_dot_nxfp4_x_nxfp4_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   assign blk_neg = $signed(sum_total) < $signed(1'h0);
   assign \$4740  = - $signed(sum_total);
   assign \$4741  = blk_neg ? \$4740  : { sum_total[13], sum_total };
-  assign \$4742  = sum_scale_man_a * sum_scale_man_b;
-  assign \$4743  = $signed(\$4741 ) * $signed({ 1'h0, \$4742  });
-  assign \$4744  = \scale_exp_sum$961  + 8'hde;
-  assign \$4745  = ~ scale_mag[16];
-  assign \$4746  = ~ scale_mag[15];
-  assign \$4747  = ~ scale_mag[14];
-  assign \$4748  = \$4746  & \$4747 ;
-  assign \$4749  = ~ scale_mag[13];
-  assign \$4750  = ~ scale_mag[12];
-  assign \$4751  = \$4749  & \$4750 ;
-  assign \$4752  = \$4748  & \$4751 ;
-  assign \$4753  = ~ scale_mag[11];
-  assign \$4754  = ~ scale_mag[10];
+  assign \$4742  = sum_scale_man_a[0] & sum_scale_man_b[0];
+  assign \$4745  = \$4742  ? \$4743  : \$4744 ;
+  assign \$4746  = sum_scale_man_a[0] & sum_scale_man_b[0];
+  assign \$4747  = sum_scale_man_a[0] | sum_scale_man_b[0];
+  assign \$4749  = \$4747  ? \$4748  : 14'h0000;
+  assign \$4750  = \$4746  ? { 1'h0, \$4741 [12:0] } : \$4749 ;
+  assign blk_mag = \$4745  + \$4750 ;
+  assign \$4751  = \scale_exp_sum$962  + 8'hde;
+  assign \$4752  = ~ scale_mag[16];
+  assign \$4753  = ~ scale_mag[15];
+  assign \$4754  = ~ scale_mag[14];
   assign \$4755  = \$4753  & \$4754 ;
-  assign \$4756  = ~ scale_mag[9];
-  assign \$4757  = ~ scale_mag[8];
+  assign \$4756  = ~ scale_mag[13];
+  assign \$4757  = ~ scale_mag[12];
   assign \$4758  = \$4756  & \$4757 ;
   assign \$4759  = \$4755  & \$4758 ;
-  assign \$4760  = \$4752  & \$4759 ;
-  assign \$4761  = ~ scale_mag[7];
-  assign \$4762  = ~ scale_mag[6];
-  assign \$4763  = \$4761  & \$4762 ;
-  assign \$4764  = ~ scale_mag[5];
-  assign \$4765  = ~ scale_mag[4];
-  assign \$4766  = \$4764  & \$4765 ;
-  assign \$4767  = \$4763  & \$4766 ;
-  assign \$4768  = ~ scale_mag[3];
-  assign \$4769  = ~ scale_mag[2];
+  assign \$4760  = ~ scale_mag[11];
+  assign \$4761  = ~ scale_mag[10];
+  assign \$4762  = \$4760  & \$4761 ;
+  assign \$4763  = ~ scale_mag[9];
+  assign \$4764  = ~ scale_mag[8];
+  assign \$4765  = \$4763  & \$4764 ;
+  assign \$4766  = \$4762  & \$4765 ;
+  assign \$4767  = \$4759  & \$4766 ;
+  assign \$4768  = ~ scale_mag[7];
+  assign \$4769  = ~ scale_mag[6];
   assign \$4770  = \$4768  & \$4769 ;
-  assign \$4771  = ~ scale_mag[1];
-  assign \$4773  = scale_mag[1] ? 2'h0 : 2'h1;
-  assign \$4774  = 2'h2 + \$4773 ;
+  assign \$4771  = ~ scale_mag[5];
+  assign \$4772  = ~ scale_mag[4];
+  assign \$4773  = \$4771  & \$4772 ;
+  assign \$4774  = \$4770  & \$4773 ;
   assign \$4775  = ~ scale_mag[3];
-  assign \$4777  = scale_mag[3] ? 2'h0 : 2'h1;
-  assign \$4778  = \$4770  ? \$4774  : { 1'h0, \$4777  };
-  assign \$4779  = 3'h4 + \$4778 ;
-  assign \$4780  = ~ scale_mag[7];
-  assign \$4781  = ~ scale_mag[6];
-  assign \$4782  = \$4780  & \$4781 ;
-  assign \$4783  = ~ scale_mag[5];
-  assign \$4785  = scale_mag[5] ? 2'h0 : 2'h1;
-  assign \$4786  = 2'h2 + \$4785 ;
+  assign \$4776  = ~ scale_mag[2];
+  assign \$4777  = \$4775  & \$4776 ;
+  assign \$4778  = ~ scale_mag[1];
+  assign \$4780  = scale_mag[1] ? 2'h0 : 2'h1;
+  assign \$4781  = 2'h2 + \$4780 ;
+  assign \$4782  = ~ scale_mag[3];
+  assign \$4784  = scale_mag[3] ? 2'h0 : 2'h1;
+  assign \$4785  = \$4777  ? \$4781  : { 1'h0, \$4784  };
+  assign \$4786  = 3'h4 + \$4785 ;
   assign \$4787  = ~ scale_mag[7];
-  assign \$4789  = scale_mag[7] ? 2'h0 : 2'h1;
-  assign \$4790  = \$4782  ? \$4786  : { 1'h0, \$4789  };
-  assign \$4791  = \$4767  ? \$4779  : { 1'h0, \$4790  };
-  assign \$4792  = 4'h8 + \$4791 ;
-  assign \$4793  = ~ scale_mag[15];
-  assign \$4794  = ~ scale_mag[14];
-  assign \$4795  = \$4793  & \$4794 ;
-  assign \$4796  = ~ scale_mag[13];
-  assign \$4797  = ~ scale_mag[12];
-  assign \$4798  = \$4796  & \$4797 ;
-  assign \$4799  = \$4795  & \$4798 ;
-  assign \$4800  = ~ scale_mag[11];
-  assign \$4801  = ~ scale_mag[10];
+  assign \$4788  = ~ scale_mag[6];
+  assign \$4789  = \$4787  & \$4788 ;
+  assign \$4790  = ~ scale_mag[5];
+  assign \$4792  = scale_mag[5] ? 2'h0 : 2'h1;
+  assign \$4793  = 2'h2 + \$4792 ;
+  assign \$4794  = ~ scale_mag[7];
+  assign \$4796  = scale_mag[7] ? 2'h0 : 2'h1;
+  assign \$4797  = \$4789  ? \$4793  : { 1'h0, \$4796  };
+  assign \$4798  = \$4774  ? \$4786  : { 1'h0, \$4797  };
+  assign \$4799  = 4'h8 + \$4798 ;
+  assign \$4800  = ~ scale_mag[15];
+  assign \$4801  = ~ scale_mag[14];
   assign \$4802  = \$4800  & \$4801 ;
-  assign \$4803  = ~ scale_mag[9];
-  assign \$4805  = scale_mag[9] ? 2'h0 : 2'h1;
-  assign \$4806  = 2'h2 + \$4805 ;
+  assign \$4803  = ~ scale_mag[13];
+  assign \$4804  = ~ scale_mag[12];
+  assign \$4805  = \$4803  & \$4804 ;
+  assign \$4806  = \$4802  & \$4805 ;
   assign \$4807  = ~ scale_mag[11];
-  assign \$4809  = scale_mag[11] ? 2'h0 : 2'h1;
-  assign \$4810  = \$4802  ? \$4806  : { 1'h0, \$4809  };
-  assign \$4811  = 3'h4 + \$4810 ;
-  assign \$4812  = ~ scale_mag[15];
-  assign \$4813  = ~ scale_mag[14];
-  assign \$4814  = \$4812  & \$4813 ;
-  assign \$4815  = ~ scale_mag[13];
-  assign \$4817  = scale_mag[13] ? 2'h0 : 2'h1;
-  assign \$4818  = 2'h2 + \$4817 ;
+  assign \$4808  = ~ scale_mag[10];
+  assign \$4809  = \$4807  & \$4808 ;
+  assign \$4810  = ~ scale_mag[9];
+  assign \$4812  = scale_mag[9] ? 2'h0 : 2'h1;
+  assign \$4813  = 2'h2 + \$4812 ;
+  assign \$4814  = ~ scale_mag[11];
+  assign \$4816  = scale_mag[11] ? 2'h0 : 2'h1;
+  assign \$4817  = \$4809  ? \$4813  : { 1'h0, \$4816  };
+  assign \$4818  = 3'h4 + \$4817 ;
   assign \$4819  = ~ scale_mag[15];
-  assign \$4821  = scale_mag[15] ? 2'h0 : 2'h1;
-  assign \$4822  = \$4814  ? \$4818  : { 1'h0, \$4821  };
-  assign \$4823  = \$4799  ? \$4811  : { 1'h0, \$4822  };
-  assign \$4824  = \$4760  ? \$4792  : { 1'h0, \$4823  };
-  assign \$4825  = 1'h1 + \$4824 ;
-  assign \$4826  = scale_mag[16] ? 6'h00 : \$4825 ;
-  assign \$4827  = ~ scale_mag[16];
-  assign \$4828  = ~ scale_mag[15];
-  assign \$4829  = ~ scale_mag[14];
-  assign \$4830  = \$4828  & \$4829 ;
-  assign \$4831  = ~ scale_mag[13];
-  assign \$4832  = ~ scale_mag[12];
-  assign \$4833  = \$4831  & \$4832 ;
-  assign \$4834  = \$4830  & \$4833 ;
-  assign \$4835  = ~ scale_mag[11];
-  assign \$4836  = ~ scale_mag[10];
+  assign \$4820  = ~ scale_mag[14];
+  assign \$4821  = \$4819  & \$4820 ;
+  assign \$4822  = ~ scale_mag[13];
+  assign \$4824  = scale_mag[13] ? 2'h0 : 2'h1;
+  assign \$4825  = 2'h2 + \$4824 ;
+  assign \$4826  = ~ scale_mag[15];
+  assign \$4828  = scale_mag[15] ? 2'h0 : 2'h1;
+  assign \$4829  = \$4821  ? \$4825  : { 1'h0, \$4828  };
+  assign \$4830  = \$4806  ? \$4818  : { 1'h0, \$4829  };
+  assign \$4831  = \$4767  ? \$4799  : { 1'h0, \$4830  };
+  assign \$4832  = 1'h1 + \$4831 ;
+  assign \$4833  = scale_mag[16] ? 6'h00 : \$4832 ;
+  assign \$4834  = ~ scale_mag[16];
+  assign \$4835  = ~ scale_mag[15];
+  assign \$4836  = ~ scale_mag[14];
   assign \$4837  = \$4835  & \$4836 ;
-  assign \$4838  = ~ scale_mag[9];
-  assign \$4839  = ~ scale_mag[8];
+  assign \$4838  = ~ scale_mag[13];
+  assign \$4839  = ~ scale_mag[12];
   assign \$4840  = \$4838  & \$4839 ;
   assign \$4841  = \$4837  & \$4840 ;
-  assign \$4842  = \$4834  & \$4841 ;
-  assign \$4843  = ~ scale_mag[7];
-  assign \$4844  = ~ scale_mag[6];
-  assign \$4845  = \$4843  & \$4844 ;
-  assign \$4846  = ~ scale_mag[5];
-  assign \$4847  = ~ scale_mag[4];
-  assign \$4848  = \$4846  & \$4847 ;
-  assign \$4849  = \$4845  & \$4848 ;
-  assign \$4850  = ~ scale_mag[3];
-  assign \$4851  = ~ scale_mag[2];
+  assign \$4842  = ~ scale_mag[11];
+  assign \$4843  = ~ scale_mag[10];
+  assign \$4844  = \$4842  & \$4843 ;
+  assign \$4845  = ~ scale_mag[9];
+  assign \$4846  = ~ scale_mag[8];
+  assign \$4847  = \$4845  & \$4846 ;
+  assign \$4848  = \$4844  & \$4847 ;
+  assign \$4849  = \$4841  & \$4848 ;
+  assign \$4850  = ~ scale_mag[7];
+  assign \$4851  = ~ scale_mag[6];
   assign \$4852  = \$4850  & \$4851 ;
-  assign \$4853  = ~ scale_mag[1];
-  assign \$4854  = ~ scale_mag[0];
+  assign \$4853  = ~ scale_mag[5];
+  assign \$4854  = ~ scale_mag[4];
   assign \$4855  = \$4853  & \$4854 ;
   assign \$4856  = \$4852  & \$4855 ;
-  assign \$4857  = \$4849  & \$4856 ;
-  assign \$4858  = \$4842  & \$4857 ;
-  assign blk_zero = \$4827  & \$4858 ;
-  assign \$4859  = scale_mag << \$4826 [4:0];
-  assign \$4861  = $signed(\$4744 ) + $signed(9'h08f);
-  assign blk_biased = $signed(\$4861 ) - $signed({ 1'h0, \$4826 [4:0] });
-  assign \$4862  = $signed(blk_biased) >= $signed(2'h1);
-  assign \$4863  = \$4862  ? blk_biased : 20'h00000;
+  assign \$4857  = ~ scale_mag[3];
+  assign \$4858  = ~ scale_mag[2];
+  assign \$4859  = \$4857  & \$4858 ;
+  assign \$4860  = ~ scale_mag[1];
+  assign \$4861  = ~ scale_mag[0];
+  assign \$4862  = \$4860  & \$4861 ;
+  assign \$4863  = \$4859  & \$4862 ;
+  assign \$4864  = \$4856  & \$4863 ;
+  assign \$4865  = \$4849  & \$4864 ;
+  assign blk_zero = \$4834  & \$4865 ;
+  assign \$4866  = scale_mag << \$4833 [4:0];
+  assign \$4868  = $signed(\$4751 ) + $signed(9'h08f);
+  assign blk_biased = $signed(\$4868 ) - $signed({ 1'h0, \$4833 [4:0] });
+  assign \$4869  = $signed(blk_biased) >= $signed(2'h1);
+  assign \$4870  = \$4869  ? blk_biased : 20'h00000;
   assign blk_kept = block_norm_head >> block_norm_extra;
-  assign \$4864  = 25'h1ffffff << block_norm_extra;
-  assign \$4865  = ~ \$4864 [24:0];
-  assign \$4866  = block_norm_head & \$4865 ;
-  assign \$4867  = | \$4866 ;
-  assign blk_sticky = block_norm_low_sticky | \$4867 ;
-  assign \$4868  = blk_sticky | blk_kept[1];
-  assign \$4869  = blk_kept[0] & \$4868 ;
-  assign \$4870  = { block_norm_exp_part, blk_kept[23:1] } + \$4869 ;
-  assign \$4871  = & blk_kept[23:1];
-  assign \$4872  = block_norm_edge & \$4871 ;
-  assign \$4873  = blk_sticky | blk_kept[1];
-  assign \$4874  = blk_kept[0] & \$4873 ;
-  assign \$4875  = \$4872  & \$4874 ;
-  assign blk_overflow = block_norm_over | \$4875 ;
-  assign \$4876  = ~ block_norm_zero;
-  assign \$4877  = blk_overflow & \$4876 ;
-  assign \$4878  = block_norm_is_inf | \$4877 ;
-  assign \$4883  = { 1'h0, \$4870 [30:0] } | \$4882 ;
-  assign \$4884  = block_norm_zero ? \$4881  : \$4883 ;
-  assign \$4885  = \$4878  ? \$4880  : \$4884 ;
-  assign blk_bits = block_norm_is_nan ? 32'd2143289344 : \$4885 ;
-  assign \$4886  = ! block_r[30:23];
-  assign \$4887  = block_r[23] | \$4886 ;
-  assign \$4888  = ! acc[30:23];
-  assign \$4889  = acc[23] | \$4888 ;
-  assign \$4890  = { acc[30:24], \$4889  } - { block_r[30:24], \$4887  };
-  assign \$4891  = { block_r[30:24], \$4887  } - { acc[30:24], \$4889  };
-  assign acc_a_big = $signed(\$4890 ) >= $signed(1'h0);
-  assign \$4892  = acc_a_big ? { \$4890 [8], \$4890 [8], \$4890 [8], \$4890  } : { \$4891 [8], \$4891 [8], \$4891 [8], \$4891  };
-  assign \$4893  = | \$4892 [11:5];
-  assign \$4894  = acc_a_big ? { \$4890 [8], \$4890 [8], \$4890 [8], \$4890  } : { \$4891 [8], \$4891 [8], \$4891 [8], \$4891  };
-  assign acc_dist = \$4893  ? 5'h1f : \$4894 [4:0];
-  assign \$4895  = | acc[30:23];
-  assign \$4896  = | block_r[30:23];
-  assign \$4897  = acc_a_big ? { acc[30:24], \$4889  } : { block_r[30:24], \$4887  };
+  assign \$4871  = 25'h1ffffff << block_norm_extra;
+  assign \$4872  = ~ \$4871 [24:0];
+  assign \$4873  = block_norm_head & \$4872 ;
+  assign \$4874  = | \$4873 ;
+  assign blk_sticky = block_norm_low_sticky | \$4874 ;
+  assign \$4875  = blk_sticky | blk_kept[1];
+  assign \$4876  = blk_kept[0] & \$4875 ;
+  assign \$4877  = { block_norm_exp_part, blk_kept[23:1] } + \$4876 ;
+  assign \$4878  = & blk_kept[23:1];
+  assign \$4879  = block_norm_edge & \$4878 ;
+  assign \$4880  = blk_sticky | blk_kept[1];
+  assign \$4881  = blk_kept[0] & \$4880 ;
+  assign \$4882  = \$4879  & \$4881 ;
+  assign blk_overflow = block_norm_over | \$4882 ;
+  assign \$4883  = ~ block_norm_zero;
+  assign \$4884  = blk_overflow & \$4883 ;
+  assign \$4885  = block_norm_is_inf | \$4884 ;
+  assign \$4890  = { 1'h0, \$4877 [30:0] } | \$4889 ;
+  assign \$4891  = block_norm_zero ? \$4888  : \$4890 ;
+  assign \$4892  = \$4885  ? \$4887  : \$4891 ;
+  assign blk_bits = block_norm_is_nan ? 32'd2143289344 : \$4892 ;
+  assign \$4893  = ! block_r[30:23];
+  assign \$4894  = block_r[23] | \$4893 ;
+  assign \$4895  = ! acc[30:23];
+  assign \$4896  = acc[23] | \$4895 ;
+  assign \$4897  = { acc[30:24], \$4896  } - { block_r[30:24], \$4894  };
+  assign \$4898  = { block_r[30:24], \$4894  } - { acc[30:24], \$4896  };
+  assign acc_a_big = $signed(\$4897 ) >= $signed(1'h0);
+  assign \$4899  = acc_a_big ? { \$4897 [8], \$4897 [8], \$4897 [8], \$4897  } : { \$4898 [8], \$4898 [8], \$4898 [8], \$4898  };
+  assign \$4900  = | \$4899 [11:5];
+  assign \$4901  = acc_a_big ? { \$4897 [8], \$4897 [8], \$4897 [8], \$4897  } : { \$4898 [8], \$4898 [8], \$4898 [8], \$4898  };
+  assign acc_dist = \$4900  ? 5'h1f : \$4901 [4:0];
+  assign \$4902  = | acc[30:23];
+  assign \$4903  = | block_r[30:23];
+  assign \$4904  = acc_a_big ? { acc[30:24], \$4896  } : { block_r[30:24], \$4894  };
   assign acc_small = acc_a_big ? acc_b_win : acc_a_win;
   assign acc_shifted = acc_small >> acc_dist;
-  assign \$4898  = 27'h7ffffff << acc_dist;
-  assign \$4899  = ~ \$4898 [26:0];
-  assign \$4900  = acc_small & \$4899 ;
-  assign acc_sticky = | \$4900 ;
+  assign \$4905  = 27'h7ffffff << acc_dist;
+  assign \$4906  = ~ \$4905 [26:0];
+  assign \$4907  = acc_small & \$4906 ;
+  assign acc_sticky = | \$4907 ;
   assign acc_diff = acc_align_big - acc_align_small;
-  assign \$4901  = acc_align_small - acc_align_big;
+  assign \$4908  = acc_align_small - acc_align_big;
   assign acc_total = acc_align_big + acc_align_small;
-  assign \$4902  = acc_align_big_neg ^ acc_align_small_neg;
-  assign \$4903  = \$4902  & acc_diff[27];
-  assign acc_neg = acc_align_big_neg ^ \$4903 ;
-  assign \$4904  = acc_align_big_neg ^ acc_align_small_neg;
-  assign \$4905  = acc_diff[27] ? \$4901 [26:0] : acc_diff[26:0];
-  assign acc_mag = \$4904  ? { 1'h0, \$4905  } : acc_total;
+  assign \$4909  = acc_align_big_neg ^ acc_align_small_neg;
+  assign \$4910  = \$4909  & acc_diff[27];
+  assign acc_neg = acc_align_big_neg ^ \$4910 ;
+  assign \$4911  = acc_align_big_neg ^ acc_align_small_neg;
+  assign \$4912  = acc_diff[27] ? \$4908 [26:0] : acc_diff[26:0];
+  assign acc_mag = \$4911  ? { 1'h0, \$4912  } : acc_total;
   assign acc_exp = $signed(acc_add_top) - $signed(9'h099);
-  assign \$4906  = ~ acc_add_mag[27];
-  assign \$4907  = ~ acc_add_mag[26];
-  assign \$4908  = \$4906  & \$4907 ;
-  assign \$4909  = ~ acc_add_mag[25];
-  assign \$4910  = ~ acc_add_mag[24];
-  assign \$4911  = \$4909  & \$4910 ;
-  assign \$4912  = \$4908  & \$4911 ;
-  assign \$4913  = ~ acc_add_mag[23];
-  assign \$4914  = ~ acc_add_mag[22];
+  assign \$4913  = ~ acc_add_mag[27];
+  assign \$4914  = ~ acc_add_mag[26];
   assign \$4915  = \$4913  & \$4914 ;
-  assign \$4916  = ~ acc_add_mag[21];
-  assign \$4917  = ~ acc_add_mag[20];
+  assign \$4916  = ~ acc_add_mag[25];
+  assign \$4917  = ~ acc_add_mag[24];
   assign \$4918  = \$4916  & \$4917 ;
   assign \$4919  = \$4915  & \$4918 ;
-  assign \$4920  = ~ acc_add_mag[19];
-  assign \$4921  = ~ acc_add_mag[18];
+  assign \$4920  = ~ acc_add_mag[23];
+  assign \$4921  = ~ acc_add_mag[22];
   assign \$4922  = \$4920  & \$4921 ;
-  assign \$4923  = ~ acc_add_mag[17];
-  assign \$4924  = ~ acc_add_mag[16];
+  assign \$4923  = ~ acc_add_mag[21];
+  assign \$4924  = ~ acc_add_mag[20];
   assign \$4925  = \$4923  & \$4924 ;
   assign \$4926  = \$4922  & \$4925 ;
-  assign \$4927  = \$4919  & \$4926 ;
-  assign \$4928  = \$4912  & \$4927 ;
-  assign \$4929  = ~ acc_add_mag[15];
-  assign \$4930  = ~ acc_add_mag[14];
-  assign \$4931  = \$4929  & \$4930 ;
-  assign \$4932  = ~ acc_add_mag[13];
-  assign \$4933  = ~ acc_add_mag[12];
-  assign \$4934  = \$4932  & \$4933 ;
-  assign \$4935  = \$4931  & \$4934 ;
-  assign \$4936  = ~ acc_add_mag[11];
-  assign \$4937  = ~ acc_add_mag[10];
+  assign \$4927  = ~ acc_add_mag[19];
+  assign \$4928  = ~ acc_add_mag[18];
+  assign \$4929  = \$4927  & \$4928 ;
+  assign \$4930  = ~ acc_add_mag[17];
+  assign \$4931  = ~ acc_add_mag[16];
+  assign \$4932  = \$4930  & \$4931 ;
+  assign \$4933  = \$4929  & \$4932 ;
+  assign \$4934  = \$4926  & \$4933 ;
+  assign \$4935  = \$4919  & \$4934 ;
+  assign \$4936  = ~ acc_add_mag[15];
+  assign \$4937  = ~ acc_add_mag[14];
   assign \$4938  = \$4936  & \$4937 ;
-  assign \$4939  = ~ acc_add_mag[9];
-  assign \$4940  = ~ acc_add_mag[8];
+  assign \$4939  = ~ acc_add_mag[13];
+  assign \$4940  = ~ acc_add_mag[12];
   assign \$4941  = \$4939  & \$4940 ;
   assign \$4942  = \$4938  & \$4941 ;
-  assign \$4943  = \$4935  & \$4942 ;
-  assign \$4944  = ~ acc_add_mag[7];
-  assign \$4945  = ~ acc_add_mag[6];
-  assign \$4946  = \$4944  & \$4945 ;
-  assign \$4947  = ~ acc_add_mag[5];
-  assign \$4948  = ~ acc_add_mag[4];
-  assign \$4949  = \$4947  & \$4948 ;
-  assign \$4950  = \$4946  & \$4949 ;
-  assign \$4951  = ~ acc_add_mag[3];
-  assign \$4952  = ~ acc_add_mag[2];
+  assign \$4943  = ~ acc_add_mag[11];
+  assign \$4944  = ~ acc_add_mag[10];
+  assign \$4945  = \$4943  & \$4944 ;
+  assign \$4946  = ~ acc_add_mag[9];
+  assign \$4947  = ~ acc_add_mag[8];
+  assign \$4948  = \$4946  & \$4947 ;
+  assign \$4949  = \$4945  & \$4948 ;
+  assign \$4950  = \$4942  & \$4949 ;
+  assign \$4951  = ~ acc_add_mag[7];
+  assign \$4952  = ~ acc_add_mag[6];
   assign \$4953  = \$4951  & \$4952 ;
-  assign \$4954  = ~ acc_add_mag[1];
-  assign \$4956  = acc_add_mag[1] ? 2'h0 : 2'h1;
-  assign \$4957  = 2'h2 + \$4956 ;
+  assign \$4954  = ~ acc_add_mag[5];
+  assign \$4955  = ~ acc_add_mag[4];
+  assign \$4956  = \$4954  & \$4955 ;
+  assign \$4957  = \$4953  & \$4956 ;
   assign \$4958  = ~ acc_add_mag[3];
-  assign \$4960  = acc_add_mag[3] ? 2'h0 : 2'h1;
-  assign \$4961  = \$4953  ? \$4957  : { 1'h0, \$4960  };
-  assign \$4962  = 3'h4 + \$4961 ;
-  assign \$4963  = ~ acc_add_mag[7];
-  assign \$4964  = ~ acc_add_mag[6];
-  assign \$4965  = \$4963  & \$4964 ;
-  assign \$4966  = ~ acc_add_mag[5];
-  assign \$4968  = acc_add_mag[5] ? 2'h0 : 2'h1;
-  assign \$4969  = 2'h2 + \$4968 ;
+  assign \$4959  = ~ acc_add_mag[2];
+  assign \$4960  = \$4958  & \$4959 ;
+  assign \$4961  = ~ acc_add_mag[1];
+  assign \$4963  = acc_add_mag[1] ? 2'h0 : 2'h1;
+  assign \$4964  = 2'h2 + \$4963 ;
+  assign \$4965  = ~ acc_add_mag[3];
+  assign \$4967  = acc_add_mag[3] ? 2'h0 : 2'h1;
+  assign \$4968  = \$4960  ? \$4964  : { 1'h0, \$4967  };
+  assign \$4969  = 3'h4 + \$4968 ;
   assign \$4970  = ~ acc_add_mag[7];
-  assign \$4972  = acc_add_mag[7] ? 2'h0 : 2'h1;
-  assign \$4973  = \$4965  ? \$4969  : { 1'h0, \$4972  };
-  assign \$4974  = \$4950  ? \$4962  : { 1'h0, \$4973  };
-  assign \$4975  = 4'h8 + \$4974 ;
-  assign \$4976  = ~ acc_add_mag[15];
-  assign \$4977  = ~ acc_add_mag[14];
-  assign \$4978  = \$4976  & \$4977 ;
-  assign \$4979  = ~ acc_add_mag[13];
-  assign \$4980  = ~ acc_add_mag[12];
-  assign \$4981  = \$4979  & \$4980 ;
-  assign \$4982  = \$4978  & \$4981 ;
-  assign \$4983  = ~ acc_add_mag[11];
-  assign \$4984  = ~ acc_add_mag[10];
+  assign \$4971  = ~ acc_add_mag[6];
+  assign \$4972  = \$4970  & \$4971 ;
+  assign \$4973  = ~ acc_add_mag[5];
+  assign \$4975  = acc_add_mag[5] ? 2'h0 : 2'h1;
+  assign \$4976  = 2'h2 + \$4975 ;
+  assign \$4977  = ~ acc_add_mag[7];
+  assign \$4979  = acc_add_mag[7] ? 2'h0 : 2'h1;
+  assign \$4980  = \$4972  ? \$4976  : { 1'h0, \$4979  };
+  assign \$4981  = \$4957  ? \$4969  : { 1'h0, \$4980  };
+  assign \$4982  = 4'h8 + \$4981 ;
+  assign \$4983  = ~ acc_add_mag[15];
+  assign \$4984  = ~ acc_add_mag[14];
   assign \$4985  = \$4983  & \$4984 ;
-  assign \$4986  = ~ acc_add_mag[9];
-  assign \$4988  = acc_add_mag[9] ? 2'h0 : 2'h1;
-  assign \$4989  = 2'h2 + \$4988 ;
+  assign \$4986  = ~ acc_add_mag[13];
+  assign \$4987  = ~ acc_add_mag[12];
+  assign \$4988  = \$4986  & \$4987 ;
+  assign \$4989  = \$4985  & \$4988 ;
   assign \$4990  = ~ acc_add_mag[11];
-  assign \$4992  = acc_add_mag[11] ? 2'h0 : 2'h1;
-  assign \$4993  = \$4985  ? \$4989  : { 1'h0, \$4992  };
-  assign \$4994  = 3'h4 + \$4993 ;
-  assign \$4995  = ~ acc_add_mag[15];
-  assign \$4996  = ~ acc_add_mag[14];
-  assign \$4997  = \$4995  & \$4996 ;
-  assign \$4998  = ~ acc_add_mag[13];
-  assign \$5000  = acc_add_mag[13] ? 2'h0 : 2'h1;
-  assign \$5001  = 2'h2 + \$5000 ;
+  assign \$4991  = ~ acc_add_mag[10];
+  assign \$4992  = \$4990  & \$4991 ;
+  assign \$4993  = ~ acc_add_mag[9];
+  assign \$4995  = acc_add_mag[9] ? 2'h0 : 2'h1;
+  assign \$4996  = 2'h2 + \$4995 ;
+  assign \$4997  = ~ acc_add_mag[11];
+  assign \$4999  = acc_add_mag[11] ? 2'h0 : 2'h1;
+  assign \$5000  = \$4992  ? \$4996  : { 1'h0, \$4999  };
+  assign \$5001  = 3'h4 + \$5000 ;
   assign \$5002  = ~ acc_add_mag[15];
-  assign \$5004  = acc_add_mag[15] ? 2'h0 : 2'h1;
-  assign \$5005  = \$4997  ? \$5001  : { 1'h0, \$5004  };
-  assign \$5006  = \$4982  ? \$4994  : { 1'h0, \$5005  };
-  assign \$5007  = \$4943  ? \$4975  : { 1'h0, \$5006  };
-  assign \$5008  = 4'hc + \$5007 ;
-  assign \$5009  = ~ acc_add_mag[27];
-  assign \$5010  = ~ acc_add_mag[26];
-  assign \$5011  = \$5009  & \$5010 ;
-  assign \$5012  = ~ acc_add_mag[25];
-  assign \$5013  = ~ acc_add_mag[24];
-  assign \$5014  = \$5012  & \$5013 ;
-  assign \$5015  = \$5011  & \$5014 ;
-  assign \$5016  = ~ acc_add_mag[23];
-  assign \$5017  = ~ acc_add_mag[22];
+  assign \$5003  = ~ acc_add_mag[14];
+  assign \$5004  = \$5002  & \$5003 ;
+  assign \$5005  = ~ acc_add_mag[13];
+  assign \$5007  = acc_add_mag[13] ? 2'h0 : 2'h1;
+  assign \$5008  = 2'h2 + \$5007 ;
+  assign \$5009  = ~ acc_add_mag[15];
+  assign \$5011  = acc_add_mag[15] ? 2'h0 : 2'h1;
+  assign \$5012  = \$5004  ? \$5008  : { 1'h0, \$5011  };
+  assign \$5013  = \$4989  ? \$5001  : { 1'h0, \$5012  };
+  assign \$5014  = \$4950  ? \$4982  : { 1'h0, \$5013  };
+  assign \$5015  = 4'hc + \$5014 ;
+  assign \$5016  = ~ acc_add_mag[27];
+  assign \$5017  = ~ acc_add_mag[26];
   assign \$5018  = \$5016  & \$5017 ;
-  assign \$5019  = ~ acc_add_mag[21];
-  assign \$5020  = ~ acc_add_mag[20];
+  assign \$5019  = ~ acc_add_mag[25];
+  assign \$5020  = ~ acc_add_mag[24];
   assign \$5021  = \$5019  & \$5020 ;
   assign \$5022  = \$5018  & \$5021 ;
-  assign \$5023  = ~ acc_add_mag[19];
-  assign \$5024  = ~ acc_add_mag[18];
+  assign \$5023  = ~ acc_add_mag[23];
+  assign \$5024  = ~ acc_add_mag[22];
   assign \$5025  = \$5023  & \$5024 ;
-  assign \$5026  = ~ acc_add_mag[17];
-  assign \$5028  = acc_add_mag[17] ? 2'h0 : 2'h1;
-  assign \$5029  = 2'h2 + \$5028 ;
+  assign \$5026  = ~ acc_add_mag[21];
+  assign \$5027  = ~ acc_add_mag[20];
+  assign \$5028  = \$5026  & \$5027 ;
+  assign \$5029  = \$5025  & \$5028 ;
   assign \$5030  = ~ acc_add_mag[19];
-  assign \$5032  = acc_add_mag[19] ? 2'h0 : 2'h1;
-  assign \$5033  = \$5025  ? \$5029  : { 1'h0, \$5032  };
-  assign \$5034  = 3'h4 + \$5033 ;
-  assign \$5035  = ~ acc_add_mag[23];
-  assign \$5036  = ~ acc_add_mag[22];
-  assign \$5037  = \$5035  & \$5036 ;
-  assign \$5038  = ~ acc_add_mag[21];
-  assign \$5040  = acc_add_mag[21] ? 2'h0 : 2'h1;
-  assign \$5041  = 2'h2 + \$5040 ;
+  assign \$5031  = ~ acc_add_mag[18];
+  assign \$5032  = \$5030  & \$5031 ;
+  assign \$5033  = ~ acc_add_mag[17];
+  assign \$5035  = acc_add_mag[17] ? 2'h0 : 2'h1;
+  assign \$5036  = 2'h2 + \$5035 ;
+  assign \$5037  = ~ acc_add_mag[19];
+  assign \$5039  = acc_add_mag[19] ? 2'h0 : 2'h1;
+  assign \$5040  = \$5032  ? \$5036  : { 1'h0, \$5039  };
+  assign \$5041  = 3'h4 + \$5040 ;
   assign \$5042  = ~ acc_add_mag[23];
-  assign \$5044  = acc_add_mag[23] ? 2'h0 : 2'h1;
-  assign \$5045  = \$5037  ? \$5041  : { 1'h0, \$5044  };
-  assign \$5046  = \$5022  ? \$5034  : { 1'h0, \$5045  };
-  assign \$5047  = 3'h4 + \$5046 ;
-  assign \$5048  = ~ acc_add_mag[27];
-  assign \$5049  = ~ acc_add_mag[26];
-  assign \$5050  = \$5048  & \$5049 ;
-  assign \$5051  = ~ acc_add_mag[25];
-  assign \$5053  = acc_add_mag[25] ? 2'h0 : 2'h1;
-  assign \$5054  = 2'h2 + \$5053 ;
+  assign \$5043  = ~ acc_add_mag[22];
+  assign \$5044  = \$5042  & \$5043 ;
+  assign \$5045  = ~ acc_add_mag[21];
+  assign \$5047  = acc_add_mag[21] ? 2'h0 : 2'h1;
+  assign \$5048  = 2'h2 + \$5047 ;
+  assign \$5049  = ~ acc_add_mag[23];
+  assign \$5051  = acc_add_mag[23] ? 2'h0 : 2'h1;
+  assign \$5052  = \$5044  ? \$5048  : { 1'h0, \$5051  };
+  assign \$5053  = \$5029  ? \$5041  : { 1'h0, \$5052  };
+  assign \$5054  = 3'h4 + \$5053 ;
   assign \$5055  = ~ acc_add_mag[27];
-  assign \$5057  = acc_add_mag[27] ? 2'h0 : 2'h1;
-  assign \$5058  = \$5050  ? \$5054  : { 1'h0, \$5057  };
-  assign \$5059  = \$5015  ? \$5047  : { 2'h0, \$5058  };
-  assign \$5060  = \$4928  ? \$5008  : { 2'h0, \$5059 [3:0] };
-  assign \$5061  = ~ acc_add_mag[27];
-  assign \$5062  = ~ acc_add_mag[26];
-  assign \$5063  = \$5061  & \$5062 ;
-  assign \$5064  = ~ acc_add_mag[25];
-  assign \$5065  = ~ acc_add_mag[24];
-  assign \$5066  = \$5064  & \$5065 ;
-  assign \$5067  = \$5063  & \$5066 ;
-  assign \$5068  = ~ acc_add_mag[23];
-  assign \$5069  = ~ acc_add_mag[22];
+  assign \$5056  = ~ acc_add_mag[26];
+  assign \$5057  = \$5055  & \$5056 ;
+  assign \$5058  = ~ acc_add_mag[25];
+  assign \$5060  = acc_add_mag[25] ? 2'h0 : 2'h1;
+  assign \$5061  = 2'h2 + \$5060 ;
+  assign \$5062  = ~ acc_add_mag[27];
+  assign \$5064  = acc_add_mag[27] ? 2'h0 : 2'h1;
+  assign \$5065  = \$5057  ? \$5061  : { 1'h0, \$5064  };
+  assign \$5066  = \$5022  ? \$5054  : { 2'h0, \$5065  };
+  assign \$5067  = \$4935  ? \$5015  : { 2'h0, \$5066 [3:0] };
+  assign \$5068  = ~ acc_add_mag[27];
+  assign \$5069  = ~ acc_add_mag[26];
   assign \$5070  = \$5068  & \$5069 ;
-  assign \$5071  = ~ acc_add_mag[21];
-  assign \$5072  = ~ acc_add_mag[20];
+  assign \$5071  = ~ acc_add_mag[25];
+  assign \$5072  = ~ acc_add_mag[24];
   assign \$5073  = \$5071  & \$5072 ;
   assign \$5074  = \$5070  & \$5073 ;
-  assign \$5075  = ~ acc_add_mag[19];
-  assign \$5076  = ~ acc_add_mag[18];
+  assign \$5075  = ~ acc_add_mag[23];
+  assign \$5076  = ~ acc_add_mag[22];
   assign \$5077  = \$5075  & \$5076 ;
-  assign \$5078  = ~ acc_add_mag[17];
-  assign \$5079  = ~ acc_add_mag[16];
+  assign \$5078  = ~ acc_add_mag[21];
+  assign \$5079  = ~ acc_add_mag[20];
   assign \$5080  = \$5078  & \$5079 ;
   assign \$5081  = \$5077  & \$5080 ;
-  assign \$5082  = \$5074  & \$5081 ;
-  assign \$5083  = \$5067  & \$5082 ;
-  assign \$5084  = ~ acc_add_mag[15];
-  assign \$5085  = ~ acc_add_mag[14];
-  assign \$5086  = \$5084  & \$5085 ;
-  assign \$5087  = ~ acc_add_mag[13];
-  assign \$5088  = ~ acc_add_mag[12];
-  assign \$5089  = \$5087  & \$5088 ;
-  assign \$5090  = \$5086  & \$5089 ;
-  assign \$5091  = ~ acc_add_mag[11];
-  assign \$5092  = ~ acc_add_mag[10];
+  assign \$5082  = ~ acc_add_mag[19];
+  assign \$5083  = ~ acc_add_mag[18];
+  assign \$5084  = \$5082  & \$5083 ;
+  assign \$5085  = ~ acc_add_mag[17];
+  assign \$5086  = ~ acc_add_mag[16];
+  assign \$5087  = \$5085  & \$5086 ;
+  assign \$5088  = \$5084  & \$5087 ;
+  assign \$5089  = \$5081  & \$5088 ;
+  assign \$5090  = \$5074  & \$5089 ;
+  assign \$5091  = ~ acc_add_mag[15];
+  assign \$5092  = ~ acc_add_mag[14];
   assign \$5093  = \$5091  & \$5092 ;
-  assign \$5094  = ~ acc_add_mag[9];
-  assign \$5095  = ~ acc_add_mag[8];
+  assign \$5094  = ~ acc_add_mag[13];
+  assign \$5095  = ~ acc_add_mag[12];
   assign \$5096  = \$5094  & \$5095 ;
   assign \$5097  = \$5093  & \$5096 ;
-  assign \$5098  = \$5090  & \$5097 ;
-  assign \$5099  = ~ acc_add_mag[7];
-  assign \$5100  = ~ acc_add_mag[6];
-  assign \$5101  = \$5099  & \$5100 ;
-  assign \$5102  = ~ acc_add_mag[5];
-  assign \$5103  = ~ acc_add_mag[4];
-  assign \$5104  = \$5102  & \$5103 ;
-  assign \$5105  = \$5101  & \$5104 ;
-  assign \$5106  = ~ acc_add_mag[3];
-  assign \$5107  = ~ acc_add_mag[2];
+  assign \$5098  = ~ acc_add_mag[11];
+  assign \$5099  = ~ acc_add_mag[10];
+  assign \$5100  = \$5098  & \$5099 ;
+  assign \$5101  = ~ acc_add_mag[9];
+  assign \$5102  = ~ acc_add_mag[8];
+  assign \$5103  = \$5101  & \$5102 ;
+  assign \$5104  = \$5100  & \$5103 ;
+  assign \$5105  = \$5097  & \$5104 ;
+  assign \$5106  = ~ acc_add_mag[7];
+  assign \$5107  = ~ acc_add_mag[6];
   assign \$5108  = \$5106  & \$5107 ;
-  assign \$5109  = ~ acc_add_mag[1];
-  assign \$5110  = ~ acc_add_mag[0];
+  assign \$5109  = ~ acc_add_mag[5];
+  assign \$5110  = ~ acc_add_mag[4];
   assign \$5111  = \$5109  & \$5110 ;
   assign \$5112  = \$5108  & \$5111 ;
-  assign \$5113  = \$5105  & \$5112 ;
-  assign \$5114  = \$5098  & \$5113 ;
-  assign acc_rnd_zero = \$5083  & \$5114 ;
-  assign \$5115  = acc_add_mag << \$5060 [4:0];
-  assign \$5116  = $signed(acc_exp) + $signed(9'h09a);
-  assign acc_rnd_biased = $signed(\$5116 ) - $signed({ 1'h0, \$5060 [4:0] });
-  assign acc_rnd_low_sticky = | \$5115 [2:0];
-  assign \$5117  = $signed(acc_rnd_biased) >= $signed(2'h1);
-  assign \$5118  = \$5117  ? acc_rnd_biased : 15'h0000;
+  assign \$5113  = ~ acc_add_mag[3];
+  assign \$5114  = ~ acc_add_mag[2];
+  assign \$5115  = \$5113  & \$5114 ;
+  assign \$5116  = ~ acc_add_mag[1];
+  assign \$5117  = ~ acc_add_mag[0];
+  assign \$5118  = \$5116  & \$5117 ;
+  assign \$5119  = \$5115  & \$5118 ;
+  assign \$5120  = \$5112  & \$5119 ;
+  assign \$5121  = \$5105  & \$5120 ;
+  assign acc_rnd_zero = \$5090  & \$5121 ;
+  assign \$5122  = acc_add_mag << \$5067 [4:0];
+  assign \$5123  = $signed(acc_exp) + $signed(9'h09a);
+  assign acc_rnd_biased = $signed(\$5123 ) - $signed({ 1'h0, \$5067 [4:0] });
+  assign acc_rnd_low_sticky = | \$5122 [2:0];
+  assign \$5124  = $signed(acc_rnd_biased) >= $signed(2'h1);
+  assign \$5125  = \$5124  ? acc_rnd_biased : 15'h0000;
   assign acc_rnd_over = $signed(acc_rnd_biased) >= $signed(9'h0ff);
   assign acc_rnd_edge = acc_rnd_biased == 8'hfe;
   assign acc_rnd_kept = acc_norm_head >> acc_norm_extra;
-  assign \$5119  = 25'h1ffffff << acc_norm_extra;
-  assign \$5120  = ~ \$5119 [24:0];
-  assign \$5121  = acc_norm_head & \$5120 ;
-  assign \$5122  = | \$5121 ;
-  assign acc_rnd_sticky = acc_norm_low_sticky | \$5122 ;
-  assign \$5123  = acc_rnd_sticky | acc_rnd_kept[1];
-  assign \$5124  = acc_rnd_kept[0] & \$5123 ;
-  assign \$5125  = { acc_norm_exp_part, acc_rnd_kept[23:1] } + \$5124 ;
-  assign \$5126  = & acc_rnd_kept[23:1];
-  assign \$5127  = acc_norm_edge & \$5126 ;
-  assign \$5128  = acc_rnd_sticky | acc_rnd_kept[1];
-  assign \$5129  = acc_rnd_kept[0] & \$5128 ;
-  assign \$5130  = \$5127  & \$5129 ;
-  assign acc_rnd_overflow = acc_norm_over | \$5130 ;
-  assign \$5131  = ~ acc_norm_zero;
-  assign \$5132  = acc_rnd_overflow & \$5131 ;
-  assign \$5133  = acc_norm_is_inf | \$5132 ;
-  assign \$5138  = { 1'h0, \$5125 [30:0] } | \$5137 ;
-  assign \$5139  = acc_norm_zero ? \$5136  : \$5138 ;
-  assign \$5140  = \$5133  ? \$5135  : \$5139 ;
-  assign acc_rnd_bits = acc_norm_is_nan ? 32'd2143289344 : \$5140 ;
-  assign \$5141  = i__valid & i__ready;
-  assign \$5143  = since < 3'h4;
-  assign \$5144  = advance & \$5143 ;
-  assign \$5145  = since + 1'h1;
-  assign \$5146  = i__valid & accept;
-  assign \$5147  = i__valid & accept;
-  assign \$5148  = advance & \$5147 ;
-  assign \$5149  = i__valid & accept;
-  assign \$5150  = advance & \$5149 ;
-  assign \$5151  = i__valid & accept;
-  assign \$5152  = advance & \$5151 ;
+  assign \$5126  = 25'h1ffffff << acc_norm_extra;
+  assign \$5127  = ~ \$5126 [24:0];
+  assign \$5128  = acc_norm_head & \$5127 ;
+  assign \$5129  = | \$5128 ;
+  assign acc_rnd_sticky = acc_norm_low_sticky | \$5129 ;
+  assign \$5130  = acc_rnd_sticky | acc_rnd_kept[1];
+  assign \$5131  = acc_rnd_kept[0] & \$5130 ;
+  assign \$5132  = { acc_norm_exp_part, acc_rnd_kept[23:1] } + \$5131 ;
+  assign \$5133  = & acc_rnd_kept[23:1];
+  assign \$5134  = acc_norm_edge & \$5133 ;
+  assign \$5135  = acc_rnd_sticky | acc_rnd_kept[1];
+  assign \$5136  = acc_rnd_kept[0] & \$5135 ;
+  assign \$5137  = \$5134  & \$5136 ;
+  assign acc_rnd_overflow = acc_norm_over | \$5137 ;
+  assign \$5138  = ~ acc_norm_zero;
+  assign \$5139  = acc_rnd_overflow & \$5138 ;
+  assign \$5140  = acc_norm_is_inf | \$5139 ;
+  assign \$5145  = { 1'h0, \$5132 [30:0] } | \$5144 ;
+  assign \$5146  = acc_norm_zero ? \$5143  : \$5145 ;
+  assign \$5147  = \$5140  ? \$5142  : \$5146 ;
+  assign acc_rnd_bits = acc_norm_is_nan ? 32'd2143289344 : \$5147 ;
+  assign \$5148  = i__valid & i__ready;
+  assign \$5150  = since < 3'h4;
+  assign \$5151  = advance & \$5150 ;
+  assign \$5152  = since + 1'h1;
   assign \$5153  = i__valid & accept;
-  assign \$5154  = advance & \$5153 ;
-  assign \$5155  = i__valid & accept;
-  assign \$5156  = advance & \$5155 ;
-  assign \$5157  = i__valid & accept;
-  assign \$5158  = advance & \$5157 ;
-  assign \$5159  = i__valid & accept;
-  assign \$5160  = advance & \$5159 ;
-  assign \$5161  = i__valid & accept;
-  assign \$5162  = advance & \$5161 ;
-  assign \$5163  = i__valid & accept;
-  assign \$5164  = advance & \$5163 ;
-  assign \$5165  = i__valid & accept;
-  assign \$5166  = advance & \$5165 ;
-  assign \$5167  = i__valid & accept;
-  assign \$5168  = advance & \$5167 ;
-  assign \$5169  = i__valid & accept;
-  assign \$5170  = advance & \$5169 ;
-  assign \$5171  = i__valid & accept;
-  assign \$5172  = advance & \$5171 ;
-  assign \$5173  = i__valid & accept;
-  assign \$5174  = advance & \$5173 ;
-  assign \$5175  = i__valid & accept;
-  assign \$5176  = advance & \$5175 ;
-  assign \$5177  = i__valid & accept;
-  assign \$5178  = advance & \$5177 ;
-  assign \$5179  = i__valid & accept;
-  assign \$5180  = advance & \$5179 ;
-  assign \$5181  = i__valid & accept;
-  assign \$5182  = advance & \$5181 ;
-  assign \$5183  = i__valid & accept;
-  assign \$5184  = advance & \$5183 ;
-  assign \$5185  = i__valid & accept;
-  assign \$5186  = advance & \$5185 ;
-  assign \$5187  = i__valid & accept;
-  assign \$5188  = advance & \$5187 ;
-  assign \$5189  = i__valid & accept;
-  assign \$5190  = advance & \$5189 ;
-  assign \$5191  = i__valid & accept;
-  assign \$5192  = advance & \$5191 ;
-  assign \$5193  = i__valid & accept;
-  assign \$5194  = advance & \$5193 ;
-  assign \$5195  = i__valid & accept;
-  assign \$5196  = advance & \$5195 ;
-  assign \$5197  = i__valid & accept;
-  assign \$5198  = advance & \$5197 ;
-  assign \$5199  = i__valid & accept;
-  assign \$5200  = advance & \$5199 ;
-  assign \$5201  = i__valid & accept;
-  assign \$5202  = advance & \$5201 ;
-  assign \$5203  = i__valid & accept;
-  assign \$5204  = advance & \$5203 ;
-  assign \$5205  = i__valid & accept;
-  assign \$5206  = advance & \$5205 ;
-  assign \$5207  = i__valid & accept;
-  assign \$5208  = advance & \$5207 ;
-  assign \$5209  = i__valid & accept;
-  assign \$5210  = advance & \$5209 ;
-  assign \$5211  = i__valid & accept;
-  assign \$5212  = advance & \$5211 ;
-  assign \$5375  = \$5374  | hdr_b_scale_nan;
-  assign \$5376  = i__valid & accept;
-  assign \$5377  = advance & \$5376 ;
-  assign \$5379  = a0_sign ^ b0_sign;
-  assign \$5380  = ~ \$5379 ;
-  assign \$5383  = a1_sign ^ b1_sign;
-  assign \$5384  = ~ \$5383 ;
-  assign \$5387  = a2_sign ^ b2_sign;
-  assign \$5388  = ~ \$5387 ;
-  assign \$5391  = a3_sign ^ b3_sign;
-  assign \$5392  = ~ \$5391 ;
-  assign \$5395  = a4_sign ^ b4_sign;
-  assign \$5396  = ~ \$5395 ;
-  assign \$5399  = a5_sign ^ b5_sign;
-  assign \$5400  = ~ \$5399 ;
-  assign \$5403  = a6_sign ^ b6_sign;
-  assign \$5404  = ~ \$5403 ;
-  assign \$5407  = a7_sign ^ b7_sign;
-  assign \$5408  = ~ \$5407 ;
-  assign \$5411  = a8_sign ^ b8_sign;
-  assign \$5412  = ~ \$5411 ;
-  assign \$5415  = a9_sign ^ b9_sign;
-  assign \$5416  = ~ \$5415 ;
-  assign \$5419  = a10_sign ^ b10_sign;
-  assign \$5420  = ~ \$5419 ;
-  assign \$5423  = a11_sign ^ b11_sign;
-  assign \$5424  = ~ \$5423 ;
-  assign \$5427  = a12_sign ^ b12_sign;
-  assign \$5428  = ~ \$5427 ;
-  assign \$5431  = a13_sign ^ b13_sign;
-  assign \$5432  = ~ \$5431 ;
-  assign \$5435  = a14_sign ^ b14_sign;
-  assign \$5436  = ~ \$5435 ;
-  assign \$5439  = a15_sign ^ b15_sign;
-  assign \$5440  = ~ \$5439 ;
-  assign \$5443  = a16_sign ^ b16_sign;
-  assign \$5444  = ~ \$5443 ;
-  assign \$5447  = a17_sign ^ b17_sign;
-  assign \$5448  = ~ \$5447 ;
-  assign \$5451  = a18_sign ^ b18_sign;
-  assign \$5452  = ~ \$5451 ;
-  assign \$5455  = a19_sign ^ b19_sign;
-  assign \$5456  = ~ \$5455 ;
-  assign \$5459  = a20_sign ^ b20_sign;
-  assign \$5460  = ~ \$5459 ;
-  assign \$5463  = a21_sign ^ b21_sign;
-  assign \$5464  = ~ \$5463 ;
-  assign \$5467  = a22_sign ^ b22_sign;
-  assign \$5468  = ~ \$5467 ;
-  assign \$5471  = a23_sign ^ b23_sign;
-  assign \$5472  = ~ \$5471 ;
-  assign \$5475  = a24_sign ^ b24_sign;
-  assign \$5476  = ~ \$5475 ;
-  assign \$5479  = a25_sign ^ b25_sign;
-  assign \$5480  = ~ \$5479 ;
-  assign \$5483  = a26_sign ^ b26_sign;
-  assign \$5484  = ~ \$5483 ;
-  assign \$5487  = a27_sign ^ b27_sign;
-  assign \$5488  = ~ \$5487 ;
-  assign \$5491  = a28_sign ^ b28_sign;
-  assign \$5492  = ~ \$5491 ;
-  assign \$5495  = a29_sign ^ b29_sign;
-  assign \$5496  = ~ \$5495 ;
-  assign \$5499  = a30_sign ^ b30_sign;
-  assign \$5500  = ~ \$5499 ;
-  assign \$5503  = a31_sign ^ b31_sign;
-  assign \$5504  = ~ \$5503 ;
-  assign \$5507  = i__valid & accept;
-  assign \$5508  = advance & \$5507 ;
-  assign \$5510  = a0_sign ^ b0_sign;
-  assign \$5513  = a1_sign ^ b1_sign;
-  assign \$5516  = a2_sign ^ b2_sign;
-  assign \$5519  = a3_sign ^ b3_sign;
-  assign \$5522  = a4_sign ^ b4_sign;
-  assign \$5525  = a5_sign ^ b5_sign;
-  assign \$5528  = a6_sign ^ b6_sign;
-  assign \$5531  = a7_sign ^ b7_sign;
-  assign \$5534  = a8_sign ^ b8_sign;
-  assign \$5537  = a9_sign ^ b9_sign;
-  assign \$5540  = a10_sign ^ b10_sign;
-  assign \$5543  = a11_sign ^ b11_sign;
-  assign \$5546  = a12_sign ^ b12_sign;
-  assign \$5549  = a13_sign ^ b13_sign;
-  assign \$5552  = a14_sign ^ b14_sign;
-  assign \$5555  = a15_sign ^ b15_sign;
-  assign \$5558  = a16_sign ^ b16_sign;
-  assign \$5561  = a17_sign ^ b17_sign;
-  assign \$5564  = a18_sign ^ b18_sign;
-  assign \$5567  = a19_sign ^ b19_sign;
-  assign \$5570  = a20_sign ^ b20_sign;
-  assign \$5573  = a21_sign ^ b21_sign;
-  assign \$5576  = a22_sign ^ b22_sign;
-  assign \$5579  = a23_sign ^ b23_sign;
-  assign \$5582  = a24_sign ^ b24_sign;
-  assign \$5585  = a25_sign ^ b25_sign;
-  assign \$5588  = a26_sign ^ b26_sign;
-  assign \$5591  = a27_sign ^ b27_sign;
-  assign \$5594  = a28_sign ^ b28_sign;
-  assign \$5597  = a29_sign ^ b29_sign;
-  assign \$5600  = a30_sign ^ b30_sign;
-  assign \$5603  = a31_sign ^ b31_sign;
-  assign \$5606  = i__valid & accept;
-  assign \$5607  = advance & \$5606 ;
-  assign \$5608  = i__valid & accept;
-  assign \$5609  = advance & \$5608 ;
-  assign \$5610  = i__valid & accept;
-  assign \$5611  = advance & \$5610 ;
+  assign \$5154  = i__valid & accept;
+  assign \$5155  = advance & \$5154 ;
+  assign \$5156  = i__valid & accept;
+  assign \$5157  = advance & \$5156 ;
+  assign \$5158  = i__valid & accept;
+  assign \$5159  = advance & \$5158 ;
+  assign \$5160  = i__valid & accept;
+  assign \$5161  = advance & \$5160 ;
+  assign \$5162  = i__valid & accept;
+  assign \$5163  = advance & \$5162 ;
+  assign \$5164  = i__valid & accept;
+  assign \$5165  = advance & \$5164 ;
+  assign \$5166  = i__valid & accept;
+  assign \$5167  = advance & \$5166 ;
+  assign \$5168  = i__valid & accept;
+  assign \$5169  = advance & \$5168 ;
+  assign \$5170  = i__valid & accept;
+  assign \$5171  = advance & \$5170 ;
+  assign \$5172  = i__valid & accept;
+  assign \$5173  = advance & \$5172 ;
+  assign \$5174  = i__valid & accept;
+  assign \$5175  = advance & \$5174 ;
+  assign \$5176  = i__valid & accept;
+  assign \$5177  = advance & \$5176 ;
+  assign \$5178  = i__valid & accept;
+  assign \$5179  = advance & \$5178 ;
+  assign \$5180  = i__valid & accept;
+  assign \$5181  = advance & \$5180 ;
+  assign \$5182  = i__valid & accept;
+  assign \$5183  = advance & \$5182 ;
+  assign \$5184  = i__valid & accept;
+  assign \$5185  = advance & \$5184 ;
+  assign \$5186  = i__valid & accept;
+  assign \$5187  = advance & \$5186 ;
+  assign \$5188  = i__valid & accept;
+  assign \$5189  = advance & \$5188 ;
+  assign \$5190  = i__valid & accept;
+  assign \$5191  = advance & \$5190 ;
+  assign \$5192  = i__valid & accept;
+  assign \$5193  = advance & \$5192 ;
+  assign \$5194  = i__valid & accept;
+  assign \$5195  = advance & \$5194 ;
+  assign \$5196  = i__valid & accept;
+  assign \$5197  = advance & \$5196 ;
+  assign \$5198  = i__valid & accept;
+  assign \$5199  = advance & \$5198 ;
+  assign \$5200  = i__valid & accept;
+  assign \$5201  = advance & \$5200 ;
+  assign \$5202  = i__valid & accept;
+  assign \$5203  = advance & \$5202 ;
+  assign \$5204  = i__valid & accept;
+  assign \$5205  = advance & \$5204 ;
+  assign \$5206  = i__valid & accept;
+  assign \$5207  = advance & \$5206 ;
+  assign \$5208  = i__valid & accept;
+  assign \$5209  = advance & \$5208 ;
+  assign \$5210  = i__valid & accept;
+  assign \$5211  = advance & \$5210 ;
+  assign \$5212  = i__valid & accept;
+  assign \$5213  = advance & \$5212 ;
+  assign \$5214  = i__valid & accept;
+  assign \$5215  = advance & \$5214 ;
+  assign \$5216  = i__valid & accept;
+  assign \$5217  = advance & \$5216 ;
+  assign \$5218  = i__valid & accept;
+  assign \$5219  = advance & \$5218 ;
+  assign \$5382  = \$5381  | hdr_b_scale_nan;
+  assign \$5383  = i__valid & accept;
+  assign \$5384  = advance & \$5383 ;
+  assign \$5386  = a0_sign ^ b0_sign;
+  assign \$5387  = ~ \$5386 ;
+  assign \$5390  = a1_sign ^ b1_sign;
+  assign \$5391  = ~ \$5390 ;
+  assign \$5394  = a2_sign ^ b2_sign;
+  assign \$5395  = ~ \$5394 ;
+  assign \$5398  = a3_sign ^ b3_sign;
+  assign \$5399  = ~ \$5398 ;
+  assign \$5402  = a4_sign ^ b4_sign;
+  assign \$5403  = ~ \$5402 ;
+  assign \$5406  = a5_sign ^ b5_sign;
+  assign \$5407  = ~ \$5406 ;
+  assign \$5410  = a6_sign ^ b6_sign;
+  assign \$5411  = ~ \$5410 ;
+  assign \$5414  = a7_sign ^ b7_sign;
+  assign \$5415  = ~ \$5414 ;
+  assign \$5418  = a8_sign ^ b8_sign;
+  assign \$5419  = ~ \$5418 ;
+  assign \$5422  = a9_sign ^ b9_sign;
+  assign \$5423  = ~ \$5422 ;
+  assign \$5426  = a10_sign ^ b10_sign;
+  assign \$5427  = ~ \$5426 ;
+  assign \$5430  = a11_sign ^ b11_sign;
+  assign \$5431  = ~ \$5430 ;
+  assign \$5434  = a12_sign ^ b12_sign;
+  assign \$5435  = ~ \$5434 ;
+  assign \$5438  = a13_sign ^ b13_sign;
+  assign \$5439  = ~ \$5438 ;
+  assign \$5442  = a14_sign ^ b14_sign;
+  assign \$5443  = ~ \$5442 ;
+  assign \$5446  = a15_sign ^ b15_sign;
+  assign \$5447  = ~ \$5446 ;
+  assign \$5450  = a16_sign ^ b16_sign;
+  assign \$5451  = ~ \$5450 ;
+  assign \$5454  = a17_sign ^ b17_sign;
+  assign \$5455  = ~ \$5454 ;
+  assign \$5458  = a18_sign ^ b18_sign;
+  assign \$5459  = ~ \$5458 ;
+  assign \$5462  = a19_sign ^ b19_sign;
+  assign \$5463  = ~ \$5462 ;
+  assign \$5466  = a20_sign ^ b20_sign;
+  assign \$5467  = ~ \$5466 ;
+  assign \$5470  = a21_sign ^ b21_sign;
+  assign \$5471  = ~ \$5470 ;
+  assign \$5474  = a22_sign ^ b22_sign;
+  assign \$5475  = ~ \$5474 ;
+  assign \$5478  = a23_sign ^ b23_sign;
+  assign \$5479  = ~ \$5478 ;
+  assign \$5482  = a24_sign ^ b24_sign;
+  assign \$5483  = ~ \$5482 ;
+  assign \$5486  = a25_sign ^ b25_sign;
+  assign \$5487  = ~ \$5486 ;
+  assign \$5490  = a26_sign ^ b26_sign;
+  assign \$5491  = ~ \$5490 ;
+  assign \$5494  = a27_sign ^ b27_sign;
+  assign \$5495  = ~ \$5494 ;
+  assign \$5498  = a28_sign ^ b28_sign;
+  assign \$5499  = ~ \$5498 ;
+  assign \$5502  = a29_sign ^ b29_sign;
+  assign \$5503  = ~ \$5502 ;
+  assign \$5506  = a30_sign ^ b30_sign;
+  assign \$5507  = ~ \$5506 ;
+  assign \$5510  = a31_sign ^ b31_sign;
+  assign \$5511  = ~ \$5510 ;
+  assign \$5514  = i__valid & accept;
+  assign \$5515  = advance & \$5514 ;
+  assign \$5517  = a0_sign ^ b0_sign;
+  assign \$5520  = a1_sign ^ b1_sign;
+  assign \$5523  = a2_sign ^ b2_sign;
+  assign \$5526  = a3_sign ^ b3_sign;
+  assign \$5529  = a4_sign ^ b4_sign;
+  assign \$5532  = a5_sign ^ b5_sign;
+  assign \$5535  = a6_sign ^ b6_sign;
+  assign \$5538  = a7_sign ^ b7_sign;
+  assign \$5541  = a8_sign ^ b8_sign;
+  assign \$5544  = a9_sign ^ b9_sign;
+  assign \$5547  = a10_sign ^ b10_sign;
+  assign \$5550  = a11_sign ^ b11_sign;
+  assign \$5553  = a12_sign ^ b12_sign;
+  assign \$5556  = a13_sign ^ b13_sign;
+  assign \$5559  = a14_sign ^ b14_sign;
+  assign \$5562  = a15_sign ^ b15_sign;
+  assign \$5565  = a16_sign ^ b16_sign;
+  assign \$5568  = a17_sign ^ b17_sign;
+  assign \$5571  = a18_sign ^ b18_sign;
+  assign \$5574  = a19_sign ^ b19_sign;
+  assign \$5577  = a20_sign ^ b20_sign;
+  assign \$5580  = a21_sign ^ b21_sign;
+  assign \$5583  = a22_sign ^ b22_sign;
+  assign \$5586  = a23_sign ^ b23_sign;
+  assign \$5589  = a24_sign ^ b24_sign;
+  assign \$5592  = a25_sign ^ b25_sign;
+  assign \$5595  = a26_sign ^ b26_sign;
+  assign \$5598  = a27_sign ^ b27_sign;
+  assign \$5601  = a28_sign ^ b28_sign;
+  assign \$5604  = a29_sign ^ b29_sign;
+  assign \$5607  = a30_sign ^ b30_sign;
+  assign \$5610  = a31_sign ^ b31_sign;
   assign \$5613  = i__valid & accept;
   assign \$5614  = advance & \$5613 ;
   assign \$5615  = i__valid & accept;
   assign \$5616  = advance & \$5615 ;
   assign \$5617  = i__valid & accept;
   assign \$5618  = advance & \$5617 ;
-  assign \$5619  = i__valid & accept;
-  assign \$5620  = advance & \$5619 ;
-  assign \$5621  = advance & products_valid;
-  assign \$5622  = advance & products_valid;
-  assign \$5623  = advance & products_valid;
-  assign \$5624  = advance & products_valid;
-  assign \$5625  = advance & products_valid;
-  assign \$5626  = advance & products_valid;
-  assign \$5627  = advance & products_valid;
+  assign \$5620  = i__valid & accept;
+  assign \$5621  = advance & \$5620 ;
+  assign \$5622  = i__valid & accept;
+  assign \$5623  = advance & \$5622 ;
+  assign \$5624  = i__valid & accept;
+  assign \$5625  = advance & \$5624 ;
+  assign \$5626  = i__valid & accept;
+  assign \$5627  = advance & \$5626 ;
   assign \$5628  = advance & products_valid;
   assign \$5629  = advance & products_valid;
   assign \$5630  = advance & products_valid;
@@ -8579,371 +8591,378 @@ module nxfp_dot_nxfp4_x_nxfp4_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   assign \$5632  = advance & products_valid;
   assign \$5633  = advance & products_valid;
   assign \$5634  = advance & products_valid;
-  assign \$5635  = tree_valid & tree_end;
-  assign \$5636  = tree_valid & tree_end;
-  assign \$5637  = advance & \$5636 ;
-  assign \$5638  = tree_valid & tree_end;
-  assign \$5639  = advance & \$5638 ;
-  assign \$5640  = tree_valid & tree_end;
-  assign \$5641  = advance & \$5640 ;
+  assign \$5635  = advance & products_valid;
+  assign \$5636  = advance & products_valid;
+  assign \$5637  = advance & products_valid;
+  assign \$5638  = advance & products_valid;
+  assign \$5639  = advance & products_valid;
+  assign \$5640  = advance & products_valid;
+  assign \$5641  = advance & products_valid;
   assign \$5642  = tree_valid & tree_end;
-  assign \$5643  = advance & \$5642 ;
-  assign \$5644  = tree_valid & tree_end;
-  assign \$5645  = advance & \$5644 ;
-  assign \$5646  = tree_valid & tree_end;
-  assign \$5647  = advance & \$5646 ;
-  assign \$5648  = tree_valid & tree_end;
-  assign \$5649  = advance & \$5648 ;
-  assign \$5650  = tree_valid & tree_end;
-  assign \$5651  = advance & \$5650 ;
-  assign \$5652  = tree_valid & tree_end;
-  assign \$5653  = advance & \$5652 ;
-  assign \$5654  = advance & sum_valid;
-  assign \$5655  = advance & sum_valid;
-  assign \$5656  = advance & sum_valid;
-  assign \$5657  = advance & sum_valid;
-  assign \$5658  = sum_pinf & sum_ninf;
-  assign \$5659  = sum_nan | \$5658 ;
-  assign \$5660  = advance & sum_valid;
-  assign \$5661  = sum_pinf | sum_ninf;
+  assign \$5643  = tree_valid & tree_end;
+  assign \$5644  = advance & \$5643 ;
+  assign \$5645  = tree_valid & tree_end;
+  assign \$5646  = advance & \$5645 ;
+  assign \$5647  = tree_valid & tree_end;
+  assign \$5648  = advance & \$5647 ;
+  assign \$5649  = tree_valid & tree_end;
+  assign \$5650  = advance & \$5649 ;
+  assign \$5651  = tree_valid & tree_end;
+  assign \$5652  = advance & \$5651 ;
+  assign \$5653  = tree_valid & tree_end;
+  assign \$5654  = advance & \$5653 ;
+  assign \$5655  = tree_valid & tree_end;
+  assign \$5656  = advance & \$5655 ;
+  assign \$5657  = tree_valid & tree_end;
+  assign \$5658  = advance & \$5657 ;
+  assign \$5659  = tree_valid & tree_end;
+  assign \$5660  = advance & \$5659 ;
+  assign \$5661  = advance & sum_valid;
   assign \$5662  = advance & sum_valid;
   assign \$5663  = advance & sum_valid;
-  assign \$5664  = advance & scale_valid;
-  assign \$5665  = advance & scale_valid;
-  assign \$5666  = advance & scale_valid;
-  assign \$5667  = advance & scale_valid;
-  assign \$5668  = advance & scale_valid;
-  assign \$5669  = advance & scale_valid;
-  assign \$5670  = advance & scale_valid;
+  assign \$5664  = advance & sum_valid;
+  assign \$5665  = sum_pinf & sum_ninf;
+  assign \$5666  = sum_nan | \$5665 ;
+  assign \$5667  = advance & sum_valid;
+  assign \$5668  = sum_pinf | sum_ninf;
+  assign \$5669  = advance & sum_valid;
+  assign \$5670  = advance & sum_valid;
   assign \$5671  = advance & scale_valid;
-  assign \$5672  = scale_is_inf ? scale_ninf : scale_neg;
+  assign \$5672  = advance & scale_valid;
   assign \$5673  = advance & scale_valid;
   assign \$5674  = advance & scale_valid;
   assign \$5675  = advance & scale_valid;
-  assign \$5676  = advance & block_norm_valid;
-  assign \$5677  = advance & block_norm_valid;
-  assign \$5678  = advance & block_valid;
-  assign \$5679  = acc_a_big ? acc_a_win : acc_b_win;
-  assign \$5680  = advance & block_valid;
-  assign \$5681  = acc_a_big ? acc[31] : block_r[31];
-  assign \$5682  = advance & block_valid;
-  assign \$5683  = acc_shifted | { 26'h0000000, acc_sticky };
-  assign \$5684  = advance & block_valid;
-  assign \$5685  = acc_a_big ? block_r[31] : acc[31];
-  assign \$5686  = advance & block_valid;
+  assign \$5676  = advance & scale_valid;
+  assign \$5677  = advance & scale_valid;
+  assign \$5678  = advance & scale_valid;
+  assign \$5679  = scale_is_inf ? scale_ninf : scale_neg;
+  assign \$5680  = advance & scale_valid;
+  assign \$5681  = advance & scale_valid;
+  assign \$5682  = advance & scale_valid;
+  assign \$5683  = advance & block_norm_valid;
+  assign \$5684  = advance & block_norm_valid;
+  assign \$5685  = advance & block_valid;
+  assign \$5686  = acc_a_big ? acc_a_win : acc_b_win;
   assign \$5687  = advance & block_valid;
-  assign \$5688  = acc[30:23] == 8'hff;
-  assign \$5689  = | acc[22:0];
-  assign \$5690  = \$5688  & \$5689 ;
-  assign \$5691  = block_r[30:23] == 8'hff;
-  assign \$5692  = | block_r[22:0];
-  assign \$5693  = \$5691  & \$5692 ;
-  assign \$5694  = \$5690  | \$5693 ;
+  assign \$5688  = acc_a_big ? acc[31] : block_r[31];
+  assign \$5689  = advance & block_valid;
+  assign \$5690  = acc_shifted | { 26'h0000000, acc_sticky };
+  assign \$5691  = advance & block_valid;
+  assign \$5692  = acc_a_big ? block_r[31] : acc[31];
+  assign \$5693  = advance & block_valid;
+  assign \$5694  = advance & block_valid;
   assign \$5695  = acc[30:23] == 8'hff;
-  assign \$5696  = ! acc[22:0];
+  assign \$5696  = | acc[22:0];
   assign \$5697  = \$5695  & \$5696 ;
   assign \$5698  = block_r[30:23] == 8'hff;
-  assign \$5699  = ! block_r[22:0];
+  assign \$5699  = | block_r[22:0];
   assign \$5700  = \$5698  & \$5699 ;
-  assign \$5701  = \$5697  & \$5700 ;
-  assign \$5702  = acc[31] != block_r[31];
-  assign \$5703  = \$5701  & \$5702 ;
-  assign \$5704  = \$5694  | \$5703 ;
-  assign \$5705  = advance & block_valid;
-  assign \$5706  = acc[30:23] == 8'hff;
-  assign \$5707  = ! acc[22:0];
-  assign \$5708  = \$5706  & \$5707 ;
-  assign \$5709  = block_r[30:23] == 8'hff;
-  assign \$5710  = ! block_r[22:0];
-  assign \$5711  = \$5709  & \$5710 ;
-  assign \$5712  = \$5708  | \$5711 ;
-  assign \$5713  = advance & block_valid;
-  assign \$5714  = acc[30:23] == 8'hff;
-  assign \$5715  = ! acc[22:0];
-  assign \$5716  = \$5714  & \$5715 ;
-  assign \$5717  = \$5716  ? acc[31] : block_r[31];
-  assign \$5718  = advance & block_valid;
-  assign \$5719  = acc == 32'd2147483648;
-  assign \$5720  = block_r == 32'd2147483648;
-  assign \$5721  = \$5719  & \$5720 ;
-  assign \$5722  = advance & block_valid;
-  assign \$5723  = advance & acc_align_valid;
-  assign \$5724  = advance & acc_align_valid;
-  assign \$5725  = advance & acc_align_valid;
-  assign \$5726  = advance & acc_align_valid;
-  assign \$5727  = advance & acc_align_valid;
-  assign \$5728  = advance & acc_align_valid;
-  assign \$5729  = advance & acc_align_valid;
+  assign \$5701  = \$5697  | \$5700 ;
+  assign \$5702  = acc[30:23] == 8'hff;
+  assign \$5703  = ! acc[22:0];
+  assign \$5704  = \$5702  & \$5703 ;
+  assign \$5705  = block_r[30:23] == 8'hff;
+  assign \$5706  = ! block_r[22:0];
+  assign \$5707  = \$5705  & \$5706 ;
+  assign \$5708  = \$5704  & \$5707 ;
+  assign \$5709  = acc[31] != block_r[31];
+  assign \$5710  = \$5708  & \$5709 ;
+  assign \$5711  = \$5701  | \$5710 ;
+  assign \$5712  = advance & block_valid;
+  assign \$5713  = acc[30:23] == 8'hff;
+  assign \$5714  = ! acc[22:0];
+  assign \$5715  = \$5713  & \$5714 ;
+  assign \$5716  = block_r[30:23] == 8'hff;
+  assign \$5717  = ! block_r[22:0];
+  assign \$5718  = \$5716  & \$5717 ;
+  assign \$5719  = \$5715  | \$5718 ;
+  assign \$5720  = advance & block_valid;
+  assign \$5721  = acc[30:23] == 8'hff;
+  assign \$5722  = ! acc[22:0];
+  assign \$5723  = \$5721  & \$5722 ;
+  assign \$5724  = \$5723  ? acc[31] : block_r[31];
+  assign \$5725  = advance & block_valid;
+  assign \$5726  = acc == 32'd2147483648;
+  assign \$5727  = block_r == 32'd2147483648;
+  assign \$5728  = \$5726  & \$5727 ;
+  assign \$5729  = advance & block_valid;
   assign \$5730  = advance & acc_align_valid;
-  assign \$5731  = advance & acc_add_valid;
-  assign \$5732  = advance & acc_add_valid;
-  assign \$5733  = advance & acc_add_valid;
-  assign \$5734  = advance & acc_add_valid;
-  assign \$5735  = advance & acc_add_valid;
-  assign \$5736  = advance & acc_add_valid;
-  assign \$5737  = advance & acc_add_valid;
+  assign \$5731  = advance & acc_align_valid;
+  assign \$5732  = advance & acc_align_valid;
+  assign \$5733  = advance & acc_align_valid;
+  assign \$5734  = advance & acc_align_valid;
+  assign \$5735  = advance & acc_align_valid;
+  assign \$5736  = advance & acc_align_valid;
+  assign \$5737  = advance & acc_align_valid;
   assign \$5738  = advance & acc_add_valid;
-  assign \$5739  = ! acc_add_mag;
-  assign \$5740  = \$5739  ? acc_add_neg_zero : acc_add_neg;
-  assign \$5741  = acc_add_is_inf ? acc_add_inf_neg : \$5740 ;
+  assign \$5739  = advance & acc_add_valid;
+  assign \$5740  = advance & acc_add_valid;
+  assign \$5741  = advance & acc_add_valid;
   assign \$5742  = advance & acc_add_valid;
   assign \$5743  = advance & acc_add_valid;
   assign \$5744  = advance & acc_add_valid;
-  assign \$5745  = acc_norm_valid & acc_norm_last;
+  assign \$5745  = advance & acc_add_valid;
+  assign \$5746  = ! acc_add_mag;
+  assign \$5747  = \$5746  ? acc_add_neg_zero : acc_add_neg;
+  assign \$5748  = acc_add_is_inf ? acc_add_inf_neg : \$5747 ;
+  assign \$5749  = advance & acc_add_valid;
+  assign \$5750  = advance & acc_add_valid;
+  assign \$5751  = advance & acc_add_valid;
+  assign \$5752  = acc_norm_valid & acc_norm_last;
   always @(posedge clk)
-    since <= \$5746 ;
+    since <= \$5753 ;
   always @(posedge clk)
-    products_valid <= \$5747 ;
+    products_valid <= \$5754 ;
   always @(posedge clk)
-    products_t0 <= \$5748 ;
+    products_t0 <= \$5755 ;
   always @(posedge clk)
-    products_t1 <= \$5749 ;
+    products_t1 <= \$5756 ;
   always @(posedge clk)
-    products_t2 <= \$5750 ;
+    products_t2 <= \$5757 ;
   always @(posedge clk)
-    products_t3 <= \$5751 ;
+    products_t3 <= \$5758 ;
   always @(posedge clk)
-    products_t4 <= \$5752 ;
+    products_t4 <= \$5759 ;
   always @(posedge clk)
-    products_t5 <= \$5753 ;
+    products_t5 <= \$5760 ;
   always @(posedge clk)
-    products_t6 <= \$5754 ;
+    products_t6 <= \$5761 ;
   always @(posedge clk)
-    products_t7 <= \$5755 ;
+    products_t7 <= \$5762 ;
   always @(posedge clk)
-    products_t8 <= \$5756 ;
+    products_t8 <= \$5763 ;
   always @(posedge clk)
-    products_t9 <= \$5757 ;
+    products_t9 <= \$5764 ;
   always @(posedge clk)
-    products_t10 <= \$5758 ;
+    products_t10 <= \$5765 ;
   always @(posedge clk)
-    products_t11 <= \$5759 ;
+    products_t11 <= \$5766 ;
   always @(posedge clk)
-    products_t12 <= \$5760 ;
+    products_t12 <= \$5767 ;
   always @(posedge clk)
-    products_t13 <= \$5761 ;
+    products_t13 <= \$5768 ;
   always @(posedge clk)
-    products_t14 <= \$5762 ;
+    products_t14 <= \$5769 ;
   always @(posedge clk)
-    products_t15 <= \$5763 ;
+    products_t15 <= \$5770 ;
   always @(posedge clk)
-    products_t16 <= \$5764 ;
+    products_t16 <= \$5771 ;
   always @(posedge clk)
-    products_t17 <= \$5765 ;
+    products_t17 <= \$5772 ;
   always @(posedge clk)
-    products_t18 <= \$5766 ;
+    products_t18 <= \$5773 ;
   always @(posedge clk)
-    products_t19 <= \$5767 ;
+    products_t19 <= \$5774 ;
   always @(posedge clk)
-    products_t20 <= \$5768 ;
+    products_t20 <= \$5775 ;
   always @(posedge clk)
-    products_t21 <= \$5769 ;
+    products_t21 <= \$5776 ;
   always @(posedge clk)
-    products_t22 <= \$5770 ;
+    products_t22 <= \$5777 ;
   always @(posedge clk)
-    products_t23 <= \$5771 ;
+    products_t23 <= \$5778 ;
   always @(posedge clk)
-    products_t24 <= \$5772 ;
+    products_t24 <= \$5779 ;
   always @(posedge clk)
-    products_t25 <= \$5773 ;
+    products_t25 <= \$5780 ;
   always @(posedge clk)
-    products_t26 <= \$5774 ;
+    products_t26 <= \$5781 ;
   always @(posedge clk)
-    products_t27 <= \$5775 ;
+    products_t27 <= \$5782 ;
   always @(posedge clk)
-    products_t28 <= \$5776 ;
+    products_t28 <= \$5783 ;
   always @(posedge clk)
-    products_t29 <= \$5777 ;
+    products_t29 <= \$5784 ;
   always @(posedge clk)
-    products_t30 <= \$5778 ;
+    products_t30 <= \$5785 ;
   always @(posedge clk)
-    products_t31 <= \$5779 ;
+    products_t31 <= \$5786 ;
   always @(posedge clk)
-    products_nan <= \$5780 ;
+    products_nan <= \$5787 ;
   always @(posedge clk)
-    products_pinf <= \$5781 ;
+    products_pinf <= \$5788 ;
   always @(posedge clk)
-    products_ninf <= \$5782 ;
+    products_ninf <= \$5789 ;
   always @(posedge clk)
-    products_first <= \$5783 ;
+    products_first <= \$5790 ;
   always @(posedge clk)
-    products_end <= \$5784 ;
+    products_end <= \$5791 ;
   always @(posedge clk)
-    products_last <= \$5785 ;
+    products_last <= \$5792 ;
   always @(posedge clk)
-    products_scale_man_a <= \$5786 ;
+    products_scale_man_a <= \$5793 ;
   always @(posedge clk)
-    products_scale_exp_a <= \$5787 ;
+    products_scale_exp_a <= \$5794 ;
   always @(posedge clk)
-    products_scale_man_b <= \$5788 ;
+    products_scale_man_b <= \$5795 ;
   always @(posedge clk)
-    products_scale_exp_b <= \$5789 ;
+    products_scale_exp_b <= \$5796 ;
   always @(posedge clk)
-    tree_valid <= \$5790 ;
+    tree_valid <= \$5797 ;
   always @(posedge clk)
-    tree_l0 <= \$5791 ;
+    tree_l0 <= \$5798 ;
   always @(posedge clk)
-    tree_l1 <= \$5792 ;
+    tree_l1 <= \$5799 ;
   always @(posedge clk)
-    tree_l2 <= \$5793 ;
+    tree_l2 <= \$5800 ;
   always @(posedge clk)
-    tree_l3 <= \$5794 ;
+    tree_l3 <= \$5801 ;
   always @(posedge clk)
-    blk_nan <= \$5795 ;
+    blk_nan <= \$5802 ;
   always @(posedge clk)
-    blk_pinf <= \$5796 ;
+    blk_pinf <= \$5803 ;
   always @(posedge clk)
-    blk_ninf <= \$5797 ;
+    blk_ninf <= \$5804 ;
   always @(posedge clk)
-    tree_first <= \$5798 ;
+    tree_first <= \$5805 ;
   always @(posedge clk)
-    tree_end <= \$5799 ;
+    tree_end <= \$5806 ;
   always @(posedge clk)
-    tree_last <= \$5800 ;
+    tree_last <= \$5807 ;
   always @(posedge clk)
-    tree_scale_man_a <= \$5801 ;
+    tree_scale_man_a <= \$5808 ;
   always @(posedge clk)
-    tree_scale_exp_a <= \$5802 ;
+    tree_scale_exp_a <= \$5809 ;
   always @(posedge clk)
-    tree_scale_man_b <= \$5803 ;
+    tree_scale_man_b <= \$5810 ;
   always @(posedge clk)
-    tree_scale_exp_b <= \$5804 ;
+    tree_scale_exp_b <= \$5811 ;
   always @(posedge clk)
-    sum_valid <= \$5805 ;
+    sum_valid <= \$5812 ;
   always @(posedge clk)
-    sum_total <= \$5806 ;
+    sum_total <= \$5813 ;
   always @(posedge clk)
-    sum_nan <= \$5807 ;
+    sum_nan <= \$5814 ;
   always @(posedge clk)
-    sum_pinf <= \$5808 ;
+    sum_pinf <= \$5815 ;
   always @(posedge clk)
-    sum_ninf <= \$5809 ;
+    sum_ninf <= \$5816 ;
   always @(posedge clk)
-    sum_last <= \$5810 ;
+    sum_last <= \$5817 ;
   always @(posedge clk)
-    sum_scale_man_a <= \$5811 ;
+    sum_scale_man_a <= \$5818 ;
   always @(posedge clk)
-    sum_scale_exp_a <= \$5812 ;
+    sum_scale_exp_a <= \$5819 ;
   always @(posedge clk)
-    sum_scale_man_b <= \$5813 ;
+    sum_scale_man_b <= \$5820 ;
   always @(posedge clk)
-    sum_scale_exp_b <= \$5814 ;
+    sum_scale_exp_b <= \$5821 ;
   always @(posedge clk)
-    scale_valid <= \$5815 ;
+    scale_valid <= \$5822 ;
   always @(posedge clk)
-    scale_mag <= \$5816 ;
+    scale_mag <= \$5823 ;
   always @(posedge clk)
-    scale_neg <= \$5817 ;
+    scale_neg <= \$5824 ;
   always @(posedge clk)
-    \scale_exp_sum$961  <= \$5818 ;
+    \scale_exp_sum$962  <= \$5825 ;
   always @(posedge clk)
-    scale_is_nan <= \$5819 ;
+    scale_is_nan <= \$5826 ;
   always @(posedge clk)
-    scale_is_inf <= \$5820 ;
+    scale_is_inf <= \$5827 ;
   always @(posedge clk)
-    scale_ninf <= \$5821 ;
+    scale_ninf <= \$5828 ;
   always @(posedge clk)
-    scale_last <= \$5822 ;
+    scale_last <= \$5829 ;
   always @(posedge clk)
-    block_norm_valid <= \$5823 ;
+    block_norm_valid <= \$5830 ;
   always @(posedge clk)
-    block_norm_head <= \$5824 ;
+    block_norm_head <= \$5831 ;
   always @(posedge clk)
-    block_norm_low_sticky <= \$5825 ;
+    block_norm_low_sticky <= \$5832 ;
   always @(posedge clk)
-    block_norm_extra <= \$5826 ;
+    block_norm_extra <= \$5833 ;
   always @(posedge clk)
-    block_norm_exp_part <= \$5827 ;
+    block_norm_exp_part <= \$5834 ;
   always @(posedge clk)
-    block_norm_over <= \$5828 ;
+    block_norm_over <= \$5835 ;
   always @(posedge clk)
-    block_norm_edge <= \$5829 ;
+    block_norm_edge <= \$5836 ;
   always @(posedge clk)
-    block_norm_zero <= \$5830 ;
+    block_norm_zero <= \$5837 ;
   always @(posedge clk)
-    block_norm_sign <= \$5831 ;
+    block_norm_sign <= \$5838 ;
   always @(posedge clk)
-    block_norm_is_nan <= \$5832 ;
+    block_norm_is_nan <= \$5839 ;
   always @(posedge clk)
-    block_norm_is_inf <= \$5833 ;
+    block_norm_is_inf <= \$5840 ;
   always @(posedge clk)
-    block_norm_last <= \$5834 ;
+    block_norm_last <= \$5841 ;
   always @(posedge clk)
-    block_valid <= \$5835 ;
+    block_valid <= \$5842 ;
   always @(posedge clk)
-    block_r <= \$5836 ;
+    block_r <= \$5843 ;
   always @(posedge clk)
-    block_last <= \$5837 ;
+    block_last <= \$5844 ;
   always @(posedge clk)
-    acc_align_valid <= \$5838 ;
+    acc_align_valid <= \$5845 ;
   always @(posedge clk)
-    acc_align_big <= \$5839 ;
+    acc_align_big <= \$5846 ;
   always @(posedge clk)
-    acc_align_big_neg <= \$5840 ;
+    acc_align_big_neg <= \$5847 ;
   always @(posedge clk)
-    acc_align_small <= \$5841 ;
+    acc_align_small <= \$5848 ;
   always @(posedge clk)
-    acc_align_small_neg <= \$5842 ;
+    acc_align_small_neg <= \$5849 ;
   always @(posedge clk)
-    acc_align_top <= \$5843 ;
+    acc_align_top <= \$5850 ;
   always @(posedge clk)
-    acc_align_is_nan <= \$5844 ;
+    acc_align_is_nan <= \$5851 ;
   always @(posedge clk)
-    acc_align_is_inf <= \$5845 ;
+    acc_align_is_inf <= \$5852 ;
   always @(posedge clk)
-    acc_align_inf_neg <= \$5846 ;
+    acc_align_inf_neg <= \$5853 ;
   always @(posedge clk)
-    acc_align_neg_zero <= \$5847 ;
+    acc_align_neg_zero <= \$5854 ;
   always @(posedge clk)
-    acc_align_last <= \$5848 ;
+    acc_align_last <= \$5855 ;
   always @(posedge clk)
-    acc_add_valid <= \$5849 ;
+    acc_add_valid <= \$5856 ;
   always @(posedge clk)
-    acc_add_mag <= \$5850 ;
+    acc_add_mag <= \$5857 ;
   always @(posedge clk)
-    acc_add_neg <= \$5851 ;
+    acc_add_neg <= \$5858 ;
   always @(posedge clk)
-    acc_add_top <= \$5852 ;
+    acc_add_top <= \$5859 ;
   always @(posedge clk)
-    acc_add_is_nan <= \$5853 ;
+    acc_add_is_nan <= \$5860 ;
   always @(posedge clk)
-    acc_add_is_inf <= \$5854 ;
+    acc_add_is_inf <= \$5861 ;
   always @(posedge clk)
-    acc_add_inf_neg <= \$5855 ;
+    acc_add_inf_neg <= \$5862 ;
   always @(posedge clk)
-    acc_add_neg_zero <= \$5856 ;
+    acc_add_neg_zero <= \$5863 ;
   always @(posedge clk)
-    acc_add_last <= \$5857 ;
+    acc_add_last <= \$5864 ;
   always @(posedge clk)
-    acc_norm_valid <= \$5858 ;
+    acc_norm_valid <= \$5865 ;
   always @(posedge clk)
-    acc_norm_head <= \$5859 ;
+    acc_norm_head <= \$5866 ;
   always @(posedge clk)
-    acc_norm_low_sticky <= \$5860 ;
+    acc_norm_low_sticky <= \$5867 ;
   always @(posedge clk)
-    acc_norm_extra <= \$5861 ;
+    acc_norm_extra <= \$5868 ;
   always @(posedge clk)
-    acc_norm_exp_part <= \$5862 ;
+    acc_norm_exp_part <= \$5869 ;
   always @(posedge clk)
-    acc_norm_over <= \$5863 ;
+    acc_norm_over <= \$5870 ;
   always @(posedge clk)
-    acc_norm_edge <= \$5864 ;
+    acc_norm_edge <= \$5871 ;
   always @(posedge clk)
-    acc_norm_zero <= \$5865 ;
+    acc_norm_zero <= \$5872 ;
   always @(posedge clk)
-    acc_norm_sign <= \$5866 ;
+    acc_norm_sign <= \$5873 ;
   always @(posedge clk)
-    acc_norm_is_nan <= \$5867 ;
+    acc_norm_is_nan <= \$5874 ;
   always @(posedge clk)
-    acc_norm_is_inf <= \$5868 ;
+    acc_norm_is_inf <= \$5875 ;
   always @(posedge clk)
-    acc_norm_last <= \$5869 ;
+    acc_norm_last <= \$5876 ;
   always @(posedge clk)
-    o__valid <= \$5870 ;
+    o__valid <= \$5877 ;
   always @(posedge clk)
-    o__payload <= \$5871 ;
+    o__payload <= \$5878 ;
   always @(posedge clk)
-    acc <= \$5872 ;
+    acc <= \$5879 ;
   assign \$1  = ~ o__valid;
   assign advance = \$1  | o__ready;
   assign i__ready = advance & accept;
@@ -11507,951 +11526,945 @@ module nxfp_dot_nxfp4_x_nxfp4_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   assign \$3605  = \$3604  ? 1'h1 : i__payload[7];
   assign \$3607  = i__payload[6] >= 1'h1;
   assign \$3608  = \$3607  ? 1'h1 : i__payload[6];
-  assign \$3610  = \$3609  ? 1'h1 : 1'h0;
-  assign \$3611  = a25_c1_recycled ? \$3610  : i__payload[111];
-  assign \$3612  = i__payload[6] >= 1'h1;
-  assign \$3613  = \$3612  ? 1'h1 : i__payload[6];
-  assign \$3615  = \$3614  ? 1'h1 : 1'h0;
-  assign \$3616  = a25_c0_recycled ? \$3615  : i__payload[111];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5746  = since;
-    if (\$5142 ) begin
-      \$5746  = 3'h1;
-    end else if (\$5144 ) begin
-      \$5746  = \$5145 [2:0];
+    \$5753  = since;
+    if (\$5149 ) begin
+      \$5753  = 3'h1;
+    end else if (\$5151 ) begin
+      \$5753  = \$5152 [2:0];
     end
     if (rst) begin
-      \$5746  = 3'h4;
+      \$5753  = 3'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5747  = products_valid;
+    \$5754  = products_valid;
     if (advance) begin
-      \$5747  = \$5146 ;
+      \$5754  = \$5153 ;
     end
     if (rst) begin
-      \$5747  = 1'h0;
+      \$5754  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5748  = products_t0;
-    if (\$5148 ) begin
-      \$5748  = p0_fix;
+    \$5755  = products_t0;
+    if (\$5155 ) begin
+      \$5755  = p0_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5749  = products_t1;
-    if (\$5150 ) begin
-      \$5749  = p1_fix;
+    \$5756  = products_t1;
+    if (\$5157 ) begin
+      \$5756  = p1_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5750  = products_t2;
-    if (\$5152 ) begin
-      \$5750  = p2_fix;
+    \$5757  = products_t2;
+    if (\$5159 ) begin
+      \$5757  = p2_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5751  = products_t3;
-    if (\$5154 ) begin
-      \$5751  = p3_fix;
+    \$5758  = products_t3;
+    if (\$5161 ) begin
+      \$5758  = p3_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5752  = products_t4;
-    if (\$5156 ) begin
-      \$5752  = p4_fix;
+    \$5759  = products_t4;
+    if (\$5163 ) begin
+      \$5759  = p4_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5753  = products_t5;
-    if (\$5158 ) begin
-      \$5753  = p5_fix;
+    \$5760  = products_t5;
+    if (\$5165 ) begin
+      \$5760  = p5_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5754  = products_t6;
-    if (\$5160 ) begin
-      \$5754  = p6_fix;
+    \$5761  = products_t6;
+    if (\$5167 ) begin
+      \$5761  = p6_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5755  = products_t7;
-    if (\$5162 ) begin
-      \$5755  = p7_fix;
+    \$5762  = products_t7;
+    if (\$5169 ) begin
+      \$5762  = p7_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5756  = products_t8;
-    if (\$5164 ) begin
-      \$5756  = p8_fix;
+    \$5763  = products_t8;
+    if (\$5171 ) begin
+      \$5763  = p8_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5757  = products_t9;
-    if (\$5166 ) begin
-      \$5757  = p9_fix;
+    \$5764  = products_t9;
+    if (\$5173 ) begin
+      \$5764  = p9_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5758  = products_t10;
-    if (\$5168 ) begin
-      \$5758  = p10_fix;
+    \$5765  = products_t10;
+    if (\$5175 ) begin
+      \$5765  = p10_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5759  = products_t11;
-    if (\$5170 ) begin
-      \$5759  = p11_fix;
+    \$5766  = products_t11;
+    if (\$5177 ) begin
+      \$5766  = p11_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5760  = products_t12;
-    if (\$5172 ) begin
-      \$5760  = p12_fix;
+    \$5767  = products_t12;
+    if (\$5179 ) begin
+      \$5767  = p12_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5761  = products_t13;
-    if (\$5174 ) begin
-      \$5761  = p13_fix;
+    \$5768  = products_t13;
+    if (\$5181 ) begin
+      \$5768  = p13_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5762  = products_t14;
-    if (\$5176 ) begin
-      \$5762  = p14_fix;
+    \$5769  = products_t14;
+    if (\$5183 ) begin
+      \$5769  = p14_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5763  = products_t15;
-    if (\$5178 ) begin
-      \$5763  = p15_fix;
+    \$5770  = products_t15;
+    if (\$5185 ) begin
+      \$5770  = p15_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5764  = products_t16;
-    if (\$5180 ) begin
-      \$5764  = p16_fix;
+    \$5771  = products_t16;
+    if (\$5187 ) begin
+      \$5771  = p16_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5765  = products_t17;
-    if (\$5182 ) begin
-      \$5765  = p17_fix;
+    \$5772  = products_t17;
+    if (\$5189 ) begin
+      \$5772  = p17_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5766  = products_t18;
-    if (\$5184 ) begin
-      \$5766  = p18_fix;
+    \$5773  = products_t18;
+    if (\$5191 ) begin
+      \$5773  = p18_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5767  = products_t19;
-    if (\$5186 ) begin
-      \$5767  = p19_fix;
+    \$5774  = products_t19;
+    if (\$5193 ) begin
+      \$5774  = p19_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5768  = products_t20;
-    if (\$5188 ) begin
-      \$5768  = p20_fix;
+    \$5775  = products_t20;
+    if (\$5195 ) begin
+      \$5775  = p20_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5769  = products_t21;
-    if (\$5190 ) begin
-      \$5769  = p21_fix;
+    \$5776  = products_t21;
+    if (\$5197 ) begin
+      \$5776  = p21_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5770  = products_t22;
-    if (\$5192 ) begin
-      \$5770  = p22_fix;
+    \$5777  = products_t22;
+    if (\$5199 ) begin
+      \$5777  = p22_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5771  = products_t23;
-    if (\$5194 ) begin
-      \$5771  = p23_fix;
+    \$5778  = products_t23;
+    if (\$5201 ) begin
+      \$5778  = p23_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5772  = products_t24;
-    if (\$5196 ) begin
-      \$5772  = p24_fix;
+    \$5779  = products_t24;
+    if (\$5203 ) begin
+      \$5779  = p24_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5773  = products_t25;
-    if (\$5198 ) begin
-      \$5773  = p25_fix;
+    \$5780  = products_t25;
+    if (\$5205 ) begin
+      \$5780  = p25_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5774  = products_t26;
-    if (\$5200 ) begin
-      \$5774  = p26_fix;
+    \$5781  = products_t26;
+    if (\$5207 ) begin
+      \$5781  = p26_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5775  = products_t27;
-    if (\$5202 ) begin
-      \$5775  = p27_fix;
+    \$5782  = products_t27;
+    if (\$5209 ) begin
+      \$5782  = p27_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5776  = products_t28;
-    if (\$5204 ) begin
-      \$5776  = p28_fix;
+    \$5783  = products_t28;
+    if (\$5211 ) begin
+      \$5783  = p28_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5777  = products_t29;
-    if (\$5206 ) begin
-      \$5777  = p29_fix;
+    \$5784  = products_t29;
+    if (\$5213 ) begin
+      \$5784  = p29_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5778  = products_t30;
-    if (\$5208 ) begin
-      \$5778  = p30_fix;
+    \$5785  = products_t30;
+    if (\$5215 ) begin
+      \$5785  = p30_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5779  = products_t31;
-    if (\$5210 ) begin
-      \$5779  = p31_fix;
+    \$5786  = products_t31;
+    if (\$5217 ) begin
+      \$5786  = p31_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5780  = products_nan;
-    if (\$5212 ) begin
-      \$5780  = \$5375 ;
+    \$5787  = products_nan;
+    if (\$5219 ) begin
+      \$5787  = \$5382 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5781  = products_pinf;
-    if (\$5377 ) begin
-      \$5781  = \$5506 ;
+    \$5788  = products_pinf;
+    if (\$5384 ) begin
+      \$5788  = \$5513 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5782  = products_ninf;
-    if (\$5508 ) begin
-      \$5782  = \$5605 ;
+    \$5789  = products_ninf;
+    if (\$5515 ) begin
+      \$5789  = \$5612 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5783  = products_first;
-    if (\$5607 ) begin
-      \$5783  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5784  = products_end;
-    if (\$5609 ) begin
-      \$5784  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5785  = products_last;
-    if (\$5611 ) begin
-      \$5785  = \$5612 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5786  = products_scale_man_a;
+    \$5790  = products_first;
     if (\$5614 ) begin
-      \$5786  = { 1'h1, i__payload[0] };
+      \$5790  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5787  = products_scale_exp_a;
+    \$5791  = products_end;
     if (\$5616 ) begin
-      \$5787  = i__payload[5:1];
+      \$5791  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5788  = products_scale_man_b;
+    \$5792  = products_last;
     if (\$5618 ) begin
-      \$5788  = { 1'h1, i__payload[136] };
+      \$5792  = \$5619 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5789  = products_scale_exp_b;
-    if (\$5620 ) begin
-      \$5789  = i__payload[141:137];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5790  = tree_valid;
-    if (advance) begin
-      \$5790  = products_valid;
-    end
-    if (rst) begin
-      \$5790  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5791  = tree_l0;
+    \$5793  = products_scale_man_a;
     if (\$5621 ) begin
-      \$5791  = tree_l3_0;
+      \$5793  = { 1'h1, i__payload[0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5792  = tree_l1;
-    if (\$5622 ) begin
-      \$5792  = tree_l3_1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5793  = tree_l2;
+    \$5794  = products_scale_exp_a;
     if (\$5623 ) begin
-      \$5793  = tree_l3_2;
+      \$5794  = i__payload[5:1];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5794  = tree_l3;
-    if (\$5624 ) begin
-      \$5794  = tree_l3_3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5795  = blk_nan;
+    \$5795  = products_scale_man_b;
     if (\$5625 ) begin
-      \$5795  = products_nan;
+      \$5795  = { 1'h1, i__payload[136] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5796  = blk_pinf;
-    if (\$5626 ) begin
-      \$5796  = products_pinf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5797  = blk_ninf;
+    \$5796  = products_scale_exp_b;
     if (\$5627 ) begin
-      \$5797  = products_ninf;
+      \$5796  = i__payload[141:137];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5798  = tree_first;
+    \$5797  = tree_valid;
+    if (advance) begin
+      \$5797  = products_valid;
+    end
+    if (rst) begin
+      \$5797  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5798  = tree_l0;
     if (\$5628 ) begin
-      \$5798  = products_first;
+      \$5798  = tree_l3_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5799  = tree_end;
+    \$5799  = tree_l1;
     if (\$5629 ) begin
-      \$5799  = products_end;
+      \$5799  = tree_l3_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5800  = tree_last;
+    \$5800  = tree_l2;
     if (\$5630 ) begin
-      \$5800  = products_last;
+      \$5800  = tree_l3_2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5801  = tree_scale_man_a;
+    \$5801  = tree_l3;
     if (\$5631 ) begin
-      \$5801  = products_scale_man_a;
+      \$5801  = tree_l3_3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5802  = tree_scale_exp_a;
+    \$5802  = blk_nan;
     if (\$5632 ) begin
-      \$5802  = products_scale_exp_a;
+      \$5802  = products_nan;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5803  = tree_scale_man_b;
+    \$5803  = blk_pinf;
     if (\$5633 ) begin
-      \$5803  = products_scale_man_b;
+      \$5803  = products_pinf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5804  = tree_scale_exp_b;
+    \$5804  = blk_ninf;
     if (\$5634 ) begin
-      \$5804  = products_scale_exp_b;
+      \$5804  = products_ninf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5805  = sum_valid;
-    if (advance) begin
-      \$5805  = \$5635 ;
-    end
-    if (rst) begin
-      \$5805  = 1'h0;
+    \$5805  = tree_first;
+    if (\$5635 ) begin
+      \$5805  = products_first;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5806  = sum_total;
+    \$5806  = tree_end;
+    if (\$5636 ) begin
+      \$5806  = products_end;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5807  = tree_last;
     if (\$5637 ) begin
-      \$5806  = tree_l5_0;
+      \$5807  = products_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5807  = sum_nan;
+    \$5808  = tree_scale_man_a;
+    if (\$5638 ) begin
+      \$5808  = products_scale_man_a;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5809  = tree_scale_exp_a;
     if (\$5639 ) begin
-      \$5807  = blk_nan;
+      \$5809  = products_scale_exp_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5808  = sum_pinf;
+    \$5810  = tree_scale_man_b;
+    if (\$5640 ) begin
+      \$5810  = products_scale_man_b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5811  = tree_scale_exp_b;
     if (\$5641 ) begin
-      \$5808  = blk_pinf;
+      \$5811  = products_scale_exp_b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5809  = sum_ninf;
-    if (\$5643 ) begin
-      \$5809  = blk_ninf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5810  = sum_last;
-    if (\$5645 ) begin
-      \$5810  = tree_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5811  = sum_scale_man_a;
-    if (\$5647 ) begin
-      \$5811  = tree_scale_man_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5812  = sum_scale_exp_a;
-    if (\$5649 ) begin
-      \$5812  = tree_scale_exp_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5813  = sum_scale_man_b;
-    if (\$5651 ) begin
-      \$5813  = tree_scale_man_b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5814  = sum_scale_exp_b;
-    if (\$5653 ) begin
-      \$5814  = tree_scale_exp_b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5815  = scale_valid;
+    \$5812  = sum_valid;
     if (advance) begin
-      \$5815  = sum_valid;
+      \$5812  = \$5642 ;
     end
     if (rst) begin
-      \$5815  = 1'h0;
+      \$5812  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5816  = scale_mag;
+    \$5813  = sum_total;
+    if (\$5644 ) begin
+      \$5813  = tree_l5_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5814  = sum_nan;
+    if (\$5646 ) begin
+      \$5814  = blk_nan;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5815  = sum_pinf;
+    if (\$5648 ) begin
+      \$5815  = blk_pinf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5816  = sum_ninf;
+    if (\$5650 ) begin
+      \$5816  = blk_ninf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5817  = sum_last;
+    if (\$5652 ) begin
+      \$5817  = tree_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5818  = sum_scale_man_a;
     if (\$5654 ) begin
-      \$5816  = \$4743 [16:0];
+      \$5818  = tree_scale_man_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5817  = scale_neg;
-    if (\$5655 ) begin
-      \$5817  = blk_neg;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5818  = \scale_exp_sum$961 ;
+    \$5819  = sum_scale_exp_a;
     if (\$5656 ) begin
-      \$5818  = scale_exp_sum;
+      \$5819  = tree_scale_exp_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5819  = scale_is_nan;
-    if (\$5657 ) begin
-      \$5819  = \$5659 ;
+    \$5820  = sum_scale_man_b;
+    if (\$5658 ) begin
+      \$5820  = tree_scale_man_b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5820  = scale_is_inf;
+    \$5821  = sum_scale_exp_b;
     if (\$5660 ) begin
-      \$5820  = \$5661 ;
+      \$5821  = tree_scale_exp_b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5821  = scale_ninf;
+    \$5822  = scale_valid;
+    if (advance) begin
+      \$5822  = sum_valid;
+    end
+    if (rst) begin
+      \$5822  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5823  = scale_mag;
+    if (\$5661 ) begin
+      \$5823  = blk_mag;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5824  = scale_neg;
     if (\$5662 ) begin
-      \$5821  = sum_ninf;
+      \$5824  = blk_neg;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5822  = scale_last;
+    \$5825  = \scale_exp_sum$962 ;
     if (\$5663 ) begin
-      \$5822  = sum_last;
+      \$5825  = scale_exp_sum;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5823  = block_norm_valid;
-    if (advance) begin
-      \$5823  = scale_valid;
-    end
-    if (rst) begin
-      \$5823  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5824  = block_norm_head;
+    \$5826  = scale_is_nan;
     if (\$5664 ) begin
-      \$5824  = \$4860 [25:1];
+      \$5826  = \$5666 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5825  = block_norm_low_sticky;
-    if (\$5665 ) begin
-      \$5825  = blk_low_sticky;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5826  = block_norm_extra;
-    if (\$5666 ) begin
-      \$5826  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5827  = block_norm_exp_part;
+    \$5827  = scale_is_inf;
     if (\$5667 ) begin
-      \$5827  = \$4863 [7:0];
+      \$5827  = \$5668 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5828  = block_norm_over;
-    if (\$5668 ) begin
-      \$5828  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5829  = block_norm_edge;
+    \$5828  = scale_ninf;
     if (\$5669 ) begin
-      \$5829  = 1'h0;
+      \$5828  = sum_ninf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5830  = block_norm_zero;
+    \$5829  = scale_last;
     if (\$5670 ) begin
-      \$5830  = blk_zero;
+      \$5829  = sum_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5831  = block_norm_sign;
-    if (\$5671 ) begin
-      \$5831  = \$5672 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5832  = block_norm_is_nan;
-    if (\$5673 ) begin
-      \$5832  = scale_is_nan;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5833  = block_norm_is_inf;
-    if (\$5674 ) begin
-      \$5833  = scale_is_inf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5834  = block_norm_last;
-    if (\$5675 ) begin
-      \$5834  = scale_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5835  = block_valid;
+    \$5830  = block_norm_valid;
     if (advance) begin
-      \$5835  = block_norm_valid;
+      \$5830  = scale_valid;
     end
     if (rst) begin
+      \$5830  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5831  = block_norm_head;
+    if (\$5671 ) begin
+      \$5831  = \$4867 [25:1];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5832  = block_norm_low_sticky;
+    if (\$5672 ) begin
+      \$5832  = blk_low_sticky;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5833  = block_norm_extra;
+    if (\$5673 ) begin
+      \$5833  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5834  = block_norm_exp_part;
+    if (\$5674 ) begin
+      \$5834  = \$4870 [7:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5835  = block_norm_over;
+    if (\$5675 ) begin
       \$5835  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5836  = block_r;
+    \$5836  = block_norm_edge;
     if (\$5676 ) begin
-      \$5836  = blk_bits;
+      \$5836  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5837  = block_last;
+    \$5837  = block_norm_zero;
     if (\$5677 ) begin
-      \$5837  = block_norm_last;
+      \$5837  = blk_zero;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5838  = acc_align_valid;
-    if (advance) begin
-      \$5838  = block_valid;
-    end
-    if (rst) begin
-      \$5838  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5839  = acc_align_big;
+    \$5838  = block_norm_sign;
     if (\$5678 ) begin
-      \$5839  = \$5679 ;
+      \$5838  = \$5679 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5840  = acc_align_big_neg;
+    \$5839  = block_norm_is_nan;
     if (\$5680 ) begin
-      \$5840  = \$5681 ;
+      \$5839  = scale_is_nan;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5841  = acc_align_small;
+    \$5840  = block_norm_is_inf;
+    if (\$5681 ) begin
+      \$5840  = scale_is_inf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5841  = block_norm_last;
     if (\$5682 ) begin
-      \$5841  = \$5683 ;
+      \$5841  = scale_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5842  = acc_align_small_neg;
+    \$5842  = block_valid;
+    if (advance) begin
+      \$5842  = block_norm_valid;
+    end
+    if (rst) begin
+      \$5842  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5843  = block_r;
+    if (\$5683 ) begin
+      \$5843  = blk_bits;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5844  = block_last;
     if (\$5684 ) begin
-      \$5842  = \$5685 ;
+      \$5844  = block_norm_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5843  = acc_align_top;
-    if (\$5686 ) begin
-      \$5843  = { 4'h0, \$4897  };
+    \$5845  = acc_align_valid;
+    if (advance) begin
+      \$5845  = block_valid;
+    end
+    if (rst) begin
+      \$5845  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5844  = acc_align_is_nan;
+    \$5846  = acc_align_big;
+    if (\$5685 ) begin
+      \$5846  = \$5686 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5847  = acc_align_big_neg;
     if (\$5687 ) begin
-      \$5844  = \$5704 ;
+      \$5847  = \$5688 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5845  = acc_align_is_inf;
-    if (\$5705 ) begin
-      \$5845  = \$5712 ;
+    \$5848  = acc_align_small;
+    if (\$5689 ) begin
+      \$5848  = \$5690 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5846  = acc_align_inf_neg;
-    if (\$5713 ) begin
-      \$5846  = \$5717 ;
+    \$5849  = acc_align_small_neg;
+    if (\$5691 ) begin
+      \$5849  = \$5692 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5847  = acc_align_neg_zero;
-    if (\$5718 ) begin
-      \$5847  = \$5721 ;
+    \$5850  = acc_align_top;
+    if (\$5693 ) begin
+      \$5850  = { 4'h0, \$4904  };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5848  = acc_align_last;
-    if (\$5722 ) begin
-      \$5848  = block_last;
+    \$5851  = acc_align_is_nan;
+    if (\$5694 ) begin
+      \$5851  = \$5711 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5849  = acc_add_valid;
-    if (advance) begin
-      \$5849  = acc_align_valid;
-    end
-    if (rst) begin
-      \$5849  = 1'h0;
+    \$5852  = acc_align_is_inf;
+    if (\$5712 ) begin
+      \$5852  = \$5719 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5850  = acc_add_mag;
-    if (\$5723 ) begin
-      \$5850  = acc_mag;
+    \$5853  = acc_align_inf_neg;
+    if (\$5720 ) begin
+      \$5853  = \$5724 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5851  = acc_add_neg;
-    if (\$5724 ) begin
-      \$5851  = acc_neg;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5852  = acc_add_top;
+    \$5854  = acc_align_neg_zero;
     if (\$5725 ) begin
-      \$5852  = acc_align_top;
+      \$5854  = \$5728 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5853  = acc_add_is_nan;
-    if (\$5726 ) begin
-      \$5853  = acc_align_is_nan;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5854  = acc_add_is_inf;
-    if (\$5727 ) begin
-      \$5854  = acc_align_is_inf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5855  = acc_add_inf_neg;
-    if (\$5728 ) begin
-      \$5855  = acc_align_inf_neg;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5856  = acc_add_neg_zero;
+    \$5855  = acc_align_last;
     if (\$5729 ) begin
-      \$5856  = acc_align_neg_zero;
+      \$5855  = block_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5857  = acc_add_last;
+    \$5856  = acc_add_valid;
+    if (advance) begin
+      \$5856  = acc_align_valid;
+    end
+    if (rst) begin
+      \$5856  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5857  = acc_add_mag;
     if (\$5730 ) begin
-      \$5857  = acc_align_last;
+      \$5857  = acc_mag;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5858  = acc_norm_valid;
-    if (advance) begin
-      \$5858  = acc_add_valid;
-    end
-    if (rst) begin
-      \$5858  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5859  = acc_norm_head;
+    \$5858  = acc_add_neg;
     if (\$5731 ) begin
-      \$5859  = \$5115 [27:3];
+      \$5858  = acc_neg;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5860  = acc_norm_low_sticky;
+    \$5859  = acc_add_top;
     if (\$5732 ) begin
-      \$5860  = acc_rnd_low_sticky;
+      \$5859  = acc_align_top;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5861  = acc_norm_extra;
+    \$5860  = acc_add_is_nan;
     if (\$5733 ) begin
-      \$5861  = 5'h00;
+      \$5860  = acc_align_is_nan;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5862  = acc_norm_exp_part;
+    \$5861  = acc_add_is_inf;
     if (\$5734 ) begin
-      \$5862  = \$5118 [7:0];
+      \$5861  = acc_align_is_inf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5863  = acc_norm_over;
+    \$5862  = acc_add_inf_neg;
     if (\$5735 ) begin
-      \$5863  = acc_rnd_over;
+      \$5862  = acc_align_inf_neg;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5864  = acc_norm_edge;
+    \$5863  = acc_add_neg_zero;
     if (\$5736 ) begin
-      \$5864  = acc_rnd_edge;
+      \$5863  = acc_align_neg_zero;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5865  = acc_norm_zero;
+    \$5864  = acc_add_last;
     if (\$5737 ) begin
-      \$5865  = acc_rnd_zero;
+      \$5864  = acc_align_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5866  = acc_norm_sign;
-    if (\$5738 ) begin
-      \$5866  = \$5741 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5867  = acc_norm_is_nan;
-    if (\$5742 ) begin
-      \$5867  = acc_add_is_nan;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5868  = acc_norm_is_inf;
-    if (\$5743 ) begin
-      \$5868  = acc_add_is_inf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5869  = acc_norm_last;
-    if (\$5744 ) begin
-      \$5869  = acc_add_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5870  = o__valid;
+    \$5865  = acc_norm_valid;
     if (advance) begin
-      \$5870  = \$5745 ;
+      \$5865  = acc_add_valid;
     end
     if (rst) begin
-      \$5870  = 1'h0;
+      \$5865  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5871  = o__payload;
+    \$5866  = acc_norm_head;
+    if (\$5738 ) begin
+      \$5866  = \$5122 [27:3];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5867  = acc_norm_low_sticky;
+    if (\$5739 ) begin
+      \$5867  = acc_rnd_low_sticky;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5868  = acc_norm_extra;
+    if (\$5740 ) begin
+      \$5868  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5869  = acc_norm_exp_part;
+    if (\$5741 ) begin
+      \$5869  = \$5125 [7:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5870  = acc_norm_over;
+    if (\$5742 ) begin
+      \$5870  = acc_rnd_over;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5871  = acc_norm_edge;
+    if (\$5743 ) begin
+      \$5871  = acc_rnd_edge;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5872  = acc_norm_zero;
+    if (\$5744 ) begin
+      \$5872  = acc_rnd_zero;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5873  = acc_norm_sign;
+    if (\$5745 ) begin
+      \$5873  = \$5748 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5874  = acc_norm_is_nan;
+    if (\$5749 ) begin
+      \$5874  = acc_add_is_nan;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5875  = acc_norm_is_inf;
+    if (\$5750 ) begin
+      \$5875  = acc_add_is_inf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5876  = acc_norm_last;
+    if (\$5751 ) begin
+      \$5876  = acc_add_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5877  = o__valid;
+    if (advance) begin
+      \$5877  = \$5752 ;
+    end
+    if (rst) begin
+      \$5877  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5878  = o__payload;
     if (advance) begin
       if (acc_norm_valid) begin
         if (acc_norm_last) begin
-          \$5871  = acc_rnd_bits;
+          \$5878  = acc_rnd_bits;
         end
       end
     end
     if (rst) begin
-      \$5871  = 32'd0;
+      \$5878  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5872  = acc;
+    \$5879  = acc;
     if (advance) begin
       if (acc_norm_valid) begin
         (* full_case = 32'd1 *)
         if (acc_norm_last) begin
-          \$5872  = 32'd0;
+          \$5879  = 32'd0;
         end else begin
-          \$5872  = acc_rnd_bits;
+          \$5879  = acc_rnd_bits;
         end
       end
     end
     if (rst) begin
-      \$5872  = 32'd0;
+      \$5879  = 32'd0;
     end
   end
   assign a0_sig = \$34 [2:0];
@@ -12619,30 +12632,30 @@ module nxfp_dot_nxfp4_x_nxfp4_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   assign tree_nan = blk_nan;
   assign tree_pinf = blk_pinf;
   assign tree_ninf = blk_ninf;
-  assign blk_mag = \$4743 [16:0];
-  assign blk_exp = { \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744  };
-  assign blk_lz = \$4826 [4:0];
-  assign blk_lead = \$4859 [16:0];
-  assign blk_norm = \$4860 [25:0];
+  assign blk_abs = \$4741 [12:0];
+  assign blk_exp = { \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751  };
+  assign blk_lz = \$4833 [4:0];
+  assign blk_lead = \$4866 [16:0];
+  assign blk_norm = \$4867 [25:0];
   assign blk_extra = 5'h00;
-  assign blk_head = \$4860 [25:1];
-  assign blk_exppart = \$4863 [7:0];
+  assign blk_head = \$4867 [25:1];
+  assign blk_exppart = \$4870 [7:0];
   assign blk_over = 1'h0;
   assign blk_edge = 1'h0;
-  assign blk_body = \$4870 [30:0];
-  assign r_top = { block_r[30:24], \$4887  };
-  assign acc_a_top = { acc[30:24], \$4889  };
-  assign acc_d = { \$4890 [8], \$4890 [8], \$4890 [8], \$4890  };
-  assign acc_rd = { \$4891 [8], \$4891 [8], \$4891 [8], \$4891  };
-  assign acc_top = { 4'h0, \$4897  };
-  assign acc_rdiff = \$4901 [26:0];
-  assign acc_rnd_lz = \$5060 [4:0];
-  assign acc_rnd_lead = \$5115 [27:0];
-  assign acc_rnd_norm = \$5115 [27:0];
+  assign blk_body = \$4877 [30:0];
+  assign r_top = { block_r[30:24], \$4894  };
+  assign acc_a_top = { acc[30:24], \$4896  };
+  assign acc_d = { \$4897 [8], \$4897 [8], \$4897 [8], \$4897  };
+  assign acc_rd = { \$4898 [8], \$4898 [8], \$4898 [8], \$4898  };
+  assign acc_top = { 4'h0, \$4904  };
+  assign acc_rdiff = \$4908 [26:0];
+  assign acc_rnd_lz = \$5067 [4:0];
+  assign acc_rnd_lead = \$5122 [27:0];
+  assign acc_rnd_norm = \$5122 [27:0];
   assign acc_rnd_extra = 5'h00;
-  assign acc_rnd_head = \$5115 [27:3];
-  assign acc_rnd_exppart = \$5118 [7:0];
-  assign acc_rnd_body = \$5125 [30:0];
+  assign acc_rnd_head = \$5122 [27:3];
+  assign acc_rnd_exppart = \$5125 [7:0];
+  assign acc_rnd_body = \$5132 [30:0];
   assign \i__payload.a_header  = i__payload[7:0];
   assign \i__payload.a_codes  = i__payload[135:8];
   assign \i__payload.a_codes[0]  = i__payload[11:8];
@@ -14699,50 +14712,46 @@ module nxfp_dot_nxfp4_x_nxfp4_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   assign \$4605  = \$4604 ;
   assign \$4608  = 1'h1;
   assign \$4610  = \$4609 ;
-  assign \$4772  = 2'h1;
-  assign \$4776  = 2'h1;
-  assign \$4784  = 2'h1;
-  assign \$4788  = 2'h1;
-  assign \$4804  = 2'h1;
-  assign \$4808  = 2'h1;
-  assign \$4816  = 2'h1;
-  assign \$4820  = 2'h1;
-  assign \$4860  = { 6'h00, \$4859 [16:0], 9'h000 };
-  assign blk_low_sticky = \$4860 [0];
-  assign \$4879  = { block_norm_sign, 31'h00000000 };
-  assign { \$4880 [31], \$4880 [22:0] } = { \$4879 [31], \$4879 [22:0] };
-  assign \$4880 [30:23] = 8'hff;
-  assign \$4881  = { block_norm_sign, 31'h00000000 };
-  assign \$4882  = { block_norm_sign, 31'h00000000 };
-  assign acc_a_win = { \$4895 , acc[22:0], 3'h0 };
-  assign acc_b_win = { \$4896 , block_r[22:0], 3'h0 };
-  assign \$4955  = 2'h1;
-  assign \$4959  = 2'h1;
-  assign \$4967  = 2'h1;
-  assign \$4971  = 2'h1;
-  assign \$4987  = 2'h1;
-  assign \$4991  = 2'h1;
-  assign \$4999  = 2'h1;
-  assign \$5003  = 2'h1;
-  assign \$5027  = 2'h1;
-  assign \$5031  = 2'h1;
-  assign \$5039  = 2'h1;
-  assign \$5043  = 2'h1;
-  assign \$5052  = 2'h1;
-  assign \$5056  = 2'h1;
-  assign \$5134  = { acc_norm_sign, 31'h00000000 };
-  assign { \$5135 [31], \$5135 [22:0] } = { \$5134 [31], \$5134 [22:0] };
-  assign \$5135 [30:23] = 8'hff;
-  assign \$5136  = { acc_norm_sign, 31'h00000000 };
-  assign \$5137  = { acc_norm_sign, 31'h00000000 };
-  assign \$5142  = \$5141 ;
-  assign \$5213  = 1'h0;
-  assign \$5214  = 1'h0;
-  assign \$5215  = 1'h0;
-  assign \$5216  = 1'h0;
-  assign \$5217  = 1'h0;
-  assign \$5218  = 1'h0;
-  assign \$5219  = 1'h0;
+  assign \$4743  = { \$4741 [12:0], 3'h0 };
+  assign \$4744  = { 1'h0, \$4741 [12:0], 2'h0 };
+  assign \$4748  = { \$4741 [12:0], 1'h0 };
+  assign \$4779  = 2'h1;
+  assign \$4783  = 2'h1;
+  assign \$4791  = 2'h1;
+  assign \$4795  = 2'h1;
+  assign \$4811  = 2'h1;
+  assign \$4815  = 2'h1;
+  assign \$4823  = 2'h1;
+  assign \$4827  = 2'h1;
+  assign \$4867  = { 6'h00, \$4866 [16:0], 9'h000 };
+  assign blk_low_sticky = \$4867 [0];
+  assign \$4886  = { block_norm_sign, 31'h00000000 };
+  assign { \$4887 [31], \$4887 [22:0] } = { \$4886 [31], \$4886 [22:0] };
+  assign \$4887 [30:23] = 8'hff;
+  assign \$4888  = { block_norm_sign, 31'h00000000 };
+  assign \$4889  = { block_norm_sign, 31'h00000000 };
+  assign acc_a_win = { \$4902 , acc[22:0], 3'h0 };
+  assign acc_b_win = { \$4903 , block_r[22:0], 3'h0 };
+  assign \$4962  = 2'h1;
+  assign \$4966  = 2'h1;
+  assign \$4974  = 2'h1;
+  assign \$4978  = 2'h1;
+  assign \$4994  = 2'h1;
+  assign \$4998  = 2'h1;
+  assign \$5006  = 2'h1;
+  assign \$5010  = 2'h1;
+  assign \$5034  = 2'h1;
+  assign \$5038  = 2'h1;
+  assign \$5046  = 2'h1;
+  assign \$5050  = 2'h1;
+  assign \$5059  = 2'h1;
+  assign \$5063  = 2'h1;
+  assign \$5141  = { acc_norm_sign, 31'h00000000 };
+  assign { \$5142 [31], \$5142 [22:0] } = { \$5141 [31], \$5141 [22:0] };
+  assign \$5142 [30:23] = 8'hff;
+  assign \$5143  = { acc_norm_sign, 31'h00000000 };
+  assign \$5144  = { acc_norm_sign, 31'h00000000 };
+  assign \$5149  = \$5148 ;
   assign \$5220  = 1'h0;
   assign \$5221  = 1'h0;
   assign \$5222  = 1'h0;
@@ -14897,136 +14906,143 @@ module nxfp_dot_nxfp4_x_nxfp4_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   assign \$5371  = 1'h0;
   assign \$5372  = 1'h0;
   assign \$5373  = 1'h0;
-  assign \$5374  = hdr_a_scale_nan;
+  assign \$5374  = 1'h0;
+  assign \$5375  = 1'h0;
+  assign \$5376  = 1'h0;
+  assign \$5377  = 1'h0;
   assign \$5378  = 1'h0;
-  assign \$5381  = 1'h0;
-  assign \$5382  = 1'h0;
+  assign \$5379  = 1'h0;
+  assign \$5380  = 1'h0;
+  assign \$5381  = hdr_a_scale_nan;
   assign \$5385  = 1'h0;
-  assign \$5386  = 1'h0;
+  assign \$5388  = 1'h0;
   assign \$5389  = 1'h0;
-  assign \$5390  = 1'h0;
+  assign \$5392  = 1'h0;
   assign \$5393  = 1'h0;
-  assign \$5394  = 1'h0;
+  assign \$5396  = 1'h0;
   assign \$5397  = 1'h0;
-  assign \$5398  = 1'h0;
+  assign \$5400  = 1'h0;
   assign \$5401  = 1'h0;
-  assign \$5402  = 1'h0;
+  assign \$5404  = 1'h0;
   assign \$5405  = 1'h0;
-  assign \$5406  = 1'h0;
+  assign \$5408  = 1'h0;
   assign \$5409  = 1'h0;
-  assign \$5410  = 1'h0;
+  assign \$5412  = 1'h0;
   assign \$5413  = 1'h0;
-  assign \$5414  = 1'h0;
+  assign \$5416  = 1'h0;
   assign \$5417  = 1'h0;
-  assign \$5418  = 1'h0;
+  assign \$5420  = 1'h0;
   assign \$5421  = 1'h0;
-  assign \$5422  = 1'h0;
+  assign \$5424  = 1'h0;
   assign \$5425  = 1'h0;
-  assign \$5426  = 1'h0;
+  assign \$5428  = 1'h0;
   assign \$5429  = 1'h0;
-  assign \$5430  = 1'h0;
+  assign \$5432  = 1'h0;
   assign \$5433  = 1'h0;
-  assign \$5434  = 1'h0;
+  assign \$5436  = 1'h0;
   assign \$5437  = 1'h0;
-  assign \$5438  = 1'h0;
+  assign \$5440  = 1'h0;
   assign \$5441  = 1'h0;
-  assign \$5442  = 1'h0;
+  assign \$5444  = 1'h0;
   assign \$5445  = 1'h0;
-  assign \$5446  = 1'h0;
+  assign \$5448  = 1'h0;
   assign \$5449  = 1'h0;
-  assign \$5450  = 1'h0;
+  assign \$5452  = 1'h0;
   assign \$5453  = 1'h0;
-  assign \$5454  = 1'h0;
+  assign \$5456  = 1'h0;
   assign \$5457  = 1'h0;
-  assign \$5458  = 1'h0;
+  assign \$5460  = 1'h0;
   assign \$5461  = 1'h0;
-  assign \$5462  = 1'h0;
+  assign \$5464  = 1'h0;
   assign \$5465  = 1'h0;
-  assign \$5466  = 1'h0;
+  assign \$5468  = 1'h0;
   assign \$5469  = 1'h0;
-  assign \$5470  = 1'h0;
+  assign \$5472  = 1'h0;
   assign \$5473  = 1'h0;
-  assign \$5474  = 1'h0;
+  assign \$5476  = 1'h0;
   assign \$5477  = 1'h0;
-  assign \$5478  = 1'h0;
+  assign \$5480  = 1'h0;
   assign \$5481  = 1'h0;
-  assign \$5482  = 1'h0;
+  assign \$5484  = 1'h0;
   assign \$5485  = 1'h0;
-  assign \$5486  = 1'h0;
+  assign \$5488  = 1'h0;
   assign \$5489  = 1'h0;
-  assign \$5490  = 1'h0;
+  assign \$5492  = 1'h0;
   assign \$5493  = 1'h0;
-  assign \$5494  = 1'h0;
+  assign \$5496  = 1'h0;
   assign \$5497  = 1'h0;
-  assign \$5498  = 1'h0;
+  assign \$5500  = 1'h0;
   assign \$5501  = 1'h0;
-  assign \$5502  = 1'h0;
+  assign \$5504  = 1'h0;
   assign \$5505  = 1'h0;
-  assign \$5506  = 1'h0;
+  assign \$5508  = 1'h0;
   assign \$5509  = 1'h0;
-  assign \$5511  = 1'h0;
   assign \$5512  = 1'h0;
-  assign \$5514  = 1'h0;
-  assign \$5515  = 1'h0;
-  assign \$5517  = 1'h0;
+  assign \$5513  = 1'h0;
+  assign \$5516  = 1'h0;
   assign \$5518  = 1'h0;
-  assign \$5520  = 1'h0;
+  assign \$5519  = 1'h0;
   assign \$5521  = 1'h0;
-  assign \$5523  = 1'h0;
+  assign \$5522  = 1'h0;
   assign \$5524  = 1'h0;
-  assign \$5526  = 1'h0;
+  assign \$5525  = 1'h0;
   assign \$5527  = 1'h0;
-  assign \$5529  = 1'h0;
+  assign \$5528  = 1'h0;
   assign \$5530  = 1'h0;
-  assign \$5532  = 1'h0;
+  assign \$5531  = 1'h0;
   assign \$5533  = 1'h0;
-  assign \$5535  = 1'h0;
+  assign \$5534  = 1'h0;
   assign \$5536  = 1'h0;
-  assign \$5538  = 1'h0;
+  assign \$5537  = 1'h0;
   assign \$5539  = 1'h0;
-  assign \$5541  = 1'h0;
+  assign \$5540  = 1'h0;
   assign \$5542  = 1'h0;
-  assign \$5544  = 1'h0;
+  assign \$5543  = 1'h0;
   assign \$5545  = 1'h0;
-  assign \$5547  = 1'h0;
+  assign \$5546  = 1'h0;
   assign \$5548  = 1'h0;
-  assign \$5550  = 1'h0;
+  assign \$5549  = 1'h0;
   assign \$5551  = 1'h0;
-  assign \$5553  = 1'h0;
+  assign \$5552  = 1'h0;
   assign \$5554  = 1'h0;
-  assign \$5556  = 1'h0;
+  assign \$5555  = 1'h0;
   assign \$5557  = 1'h0;
-  assign \$5559  = 1'h0;
+  assign \$5558  = 1'h0;
   assign \$5560  = 1'h0;
-  assign \$5562  = 1'h0;
+  assign \$5561  = 1'h0;
   assign \$5563  = 1'h0;
-  assign \$5565  = 1'h0;
+  assign \$5564  = 1'h0;
   assign \$5566  = 1'h0;
-  assign \$5568  = 1'h0;
+  assign \$5567  = 1'h0;
   assign \$5569  = 1'h0;
-  assign \$5571  = 1'h0;
+  assign \$5570  = 1'h0;
   assign \$5572  = 1'h0;
-  assign \$5574  = 1'h0;
+  assign \$5573  = 1'h0;
   assign \$5575  = 1'h0;
-  assign \$5577  = 1'h0;
+  assign \$5576  = 1'h0;
   assign \$5578  = 1'h0;
-  assign \$5580  = 1'h0;
+  assign \$5579  = 1'h0;
   assign \$5581  = 1'h0;
-  assign \$5583  = 1'h0;
+  assign \$5582  = 1'h0;
   assign \$5584  = 1'h0;
-  assign \$5586  = 1'h0;
+  assign \$5585  = 1'h0;
   assign \$5587  = 1'h0;
-  assign \$5589  = 1'h0;
+  assign \$5588  = 1'h0;
   assign \$5590  = 1'h0;
-  assign \$5592  = 1'h0;
+  assign \$5591  = 1'h0;
   assign \$5593  = 1'h0;
-  assign \$5595  = 1'h0;
+  assign \$5594  = 1'h0;
   assign \$5596  = 1'h0;
-  assign \$5598  = 1'h0;
+  assign \$5597  = 1'h0;
   assign \$5599  = 1'h0;
-  assign \$5601  = 1'h0;
+  assign \$5600  = 1'h0;
   assign \$5602  = 1'h0;
-  assign \$5604  = 1'h0;
+  assign \$5603  = 1'h0;
   assign \$5605  = 1'h0;
-  assign \$5612  = i__payload[272];
+  assign \$5606  = 1'h0;
+  assign \$5608  = 1'h0;
+  assign \$5609  = 1'h0;
+  assign \$5611  = 1'h0;
+  assign \$5612  = 1'h0;
+  assign \$5619  = i__payload[272];
 endmodule

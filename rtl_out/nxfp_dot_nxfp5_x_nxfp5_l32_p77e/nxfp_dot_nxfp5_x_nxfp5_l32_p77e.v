@@ -4173,17 +4173,17 @@ module nxfp_dot_nxfp5_x_nxfp5_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire [3:0] \$474 ;
   wire [23:0] \$4740 ;
   wire [23:0] \$4741 ;
-  wire [3:0] \$4742 ;
-  wire [27:0] \$4743 ;
-  wire [7:0] \$4744 ;
-  wire \$4745 ;
+  wire \$4742 ;
+  wire [24:0] \$4743 ;
+  wire [24:0] \$4744 ;
+  wire [24:0] \$4745 ;
   wire \$4746 ;
   wire \$4747 ;
-  wire \$4748 ;
-  wire \$4749 ;
+  wire [22:0] \$4748 ;
+  wire [22:0] \$4749 ;
   wire [3:0] \$475 ;
-  wire \$4750 ;
-  wire \$4751 ;
+  wire [22:0] \$4750 ;
+  wire [7:0] \$4751 ;
   wire \$4752 ;
   wire \$4753 ;
   wire \$4754 ;
@@ -4226,74 +4226,74 @@ module nxfp_dot_nxfp5_x_nxfp5_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$4788 ;
   wire \$4789 ;
   wire \$479 ;
-  wire [1:0] \$4790 ;
-  wire [1:0] \$4791 ;
-  wire [2:0] \$4792 ;
+  wire \$4790 ;
+  wire \$4791 ;
+  wire \$4792 ;
   wire \$4793 ;
-  wire [1:0] \$4794 ;
-  wire [1:0] \$4795 ;
-  wire [2:0] \$4796 ;
-  wire [3:0] \$4797 ;
-  wire \$4798 ;
-  wire \$4799 ;
+  wire \$4794 ;
+  wire \$4795 ;
+  wire \$4796 ;
+  wire [1:0] \$4797 ;
+  wire [1:0] \$4798 ;
+  wire [2:0] \$4799 ;
   wire \$48 ;
   wire \$480 ;
   wire \$4800 ;
-  wire \$4801 ;
+  wire [1:0] \$4801 ;
   wire [1:0] \$4802 ;
-  wire [1:0] \$4803 ;
-  wire [2:0] \$4804 ;
+  wire [2:0] \$4803 ;
+  wire [3:0] \$4804 ;
   wire \$4805 ;
-  wire [1:0] \$4806 ;
-  wire [1:0] \$4807 ;
-  wire [2:0] \$4808 ;
-  wire [3:0] \$4809 ;
+  wire \$4806 ;
+  wire \$4807 ;
+  wire \$4808 ;
+  wire [1:0] \$4809 ;
   wire \$481 ;
-  wire [4:0] \$4810 ;
-  wire \$4811 ;
+  wire [1:0] \$4810 ;
+  wire [2:0] \$4811 ;
   wire \$4812 ;
-  wire \$4813 ;
-  wire \$4814 ;
-  wire \$4815 ;
-  wire \$4816 ;
-  wire \$4817 ;
+  wire [1:0] \$4813 ;
+  wire [1:0] \$4814 ;
+  wire [2:0] \$4815 ;
+  wire [3:0] \$4816 ;
+  wire [4:0] \$4817 ;
   wire \$4818 ;
   wire \$4819 ;
   wire [2:0] \$482 ;
   wire \$4820 ;
   wire \$4821 ;
-  wire [1:0] \$4822 ;
-  wire [1:0] \$4823 ;
-  wire [2:0] \$4824 ;
+  wire \$4822 ;
+  wire \$4823 ;
+  wire \$4824 ;
   wire \$4825 ;
-  wire [1:0] \$4826 ;
-  wire [1:0] \$4827 ;
-  wire [2:0] \$4828 ;
-  wire [3:0] \$4829 ;
+  wire \$4826 ;
+  wire \$4827 ;
+  wire \$4828 ;
+  wire [1:0] \$4829 ;
   wire [2:0] \$483 ;
-  wire \$4830 ;
-  wire \$4831 ;
+  wire [1:0] \$4830 ;
+  wire [2:0] \$4831 ;
   wire \$4832 ;
-  wire \$4833 ;
+  wire [1:0] \$4833 ;
   wire [1:0] \$4834 ;
-  wire [1:0] \$4835 ;
-  wire [2:0] \$4836 ;
+  wire [2:0] \$4835 ;
+  wire [3:0] \$4836 ;
   wire \$4837 ;
-  wire [1:0] \$4838 ;
-  wire [1:0] \$4839 ;
+  wire \$4838 ;
+  wire \$4839 ;
   wire [2:0] \$484 ;
-  wire [2:0] \$4840 ;
-  wire [3:0] \$4841 ;
-  wire [4:0] \$4842 ;
-  wire [5:0] \$4843 ;
+  wire \$4840 ;
+  wire [1:0] \$4841 ;
+  wire [1:0] \$4842 ;
+  wire [2:0] \$4843 ;
   wire \$4844 ;
-  wire \$4845 ;
-  wire \$4846 ;
-  wire \$4847 ;
-  wire \$4848 ;
-  wire \$4849 ;
+  wire [1:0] \$4845 ;
+  wire [1:0] \$4846 ;
+  wire [2:0] \$4847 ;
+  wire [3:0] \$4848 ;
+  wire [4:0] \$4849 ;
   wire [3:0] \$485 ;
-  wire \$4850 ;
+  wire [5:0] \$4850 ;
   wire \$4851 ;
   wire \$4852 ;
   wire \$4853 ;
@@ -4301,43 +4301,43 @@ module nxfp_dot_nxfp5_x_nxfp5_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$4855 ;
   wire \$4856 ;
   wire \$4857 ;
-  wire [1:0] \$4858 ;
-  wire [1:0] \$4859 ;
+  wire \$4858 ;
+  wire \$4859 ;
   wire [3:0] \$486 ;
-  wire [2:0] \$4860 ;
+  wire \$4860 ;
   wire \$4861 ;
-  wire [1:0] \$4862 ;
-  wire [1:0] \$4863 ;
-  wire [2:0] \$4864 ;
-  wire [3:0] \$4865 ;
-  wire \$4866 ;
-  wire \$4867 ;
+  wire \$4862 ;
+  wire \$4863 ;
+  wire \$4864 ;
+  wire [1:0] \$4865 ;
+  wire [1:0] \$4866 ;
+  wire [2:0] \$4867 ;
   wire \$4868 ;
-  wire \$4869 ;
+  wire [1:0] \$4869 ;
   wire [3:0] \$487 ;
   wire [1:0] \$4870 ;
-  wire [1:0] \$4871 ;
-  wire [2:0] \$4872 ;
+  wire [2:0] \$4871 ;
+  wire [3:0] \$4872 ;
   wire \$4873 ;
-  wire [1:0] \$4874 ;
-  wire [1:0] \$4875 ;
-  wire [2:0] \$4876 ;
-  wire [3:0] \$4877 ;
-  wire [4:0] \$4878 ;
-  wire \$4879 ;
+  wire \$4874 ;
+  wire \$4875 ;
+  wire \$4876 ;
+  wire [1:0] \$4877 ;
+  wire [1:0] \$4878 ;
+  wire [2:0] \$4879 ;
   wire [4:0] \$488 ;
-  wire [1:0] \$4880 ;
+  wire \$4880 ;
   wire [1:0] \$4881 ;
-  wire [4:0] \$4882 ;
-  wire [5:0] \$4883 ;
-  wire \$4884 ;
-  wire \$4885 ;
+  wire [1:0] \$4882 ;
+  wire [2:0] \$4883 ;
+  wire [3:0] \$4884 ;
+  wire [4:0] \$4885 ;
   wire \$4886 ;
-  wire \$4887 ;
-  wire \$4888 ;
-  wire \$4889 ;
+  wire [1:0] \$4887 ;
+  wire [1:0] \$4888 ;
+  wire [4:0] \$4889 ;
   wire \$489 ;
-  wire \$4890 ;
+  wire [5:0] \$4890 ;
   wire \$4891 ;
   wire \$4892 ;
   wire \$4893 ;
@@ -4386,64 +4386,64 @@ module nxfp_dot_nxfp5_x_nxfp5_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$4931 ;
   wire \$4932 ;
   wire \$4933 ;
-  wire [56:0] \$4934 ;
-  wire [18:0] \$4935 ;
+  wire \$4934 ;
+  wire \$4935 ;
   wire \$4936 ;
-  wire [19:0] \$4937 ;
-  wire [55:0] \$4938 ;
-  wire [24:0] \$4939 ;
+  wire \$4937 ;
+  wire \$4938 ;
+  wire \$4939 ;
   wire \$494 ;
-  wire [24:0] \$4940 ;
-  wire \$4941 ;
-  wire \$4942 ;
+  wire \$4940 ;
+  wire [56:0] \$4941 ;
+  wire [18:0] \$4942 ;
   wire \$4943 ;
-  wire [31:0] \$4944 ;
-  wire \$4945 ;
-  wire \$4946 ;
-  wire \$4947 ;
+  wire [19:0] \$4944 ;
+  wire [55:0] \$4945 ;
+  wire [24:0] \$4946 ;
+  wire [24:0] \$4947 ;
   wire \$4948 ;
   wire \$4949 ;
   wire \$495 ;
   wire \$4950 ;
-  wire \$4951 ;
+  wire [31:0] \$4951 ;
   wire \$4952 ;
-  wire [31:0] \$4953 ;
-  wire [31:0] \$4954 ;
-  wire [31:0] \$4955 ;
-  wire [31:0] \$4956 ;
-  wire [31:0] \$4957 ;
-  wire [31:0] \$4958 ;
-  wire [31:0] \$4959 ;
+  wire \$4953 ;
+  wire \$4954 ;
+  wire \$4955 ;
+  wire \$4956 ;
+  wire \$4957 ;
+  wire \$4958 ;
+  wire \$4959 ;
   wire \$496 ;
-  wire \$4960 ;
-  wire \$4961 ;
-  wire \$4962 ;
-  wire \$4963 ;
-  wire [8:0] \$4964 ;
-  wire [8:0] \$4965 ;
-  wire [11:0] \$4966 ;
+  wire [31:0] \$4960 ;
+  wire [31:0] \$4961 ;
+  wire [31:0] \$4962 ;
+  wire [31:0] \$4963 ;
+  wire [31:0] \$4964 ;
+  wire [31:0] \$4965 ;
+  wire [31:0] \$4966 ;
   wire \$4967 ;
-  wire [11:0] \$4968 ;
+  wire \$4968 ;
   wire \$4969 ;
   wire \$497 ;
   wire \$4970 ;
-  wire [7:0] \$4971 ;
-  wire [57:0] \$4972 ;
-  wire [26:0] \$4973 ;
-  wire [26:0] \$4974 ;
-  wire [27:0] \$4975 ;
+  wire [8:0] \$4971 ;
+  wire [8:0] \$4972 ;
+  wire [11:0] \$4973 ;
+  wire \$4974 ;
+  wire [11:0] \$4975 ;
   wire \$4976 ;
   wire \$4977 ;
-  wire \$4978 ;
-  wire [26:0] \$4979 ;
+  wire [7:0] \$4978 ;
+  wire [57:0] \$4979 ;
   wire \$498 ;
-  wire \$4980 ;
-  wire \$4981 ;
-  wire \$4982 ;
+  wire [26:0] \$4980 ;
+  wire [26:0] \$4981 ;
+  wire [27:0] \$4982 ;
   wire \$4983 ;
   wire \$4984 ;
   wire \$4985 ;
-  wire \$4986 ;
+  wire [26:0] \$4986 ;
   wire \$4987 ;
   wire \$4988 ;
   wire \$4989 ;
@@ -4492,73 +4492,73 @@ module nxfp_dot_nxfp5_x_nxfp5_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$5026 ;
   wire \$5027 ;
   wire \$5028 ;
-  wire [1:0] \$5029 ;
+  wire \$5029 ;
   wire \$503 ;
-  wire [1:0] \$5030 ;
-  wire [2:0] \$5031 ;
+  wire \$5030 ;
+  wire \$5031 ;
   wire \$5032 ;
-  wire [1:0] \$5033 ;
-  wire [1:0] \$5034 ;
-  wire [2:0] \$5035 ;
-  wire [3:0] \$5036 ;
-  wire \$5037 ;
-  wire \$5038 ;
+  wire \$5033 ;
+  wire \$5034 ;
+  wire \$5035 ;
+  wire [1:0] \$5036 ;
+  wire [1:0] \$5037 ;
+  wire [2:0] \$5038 ;
   wire \$5039 ;
   wire \$504 ;
-  wire \$5040 ;
+  wire [1:0] \$5040 ;
   wire [1:0] \$5041 ;
-  wire [1:0] \$5042 ;
-  wire [2:0] \$5043 ;
+  wire [2:0] \$5042 ;
+  wire [3:0] \$5043 ;
   wire \$5044 ;
-  wire [1:0] \$5045 ;
-  wire [1:0] \$5046 ;
-  wire [2:0] \$5047 ;
-  wire [3:0] \$5048 ;
-  wire [4:0] \$5049 ;
+  wire \$5045 ;
+  wire \$5046 ;
+  wire \$5047 ;
+  wire [1:0] \$5048 ;
+  wire [1:0] \$5049 ;
   wire \$505 ;
-  wire \$5050 ;
+  wire [2:0] \$5050 ;
   wire \$5051 ;
-  wire \$5052 ;
-  wire \$5053 ;
-  wire \$5054 ;
-  wire \$5055 ;
-  wire \$5056 ;
+  wire [1:0] \$5052 ;
+  wire [1:0] \$5053 ;
+  wire [2:0] \$5054 ;
+  wire [3:0] \$5055 ;
+  wire [4:0] \$5056 ;
   wire \$5057 ;
   wire \$5058 ;
   wire \$5059 ;
   wire \$506 ;
   wire \$5060 ;
-  wire [1:0] \$5061 ;
-  wire [1:0] \$5062 ;
-  wire [2:0] \$5063 ;
+  wire \$5061 ;
+  wire \$5062 ;
+  wire \$5063 ;
   wire \$5064 ;
-  wire [1:0] \$5065 ;
-  wire [1:0] \$5066 ;
-  wire [2:0] \$5067 ;
-  wire [3:0] \$5068 ;
-  wire \$5069 ;
+  wire \$5065 ;
+  wire \$5066 ;
+  wire \$5067 ;
+  wire [1:0] \$5068 ;
+  wire [1:0] \$5069 ;
   wire \$507 ;
-  wire \$5070 ;
+  wire [2:0] \$5070 ;
   wire \$5071 ;
-  wire \$5072 ;
+  wire [1:0] \$5072 ;
   wire [1:0] \$5073 ;
-  wire [1:0] \$5074 ;
-  wire [2:0] \$5075 ;
+  wire [2:0] \$5074 ;
+  wire [3:0] \$5075 ;
   wire \$5076 ;
-  wire [1:0] \$5077 ;
-  wire [1:0] \$5078 ;
-  wire [2:0] \$5079 ;
+  wire \$5077 ;
+  wire \$5078 ;
+  wire \$5079 ;
   wire \$508 ;
-  wire [3:0] \$5080 ;
-  wire [4:0] \$5081 ;
-  wire [5:0] \$5082 ;
+  wire [1:0] \$5080 ;
+  wire [1:0] \$5081 ;
+  wire [2:0] \$5082 ;
   wire \$5083 ;
-  wire \$5084 ;
-  wire \$5085 ;
-  wire \$5086 ;
-  wire \$5087 ;
-  wire \$5088 ;
-  wire \$5089 ;
+  wire [1:0] \$5084 ;
+  wire [1:0] \$5085 ;
+  wire [2:0] \$5086 ;
+  wire [3:0] \$5087 ;
+  wire [4:0] \$5088 ;
+  wire [5:0] \$5089 ;
   wire \$509 ;
   wire \$5090 ;
   wire \$5091 ;
@@ -4573,51 +4573,51 @@ module nxfp_dot_nxfp5_x_nxfp5_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire [2:0] \$51 ;
   wire \$510 ;
   wire \$5100 ;
-  wire [1:0] \$5101 ;
-  wire [1:0] \$5102 ;
-  wire [2:0] \$5103 ;
+  wire \$5101 ;
+  wire \$5102 ;
+  wire \$5103 ;
   wire \$5104 ;
-  wire [1:0] \$5105 ;
-  wire [1:0] \$5106 ;
-  wire [2:0] \$5107 ;
-  wire [3:0] \$5108 ;
-  wire \$5109 ;
+  wire \$5105 ;
+  wire \$5106 ;
+  wire \$5107 ;
+  wire [1:0] \$5108 ;
+  wire [1:0] \$5109 ;
   wire \$511 ;
-  wire \$5110 ;
+  wire [2:0] \$5110 ;
   wire \$5111 ;
-  wire \$5112 ;
+  wire [1:0] \$5112 ;
   wire [1:0] \$5113 ;
-  wire [1:0] \$5114 ;
-  wire [2:0] \$5115 ;
+  wire [2:0] \$5114 ;
+  wire [3:0] \$5115 ;
   wire \$5116 ;
-  wire [1:0] \$5117 ;
-  wire [1:0] \$5118 ;
-  wire [2:0] \$5119 ;
+  wire \$5117 ;
+  wire \$5118 ;
+  wire \$5119 ;
   wire \$512 ;
-  wire [3:0] \$5120 ;
-  wire [4:0] \$5121 ;
-  wire \$5122 ;
+  wire [1:0] \$5120 ;
+  wire [1:0] \$5121 ;
+  wire [2:0] \$5122 ;
   wire \$5123 ;
-  wire \$5124 ;
-  wire \$5125 ;
-  wire [1:0] \$5126 ;
-  wire [1:0] \$5127 ;
-  wire [2:0] \$5128 ;
+  wire [1:0] \$5124 ;
+  wire [1:0] \$5125 ;
+  wire [2:0] \$5126 ;
+  wire [3:0] \$5127 ;
+  wire [4:0] \$5128 ;
   wire \$5129 ;
   wire \$513 ;
-  wire [1:0] \$5130 ;
-  wire [1:0] \$5131 ;
-  wire [2:0] \$5132 ;
-  wire [4:0] \$5133 ;
-  wire [5:0] \$5134 ;
-  wire \$5135 ;
+  wire \$5130 ;
+  wire \$5131 ;
+  wire \$5132 ;
+  wire [1:0] \$5133 ;
+  wire [1:0] \$5134 ;
+  wire [2:0] \$5135 ;
   wire \$5136 ;
-  wire \$5137 ;
-  wire \$5138 ;
-  wire \$5139 ;
+  wire [1:0] \$5137 ;
+  wire [1:0] \$5138 ;
+  wire [2:0] \$5139 ;
   wire \$514 ;
-  wire \$5140 ;
-  wire \$5141 ;
+  wire [4:0] \$5140 ;
+  wire [5:0] \$5141 ;
   wire \$5142 ;
   wire \$5143 ;
   wire \$5144 ;
@@ -4669,49 +4669,49 @@ module nxfp_dot_nxfp5_x_nxfp5_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$5186 ;
   wire \$5187 ;
   wire \$5188 ;
-  wire [58:0] \$5189 ;
+  wire \$5189 ;
   wire \$519 ;
-  wire [13:0] \$5190 ;
+  wire \$5190 ;
   wire \$5191 ;
-  wire [14:0] \$5192 ;
-  wire [55:0] \$5193 ;
-  wire [24:0] \$5194 ;
-  wire [24:0] \$5195 ;
-  wire \$5196 ;
-  wire \$5197 ;
+  wire \$5192 ;
+  wire \$5193 ;
+  wire \$5194 ;
+  wire \$5195 ;
+  wire [58:0] \$5196 ;
+  wire [13:0] \$5197 ;
   wire \$5198 ;
-  wire [31:0] \$5199 ;
+  wire [14:0] \$5199 ;
   wire [2:0] \$52 ;
   wire \$520 ;
-  wire \$5200 ;
-  wire \$5201 ;
-  wire \$5202 ;
+  wire [55:0] \$5200 ;
+  wire [24:0] \$5201 ;
+  wire [24:0] \$5202 ;
   wire \$5203 ;
   wire \$5204 ;
   wire \$5205 ;
-  wire \$5206 ;
+  wire [31:0] \$5206 ;
   wire \$5207 ;
-  wire [31:0] \$5208 ;
-  wire [31:0] \$5209 ;
+  wire \$5208 ;
+  wire \$5209 ;
   wire \$521 ;
-  wire [31:0] \$5210 ;
-  wire [31:0] \$5211 ;
-  wire [31:0] \$5212 ;
-  wire [31:0] \$5213 ;
-  wire [31:0] \$5214 ;
-  wire \$5215 ;
-  wire \$5216 ;
-  wire \$5217 ;
-  wire \$5218 ;
-  wire [3:0] \$5219 ;
+  wire \$5210 ;
+  wire \$5211 ;
+  wire \$5212 ;
+  wire \$5213 ;
+  wire \$5214 ;
+  wire [31:0] \$5215 ;
+  wire [31:0] \$5216 ;
+  wire [31:0] \$5217 ;
+  wire [31:0] \$5218 ;
+  wire [31:0] \$5219 ;
   wire \$522 ;
-  wire \$5220 ;
-  wire \$5221 ;
+  wire [31:0] \$5220 ;
+  wire [31:0] \$5221 ;
   wire \$5222 ;
   wire \$5223 ;
   wire \$5224 ;
   wire \$5225 ;
-  wire \$5226 ;
+  wire [3:0] \$5226 ;
   wire \$5227 ;
   wire \$5228 ;
   wire \$5229 ;
@@ -5296,19 +5296,19 @@ module nxfp_dot_nxfp5_x_nxfp5_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$5750 ;
   wire \$5751 ;
   wire \$5752 ;
-  wire [26:0] \$5753 ;
+  wire \$5753 ;
   wire \$5754 ;
   wire \$5755 ;
   wire \$5756 ;
-  wire [26:0] \$5757 ;
+  wire \$5757 ;
   wire \$5758 ;
   wire \$5759 ;
   wire \$576 ;
-  wire \$5760 ;
+  wire [26:0] \$5760 ;
   wire \$5761 ;
   wire \$5762 ;
   wire \$5763 ;
-  wire \$5764 ;
+  wire [26:0] \$5764 ;
   wire \$5765 ;
   wire \$5766 ;
   wire \$5767 ;
@@ -5371,15 +5371,15 @@ module nxfp_dot_nxfp5_x_nxfp5_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$5818 ;
   wire \$5819 ;
   wire \$582 ;
-  reg [2:0] \$5820 ;
-  reg \$5821 ;
-  reg [17:0] \$5822 ;
-  reg [17:0] \$5823 ;
-  reg [17:0] \$5824 ;
-  reg [17:0] \$5825 ;
-  reg [17:0] \$5826 ;
-  reg [17:0] \$5827 ;
-  reg [17:0] \$5828 ;
+  wire \$5820 ;
+  wire \$5821 ;
+  wire \$5822 ;
+  wire \$5823 ;
+  wire \$5824 ;
+  wire \$5825 ;
+  wire \$5826 ;
+  reg [2:0] \$5827 ;
+  reg \$5828 ;
   reg [17:0] \$5829 ;
   wire \$583 ;
   reg [17:0] \$5830 ;
@@ -5408,110 +5408,117 @@ module nxfp_dot_nxfp5_x_nxfp5_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   reg [17:0] \$5851 ;
   reg [17:0] \$5852 ;
   reg [17:0] \$5853 ;
-  reg \$5854 ;
-  reg \$5855 ;
-  reg \$5856 ;
-  reg \$5857 ;
-  reg \$5858 ;
-  reg \$5859 ;
+  reg [17:0] \$5854 ;
+  reg [17:0] \$5855 ;
+  reg [17:0] \$5856 ;
+  reg [17:0] \$5857 ;
+  reg [17:0] \$5858 ;
+  reg [17:0] \$5859 ;
   wire \$586 ;
-  reg [1:0] \$5860 ;
-  reg [4:0] \$5861 ;
-  reg [1:0] \$5862 ;
-  reg [4:0] \$5863 ;
+  reg [17:0] \$5860 ;
+  reg \$5861 ;
+  reg \$5862 ;
+  reg \$5863 ;
   reg \$5864 ;
-  reg [20:0] \$5865 ;
-  reg [20:0] \$5866 ;
-  reg [20:0] \$5867 ;
-  reg [20:0] \$5868 ;
-  reg \$5869 ;
+  reg \$5865 ;
+  reg \$5866 ;
+  reg [1:0] \$5867 ;
+  reg [4:0] \$5868 ;
+  reg [1:0] \$5869 ;
   wire \$587 ;
-  reg \$5870 ;
+  reg [4:0] \$5870 ;
   reg \$5871 ;
-  reg \$5872 ;
-  reg \$5873 ;
-  reg \$5874 ;
-  reg [1:0] \$5875 ;
-  reg [4:0] \$5876 ;
-  reg [1:0] \$5877 ;
-  reg [4:0] \$5878 ;
+  reg [20:0] \$5872 ;
+  reg [20:0] \$5873 ;
+  reg [20:0] \$5874 ;
+  reg [20:0] \$5875 ;
+  reg \$5876 ;
+  reg \$5877 ;
+  reg \$5878 ;
   reg \$5879 ;
   wire \$588 ;
-  reg [22:0] \$5880 ;
+  reg \$5880 ;
   reg \$5881 ;
-  reg \$5882 ;
-  reg \$5883 ;
-  reg \$5884 ;
-  reg [1:0] \$5885 ;
-  reg [4:0] \$5886 ;
-  reg [1:0] \$5887 ;
-  reg [4:0] \$5888 ;
+  reg [1:0] \$5882 ;
+  reg [4:0] \$5883 ;
+  reg [1:0] \$5884 ;
+  reg [4:0] \$5885 ;
+  reg \$5886 ;
+  reg [22:0] \$5887 ;
+  reg \$5888 ;
   reg \$5889 ;
   wire \$589 ;
-  reg [25:0] \$5890 ;
+  reg \$5890 ;
   reg \$5891 ;
-  reg [5:0] \$5892 ;
-  reg \$5893 ;
-  reg \$5894 ;
-  reg \$5895 ;
+  reg [1:0] \$5892 ;
+  reg [4:0] \$5893 ;
+  reg [1:0] \$5894 ;
+  reg [4:0] \$5895 ;
   reg \$5896 ;
-  reg \$5897 ;
-  reg [24:0] \$5898 ;
-  reg \$5899 ;
+  reg [25:0] \$5897 ;
+  reg \$5898 ;
+  reg [5:0] \$5899 ;
   wire \$59 ;
   wire \$590 ;
-  reg [4:0] \$5900 ;
-  reg [7:0] \$5901 ;
+  reg \$5900 ;
+  reg \$5901 ;
   reg \$5902 ;
   reg \$5903 ;
   reg \$5904 ;
-  reg \$5905 ;
+  reg [24:0] \$5905 ;
   reg \$5906 ;
-  reg \$5907 ;
-  reg \$5908 ;
+  reg [4:0] \$5907 ;
+  reg [7:0] \$5908 ;
   reg \$5909 ;
   wire \$591 ;
-  reg [31:0] \$5910 ;
+  reg \$5910 ;
   reg \$5911 ;
   reg \$5912 ;
-  reg [26:0] \$5913 ;
+  reg \$5913 ;
   reg \$5914 ;
-  reg [26:0] \$5915 ;
+  reg \$5915 ;
   reg \$5916 ;
-  reg [11:0] \$5917 ;
+  reg [31:0] \$5917 ;
   reg \$5918 ;
   reg \$5919 ;
   wire \$592 ;
-  reg \$5920 ;
+  reg [26:0] \$5920 ;
   reg \$5921 ;
-  reg \$5922 ;
+  reg [26:0] \$5922 ;
   reg \$5923 ;
-  reg [27:0] \$5924 ;
+  reg [11:0] \$5924 ;
   reg \$5925 ;
-  reg [11:0] \$5926 ;
+  reg \$5926 ;
   reg \$5927 ;
   reg \$5928 ;
   reg \$5929 ;
   wire \$593 ;
   reg \$5930 ;
-  reg \$5931 ;
+  reg [27:0] \$5931 ;
   reg \$5932 ;
-  reg [24:0] \$5933 ;
+  reg [11:0] \$5933 ;
   reg \$5934 ;
-  reg [4:0] \$5935 ;
-  reg [7:0] \$5936 ;
+  reg \$5935 ;
+  reg \$5936 ;
   reg \$5937 ;
   reg \$5938 ;
   reg \$5939 ;
   wire \$594 ;
-  reg \$5940 ;
+  reg [24:0] \$5940 ;
   reg \$5941 ;
-  reg \$5942 ;
-  reg \$5943 ;
+  reg [4:0] \$5942 ;
+  reg [7:0] \$5943 ;
   reg \$5944 ;
-  reg [31:0] \$5945 ;
-  reg [31:0] \$5946 ;
+  reg \$5945 ;
+  reg \$5946 ;
+  reg \$5947 ;
+  reg \$5948 ;
+  reg \$5949 ;
   wire \$595 ;
+  reg \$5950 ;
+  reg \$5951 ;
+  reg [31:0] \$5952 ;
+  reg [31:0] \$5953 ;
   wire \$596 ;
   wire \$597 ;
   wire \$598 ;
@@ -6796,6 +6803,7 @@ module nxfp_dot_nxfp5_x_nxfp5_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire b9_is_zero;
   wire [2:0] b9_sig;
   wire b9_sign;
+  wire [21:0] blk_abs;
   wire [19:0] blk_biased;
   wire [31:0] blk_bits;
   wire [30:0] blk_body;
@@ -7062,7 +7070,7 @@ module nxfp_dot_nxfp5_x_nxfp5_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   input rst;
   wire rst;
   wire [5:0] scale_exp_sum;
-  reg [5:0] \scale_exp_sum$961  = 6'h00;
+  reg [5:0] \scale_exp_sum$962  = 6'h00;
   reg scale_is_inf = 1'h0;
   reg scale_is_nan = 1'h0;
   reg scale_last = 1'h0;
@@ -7132,6 +7140,10 @@ module nxfp_dot_nxfp5_x_nxfp5_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   reg [1:0] tree_scale_man_b = 2'h0;
   wire [22:0] tree_sum;
   reg tree_valid = 1'h0;
+  assign \$3545  = i__payload[175] >= 1'h1;
+  assign \$3546  = \$3545  ? 1'h1 : i__payload[175];
+  assign \$3548  = i__payload[174] >= 1'h1;
+  assign \$3549  = \$3548  ? 1'h1 : i__payload[174];
   assign \$3554  = b24_c1_recycled ? 3'h4 : \$3553 ;
   assign \$3555  = i__payload[174] >= 1'h1;
   assign \$3556  = \$3555  ? 1'h1 : i__payload[174];
@@ -8120,662 +8132,660 @@ module nxfp_dot_nxfp5_x_nxfp5_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   assign blk_neg = $signed(sum_total) < $signed(1'h0);
   assign \$4740  = - $signed(sum_total);
   assign \$4741  = blk_neg ? \$4740  : { sum_total[22], sum_total };
-  assign \$4742  = sum_scale_man_a * sum_scale_man_b;
-  assign \$4743  = $signed(\$4741 ) * $signed({ 1'h0, \$4742  });
-  assign \$4744  = \scale_exp_sum$961  + 8'hda;
-  assign \$4745  = ~ scale_mag[25];
-  assign \$4746  = ~ scale_mag[24];
-  assign \$4747  = \$4745  & \$4746 ;
-  assign \$4748  = ~ scale_mag[23];
-  assign \$4749  = ~ scale_mag[22];
-  assign \$4750  = \$4748  & \$4749 ;
-  assign \$4751  = ~ scale_mag[21];
-  assign \$4752  = ~ scale_mag[20];
-  assign \$4753  = \$4751  & \$4752 ;
-  assign \$4754  = \$4750  & \$4753 ;
-  assign \$4755  = ~ scale_mag[19];
-  assign \$4756  = ~ scale_mag[18];
+  assign \$4742  = sum_scale_man_a[0] & sum_scale_man_b[0];
+  assign \$4745  = \$4742  ? \$4743  : \$4744 ;
+  assign \$4746  = sum_scale_man_a[0] & sum_scale_man_b[0];
+  assign \$4747  = sum_scale_man_a[0] | sum_scale_man_b[0];
+  assign \$4749  = \$4747  ? \$4748  : 23'h000000;
+  assign \$4750  = \$4746  ? { 1'h0, \$4741 [21:0] } : \$4749 ;
+  assign blk_mag = \$4745  + \$4750 ;
+  assign \$4751  = \scale_exp_sum$962  + 8'hda;
+  assign \$4752  = ~ scale_mag[25];
+  assign \$4753  = ~ scale_mag[24];
+  assign \$4754  = \$4752  & \$4753 ;
+  assign \$4755  = ~ scale_mag[23];
+  assign \$4756  = ~ scale_mag[22];
   assign \$4757  = \$4755  & \$4756 ;
-  assign \$4758  = ~ scale_mag[17];
-  assign \$4759  = ~ scale_mag[16];
+  assign \$4758  = ~ scale_mag[21];
+  assign \$4759  = ~ scale_mag[20];
   assign \$4760  = \$4758  & \$4759 ;
   assign \$4761  = \$4757  & \$4760 ;
-  assign \$4762  = \$4754  & \$4761 ;
-  assign \$4763  = \$4747  & \$4762 ;
-  assign \$4764  = ~ scale_mag[15];
-  assign \$4765  = ~ scale_mag[14];
-  assign \$4766  = \$4764  & \$4765 ;
-  assign \$4767  = ~ scale_mag[13];
-  assign \$4768  = ~ scale_mag[12];
-  assign \$4769  = \$4767  & \$4768 ;
-  assign \$4770  = \$4766  & \$4769 ;
-  assign \$4771  = ~ scale_mag[11];
-  assign \$4772  = ~ scale_mag[10];
+  assign \$4762  = ~ scale_mag[19];
+  assign \$4763  = ~ scale_mag[18];
+  assign \$4764  = \$4762  & \$4763 ;
+  assign \$4765  = ~ scale_mag[17];
+  assign \$4766  = ~ scale_mag[16];
+  assign \$4767  = \$4765  & \$4766 ;
+  assign \$4768  = \$4764  & \$4767 ;
+  assign \$4769  = \$4761  & \$4768 ;
+  assign \$4770  = \$4754  & \$4769 ;
+  assign \$4771  = ~ scale_mag[15];
+  assign \$4772  = ~ scale_mag[14];
   assign \$4773  = \$4771  & \$4772 ;
-  assign \$4774  = ~ scale_mag[9];
-  assign \$4775  = ~ scale_mag[8];
+  assign \$4774  = ~ scale_mag[13];
+  assign \$4775  = ~ scale_mag[12];
   assign \$4776  = \$4774  & \$4775 ;
   assign \$4777  = \$4773  & \$4776 ;
-  assign \$4778  = \$4770  & \$4777 ;
-  assign \$4779  = ~ scale_mag[7];
-  assign \$4780  = ~ scale_mag[6];
-  assign \$4781  = \$4779  & \$4780 ;
-  assign \$4782  = ~ scale_mag[5];
-  assign \$4783  = ~ scale_mag[4];
-  assign \$4784  = \$4782  & \$4783 ;
-  assign \$4785  = \$4781  & \$4784 ;
-  assign \$4786  = ~ scale_mag[3];
-  assign \$4787  = ~ scale_mag[2];
+  assign \$4778  = ~ scale_mag[11];
+  assign \$4779  = ~ scale_mag[10];
+  assign \$4780  = \$4778  & \$4779 ;
+  assign \$4781  = ~ scale_mag[9];
+  assign \$4782  = ~ scale_mag[8];
+  assign \$4783  = \$4781  & \$4782 ;
+  assign \$4784  = \$4780  & \$4783 ;
+  assign \$4785  = \$4777  & \$4784 ;
+  assign \$4786  = ~ scale_mag[7];
+  assign \$4787  = ~ scale_mag[6];
   assign \$4788  = \$4786  & \$4787 ;
-  assign \$4789  = ~ scale_mag[1];
-  assign \$4791  = scale_mag[1] ? 2'h0 : 2'h1;
-  assign \$4792  = 2'h2 + \$4791 ;
+  assign \$4789  = ~ scale_mag[5];
+  assign \$4790  = ~ scale_mag[4];
+  assign \$4791  = \$4789  & \$4790 ;
+  assign \$4792  = \$4788  & \$4791 ;
   assign \$4793  = ~ scale_mag[3];
-  assign \$4795  = scale_mag[3] ? 2'h0 : 2'h1;
-  assign \$4796  = \$4788  ? \$4792  : { 1'h0, \$4795  };
-  assign \$4797  = 3'h4 + \$4796 ;
-  assign \$4798  = ~ scale_mag[7];
-  assign \$4799  = ~ scale_mag[6];
-  assign \$4800  = \$4798  & \$4799 ;
-  assign \$4801  = ~ scale_mag[5];
-  assign \$4803  = scale_mag[5] ? 2'h0 : 2'h1;
-  assign \$4804  = 2'h2 + \$4803 ;
+  assign \$4794  = ~ scale_mag[2];
+  assign \$4795  = \$4793  & \$4794 ;
+  assign \$4796  = ~ scale_mag[1];
+  assign \$4798  = scale_mag[1] ? 2'h0 : 2'h1;
+  assign \$4799  = 2'h2 + \$4798 ;
+  assign \$4800  = ~ scale_mag[3];
+  assign \$4802  = scale_mag[3] ? 2'h0 : 2'h1;
+  assign \$4803  = \$4795  ? \$4799  : { 1'h0, \$4802  };
+  assign \$4804  = 3'h4 + \$4803 ;
   assign \$4805  = ~ scale_mag[7];
-  assign \$4807  = scale_mag[7] ? 2'h0 : 2'h1;
-  assign \$4808  = \$4800  ? \$4804  : { 1'h0, \$4807  };
-  assign \$4809  = \$4785  ? \$4797  : { 1'h0, \$4808  };
-  assign \$4810  = 4'h8 + \$4809 ;
-  assign \$4811  = ~ scale_mag[15];
-  assign \$4812  = ~ scale_mag[14];
-  assign \$4813  = \$4811  & \$4812 ;
-  assign \$4814  = ~ scale_mag[13];
-  assign \$4815  = ~ scale_mag[12];
-  assign \$4816  = \$4814  & \$4815 ;
-  assign \$4817  = \$4813  & \$4816 ;
-  assign \$4818  = ~ scale_mag[11];
-  assign \$4819  = ~ scale_mag[10];
+  assign \$4806  = ~ scale_mag[6];
+  assign \$4807  = \$4805  & \$4806 ;
+  assign \$4808  = ~ scale_mag[5];
+  assign \$4810  = scale_mag[5] ? 2'h0 : 2'h1;
+  assign \$4811  = 2'h2 + \$4810 ;
+  assign \$4812  = ~ scale_mag[7];
+  assign \$4814  = scale_mag[7] ? 2'h0 : 2'h1;
+  assign \$4815  = \$4807  ? \$4811  : { 1'h0, \$4814  };
+  assign \$4816  = \$4792  ? \$4804  : { 1'h0, \$4815  };
+  assign \$4817  = 4'h8 + \$4816 ;
+  assign \$4818  = ~ scale_mag[15];
+  assign \$4819  = ~ scale_mag[14];
   assign \$4820  = \$4818  & \$4819 ;
-  assign \$4821  = ~ scale_mag[9];
-  assign \$4823  = scale_mag[9] ? 2'h0 : 2'h1;
-  assign \$4824  = 2'h2 + \$4823 ;
+  assign \$4821  = ~ scale_mag[13];
+  assign \$4822  = ~ scale_mag[12];
+  assign \$4823  = \$4821  & \$4822 ;
+  assign \$4824  = \$4820  & \$4823 ;
   assign \$4825  = ~ scale_mag[11];
-  assign \$4827  = scale_mag[11] ? 2'h0 : 2'h1;
-  assign \$4828  = \$4820  ? \$4824  : { 1'h0, \$4827  };
-  assign \$4829  = 3'h4 + \$4828 ;
-  assign \$4830  = ~ scale_mag[15];
-  assign \$4831  = ~ scale_mag[14];
-  assign \$4832  = \$4830  & \$4831 ;
-  assign \$4833  = ~ scale_mag[13];
-  assign \$4835  = scale_mag[13] ? 2'h0 : 2'h1;
-  assign \$4836  = 2'h2 + \$4835 ;
+  assign \$4826  = ~ scale_mag[10];
+  assign \$4827  = \$4825  & \$4826 ;
+  assign \$4828  = ~ scale_mag[9];
+  assign \$4830  = scale_mag[9] ? 2'h0 : 2'h1;
+  assign \$4831  = 2'h2 + \$4830 ;
+  assign \$4832  = ~ scale_mag[11];
+  assign \$4834  = scale_mag[11] ? 2'h0 : 2'h1;
+  assign \$4835  = \$4827  ? \$4831  : { 1'h0, \$4834  };
+  assign \$4836  = 3'h4 + \$4835 ;
   assign \$4837  = ~ scale_mag[15];
-  assign \$4839  = scale_mag[15] ? 2'h0 : 2'h1;
-  assign \$4840  = \$4832  ? \$4836  : { 1'h0, \$4839  };
-  assign \$4841  = \$4817  ? \$4829  : { 1'h0, \$4840  };
-  assign \$4842  = \$4778  ? \$4810  : { 1'h0, \$4841  };
-  assign \$4843  = 4'ha + \$4842 ;
-  assign \$4844  = ~ scale_mag[25];
-  assign \$4845  = ~ scale_mag[24];
-  assign \$4846  = \$4844  & \$4845 ;
-  assign \$4847  = ~ scale_mag[23];
-  assign \$4848  = ~ scale_mag[22];
-  assign \$4849  = \$4847  & \$4848 ;
-  assign \$4850  = ~ scale_mag[21];
-  assign \$4851  = ~ scale_mag[20];
-  assign \$4852  = \$4850  & \$4851 ;
-  assign \$4853  = \$4849  & \$4852 ;
-  assign \$4854  = ~ scale_mag[19];
-  assign \$4855  = ~ scale_mag[18];
+  assign \$4838  = ~ scale_mag[14];
+  assign \$4839  = \$4837  & \$4838 ;
+  assign \$4840  = ~ scale_mag[13];
+  assign \$4842  = scale_mag[13] ? 2'h0 : 2'h1;
+  assign \$4843  = 2'h2 + \$4842 ;
+  assign \$4844  = ~ scale_mag[15];
+  assign \$4846  = scale_mag[15] ? 2'h0 : 2'h1;
+  assign \$4847  = \$4839  ? \$4843  : { 1'h0, \$4846  };
+  assign \$4848  = \$4824  ? \$4836  : { 1'h0, \$4847  };
+  assign \$4849  = \$4785  ? \$4817  : { 1'h0, \$4848  };
+  assign \$4850  = 4'ha + \$4849 ;
+  assign \$4851  = ~ scale_mag[25];
+  assign \$4852  = ~ scale_mag[24];
+  assign \$4853  = \$4851  & \$4852 ;
+  assign \$4854  = ~ scale_mag[23];
+  assign \$4855  = ~ scale_mag[22];
   assign \$4856  = \$4854  & \$4855 ;
-  assign \$4857  = ~ scale_mag[17];
-  assign \$4859  = scale_mag[17] ? 2'h0 : 2'h1;
-  assign \$4860  = 2'h2 + \$4859 ;
+  assign \$4857  = ~ scale_mag[21];
+  assign \$4858  = ~ scale_mag[20];
+  assign \$4859  = \$4857  & \$4858 ;
+  assign \$4860  = \$4856  & \$4859 ;
   assign \$4861  = ~ scale_mag[19];
-  assign \$4863  = scale_mag[19] ? 2'h0 : 2'h1;
-  assign \$4864  = \$4856  ? \$4860  : { 1'h0, \$4863  };
-  assign \$4865  = 3'h4 + \$4864 ;
-  assign \$4866  = ~ scale_mag[23];
-  assign \$4867  = ~ scale_mag[22];
-  assign \$4868  = \$4866  & \$4867 ;
-  assign \$4869  = ~ scale_mag[21];
-  assign \$4871  = scale_mag[21] ? 2'h0 : 2'h1;
-  assign \$4872  = 2'h2 + \$4871 ;
+  assign \$4862  = ~ scale_mag[18];
+  assign \$4863  = \$4861  & \$4862 ;
+  assign \$4864  = ~ scale_mag[17];
+  assign \$4866  = scale_mag[17] ? 2'h0 : 2'h1;
+  assign \$4867  = 2'h2 + \$4866 ;
+  assign \$4868  = ~ scale_mag[19];
+  assign \$4870  = scale_mag[19] ? 2'h0 : 2'h1;
+  assign \$4871  = \$4863  ? \$4867  : { 1'h0, \$4870  };
+  assign \$4872  = 3'h4 + \$4871 ;
   assign \$4873  = ~ scale_mag[23];
-  assign \$4875  = scale_mag[23] ? 2'h0 : 2'h1;
-  assign \$4876  = \$4868  ? \$4872  : { 1'h0, \$4875  };
-  assign \$4877  = \$4853  ? \$4865  : { 1'h0, \$4876  };
-  assign \$4878  = 2'h2 + \$4877 ;
-  assign \$4879  = ~ scale_mag[25];
-  assign \$4881  = scale_mag[25] ? 2'h0 : 2'h1;
-  assign \$4882  = \$4846  ? \$4878  : { 3'h0, \$4881  };
-  assign \$4883  = \$4763  ? \$4843  : { 2'h0, \$4882 [3:0] };
-  assign \$4884  = ~ scale_mag[25];
-  assign \$4885  = ~ scale_mag[24];
-  assign \$4886  = \$4884  & \$4885 ;
-  assign \$4887  = ~ scale_mag[23];
-  assign \$4888  = ~ scale_mag[22];
-  assign \$4889  = \$4887  & \$4888 ;
-  assign \$4890  = ~ scale_mag[21];
-  assign \$4891  = ~ scale_mag[20];
-  assign \$4892  = \$4890  & \$4891 ;
-  assign \$4893  = \$4889  & \$4892 ;
-  assign \$4894  = ~ scale_mag[19];
-  assign \$4895  = ~ scale_mag[18];
+  assign \$4874  = ~ scale_mag[22];
+  assign \$4875  = \$4873  & \$4874 ;
+  assign \$4876  = ~ scale_mag[21];
+  assign \$4878  = scale_mag[21] ? 2'h0 : 2'h1;
+  assign \$4879  = 2'h2 + \$4878 ;
+  assign \$4880  = ~ scale_mag[23];
+  assign \$4882  = scale_mag[23] ? 2'h0 : 2'h1;
+  assign \$4883  = \$4875  ? \$4879  : { 1'h0, \$4882  };
+  assign \$4884  = \$4860  ? \$4872  : { 1'h0, \$4883  };
+  assign \$4885  = 2'h2 + \$4884 ;
+  assign \$4886  = ~ scale_mag[25];
+  assign \$4888  = scale_mag[25] ? 2'h0 : 2'h1;
+  assign \$4889  = \$4853  ? \$4885  : { 3'h0, \$4888  };
+  assign \$4890  = \$4770  ? \$4850  : { 2'h0, \$4889 [3:0] };
+  assign \$4891  = ~ scale_mag[25];
+  assign \$4892  = ~ scale_mag[24];
+  assign \$4893  = \$4891  & \$4892 ;
+  assign \$4894  = ~ scale_mag[23];
+  assign \$4895  = ~ scale_mag[22];
   assign \$4896  = \$4894  & \$4895 ;
-  assign \$4897  = ~ scale_mag[17];
-  assign \$4898  = ~ scale_mag[16];
+  assign \$4897  = ~ scale_mag[21];
+  assign \$4898  = ~ scale_mag[20];
   assign \$4899  = \$4897  & \$4898 ;
   assign \$4900  = \$4896  & \$4899 ;
-  assign \$4901  = \$4893  & \$4900 ;
-  assign \$4902  = \$4886  & \$4901 ;
-  assign \$4903  = ~ scale_mag[15];
-  assign \$4904  = ~ scale_mag[14];
-  assign \$4905  = \$4903  & \$4904 ;
-  assign \$4906  = ~ scale_mag[13];
-  assign \$4907  = ~ scale_mag[12];
-  assign \$4908  = \$4906  & \$4907 ;
-  assign \$4909  = \$4905  & \$4908 ;
-  assign \$4910  = ~ scale_mag[11];
-  assign \$4911  = ~ scale_mag[10];
+  assign \$4901  = ~ scale_mag[19];
+  assign \$4902  = ~ scale_mag[18];
+  assign \$4903  = \$4901  & \$4902 ;
+  assign \$4904  = ~ scale_mag[17];
+  assign \$4905  = ~ scale_mag[16];
+  assign \$4906  = \$4904  & \$4905 ;
+  assign \$4907  = \$4903  & \$4906 ;
+  assign \$4908  = \$4900  & \$4907 ;
+  assign \$4909  = \$4893  & \$4908 ;
+  assign \$4910  = ~ scale_mag[15];
+  assign \$4911  = ~ scale_mag[14];
   assign \$4912  = \$4910  & \$4911 ;
-  assign \$4913  = ~ scale_mag[9];
-  assign \$4914  = ~ scale_mag[8];
+  assign \$4913  = ~ scale_mag[13];
+  assign \$4914  = ~ scale_mag[12];
   assign \$4915  = \$4913  & \$4914 ;
   assign \$4916  = \$4912  & \$4915 ;
-  assign \$4917  = \$4909  & \$4916 ;
-  assign \$4918  = ~ scale_mag[7];
-  assign \$4919  = ~ scale_mag[6];
-  assign \$4920  = \$4918  & \$4919 ;
-  assign \$4921  = ~ scale_mag[5];
-  assign \$4922  = ~ scale_mag[4];
-  assign \$4923  = \$4921  & \$4922 ;
-  assign \$4924  = \$4920  & \$4923 ;
-  assign \$4925  = ~ scale_mag[3];
-  assign \$4926  = ~ scale_mag[2];
+  assign \$4917  = ~ scale_mag[11];
+  assign \$4918  = ~ scale_mag[10];
+  assign \$4919  = \$4917  & \$4918 ;
+  assign \$4920  = ~ scale_mag[9];
+  assign \$4921  = ~ scale_mag[8];
+  assign \$4922  = \$4920  & \$4921 ;
+  assign \$4923  = \$4919  & \$4922 ;
+  assign \$4924  = \$4916  & \$4923 ;
+  assign \$4925  = ~ scale_mag[7];
+  assign \$4926  = ~ scale_mag[6];
   assign \$4927  = \$4925  & \$4926 ;
-  assign \$4928  = ~ scale_mag[1];
-  assign \$4929  = ~ scale_mag[0];
+  assign \$4928  = ~ scale_mag[5];
+  assign \$4929  = ~ scale_mag[4];
   assign \$4930  = \$4928  & \$4929 ;
   assign \$4931  = \$4927  & \$4930 ;
-  assign \$4932  = \$4924  & \$4931 ;
-  assign \$4933  = \$4917  & \$4932 ;
-  assign blk_zero = \$4902  & \$4933 ;
-  assign \$4934  = scale_mag << \$4883 [4:0];
-  assign \$4935  = $signed(\$4744 ) + $signed(9'h098);
-  assign blk_biased = $signed(\$4935 ) - $signed({ 1'h0, \$4883 [4:0] });
-  assign \$4936  = $signed(blk_biased) >= $signed(2'h1);
-  assign \$4937  = \$4936  ? blk_biased : 20'h00000;
+  assign \$4932  = ~ scale_mag[3];
+  assign \$4933  = ~ scale_mag[2];
+  assign \$4934  = \$4932  & \$4933 ;
+  assign \$4935  = ~ scale_mag[1];
+  assign \$4936  = ~ scale_mag[0];
+  assign \$4937  = \$4935  & \$4936 ;
+  assign \$4938  = \$4934  & \$4937 ;
+  assign \$4939  = \$4931  & \$4938 ;
+  assign \$4940  = \$4924  & \$4939 ;
+  assign blk_zero = \$4909  & \$4940 ;
+  assign \$4941  = scale_mag << \$4890 [4:0];
+  assign \$4942  = $signed(\$4751 ) + $signed(9'h098);
+  assign blk_biased = $signed(\$4942 ) - $signed({ 1'h0, \$4890 [4:0] });
+  assign \$4943  = $signed(blk_biased) >= $signed(2'h1);
+  assign \$4944  = \$4943  ? blk_biased : 20'h00000;
   assign blk_kept = block_norm_head >> block_norm_extra;
-  assign \$4938  = 25'h1ffffff << block_norm_extra;
-  assign \$4939  = ~ \$4938 [24:0];
-  assign \$4940  = block_norm_head & \$4939 ;
-  assign \$4941  = | \$4940 ;
-  assign blk_sticky = block_norm_low_sticky | \$4941 ;
-  assign \$4942  = blk_sticky | blk_kept[1];
-  assign \$4943  = blk_kept[0] & \$4942 ;
-  assign \$4944  = { block_norm_exp_part, blk_kept[23:1] } + \$4943 ;
-  assign \$4945  = & blk_kept[23:1];
-  assign \$4946  = block_norm_edge & \$4945 ;
-  assign \$4947  = blk_sticky | blk_kept[1];
-  assign \$4948  = blk_kept[0] & \$4947 ;
-  assign \$4949  = \$4946  & \$4948 ;
-  assign blk_overflow = block_norm_over | \$4949 ;
-  assign \$4950  = ~ block_norm_zero;
-  assign \$4951  = blk_overflow & \$4950 ;
-  assign \$4952  = block_norm_is_inf | \$4951 ;
-  assign \$4957  = { 1'h0, \$4944 [30:0] } | \$4956 ;
-  assign \$4958  = block_norm_zero ? \$4955  : \$4957 ;
-  assign \$4959  = \$4952  ? \$4954  : \$4958 ;
-  assign blk_bits = block_norm_is_nan ? 32'd2143289344 : \$4959 ;
-  assign \$4960  = ! block_r[30:23];
-  assign \$4961  = block_r[23] | \$4960 ;
-  assign \$4962  = ! acc[30:23];
-  assign \$4963  = acc[23] | \$4962 ;
-  assign \$4964  = { acc[30:24], \$4963  } - { block_r[30:24], \$4961  };
-  assign \$4965  = { block_r[30:24], \$4961  } - { acc[30:24], \$4963  };
-  assign acc_a_big = $signed(\$4964 ) >= $signed(1'h0);
-  assign \$4966  = acc_a_big ? { \$4964 [8], \$4964 [8], \$4964 [8], \$4964  } : { \$4965 [8], \$4965 [8], \$4965 [8], \$4965  };
-  assign \$4967  = | \$4966 [11:5];
-  assign \$4968  = acc_a_big ? { \$4964 [8], \$4964 [8], \$4964 [8], \$4964  } : { \$4965 [8], \$4965 [8], \$4965 [8], \$4965  };
-  assign acc_dist = \$4967  ? 5'h1f : \$4968 [4:0];
-  assign \$4969  = | acc[30:23];
-  assign \$4970  = | block_r[30:23];
-  assign \$4971  = acc_a_big ? { acc[30:24], \$4963  } : { block_r[30:24], \$4961  };
+  assign \$4945  = 25'h1ffffff << block_norm_extra;
+  assign \$4946  = ~ \$4945 [24:0];
+  assign \$4947  = block_norm_head & \$4946 ;
+  assign \$4948  = | \$4947 ;
+  assign blk_sticky = block_norm_low_sticky | \$4948 ;
+  assign \$4949  = blk_sticky | blk_kept[1];
+  assign \$4950  = blk_kept[0] & \$4949 ;
+  assign \$4951  = { block_norm_exp_part, blk_kept[23:1] } + \$4950 ;
+  assign \$4952  = & blk_kept[23:1];
+  assign \$4953  = block_norm_edge & \$4952 ;
+  assign \$4954  = blk_sticky | blk_kept[1];
+  assign \$4955  = blk_kept[0] & \$4954 ;
+  assign \$4956  = \$4953  & \$4955 ;
+  assign blk_overflow = block_norm_over | \$4956 ;
+  assign \$4957  = ~ block_norm_zero;
+  assign \$4958  = blk_overflow & \$4957 ;
+  assign \$4959  = block_norm_is_inf | \$4958 ;
+  assign \$4964  = { 1'h0, \$4951 [30:0] } | \$4963 ;
+  assign \$4965  = block_norm_zero ? \$4962  : \$4964 ;
+  assign \$4966  = \$4959  ? \$4961  : \$4965 ;
+  assign blk_bits = block_norm_is_nan ? 32'd2143289344 : \$4966 ;
+  assign \$4967  = ! block_r[30:23];
+  assign \$4968  = block_r[23] | \$4967 ;
+  assign \$4969  = ! acc[30:23];
+  assign \$4970  = acc[23] | \$4969 ;
+  assign \$4971  = { acc[30:24], \$4970  } - { block_r[30:24], \$4968  };
+  assign \$4972  = { block_r[30:24], \$4968  } - { acc[30:24], \$4970  };
+  assign acc_a_big = $signed(\$4971 ) >= $signed(1'h0);
+  assign \$4973  = acc_a_big ? { \$4971 [8], \$4971 [8], \$4971 [8], \$4971  } : { \$4972 [8], \$4972 [8], \$4972 [8], \$4972  };
+  assign \$4974  = | \$4973 [11:5];
+  assign \$4975  = acc_a_big ? { \$4971 [8], \$4971 [8], \$4971 [8], \$4971  } : { \$4972 [8], \$4972 [8], \$4972 [8], \$4972  };
+  assign acc_dist = \$4974  ? 5'h1f : \$4975 [4:0];
+  assign \$4976  = | acc[30:23];
+  assign \$4977  = | block_r[30:23];
+  assign \$4978  = acc_a_big ? { acc[30:24], \$4970  } : { block_r[30:24], \$4968  };
   assign acc_small = acc_a_big ? acc_b_win : acc_a_win;
   assign acc_shifted = acc_small >> acc_dist;
-  assign \$4972  = 27'h7ffffff << acc_dist;
-  assign \$4973  = ~ \$4972 [26:0];
-  assign \$4974  = acc_small & \$4973 ;
-  assign acc_sticky = | \$4974 ;
+  assign \$4979  = 27'h7ffffff << acc_dist;
+  assign \$4980  = ~ \$4979 [26:0];
+  assign \$4981  = acc_small & \$4980 ;
+  assign acc_sticky = | \$4981 ;
   assign acc_diff = acc_align_big - acc_align_small;
-  assign \$4975  = acc_align_small - acc_align_big;
+  assign \$4982  = acc_align_small - acc_align_big;
   assign acc_total = acc_align_big + acc_align_small;
-  assign \$4976  = acc_align_big_neg ^ acc_align_small_neg;
-  assign \$4977  = \$4976  & acc_diff[27];
-  assign acc_neg = acc_align_big_neg ^ \$4977 ;
-  assign \$4978  = acc_align_big_neg ^ acc_align_small_neg;
-  assign \$4979  = acc_diff[27] ? \$4975 [26:0] : acc_diff[26:0];
-  assign acc_mag = \$4978  ? { 1'h0, \$4979  } : acc_total;
+  assign \$4983  = acc_align_big_neg ^ acc_align_small_neg;
+  assign \$4984  = \$4983  & acc_diff[27];
+  assign acc_neg = acc_align_big_neg ^ \$4984 ;
+  assign \$4985  = acc_align_big_neg ^ acc_align_small_neg;
+  assign \$4986  = acc_diff[27] ? \$4982 [26:0] : acc_diff[26:0];
+  assign acc_mag = \$4985  ? { 1'h0, \$4986  } : acc_total;
   assign acc_exp = $signed(acc_add_top) - $signed(9'h099);
-  assign \$4980  = ~ acc_add_mag[27];
-  assign \$4981  = ~ acc_add_mag[26];
-  assign \$4982  = \$4980  & \$4981 ;
-  assign \$4983  = ~ acc_add_mag[25];
-  assign \$4984  = ~ acc_add_mag[24];
-  assign \$4985  = \$4983  & \$4984 ;
-  assign \$4986  = \$4982  & \$4985 ;
-  assign \$4987  = ~ acc_add_mag[23];
-  assign \$4988  = ~ acc_add_mag[22];
+  assign \$4987  = ~ acc_add_mag[27];
+  assign \$4988  = ~ acc_add_mag[26];
   assign \$4989  = \$4987  & \$4988 ;
-  assign \$4990  = ~ acc_add_mag[21];
-  assign \$4991  = ~ acc_add_mag[20];
+  assign \$4990  = ~ acc_add_mag[25];
+  assign \$4991  = ~ acc_add_mag[24];
   assign \$4992  = \$4990  & \$4991 ;
   assign \$4993  = \$4989  & \$4992 ;
-  assign \$4994  = ~ acc_add_mag[19];
-  assign \$4995  = ~ acc_add_mag[18];
+  assign \$4994  = ~ acc_add_mag[23];
+  assign \$4995  = ~ acc_add_mag[22];
   assign \$4996  = \$4994  & \$4995 ;
-  assign \$4997  = ~ acc_add_mag[17];
-  assign \$4998  = ~ acc_add_mag[16];
+  assign \$4997  = ~ acc_add_mag[21];
+  assign \$4998  = ~ acc_add_mag[20];
   assign \$4999  = \$4997  & \$4998 ;
   assign \$5000  = \$4996  & \$4999 ;
-  assign \$5001  = \$4993  & \$5000 ;
-  assign \$5002  = \$4986  & \$5001 ;
-  assign \$5003  = ~ acc_add_mag[15];
-  assign \$5004  = ~ acc_add_mag[14];
-  assign \$5005  = \$5003  & \$5004 ;
-  assign \$5006  = ~ acc_add_mag[13];
-  assign \$5007  = ~ acc_add_mag[12];
-  assign \$5008  = \$5006  & \$5007 ;
-  assign \$5009  = \$5005  & \$5008 ;
-  assign \$5010  = ~ acc_add_mag[11];
-  assign \$5011  = ~ acc_add_mag[10];
+  assign \$5001  = ~ acc_add_mag[19];
+  assign \$5002  = ~ acc_add_mag[18];
+  assign \$5003  = \$5001  & \$5002 ;
+  assign \$5004  = ~ acc_add_mag[17];
+  assign \$5005  = ~ acc_add_mag[16];
+  assign \$5006  = \$5004  & \$5005 ;
+  assign \$5007  = \$5003  & \$5006 ;
+  assign \$5008  = \$5000  & \$5007 ;
+  assign \$5009  = \$4993  & \$5008 ;
+  assign \$5010  = ~ acc_add_mag[15];
+  assign \$5011  = ~ acc_add_mag[14];
   assign \$5012  = \$5010  & \$5011 ;
-  assign \$5013  = ~ acc_add_mag[9];
-  assign \$5014  = ~ acc_add_mag[8];
+  assign \$5013  = ~ acc_add_mag[13];
+  assign \$5014  = ~ acc_add_mag[12];
   assign \$5015  = \$5013  & \$5014 ;
   assign \$5016  = \$5012  & \$5015 ;
-  assign \$5017  = \$5009  & \$5016 ;
-  assign \$5018  = ~ acc_add_mag[7];
-  assign \$5019  = ~ acc_add_mag[6];
-  assign \$5020  = \$5018  & \$5019 ;
-  assign \$5021  = ~ acc_add_mag[5];
-  assign \$5022  = ~ acc_add_mag[4];
-  assign \$5023  = \$5021  & \$5022 ;
-  assign \$5024  = \$5020  & \$5023 ;
-  assign \$5025  = ~ acc_add_mag[3];
-  assign \$5026  = ~ acc_add_mag[2];
+  assign \$5017  = ~ acc_add_mag[11];
+  assign \$5018  = ~ acc_add_mag[10];
+  assign \$5019  = \$5017  & \$5018 ;
+  assign \$5020  = ~ acc_add_mag[9];
+  assign \$5021  = ~ acc_add_mag[8];
+  assign \$5022  = \$5020  & \$5021 ;
+  assign \$5023  = \$5019  & \$5022 ;
+  assign \$5024  = \$5016  & \$5023 ;
+  assign \$5025  = ~ acc_add_mag[7];
+  assign \$5026  = ~ acc_add_mag[6];
   assign \$5027  = \$5025  & \$5026 ;
-  assign \$5028  = ~ acc_add_mag[1];
-  assign \$5030  = acc_add_mag[1] ? 2'h0 : 2'h1;
-  assign \$5031  = 2'h2 + \$5030 ;
+  assign \$5028  = ~ acc_add_mag[5];
+  assign \$5029  = ~ acc_add_mag[4];
+  assign \$5030  = \$5028  & \$5029 ;
+  assign \$5031  = \$5027  & \$5030 ;
   assign \$5032  = ~ acc_add_mag[3];
-  assign \$5034  = acc_add_mag[3] ? 2'h0 : 2'h1;
-  assign \$5035  = \$5027  ? \$5031  : { 1'h0, \$5034  };
-  assign \$5036  = 3'h4 + \$5035 ;
-  assign \$5037  = ~ acc_add_mag[7];
-  assign \$5038  = ~ acc_add_mag[6];
-  assign \$5039  = \$5037  & \$5038 ;
-  assign \$5040  = ~ acc_add_mag[5];
-  assign \$5042  = acc_add_mag[5] ? 2'h0 : 2'h1;
-  assign \$5043  = 2'h2 + \$5042 ;
+  assign \$5033  = ~ acc_add_mag[2];
+  assign \$5034  = \$5032  & \$5033 ;
+  assign \$5035  = ~ acc_add_mag[1];
+  assign \$5037  = acc_add_mag[1] ? 2'h0 : 2'h1;
+  assign \$5038  = 2'h2 + \$5037 ;
+  assign \$5039  = ~ acc_add_mag[3];
+  assign \$5041  = acc_add_mag[3] ? 2'h0 : 2'h1;
+  assign \$5042  = \$5034  ? \$5038  : { 1'h0, \$5041  };
+  assign \$5043  = 3'h4 + \$5042 ;
   assign \$5044  = ~ acc_add_mag[7];
-  assign \$5046  = acc_add_mag[7] ? 2'h0 : 2'h1;
-  assign \$5047  = \$5039  ? \$5043  : { 1'h0, \$5046  };
-  assign \$5048  = \$5024  ? \$5036  : { 1'h0, \$5047  };
-  assign \$5049  = 4'h8 + \$5048 ;
-  assign \$5050  = ~ acc_add_mag[15];
-  assign \$5051  = ~ acc_add_mag[14];
-  assign \$5052  = \$5050  & \$5051 ;
-  assign \$5053  = ~ acc_add_mag[13];
-  assign \$5054  = ~ acc_add_mag[12];
-  assign \$5055  = \$5053  & \$5054 ;
-  assign \$5056  = \$5052  & \$5055 ;
-  assign \$5057  = ~ acc_add_mag[11];
-  assign \$5058  = ~ acc_add_mag[10];
+  assign \$5045  = ~ acc_add_mag[6];
+  assign \$5046  = \$5044  & \$5045 ;
+  assign \$5047  = ~ acc_add_mag[5];
+  assign \$5049  = acc_add_mag[5] ? 2'h0 : 2'h1;
+  assign \$5050  = 2'h2 + \$5049 ;
+  assign \$5051  = ~ acc_add_mag[7];
+  assign \$5053  = acc_add_mag[7] ? 2'h0 : 2'h1;
+  assign \$5054  = \$5046  ? \$5050  : { 1'h0, \$5053  };
+  assign \$5055  = \$5031  ? \$5043  : { 1'h0, \$5054  };
+  assign \$5056  = 4'h8 + \$5055 ;
+  assign \$5057  = ~ acc_add_mag[15];
+  assign \$5058  = ~ acc_add_mag[14];
   assign \$5059  = \$5057  & \$5058 ;
-  assign \$5060  = ~ acc_add_mag[9];
-  assign \$5062  = acc_add_mag[9] ? 2'h0 : 2'h1;
-  assign \$5063  = 2'h2 + \$5062 ;
+  assign \$5060  = ~ acc_add_mag[13];
+  assign \$5061  = ~ acc_add_mag[12];
+  assign \$5062  = \$5060  & \$5061 ;
+  assign \$5063  = \$5059  & \$5062 ;
   assign \$5064  = ~ acc_add_mag[11];
-  assign \$5066  = acc_add_mag[11] ? 2'h0 : 2'h1;
-  assign \$5067  = \$5059  ? \$5063  : { 1'h0, \$5066  };
-  assign \$5068  = 3'h4 + \$5067 ;
-  assign \$5069  = ~ acc_add_mag[15];
-  assign \$5070  = ~ acc_add_mag[14];
-  assign \$5071  = \$5069  & \$5070 ;
-  assign \$5072  = ~ acc_add_mag[13];
-  assign \$5074  = acc_add_mag[13] ? 2'h0 : 2'h1;
-  assign \$5075  = 2'h2 + \$5074 ;
+  assign \$5065  = ~ acc_add_mag[10];
+  assign \$5066  = \$5064  & \$5065 ;
+  assign \$5067  = ~ acc_add_mag[9];
+  assign \$5069  = acc_add_mag[9] ? 2'h0 : 2'h1;
+  assign \$5070  = 2'h2 + \$5069 ;
+  assign \$5071  = ~ acc_add_mag[11];
+  assign \$5073  = acc_add_mag[11] ? 2'h0 : 2'h1;
+  assign \$5074  = \$5066  ? \$5070  : { 1'h0, \$5073  };
+  assign \$5075  = 3'h4 + \$5074 ;
   assign \$5076  = ~ acc_add_mag[15];
-  assign \$5078  = acc_add_mag[15] ? 2'h0 : 2'h1;
-  assign \$5079  = \$5071  ? \$5075  : { 1'h0, \$5078  };
-  assign \$5080  = \$5056  ? \$5068  : { 1'h0, \$5079  };
-  assign \$5081  = \$5017  ? \$5049  : { 1'h0, \$5080  };
-  assign \$5082  = 4'hc + \$5081 ;
-  assign \$5083  = ~ acc_add_mag[27];
-  assign \$5084  = ~ acc_add_mag[26];
-  assign \$5085  = \$5083  & \$5084 ;
-  assign \$5086  = ~ acc_add_mag[25];
-  assign \$5087  = ~ acc_add_mag[24];
-  assign \$5088  = \$5086  & \$5087 ;
-  assign \$5089  = \$5085  & \$5088 ;
-  assign \$5090  = ~ acc_add_mag[23];
-  assign \$5091  = ~ acc_add_mag[22];
+  assign \$5077  = ~ acc_add_mag[14];
+  assign \$5078  = \$5076  & \$5077 ;
+  assign \$5079  = ~ acc_add_mag[13];
+  assign \$5081  = acc_add_mag[13] ? 2'h0 : 2'h1;
+  assign \$5082  = 2'h2 + \$5081 ;
+  assign \$5083  = ~ acc_add_mag[15];
+  assign \$5085  = acc_add_mag[15] ? 2'h0 : 2'h1;
+  assign \$5086  = \$5078  ? \$5082  : { 1'h0, \$5085  };
+  assign \$5087  = \$5063  ? \$5075  : { 1'h0, \$5086  };
+  assign \$5088  = \$5024  ? \$5056  : { 1'h0, \$5087  };
+  assign \$5089  = 4'hc + \$5088 ;
+  assign \$5090  = ~ acc_add_mag[27];
+  assign \$5091  = ~ acc_add_mag[26];
   assign \$5092  = \$5090  & \$5091 ;
-  assign \$5093  = ~ acc_add_mag[21];
-  assign \$5094  = ~ acc_add_mag[20];
+  assign \$5093  = ~ acc_add_mag[25];
+  assign \$5094  = ~ acc_add_mag[24];
   assign \$5095  = \$5093  & \$5094 ;
   assign \$5096  = \$5092  & \$5095 ;
-  assign \$5097  = ~ acc_add_mag[19];
-  assign \$5098  = ~ acc_add_mag[18];
+  assign \$5097  = ~ acc_add_mag[23];
+  assign \$5098  = ~ acc_add_mag[22];
   assign \$5099  = \$5097  & \$5098 ;
-  assign \$5100  = ~ acc_add_mag[17];
-  assign \$5102  = acc_add_mag[17] ? 2'h0 : 2'h1;
-  assign \$5103  = 2'h2 + \$5102 ;
+  assign \$5100  = ~ acc_add_mag[21];
+  assign \$5101  = ~ acc_add_mag[20];
+  assign \$5102  = \$5100  & \$5101 ;
+  assign \$5103  = \$5099  & \$5102 ;
   assign \$5104  = ~ acc_add_mag[19];
-  assign \$5106  = acc_add_mag[19] ? 2'h0 : 2'h1;
-  assign \$5107  = \$5099  ? \$5103  : { 1'h0, \$5106  };
-  assign \$5108  = 3'h4 + \$5107 ;
-  assign \$5109  = ~ acc_add_mag[23];
-  assign \$5110  = ~ acc_add_mag[22];
-  assign \$5111  = \$5109  & \$5110 ;
-  assign \$5112  = ~ acc_add_mag[21];
-  assign \$5114  = acc_add_mag[21] ? 2'h0 : 2'h1;
-  assign \$5115  = 2'h2 + \$5114 ;
+  assign \$5105  = ~ acc_add_mag[18];
+  assign \$5106  = \$5104  & \$5105 ;
+  assign \$5107  = ~ acc_add_mag[17];
+  assign \$5109  = acc_add_mag[17] ? 2'h0 : 2'h1;
+  assign \$5110  = 2'h2 + \$5109 ;
+  assign \$5111  = ~ acc_add_mag[19];
+  assign \$5113  = acc_add_mag[19] ? 2'h0 : 2'h1;
+  assign \$5114  = \$5106  ? \$5110  : { 1'h0, \$5113  };
+  assign \$5115  = 3'h4 + \$5114 ;
   assign \$5116  = ~ acc_add_mag[23];
-  assign \$5118  = acc_add_mag[23] ? 2'h0 : 2'h1;
-  assign \$5119  = \$5111  ? \$5115  : { 1'h0, \$5118  };
-  assign \$5120  = \$5096  ? \$5108  : { 1'h0, \$5119  };
-  assign \$5121  = 3'h4 + \$5120 ;
-  assign \$5122  = ~ acc_add_mag[27];
-  assign \$5123  = ~ acc_add_mag[26];
-  assign \$5124  = \$5122  & \$5123 ;
-  assign \$5125  = ~ acc_add_mag[25];
-  assign \$5127  = acc_add_mag[25] ? 2'h0 : 2'h1;
-  assign \$5128  = 2'h2 + \$5127 ;
+  assign \$5117  = ~ acc_add_mag[22];
+  assign \$5118  = \$5116  & \$5117 ;
+  assign \$5119  = ~ acc_add_mag[21];
+  assign \$5121  = acc_add_mag[21] ? 2'h0 : 2'h1;
+  assign \$5122  = 2'h2 + \$5121 ;
+  assign \$5123  = ~ acc_add_mag[23];
+  assign \$5125  = acc_add_mag[23] ? 2'h0 : 2'h1;
+  assign \$5126  = \$5118  ? \$5122  : { 1'h0, \$5125  };
+  assign \$5127  = \$5103  ? \$5115  : { 1'h0, \$5126  };
+  assign \$5128  = 3'h4 + \$5127 ;
   assign \$5129  = ~ acc_add_mag[27];
-  assign \$5131  = acc_add_mag[27] ? 2'h0 : 2'h1;
-  assign \$5132  = \$5124  ? \$5128  : { 1'h0, \$5131  };
-  assign \$5133  = \$5089  ? \$5121  : { 2'h0, \$5132  };
-  assign \$5134  = \$5002  ? \$5082  : { 2'h0, \$5133 [3:0] };
-  assign \$5135  = ~ acc_add_mag[27];
-  assign \$5136  = ~ acc_add_mag[26];
-  assign \$5137  = \$5135  & \$5136 ;
-  assign \$5138  = ~ acc_add_mag[25];
-  assign \$5139  = ~ acc_add_mag[24];
-  assign \$5140  = \$5138  & \$5139 ;
-  assign \$5141  = \$5137  & \$5140 ;
-  assign \$5142  = ~ acc_add_mag[23];
-  assign \$5143  = ~ acc_add_mag[22];
+  assign \$5130  = ~ acc_add_mag[26];
+  assign \$5131  = \$5129  & \$5130 ;
+  assign \$5132  = ~ acc_add_mag[25];
+  assign \$5134  = acc_add_mag[25] ? 2'h0 : 2'h1;
+  assign \$5135  = 2'h2 + \$5134 ;
+  assign \$5136  = ~ acc_add_mag[27];
+  assign \$5138  = acc_add_mag[27] ? 2'h0 : 2'h1;
+  assign \$5139  = \$5131  ? \$5135  : { 1'h0, \$5138  };
+  assign \$5140  = \$5096  ? \$5128  : { 2'h0, \$5139  };
+  assign \$5141  = \$5009  ? \$5089  : { 2'h0, \$5140 [3:0] };
+  assign \$5142  = ~ acc_add_mag[27];
+  assign \$5143  = ~ acc_add_mag[26];
   assign \$5144  = \$5142  & \$5143 ;
-  assign \$5145  = ~ acc_add_mag[21];
-  assign \$5146  = ~ acc_add_mag[20];
+  assign \$5145  = ~ acc_add_mag[25];
+  assign \$5146  = ~ acc_add_mag[24];
   assign \$5147  = \$5145  & \$5146 ;
   assign \$5148  = \$5144  & \$5147 ;
-  assign \$5149  = ~ acc_add_mag[19];
-  assign \$5150  = ~ acc_add_mag[18];
+  assign \$5149  = ~ acc_add_mag[23];
+  assign \$5150  = ~ acc_add_mag[22];
   assign \$5151  = \$5149  & \$5150 ;
-  assign \$5152  = ~ acc_add_mag[17];
-  assign \$5153  = ~ acc_add_mag[16];
+  assign \$5152  = ~ acc_add_mag[21];
+  assign \$5153  = ~ acc_add_mag[20];
   assign \$5154  = \$5152  & \$5153 ;
   assign \$5155  = \$5151  & \$5154 ;
-  assign \$5156  = \$5148  & \$5155 ;
-  assign \$5157  = \$5141  & \$5156 ;
-  assign \$5158  = ~ acc_add_mag[15];
-  assign \$5159  = ~ acc_add_mag[14];
-  assign \$5160  = \$5158  & \$5159 ;
-  assign \$5161  = ~ acc_add_mag[13];
-  assign \$5162  = ~ acc_add_mag[12];
-  assign \$5163  = \$5161  & \$5162 ;
-  assign \$5164  = \$5160  & \$5163 ;
-  assign \$5165  = ~ acc_add_mag[11];
-  assign \$5166  = ~ acc_add_mag[10];
+  assign \$5156  = ~ acc_add_mag[19];
+  assign \$5157  = ~ acc_add_mag[18];
+  assign \$5158  = \$5156  & \$5157 ;
+  assign \$5159  = ~ acc_add_mag[17];
+  assign \$5160  = ~ acc_add_mag[16];
+  assign \$5161  = \$5159  & \$5160 ;
+  assign \$5162  = \$5158  & \$5161 ;
+  assign \$5163  = \$5155  & \$5162 ;
+  assign \$5164  = \$5148  & \$5163 ;
+  assign \$5165  = ~ acc_add_mag[15];
+  assign \$5166  = ~ acc_add_mag[14];
   assign \$5167  = \$5165  & \$5166 ;
-  assign \$5168  = ~ acc_add_mag[9];
-  assign \$5169  = ~ acc_add_mag[8];
+  assign \$5168  = ~ acc_add_mag[13];
+  assign \$5169  = ~ acc_add_mag[12];
   assign \$5170  = \$5168  & \$5169 ;
   assign \$5171  = \$5167  & \$5170 ;
-  assign \$5172  = \$5164  & \$5171 ;
-  assign \$5173  = ~ acc_add_mag[7];
-  assign \$5174  = ~ acc_add_mag[6];
-  assign \$5175  = \$5173  & \$5174 ;
-  assign \$5176  = ~ acc_add_mag[5];
-  assign \$5177  = ~ acc_add_mag[4];
-  assign \$5178  = \$5176  & \$5177 ;
-  assign \$5179  = \$5175  & \$5178 ;
-  assign \$5180  = ~ acc_add_mag[3];
-  assign \$5181  = ~ acc_add_mag[2];
+  assign \$5172  = ~ acc_add_mag[11];
+  assign \$5173  = ~ acc_add_mag[10];
+  assign \$5174  = \$5172  & \$5173 ;
+  assign \$5175  = ~ acc_add_mag[9];
+  assign \$5176  = ~ acc_add_mag[8];
+  assign \$5177  = \$5175  & \$5176 ;
+  assign \$5178  = \$5174  & \$5177 ;
+  assign \$5179  = \$5171  & \$5178 ;
+  assign \$5180  = ~ acc_add_mag[7];
+  assign \$5181  = ~ acc_add_mag[6];
   assign \$5182  = \$5180  & \$5181 ;
-  assign \$5183  = ~ acc_add_mag[1];
-  assign \$5184  = ~ acc_add_mag[0];
+  assign \$5183  = ~ acc_add_mag[5];
+  assign \$5184  = ~ acc_add_mag[4];
   assign \$5185  = \$5183  & \$5184 ;
   assign \$5186  = \$5182  & \$5185 ;
-  assign \$5187  = \$5179  & \$5186 ;
-  assign \$5188  = \$5172  & \$5187 ;
-  assign acc_rnd_zero = \$5157  & \$5188 ;
-  assign \$5189  = acc_add_mag << \$5134 [4:0];
-  assign \$5190  = $signed(acc_exp) + $signed(9'h09a);
-  assign acc_rnd_biased = $signed(\$5190 ) - $signed({ 1'h0, \$5134 [4:0] });
-  assign acc_rnd_low_sticky = | \$5189 [2:0];
-  assign \$5191  = $signed(acc_rnd_biased) >= $signed(2'h1);
-  assign \$5192  = \$5191  ? acc_rnd_biased : 15'h0000;
+  assign \$5187  = ~ acc_add_mag[3];
+  assign \$5188  = ~ acc_add_mag[2];
+  assign \$5189  = \$5187  & \$5188 ;
+  assign \$5190  = ~ acc_add_mag[1];
+  assign \$5191  = ~ acc_add_mag[0];
+  assign \$5192  = \$5190  & \$5191 ;
+  assign \$5193  = \$5189  & \$5192 ;
+  assign \$5194  = \$5186  & \$5193 ;
+  assign \$5195  = \$5179  & \$5194 ;
+  assign acc_rnd_zero = \$5164  & \$5195 ;
+  assign \$5196  = acc_add_mag << \$5141 [4:0];
+  assign \$5197  = $signed(acc_exp) + $signed(9'h09a);
+  assign acc_rnd_biased = $signed(\$5197 ) - $signed({ 1'h0, \$5141 [4:0] });
+  assign acc_rnd_low_sticky = | \$5196 [2:0];
+  assign \$5198  = $signed(acc_rnd_biased) >= $signed(2'h1);
+  assign \$5199  = \$5198  ? acc_rnd_biased : 15'h0000;
   assign acc_rnd_over = $signed(acc_rnd_biased) >= $signed(9'h0ff);
   assign acc_rnd_edge = acc_rnd_biased == 8'hfe;
   assign acc_rnd_kept = acc_norm_head >> acc_norm_extra;
-  assign \$5193  = 25'h1ffffff << acc_norm_extra;
-  assign \$5194  = ~ \$5193 [24:0];
-  assign \$5195  = acc_norm_head & \$5194 ;
-  assign \$5196  = | \$5195 ;
-  assign acc_rnd_sticky = acc_norm_low_sticky | \$5196 ;
-  assign \$5197  = acc_rnd_sticky | acc_rnd_kept[1];
-  assign \$5198  = acc_rnd_kept[0] & \$5197 ;
-  assign \$5199  = { acc_norm_exp_part, acc_rnd_kept[23:1] } + \$5198 ;
-  assign \$5200  = & acc_rnd_kept[23:1];
-  assign \$5201  = acc_norm_edge & \$5200 ;
-  assign \$5202  = acc_rnd_sticky | acc_rnd_kept[1];
-  assign \$5203  = acc_rnd_kept[0] & \$5202 ;
-  assign \$5204  = \$5201  & \$5203 ;
-  assign acc_rnd_overflow = acc_norm_over | \$5204 ;
-  assign \$5205  = ~ acc_norm_zero;
-  assign \$5206  = acc_rnd_overflow & \$5205 ;
-  assign \$5207  = acc_norm_is_inf | \$5206 ;
-  assign \$5212  = { 1'h0, \$5199 [30:0] } | \$5211 ;
-  assign \$5213  = acc_norm_zero ? \$5210  : \$5212 ;
-  assign \$5214  = \$5207  ? \$5209  : \$5213 ;
-  assign acc_rnd_bits = acc_norm_is_nan ? 32'd2143289344 : \$5214 ;
-  assign \$5215  = i__valid & i__ready;
-  assign \$5217  = since < 3'h4;
-  assign \$5218  = advance & \$5217 ;
-  assign \$5219  = since + 1'h1;
-  assign \$5220  = i__valid & accept;
-  assign \$5221  = i__valid & accept;
-  assign \$5222  = advance & \$5221 ;
-  assign \$5223  = i__valid & accept;
-  assign \$5224  = advance & \$5223 ;
-  assign \$5225  = i__valid & accept;
-  assign \$5226  = advance & \$5225 ;
+  assign \$5200  = 25'h1ffffff << acc_norm_extra;
+  assign \$5201  = ~ \$5200 [24:0];
+  assign \$5202  = acc_norm_head & \$5201 ;
+  assign \$5203  = | \$5202 ;
+  assign acc_rnd_sticky = acc_norm_low_sticky | \$5203 ;
+  assign \$5204  = acc_rnd_sticky | acc_rnd_kept[1];
+  assign \$5205  = acc_rnd_kept[0] & \$5204 ;
+  assign \$5206  = { acc_norm_exp_part, acc_rnd_kept[23:1] } + \$5205 ;
+  assign \$5207  = & acc_rnd_kept[23:1];
+  assign \$5208  = acc_norm_edge & \$5207 ;
+  assign \$5209  = acc_rnd_sticky | acc_rnd_kept[1];
+  assign \$5210  = acc_rnd_kept[0] & \$5209 ;
+  assign \$5211  = \$5208  & \$5210 ;
+  assign acc_rnd_overflow = acc_norm_over | \$5211 ;
+  assign \$5212  = ~ acc_norm_zero;
+  assign \$5213  = acc_rnd_overflow & \$5212 ;
+  assign \$5214  = acc_norm_is_inf | \$5213 ;
+  assign \$5219  = { 1'h0, \$5206 [30:0] } | \$5218 ;
+  assign \$5220  = acc_norm_zero ? \$5217  : \$5219 ;
+  assign \$5221  = \$5214  ? \$5216  : \$5220 ;
+  assign acc_rnd_bits = acc_norm_is_nan ? 32'd2143289344 : \$5221 ;
+  assign \$5222  = i__valid & i__ready;
+  assign \$5224  = since < 3'h4;
+  assign \$5225  = advance & \$5224 ;
+  assign \$5226  = since + 1'h1;
   assign \$5227  = i__valid & accept;
-  assign \$5228  = advance & \$5227 ;
-  assign \$5229  = i__valid & accept;
-  assign \$5230  = advance & \$5229 ;
-  assign \$5231  = i__valid & accept;
-  assign \$5232  = advance & \$5231 ;
-  assign \$5233  = i__valid & accept;
-  assign \$5234  = advance & \$5233 ;
-  assign \$5235  = i__valid & accept;
-  assign \$5236  = advance & \$5235 ;
-  assign \$5237  = i__valid & accept;
-  assign \$5238  = advance & \$5237 ;
-  assign \$5239  = i__valid & accept;
-  assign \$5240  = advance & \$5239 ;
-  assign \$5241  = i__valid & accept;
-  assign \$5242  = advance & \$5241 ;
-  assign \$5243  = i__valid & accept;
-  assign \$5244  = advance & \$5243 ;
-  assign \$5245  = i__valid & accept;
-  assign \$5246  = advance & \$5245 ;
-  assign \$5247  = i__valid & accept;
-  assign \$5248  = advance & \$5247 ;
-  assign \$5249  = i__valid & accept;
-  assign \$5250  = advance & \$5249 ;
-  assign \$5251  = i__valid & accept;
-  assign \$5252  = advance & \$5251 ;
-  assign \$5253  = i__valid & accept;
-  assign \$5254  = advance & \$5253 ;
-  assign \$5255  = i__valid & accept;
-  assign \$5256  = advance & \$5255 ;
-  assign \$5257  = i__valid & accept;
-  assign \$5258  = advance & \$5257 ;
-  assign \$5259  = i__valid & accept;
-  assign \$5260  = advance & \$5259 ;
-  assign \$5261  = i__valid & accept;
-  assign \$5262  = advance & \$5261 ;
-  assign \$5263  = i__valid & accept;
-  assign \$5264  = advance & \$5263 ;
-  assign \$5265  = i__valid & accept;
-  assign \$5266  = advance & \$5265 ;
-  assign \$5267  = i__valid & accept;
-  assign \$5268  = advance & \$5267 ;
-  assign \$5269  = i__valid & accept;
-  assign \$5270  = advance & \$5269 ;
-  assign \$5271  = i__valid & accept;
-  assign \$5272  = advance & \$5271 ;
-  assign \$5273  = i__valid & accept;
-  assign \$5274  = advance & \$5273 ;
-  assign \$5275  = i__valid & accept;
-  assign \$5276  = advance & \$5275 ;
-  assign \$5277  = i__valid & accept;
-  assign \$5278  = advance & \$5277 ;
-  assign \$5279  = i__valid & accept;
-  assign \$5280  = advance & \$5279 ;
-  assign \$5281  = i__valid & accept;
-  assign \$5282  = advance & \$5281 ;
-  assign \$5283  = i__valid & accept;
-  assign \$5284  = advance & \$5283 ;
-  assign \$5285  = i__valid & accept;
-  assign \$5286  = advance & \$5285 ;
-  assign \$5449  = \$5448  | hdr_b_scale_nan;
-  assign \$5450  = i__valid & accept;
-  assign \$5451  = advance & \$5450 ;
-  assign \$5453  = a0_sign ^ b0_sign;
-  assign \$5454  = ~ \$5453 ;
-  assign \$5457  = a1_sign ^ b1_sign;
-  assign \$5458  = ~ \$5457 ;
-  assign \$5461  = a2_sign ^ b2_sign;
-  assign \$5462  = ~ \$5461 ;
-  assign \$5465  = a3_sign ^ b3_sign;
-  assign \$5466  = ~ \$5465 ;
-  assign \$5469  = a4_sign ^ b4_sign;
-  assign \$5470  = ~ \$5469 ;
-  assign \$5473  = a5_sign ^ b5_sign;
-  assign \$5474  = ~ \$5473 ;
-  assign \$5477  = a6_sign ^ b6_sign;
-  assign \$5478  = ~ \$5477 ;
-  assign \$5481  = a7_sign ^ b7_sign;
-  assign \$5482  = ~ \$5481 ;
-  assign \$5485  = a8_sign ^ b8_sign;
-  assign \$5486  = ~ \$5485 ;
-  assign \$5489  = a9_sign ^ b9_sign;
-  assign \$5490  = ~ \$5489 ;
-  assign \$5493  = a10_sign ^ b10_sign;
-  assign \$5494  = ~ \$5493 ;
-  assign \$5497  = a11_sign ^ b11_sign;
-  assign \$5498  = ~ \$5497 ;
-  assign \$5501  = a12_sign ^ b12_sign;
-  assign \$5502  = ~ \$5501 ;
-  assign \$5505  = a13_sign ^ b13_sign;
-  assign \$5506  = ~ \$5505 ;
-  assign \$5509  = a14_sign ^ b14_sign;
-  assign \$5510  = ~ \$5509 ;
-  assign \$5513  = a15_sign ^ b15_sign;
-  assign \$5514  = ~ \$5513 ;
-  assign \$5517  = a16_sign ^ b16_sign;
-  assign \$5518  = ~ \$5517 ;
-  assign \$5521  = a17_sign ^ b17_sign;
-  assign \$5522  = ~ \$5521 ;
-  assign \$5525  = a18_sign ^ b18_sign;
-  assign \$5526  = ~ \$5525 ;
-  assign \$5529  = a19_sign ^ b19_sign;
-  assign \$5530  = ~ \$5529 ;
-  assign \$5533  = a20_sign ^ b20_sign;
-  assign \$5534  = ~ \$5533 ;
-  assign \$5537  = a21_sign ^ b21_sign;
-  assign \$5538  = ~ \$5537 ;
-  assign \$5541  = a22_sign ^ b22_sign;
-  assign \$5542  = ~ \$5541 ;
-  assign \$5545  = a23_sign ^ b23_sign;
-  assign \$5546  = ~ \$5545 ;
-  assign \$5549  = a24_sign ^ b24_sign;
-  assign \$5550  = ~ \$5549 ;
-  assign \$5553  = a25_sign ^ b25_sign;
-  assign \$5554  = ~ \$5553 ;
-  assign \$5557  = a26_sign ^ b26_sign;
-  assign \$5558  = ~ \$5557 ;
-  assign \$5561  = a27_sign ^ b27_sign;
-  assign \$5562  = ~ \$5561 ;
-  assign \$5565  = a28_sign ^ b28_sign;
-  assign \$5566  = ~ \$5565 ;
-  assign \$5569  = a29_sign ^ b29_sign;
-  assign \$5570  = ~ \$5569 ;
-  assign \$5573  = a30_sign ^ b30_sign;
-  assign \$5574  = ~ \$5573 ;
-  assign \$5577  = a31_sign ^ b31_sign;
-  assign \$5578  = ~ \$5577 ;
-  assign \$5581  = i__valid & accept;
-  assign \$5582  = advance & \$5581 ;
-  assign \$5584  = a0_sign ^ b0_sign;
-  assign \$5587  = a1_sign ^ b1_sign;
-  assign \$5590  = a2_sign ^ b2_sign;
-  assign \$5593  = a3_sign ^ b3_sign;
-  assign \$5596  = a4_sign ^ b4_sign;
-  assign \$5599  = a5_sign ^ b5_sign;
-  assign \$5602  = a6_sign ^ b6_sign;
-  assign \$5605  = a7_sign ^ b7_sign;
-  assign \$5608  = a8_sign ^ b8_sign;
-  assign \$5611  = a9_sign ^ b9_sign;
-  assign \$5614  = a10_sign ^ b10_sign;
-  assign \$5617  = a11_sign ^ b11_sign;
-  assign \$5620  = a12_sign ^ b12_sign;
-  assign \$5623  = a13_sign ^ b13_sign;
-  assign \$5626  = a14_sign ^ b14_sign;
-  assign \$5629  = a15_sign ^ b15_sign;
-  assign \$5632  = a16_sign ^ b16_sign;
-  assign \$5635  = a17_sign ^ b17_sign;
-  assign \$5638  = a18_sign ^ b18_sign;
-  assign \$5641  = a19_sign ^ b19_sign;
-  assign \$5644  = a20_sign ^ b20_sign;
-  assign \$5647  = a21_sign ^ b21_sign;
-  assign \$5650  = a22_sign ^ b22_sign;
-  assign \$5653  = a23_sign ^ b23_sign;
-  assign \$5656  = a24_sign ^ b24_sign;
-  assign \$5659  = a25_sign ^ b25_sign;
-  assign \$5662  = a26_sign ^ b26_sign;
-  assign \$5665  = a27_sign ^ b27_sign;
-  assign \$5668  = a28_sign ^ b28_sign;
-  assign \$5671  = a29_sign ^ b29_sign;
-  assign \$5674  = a30_sign ^ b30_sign;
-  assign \$5677  = a31_sign ^ b31_sign;
-  assign \$5680  = i__valid & accept;
-  assign \$5681  = advance & \$5680 ;
-  assign \$5682  = i__valid & accept;
-  assign \$5683  = advance & \$5682 ;
-  assign \$5684  = i__valid & accept;
-  assign \$5685  = advance & \$5684 ;
+  assign \$5228  = i__valid & accept;
+  assign \$5229  = advance & \$5228 ;
+  assign \$5230  = i__valid & accept;
+  assign \$5231  = advance & \$5230 ;
+  assign \$5232  = i__valid & accept;
+  assign \$5233  = advance & \$5232 ;
+  assign \$5234  = i__valid & accept;
+  assign \$5235  = advance & \$5234 ;
+  assign \$5236  = i__valid & accept;
+  assign \$5237  = advance & \$5236 ;
+  assign \$5238  = i__valid & accept;
+  assign \$5239  = advance & \$5238 ;
+  assign \$5240  = i__valid & accept;
+  assign \$5241  = advance & \$5240 ;
+  assign \$5242  = i__valid & accept;
+  assign \$5243  = advance & \$5242 ;
+  assign \$5244  = i__valid & accept;
+  assign \$5245  = advance & \$5244 ;
+  assign \$5246  = i__valid & accept;
+  assign \$5247  = advance & \$5246 ;
+  assign \$5248  = i__valid & accept;
+  assign \$5249  = advance & \$5248 ;
+  assign \$5250  = i__valid & accept;
+  assign \$5251  = advance & \$5250 ;
+  assign \$5252  = i__valid & accept;
+  assign \$5253  = advance & \$5252 ;
+  assign \$5254  = i__valid & accept;
+  assign \$5255  = advance & \$5254 ;
+  assign \$5256  = i__valid & accept;
+  assign \$5257  = advance & \$5256 ;
+  assign \$5258  = i__valid & accept;
+  assign \$5259  = advance & \$5258 ;
+  assign \$5260  = i__valid & accept;
+  assign \$5261  = advance & \$5260 ;
+  assign \$5262  = i__valid & accept;
+  assign \$5263  = advance & \$5262 ;
+  assign \$5264  = i__valid & accept;
+  assign \$5265  = advance & \$5264 ;
+  assign \$5266  = i__valid & accept;
+  assign \$5267  = advance & \$5266 ;
+  assign \$5268  = i__valid & accept;
+  assign \$5269  = advance & \$5268 ;
+  assign \$5270  = i__valid & accept;
+  assign \$5271  = advance & \$5270 ;
+  assign \$5272  = i__valid & accept;
+  assign \$5273  = advance & \$5272 ;
+  assign \$5274  = i__valid & accept;
+  assign \$5275  = advance & \$5274 ;
+  assign \$5276  = i__valid & accept;
+  assign \$5277  = advance & \$5276 ;
+  assign \$5278  = i__valid & accept;
+  assign \$5279  = advance & \$5278 ;
+  assign \$5280  = i__valid & accept;
+  assign \$5281  = advance & \$5280 ;
+  assign \$5282  = i__valid & accept;
+  assign \$5283  = advance & \$5282 ;
+  assign \$5284  = i__valid & accept;
+  assign \$5285  = advance & \$5284 ;
+  assign \$5286  = i__valid & accept;
+  assign \$5287  = advance & \$5286 ;
+  assign \$5288  = i__valid & accept;
+  assign \$5289  = advance & \$5288 ;
+  assign \$5290  = i__valid & accept;
+  assign \$5291  = advance & \$5290 ;
+  assign \$5292  = i__valid & accept;
+  assign \$5293  = advance & \$5292 ;
+  assign \$5456  = \$5455  | hdr_b_scale_nan;
+  assign \$5457  = i__valid & accept;
+  assign \$5458  = advance & \$5457 ;
+  assign \$5460  = a0_sign ^ b0_sign;
+  assign \$5461  = ~ \$5460 ;
+  assign \$5464  = a1_sign ^ b1_sign;
+  assign \$5465  = ~ \$5464 ;
+  assign \$5468  = a2_sign ^ b2_sign;
+  assign \$5469  = ~ \$5468 ;
+  assign \$5472  = a3_sign ^ b3_sign;
+  assign \$5473  = ~ \$5472 ;
+  assign \$5476  = a4_sign ^ b4_sign;
+  assign \$5477  = ~ \$5476 ;
+  assign \$5480  = a5_sign ^ b5_sign;
+  assign \$5481  = ~ \$5480 ;
+  assign \$5484  = a6_sign ^ b6_sign;
+  assign \$5485  = ~ \$5484 ;
+  assign \$5488  = a7_sign ^ b7_sign;
+  assign \$5489  = ~ \$5488 ;
+  assign \$5492  = a8_sign ^ b8_sign;
+  assign \$5493  = ~ \$5492 ;
+  assign \$5496  = a9_sign ^ b9_sign;
+  assign \$5497  = ~ \$5496 ;
+  assign \$5500  = a10_sign ^ b10_sign;
+  assign \$5501  = ~ \$5500 ;
+  assign \$5504  = a11_sign ^ b11_sign;
+  assign \$5505  = ~ \$5504 ;
+  assign \$5508  = a12_sign ^ b12_sign;
+  assign \$5509  = ~ \$5508 ;
+  assign \$5512  = a13_sign ^ b13_sign;
+  assign \$5513  = ~ \$5512 ;
+  assign \$5516  = a14_sign ^ b14_sign;
+  assign \$5517  = ~ \$5516 ;
+  assign \$5520  = a15_sign ^ b15_sign;
+  assign \$5521  = ~ \$5520 ;
+  assign \$5524  = a16_sign ^ b16_sign;
+  assign \$5525  = ~ \$5524 ;
+  assign \$5528  = a17_sign ^ b17_sign;
+  assign \$5529  = ~ \$5528 ;
+  assign \$5532  = a18_sign ^ b18_sign;
+  assign \$5533  = ~ \$5532 ;
+  assign \$5536  = a19_sign ^ b19_sign;
+  assign \$5537  = ~ \$5536 ;
+  assign \$5540  = a20_sign ^ b20_sign;
+  assign \$5541  = ~ \$5540 ;
+  assign \$5544  = a21_sign ^ b21_sign;
+  assign \$5545  = ~ \$5544 ;
+  assign \$5548  = a22_sign ^ b22_sign;
+  assign \$5549  = ~ \$5548 ;
+  assign \$5552  = a23_sign ^ b23_sign;
+  assign \$5553  = ~ \$5552 ;
+  assign \$5556  = a24_sign ^ b24_sign;
+  assign \$5557  = ~ \$5556 ;
+  assign \$5560  = a25_sign ^ b25_sign;
+  assign \$5561  = ~ \$5560 ;
+  assign \$5564  = a26_sign ^ b26_sign;
+  assign \$5565  = ~ \$5564 ;
+  assign \$5568  = a27_sign ^ b27_sign;
+  assign \$5569  = ~ \$5568 ;
+  assign \$5572  = a28_sign ^ b28_sign;
+  assign \$5573  = ~ \$5572 ;
+  assign \$5576  = a29_sign ^ b29_sign;
+  assign \$5577  = ~ \$5576 ;
+  assign \$5580  = a30_sign ^ b30_sign;
+  assign \$5581  = ~ \$5580 ;
+  assign \$5584  = a31_sign ^ b31_sign;
+  assign \$5585  = ~ \$5584 ;
+  assign \$5588  = i__valid & accept;
+  assign \$5589  = advance & \$5588 ;
+  assign \$5591  = a0_sign ^ b0_sign;
+  assign \$5594  = a1_sign ^ b1_sign;
+  assign \$5597  = a2_sign ^ b2_sign;
+  assign \$5600  = a3_sign ^ b3_sign;
+  assign \$5603  = a4_sign ^ b4_sign;
+  assign \$5606  = a5_sign ^ b5_sign;
+  assign \$5609  = a6_sign ^ b6_sign;
+  assign \$5612  = a7_sign ^ b7_sign;
+  assign \$5615  = a8_sign ^ b8_sign;
+  assign \$5618  = a9_sign ^ b9_sign;
+  assign \$5621  = a10_sign ^ b10_sign;
+  assign \$5624  = a11_sign ^ b11_sign;
+  assign \$5627  = a12_sign ^ b12_sign;
+  assign \$5630  = a13_sign ^ b13_sign;
+  assign \$5633  = a14_sign ^ b14_sign;
+  assign \$5636  = a15_sign ^ b15_sign;
+  assign \$5639  = a16_sign ^ b16_sign;
+  assign \$5642  = a17_sign ^ b17_sign;
+  assign \$5645  = a18_sign ^ b18_sign;
+  assign \$5648  = a19_sign ^ b19_sign;
+  assign \$5651  = a20_sign ^ b20_sign;
+  assign \$5654  = a21_sign ^ b21_sign;
+  assign \$5657  = a22_sign ^ b22_sign;
+  assign \$5660  = a23_sign ^ b23_sign;
+  assign \$5663  = a24_sign ^ b24_sign;
+  assign \$5666  = a25_sign ^ b25_sign;
+  assign \$5669  = a26_sign ^ b26_sign;
+  assign \$5672  = a27_sign ^ b27_sign;
+  assign \$5675  = a28_sign ^ b28_sign;
+  assign \$5678  = a29_sign ^ b29_sign;
+  assign \$5681  = a30_sign ^ b30_sign;
+  assign \$5684  = a31_sign ^ b31_sign;
   assign \$5687  = i__valid & accept;
   assign \$5688  = advance & \$5687 ;
   assign \$5689  = i__valid & accept;
   assign \$5690  = advance & \$5689 ;
   assign \$5691  = i__valid & accept;
   assign \$5692  = advance & \$5691 ;
-  assign \$5693  = i__valid & accept;
-  assign \$5694  = advance & \$5693 ;
-  assign \$5695  = advance & products_valid;
-  assign \$5696  = advance & products_valid;
-  assign \$5697  = advance & products_valid;
-  assign \$5698  = advance & products_valid;
-  assign \$5699  = advance & products_valid;
-  assign \$5700  = advance & products_valid;
-  assign \$5701  = advance & products_valid;
+  assign \$5694  = i__valid & accept;
+  assign \$5695  = advance & \$5694 ;
+  assign \$5696  = i__valid & accept;
+  assign \$5697  = advance & \$5696 ;
+  assign \$5698  = i__valid & accept;
+  assign \$5699  = advance & \$5698 ;
+  assign \$5700  = i__valid & accept;
+  assign \$5701  = advance & \$5700 ;
   assign \$5702  = advance & products_valid;
   assign \$5703  = advance & products_valid;
   assign \$5704  = advance & products_valid;
@@ -8783,371 +8793,378 @@ module nxfp_dot_nxfp5_x_nxfp5_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   assign \$5706  = advance & products_valid;
   assign \$5707  = advance & products_valid;
   assign \$5708  = advance & products_valid;
-  assign \$5709  = tree_valid & tree_end;
-  assign \$5710  = tree_valid & tree_end;
-  assign \$5711  = advance & \$5710 ;
-  assign \$5712  = tree_valid & tree_end;
-  assign \$5713  = advance & \$5712 ;
-  assign \$5714  = tree_valid & tree_end;
-  assign \$5715  = advance & \$5714 ;
+  assign \$5709  = advance & products_valid;
+  assign \$5710  = advance & products_valid;
+  assign \$5711  = advance & products_valid;
+  assign \$5712  = advance & products_valid;
+  assign \$5713  = advance & products_valid;
+  assign \$5714  = advance & products_valid;
+  assign \$5715  = advance & products_valid;
   assign \$5716  = tree_valid & tree_end;
-  assign \$5717  = advance & \$5716 ;
-  assign \$5718  = tree_valid & tree_end;
-  assign \$5719  = advance & \$5718 ;
-  assign \$5720  = tree_valid & tree_end;
-  assign \$5721  = advance & \$5720 ;
-  assign \$5722  = tree_valid & tree_end;
-  assign \$5723  = advance & \$5722 ;
-  assign \$5724  = tree_valid & tree_end;
-  assign \$5725  = advance & \$5724 ;
-  assign \$5726  = tree_valid & tree_end;
-  assign \$5727  = advance & \$5726 ;
-  assign \$5728  = advance & sum_valid;
-  assign \$5729  = advance & sum_valid;
-  assign \$5730  = advance & sum_valid;
-  assign \$5731  = advance & sum_valid;
-  assign \$5732  = sum_pinf & sum_ninf;
-  assign \$5733  = sum_nan | \$5732 ;
-  assign \$5734  = advance & sum_valid;
-  assign \$5735  = sum_pinf | sum_ninf;
+  assign \$5717  = tree_valid & tree_end;
+  assign \$5718  = advance & \$5717 ;
+  assign \$5719  = tree_valid & tree_end;
+  assign \$5720  = advance & \$5719 ;
+  assign \$5721  = tree_valid & tree_end;
+  assign \$5722  = advance & \$5721 ;
+  assign \$5723  = tree_valid & tree_end;
+  assign \$5724  = advance & \$5723 ;
+  assign \$5725  = tree_valid & tree_end;
+  assign \$5726  = advance & \$5725 ;
+  assign \$5727  = tree_valid & tree_end;
+  assign \$5728  = advance & \$5727 ;
+  assign \$5729  = tree_valid & tree_end;
+  assign \$5730  = advance & \$5729 ;
+  assign \$5731  = tree_valid & tree_end;
+  assign \$5732  = advance & \$5731 ;
+  assign \$5733  = tree_valid & tree_end;
+  assign \$5734  = advance & \$5733 ;
+  assign \$5735  = advance & sum_valid;
   assign \$5736  = advance & sum_valid;
   assign \$5737  = advance & sum_valid;
-  assign \$5738  = advance & scale_valid;
-  assign \$5739  = advance & scale_valid;
-  assign \$5740  = advance & scale_valid;
-  assign \$5741  = advance & scale_valid;
-  assign \$5742  = advance & scale_valid;
-  assign \$5743  = advance & scale_valid;
-  assign \$5744  = advance & scale_valid;
+  assign \$5738  = advance & sum_valid;
+  assign \$5739  = sum_pinf & sum_ninf;
+  assign \$5740  = sum_nan | \$5739 ;
+  assign \$5741  = advance & sum_valid;
+  assign \$5742  = sum_pinf | sum_ninf;
+  assign \$5743  = advance & sum_valid;
+  assign \$5744  = advance & sum_valid;
   assign \$5745  = advance & scale_valid;
-  assign \$5746  = scale_is_inf ? scale_ninf : scale_neg;
+  assign \$5746  = advance & scale_valid;
   assign \$5747  = advance & scale_valid;
   assign \$5748  = advance & scale_valid;
   assign \$5749  = advance & scale_valid;
-  assign \$5750  = advance & block_norm_valid;
-  assign \$5751  = advance & block_norm_valid;
-  assign \$5752  = advance & block_valid;
-  assign \$5753  = acc_a_big ? acc_a_win : acc_b_win;
-  assign \$5754  = advance & block_valid;
-  assign \$5755  = acc_a_big ? acc[31] : block_r[31];
-  assign \$5756  = advance & block_valid;
-  assign \$5757  = acc_shifted | { 26'h0000000, acc_sticky };
-  assign \$5758  = advance & block_valid;
-  assign \$5759  = acc_a_big ? block_r[31] : acc[31];
-  assign \$5760  = advance & block_valid;
+  assign \$5750  = advance & scale_valid;
+  assign \$5751  = advance & scale_valid;
+  assign \$5752  = advance & scale_valid;
+  assign \$5753  = scale_is_inf ? scale_ninf : scale_neg;
+  assign \$5754  = advance & scale_valid;
+  assign \$5755  = advance & scale_valid;
+  assign \$5756  = advance & scale_valid;
+  assign \$5757  = advance & block_norm_valid;
+  assign \$5758  = advance & block_norm_valid;
+  assign \$5759  = advance & block_valid;
+  assign \$5760  = acc_a_big ? acc_a_win : acc_b_win;
   assign \$5761  = advance & block_valid;
-  assign \$5762  = acc[30:23] == 8'hff;
-  assign \$5763  = | acc[22:0];
-  assign \$5764  = \$5762  & \$5763 ;
-  assign \$5765  = block_r[30:23] == 8'hff;
-  assign \$5766  = | block_r[22:0];
-  assign \$5767  = \$5765  & \$5766 ;
-  assign \$5768  = \$5764  | \$5767 ;
+  assign \$5762  = acc_a_big ? acc[31] : block_r[31];
+  assign \$5763  = advance & block_valid;
+  assign \$5764  = acc_shifted | { 26'h0000000, acc_sticky };
+  assign \$5765  = advance & block_valid;
+  assign \$5766  = acc_a_big ? block_r[31] : acc[31];
+  assign \$5767  = advance & block_valid;
+  assign \$5768  = advance & block_valid;
   assign \$5769  = acc[30:23] == 8'hff;
-  assign \$5770  = ! acc[22:0];
+  assign \$5770  = | acc[22:0];
   assign \$5771  = \$5769  & \$5770 ;
   assign \$5772  = block_r[30:23] == 8'hff;
-  assign \$5773  = ! block_r[22:0];
+  assign \$5773  = | block_r[22:0];
   assign \$5774  = \$5772  & \$5773 ;
-  assign \$5775  = \$5771  & \$5774 ;
-  assign \$5776  = acc[31] != block_r[31];
-  assign \$5777  = \$5775  & \$5776 ;
-  assign \$5778  = \$5768  | \$5777 ;
-  assign \$5779  = advance & block_valid;
-  assign \$5780  = acc[30:23] == 8'hff;
-  assign \$5781  = ! acc[22:0];
-  assign \$5782  = \$5780  & \$5781 ;
-  assign \$5783  = block_r[30:23] == 8'hff;
-  assign \$5784  = ! block_r[22:0];
-  assign \$5785  = \$5783  & \$5784 ;
-  assign \$5786  = \$5782  | \$5785 ;
-  assign \$5787  = advance & block_valid;
-  assign \$5788  = acc[30:23] == 8'hff;
-  assign \$5789  = ! acc[22:0];
-  assign \$5790  = \$5788  & \$5789 ;
-  assign \$5791  = \$5790  ? acc[31] : block_r[31];
-  assign \$5792  = advance & block_valid;
-  assign \$5793  = acc == 32'd2147483648;
-  assign \$5794  = block_r == 32'd2147483648;
-  assign \$5795  = \$5793  & \$5794 ;
-  assign \$5796  = advance & block_valid;
-  assign \$5797  = advance & acc_align_valid;
-  assign \$5798  = advance & acc_align_valid;
-  assign \$5799  = advance & acc_align_valid;
-  assign \$5800  = advance & acc_align_valid;
-  assign \$5801  = advance & acc_align_valid;
-  assign \$5802  = advance & acc_align_valid;
-  assign \$5803  = advance & acc_align_valid;
+  assign \$5775  = \$5771  | \$5774 ;
+  assign \$5776  = acc[30:23] == 8'hff;
+  assign \$5777  = ! acc[22:0];
+  assign \$5778  = \$5776  & \$5777 ;
+  assign \$5779  = block_r[30:23] == 8'hff;
+  assign \$5780  = ! block_r[22:0];
+  assign \$5781  = \$5779  & \$5780 ;
+  assign \$5782  = \$5778  & \$5781 ;
+  assign \$5783  = acc[31] != block_r[31];
+  assign \$5784  = \$5782  & \$5783 ;
+  assign \$5785  = \$5775  | \$5784 ;
+  assign \$5786  = advance & block_valid;
+  assign \$5787  = acc[30:23] == 8'hff;
+  assign \$5788  = ! acc[22:0];
+  assign \$5789  = \$5787  & \$5788 ;
+  assign \$5790  = block_r[30:23] == 8'hff;
+  assign \$5791  = ! block_r[22:0];
+  assign \$5792  = \$5790  & \$5791 ;
+  assign \$5793  = \$5789  | \$5792 ;
+  assign \$5794  = advance & block_valid;
+  assign \$5795  = acc[30:23] == 8'hff;
+  assign \$5796  = ! acc[22:0];
+  assign \$5797  = \$5795  & \$5796 ;
+  assign \$5798  = \$5797  ? acc[31] : block_r[31];
+  assign \$5799  = advance & block_valid;
+  assign \$5800  = acc == 32'd2147483648;
+  assign \$5801  = block_r == 32'd2147483648;
+  assign \$5802  = \$5800  & \$5801 ;
+  assign \$5803  = advance & block_valid;
   assign \$5804  = advance & acc_align_valid;
-  assign \$5805  = advance & acc_add_valid;
-  assign \$5806  = advance & acc_add_valid;
-  assign \$5807  = advance & acc_add_valid;
-  assign \$5808  = advance & acc_add_valid;
-  assign \$5809  = advance & acc_add_valid;
-  assign \$5810  = advance & acc_add_valid;
-  assign \$5811  = advance & acc_add_valid;
+  assign \$5805  = advance & acc_align_valid;
+  assign \$5806  = advance & acc_align_valid;
+  assign \$5807  = advance & acc_align_valid;
+  assign \$5808  = advance & acc_align_valid;
+  assign \$5809  = advance & acc_align_valid;
+  assign \$5810  = advance & acc_align_valid;
+  assign \$5811  = advance & acc_align_valid;
   assign \$5812  = advance & acc_add_valid;
-  assign \$5813  = ! acc_add_mag;
-  assign \$5814  = \$5813  ? acc_add_neg_zero : acc_add_neg;
-  assign \$5815  = acc_add_is_inf ? acc_add_inf_neg : \$5814 ;
+  assign \$5813  = advance & acc_add_valid;
+  assign \$5814  = advance & acc_add_valid;
+  assign \$5815  = advance & acc_add_valid;
   assign \$5816  = advance & acc_add_valid;
   assign \$5817  = advance & acc_add_valid;
   assign \$5818  = advance & acc_add_valid;
-  assign \$5819  = acc_norm_valid & acc_norm_last;
+  assign \$5819  = advance & acc_add_valid;
+  assign \$5820  = ! acc_add_mag;
+  assign \$5821  = \$5820  ? acc_add_neg_zero : acc_add_neg;
+  assign \$5822  = acc_add_is_inf ? acc_add_inf_neg : \$5821 ;
+  assign \$5823  = advance & acc_add_valid;
+  assign \$5824  = advance & acc_add_valid;
+  assign \$5825  = advance & acc_add_valid;
+  assign \$5826  = acc_norm_valid & acc_norm_last;
   always @(posedge clk)
-    since <= \$5820 ;
+    since <= \$5827 ;
   always @(posedge clk)
-    products_valid <= \$5821 ;
+    products_valid <= \$5828 ;
   always @(posedge clk)
-    products_t0 <= \$5822 ;
+    products_t0 <= \$5829 ;
   always @(posedge clk)
-    products_t1 <= \$5823 ;
+    products_t1 <= \$5830 ;
   always @(posedge clk)
-    products_t2 <= \$5824 ;
+    products_t2 <= \$5831 ;
   always @(posedge clk)
-    products_t3 <= \$5825 ;
+    products_t3 <= \$5832 ;
   always @(posedge clk)
-    products_t4 <= \$5826 ;
+    products_t4 <= \$5833 ;
   always @(posedge clk)
-    products_t5 <= \$5827 ;
+    products_t5 <= \$5834 ;
   always @(posedge clk)
-    products_t6 <= \$5828 ;
+    products_t6 <= \$5835 ;
   always @(posedge clk)
-    products_t7 <= \$5829 ;
+    products_t7 <= \$5836 ;
   always @(posedge clk)
-    products_t8 <= \$5830 ;
+    products_t8 <= \$5837 ;
   always @(posedge clk)
-    products_t9 <= \$5831 ;
+    products_t9 <= \$5838 ;
   always @(posedge clk)
-    products_t10 <= \$5832 ;
+    products_t10 <= \$5839 ;
   always @(posedge clk)
-    products_t11 <= \$5833 ;
+    products_t11 <= \$5840 ;
   always @(posedge clk)
-    products_t12 <= \$5834 ;
+    products_t12 <= \$5841 ;
   always @(posedge clk)
-    products_t13 <= \$5835 ;
+    products_t13 <= \$5842 ;
   always @(posedge clk)
-    products_t14 <= \$5836 ;
+    products_t14 <= \$5843 ;
   always @(posedge clk)
-    products_t15 <= \$5837 ;
+    products_t15 <= \$5844 ;
   always @(posedge clk)
-    products_t16 <= \$5838 ;
+    products_t16 <= \$5845 ;
   always @(posedge clk)
-    products_t17 <= \$5839 ;
+    products_t17 <= \$5846 ;
   always @(posedge clk)
-    products_t18 <= \$5840 ;
+    products_t18 <= \$5847 ;
   always @(posedge clk)
-    products_t19 <= \$5841 ;
+    products_t19 <= \$5848 ;
   always @(posedge clk)
-    products_t20 <= \$5842 ;
+    products_t20 <= \$5849 ;
   always @(posedge clk)
-    products_t21 <= \$5843 ;
+    products_t21 <= \$5850 ;
   always @(posedge clk)
-    products_t22 <= \$5844 ;
+    products_t22 <= \$5851 ;
   always @(posedge clk)
-    products_t23 <= \$5845 ;
+    products_t23 <= \$5852 ;
   always @(posedge clk)
-    products_t24 <= \$5846 ;
+    products_t24 <= \$5853 ;
   always @(posedge clk)
-    products_t25 <= \$5847 ;
+    products_t25 <= \$5854 ;
   always @(posedge clk)
-    products_t26 <= \$5848 ;
+    products_t26 <= \$5855 ;
   always @(posedge clk)
-    products_t27 <= \$5849 ;
+    products_t27 <= \$5856 ;
   always @(posedge clk)
-    products_t28 <= \$5850 ;
+    products_t28 <= \$5857 ;
   always @(posedge clk)
-    products_t29 <= \$5851 ;
+    products_t29 <= \$5858 ;
   always @(posedge clk)
-    products_t30 <= \$5852 ;
+    products_t30 <= \$5859 ;
   always @(posedge clk)
-    products_t31 <= \$5853 ;
+    products_t31 <= \$5860 ;
   always @(posedge clk)
-    products_nan <= \$5854 ;
+    products_nan <= \$5861 ;
   always @(posedge clk)
-    products_pinf <= \$5855 ;
+    products_pinf <= \$5862 ;
   always @(posedge clk)
-    products_ninf <= \$5856 ;
+    products_ninf <= \$5863 ;
   always @(posedge clk)
-    products_first <= \$5857 ;
+    products_first <= \$5864 ;
   always @(posedge clk)
-    products_end <= \$5858 ;
+    products_end <= \$5865 ;
   always @(posedge clk)
-    products_last <= \$5859 ;
+    products_last <= \$5866 ;
   always @(posedge clk)
-    products_scale_man_a <= \$5860 ;
+    products_scale_man_a <= \$5867 ;
   always @(posedge clk)
-    products_scale_exp_a <= \$5861 ;
+    products_scale_exp_a <= \$5868 ;
   always @(posedge clk)
-    products_scale_man_b <= \$5862 ;
+    products_scale_man_b <= \$5869 ;
   always @(posedge clk)
-    products_scale_exp_b <= \$5863 ;
+    products_scale_exp_b <= \$5870 ;
   always @(posedge clk)
-    tree_valid <= \$5864 ;
+    tree_valid <= \$5871 ;
   always @(posedge clk)
-    tree_l0 <= \$5865 ;
+    tree_l0 <= \$5872 ;
   always @(posedge clk)
-    tree_l1 <= \$5866 ;
+    tree_l1 <= \$5873 ;
   always @(posedge clk)
-    tree_l2 <= \$5867 ;
+    tree_l2 <= \$5874 ;
   always @(posedge clk)
-    tree_l3 <= \$5868 ;
+    tree_l3 <= \$5875 ;
   always @(posedge clk)
-    blk_nan <= \$5869 ;
+    blk_nan <= \$5876 ;
   always @(posedge clk)
-    blk_pinf <= \$5870 ;
+    blk_pinf <= \$5877 ;
   always @(posedge clk)
-    blk_ninf <= \$5871 ;
+    blk_ninf <= \$5878 ;
   always @(posedge clk)
-    tree_first <= \$5872 ;
+    tree_first <= \$5879 ;
   always @(posedge clk)
-    tree_end <= \$5873 ;
+    tree_end <= \$5880 ;
   always @(posedge clk)
-    tree_last <= \$5874 ;
+    tree_last <= \$5881 ;
   always @(posedge clk)
-    tree_scale_man_a <= \$5875 ;
+    tree_scale_man_a <= \$5882 ;
   always @(posedge clk)
-    tree_scale_exp_a <= \$5876 ;
+    tree_scale_exp_a <= \$5883 ;
   always @(posedge clk)
-    tree_scale_man_b <= \$5877 ;
+    tree_scale_man_b <= \$5884 ;
   always @(posedge clk)
-    tree_scale_exp_b <= \$5878 ;
+    tree_scale_exp_b <= \$5885 ;
   always @(posedge clk)
-    sum_valid <= \$5879 ;
+    sum_valid <= \$5886 ;
   always @(posedge clk)
-    sum_total <= \$5880 ;
+    sum_total <= \$5887 ;
   always @(posedge clk)
-    sum_nan <= \$5881 ;
+    sum_nan <= \$5888 ;
   always @(posedge clk)
-    sum_pinf <= \$5882 ;
+    sum_pinf <= \$5889 ;
   always @(posedge clk)
-    sum_ninf <= \$5883 ;
+    sum_ninf <= \$5890 ;
   always @(posedge clk)
-    sum_last <= \$5884 ;
+    sum_last <= \$5891 ;
   always @(posedge clk)
-    sum_scale_man_a <= \$5885 ;
+    sum_scale_man_a <= \$5892 ;
   always @(posedge clk)
-    sum_scale_exp_a <= \$5886 ;
+    sum_scale_exp_a <= \$5893 ;
   always @(posedge clk)
-    sum_scale_man_b <= \$5887 ;
+    sum_scale_man_b <= \$5894 ;
   always @(posedge clk)
-    sum_scale_exp_b <= \$5888 ;
+    sum_scale_exp_b <= \$5895 ;
   always @(posedge clk)
-    scale_valid <= \$5889 ;
+    scale_valid <= \$5896 ;
   always @(posedge clk)
-    scale_mag <= \$5890 ;
+    scale_mag <= \$5897 ;
   always @(posedge clk)
-    scale_neg <= \$5891 ;
+    scale_neg <= \$5898 ;
   always @(posedge clk)
-    \scale_exp_sum$961  <= \$5892 ;
+    \scale_exp_sum$962  <= \$5899 ;
   always @(posedge clk)
-    scale_is_nan <= \$5893 ;
+    scale_is_nan <= \$5900 ;
   always @(posedge clk)
-    scale_is_inf <= \$5894 ;
+    scale_is_inf <= \$5901 ;
   always @(posedge clk)
-    scale_ninf <= \$5895 ;
+    scale_ninf <= \$5902 ;
   always @(posedge clk)
-    scale_last <= \$5896 ;
+    scale_last <= \$5903 ;
   always @(posedge clk)
-    block_norm_valid <= \$5897 ;
+    block_norm_valid <= \$5904 ;
   always @(posedge clk)
-    block_norm_head <= \$5898 ;
+    block_norm_head <= \$5905 ;
   always @(posedge clk)
-    block_norm_low_sticky <= \$5899 ;
+    block_norm_low_sticky <= \$5906 ;
   always @(posedge clk)
-    block_norm_extra <= \$5900 ;
+    block_norm_extra <= \$5907 ;
   always @(posedge clk)
-    block_norm_exp_part <= \$5901 ;
+    block_norm_exp_part <= \$5908 ;
   always @(posedge clk)
-    block_norm_over <= \$5902 ;
+    block_norm_over <= \$5909 ;
   always @(posedge clk)
-    block_norm_edge <= \$5903 ;
+    block_norm_edge <= \$5910 ;
   always @(posedge clk)
-    block_norm_zero <= \$5904 ;
+    block_norm_zero <= \$5911 ;
   always @(posedge clk)
-    block_norm_sign <= \$5905 ;
+    block_norm_sign <= \$5912 ;
   always @(posedge clk)
-    block_norm_is_nan <= \$5906 ;
+    block_norm_is_nan <= \$5913 ;
   always @(posedge clk)
-    block_norm_is_inf <= \$5907 ;
+    block_norm_is_inf <= \$5914 ;
   always @(posedge clk)
-    block_norm_last <= \$5908 ;
+    block_norm_last <= \$5915 ;
   always @(posedge clk)
-    block_valid <= \$5909 ;
+    block_valid <= \$5916 ;
   always @(posedge clk)
-    block_r <= \$5910 ;
+    block_r <= \$5917 ;
   always @(posedge clk)
-    block_last <= \$5911 ;
+    block_last <= \$5918 ;
   always @(posedge clk)
-    acc_align_valid <= \$5912 ;
+    acc_align_valid <= \$5919 ;
   always @(posedge clk)
-    acc_align_big <= \$5913 ;
+    acc_align_big <= \$5920 ;
   always @(posedge clk)
-    acc_align_big_neg <= \$5914 ;
+    acc_align_big_neg <= \$5921 ;
   always @(posedge clk)
-    acc_align_small <= \$5915 ;
+    acc_align_small <= \$5922 ;
   always @(posedge clk)
-    acc_align_small_neg <= \$5916 ;
+    acc_align_small_neg <= \$5923 ;
   always @(posedge clk)
-    acc_align_top <= \$5917 ;
+    acc_align_top <= \$5924 ;
   always @(posedge clk)
-    acc_align_is_nan <= \$5918 ;
+    acc_align_is_nan <= \$5925 ;
   always @(posedge clk)
-    acc_align_is_inf <= \$5919 ;
+    acc_align_is_inf <= \$5926 ;
   always @(posedge clk)
-    acc_align_inf_neg <= \$5920 ;
+    acc_align_inf_neg <= \$5927 ;
   always @(posedge clk)
-    acc_align_neg_zero <= \$5921 ;
+    acc_align_neg_zero <= \$5928 ;
   always @(posedge clk)
-    acc_align_last <= \$5922 ;
+    acc_align_last <= \$5929 ;
   always @(posedge clk)
-    acc_add_valid <= \$5923 ;
+    acc_add_valid <= \$5930 ;
   always @(posedge clk)
-    acc_add_mag <= \$5924 ;
+    acc_add_mag <= \$5931 ;
   always @(posedge clk)
-    acc_add_neg <= \$5925 ;
+    acc_add_neg <= \$5932 ;
   always @(posedge clk)
-    acc_add_top <= \$5926 ;
+    acc_add_top <= \$5933 ;
   always @(posedge clk)
-    acc_add_is_nan <= \$5927 ;
+    acc_add_is_nan <= \$5934 ;
   always @(posedge clk)
-    acc_add_is_inf <= \$5928 ;
+    acc_add_is_inf <= \$5935 ;
   always @(posedge clk)
-    acc_add_inf_neg <= \$5929 ;
+    acc_add_inf_neg <= \$5936 ;
   always @(posedge clk)
-    acc_add_neg_zero <= \$5930 ;
+    acc_add_neg_zero <= \$5937 ;
   always @(posedge clk)
-    acc_add_last <= \$5931 ;
+    acc_add_last <= \$5938 ;
   always @(posedge clk)
-    acc_norm_valid <= \$5932 ;
+    acc_norm_valid <= \$5939 ;
   always @(posedge clk)
-    acc_norm_head <= \$5933 ;
+    acc_norm_head <= \$5940 ;
   always @(posedge clk)
-    acc_norm_low_sticky <= \$5934 ;
+    acc_norm_low_sticky <= \$5941 ;
   always @(posedge clk)
-    acc_norm_extra <= \$5935 ;
+    acc_norm_extra <= \$5942 ;
   always @(posedge clk)
-    acc_norm_exp_part <= \$5936 ;
+    acc_norm_exp_part <= \$5943 ;
   always @(posedge clk)
-    acc_norm_over <= \$5937 ;
+    acc_norm_over <= \$5944 ;
   always @(posedge clk)
-    acc_norm_edge <= \$5938 ;
+    acc_norm_edge <= \$5945 ;
   always @(posedge clk)
-    acc_norm_zero <= \$5939 ;
+    acc_norm_zero <= \$5946 ;
   always @(posedge clk)
-    acc_norm_sign <= \$5940 ;
+    acc_norm_sign <= \$5947 ;
   always @(posedge clk)
-    acc_norm_is_nan <= \$5941 ;
+    acc_norm_is_nan <= \$5948 ;
   always @(posedge clk)
-    acc_norm_is_inf <= \$5942 ;
+    acc_norm_is_inf <= \$5949 ;
   always @(posedge clk)
-    acc_norm_last <= \$5943 ;
+    acc_norm_last <= \$5950 ;
   always @(posedge clk)
-    o__valid <= \$5944 ;
+    o__valid <= \$5951 ;
   always @(posedge clk)
-    o__payload <= \$5945 ;
+    o__payload <= \$5952 ;
   always @(posedge clk)
-    acc <= \$5946 ;
+    acc <= \$5953 ;
   assign \$1  = ~ o__valid;
   assign advance = \$1  | o__ready;
   assign i__ready = advance & accept;
@@ -11717,949 +11734,945 @@ module nxfp_dot_nxfp5_x_nxfp5_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   assign \$3543  = \$3542  ? 1'h1 : 1'h0;
   assign \$3544  = b24_c0_recycled ? \$3543  : i__payload[300];
   assign b24_sign = \$3534  ? \$3539  : \$3544 ;
-  assign \$3545  = i__payload[175] >= 1'h1;
-  assign \$3546  = \$3545  ? 1'h1 : i__payload[175];
-  assign \$3548  = i__payload[174] >= 1'h1;
-  assign \$3549  = \$3548  ? 1'h1 : i__payload[174];
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5820  = since;
-    if (\$5216 ) begin
-      \$5820  = 3'h1;
-    end else if (\$5218 ) begin
-      \$5820  = \$5219 [2:0];
+    \$5827  = since;
+    if (\$5223 ) begin
+      \$5827  = 3'h1;
+    end else if (\$5225 ) begin
+      \$5827  = \$5226 [2:0];
     end
     if (rst) begin
-      \$5820  = 3'h4;
+      \$5827  = 3'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5821  = products_valid;
+    \$5828  = products_valid;
     if (advance) begin
-      \$5821  = \$5220 ;
+      \$5828  = \$5227 ;
     end
     if (rst) begin
-      \$5821  = 1'h0;
+      \$5828  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5822  = products_t0;
-    if (\$5222 ) begin
-      \$5822  = p0_fix;
+    \$5829  = products_t0;
+    if (\$5229 ) begin
+      \$5829  = p0_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5823  = products_t1;
-    if (\$5224 ) begin
-      \$5823  = p1_fix;
+    \$5830  = products_t1;
+    if (\$5231 ) begin
+      \$5830  = p1_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5824  = products_t2;
-    if (\$5226 ) begin
-      \$5824  = p2_fix;
+    \$5831  = products_t2;
+    if (\$5233 ) begin
+      \$5831  = p2_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5825  = products_t3;
-    if (\$5228 ) begin
-      \$5825  = p3_fix;
+    \$5832  = products_t3;
+    if (\$5235 ) begin
+      \$5832  = p3_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5826  = products_t4;
-    if (\$5230 ) begin
-      \$5826  = p4_fix;
+    \$5833  = products_t4;
+    if (\$5237 ) begin
+      \$5833  = p4_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5827  = products_t5;
-    if (\$5232 ) begin
-      \$5827  = p5_fix;
+    \$5834  = products_t5;
+    if (\$5239 ) begin
+      \$5834  = p5_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5828  = products_t6;
-    if (\$5234 ) begin
-      \$5828  = p6_fix;
+    \$5835  = products_t6;
+    if (\$5241 ) begin
+      \$5835  = p6_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5829  = products_t7;
-    if (\$5236 ) begin
-      \$5829  = p7_fix;
+    \$5836  = products_t7;
+    if (\$5243 ) begin
+      \$5836  = p7_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5830  = products_t8;
-    if (\$5238 ) begin
-      \$5830  = p8_fix;
+    \$5837  = products_t8;
+    if (\$5245 ) begin
+      \$5837  = p8_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5831  = products_t9;
-    if (\$5240 ) begin
-      \$5831  = p9_fix;
+    \$5838  = products_t9;
+    if (\$5247 ) begin
+      \$5838  = p9_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5832  = products_t10;
-    if (\$5242 ) begin
-      \$5832  = p10_fix;
+    \$5839  = products_t10;
+    if (\$5249 ) begin
+      \$5839  = p10_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5833  = products_t11;
-    if (\$5244 ) begin
-      \$5833  = p11_fix;
+    \$5840  = products_t11;
+    if (\$5251 ) begin
+      \$5840  = p11_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5834  = products_t12;
-    if (\$5246 ) begin
-      \$5834  = p12_fix;
+    \$5841  = products_t12;
+    if (\$5253 ) begin
+      \$5841  = p12_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5835  = products_t13;
-    if (\$5248 ) begin
-      \$5835  = p13_fix;
+    \$5842  = products_t13;
+    if (\$5255 ) begin
+      \$5842  = p13_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5836  = products_t14;
-    if (\$5250 ) begin
-      \$5836  = p14_fix;
+    \$5843  = products_t14;
+    if (\$5257 ) begin
+      \$5843  = p14_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5837  = products_t15;
-    if (\$5252 ) begin
-      \$5837  = p15_fix;
+    \$5844  = products_t15;
+    if (\$5259 ) begin
+      \$5844  = p15_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5838  = products_t16;
-    if (\$5254 ) begin
-      \$5838  = p16_fix;
+    \$5845  = products_t16;
+    if (\$5261 ) begin
+      \$5845  = p16_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5839  = products_t17;
-    if (\$5256 ) begin
-      \$5839  = p17_fix;
+    \$5846  = products_t17;
+    if (\$5263 ) begin
+      \$5846  = p17_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5840  = products_t18;
-    if (\$5258 ) begin
-      \$5840  = p18_fix;
+    \$5847  = products_t18;
+    if (\$5265 ) begin
+      \$5847  = p18_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5841  = products_t19;
-    if (\$5260 ) begin
-      \$5841  = p19_fix;
+    \$5848  = products_t19;
+    if (\$5267 ) begin
+      \$5848  = p19_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5842  = products_t20;
-    if (\$5262 ) begin
-      \$5842  = p20_fix;
+    \$5849  = products_t20;
+    if (\$5269 ) begin
+      \$5849  = p20_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5843  = products_t21;
-    if (\$5264 ) begin
-      \$5843  = p21_fix;
+    \$5850  = products_t21;
+    if (\$5271 ) begin
+      \$5850  = p21_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5844  = products_t22;
-    if (\$5266 ) begin
-      \$5844  = p22_fix;
+    \$5851  = products_t22;
+    if (\$5273 ) begin
+      \$5851  = p22_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5845  = products_t23;
-    if (\$5268 ) begin
-      \$5845  = p23_fix;
+    \$5852  = products_t23;
+    if (\$5275 ) begin
+      \$5852  = p23_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5846  = products_t24;
-    if (\$5270 ) begin
-      \$5846  = p24_fix;
+    \$5853  = products_t24;
+    if (\$5277 ) begin
+      \$5853  = p24_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5847  = products_t25;
-    if (\$5272 ) begin
-      \$5847  = p25_fix;
+    \$5854  = products_t25;
+    if (\$5279 ) begin
+      \$5854  = p25_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5848  = products_t26;
-    if (\$5274 ) begin
-      \$5848  = p26_fix;
+    \$5855  = products_t26;
+    if (\$5281 ) begin
+      \$5855  = p26_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5849  = products_t27;
-    if (\$5276 ) begin
-      \$5849  = p27_fix;
+    \$5856  = products_t27;
+    if (\$5283 ) begin
+      \$5856  = p27_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5850  = products_t28;
-    if (\$5278 ) begin
-      \$5850  = p28_fix;
+    \$5857  = products_t28;
+    if (\$5285 ) begin
+      \$5857  = p28_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5851  = products_t29;
-    if (\$5280 ) begin
-      \$5851  = p29_fix;
+    \$5858  = products_t29;
+    if (\$5287 ) begin
+      \$5858  = p29_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5852  = products_t30;
-    if (\$5282 ) begin
-      \$5852  = p30_fix;
+    \$5859  = products_t30;
+    if (\$5289 ) begin
+      \$5859  = p30_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5853  = products_t31;
-    if (\$5284 ) begin
-      \$5853  = p31_fix;
+    \$5860  = products_t31;
+    if (\$5291 ) begin
+      \$5860  = p31_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5854  = products_nan;
-    if (\$5286 ) begin
-      \$5854  = \$5449 ;
+    \$5861  = products_nan;
+    if (\$5293 ) begin
+      \$5861  = \$5456 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5855  = products_pinf;
-    if (\$5451 ) begin
-      \$5855  = \$5580 ;
+    \$5862  = products_pinf;
+    if (\$5458 ) begin
+      \$5862  = \$5587 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5856  = products_ninf;
-    if (\$5582 ) begin
-      \$5856  = \$5679 ;
+    \$5863  = products_ninf;
+    if (\$5589 ) begin
+      \$5863  = \$5686 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5857  = products_first;
-    if (\$5681 ) begin
-      \$5857  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5858  = products_end;
-    if (\$5683 ) begin
-      \$5858  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5859  = products_last;
-    if (\$5685 ) begin
-      \$5859  = \$5686 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5860  = products_scale_man_a;
+    \$5864  = products_first;
     if (\$5688 ) begin
-      \$5860  = { 1'h1, i__payload[0] };
+      \$5864  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5861  = products_scale_exp_a;
+    \$5865  = products_end;
     if (\$5690 ) begin
-      \$5861  = i__payload[5:1];
+      \$5865  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5862  = products_scale_man_b;
+    \$5866  = products_last;
     if (\$5692 ) begin
-      \$5862  = { 1'h1, i__payload[168] };
+      \$5866  = \$5693 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5863  = products_scale_exp_b;
-    if (\$5694 ) begin
-      \$5863  = i__payload[173:169];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5864  = tree_valid;
-    if (advance) begin
-      \$5864  = products_valid;
-    end
-    if (rst) begin
-      \$5864  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5865  = tree_l0;
+    \$5867  = products_scale_man_a;
     if (\$5695 ) begin
-      \$5865  = tree_l3_0;
+      \$5867  = { 1'h1, i__payload[0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5866  = tree_l1;
-    if (\$5696 ) begin
-      \$5866  = tree_l3_1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5867  = tree_l2;
+    \$5868  = products_scale_exp_a;
     if (\$5697 ) begin
-      \$5867  = tree_l3_2;
+      \$5868  = i__payload[5:1];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5868  = tree_l3;
-    if (\$5698 ) begin
-      \$5868  = tree_l3_3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5869  = blk_nan;
+    \$5869  = products_scale_man_b;
     if (\$5699 ) begin
-      \$5869  = products_nan;
+      \$5869  = { 1'h1, i__payload[168] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5870  = blk_pinf;
-    if (\$5700 ) begin
-      \$5870  = products_pinf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5871  = blk_ninf;
+    \$5870  = products_scale_exp_b;
     if (\$5701 ) begin
-      \$5871  = products_ninf;
+      \$5870  = i__payload[173:169];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5872  = tree_first;
+    \$5871  = tree_valid;
+    if (advance) begin
+      \$5871  = products_valid;
+    end
+    if (rst) begin
+      \$5871  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5872  = tree_l0;
     if (\$5702 ) begin
-      \$5872  = products_first;
+      \$5872  = tree_l3_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5873  = tree_end;
+    \$5873  = tree_l1;
     if (\$5703 ) begin
-      \$5873  = products_end;
+      \$5873  = tree_l3_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5874  = tree_last;
+    \$5874  = tree_l2;
     if (\$5704 ) begin
-      \$5874  = products_last;
+      \$5874  = tree_l3_2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5875  = tree_scale_man_a;
+    \$5875  = tree_l3;
     if (\$5705 ) begin
-      \$5875  = products_scale_man_a;
+      \$5875  = tree_l3_3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5876  = tree_scale_exp_a;
+    \$5876  = blk_nan;
     if (\$5706 ) begin
-      \$5876  = products_scale_exp_a;
+      \$5876  = products_nan;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5877  = tree_scale_man_b;
+    \$5877  = blk_pinf;
     if (\$5707 ) begin
-      \$5877  = products_scale_man_b;
+      \$5877  = products_pinf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5878  = tree_scale_exp_b;
+    \$5878  = blk_ninf;
     if (\$5708 ) begin
-      \$5878  = products_scale_exp_b;
+      \$5878  = products_ninf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5879  = sum_valid;
-    if (advance) begin
-      \$5879  = \$5709 ;
-    end
-    if (rst) begin
-      \$5879  = 1'h0;
+    \$5879  = tree_first;
+    if (\$5709 ) begin
+      \$5879  = products_first;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5880  = sum_total;
+    \$5880  = tree_end;
+    if (\$5710 ) begin
+      \$5880  = products_end;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5881  = tree_last;
     if (\$5711 ) begin
-      \$5880  = tree_l5_0;
+      \$5881  = products_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5881  = sum_nan;
+    \$5882  = tree_scale_man_a;
+    if (\$5712 ) begin
+      \$5882  = products_scale_man_a;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5883  = tree_scale_exp_a;
     if (\$5713 ) begin
-      \$5881  = blk_nan;
+      \$5883  = products_scale_exp_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5882  = sum_pinf;
+    \$5884  = tree_scale_man_b;
+    if (\$5714 ) begin
+      \$5884  = products_scale_man_b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5885  = tree_scale_exp_b;
     if (\$5715 ) begin
-      \$5882  = blk_pinf;
+      \$5885  = products_scale_exp_b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5883  = sum_ninf;
-    if (\$5717 ) begin
-      \$5883  = blk_ninf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5884  = sum_last;
-    if (\$5719 ) begin
-      \$5884  = tree_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5885  = sum_scale_man_a;
-    if (\$5721 ) begin
-      \$5885  = tree_scale_man_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5886  = sum_scale_exp_a;
-    if (\$5723 ) begin
-      \$5886  = tree_scale_exp_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5887  = sum_scale_man_b;
-    if (\$5725 ) begin
-      \$5887  = tree_scale_man_b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5888  = sum_scale_exp_b;
-    if (\$5727 ) begin
-      \$5888  = tree_scale_exp_b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5889  = scale_valid;
+    \$5886  = sum_valid;
     if (advance) begin
-      \$5889  = sum_valid;
+      \$5886  = \$5716 ;
     end
     if (rst) begin
-      \$5889  = 1'h0;
+      \$5886  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5890  = scale_mag;
+    \$5887  = sum_total;
+    if (\$5718 ) begin
+      \$5887  = tree_l5_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5888  = sum_nan;
+    if (\$5720 ) begin
+      \$5888  = blk_nan;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5889  = sum_pinf;
+    if (\$5722 ) begin
+      \$5889  = blk_pinf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5890  = sum_ninf;
+    if (\$5724 ) begin
+      \$5890  = blk_ninf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5891  = sum_last;
+    if (\$5726 ) begin
+      \$5891  = tree_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5892  = sum_scale_man_a;
     if (\$5728 ) begin
-      \$5890  = \$4743 [25:0];
+      \$5892  = tree_scale_man_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5891  = scale_neg;
-    if (\$5729 ) begin
-      \$5891  = blk_neg;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5892  = \scale_exp_sum$961 ;
+    \$5893  = sum_scale_exp_a;
     if (\$5730 ) begin
-      \$5892  = scale_exp_sum;
+      \$5893  = tree_scale_exp_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5893  = scale_is_nan;
-    if (\$5731 ) begin
-      \$5893  = \$5733 ;
+    \$5894  = sum_scale_man_b;
+    if (\$5732 ) begin
+      \$5894  = tree_scale_man_b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5894  = scale_is_inf;
+    \$5895  = sum_scale_exp_b;
     if (\$5734 ) begin
-      \$5894  = \$5735 ;
+      \$5895  = tree_scale_exp_b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5895  = scale_ninf;
+    \$5896  = scale_valid;
+    if (advance) begin
+      \$5896  = sum_valid;
+    end
+    if (rst) begin
+      \$5896  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5897  = scale_mag;
+    if (\$5735 ) begin
+      \$5897  = blk_mag;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5898  = scale_neg;
     if (\$5736 ) begin
-      \$5895  = sum_ninf;
+      \$5898  = blk_neg;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5896  = scale_last;
+    \$5899  = \scale_exp_sum$962 ;
     if (\$5737 ) begin
-      \$5896  = sum_last;
+      \$5899  = scale_exp_sum;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5897  = block_norm_valid;
-    if (advance) begin
-      \$5897  = scale_valid;
-    end
-    if (rst) begin
-      \$5897  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5898  = block_norm_head;
+    \$5900  = scale_is_nan;
     if (\$5738 ) begin
-      \$5898  = \$4934 [25:1];
+      \$5900  = \$5740 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5899  = block_norm_low_sticky;
-    if (\$5739 ) begin
-      \$5899  = blk_low_sticky;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5900  = block_norm_extra;
-    if (\$5740 ) begin
-      \$5900  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5901  = block_norm_exp_part;
+    \$5901  = scale_is_inf;
     if (\$5741 ) begin
-      \$5901  = \$4937 [7:0];
+      \$5901  = \$5742 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5902  = block_norm_over;
-    if (\$5742 ) begin
-      \$5902  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5903  = block_norm_edge;
+    \$5902  = scale_ninf;
     if (\$5743 ) begin
-      \$5903  = 1'h0;
+      \$5902  = sum_ninf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5904  = block_norm_zero;
+    \$5903  = scale_last;
     if (\$5744 ) begin
-      \$5904  = blk_zero;
+      \$5903  = sum_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5905  = block_norm_sign;
-    if (\$5745 ) begin
-      \$5905  = \$5746 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5906  = block_norm_is_nan;
-    if (\$5747 ) begin
-      \$5906  = scale_is_nan;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5907  = block_norm_is_inf;
-    if (\$5748 ) begin
-      \$5907  = scale_is_inf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5908  = block_norm_last;
-    if (\$5749 ) begin
-      \$5908  = scale_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5909  = block_valid;
+    \$5904  = block_norm_valid;
     if (advance) begin
-      \$5909  = block_norm_valid;
+      \$5904  = scale_valid;
     end
     if (rst) begin
+      \$5904  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5905  = block_norm_head;
+    if (\$5745 ) begin
+      \$5905  = \$4941 [25:1];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5906  = block_norm_low_sticky;
+    if (\$5746 ) begin
+      \$5906  = blk_low_sticky;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5907  = block_norm_extra;
+    if (\$5747 ) begin
+      \$5907  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5908  = block_norm_exp_part;
+    if (\$5748 ) begin
+      \$5908  = \$4944 [7:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5909  = block_norm_over;
+    if (\$5749 ) begin
       \$5909  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5910  = block_r;
+    \$5910  = block_norm_edge;
     if (\$5750 ) begin
-      \$5910  = blk_bits;
+      \$5910  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5911  = block_last;
+    \$5911  = block_norm_zero;
     if (\$5751 ) begin
-      \$5911  = block_norm_last;
+      \$5911  = blk_zero;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5912  = acc_align_valid;
-    if (advance) begin
-      \$5912  = block_valid;
-    end
-    if (rst) begin
-      \$5912  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5913  = acc_align_big;
+    \$5912  = block_norm_sign;
     if (\$5752 ) begin
-      \$5913  = \$5753 ;
+      \$5912  = \$5753 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5914  = acc_align_big_neg;
+    \$5913  = block_norm_is_nan;
     if (\$5754 ) begin
-      \$5914  = \$5755 ;
+      \$5913  = scale_is_nan;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5915  = acc_align_small;
+    \$5914  = block_norm_is_inf;
+    if (\$5755 ) begin
+      \$5914  = scale_is_inf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5915  = block_norm_last;
     if (\$5756 ) begin
-      \$5915  = \$5757 ;
+      \$5915  = scale_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5916  = acc_align_small_neg;
+    \$5916  = block_valid;
+    if (advance) begin
+      \$5916  = block_norm_valid;
+    end
+    if (rst) begin
+      \$5916  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5917  = block_r;
+    if (\$5757 ) begin
+      \$5917  = blk_bits;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5918  = block_last;
     if (\$5758 ) begin
-      \$5916  = \$5759 ;
+      \$5918  = block_norm_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5917  = acc_align_top;
-    if (\$5760 ) begin
-      \$5917  = { 4'h0, \$4971  };
+    \$5919  = acc_align_valid;
+    if (advance) begin
+      \$5919  = block_valid;
+    end
+    if (rst) begin
+      \$5919  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5918  = acc_align_is_nan;
+    \$5920  = acc_align_big;
+    if (\$5759 ) begin
+      \$5920  = \$5760 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5921  = acc_align_big_neg;
     if (\$5761 ) begin
-      \$5918  = \$5778 ;
+      \$5921  = \$5762 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5919  = acc_align_is_inf;
-    if (\$5779 ) begin
-      \$5919  = \$5786 ;
+    \$5922  = acc_align_small;
+    if (\$5763 ) begin
+      \$5922  = \$5764 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5920  = acc_align_inf_neg;
-    if (\$5787 ) begin
-      \$5920  = \$5791 ;
+    \$5923  = acc_align_small_neg;
+    if (\$5765 ) begin
+      \$5923  = \$5766 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5921  = acc_align_neg_zero;
-    if (\$5792 ) begin
-      \$5921  = \$5795 ;
+    \$5924  = acc_align_top;
+    if (\$5767 ) begin
+      \$5924  = { 4'h0, \$4978  };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5922  = acc_align_last;
-    if (\$5796 ) begin
-      \$5922  = block_last;
+    \$5925  = acc_align_is_nan;
+    if (\$5768 ) begin
+      \$5925  = \$5785 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5923  = acc_add_valid;
-    if (advance) begin
-      \$5923  = acc_align_valid;
-    end
-    if (rst) begin
-      \$5923  = 1'h0;
+    \$5926  = acc_align_is_inf;
+    if (\$5786 ) begin
+      \$5926  = \$5793 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5924  = acc_add_mag;
-    if (\$5797 ) begin
-      \$5924  = acc_mag;
+    \$5927  = acc_align_inf_neg;
+    if (\$5794 ) begin
+      \$5927  = \$5798 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5925  = acc_add_neg;
-    if (\$5798 ) begin
-      \$5925  = acc_neg;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5926  = acc_add_top;
+    \$5928  = acc_align_neg_zero;
     if (\$5799 ) begin
-      \$5926  = acc_align_top;
+      \$5928  = \$5802 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5927  = acc_add_is_nan;
-    if (\$5800 ) begin
-      \$5927  = acc_align_is_nan;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5928  = acc_add_is_inf;
-    if (\$5801 ) begin
-      \$5928  = acc_align_is_inf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5929  = acc_add_inf_neg;
-    if (\$5802 ) begin
-      \$5929  = acc_align_inf_neg;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5930  = acc_add_neg_zero;
+    \$5929  = acc_align_last;
     if (\$5803 ) begin
-      \$5930  = acc_align_neg_zero;
+      \$5929  = block_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5931  = acc_add_last;
+    \$5930  = acc_add_valid;
+    if (advance) begin
+      \$5930  = acc_align_valid;
+    end
+    if (rst) begin
+      \$5930  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5931  = acc_add_mag;
     if (\$5804 ) begin
-      \$5931  = acc_align_last;
+      \$5931  = acc_mag;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5932  = acc_norm_valid;
-    if (advance) begin
-      \$5932  = acc_add_valid;
-    end
-    if (rst) begin
-      \$5932  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5933  = acc_norm_head;
+    \$5932  = acc_add_neg;
     if (\$5805 ) begin
-      \$5933  = \$5189 [27:3];
+      \$5932  = acc_neg;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5934  = acc_norm_low_sticky;
+    \$5933  = acc_add_top;
     if (\$5806 ) begin
-      \$5934  = acc_rnd_low_sticky;
+      \$5933  = acc_align_top;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5935  = acc_norm_extra;
+    \$5934  = acc_add_is_nan;
     if (\$5807 ) begin
-      \$5935  = 5'h00;
+      \$5934  = acc_align_is_nan;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5936  = acc_norm_exp_part;
+    \$5935  = acc_add_is_inf;
     if (\$5808 ) begin
-      \$5936  = \$5192 [7:0];
+      \$5935  = acc_align_is_inf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5937  = acc_norm_over;
+    \$5936  = acc_add_inf_neg;
     if (\$5809 ) begin
-      \$5937  = acc_rnd_over;
+      \$5936  = acc_align_inf_neg;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5938  = acc_norm_edge;
+    \$5937  = acc_add_neg_zero;
     if (\$5810 ) begin
-      \$5938  = acc_rnd_edge;
+      \$5937  = acc_align_neg_zero;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5939  = acc_norm_zero;
+    \$5938  = acc_add_last;
     if (\$5811 ) begin
-      \$5939  = acc_rnd_zero;
+      \$5938  = acc_align_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5940  = acc_norm_sign;
-    if (\$5812 ) begin
-      \$5940  = \$5815 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5941  = acc_norm_is_nan;
-    if (\$5816 ) begin
-      \$5941  = acc_add_is_nan;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5942  = acc_norm_is_inf;
-    if (\$5817 ) begin
-      \$5942  = acc_add_is_inf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5943  = acc_norm_last;
-    if (\$5818 ) begin
-      \$5943  = acc_add_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5944  = o__valid;
+    \$5939  = acc_norm_valid;
     if (advance) begin
-      \$5944  = \$5819 ;
+      \$5939  = acc_add_valid;
     end
     if (rst) begin
-      \$5944  = 1'h0;
+      \$5939  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5945  = o__payload;
+    \$5940  = acc_norm_head;
+    if (\$5812 ) begin
+      \$5940  = \$5196 [27:3];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5941  = acc_norm_low_sticky;
+    if (\$5813 ) begin
+      \$5941  = acc_rnd_low_sticky;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5942  = acc_norm_extra;
+    if (\$5814 ) begin
+      \$5942  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5943  = acc_norm_exp_part;
+    if (\$5815 ) begin
+      \$5943  = \$5199 [7:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5944  = acc_norm_over;
+    if (\$5816 ) begin
+      \$5944  = acc_rnd_over;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5945  = acc_norm_edge;
+    if (\$5817 ) begin
+      \$5945  = acc_rnd_edge;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5946  = acc_norm_zero;
+    if (\$5818 ) begin
+      \$5946  = acc_rnd_zero;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5947  = acc_norm_sign;
+    if (\$5819 ) begin
+      \$5947  = \$5822 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5948  = acc_norm_is_nan;
+    if (\$5823 ) begin
+      \$5948  = acc_add_is_nan;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5949  = acc_norm_is_inf;
+    if (\$5824 ) begin
+      \$5949  = acc_add_is_inf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5950  = acc_norm_last;
+    if (\$5825 ) begin
+      \$5950  = acc_add_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5951  = o__valid;
+    if (advance) begin
+      \$5951  = \$5826 ;
+    end
+    if (rst) begin
+      \$5951  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5952  = o__payload;
     if (advance) begin
       if (acc_norm_valid) begin
         if (acc_norm_last) begin
-          \$5945  = acc_rnd_bits;
+          \$5952  = acc_rnd_bits;
         end
       end
     end
     if (rst) begin
-      \$5945  = 32'd0;
+      \$5952  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5946  = acc;
+    \$5953  = acc;
     if (advance) begin
       if (acc_norm_valid) begin
         (* full_case = 32'd1 *)
         if (acc_norm_last) begin
-          \$5946  = 32'd0;
+          \$5953  = 32'd0;
         end else begin
-          \$5946  = acc_rnd_bits;
+          \$5953  = acc_rnd_bits;
         end
       end
     end
     if (rst) begin
-      \$5946  = 32'd0;
+      \$5953  = 32'd0;
     end
   end
   assign a0_sig = \$34 [2:0];
@@ -12827,30 +12840,30 @@ module nxfp_dot_nxfp5_x_nxfp5_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   assign tree_nan = blk_nan;
   assign tree_pinf = blk_pinf;
   assign tree_ninf = blk_ninf;
-  assign blk_mag = \$4743 [25:0];
-  assign blk_exp = { \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744  };
-  assign blk_lz = \$4883 [4:0];
-  assign blk_lead = \$4934 [25:0];
-  assign blk_norm = \$4934 [25:0];
+  assign blk_abs = \$4741 [21:0];
+  assign blk_exp = { \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751  };
+  assign blk_lz = \$4890 [4:0];
+  assign blk_lead = \$4941 [25:0];
+  assign blk_norm = \$4941 [25:0];
   assign blk_extra = 5'h00;
-  assign blk_head = \$4934 [25:1];
-  assign blk_exppart = \$4937 [7:0];
+  assign blk_head = \$4941 [25:1];
+  assign blk_exppart = \$4944 [7:0];
   assign blk_over = 1'h0;
   assign blk_edge = 1'h0;
-  assign blk_body = \$4944 [30:0];
-  assign r_top = { block_r[30:24], \$4961  };
-  assign acc_a_top = { acc[30:24], \$4963  };
-  assign acc_d = { \$4964 [8], \$4964 [8], \$4964 [8], \$4964  };
-  assign acc_rd = { \$4965 [8], \$4965 [8], \$4965 [8], \$4965  };
-  assign acc_top = { 4'h0, \$4971  };
-  assign acc_rdiff = \$4975 [26:0];
-  assign acc_rnd_lz = \$5134 [4:0];
-  assign acc_rnd_lead = \$5189 [27:0];
-  assign acc_rnd_norm = \$5189 [27:0];
+  assign blk_body = \$4951 [30:0];
+  assign r_top = { block_r[30:24], \$4968  };
+  assign acc_a_top = { acc[30:24], \$4970  };
+  assign acc_d = { \$4971 [8], \$4971 [8], \$4971 [8], \$4971  };
+  assign acc_rd = { \$4972 [8], \$4972 [8], \$4972 [8], \$4972  };
+  assign acc_top = { 4'h0, \$4978  };
+  assign acc_rdiff = \$4982 [26:0];
+  assign acc_rnd_lz = \$5141 [4:0];
+  assign acc_rnd_lead = \$5196 [27:0];
+  assign acc_rnd_norm = \$5196 [27:0];
   assign acc_rnd_extra = 5'h00;
-  assign acc_rnd_head = \$5189 [27:3];
-  assign acc_rnd_exppart = \$5192 [7:0];
-  assign acc_rnd_body = \$5199 [30:0];
+  assign acc_rnd_head = \$5196 [27:3];
+  assign acc_rnd_exppart = \$5199 [7:0];
+  assign acc_rnd_body = \$5206 [30:0];
   assign \i__payload.a_header  = i__payload[7:0];
   assign \i__payload.a_codes  = i__payload[167:8];
   assign \i__payload.a_codes[0]  = i__payload[12:8];
@@ -14843,54 +14856,50 @@ module nxfp_dot_nxfp5_x_nxfp5_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   assign \$4605  = \$4604 ;
   assign \$4608  = 1'h1;
   assign \$4610  = \$4609 ;
-  assign \$4790  = 2'h1;
-  assign \$4794  = 2'h1;
-  assign \$4802  = 2'h1;
-  assign \$4806  = 2'h1;
-  assign \$4822  = 2'h1;
-  assign \$4826  = 2'h1;
-  assign \$4834  = 2'h1;
-  assign \$4838  = 2'h1;
-  assign \$4858  = 2'h1;
-  assign \$4862  = 2'h1;
-  assign \$4870  = 2'h1;
-  assign \$4874  = 2'h1;
-  assign \$4880  = 2'h1;
-  assign blk_low_sticky = \$4934 [0];
-  assign \$4953  = { block_norm_sign, 31'h00000000 };
-  assign { \$4954 [31], \$4954 [22:0] } = { \$4953 [31], \$4953 [22:0] };
-  assign \$4954 [30:23] = 8'hff;
-  assign \$4955  = { block_norm_sign, 31'h00000000 };
-  assign \$4956  = { block_norm_sign, 31'h00000000 };
-  assign acc_a_win = { \$4969 , acc[22:0], 3'h0 };
-  assign acc_b_win = { \$4970 , block_r[22:0], 3'h0 };
-  assign \$5029  = 2'h1;
-  assign \$5033  = 2'h1;
-  assign \$5041  = 2'h1;
-  assign \$5045  = 2'h1;
-  assign \$5061  = 2'h1;
-  assign \$5065  = 2'h1;
-  assign \$5073  = 2'h1;
-  assign \$5077  = 2'h1;
-  assign \$5101  = 2'h1;
-  assign \$5105  = 2'h1;
-  assign \$5113  = 2'h1;
-  assign \$5117  = 2'h1;
-  assign \$5126  = 2'h1;
-  assign \$5130  = 2'h1;
-  assign \$5208  = { acc_norm_sign, 31'h00000000 };
-  assign { \$5209 [31], \$5209 [22:0] } = { \$5208 [31], \$5208 [22:0] };
-  assign \$5209 [30:23] = 8'hff;
-  assign \$5210  = { acc_norm_sign, 31'h00000000 };
-  assign \$5211  = { acc_norm_sign, 31'h00000000 };
-  assign \$5216  = \$5215 ;
-  assign \$5287  = 1'h0;
-  assign \$5288  = 1'h0;
-  assign \$5289  = 1'h0;
-  assign \$5290  = 1'h0;
-  assign \$5291  = 1'h0;
-  assign \$5292  = 1'h0;
-  assign \$5293  = 1'h0;
+  assign \$4743  = { \$4741 [21:0], 3'h0 };
+  assign \$4744  = { 1'h0, \$4741 [21:0], 2'h0 };
+  assign \$4748  = { \$4741 [21:0], 1'h0 };
+  assign \$4797  = 2'h1;
+  assign \$4801  = 2'h1;
+  assign \$4809  = 2'h1;
+  assign \$4813  = 2'h1;
+  assign \$4829  = 2'h1;
+  assign \$4833  = 2'h1;
+  assign \$4841  = 2'h1;
+  assign \$4845  = 2'h1;
+  assign \$4865  = 2'h1;
+  assign \$4869  = 2'h1;
+  assign \$4877  = 2'h1;
+  assign \$4881  = 2'h1;
+  assign \$4887  = 2'h1;
+  assign blk_low_sticky = \$4941 [0];
+  assign \$4960  = { block_norm_sign, 31'h00000000 };
+  assign { \$4961 [31], \$4961 [22:0] } = { \$4960 [31], \$4960 [22:0] };
+  assign \$4961 [30:23] = 8'hff;
+  assign \$4962  = { block_norm_sign, 31'h00000000 };
+  assign \$4963  = { block_norm_sign, 31'h00000000 };
+  assign acc_a_win = { \$4976 , acc[22:0], 3'h0 };
+  assign acc_b_win = { \$4977 , block_r[22:0], 3'h0 };
+  assign \$5036  = 2'h1;
+  assign \$5040  = 2'h1;
+  assign \$5048  = 2'h1;
+  assign \$5052  = 2'h1;
+  assign \$5068  = 2'h1;
+  assign \$5072  = 2'h1;
+  assign \$5080  = 2'h1;
+  assign \$5084  = 2'h1;
+  assign \$5108  = 2'h1;
+  assign \$5112  = 2'h1;
+  assign \$5120  = 2'h1;
+  assign \$5124  = 2'h1;
+  assign \$5133  = 2'h1;
+  assign \$5137  = 2'h1;
+  assign \$5215  = { acc_norm_sign, 31'h00000000 };
+  assign { \$5216 [31], \$5216 [22:0] } = { \$5215 [31], \$5215 [22:0] };
+  assign \$5216 [30:23] = 8'hff;
+  assign \$5217  = { acc_norm_sign, 31'h00000000 };
+  assign \$5218  = { acc_norm_sign, 31'h00000000 };
+  assign \$5223  = \$5222 ;
   assign \$5294  = 1'h0;
   assign \$5295  = 1'h0;
   assign \$5296  = 1'h0;
@@ -15045,136 +15054,143 @@ module nxfp_dot_nxfp5_x_nxfp5_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   assign \$5445  = 1'h0;
   assign \$5446  = 1'h0;
   assign \$5447  = 1'h0;
-  assign \$5448  = hdr_a_scale_nan;
+  assign \$5448  = 1'h0;
+  assign \$5449  = 1'h0;
+  assign \$5450  = 1'h0;
+  assign \$5451  = 1'h0;
   assign \$5452  = 1'h0;
-  assign \$5455  = 1'h0;
-  assign \$5456  = 1'h0;
+  assign \$5453  = 1'h0;
+  assign \$5454  = 1'h0;
+  assign \$5455  = hdr_a_scale_nan;
   assign \$5459  = 1'h0;
-  assign \$5460  = 1'h0;
+  assign \$5462  = 1'h0;
   assign \$5463  = 1'h0;
-  assign \$5464  = 1'h0;
+  assign \$5466  = 1'h0;
   assign \$5467  = 1'h0;
-  assign \$5468  = 1'h0;
+  assign \$5470  = 1'h0;
   assign \$5471  = 1'h0;
-  assign \$5472  = 1'h0;
+  assign \$5474  = 1'h0;
   assign \$5475  = 1'h0;
-  assign \$5476  = 1'h0;
+  assign \$5478  = 1'h0;
   assign \$5479  = 1'h0;
-  assign \$5480  = 1'h0;
+  assign \$5482  = 1'h0;
   assign \$5483  = 1'h0;
-  assign \$5484  = 1'h0;
+  assign \$5486  = 1'h0;
   assign \$5487  = 1'h0;
-  assign \$5488  = 1'h0;
+  assign \$5490  = 1'h0;
   assign \$5491  = 1'h0;
-  assign \$5492  = 1'h0;
+  assign \$5494  = 1'h0;
   assign \$5495  = 1'h0;
-  assign \$5496  = 1'h0;
+  assign \$5498  = 1'h0;
   assign \$5499  = 1'h0;
-  assign \$5500  = 1'h0;
+  assign \$5502  = 1'h0;
   assign \$5503  = 1'h0;
-  assign \$5504  = 1'h0;
+  assign \$5506  = 1'h0;
   assign \$5507  = 1'h0;
-  assign \$5508  = 1'h0;
+  assign \$5510  = 1'h0;
   assign \$5511  = 1'h0;
-  assign \$5512  = 1'h0;
+  assign \$5514  = 1'h0;
   assign \$5515  = 1'h0;
-  assign \$5516  = 1'h0;
+  assign \$5518  = 1'h0;
   assign \$5519  = 1'h0;
-  assign \$5520  = 1'h0;
+  assign \$5522  = 1'h0;
   assign \$5523  = 1'h0;
-  assign \$5524  = 1'h0;
+  assign \$5526  = 1'h0;
   assign \$5527  = 1'h0;
-  assign \$5528  = 1'h0;
+  assign \$5530  = 1'h0;
   assign \$5531  = 1'h0;
-  assign \$5532  = 1'h0;
+  assign \$5534  = 1'h0;
   assign \$5535  = 1'h0;
-  assign \$5536  = 1'h0;
+  assign \$5538  = 1'h0;
   assign \$5539  = 1'h0;
-  assign \$5540  = 1'h0;
+  assign \$5542  = 1'h0;
   assign \$5543  = 1'h0;
-  assign \$5544  = 1'h0;
+  assign \$5546  = 1'h0;
   assign \$5547  = 1'h0;
-  assign \$5548  = 1'h0;
+  assign \$5550  = 1'h0;
   assign \$5551  = 1'h0;
-  assign \$5552  = 1'h0;
+  assign \$5554  = 1'h0;
   assign \$5555  = 1'h0;
-  assign \$5556  = 1'h0;
+  assign \$5558  = 1'h0;
   assign \$5559  = 1'h0;
-  assign \$5560  = 1'h0;
+  assign \$5562  = 1'h0;
   assign \$5563  = 1'h0;
-  assign \$5564  = 1'h0;
+  assign \$5566  = 1'h0;
   assign \$5567  = 1'h0;
-  assign \$5568  = 1'h0;
+  assign \$5570  = 1'h0;
   assign \$5571  = 1'h0;
-  assign \$5572  = 1'h0;
+  assign \$5574  = 1'h0;
   assign \$5575  = 1'h0;
-  assign \$5576  = 1'h0;
+  assign \$5578  = 1'h0;
   assign \$5579  = 1'h0;
-  assign \$5580  = 1'h0;
+  assign \$5582  = 1'h0;
   assign \$5583  = 1'h0;
-  assign \$5585  = 1'h0;
   assign \$5586  = 1'h0;
-  assign \$5588  = 1'h0;
-  assign \$5589  = 1'h0;
-  assign \$5591  = 1'h0;
+  assign \$5587  = 1'h0;
+  assign \$5590  = 1'h0;
   assign \$5592  = 1'h0;
-  assign \$5594  = 1'h0;
+  assign \$5593  = 1'h0;
   assign \$5595  = 1'h0;
-  assign \$5597  = 1'h0;
+  assign \$5596  = 1'h0;
   assign \$5598  = 1'h0;
-  assign \$5600  = 1'h0;
+  assign \$5599  = 1'h0;
   assign \$5601  = 1'h0;
-  assign \$5603  = 1'h0;
+  assign \$5602  = 1'h0;
   assign \$5604  = 1'h0;
-  assign \$5606  = 1'h0;
+  assign \$5605  = 1'h0;
   assign \$5607  = 1'h0;
-  assign \$5609  = 1'h0;
+  assign \$5608  = 1'h0;
   assign \$5610  = 1'h0;
-  assign \$5612  = 1'h0;
+  assign \$5611  = 1'h0;
   assign \$5613  = 1'h0;
-  assign \$5615  = 1'h0;
+  assign \$5614  = 1'h0;
   assign \$5616  = 1'h0;
-  assign \$5618  = 1'h0;
+  assign \$5617  = 1'h0;
   assign \$5619  = 1'h0;
-  assign \$5621  = 1'h0;
+  assign \$5620  = 1'h0;
   assign \$5622  = 1'h0;
-  assign \$5624  = 1'h0;
+  assign \$5623  = 1'h0;
   assign \$5625  = 1'h0;
-  assign \$5627  = 1'h0;
+  assign \$5626  = 1'h0;
   assign \$5628  = 1'h0;
-  assign \$5630  = 1'h0;
+  assign \$5629  = 1'h0;
   assign \$5631  = 1'h0;
-  assign \$5633  = 1'h0;
+  assign \$5632  = 1'h0;
   assign \$5634  = 1'h0;
-  assign \$5636  = 1'h0;
+  assign \$5635  = 1'h0;
   assign \$5637  = 1'h0;
-  assign \$5639  = 1'h0;
+  assign \$5638  = 1'h0;
   assign \$5640  = 1'h0;
-  assign \$5642  = 1'h0;
+  assign \$5641  = 1'h0;
   assign \$5643  = 1'h0;
-  assign \$5645  = 1'h0;
+  assign \$5644  = 1'h0;
   assign \$5646  = 1'h0;
-  assign \$5648  = 1'h0;
+  assign \$5647  = 1'h0;
   assign \$5649  = 1'h0;
-  assign \$5651  = 1'h0;
+  assign \$5650  = 1'h0;
   assign \$5652  = 1'h0;
-  assign \$5654  = 1'h0;
+  assign \$5653  = 1'h0;
   assign \$5655  = 1'h0;
-  assign \$5657  = 1'h0;
+  assign \$5656  = 1'h0;
   assign \$5658  = 1'h0;
-  assign \$5660  = 1'h0;
+  assign \$5659  = 1'h0;
   assign \$5661  = 1'h0;
-  assign \$5663  = 1'h0;
+  assign \$5662  = 1'h0;
   assign \$5664  = 1'h0;
-  assign \$5666  = 1'h0;
+  assign \$5665  = 1'h0;
   assign \$5667  = 1'h0;
-  assign \$5669  = 1'h0;
+  assign \$5668  = 1'h0;
   assign \$5670  = 1'h0;
-  assign \$5672  = 1'h0;
+  assign \$5671  = 1'h0;
   assign \$5673  = 1'h0;
-  assign \$5675  = 1'h0;
+  assign \$5674  = 1'h0;
   assign \$5676  = 1'h0;
-  assign \$5678  = 1'h0;
+  assign \$5677  = 1'h0;
   assign \$5679  = 1'h0;
-  assign \$5686  = i__payload[336];
+  assign \$5680  = 1'h0;
+  assign \$5682  = 1'h0;
+  assign \$5683  = 1'h0;
+  assign \$5685  = 1'h0;
+  assign \$5686  = 1'h0;
+  assign \$5693  = i__payload[336];
 endmodule

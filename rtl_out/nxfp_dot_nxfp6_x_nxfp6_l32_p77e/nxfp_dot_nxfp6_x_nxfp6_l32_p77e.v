@@ -4173,17 +4173,17 @@ module nxfp_dot_nxfp6_x_nxfp6_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire [3:0] \$474 ;
   wire [25:0] \$4740 ;
   wire [25:0] \$4741 ;
-  wire [3:0] \$4742 ;
-  wire [29:0] \$4743 ;
-  wire [7:0] \$4744 ;
-  wire \$4745 ;
+  wire \$4742 ;
+  wire [26:0] \$4743 ;
+  wire [26:0] \$4744 ;
+  wire [26:0] \$4745 ;
   wire \$4746 ;
   wire \$4747 ;
-  wire \$4748 ;
-  wire \$4749 ;
+  wire [24:0] \$4748 ;
+  wire [24:0] \$4749 ;
   wire [3:0] \$475 ;
-  wire \$4750 ;
-  wire \$4751 ;
+  wire [24:0] \$4750 ;
+  wire [7:0] \$4751 ;
   wire \$4752 ;
   wire \$4753 ;
   wire \$4754 ;
@@ -4230,74 +4230,74 @@ module nxfp_dot_nxfp6_x_nxfp6_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$4791 ;
   wire \$4792 ;
   wire \$4793 ;
-  wire [1:0] \$4794 ;
-  wire [1:0] \$4795 ;
-  wire [2:0] \$4796 ;
+  wire \$4794 ;
+  wire \$4795 ;
+  wire \$4796 ;
   wire \$4797 ;
-  wire [1:0] \$4798 ;
-  wire [1:0] \$4799 ;
+  wire \$4798 ;
+  wire \$4799 ;
   wire \$48 ;
   wire \$480 ;
-  wire [2:0] \$4800 ;
-  wire [3:0] \$4801 ;
-  wire \$4802 ;
-  wire \$4803 ;
+  wire \$4800 ;
+  wire [1:0] \$4801 ;
+  wire [1:0] \$4802 ;
+  wire [2:0] \$4803 ;
   wire \$4804 ;
-  wire \$4805 ;
+  wire [1:0] \$4805 ;
   wire [1:0] \$4806 ;
-  wire [1:0] \$4807 ;
-  wire [2:0] \$4808 ;
+  wire [2:0] \$4807 ;
+  wire [3:0] \$4808 ;
   wire \$4809 ;
   wire \$481 ;
-  wire [1:0] \$4810 ;
-  wire [1:0] \$4811 ;
-  wire [2:0] \$4812 ;
-  wire [3:0] \$4813 ;
-  wire [4:0] \$4814 ;
-  wire \$4815 ;
+  wire \$4810 ;
+  wire \$4811 ;
+  wire \$4812 ;
+  wire [1:0] \$4813 ;
+  wire [1:0] \$4814 ;
+  wire [2:0] \$4815 ;
   wire \$4816 ;
-  wire \$4817 ;
-  wire \$4818 ;
-  wire \$4819 ;
+  wire [1:0] \$4817 ;
+  wire [1:0] \$4818 ;
+  wire [2:0] \$4819 ;
   wire [2:0] \$482 ;
-  wire \$4820 ;
-  wire \$4821 ;
+  wire [3:0] \$4820 ;
+  wire [4:0] \$4821 ;
   wire \$4822 ;
   wire \$4823 ;
   wire \$4824 ;
   wire \$4825 ;
-  wire [1:0] \$4826 ;
-  wire [1:0] \$4827 ;
-  wire [2:0] \$4828 ;
+  wire \$4826 ;
+  wire \$4827 ;
+  wire \$4828 ;
   wire \$4829 ;
   wire [2:0] \$483 ;
-  wire [1:0] \$4830 ;
-  wire [1:0] \$4831 ;
-  wire [2:0] \$4832 ;
-  wire [3:0] \$4833 ;
-  wire \$4834 ;
-  wire \$4835 ;
+  wire \$4830 ;
+  wire \$4831 ;
+  wire \$4832 ;
+  wire [1:0] \$4833 ;
+  wire [1:0] \$4834 ;
+  wire [2:0] \$4835 ;
   wire \$4836 ;
-  wire \$4837 ;
+  wire [1:0] \$4837 ;
   wire [1:0] \$4838 ;
-  wire [1:0] \$4839 ;
+  wire [2:0] \$4839 ;
   wire [2:0] \$484 ;
-  wire [2:0] \$4840 ;
+  wire [3:0] \$4840 ;
   wire \$4841 ;
-  wire [1:0] \$4842 ;
-  wire [1:0] \$4843 ;
-  wire [2:0] \$4844 ;
-  wire [3:0] \$4845 ;
-  wire [4:0] \$4846 ;
-  wire [5:0] \$4847 ;
+  wire \$4842 ;
+  wire \$4843 ;
+  wire \$4844 ;
+  wire [1:0] \$4845 ;
+  wire [1:0] \$4846 ;
+  wire [2:0] \$4847 ;
   wire \$4848 ;
-  wire \$4849 ;
+  wire [1:0] \$4849 ;
   wire [3:0] \$485 ;
-  wire \$4850 ;
-  wire \$4851 ;
-  wire \$4852 ;
-  wire \$4853 ;
-  wire \$4854 ;
+  wire [1:0] \$4850 ;
+  wire [2:0] \$4851 ;
+  wire [3:0] \$4852 ;
+  wire [4:0] \$4853 ;
+  wire [5:0] \$4854 ;
   wire \$4855 ;
   wire \$4856 ;
   wire \$4857 ;
@@ -4310,52 +4310,52 @@ module nxfp_dot_nxfp6_x_nxfp6_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$4863 ;
   wire \$4864 ;
   wire \$4865 ;
-  wire [1:0] \$4866 ;
-  wire [1:0] \$4867 ;
-  wire [2:0] \$4868 ;
+  wire \$4866 ;
+  wire \$4867 ;
+  wire \$4868 ;
   wire \$4869 ;
   wire [3:0] \$487 ;
-  wire [1:0] \$4870 ;
-  wire [1:0] \$4871 ;
-  wire [2:0] \$4872 ;
-  wire [3:0] \$4873 ;
-  wire \$4874 ;
-  wire \$4875 ;
+  wire \$4870 ;
+  wire \$4871 ;
+  wire \$4872 ;
+  wire [1:0] \$4873 ;
+  wire [1:0] \$4874 ;
+  wire [2:0] \$4875 ;
   wire \$4876 ;
-  wire \$4877 ;
+  wire [1:0] \$4877 ;
   wire [1:0] \$4878 ;
-  wire [1:0] \$4879 ;
+  wire [2:0] \$4879 ;
   wire [4:0] \$488 ;
-  wire [2:0] \$4880 ;
+  wire [3:0] \$4880 ;
   wire \$4881 ;
-  wire [1:0] \$4882 ;
-  wire [1:0] \$4883 ;
-  wire [2:0] \$4884 ;
-  wire [3:0] \$4885 ;
-  wire [4:0] \$4886 ;
-  wire \$4887 ;
+  wire \$4882 ;
+  wire \$4883 ;
+  wire \$4884 ;
+  wire [1:0] \$4885 ;
+  wire [1:0] \$4886 ;
+  wire [2:0] \$4887 ;
   wire \$4888 ;
-  wire \$4889 ;
+  wire [1:0] \$4889 ;
   wire \$489 ;
-  wire \$4890 ;
-  wire [1:0] \$4891 ;
-  wire [1:0] \$4892 ;
-  wire [2:0] \$4893 ;
+  wire [1:0] \$4890 ;
+  wire [2:0] \$4891 ;
+  wire [3:0] \$4892 ;
+  wire [4:0] \$4893 ;
   wire \$4894 ;
-  wire [1:0] \$4895 ;
-  wire [1:0] \$4896 ;
-  wire [2:0] \$4897 ;
-  wire [4:0] \$4898 ;
-  wire [5:0] \$4899 ;
+  wire \$4895 ;
+  wire \$4896 ;
+  wire \$4897 ;
+  wire [1:0] \$4898 ;
+  wire [1:0] \$4899 ;
   wire \$49 ;
   wire \$490 ;
-  wire \$4900 ;
+  wire [2:0] \$4900 ;
   wire \$4901 ;
-  wire \$4902 ;
-  wire \$4903 ;
-  wire \$4904 ;
-  wire \$4905 ;
-  wire \$4906 ;
+  wire [1:0] \$4902 ;
+  wire [1:0] \$4903 ;
+  wire [2:0] \$4904 ;
+  wire [4:0] \$4905 ;
+  wire [5:0] \$4906 ;
   wire \$4907 ;
   wire \$4908 ;
   wire \$4909 ;
@@ -4408,66 +4408,66 @@ module nxfp_dot_nxfp6_x_nxfp6_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$4951 ;
   wire \$4952 ;
   wire \$4953 ;
-  wire [58:0] \$4954 ;
-  wire [18:0] \$4955 ;
+  wire \$4954 ;
+  wire \$4955 ;
   wire \$4956 ;
-  wire [19:0] \$4957 ;
-  wire [55:0] \$4958 ;
-  wire [24:0] \$4959 ;
+  wire \$4957 ;
+  wire \$4958 ;
+  wire \$4959 ;
   wire \$496 ;
-  wire [24:0] \$4960 ;
-  wire \$4961 ;
-  wire \$4962 ;
+  wire \$4960 ;
+  wire [58:0] \$4961 ;
+  wire [18:0] \$4962 ;
   wire \$4963 ;
-  wire [31:0] \$4964 ;
-  wire \$4965 ;
-  wire \$4966 ;
-  wire \$4967 ;
+  wire [19:0] \$4964 ;
+  wire [55:0] \$4965 ;
+  wire [24:0] \$4966 ;
+  wire [24:0] \$4967 ;
   wire \$4968 ;
   wire \$4969 ;
   wire \$497 ;
   wire \$4970 ;
-  wire \$4971 ;
+  wire [31:0] \$4971 ;
   wire \$4972 ;
-  wire [31:0] \$4973 ;
-  wire [31:0] \$4974 ;
-  wire [31:0] \$4975 ;
-  wire [31:0] \$4976 ;
-  wire [31:0] \$4977 ;
-  wire [31:0] \$4978 ;
-  wire [31:0] \$4979 ;
+  wire \$4973 ;
+  wire \$4974 ;
+  wire \$4975 ;
+  wire \$4976 ;
+  wire \$4977 ;
+  wire \$4978 ;
+  wire \$4979 ;
   wire \$498 ;
-  wire \$4980 ;
-  wire \$4981 ;
-  wire \$4982 ;
-  wire \$4983 ;
-  wire [8:0] \$4984 ;
-  wire [8:0] \$4985 ;
-  wire [11:0] \$4986 ;
+  wire [31:0] \$4980 ;
+  wire [31:0] \$4981 ;
+  wire [31:0] \$4982 ;
+  wire [31:0] \$4983 ;
+  wire [31:0] \$4984 ;
+  wire [31:0] \$4985 ;
+  wire [31:0] \$4986 ;
   wire \$4987 ;
-  wire [11:0] \$4988 ;
+  wire \$4988 ;
   wire \$4989 ;
   wire \$499 ;
   wire \$4990 ;
-  wire [7:0] \$4991 ;
-  wire [57:0] \$4992 ;
-  wire [26:0] \$4993 ;
-  wire [26:0] \$4994 ;
-  wire [27:0] \$4995 ;
+  wire [8:0] \$4991 ;
+  wire [8:0] \$4992 ;
+  wire [11:0] \$4993 ;
+  wire \$4994 ;
+  wire [11:0] \$4995 ;
   wire \$4996 ;
   wire \$4997 ;
-  wire \$4998 ;
-  wire [26:0] \$4999 ;
+  wire [7:0] \$4998 ;
+  wire [57:0] \$4999 ;
   wire \$5 ;
   wire [2:0] \$50 ;
   wire \$500 ;
-  wire \$5000 ;
-  wire \$5001 ;
-  wire \$5002 ;
+  wire [26:0] \$5000 ;
+  wire [26:0] \$5001 ;
+  wire [27:0] \$5002 ;
   wire \$5003 ;
   wire \$5004 ;
   wire \$5005 ;
-  wire \$5006 ;
+  wire [26:0] \$5006 ;
   wire \$5007 ;
   wire \$5008 ;
   wire \$5009 ;
@@ -4514,74 +4514,74 @@ module nxfp_dot_nxfp6_x_nxfp6_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$5046 ;
   wire \$5047 ;
   wire \$5048 ;
-  wire [1:0] \$5049 ;
+  wire \$5049 ;
   wire \$505 ;
-  wire [1:0] \$5050 ;
-  wire [2:0] \$5051 ;
+  wire \$5050 ;
+  wire \$5051 ;
   wire \$5052 ;
-  wire [1:0] \$5053 ;
-  wire [1:0] \$5054 ;
-  wire [2:0] \$5055 ;
-  wire [3:0] \$5056 ;
-  wire \$5057 ;
-  wire \$5058 ;
+  wire \$5053 ;
+  wire \$5054 ;
+  wire \$5055 ;
+  wire [1:0] \$5056 ;
+  wire [1:0] \$5057 ;
+  wire [2:0] \$5058 ;
   wire \$5059 ;
   wire \$506 ;
-  wire \$5060 ;
+  wire [1:0] \$5060 ;
   wire [1:0] \$5061 ;
-  wire [1:0] \$5062 ;
-  wire [2:0] \$5063 ;
+  wire [2:0] \$5062 ;
+  wire [3:0] \$5063 ;
   wire \$5064 ;
-  wire [1:0] \$5065 ;
-  wire [1:0] \$5066 ;
-  wire [2:0] \$5067 ;
-  wire [3:0] \$5068 ;
-  wire [4:0] \$5069 ;
+  wire \$5065 ;
+  wire \$5066 ;
+  wire \$5067 ;
+  wire [1:0] \$5068 ;
+  wire [1:0] \$5069 ;
   wire \$507 ;
-  wire \$5070 ;
+  wire [2:0] \$5070 ;
   wire \$5071 ;
-  wire \$5072 ;
-  wire \$5073 ;
-  wire \$5074 ;
-  wire \$5075 ;
-  wire \$5076 ;
+  wire [1:0] \$5072 ;
+  wire [1:0] \$5073 ;
+  wire [2:0] \$5074 ;
+  wire [3:0] \$5075 ;
+  wire [4:0] \$5076 ;
   wire \$5077 ;
   wire \$5078 ;
   wire \$5079 ;
   wire \$508 ;
   wire \$5080 ;
-  wire [1:0] \$5081 ;
-  wire [1:0] \$5082 ;
-  wire [2:0] \$5083 ;
+  wire \$5081 ;
+  wire \$5082 ;
+  wire \$5083 ;
   wire \$5084 ;
-  wire [1:0] \$5085 ;
-  wire [1:0] \$5086 ;
-  wire [2:0] \$5087 ;
-  wire [3:0] \$5088 ;
-  wire \$5089 ;
+  wire \$5085 ;
+  wire \$5086 ;
+  wire \$5087 ;
+  wire [1:0] \$5088 ;
+  wire [1:0] \$5089 ;
   wire \$509 ;
-  wire \$5090 ;
+  wire [2:0] \$5090 ;
   wire \$5091 ;
-  wire \$5092 ;
+  wire [1:0] \$5092 ;
   wire [1:0] \$5093 ;
-  wire [1:0] \$5094 ;
-  wire [2:0] \$5095 ;
+  wire [2:0] \$5094 ;
+  wire [3:0] \$5095 ;
   wire \$5096 ;
-  wire [1:0] \$5097 ;
-  wire [1:0] \$5098 ;
-  wire [2:0] \$5099 ;
+  wire \$5097 ;
+  wire \$5098 ;
+  wire \$5099 ;
   wire [2:0] \$51 ;
   wire \$510 ;
-  wire [3:0] \$5100 ;
-  wire [4:0] \$5101 ;
-  wire [5:0] \$5102 ;
+  wire [1:0] \$5100 ;
+  wire [1:0] \$5101 ;
+  wire [2:0] \$5102 ;
   wire \$5103 ;
-  wire \$5104 ;
-  wire \$5105 ;
-  wire \$5106 ;
-  wire \$5107 ;
-  wire \$5108 ;
-  wire \$5109 ;
+  wire [1:0] \$5104 ;
+  wire [1:0] \$5105 ;
+  wire [2:0] \$5106 ;
+  wire [3:0] \$5107 ;
+  wire [4:0] \$5108 ;
+  wire [5:0] \$5109 ;
   wire \$511 ;
   wire \$5110 ;
   wire \$5111 ;
@@ -4595,51 +4595,51 @@ module nxfp_dot_nxfp6_x_nxfp6_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$5119 ;
   wire \$512 ;
   wire \$5120 ;
-  wire [1:0] \$5121 ;
-  wire [1:0] \$5122 ;
-  wire [2:0] \$5123 ;
+  wire \$5121 ;
+  wire \$5122 ;
+  wire \$5123 ;
   wire \$5124 ;
-  wire [1:0] \$5125 ;
-  wire [1:0] \$5126 ;
-  wire [2:0] \$5127 ;
-  wire [3:0] \$5128 ;
-  wire \$5129 ;
+  wire \$5125 ;
+  wire \$5126 ;
+  wire \$5127 ;
+  wire [1:0] \$5128 ;
+  wire [1:0] \$5129 ;
   wire \$513 ;
-  wire \$5130 ;
+  wire [2:0] \$5130 ;
   wire \$5131 ;
-  wire \$5132 ;
+  wire [1:0] \$5132 ;
   wire [1:0] \$5133 ;
-  wire [1:0] \$5134 ;
-  wire [2:0] \$5135 ;
+  wire [2:0] \$5134 ;
+  wire [3:0] \$5135 ;
   wire \$5136 ;
-  wire [1:0] \$5137 ;
-  wire [1:0] \$5138 ;
-  wire [2:0] \$5139 ;
+  wire \$5137 ;
+  wire \$5138 ;
+  wire \$5139 ;
   wire \$514 ;
-  wire [3:0] \$5140 ;
-  wire [4:0] \$5141 ;
-  wire \$5142 ;
+  wire [1:0] \$5140 ;
+  wire [1:0] \$5141 ;
+  wire [2:0] \$5142 ;
   wire \$5143 ;
-  wire \$5144 ;
-  wire \$5145 ;
-  wire [1:0] \$5146 ;
-  wire [1:0] \$5147 ;
-  wire [2:0] \$5148 ;
+  wire [1:0] \$5144 ;
+  wire [1:0] \$5145 ;
+  wire [2:0] \$5146 ;
+  wire [3:0] \$5147 ;
+  wire [4:0] \$5148 ;
   wire \$5149 ;
   wire \$515 ;
-  wire [1:0] \$5150 ;
-  wire [1:0] \$5151 ;
-  wire [2:0] \$5152 ;
-  wire [4:0] \$5153 ;
-  wire [5:0] \$5154 ;
-  wire \$5155 ;
+  wire \$5150 ;
+  wire \$5151 ;
+  wire \$5152 ;
+  wire [1:0] \$5153 ;
+  wire [1:0] \$5154 ;
+  wire [2:0] \$5155 ;
   wire \$5156 ;
-  wire \$5157 ;
-  wire \$5158 ;
-  wire \$5159 ;
+  wire [1:0] \$5157 ;
+  wire [1:0] \$5158 ;
+  wire [2:0] \$5159 ;
   wire \$516 ;
-  wire \$5160 ;
-  wire \$5161 ;
+  wire [4:0] \$5160 ;
+  wire [5:0] \$5161 ;
   wire \$5162 ;
   wire \$5163 ;
   wire \$5164 ;
@@ -4692,48 +4692,48 @@ module nxfp_dot_nxfp6_x_nxfp6_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$5206 ;
   wire \$5207 ;
   wire \$5208 ;
-  wire [58:0] \$5209 ;
+  wire \$5209 ;
   wire \$521 ;
-  wire [13:0] \$5210 ;
+  wire \$5210 ;
   wire \$5211 ;
-  wire [14:0] \$5212 ;
-  wire [55:0] \$5213 ;
-  wire [24:0] \$5214 ;
-  wire [24:0] \$5215 ;
-  wire \$5216 ;
-  wire \$5217 ;
+  wire \$5212 ;
+  wire \$5213 ;
+  wire \$5214 ;
+  wire \$5215 ;
+  wire [58:0] \$5216 ;
+  wire [13:0] \$5217 ;
   wire \$5218 ;
-  wire [31:0] \$5219 ;
+  wire [14:0] \$5219 ;
   wire \$522 ;
-  wire \$5220 ;
-  wire \$5221 ;
-  wire \$5222 ;
+  wire [55:0] \$5220 ;
+  wire [24:0] \$5221 ;
+  wire [24:0] \$5222 ;
   wire \$5223 ;
   wire \$5224 ;
   wire \$5225 ;
-  wire \$5226 ;
+  wire [31:0] \$5226 ;
   wire \$5227 ;
-  wire [31:0] \$5228 ;
-  wire [31:0] \$5229 ;
+  wire \$5228 ;
+  wire \$5229 ;
   wire \$523 ;
-  wire [31:0] \$5230 ;
-  wire [31:0] \$5231 ;
-  wire [31:0] \$5232 ;
-  wire [31:0] \$5233 ;
-  wire [31:0] \$5234 ;
-  wire \$5235 ;
-  wire \$5236 ;
-  wire \$5237 ;
-  wire \$5238 ;
-  wire [3:0] \$5239 ;
+  wire \$5230 ;
+  wire \$5231 ;
+  wire \$5232 ;
+  wire \$5233 ;
+  wire \$5234 ;
+  wire [31:0] \$5235 ;
+  wire [31:0] \$5236 ;
+  wire [31:0] \$5237 ;
+  wire [31:0] \$5238 ;
+  wire [31:0] \$5239 ;
   wire \$524 ;
-  wire \$5240 ;
-  wire \$5241 ;
+  wire [31:0] \$5240 ;
+  wire [31:0] \$5241 ;
   wire \$5242 ;
   wire \$5243 ;
   wire \$5244 ;
   wire \$5245 ;
-  wire \$5246 ;
+  wire [3:0] \$5246 ;
   wire \$5247 ;
   wire \$5248 ;
   wire \$5249 ;
@@ -5318,19 +5318,19 @@ module nxfp_dot_nxfp6_x_nxfp6_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$5770 ;
   wire \$5771 ;
   wire \$5772 ;
-  wire [26:0] \$5773 ;
+  wire \$5773 ;
   wire \$5774 ;
   wire \$5775 ;
   wire \$5776 ;
-  wire [26:0] \$5777 ;
+  wire \$5777 ;
   wire \$5778 ;
   wire \$5779 ;
   wire \$578 ;
-  wire \$5780 ;
+  wire [26:0] \$5780 ;
   wire \$5781 ;
   wire \$5782 ;
   wire \$5783 ;
-  wire \$5784 ;
+  wire [26:0] \$5784 ;
   wire \$5785 ;
   wire \$5786 ;
   wire \$5787 ;
@@ -5393,15 +5393,15 @@ module nxfp_dot_nxfp6_x_nxfp6_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire \$5838 ;
   wire \$5839 ;
   wire \$584 ;
-  reg [2:0] \$5840 ;
-  reg \$5841 ;
-  reg [19:0] \$5842 ;
-  reg [19:0] \$5843 ;
-  reg [19:0] \$5844 ;
-  reg [19:0] \$5845 ;
-  reg [19:0] \$5846 ;
-  reg [19:0] \$5847 ;
-  reg [19:0] \$5848 ;
+  wire \$5840 ;
+  wire \$5841 ;
+  wire \$5842 ;
+  wire \$5843 ;
+  wire \$5844 ;
+  wire \$5845 ;
+  wire \$5846 ;
+  reg [2:0] \$5847 ;
+  reg \$5848 ;
   reg [19:0] \$5849 ;
   wire \$585 ;
   reg [19:0] \$5850 ;
@@ -5430,110 +5430,117 @@ module nxfp_dot_nxfp6_x_nxfp6_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   reg [19:0] \$5871 ;
   reg [19:0] \$5872 ;
   reg [19:0] \$5873 ;
-  reg \$5874 ;
-  reg \$5875 ;
-  reg \$5876 ;
-  reg \$5877 ;
-  reg \$5878 ;
-  reg \$5879 ;
+  reg [19:0] \$5874 ;
+  reg [19:0] \$5875 ;
+  reg [19:0] \$5876 ;
+  reg [19:0] \$5877 ;
+  reg [19:0] \$5878 ;
+  reg [19:0] \$5879 ;
   wire \$588 ;
-  reg [1:0] \$5880 ;
-  reg [4:0] \$5881 ;
-  reg [1:0] \$5882 ;
-  reg [4:0] \$5883 ;
+  reg [19:0] \$5880 ;
+  reg \$5881 ;
+  reg \$5882 ;
+  reg \$5883 ;
   reg \$5884 ;
-  reg [22:0] \$5885 ;
-  reg [22:0] \$5886 ;
-  reg [22:0] \$5887 ;
-  reg [22:0] \$5888 ;
-  reg \$5889 ;
+  reg \$5885 ;
+  reg \$5886 ;
+  reg [1:0] \$5887 ;
+  reg [4:0] \$5888 ;
+  reg [1:0] \$5889 ;
   wire \$589 ;
-  reg \$5890 ;
+  reg [4:0] \$5890 ;
   reg \$5891 ;
-  reg \$5892 ;
-  reg \$5893 ;
-  reg \$5894 ;
-  reg [1:0] \$5895 ;
-  reg [4:0] \$5896 ;
-  reg [1:0] \$5897 ;
-  reg [4:0] \$5898 ;
+  reg [22:0] \$5892 ;
+  reg [22:0] \$5893 ;
+  reg [22:0] \$5894 ;
+  reg [22:0] \$5895 ;
+  reg \$5896 ;
+  reg \$5897 ;
+  reg \$5898 ;
   reg \$5899 ;
   wire \$59 ;
   wire \$590 ;
-  reg [24:0] \$5900 ;
+  reg \$5900 ;
   reg \$5901 ;
-  reg \$5902 ;
-  reg \$5903 ;
-  reg \$5904 ;
-  reg [1:0] \$5905 ;
-  reg [4:0] \$5906 ;
-  reg [1:0] \$5907 ;
-  reg [4:0] \$5908 ;
+  reg [1:0] \$5902 ;
+  reg [4:0] \$5903 ;
+  reg [1:0] \$5904 ;
+  reg [4:0] \$5905 ;
+  reg \$5906 ;
+  reg [24:0] \$5907 ;
+  reg \$5908 ;
   reg \$5909 ;
   wire \$591 ;
-  reg [27:0] \$5910 ;
+  reg \$5910 ;
   reg \$5911 ;
-  reg [5:0] \$5912 ;
-  reg \$5913 ;
-  reg \$5914 ;
-  reg \$5915 ;
+  reg [1:0] \$5912 ;
+  reg [4:0] \$5913 ;
+  reg [1:0] \$5914 ;
+  reg [4:0] \$5915 ;
   reg \$5916 ;
-  reg \$5917 ;
-  reg [24:0] \$5918 ;
-  reg \$5919 ;
+  reg [27:0] \$5917 ;
+  reg \$5918 ;
+  reg [5:0] \$5919 ;
   wire \$592 ;
-  reg [4:0] \$5920 ;
-  reg [7:0] \$5921 ;
+  reg \$5920 ;
+  reg \$5921 ;
   reg \$5922 ;
   reg \$5923 ;
   reg \$5924 ;
-  reg \$5925 ;
+  reg [24:0] \$5925 ;
   reg \$5926 ;
-  reg \$5927 ;
-  reg \$5928 ;
+  reg [4:0] \$5927 ;
+  reg [7:0] \$5928 ;
   reg \$5929 ;
   wire \$593 ;
-  reg [31:0] \$5930 ;
+  reg \$5930 ;
   reg \$5931 ;
   reg \$5932 ;
-  reg [26:0] \$5933 ;
+  reg \$5933 ;
   reg \$5934 ;
-  reg [26:0] \$5935 ;
+  reg \$5935 ;
   reg \$5936 ;
-  reg [11:0] \$5937 ;
+  reg [31:0] \$5937 ;
   reg \$5938 ;
   reg \$5939 ;
   wire \$594 ;
-  reg \$5940 ;
+  reg [26:0] \$5940 ;
   reg \$5941 ;
-  reg \$5942 ;
+  reg [26:0] \$5942 ;
   reg \$5943 ;
-  reg [27:0] \$5944 ;
+  reg [11:0] \$5944 ;
   reg \$5945 ;
-  reg [11:0] \$5946 ;
+  reg \$5946 ;
   reg \$5947 ;
   reg \$5948 ;
   reg \$5949 ;
   wire \$595 ;
   reg \$5950 ;
-  reg \$5951 ;
+  reg [27:0] \$5951 ;
   reg \$5952 ;
-  reg [24:0] \$5953 ;
+  reg [11:0] \$5953 ;
   reg \$5954 ;
-  reg [4:0] \$5955 ;
-  reg [7:0] \$5956 ;
+  reg \$5955 ;
+  reg \$5956 ;
   reg \$5957 ;
   reg \$5958 ;
   reg \$5959 ;
   wire \$596 ;
-  reg \$5960 ;
+  reg [24:0] \$5960 ;
   reg \$5961 ;
-  reg \$5962 ;
-  reg \$5963 ;
+  reg [4:0] \$5962 ;
+  reg [7:0] \$5963 ;
   reg \$5964 ;
-  reg [31:0] \$5965 ;
-  reg [31:0] \$5966 ;
+  reg \$5965 ;
+  reg \$5966 ;
+  reg \$5967 ;
+  reg \$5968 ;
+  reg \$5969 ;
   wire \$597 ;
+  reg \$5970 ;
+  reg \$5971 ;
+  reg [31:0] \$5972 ;
+  reg [31:0] \$5973 ;
   wire \$598 ;
   wire [3:0] \$599 ;
   wire \$6 ;
@@ -6816,6 +6823,7 @@ module nxfp_dot_nxfp6_x_nxfp6_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   wire b9_is_zero;
   wire [3:0] b9_sig;
   wire b9_sign;
+  wire [23:0] blk_abs;
   wire [19:0] blk_biased;
   wire [31:0] blk_bits;
   wire [30:0] blk_body;
@@ -7082,7 +7090,7 @@ module nxfp_dot_nxfp6_x_nxfp6_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   input rst;
   wire rst;
   wire [5:0] scale_exp_sum;
-  reg [5:0] \scale_exp_sum$961  = 6'h00;
+  reg [5:0] \scale_exp_sum$962  = 6'h00;
   reg scale_is_inf = 1'h0;
   reg scale_is_nan = 1'h0;
   reg scale_last = 1'h0;
@@ -7152,6 +7160,11 @@ module nxfp_dot_nxfp6_x_nxfp6_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   reg [1:0] tree_scale_man_b = 2'h0;
   wire [24:0] tree_sum;
   reg tree_valid = 1'h0;
+  assign b24_c0_normal = | i__payload[356:355];
+  assign b24_c0_recycled = i__payload[357:352] == 6'h20;
+  assign b24_c1_normal = | i__payload[356:354];
+  assign b24_c1_recycled = i__payload[357:352] == 6'h20;
+  assign \$3532  = i__payload[207] >= 1'h1;
   assign \$3533  = \$3532  ? 1'h1 : i__payload[207];
   assign \$3535  = i__payload[206] >= 1'h1;
   assign \$3536  = \$3535  ? 1'h1 : i__payload[206];
@@ -8154,682 +8167,680 @@ module nxfp_dot_nxfp6_x_nxfp6_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   assign blk_neg = $signed(sum_total) < $signed(1'h0);
   assign \$4740  = - $signed(sum_total);
   assign \$4741  = blk_neg ? \$4740  : { sum_total[24], sum_total };
-  assign \$4742  = sum_scale_man_a * sum_scale_man_b;
-  assign \$4743  = $signed(\$4741 ) * $signed({ 1'h0, \$4742  });
-  assign \$4744  = \scale_exp_sum$961  + 8'hd8;
-  assign \$4745  = ~ scale_mag[27];
-  assign \$4746  = ~ scale_mag[26];
-  assign \$4747  = \$4745  & \$4746 ;
-  assign \$4748  = ~ scale_mag[25];
-  assign \$4749  = ~ scale_mag[24];
-  assign \$4750  = \$4748  & \$4749 ;
-  assign \$4751  = \$4747  & \$4750 ;
-  assign \$4752  = ~ scale_mag[23];
-  assign \$4753  = ~ scale_mag[22];
+  assign \$4742  = sum_scale_man_a[0] & sum_scale_man_b[0];
+  assign \$4745  = \$4742  ? \$4743  : \$4744 ;
+  assign \$4746  = sum_scale_man_a[0] & sum_scale_man_b[0];
+  assign \$4747  = sum_scale_man_a[0] | sum_scale_man_b[0];
+  assign \$4749  = \$4747  ? \$4748  : 25'h0000000;
+  assign \$4750  = \$4746  ? { 1'h0, \$4741 [23:0] } : \$4749 ;
+  assign blk_mag = \$4745  + \$4750 ;
+  assign \$4751  = \scale_exp_sum$962  + 8'hd8;
+  assign \$4752  = ~ scale_mag[27];
+  assign \$4753  = ~ scale_mag[26];
   assign \$4754  = \$4752  & \$4753 ;
-  assign \$4755  = ~ scale_mag[21];
-  assign \$4756  = ~ scale_mag[20];
+  assign \$4755  = ~ scale_mag[25];
+  assign \$4756  = ~ scale_mag[24];
   assign \$4757  = \$4755  & \$4756 ;
   assign \$4758  = \$4754  & \$4757 ;
-  assign \$4759  = ~ scale_mag[19];
-  assign \$4760  = ~ scale_mag[18];
+  assign \$4759  = ~ scale_mag[23];
+  assign \$4760  = ~ scale_mag[22];
   assign \$4761  = \$4759  & \$4760 ;
-  assign \$4762  = ~ scale_mag[17];
-  assign \$4763  = ~ scale_mag[16];
+  assign \$4762  = ~ scale_mag[21];
+  assign \$4763  = ~ scale_mag[20];
   assign \$4764  = \$4762  & \$4763 ;
   assign \$4765  = \$4761  & \$4764 ;
-  assign \$4766  = \$4758  & \$4765 ;
-  assign \$4767  = \$4751  & \$4766 ;
-  assign \$4768  = ~ scale_mag[15];
-  assign \$4769  = ~ scale_mag[14];
-  assign \$4770  = \$4768  & \$4769 ;
-  assign \$4771  = ~ scale_mag[13];
-  assign \$4772  = ~ scale_mag[12];
-  assign \$4773  = \$4771  & \$4772 ;
-  assign \$4774  = \$4770  & \$4773 ;
-  assign \$4775  = ~ scale_mag[11];
-  assign \$4776  = ~ scale_mag[10];
+  assign \$4766  = ~ scale_mag[19];
+  assign \$4767  = ~ scale_mag[18];
+  assign \$4768  = \$4766  & \$4767 ;
+  assign \$4769  = ~ scale_mag[17];
+  assign \$4770  = ~ scale_mag[16];
+  assign \$4771  = \$4769  & \$4770 ;
+  assign \$4772  = \$4768  & \$4771 ;
+  assign \$4773  = \$4765  & \$4772 ;
+  assign \$4774  = \$4758  & \$4773 ;
+  assign \$4775  = ~ scale_mag[15];
+  assign \$4776  = ~ scale_mag[14];
   assign \$4777  = \$4775  & \$4776 ;
-  assign \$4778  = ~ scale_mag[9];
-  assign \$4779  = ~ scale_mag[8];
+  assign \$4778  = ~ scale_mag[13];
+  assign \$4779  = ~ scale_mag[12];
   assign \$4780  = \$4778  & \$4779 ;
   assign \$4781  = \$4777  & \$4780 ;
-  assign \$4782  = \$4774  & \$4781 ;
-  assign \$4783  = ~ scale_mag[7];
-  assign \$4784  = ~ scale_mag[6];
-  assign \$4785  = \$4783  & \$4784 ;
-  assign \$4786  = ~ scale_mag[5];
-  assign \$4787  = ~ scale_mag[4];
-  assign \$4788  = \$4786  & \$4787 ;
-  assign \$4789  = \$4785  & \$4788 ;
-  assign \$4790  = ~ scale_mag[3];
-  assign \$4791  = ~ scale_mag[2];
+  assign \$4782  = ~ scale_mag[11];
+  assign \$4783  = ~ scale_mag[10];
+  assign \$4784  = \$4782  & \$4783 ;
+  assign \$4785  = ~ scale_mag[9];
+  assign \$4786  = ~ scale_mag[8];
+  assign \$4787  = \$4785  & \$4786 ;
+  assign \$4788  = \$4784  & \$4787 ;
+  assign \$4789  = \$4781  & \$4788 ;
+  assign \$4790  = ~ scale_mag[7];
+  assign \$4791  = ~ scale_mag[6];
   assign \$4792  = \$4790  & \$4791 ;
-  assign \$4793  = ~ scale_mag[1];
-  assign \$4795  = scale_mag[1] ? 2'h0 : 2'h1;
-  assign \$4796  = 2'h2 + \$4795 ;
+  assign \$4793  = ~ scale_mag[5];
+  assign \$4794  = ~ scale_mag[4];
+  assign \$4795  = \$4793  & \$4794 ;
+  assign \$4796  = \$4792  & \$4795 ;
   assign \$4797  = ~ scale_mag[3];
-  assign \$4799  = scale_mag[3] ? 2'h0 : 2'h1;
-  assign \$4800  = \$4792  ? \$4796  : { 1'h0, \$4799  };
-  assign \$4801  = 3'h4 + \$4800 ;
-  assign \$4802  = ~ scale_mag[7];
-  assign \$4803  = ~ scale_mag[6];
-  assign \$4804  = \$4802  & \$4803 ;
-  assign \$4805  = ~ scale_mag[5];
-  assign \$4807  = scale_mag[5] ? 2'h0 : 2'h1;
-  assign \$4808  = 2'h2 + \$4807 ;
+  assign \$4798  = ~ scale_mag[2];
+  assign \$4799  = \$4797  & \$4798 ;
+  assign \$4800  = ~ scale_mag[1];
+  assign \$4802  = scale_mag[1] ? 2'h0 : 2'h1;
+  assign \$4803  = 2'h2 + \$4802 ;
+  assign \$4804  = ~ scale_mag[3];
+  assign \$4806  = scale_mag[3] ? 2'h0 : 2'h1;
+  assign \$4807  = \$4799  ? \$4803  : { 1'h0, \$4806  };
+  assign \$4808  = 3'h4 + \$4807 ;
   assign \$4809  = ~ scale_mag[7];
-  assign \$4811  = scale_mag[7] ? 2'h0 : 2'h1;
-  assign \$4812  = \$4804  ? \$4808  : { 1'h0, \$4811  };
-  assign \$4813  = \$4789  ? \$4801  : { 1'h0, \$4812  };
-  assign \$4814  = 4'h8 + \$4813 ;
-  assign \$4815  = ~ scale_mag[15];
-  assign \$4816  = ~ scale_mag[14];
-  assign \$4817  = \$4815  & \$4816 ;
-  assign \$4818  = ~ scale_mag[13];
-  assign \$4819  = ~ scale_mag[12];
-  assign \$4820  = \$4818  & \$4819 ;
-  assign \$4821  = \$4817  & \$4820 ;
-  assign \$4822  = ~ scale_mag[11];
-  assign \$4823  = ~ scale_mag[10];
+  assign \$4810  = ~ scale_mag[6];
+  assign \$4811  = \$4809  & \$4810 ;
+  assign \$4812  = ~ scale_mag[5];
+  assign \$4814  = scale_mag[5] ? 2'h0 : 2'h1;
+  assign \$4815  = 2'h2 + \$4814 ;
+  assign \$4816  = ~ scale_mag[7];
+  assign \$4818  = scale_mag[7] ? 2'h0 : 2'h1;
+  assign \$4819  = \$4811  ? \$4815  : { 1'h0, \$4818  };
+  assign \$4820  = \$4796  ? \$4808  : { 1'h0, \$4819  };
+  assign \$4821  = 4'h8 + \$4820 ;
+  assign \$4822  = ~ scale_mag[15];
+  assign \$4823  = ~ scale_mag[14];
   assign \$4824  = \$4822  & \$4823 ;
-  assign \$4825  = ~ scale_mag[9];
-  assign \$4827  = scale_mag[9] ? 2'h0 : 2'h1;
-  assign \$4828  = 2'h2 + \$4827 ;
+  assign \$4825  = ~ scale_mag[13];
+  assign \$4826  = ~ scale_mag[12];
+  assign \$4827  = \$4825  & \$4826 ;
+  assign \$4828  = \$4824  & \$4827 ;
   assign \$4829  = ~ scale_mag[11];
-  assign \$4831  = scale_mag[11] ? 2'h0 : 2'h1;
-  assign \$4832  = \$4824  ? \$4828  : { 1'h0, \$4831  };
-  assign \$4833  = 3'h4 + \$4832 ;
-  assign \$4834  = ~ scale_mag[15];
-  assign \$4835  = ~ scale_mag[14];
-  assign \$4836  = \$4834  & \$4835 ;
-  assign \$4837  = ~ scale_mag[13];
-  assign \$4839  = scale_mag[13] ? 2'h0 : 2'h1;
-  assign \$4840  = 2'h2 + \$4839 ;
+  assign \$4830  = ~ scale_mag[10];
+  assign \$4831  = \$4829  & \$4830 ;
+  assign \$4832  = ~ scale_mag[9];
+  assign \$4834  = scale_mag[9] ? 2'h0 : 2'h1;
+  assign \$4835  = 2'h2 + \$4834 ;
+  assign \$4836  = ~ scale_mag[11];
+  assign \$4838  = scale_mag[11] ? 2'h0 : 2'h1;
+  assign \$4839  = \$4831  ? \$4835  : { 1'h0, \$4838  };
+  assign \$4840  = 3'h4 + \$4839 ;
   assign \$4841  = ~ scale_mag[15];
-  assign \$4843  = scale_mag[15] ? 2'h0 : 2'h1;
-  assign \$4844  = \$4836  ? \$4840  : { 1'h0, \$4843  };
-  assign \$4845  = \$4821  ? \$4833  : { 1'h0, \$4844  };
-  assign \$4846  = \$4782  ? \$4814  : { 1'h0, \$4845  };
-  assign \$4847  = 4'hc + \$4846 ;
-  assign \$4848  = ~ scale_mag[27];
-  assign \$4849  = ~ scale_mag[26];
-  assign \$4850  = \$4848  & \$4849 ;
-  assign \$4851  = ~ scale_mag[25];
-  assign \$4852  = ~ scale_mag[24];
-  assign \$4853  = \$4851  & \$4852 ;
-  assign \$4854  = \$4850  & \$4853 ;
-  assign \$4855  = ~ scale_mag[23];
-  assign \$4856  = ~ scale_mag[22];
+  assign \$4842  = ~ scale_mag[14];
+  assign \$4843  = \$4841  & \$4842 ;
+  assign \$4844  = ~ scale_mag[13];
+  assign \$4846  = scale_mag[13] ? 2'h0 : 2'h1;
+  assign \$4847  = 2'h2 + \$4846 ;
+  assign \$4848  = ~ scale_mag[15];
+  assign \$4850  = scale_mag[15] ? 2'h0 : 2'h1;
+  assign \$4851  = \$4843  ? \$4847  : { 1'h0, \$4850  };
+  assign \$4852  = \$4828  ? \$4840  : { 1'h0, \$4851  };
+  assign \$4853  = \$4789  ? \$4821  : { 1'h0, \$4852  };
+  assign \$4854  = 4'hc + \$4853 ;
+  assign \$4855  = ~ scale_mag[27];
+  assign \$4856  = ~ scale_mag[26];
   assign \$4857  = \$4855  & \$4856 ;
-  assign \$4858  = ~ scale_mag[21];
-  assign \$4859  = ~ scale_mag[20];
+  assign \$4858  = ~ scale_mag[25];
+  assign \$4859  = ~ scale_mag[24];
   assign \$4860  = \$4858  & \$4859 ;
   assign \$4861  = \$4857  & \$4860 ;
-  assign \$4862  = ~ scale_mag[19];
-  assign \$4863  = ~ scale_mag[18];
+  assign \$4862  = ~ scale_mag[23];
+  assign \$4863  = ~ scale_mag[22];
   assign \$4864  = \$4862  & \$4863 ;
-  assign \$4865  = ~ scale_mag[17];
-  assign \$4867  = scale_mag[17] ? 2'h0 : 2'h1;
-  assign \$4868  = 2'h2 + \$4867 ;
+  assign \$4865  = ~ scale_mag[21];
+  assign \$4866  = ~ scale_mag[20];
+  assign \$4867  = \$4865  & \$4866 ;
+  assign \$4868  = \$4864  & \$4867 ;
   assign \$4869  = ~ scale_mag[19];
-  assign \$4871  = scale_mag[19] ? 2'h0 : 2'h1;
-  assign \$4872  = \$4864  ? \$4868  : { 1'h0, \$4871  };
-  assign \$4873  = 3'h4 + \$4872 ;
-  assign \$4874  = ~ scale_mag[23];
-  assign \$4875  = ~ scale_mag[22];
-  assign \$4876  = \$4874  & \$4875 ;
-  assign \$4877  = ~ scale_mag[21];
-  assign \$4879  = scale_mag[21] ? 2'h0 : 2'h1;
-  assign \$4880  = 2'h2 + \$4879 ;
+  assign \$4870  = ~ scale_mag[18];
+  assign \$4871  = \$4869  & \$4870 ;
+  assign \$4872  = ~ scale_mag[17];
+  assign \$4874  = scale_mag[17] ? 2'h0 : 2'h1;
+  assign \$4875  = 2'h2 + \$4874 ;
+  assign \$4876  = ~ scale_mag[19];
+  assign \$4878  = scale_mag[19] ? 2'h0 : 2'h1;
+  assign \$4879  = \$4871  ? \$4875  : { 1'h0, \$4878  };
+  assign \$4880  = 3'h4 + \$4879 ;
   assign \$4881  = ~ scale_mag[23];
-  assign \$4883  = scale_mag[23] ? 2'h0 : 2'h1;
-  assign \$4884  = \$4876  ? \$4880  : { 1'h0, \$4883  };
-  assign \$4885  = \$4861  ? \$4873  : { 1'h0, \$4884  };
-  assign \$4886  = 3'h4 + \$4885 ;
-  assign \$4887  = ~ scale_mag[27];
-  assign \$4888  = ~ scale_mag[26];
-  assign \$4889  = \$4887  & \$4888 ;
-  assign \$4890  = ~ scale_mag[25];
-  assign \$4892  = scale_mag[25] ? 2'h0 : 2'h1;
-  assign \$4893  = 2'h2 + \$4892 ;
+  assign \$4882  = ~ scale_mag[22];
+  assign \$4883  = \$4881  & \$4882 ;
+  assign \$4884  = ~ scale_mag[21];
+  assign \$4886  = scale_mag[21] ? 2'h0 : 2'h1;
+  assign \$4887  = 2'h2 + \$4886 ;
+  assign \$4888  = ~ scale_mag[23];
+  assign \$4890  = scale_mag[23] ? 2'h0 : 2'h1;
+  assign \$4891  = \$4883  ? \$4887  : { 1'h0, \$4890  };
+  assign \$4892  = \$4868  ? \$4880  : { 1'h0, \$4891  };
+  assign \$4893  = 3'h4 + \$4892 ;
   assign \$4894  = ~ scale_mag[27];
-  assign \$4896  = scale_mag[27] ? 2'h0 : 2'h1;
-  assign \$4897  = \$4889  ? \$4893  : { 1'h0, \$4896  };
-  assign \$4898  = \$4854  ? \$4886  : { 2'h0, \$4897  };
-  assign \$4899  = \$4767  ? \$4847  : { 2'h0, \$4898 [3:0] };
-  assign \$4900  = ~ scale_mag[27];
-  assign \$4901  = ~ scale_mag[26];
-  assign \$4902  = \$4900  & \$4901 ;
-  assign \$4903  = ~ scale_mag[25];
-  assign \$4904  = ~ scale_mag[24];
-  assign \$4905  = \$4903  & \$4904 ;
-  assign \$4906  = \$4902  & \$4905 ;
-  assign \$4907  = ~ scale_mag[23];
-  assign \$4908  = ~ scale_mag[22];
+  assign \$4895  = ~ scale_mag[26];
+  assign \$4896  = \$4894  & \$4895 ;
+  assign \$4897  = ~ scale_mag[25];
+  assign \$4899  = scale_mag[25] ? 2'h0 : 2'h1;
+  assign \$4900  = 2'h2 + \$4899 ;
+  assign \$4901  = ~ scale_mag[27];
+  assign \$4903  = scale_mag[27] ? 2'h0 : 2'h1;
+  assign \$4904  = \$4896  ? \$4900  : { 1'h0, \$4903  };
+  assign \$4905  = \$4861  ? \$4893  : { 2'h0, \$4904  };
+  assign \$4906  = \$4774  ? \$4854  : { 2'h0, \$4905 [3:0] };
+  assign \$4907  = ~ scale_mag[27];
+  assign \$4908  = ~ scale_mag[26];
   assign \$4909  = \$4907  & \$4908 ;
-  assign \$4910  = ~ scale_mag[21];
-  assign \$4911  = ~ scale_mag[20];
+  assign \$4910  = ~ scale_mag[25];
+  assign \$4911  = ~ scale_mag[24];
   assign \$4912  = \$4910  & \$4911 ;
   assign \$4913  = \$4909  & \$4912 ;
-  assign \$4914  = ~ scale_mag[19];
-  assign \$4915  = ~ scale_mag[18];
+  assign \$4914  = ~ scale_mag[23];
+  assign \$4915  = ~ scale_mag[22];
   assign \$4916  = \$4914  & \$4915 ;
-  assign \$4917  = ~ scale_mag[17];
-  assign \$4918  = ~ scale_mag[16];
+  assign \$4917  = ~ scale_mag[21];
+  assign \$4918  = ~ scale_mag[20];
   assign \$4919  = \$4917  & \$4918 ;
   assign \$4920  = \$4916  & \$4919 ;
-  assign \$4921  = \$4913  & \$4920 ;
-  assign \$4922  = \$4906  & \$4921 ;
-  assign \$4923  = ~ scale_mag[15];
-  assign \$4924  = ~ scale_mag[14];
-  assign \$4925  = \$4923  & \$4924 ;
-  assign \$4926  = ~ scale_mag[13];
-  assign \$4927  = ~ scale_mag[12];
-  assign \$4928  = \$4926  & \$4927 ;
-  assign \$4929  = \$4925  & \$4928 ;
-  assign \$4930  = ~ scale_mag[11];
-  assign \$4931  = ~ scale_mag[10];
+  assign \$4921  = ~ scale_mag[19];
+  assign \$4922  = ~ scale_mag[18];
+  assign \$4923  = \$4921  & \$4922 ;
+  assign \$4924  = ~ scale_mag[17];
+  assign \$4925  = ~ scale_mag[16];
+  assign \$4926  = \$4924  & \$4925 ;
+  assign \$4927  = \$4923  & \$4926 ;
+  assign \$4928  = \$4920  & \$4927 ;
+  assign \$4929  = \$4913  & \$4928 ;
+  assign \$4930  = ~ scale_mag[15];
+  assign \$4931  = ~ scale_mag[14];
   assign \$4932  = \$4930  & \$4931 ;
-  assign \$4933  = ~ scale_mag[9];
-  assign \$4934  = ~ scale_mag[8];
+  assign \$4933  = ~ scale_mag[13];
+  assign \$4934  = ~ scale_mag[12];
   assign \$4935  = \$4933  & \$4934 ;
   assign \$4936  = \$4932  & \$4935 ;
-  assign \$4937  = \$4929  & \$4936 ;
-  assign \$4938  = ~ scale_mag[7];
-  assign \$4939  = ~ scale_mag[6];
-  assign \$4940  = \$4938  & \$4939 ;
-  assign \$4941  = ~ scale_mag[5];
-  assign \$4942  = ~ scale_mag[4];
-  assign \$4943  = \$4941  & \$4942 ;
-  assign \$4944  = \$4940  & \$4943 ;
-  assign \$4945  = ~ scale_mag[3];
-  assign \$4946  = ~ scale_mag[2];
+  assign \$4937  = ~ scale_mag[11];
+  assign \$4938  = ~ scale_mag[10];
+  assign \$4939  = \$4937  & \$4938 ;
+  assign \$4940  = ~ scale_mag[9];
+  assign \$4941  = ~ scale_mag[8];
+  assign \$4942  = \$4940  & \$4941 ;
+  assign \$4943  = \$4939  & \$4942 ;
+  assign \$4944  = \$4936  & \$4943 ;
+  assign \$4945  = ~ scale_mag[7];
+  assign \$4946  = ~ scale_mag[6];
   assign \$4947  = \$4945  & \$4946 ;
-  assign \$4948  = ~ scale_mag[1];
-  assign \$4949  = ~ scale_mag[0];
+  assign \$4948  = ~ scale_mag[5];
+  assign \$4949  = ~ scale_mag[4];
   assign \$4950  = \$4948  & \$4949 ;
   assign \$4951  = \$4947  & \$4950 ;
-  assign \$4952  = \$4944  & \$4951 ;
-  assign \$4953  = \$4937  & \$4952 ;
-  assign blk_zero = \$4922  & \$4953 ;
-  assign \$4954  = scale_mag << \$4899 [4:0];
-  assign \$4955  = $signed(\$4744 ) + $signed(9'h09a);
-  assign blk_biased = $signed(\$4955 ) - $signed({ 1'h0, \$4899 [4:0] });
-  assign blk_low_sticky = | \$4954 [2:0];
-  assign \$4956  = $signed(blk_biased) >= $signed(2'h1);
-  assign \$4957  = \$4956  ? blk_biased : 20'h00000;
+  assign \$4952  = ~ scale_mag[3];
+  assign \$4953  = ~ scale_mag[2];
+  assign \$4954  = \$4952  & \$4953 ;
+  assign \$4955  = ~ scale_mag[1];
+  assign \$4956  = ~ scale_mag[0];
+  assign \$4957  = \$4955  & \$4956 ;
+  assign \$4958  = \$4954  & \$4957 ;
+  assign \$4959  = \$4951  & \$4958 ;
+  assign \$4960  = \$4944  & \$4959 ;
+  assign blk_zero = \$4929  & \$4960 ;
+  assign \$4961  = scale_mag << \$4906 [4:0];
+  assign \$4962  = $signed(\$4751 ) + $signed(9'h09a);
+  assign blk_biased = $signed(\$4962 ) - $signed({ 1'h0, \$4906 [4:0] });
+  assign blk_low_sticky = | \$4961 [2:0];
+  assign \$4963  = $signed(blk_biased) >= $signed(2'h1);
+  assign \$4964  = \$4963  ? blk_biased : 20'h00000;
   assign blk_kept = block_norm_head >> block_norm_extra;
-  assign \$4958  = 25'h1ffffff << block_norm_extra;
-  assign \$4959  = ~ \$4958 [24:0];
-  assign \$4960  = block_norm_head & \$4959 ;
-  assign \$4961  = | \$4960 ;
-  assign blk_sticky = block_norm_low_sticky | \$4961 ;
-  assign \$4962  = blk_sticky | blk_kept[1];
-  assign \$4963  = blk_kept[0] & \$4962 ;
-  assign \$4964  = { block_norm_exp_part, blk_kept[23:1] } + \$4963 ;
-  assign \$4965  = & blk_kept[23:1];
-  assign \$4966  = block_norm_edge & \$4965 ;
-  assign \$4967  = blk_sticky | blk_kept[1];
-  assign \$4968  = blk_kept[0] & \$4967 ;
-  assign \$4969  = \$4966  & \$4968 ;
-  assign blk_overflow = block_norm_over | \$4969 ;
-  assign \$4970  = ~ block_norm_zero;
-  assign \$4971  = blk_overflow & \$4970 ;
-  assign \$4972  = block_norm_is_inf | \$4971 ;
-  assign \$4977  = { 1'h0, \$4964 [30:0] } | \$4976 ;
-  assign \$4978  = block_norm_zero ? \$4975  : \$4977 ;
-  assign \$4979  = \$4972  ? \$4974  : \$4978 ;
-  assign blk_bits = block_norm_is_nan ? 32'd2143289344 : \$4979 ;
-  assign \$4980  = ! block_r[30:23];
-  assign \$4981  = block_r[23] | \$4980 ;
-  assign \$4982  = ! acc[30:23];
-  assign \$4983  = acc[23] | \$4982 ;
-  assign \$4984  = { acc[30:24], \$4983  } - { block_r[30:24], \$4981  };
-  assign \$4985  = { block_r[30:24], \$4981  } - { acc[30:24], \$4983  };
-  assign acc_a_big = $signed(\$4984 ) >= $signed(1'h0);
-  assign \$4986  = acc_a_big ? { \$4984 [8], \$4984 [8], \$4984 [8], \$4984  } : { \$4985 [8], \$4985 [8], \$4985 [8], \$4985  };
-  assign \$4987  = | \$4986 [11:5];
-  assign \$4988  = acc_a_big ? { \$4984 [8], \$4984 [8], \$4984 [8], \$4984  } : { \$4985 [8], \$4985 [8], \$4985 [8], \$4985  };
-  assign acc_dist = \$4987  ? 5'h1f : \$4988 [4:0];
-  assign \$4989  = | acc[30:23];
-  assign \$4990  = | block_r[30:23];
-  assign \$4991  = acc_a_big ? { acc[30:24], \$4983  } : { block_r[30:24], \$4981  };
+  assign \$4965  = 25'h1ffffff << block_norm_extra;
+  assign \$4966  = ~ \$4965 [24:0];
+  assign \$4967  = block_norm_head & \$4966 ;
+  assign \$4968  = | \$4967 ;
+  assign blk_sticky = block_norm_low_sticky | \$4968 ;
+  assign \$4969  = blk_sticky | blk_kept[1];
+  assign \$4970  = blk_kept[0] & \$4969 ;
+  assign \$4971  = { block_norm_exp_part, blk_kept[23:1] } + \$4970 ;
+  assign \$4972  = & blk_kept[23:1];
+  assign \$4973  = block_norm_edge & \$4972 ;
+  assign \$4974  = blk_sticky | blk_kept[1];
+  assign \$4975  = blk_kept[0] & \$4974 ;
+  assign \$4976  = \$4973  & \$4975 ;
+  assign blk_overflow = block_norm_over | \$4976 ;
+  assign \$4977  = ~ block_norm_zero;
+  assign \$4978  = blk_overflow & \$4977 ;
+  assign \$4979  = block_norm_is_inf | \$4978 ;
+  assign \$4984  = { 1'h0, \$4971 [30:0] } | \$4983 ;
+  assign \$4985  = block_norm_zero ? \$4982  : \$4984 ;
+  assign \$4986  = \$4979  ? \$4981  : \$4985 ;
+  assign blk_bits = block_norm_is_nan ? 32'd2143289344 : \$4986 ;
+  assign \$4987  = ! block_r[30:23];
+  assign \$4988  = block_r[23] | \$4987 ;
+  assign \$4989  = ! acc[30:23];
+  assign \$4990  = acc[23] | \$4989 ;
+  assign \$4991  = { acc[30:24], \$4990  } - { block_r[30:24], \$4988  };
+  assign \$4992  = { block_r[30:24], \$4988  } - { acc[30:24], \$4990  };
+  assign acc_a_big = $signed(\$4991 ) >= $signed(1'h0);
+  assign \$4993  = acc_a_big ? { \$4991 [8], \$4991 [8], \$4991 [8], \$4991  } : { \$4992 [8], \$4992 [8], \$4992 [8], \$4992  };
+  assign \$4994  = | \$4993 [11:5];
+  assign \$4995  = acc_a_big ? { \$4991 [8], \$4991 [8], \$4991 [8], \$4991  } : { \$4992 [8], \$4992 [8], \$4992 [8], \$4992  };
+  assign acc_dist = \$4994  ? 5'h1f : \$4995 [4:0];
+  assign \$4996  = | acc[30:23];
+  assign \$4997  = | block_r[30:23];
+  assign \$4998  = acc_a_big ? { acc[30:24], \$4990  } : { block_r[30:24], \$4988  };
   assign acc_small = acc_a_big ? acc_b_win : acc_a_win;
   assign acc_shifted = acc_small >> acc_dist;
-  assign \$4992  = 27'h7ffffff << acc_dist;
-  assign \$4993  = ~ \$4992 [26:0];
-  assign \$4994  = acc_small & \$4993 ;
-  assign acc_sticky = | \$4994 ;
+  assign \$4999  = 27'h7ffffff << acc_dist;
+  assign \$5000  = ~ \$4999 [26:0];
+  assign \$5001  = acc_small & \$5000 ;
+  assign acc_sticky = | \$5001 ;
   assign acc_diff = acc_align_big - acc_align_small;
-  assign \$4995  = acc_align_small - acc_align_big;
+  assign \$5002  = acc_align_small - acc_align_big;
   assign acc_total = acc_align_big + acc_align_small;
-  assign \$4996  = acc_align_big_neg ^ acc_align_small_neg;
-  assign \$4997  = \$4996  & acc_diff[27];
-  assign acc_neg = acc_align_big_neg ^ \$4997 ;
-  assign \$4998  = acc_align_big_neg ^ acc_align_small_neg;
-  assign \$4999  = acc_diff[27] ? \$4995 [26:0] : acc_diff[26:0];
-  assign acc_mag = \$4998  ? { 1'h0, \$4999  } : acc_total;
+  assign \$5003  = acc_align_big_neg ^ acc_align_small_neg;
+  assign \$5004  = \$5003  & acc_diff[27];
+  assign acc_neg = acc_align_big_neg ^ \$5004 ;
+  assign \$5005  = acc_align_big_neg ^ acc_align_small_neg;
+  assign \$5006  = acc_diff[27] ? \$5002 [26:0] : acc_diff[26:0];
+  assign acc_mag = \$5005  ? { 1'h0, \$5006  } : acc_total;
   assign acc_exp = $signed(acc_add_top) - $signed(9'h099);
-  assign \$5000  = ~ acc_add_mag[27];
-  assign \$5001  = ~ acc_add_mag[26];
-  assign \$5002  = \$5000  & \$5001 ;
-  assign \$5003  = ~ acc_add_mag[25];
-  assign \$5004  = ~ acc_add_mag[24];
-  assign \$5005  = \$5003  & \$5004 ;
-  assign \$5006  = \$5002  & \$5005 ;
-  assign \$5007  = ~ acc_add_mag[23];
-  assign \$5008  = ~ acc_add_mag[22];
+  assign \$5007  = ~ acc_add_mag[27];
+  assign \$5008  = ~ acc_add_mag[26];
   assign \$5009  = \$5007  & \$5008 ;
-  assign \$5010  = ~ acc_add_mag[21];
-  assign \$5011  = ~ acc_add_mag[20];
+  assign \$5010  = ~ acc_add_mag[25];
+  assign \$5011  = ~ acc_add_mag[24];
   assign \$5012  = \$5010  & \$5011 ;
   assign \$5013  = \$5009  & \$5012 ;
-  assign \$5014  = ~ acc_add_mag[19];
-  assign \$5015  = ~ acc_add_mag[18];
+  assign \$5014  = ~ acc_add_mag[23];
+  assign \$5015  = ~ acc_add_mag[22];
   assign \$5016  = \$5014  & \$5015 ;
-  assign \$5017  = ~ acc_add_mag[17];
-  assign \$5018  = ~ acc_add_mag[16];
+  assign \$5017  = ~ acc_add_mag[21];
+  assign \$5018  = ~ acc_add_mag[20];
   assign \$5019  = \$5017  & \$5018 ;
   assign \$5020  = \$5016  & \$5019 ;
-  assign \$5021  = \$5013  & \$5020 ;
-  assign \$5022  = \$5006  & \$5021 ;
-  assign \$5023  = ~ acc_add_mag[15];
-  assign \$5024  = ~ acc_add_mag[14];
-  assign \$5025  = \$5023  & \$5024 ;
-  assign \$5026  = ~ acc_add_mag[13];
-  assign \$5027  = ~ acc_add_mag[12];
-  assign \$5028  = \$5026  & \$5027 ;
-  assign \$5029  = \$5025  & \$5028 ;
-  assign \$5030  = ~ acc_add_mag[11];
-  assign \$5031  = ~ acc_add_mag[10];
+  assign \$5021  = ~ acc_add_mag[19];
+  assign \$5022  = ~ acc_add_mag[18];
+  assign \$5023  = \$5021  & \$5022 ;
+  assign \$5024  = ~ acc_add_mag[17];
+  assign \$5025  = ~ acc_add_mag[16];
+  assign \$5026  = \$5024  & \$5025 ;
+  assign \$5027  = \$5023  & \$5026 ;
+  assign \$5028  = \$5020  & \$5027 ;
+  assign \$5029  = \$5013  & \$5028 ;
+  assign \$5030  = ~ acc_add_mag[15];
+  assign \$5031  = ~ acc_add_mag[14];
   assign \$5032  = \$5030  & \$5031 ;
-  assign \$5033  = ~ acc_add_mag[9];
-  assign \$5034  = ~ acc_add_mag[8];
+  assign \$5033  = ~ acc_add_mag[13];
+  assign \$5034  = ~ acc_add_mag[12];
   assign \$5035  = \$5033  & \$5034 ;
   assign \$5036  = \$5032  & \$5035 ;
-  assign \$5037  = \$5029  & \$5036 ;
-  assign \$5038  = ~ acc_add_mag[7];
-  assign \$5039  = ~ acc_add_mag[6];
-  assign \$5040  = \$5038  & \$5039 ;
-  assign \$5041  = ~ acc_add_mag[5];
-  assign \$5042  = ~ acc_add_mag[4];
-  assign \$5043  = \$5041  & \$5042 ;
-  assign \$5044  = \$5040  & \$5043 ;
-  assign \$5045  = ~ acc_add_mag[3];
-  assign \$5046  = ~ acc_add_mag[2];
+  assign \$5037  = ~ acc_add_mag[11];
+  assign \$5038  = ~ acc_add_mag[10];
+  assign \$5039  = \$5037  & \$5038 ;
+  assign \$5040  = ~ acc_add_mag[9];
+  assign \$5041  = ~ acc_add_mag[8];
+  assign \$5042  = \$5040  & \$5041 ;
+  assign \$5043  = \$5039  & \$5042 ;
+  assign \$5044  = \$5036  & \$5043 ;
+  assign \$5045  = ~ acc_add_mag[7];
+  assign \$5046  = ~ acc_add_mag[6];
   assign \$5047  = \$5045  & \$5046 ;
-  assign \$5048  = ~ acc_add_mag[1];
-  assign \$5050  = acc_add_mag[1] ? 2'h0 : 2'h1;
-  assign \$5051  = 2'h2 + \$5050 ;
+  assign \$5048  = ~ acc_add_mag[5];
+  assign \$5049  = ~ acc_add_mag[4];
+  assign \$5050  = \$5048  & \$5049 ;
+  assign \$5051  = \$5047  & \$5050 ;
   assign \$5052  = ~ acc_add_mag[3];
-  assign \$5054  = acc_add_mag[3] ? 2'h0 : 2'h1;
-  assign \$5055  = \$5047  ? \$5051  : { 1'h0, \$5054  };
-  assign \$5056  = 3'h4 + \$5055 ;
-  assign \$5057  = ~ acc_add_mag[7];
-  assign \$5058  = ~ acc_add_mag[6];
-  assign \$5059  = \$5057  & \$5058 ;
-  assign \$5060  = ~ acc_add_mag[5];
-  assign \$5062  = acc_add_mag[5] ? 2'h0 : 2'h1;
-  assign \$5063  = 2'h2 + \$5062 ;
+  assign \$5053  = ~ acc_add_mag[2];
+  assign \$5054  = \$5052  & \$5053 ;
+  assign \$5055  = ~ acc_add_mag[1];
+  assign \$5057  = acc_add_mag[1] ? 2'h0 : 2'h1;
+  assign \$5058  = 2'h2 + \$5057 ;
+  assign \$5059  = ~ acc_add_mag[3];
+  assign \$5061  = acc_add_mag[3] ? 2'h0 : 2'h1;
+  assign \$5062  = \$5054  ? \$5058  : { 1'h0, \$5061  };
+  assign \$5063  = 3'h4 + \$5062 ;
   assign \$5064  = ~ acc_add_mag[7];
-  assign \$5066  = acc_add_mag[7] ? 2'h0 : 2'h1;
-  assign \$5067  = \$5059  ? \$5063  : { 1'h0, \$5066  };
-  assign \$5068  = \$5044  ? \$5056  : { 1'h0, \$5067  };
-  assign \$5069  = 4'h8 + \$5068 ;
-  assign \$5070  = ~ acc_add_mag[15];
-  assign \$5071  = ~ acc_add_mag[14];
-  assign \$5072  = \$5070  & \$5071 ;
-  assign \$5073  = ~ acc_add_mag[13];
-  assign \$5074  = ~ acc_add_mag[12];
-  assign \$5075  = \$5073  & \$5074 ;
-  assign \$5076  = \$5072  & \$5075 ;
-  assign \$5077  = ~ acc_add_mag[11];
-  assign \$5078  = ~ acc_add_mag[10];
+  assign \$5065  = ~ acc_add_mag[6];
+  assign \$5066  = \$5064  & \$5065 ;
+  assign \$5067  = ~ acc_add_mag[5];
+  assign \$5069  = acc_add_mag[5] ? 2'h0 : 2'h1;
+  assign \$5070  = 2'h2 + \$5069 ;
+  assign \$5071  = ~ acc_add_mag[7];
+  assign \$5073  = acc_add_mag[7] ? 2'h0 : 2'h1;
+  assign \$5074  = \$5066  ? \$5070  : { 1'h0, \$5073  };
+  assign \$5075  = \$5051  ? \$5063  : { 1'h0, \$5074  };
+  assign \$5076  = 4'h8 + \$5075 ;
+  assign \$5077  = ~ acc_add_mag[15];
+  assign \$5078  = ~ acc_add_mag[14];
   assign \$5079  = \$5077  & \$5078 ;
-  assign \$5080  = ~ acc_add_mag[9];
-  assign \$5082  = acc_add_mag[9] ? 2'h0 : 2'h1;
-  assign \$5083  = 2'h2 + \$5082 ;
+  assign \$5080  = ~ acc_add_mag[13];
+  assign \$5081  = ~ acc_add_mag[12];
+  assign \$5082  = \$5080  & \$5081 ;
+  assign \$5083  = \$5079  & \$5082 ;
   assign \$5084  = ~ acc_add_mag[11];
-  assign \$5086  = acc_add_mag[11] ? 2'h0 : 2'h1;
-  assign \$5087  = \$5079  ? \$5083  : { 1'h0, \$5086  };
-  assign \$5088  = 3'h4 + \$5087 ;
-  assign \$5089  = ~ acc_add_mag[15];
-  assign \$5090  = ~ acc_add_mag[14];
-  assign \$5091  = \$5089  & \$5090 ;
-  assign \$5092  = ~ acc_add_mag[13];
-  assign \$5094  = acc_add_mag[13] ? 2'h0 : 2'h1;
-  assign \$5095  = 2'h2 + \$5094 ;
+  assign \$5085  = ~ acc_add_mag[10];
+  assign \$5086  = \$5084  & \$5085 ;
+  assign \$5087  = ~ acc_add_mag[9];
+  assign \$5089  = acc_add_mag[9] ? 2'h0 : 2'h1;
+  assign \$5090  = 2'h2 + \$5089 ;
+  assign \$5091  = ~ acc_add_mag[11];
+  assign \$5093  = acc_add_mag[11] ? 2'h0 : 2'h1;
+  assign \$5094  = \$5086  ? \$5090  : { 1'h0, \$5093  };
+  assign \$5095  = 3'h4 + \$5094 ;
   assign \$5096  = ~ acc_add_mag[15];
-  assign \$5098  = acc_add_mag[15] ? 2'h0 : 2'h1;
-  assign \$5099  = \$5091  ? \$5095  : { 1'h0, \$5098  };
-  assign \$5100  = \$5076  ? \$5088  : { 1'h0, \$5099  };
-  assign \$5101  = \$5037  ? \$5069  : { 1'h0, \$5100  };
-  assign \$5102  = 4'hc + \$5101 ;
-  assign \$5103  = ~ acc_add_mag[27];
-  assign \$5104  = ~ acc_add_mag[26];
-  assign \$5105  = \$5103  & \$5104 ;
-  assign \$5106  = ~ acc_add_mag[25];
-  assign \$5107  = ~ acc_add_mag[24];
-  assign \$5108  = \$5106  & \$5107 ;
-  assign \$5109  = \$5105  & \$5108 ;
-  assign \$5110  = ~ acc_add_mag[23];
-  assign \$5111  = ~ acc_add_mag[22];
+  assign \$5097  = ~ acc_add_mag[14];
+  assign \$5098  = \$5096  & \$5097 ;
+  assign \$5099  = ~ acc_add_mag[13];
+  assign \$5101  = acc_add_mag[13] ? 2'h0 : 2'h1;
+  assign \$5102  = 2'h2 + \$5101 ;
+  assign \$5103  = ~ acc_add_mag[15];
+  assign \$5105  = acc_add_mag[15] ? 2'h0 : 2'h1;
+  assign \$5106  = \$5098  ? \$5102  : { 1'h0, \$5105  };
+  assign \$5107  = \$5083  ? \$5095  : { 1'h0, \$5106  };
+  assign \$5108  = \$5044  ? \$5076  : { 1'h0, \$5107  };
+  assign \$5109  = 4'hc + \$5108 ;
+  assign \$5110  = ~ acc_add_mag[27];
+  assign \$5111  = ~ acc_add_mag[26];
   assign \$5112  = \$5110  & \$5111 ;
-  assign \$5113  = ~ acc_add_mag[21];
-  assign \$5114  = ~ acc_add_mag[20];
+  assign \$5113  = ~ acc_add_mag[25];
+  assign \$5114  = ~ acc_add_mag[24];
   assign \$5115  = \$5113  & \$5114 ;
   assign \$5116  = \$5112  & \$5115 ;
-  assign \$5117  = ~ acc_add_mag[19];
-  assign \$5118  = ~ acc_add_mag[18];
+  assign \$5117  = ~ acc_add_mag[23];
+  assign \$5118  = ~ acc_add_mag[22];
   assign \$5119  = \$5117  & \$5118 ;
-  assign \$5120  = ~ acc_add_mag[17];
-  assign \$5122  = acc_add_mag[17] ? 2'h0 : 2'h1;
-  assign \$5123  = 2'h2 + \$5122 ;
+  assign \$5120  = ~ acc_add_mag[21];
+  assign \$5121  = ~ acc_add_mag[20];
+  assign \$5122  = \$5120  & \$5121 ;
+  assign \$5123  = \$5119  & \$5122 ;
   assign \$5124  = ~ acc_add_mag[19];
-  assign \$5126  = acc_add_mag[19] ? 2'h0 : 2'h1;
-  assign \$5127  = \$5119  ? \$5123  : { 1'h0, \$5126  };
-  assign \$5128  = 3'h4 + \$5127 ;
-  assign \$5129  = ~ acc_add_mag[23];
-  assign \$5130  = ~ acc_add_mag[22];
-  assign \$5131  = \$5129  & \$5130 ;
-  assign \$5132  = ~ acc_add_mag[21];
-  assign \$5134  = acc_add_mag[21] ? 2'h0 : 2'h1;
-  assign \$5135  = 2'h2 + \$5134 ;
+  assign \$5125  = ~ acc_add_mag[18];
+  assign \$5126  = \$5124  & \$5125 ;
+  assign \$5127  = ~ acc_add_mag[17];
+  assign \$5129  = acc_add_mag[17] ? 2'h0 : 2'h1;
+  assign \$5130  = 2'h2 + \$5129 ;
+  assign \$5131  = ~ acc_add_mag[19];
+  assign \$5133  = acc_add_mag[19] ? 2'h0 : 2'h1;
+  assign \$5134  = \$5126  ? \$5130  : { 1'h0, \$5133  };
+  assign \$5135  = 3'h4 + \$5134 ;
   assign \$5136  = ~ acc_add_mag[23];
-  assign \$5138  = acc_add_mag[23] ? 2'h0 : 2'h1;
-  assign \$5139  = \$5131  ? \$5135  : { 1'h0, \$5138  };
-  assign \$5140  = \$5116  ? \$5128  : { 1'h0, \$5139  };
-  assign \$5141  = 3'h4 + \$5140 ;
-  assign \$5142  = ~ acc_add_mag[27];
-  assign \$5143  = ~ acc_add_mag[26];
-  assign \$5144  = \$5142  & \$5143 ;
-  assign \$5145  = ~ acc_add_mag[25];
-  assign \$5147  = acc_add_mag[25] ? 2'h0 : 2'h1;
-  assign \$5148  = 2'h2 + \$5147 ;
+  assign \$5137  = ~ acc_add_mag[22];
+  assign \$5138  = \$5136  & \$5137 ;
+  assign \$5139  = ~ acc_add_mag[21];
+  assign \$5141  = acc_add_mag[21] ? 2'h0 : 2'h1;
+  assign \$5142  = 2'h2 + \$5141 ;
+  assign \$5143  = ~ acc_add_mag[23];
+  assign \$5145  = acc_add_mag[23] ? 2'h0 : 2'h1;
+  assign \$5146  = \$5138  ? \$5142  : { 1'h0, \$5145  };
+  assign \$5147  = \$5123  ? \$5135  : { 1'h0, \$5146  };
+  assign \$5148  = 3'h4 + \$5147 ;
   assign \$5149  = ~ acc_add_mag[27];
-  assign \$5151  = acc_add_mag[27] ? 2'h0 : 2'h1;
-  assign \$5152  = \$5144  ? \$5148  : { 1'h0, \$5151  };
-  assign \$5153  = \$5109  ? \$5141  : { 2'h0, \$5152  };
-  assign \$5154  = \$5022  ? \$5102  : { 2'h0, \$5153 [3:0] };
-  assign \$5155  = ~ acc_add_mag[27];
-  assign \$5156  = ~ acc_add_mag[26];
-  assign \$5157  = \$5155  & \$5156 ;
-  assign \$5158  = ~ acc_add_mag[25];
-  assign \$5159  = ~ acc_add_mag[24];
-  assign \$5160  = \$5158  & \$5159 ;
-  assign \$5161  = \$5157  & \$5160 ;
-  assign \$5162  = ~ acc_add_mag[23];
-  assign \$5163  = ~ acc_add_mag[22];
+  assign \$5150  = ~ acc_add_mag[26];
+  assign \$5151  = \$5149  & \$5150 ;
+  assign \$5152  = ~ acc_add_mag[25];
+  assign \$5154  = acc_add_mag[25] ? 2'h0 : 2'h1;
+  assign \$5155  = 2'h2 + \$5154 ;
+  assign \$5156  = ~ acc_add_mag[27];
+  assign \$5158  = acc_add_mag[27] ? 2'h0 : 2'h1;
+  assign \$5159  = \$5151  ? \$5155  : { 1'h0, \$5158  };
+  assign \$5160  = \$5116  ? \$5148  : { 2'h0, \$5159  };
+  assign \$5161  = \$5029  ? \$5109  : { 2'h0, \$5160 [3:0] };
+  assign \$5162  = ~ acc_add_mag[27];
+  assign \$5163  = ~ acc_add_mag[26];
   assign \$5164  = \$5162  & \$5163 ;
-  assign \$5165  = ~ acc_add_mag[21];
-  assign \$5166  = ~ acc_add_mag[20];
+  assign \$5165  = ~ acc_add_mag[25];
+  assign \$5166  = ~ acc_add_mag[24];
   assign \$5167  = \$5165  & \$5166 ;
   assign \$5168  = \$5164  & \$5167 ;
-  assign \$5169  = ~ acc_add_mag[19];
-  assign \$5170  = ~ acc_add_mag[18];
+  assign \$5169  = ~ acc_add_mag[23];
+  assign \$5170  = ~ acc_add_mag[22];
   assign \$5171  = \$5169  & \$5170 ;
-  assign \$5172  = ~ acc_add_mag[17];
-  assign \$5173  = ~ acc_add_mag[16];
+  assign \$5172  = ~ acc_add_mag[21];
+  assign \$5173  = ~ acc_add_mag[20];
   assign \$5174  = \$5172  & \$5173 ;
   assign \$5175  = \$5171  & \$5174 ;
-  assign \$5176  = \$5168  & \$5175 ;
-  assign \$5177  = \$5161  & \$5176 ;
-  assign \$5178  = ~ acc_add_mag[15];
-  assign \$5179  = ~ acc_add_mag[14];
-  assign \$5180  = \$5178  & \$5179 ;
-  assign \$5181  = ~ acc_add_mag[13];
-  assign \$5182  = ~ acc_add_mag[12];
-  assign \$5183  = \$5181  & \$5182 ;
-  assign \$5184  = \$5180  & \$5183 ;
-  assign \$5185  = ~ acc_add_mag[11];
-  assign \$5186  = ~ acc_add_mag[10];
+  assign \$5176  = ~ acc_add_mag[19];
+  assign \$5177  = ~ acc_add_mag[18];
+  assign \$5178  = \$5176  & \$5177 ;
+  assign \$5179  = ~ acc_add_mag[17];
+  assign \$5180  = ~ acc_add_mag[16];
+  assign \$5181  = \$5179  & \$5180 ;
+  assign \$5182  = \$5178  & \$5181 ;
+  assign \$5183  = \$5175  & \$5182 ;
+  assign \$5184  = \$5168  & \$5183 ;
+  assign \$5185  = ~ acc_add_mag[15];
+  assign \$5186  = ~ acc_add_mag[14];
   assign \$5187  = \$5185  & \$5186 ;
-  assign \$5188  = ~ acc_add_mag[9];
-  assign \$5189  = ~ acc_add_mag[8];
+  assign \$5188  = ~ acc_add_mag[13];
+  assign \$5189  = ~ acc_add_mag[12];
   assign \$5190  = \$5188  & \$5189 ;
   assign \$5191  = \$5187  & \$5190 ;
-  assign \$5192  = \$5184  & \$5191 ;
-  assign \$5193  = ~ acc_add_mag[7];
-  assign \$5194  = ~ acc_add_mag[6];
-  assign \$5195  = \$5193  & \$5194 ;
-  assign \$5196  = ~ acc_add_mag[5];
-  assign \$5197  = ~ acc_add_mag[4];
-  assign \$5198  = \$5196  & \$5197 ;
-  assign \$5199  = \$5195  & \$5198 ;
-  assign \$5200  = ~ acc_add_mag[3];
-  assign \$5201  = ~ acc_add_mag[2];
+  assign \$5192  = ~ acc_add_mag[11];
+  assign \$5193  = ~ acc_add_mag[10];
+  assign \$5194  = \$5192  & \$5193 ;
+  assign \$5195  = ~ acc_add_mag[9];
+  assign \$5196  = ~ acc_add_mag[8];
+  assign \$5197  = \$5195  & \$5196 ;
+  assign \$5198  = \$5194  & \$5197 ;
+  assign \$5199  = \$5191  & \$5198 ;
+  assign \$5200  = ~ acc_add_mag[7];
+  assign \$5201  = ~ acc_add_mag[6];
   assign \$5202  = \$5200  & \$5201 ;
-  assign \$5203  = ~ acc_add_mag[1];
-  assign \$5204  = ~ acc_add_mag[0];
+  assign \$5203  = ~ acc_add_mag[5];
+  assign \$5204  = ~ acc_add_mag[4];
   assign \$5205  = \$5203  & \$5204 ;
   assign \$5206  = \$5202  & \$5205 ;
-  assign \$5207  = \$5199  & \$5206 ;
-  assign \$5208  = \$5192  & \$5207 ;
-  assign acc_rnd_zero = \$5177  & \$5208 ;
-  assign \$5209  = acc_add_mag << \$5154 [4:0];
-  assign \$5210  = $signed(acc_exp) + $signed(9'h09a);
-  assign acc_rnd_biased = $signed(\$5210 ) - $signed({ 1'h0, \$5154 [4:0] });
-  assign acc_rnd_low_sticky = | \$5209 [2:0];
-  assign \$5211  = $signed(acc_rnd_biased) >= $signed(2'h1);
-  assign \$5212  = \$5211  ? acc_rnd_biased : 15'h0000;
+  assign \$5207  = ~ acc_add_mag[3];
+  assign \$5208  = ~ acc_add_mag[2];
+  assign \$5209  = \$5207  & \$5208 ;
+  assign \$5210  = ~ acc_add_mag[1];
+  assign \$5211  = ~ acc_add_mag[0];
+  assign \$5212  = \$5210  & \$5211 ;
+  assign \$5213  = \$5209  & \$5212 ;
+  assign \$5214  = \$5206  & \$5213 ;
+  assign \$5215  = \$5199  & \$5214 ;
+  assign acc_rnd_zero = \$5184  & \$5215 ;
+  assign \$5216  = acc_add_mag << \$5161 [4:0];
+  assign \$5217  = $signed(acc_exp) + $signed(9'h09a);
+  assign acc_rnd_biased = $signed(\$5217 ) - $signed({ 1'h0, \$5161 [4:0] });
+  assign acc_rnd_low_sticky = | \$5216 [2:0];
+  assign \$5218  = $signed(acc_rnd_biased) >= $signed(2'h1);
+  assign \$5219  = \$5218  ? acc_rnd_biased : 15'h0000;
   assign acc_rnd_over = $signed(acc_rnd_biased) >= $signed(9'h0ff);
   assign acc_rnd_edge = acc_rnd_biased == 8'hfe;
   assign acc_rnd_kept = acc_norm_head >> acc_norm_extra;
-  assign \$5213  = 25'h1ffffff << acc_norm_extra;
-  assign \$5214  = ~ \$5213 [24:0];
-  assign \$5215  = acc_norm_head & \$5214 ;
-  assign \$5216  = | \$5215 ;
-  assign acc_rnd_sticky = acc_norm_low_sticky | \$5216 ;
-  assign \$5217  = acc_rnd_sticky | acc_rnd_kept[1];
-  assign \$5218  = acc_rnd_kept[0] & \$5217 ;
-  assign \$5219  = { acc_norm_exp_part, acc_rnd_kept[23:1] } + \$5218 ;
-  assign \$5220  = & acc_rnd_kept[23:1];
-  assign \$5221  = acc_norm_edge & \$5220 ;
-  assign \$5222  = acc_rnd_sticky | acc_rnd_kept[1];
-  assign \$5223  = acc_rnd_kept[0] & \$5222 ;
-  assign \$5224  = \$5221  & \$5223 ;
-  assign acc_rnd_overflow = acc_norm_over | \$5224 ;
-  assign \$5225  = ~ acc_norm_zero;
-  assign \$5226  = acc_rnd_overflow & \$5225 ;
-  assign \$5227  = acc_norm_is_inf | \$5226 ;
-  assign \$5232  = { 1'h0, \$5219 [30:0] } | \$5231 ;
-  assign \$5233  = acc_norm_zero ? \$5230  : \$5232 ;
-  assign \$5234  = \$5227  ? \$5229  : \$5233 ;
-  assign acc_rnd_bits = acc_norm_is_nan ? 32'd2143289344 : \$5234 ;
-  assign \$5235  = i__valid & i__ready;
-  assign \$5237  = since < 3'h4;
-  assign \$5238  = advance & \$5237 ;
-  assign \$5239  = since + 1'h1;
-  assign \$5240  = i__valid & accept;
-  assign \$5241  = i__valid & accept;
-  assign \$5242  = advance & \$5241 ;
-  assign \$5243  = i__valid & accept;
-  assign \$5244  = advance & \$5243 ;
-  assign \$5245  = i__valid & accept;
-  assign \$5246  = advance & \$5245 ;
+  assign \$5220  = 25'h1ffffff << acc_norm_extra;
+  assign \$5221  = ~ \$5220 [24:0];
+  assign \$5222  = acc_norm_head & \$5221 ;
+  assign \$5223  = | \$5222 ;
+  assign acc_rnd_sticky = acc_norm_low_sticky | \$5223 ;
+  assign \$5224  = acc_rnd_sticky | acc_rnd_kept[1];
+  assign \$5225  = acc_rnd_kept[0] & \$5224 ;
+  assign \$5226  = { acc_norm_exp_part, acc_rnd_kept[23:1] } + \$5225 ;
+  assign \$5227  = & acc_rnd_kept[23:1];
+  assign \$5228  = acc_norm_edge & \$5227 ;
+  assign \$5229  = acc_rnd_sticky | acc_rnd_kept[1];
+  assign \$5230  = acc_rnd_kept[0] & \$5229 ;
+  assign \$5231  = \$5228  & \$5230 ;
+  assign acc_rnd_overflow = acc_norm_over | \$5231 ;
+  assign \$5232  = ~ acc_norm_zero;
+  assign \$5233  = acc_rnd_overflow & \$5232 ;
+  assign \$5234  = acc_norm_is_inf | \$5233 ;
+  assign \$5239  = { 1'h0, \$5226 [30:0] } | \$5238 ;
+  assign \$5240  = acc_norm_zero ? \$5237  : \$5239 ;
+  assign \$5241  = \$5234  ? \$5236  : \$5240 ;
+  assign acc_rnd_bits = acc_norm_is_nan ? 32'd2143289344 : \$5241 ;
+  assign \$5242  = i__valid & i__ready;
+  assign \$5244  = since < 3'h4;
+  assign \$5245  = advance & \$5244 ;
+  assign \$5246  = since + 1'h1;
   assign \$5247  = i__valid & accept;
-  assign \$5248  = advance & \$5247 ;
-  assign \$5249  = i__valid & accept;
-  assign \$5250  = advance & \$5249 ;
-  assign \$5251  = i__valid & accept;
-  assign \$5252  = advance & \$5251 ;
-  assign \$5253  = i__valid & accept;
-  assign \$5254  = advance & \$5253 ;
-  assign \$5255  = i__valid & accept;
-  assign \$5256  = advance & \$5255 ;
-  assign \$5257  = i__valid & accept;
-  assign \$5258  = advance & \$5257 ;
-  assign \$5259  = i__valid & accept;
-  assign \$5260  = advance & \$5259 ;
-  assign \$5261  = i__valid & accept;
-  assign \$5262  = advance & \$5261 ;
-  assign \$5263  = i__valid & accept;
-  assign \$5264  = advance & \$5263 ;
-  assign \$5265  = i__valid & accept;
-  assign \$5266  = advance & \$5265 ;
-  assign \$5267  = i__valid & accept;
-  assign \$5268  = advance & \$5267 ;
-  assign \$5269  = i__valid & accept;
-  assign \$5270  = advance & \$5269 ;
-  assign \$5271  = i__valid & accept;
-  assign \$5272  = advance & \$5271 ;
-  assign \$5273  = i__valid & accept;
-  assign \$5274  = advance & \$5273 ;
-  assign \$5275  = i__valid & accept;
-  assign \$5276  = advance & \$5275 ;
-  assign \$5277  = i__valid & accept;
-  assign \$5278  = advance & \$5277 ;
-  assign \$5279  = i__valid & accept;
-  assign \$5280  = advance & \$5279 ;
-  assign \$5281  = i__valid & accept;
-  assign \$5282  = advance & \$5281 ;
-  assign \$5283  = i__valid & accept;
-  assign \$5284  = advance & \$5283 ;
-  assign \$5285  = i__valid & accept;
-  assign \$5286  = advance & \$5285 ;
-  assign \$5287  = i__valid & accept;
-  assign \$5288  = advance & \$5287 ;
-  assign \$5289  = i__valid & accept;
-  assign \$5290  = advance & \$5289 ;
-  assign \$5291  = i__valid & accept;
-  assign \$5292  = advance & \$5291 ;
-  assign \$5293  = i__valid & accept;
-  assign \$5294  = advance & \$5293 ;
-  assign \$5295  = i__valid & accept;
-  assign \$5296  = advance & \$5295 ;
-  assign \$5297  = i__valid & accept;
-  assign \$5298  = advance & \$5297 ;
-  assign \$5299  = i__valid & accept;
-  assign \$5300  = advance & \$5299 ;
-  assign \$5301  = i__valid & accept;
-  assign \$5302  = advance & \$5301 ;
-  assign \$5303  = i__valid & accept;
-  assign \$5304  = advance & \$5303 ;
-  assign \$5305  = i__valid & accept;
-  assign \$5306  = advance & \$5305 ;
-  assign \$5469  = \$5468  | hdr_b_scale_nan;
-  assign \$5470  = i__valid & accept;
-  assign \$5471  = advance & \$5470 ;
-  assign \$5473  = a0_sign ^ b0_sign;
-  assign \$5474  = ~ \$5473 ;
-  assign \$5477  = a1_sign ^ b1_sign;
-  assign \$5478  = ~ \$5477 ;
-  assign \$5481  = a2_sign ^ b2_sign;
-  assign \$5482  = ~ \$5481 ;
-  assign \$5485  = a3_sign ^ b3_sign;
-  assign \$5486  = ~ \$5485 ;
-  assign \$5489  = a4_sign ^ b4_sign;
-  assign \$5490  = ~ \$5489 ;
-  assign \$5493  = a5_sign ^ b5_sign;
-  assign \$5494  = ~ \$5493 ;
-  assign \$5497  = a6_sign ^ b6_sign;
-  assign \$5498  = ~ \$5497 ;
-  assign \$5501  = a7_sign ^ b7_sign;
-  assign \$5502  = ~ \$5501 ;
-  assign \$5505  = a8_sign ^ b8_sign;
-  assign \$5506  = ~ \$5505 ;
-  assign \$5509  = a9_sign ^ b9_sign;
-  assign \$5510  = ~ \$5509 ;
-  assign \$5513  = a10_sign ^ b10_sign;
-  assign \$5514  = ~ \$5513 ;
-  assign \$5517  = a11_sign ^ b11_sign;
-  assign \$5518  = ~ \$5517 ;
-  assign \$5521  = a12_sign ^ b12_sign;
-  assign \$5522  = ~ \$5521 ;
-  assign \$5525  = a13_sign ^ b13_sign;
-  assign \$5526  = ~ \$5525 ;
-  assign \$5529  = a14_sign ^ b14_sign;
-  assign \$5530  = ~ \$5529 ;
-  assign \$5533  = a15_sign ^ b15_sign;
-  assign \$5534  = ~ \$5533 ;
-  assign \$5537  = a16_sign ^ b16_sign;
-  assign \$5538  = ~ \$5537 ;
-  assign \$5541  = a17_sign ^ b17_sign;
-  assign \$5542  = ~ \$5541 ;
-  assign \$5545  = a18_sign ^ b18_sign;
-  assign \$5546  = ~ \$5545 ;
-  assign \$5549  = a19_sign ^ b19_sign;
-  assign \$5550  = ~ \$5549 ;
-  assign \$5553  = a20_sign ^ b20_sign;
-  assign \$5554  = ~ \$5553 ;
-  assign \$5557  = a21_sign ^ b21_sign;
-  assign \$5558  = ~ \$5557 ;
-  assign \$5561  = a22_sign ^ b22_sign;
-  assign \$5562  = ~ \$5561 ;
-  assign \$5565  = a23_sign ^ b23_sign;
-  assign \$5566  = ~ \$5565 ;
-  assign \$5569  = a24_sign ^ b24_sign;
-  assign \$5570  = ~ \$5569 ;
-  assign \$5573  = a25_sign ^ b25_sign;
-  assign \$5574  = ~ \$5573 ;
-  assign \$5577  = a26_sign ^ b26_sign;
-  assign \$5578  = ~ \$5577 ;
-  assign \$5581  = a27_sign ^ b27_sign;
-  assign \$5582  = ~ \$5581 ;
-  assign \$5585  = a28_sign ^ b28_sign;
-  assign \$5586  = ~ \$5585 ;
-  assign \$5589  = a29_sign ^ b29_sign;
-  assign \$5590  = ~ \$5589 ;
-  assign \$5593  = a30_sign ^ b30_sign;
-  assign \$5594  = ~ \$5593 ;
-  assign \$5597  = a31_sign ^ b31_sign;
-  assign \$5598  = ~ \$5597 ;
-  assign \$5601  = i__valid & accept;
-  assign \$5602  = advance & \$5601 ;
-  assign \$5604  = a0_sign ^ b0_sign;
-  assign \$5607  = a1_sign ^ b1_sign;
-  assign \$5610  = a2_sign ^ b2_sign;
-  assign \$5613  = a3_sign ^ b3_sign;
-  assign \$5616  = a4_sign ^ b4_sign;
-  assign \$5619  = a5_sign ^ b5_sign;
-  assign \$5622  = a6_sign ^ b6_sign;
-  assign \$5625  = a7_sign ^ b7_sign;
-  assign \$5628  = a8_sign ^ b8_sign;
-  assign \$5631  = a9_sign ^ b9_sign;
-  assign \$5634  = a10_sign ^ b10_sign;
-  assign \$5637  = a11_sign ^ b11_sign;
-  assign \$5640  = a12_sign ^ b12_sign;
-  assign \$5643  = a13_sign ^ b13_sign;
-  assign \$5646  = a14_sign ^ b14_sign;
-  assign \$5649  = a15_sign ^ b15_sign;
-  assign \$5652  = a16_sign ^ b16_sign;
-  assign \$5655  = a17_sign ^ b17_sign;
-  assign \$5658  = a18_sign ^ b18_sign;
-  assign \$5661  = a19_sign ^ b19_sign;
-  assign \$5664  = a20_sign ^ b20_sign;
-  assign \$5667  = a21_sign ^ b21_sign;
-  assign \$5670  = a22_sign ^ b22_sign;
-  assign \$5673  = a23_sign ^ b23_sign;
-  assign \$5676  = a24_sign ^ b24_sign;
-  assign \$5679  = a25_sign ^ b25_sign;
-  assign \$5682  = a26_sign ^ b26_sign;
-  assign \$5685  = a27_sign ^ b27_sign;
-  assign \$5688  = a28_sign ^ b28_sign;
-  assign \$5691  = a29_sign ^ b29_sign;
-  assign \$5694  = a30_sign ^ b30_sign;
-  assign \$5697  = a31_sign ^ b31_sign;
-  assign \$5700  = i__valid & accept;
-  assign \$5701  = advance & \$5700 ;
-  assign \$5702  = i__valid & accept;
-  assign \$5703  = advance & \$5702 ;
-  assign \$5704  = i__valid & accept;
-  assign \$5705  = advance & \$5704 ;
+  assign \$5248  = i__valid & accept;
+  assign \$5249  = advance & \$5248 ;
+  assign \$5250  = i__valid & accept;
+  assign \$5251  = advance & \$5250 ;
+  assign \$5252  = i__valid & accept;
+  assign \$5253  = advance & \$5252 ;
+  assign \$5254  = i__valid & accept;
+  assign \$5255  = advance & \$5254 ;
+  assign \$5256  = i__valid & accept;
+  assign \$5257  = advance & \$5256 ;
+  assign \$5258  = i__valid & accept;
+  assign \$5259  = advance & \$5258 ;
+  assign \$5260  = i__valid & accept;
+  assign \$5261  = advance & \$5260 ;
+  assign \$5262  = i__valid & accept;
+  assign \$5263  = advance & \$5262 ;
+  assign \$5264  = i__valid & accept;
+  assign \$5265  = advance & \$5264 ;
+  assign \$5266  = i__valid & accept;
+  assign \$5267  = advance & \$5266 ;
+  assign \$5268  = i__valid & accept;
+  assign \$5269  = advance & \$5268 ;
+  assign \$5270  = i__valid & accept;
+  assign \$5271  = advance & \$5270 ;
+  assign \$5272  = i__valid & accept;
+  assign \$5273  = advance & \$5272 ;
+  assign \$5274  = i__valid & accept;
+  assign \$5275  = advance & \$5274 ;
+  assign \$5276  = i__valid & accept;
+  assign \$5277  = advance & \$5276 ;
+  assign \$5278  = i__valid & accept;
+  assign \$5279  = advance & \$5278 ;
+  assign \$5280  = i__valid & accept;
+  assign \$5281  = advance & \$5280 ;
+  assign \$5282  = i__valid & accept;
+  assign \$5283  = advance & \$5282 ;
+  assign \$5284  = i__valid & accept;
+  assign \$5285  = advance & \$5284 ;
+  assign \$5286  = i__valid & accept;
+  assign \$5287  = advance & \$5286 ;
+  assign \$5288  = i__valid & accept;
+  assign \$5289  = advance & \$5288 ;
+  assign \$5290  = i__valid & accept;
+  assign \$5291  = advance & \$5290 ;
+  assign \$5292  = i__valid & accept;
+  assign \$5293  = advance & \$5292 ;
+  assign \$5294  = i__valid & accept;
+  assign \$5295  = advance & \$5294 ;
+  assign \$5296  = i__valid & accept;
+  assign \$5297  = advance & \$5296 ;
+  assign \$5298  = i__valid & accept;
+  assign \$5299  = advance & \$5298 ;
+  assign \$5300  = i__valid & accept;
+  assign \$5301  = advance & \$5300 ;
+  assign \$5302  = i__valid & accept;
+  assign \$5303  = advance & \$5302 ;
+  assign \$5304  = i__valid & accept;
+  assign \$5305  = advance & \$5304 ;
+  assign \$5306  = i__valid & accept;
+  assign \$5307  = advance & \$5306 ;
+  assign \$5308  = i__valid & accept;
+  assign \$5309  = advance & \$5308 ;
+  assign \$5310  = i__valid & accept;
+  assign \$5311  = advance & \$5310 ;
+  assign \$5312  = i__valid & accept;
+  assign \$5313  = advance & \$5312 ;
+  assign \$5476  = \$5475  | hdr_b_scale_nan;
+  assign \$5477  = i__valid & accept;
+  assign \$5478  = advance & \$5477 ;
+  assign \$5480  = a0_sign ^ b0_sign;
+  assign \$5481  = ~ \$5480 ;
+  assign \$5484  = a1_sign ^ b1_sign;
+  assign \$5485  = ~ \$5484 ;
+  assign \$5488  = a2_sign ^ b2_sign;
+  assign \$5489  = ~ \$5488 ;
+  assign \$5492  = a3_sign ^ b3_sign;
+  assign \$5493  = ~ \$5492 ;
+  assign \$5496  = a4_sign ^ b4_sign;
+  assign \$5497  = ~ \$5496 ;
+  assign \$5500  = a5_sign ^ b5_sign;
+  assign \$5501  = ~ \$5500 ;
+  assign \$5504  = a6_sign ^ b6_sign;
+  assign \$5505  = ~ \$5504 ;
+  assign \$5508  = a7_sign ^ b7_sign;
+  assign \$5509  = ~ \$5508 ;
+  assign \$5512  = a8_sign ^ b8_sign;
+  assign \$5513  = ~ \$5512 ;
+  assign \$5516  = a9_sign ^ b9_sign;
+  assign \$5517  = ~ \$5516 ;
+  assign \$5520  = a10_sign ^ b10_sign;
+  assign \$5521  = ~ \$5520 ;
+  assign \$5524  = a11_sign ^ b11_sign;
+  assign \$5525  = ~ \$5524 ;
+  assign \$5528  = a12_sign ^ b12_sign;
+  assign \$5529  = ~ \$5528 ;
+  assign \$5532  = a13_sign ^ b13_sign;
+  assign \$5533  = ~ \$5532 ;
+  assign \$5536  = a14_sign ^ b14_sign;
+  assign \$5537  = ~ \$5536 ;
+  assign \$5540  = a15_sign ^ b15_sign;
+  assign \$5541  = ~ \$5540 ;
+  assign \$5544  = a16_sign ^ b16_sign;
+  assign \$5545  = ~ \$5544 ;
+  assign \$5548  = a17_sign ^ b17_sign;
+  assign \$5549  = ~ \$5548 ;
+  assign \$5552  = a18_sign ^ b18_sign;
+  assign \$5553  = ~ \$5552 ;
+  assign \$5556  = a19_sign ^ b19_sign;
+  assign \$5557  = ~ \$5556 ;
+  assign \$5560  = a20_sign ^ b20_sign;
+  assign \$5561  = ~ \$5560 ;
+  assign \$5564  = a21_sign ^ b21_sign;
+  assign \$5565  = ~ \$5564 ;
+  assign \$5568  = a22_sign ^ b22_sign;
+  assign \$5569  = ~ \$5568 ;
+  assign \$5572  = a23_sign ^ b23_sign;
+  assign \$5573  = ~ \$5572 ;
+  assign \$5576  = a24_sign ^ b24_sign;
+  assign \$5577  = ~ \$5576 ;
+  assign \$5580  = a25_sign ^ b25_sign;
+  assign \$5581  = ~ \$5580 ;
+  assign \$5584  = a26_sign ^ b26_sign;
+  assign \$5585  = ~ \$5584 ;
+  assign \$5588  = a27_sign ^ b27_sign;
+  assign \$5589  = ~ \$5588 ;
+  assign \$5592  = a28_sign ^ b28_sign;
+  assign \$5593  = ~ \$5592 ;
+  assign \$5596  = a29_sign ^ b29_sign;
+  assign \$5597  = ~ \$5596 ;
+  assign \$5600  = a30_sign ^ b30_sign;
+  assign \$5601  = ~ \$5600 ;
+  assign \$5604  = a31_sign ^ b31_sign;
+  assign \$5605  = ~ \$5604 ;
+  assign \$5608  = i__valid & accept;
+  assign \$5609  = advance & \$5608 ;
+  assign \$5611  = a0_sign ^ b0_sign;
+  assign \$5614  = a1_sign ^ b1_sign;
+  assign \$5617  = a2_sign ^ b2_sign;
+  assign \$5620  = a3_sign ^ b3_sign;
+  assign \$5623  = a4_sign ^ b4_sign;
+  assign \$5626  = a5_sign ^ b5_sign;
+  assign \$5629  = a6_sign ^ b6_sign;
+  assign \$5632  = a7_sign ^ b7_sign;
+  assign \$5635  = a8_sign ^ b8_sign;
+  assign \$5638  = a9_sign ^ b9_sign;
+  assign \$5641  = a10_sign ^ b10_sign;
+  assign \$5644  = a11_sign ^ b11_sign;
+  assign \$5647  = a12_sign ^ b12_sign;
+  assign \$5650  = a13_sign ^ b13_sign;
+  assign \$5653  = a14_sign ^ b14_sign;
+  assign \$5656  = a15_sign ^ b15_sign;
+  assign \$5659  = a16_sign ^ b16_sign;
+  assign \$5662  = a17_sign ^ b17_sign;
+  assign \$5665  = a18_sign ^ b18_sign;
+  assign \$5668  = a19_sign ^ b19_sign;
+  assign \$5671  = a20_sign ^ b20_sign;
+  assign \$5674  = a21_sign ^ b21_sign;
+  assign \$5677  = a22_sign ^ b22_sign;
+  assign \$5680  = a23_sign ^ b23_sign;
+  assign \$5683  = a24_sign ^ b24_sign;
+  assign \$5686  = a25_sign ^ b25_sign;
+  assign \$5689  = a26_sign ^ b26_sign;
+  assign \$5692  = a27_sign ^ b27_sign;
+  assign \$5695  = a28_sign ^ b28_sign;
+  assign \$5698  = a29_sign ^ b29_sign;
+  assign \$5701  = a30_sign ^ b30_sign;
+  assign \$5704  = a31_sign ^ b31_sign;
   assign \$5707  = i__valid & accept;
   assign \$5708  = advance & \$5707 ;
   assign \$5709  = i__valid & accept;
   assign \$5710  = advance & \$5709 ;
   assign \$5711  = i__valid & accept;
   assign \$5712  = advance & \$5711 ;
-  assign \$5713  = i__valid & accept;
-  assign \$5714  = advance & \$5713 ;
-  assign \$5715  = advance & products_valid;
-  assign \$5716  = advance & products_valid;
-  assign \$5717  = advance & products_valid;
-  assign \$5718  = advance & products_valid;
-  assign \$5719  = advance & products_valid;
-  assign \$5720  = advance & products_valid;
-  assign \$5721  = advance & products_valid;
+  assign \$5714  = i__valid & accept;
+  assign \$5715  = advance & \$5714 ;
+  assign \$5716  = i__valid & accept;
+  assign \$5717  = advance & \$5716 ;
+  assign \$5718  = i__valid & accept;
+  assign \$5719  = advance & \$5718 ;
+  assign \$5720  = i__valid & accept;
+  assign \$5721  = advance & \$5720 ;
   assign \$5722  = advance & products_valid;
   assign \$5723  = advance & products_valid;
   assign \$5724  = advance & products_valid;
@@ -8837,371 +8848,378 @@ module nxfp_dot_nxfp6_x_nxfp6_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   assign \$5726  = advance & products_valid;
   assign \$5727  = advance & products_valid;
   assign \$5728  = advance & products_valid;
-  assign \$5729  = tree_valid & tree_end;
-  assign \$5730  = tree_valid & tree_end;
-  assign \$5731  = advance & \$5730 ;
-  assign \$5732  = tree_valid & tree_end;
-  assign \$5733  = advance & \$5732 ;
-  assign \$5734  = tree_valid & tree_end;
-  assign \$5735  = advance & \$5734 ;
+  assign \$5729  = advance & products_valid;
+  assign \$5730  = advance & products_valid;
+  assign \$5731  = advance & products_valid;
+  assign \$5732  = advance & products_valid;
+  assign \$5733  = advance & products_valid;
+  assign \$5734  = advance & products_valid;
+  assign \$5735  = advance & products_valid;
   assign \$5736  = tree_valid & tree_end;
-  assign \$5737  = advance & \$5736 ;
-  assign \$5738  = tree_valid & tree_end;
-  assign \$5739  = advance & \$5738 ;
-  assign \$5740  = tree_valid & tree_end;
-  assign \$5741  = advance & \$5740 ;
-  assign \$5742  = tree_valid & tree_end;
-  assign \$5743  = advance & \$5742 ;
-  assign \$5744  = tree_valid & tree_end;
-  assign \$5745  = advance & \$5744 ;
-  assign \$5746  = tree_valid & tree_end;
-  assign \$5747  = advance & \$5746 ;
-  assign \$5748  = advance & sum_valid;
-  assign \$5749  = advance & sum_valid;
-  assign \$5750  = advance & sum_valid;
-  assign \$5751  = advance & sum_valid;
-  assign \$5752  = sum_pinf & sum_ninf;
-  assign \$5753  = sum_nan | \$5752 ;
-  assign \$5754  = advance & sum_valid;
-  assign \$5755  = sum_pinf | sum_ninf;
+  assign \$5737  = tree_valid & tree_end;
+  assign \$5738  = advance & \$5737 ;
+  assign \$5739  = tree_valid & tree_end;
+  assign \$5740  = advance & \$5739 ;
+  assign \$5741  = tree_valid & tree_end;
+  assign \$5742  = advance & \$5741 ;
+  assign \$5743  = tree_valid & tree_end;
+  assign \$5744  = advance & \$5743 ;
+  assign \$5745  = tree_valid & tree_end;
+  assign \$5746  = advance & \$5745 ;
+  assign \$5747  = tree_valid & tree_end;
+  assign \$5748  = advance & \$5747 ;
+  assign \$5749  = tree_valid & tree_end;
+  assign \$5750  = advance & \$5749 ;
+  assign \$5751  = tree_valid & tree_end;
+  assign \$5752  = advance & \$5751 ;
+  assign \$5753  = tree_valid & tree_end;
+  assign \$5754  = advance & \$5753 ;
+  assign \$5755  = advance & sum_valid;
   assign \$5756  = advance & sum_valid;
   assign \$5757  = advance & sum_valid;
-  assign \$5758  = advance & scale_valid;
-  assign \$5759  = advance & scale_valid;
-  assign \$5760  = advance & scale_valid;
-  assign \$5761  = advance & scale_valid;
-  assign \$5762  = advance & scale_valid;
-  assign \$5763  = advance & scale_valid;
-  assign \$5764  = advance & scale_valid;
+  assign \$5758  = advance & sum_valid;
+  assign \$5759  = sum_pinf & sum_ninf;
+  assign \$5760  = sum_nan | \$5759 ;
+  assign \$5761  = advance & sum_valid;
+  assign \$5762  = sum_pinf | sum_ninf;
+  assign \$5763  = advance & sum_valid;
+  assign \$5764  = advance & sum_valid;
   assign \$5765  = advance & scale_valid;
-  assign \$5766  = scale_is_inf ? scale_ninf : scale_neg;
+  assign \$5766  = advance & scale_valid;
   assign \$5767  = advance & scale_valid;
   assign \$5768  = advance & scale_valid;
   assign \$5769  = advance & scale_valid;
-  assign \$5770  = advance & block_norm_valid;
-  assign \$5771  = advance & block_norm_valid;
-  assign \$5772  = advance & block_valid;
-  assign \$5773  = acc_a_big ? acc_a_win : acc_b_win;
-  assign \$5774  = advance & block_valid;
-  assign \$5775  = acc_a_big ? acc[31] : block_r[31];
-  assign \$5776  = advance & block_valid;
-  assign \$5777  = acc_shifted | { 26'h0000000, acc_sticky };
-  assign \$5778  = advance & block_valid;
-  assign \$5779  = acc_a_big ? block_r[31] : acc[31];
-  assign \$5780  = advance & block_valid;
+  assign \$5770  = advance & scale_valid;
+  assign \$5771  = advance & scale_valid;
+  assign \$5772  = advance & scale_valid;
+  assign \$5773  = scale_is_inf ? scale_ninf : scale_neg;
+  assign \$5774  = advance & scale_valid;
+  assign \$5775  = advance & scale_valid;
+  assign \$5776  = advance & scale_valid;
+  assign \$5777  = advance & block_norm_valid;
+  assign \$5778  = advance & block_norm_valid;
+  assign \$5779  = advance & block_valid;
+  assign \$5780  = acc_a_big ? acc_a_win : acc_b_win;
   assign \$5781  = advance & block_valid;
-  assign \$5782  = acc[30:23] == 8'hff;
-  assign \$5783  = | acc[22:0];
-  assign \$5784  = \$5782  & \$5783 ;
-  assign \$5785  = block_r[30:23] == 8'hff;
-  assign \$5786  = | block_r[22:0];
-  assign \$5787  = \$5785  & \$5786 ;
-  assign \$5788  = \$5784  | \$5787 ;
+  assign \$5782  = acc_a_big ? acc[31] : block_r[31];
+  assign \$5783  = advance & block_valid;
+  assign \$5784  = acc_shifted | { 26'h0000000, acc_sticky };
+  assign \$5785  = advance & block_valid;
+  assign \$5786  = acc_a_big ? block_r[31] : acc[31];
+  assign \$5787  = advance & block_valid;
+  assign \$5788  = advance & block_valid;
   assign \$5789  = acc[30:23] == 8'hff;
-  assign \$5790  = ! acc[22:0];
+  assign \$5790  = | acc[22:0];
   assign \$5791  = \$5789  & \$5790 ;
   assign \$5792  = block_r[30:23] == 8'hff;
-  assign \$5793  = ! block_r[22:0];
+  assign \$5793  = | block_r[22:0];
   assign \$5794  = \$5792  & \$5793 ;
-  assign \$5795  = \$5791  & \$5794 ;
-  assign \$5796  = acc[31] != block_r[31];
-  assign \$5797  = \$5795  & \$5796 ;
-  assign \$5798  = \$5788  | \$5797 ;
-  assign \$5799  = advance & block_valid;
-  assign \$5800  = acc[30:23] == 8'hff;
-  assign \$5801  = ! acc[22:0];
-  assign \$5802  = \$5800  & \$5801 ;
-  assign \$5803  = block_r[30:23] == 8'hff;
-  assign \$5804  = ! block_r[22:0];
-  assign \$5805  = \$5803  & \$5804 ;
-  assign \$5806  = \$5802  | \$5805 ;
-  assign \$5807  = advance & block_valid;
-  assign \$5808  = acc[30:23] == 8'hff;
-  assign \$5809  = ! acc[22:0];
-  assign \$5810  = \$5808  & \$5809 ;
-  assign \$5811  = \$5810  ? acc[31] : block_r[31];
-  assign \$5812  = advance & block_valid;
-  assign \$5813  = acc == 32'd2147483648;
-  assign \$5814  = block_r == 32'd2147483648;
-  assign \$5815  = \$5813  & \$5814 ;
-  assign \$5816  = advance & block_valid;
-  assign \$5817  = advance & acc_align_valid;
-  assign \$5818  = advance & acc_align_valid;
-  assign \$5819  = advance & acc_align_valid;
-  assign \$5820  = advance & acc_align_valid;
-  assign \$5821  = advance & acc_align_valid;
-  assign \$5822  = advance & acc_align_valid;
-  assign \$5823  = advance & acc_align_valid;
+  assign \$5795  = \$5791  | \$5794 ;
+  assign \$5796  = acc[30:23] == 8'hff;
+  assign \$5797  = ! acc[22:0];
+  assign \$5798  = \$5796  & \$5797 ;
+  assign \$5799  = block_r[30:23] == 8'hff;
+  assign \$5800  = ! block_r[22:0];
+  assign \$5801  = \$5799  & \$5800 ;
+  assign \$5802  = \$5798  & \$5801 ;
+  assign \$5803  = acc[31] != block_r[31];
+  assign \$5804  = \$5802  & \$5803 ;
+  assign \$5805  = \$5795  | \$5804 ;
+  assign \$5806  = advance & block_valid;
+  assign \$5807  = acc[30:23] == 8'hff;
+  assign \$5808  = ! acc[22:0];
+  assign \$5809  = \$5807  & \$5808 ;
+  assign \$5810  = block_r[30:23] == 8'hff;
+  assign \$5811  = ! block_r[22:0];
+  assign \$5812  = \$5810  & \$5811 ;
+  assign \$5813  = \$5809  | \$5812 ;
+  assign \$5814  = advance & block_valid;
+  assign \$5815  = acc[30:23] == 8'hff;
+  assign \$5816  = ! acc[22:0];
+  assign \$5817  = \$5815  & \$5816 ;
+  assign \$5818  = \$5817  ? acc[31] : block_r[31];
+  assign \$5819  = advance & block_valid;
+  assign \$5820  = acc == 32'd2147483648;
+  assign \$5821  = block_r == 32'd2147483648;
+  assign \$5822  = \$5820  & \$5821 ;
+  assign \$5823  = advance & block_valid;
   assign \$5824  = advance & acc_align_valid;
-  assign \$5825  = advance & acc_add_valid;
-  assign \$5826  = advance & acc_add_valid;
-  assign \$5827  = advance & acc_add_valid;
-  assign \$5828  = advance & acc_add_valid;
-  assign \$5829  = advance & acc_add_valid;
-  assign \$5830  = advance & acc_add_valid;
-  assign \$5831  = advance & acc_add_valid;
+  assign \$5825  = advance & acc_align_valid;
+  assign \$5826  = advance & acc_align_valid;
+  assign \$5827  = advance & acc_align_valid;
+  assign \$5828  = advance & acc_align_valid;
+  assign \$5829  = advance & acc_align_valid;
+  assign \$5830  = advance & acc_align_valid;
+  assign \$5831  = advance & acc_align_valid;
   assign \$5832  = advance & acc_add_valid;
-  assign \$5833  = ! acc_add_mag;
-  assign \$5834  = \$5833  ? acc_add_neg_zero : acc_add_neg;
-  assign \$5835  = acc_add_is_inf ? acc_add_inf_neg : \$5834 ;
+  assign \$5833  = advance & acc_add_valid;
+  assign \$5834  = advance & acc_add_valid;
+  assign \$5835  = advance & acc_add_valid;
   assign \$5836  = advance & acc_add_valid;
   assign \$5837  = advance & acc_add_valid;
   assign \$5838  = advance & acc_add_valid;
-  assign \$5839  = acc_norm_valid & acc_norm_last;
+  assign \$5839  = advance & acc_add_valid;
+  assign \$5840  = ! acc_add_mag;
+  assign \$5841  = \$5840  ? acc_add_neg_zero : acc_add_neg;
+  assign \$5842  = acc_add_is_inf ? acc_add_inf_neg : \$5841 ;
+  assign \$5843  = advance & acc_add_valid;
+  assign \$5844  = advance & acc_add_valid;
+  assign \$5845  = advance & acc_add_valid;
+  assign \$5846  = acc_norm_valid & acc_norm_last;
   always @(posedge clk)
-    since <= \$5840 ;
+    since <= \$5847 ;
   always @(posedge clk)
-    products_valid <= \$5841 ;
+    products_valid <= \$5848 ;
   always @(posedge clk)
-    products_t0 <= \$5842 ;
+    products_t0 <= \$5849 ;
   always @(posedge clk)
-    products_t1 <= \$5843 ;
+    products_t1 <= \$5850 ;
   always @(posedge clk)
-    products_t2 <= \$5844 ;
+    products_t2 <= \$5851 ;
   always @(posedge clk)
-    products_t3 <= \$5845 ;
+    products_t3 <= \$5852 ;
   always @(posedge clk)
-    products_t4 <= \$5846 ;
+    products_t4 <= \$5853 ;
   always @(posedge clk)
-    products_t5 <= \$5847 ;
+    products_t5 <= \$5854 ;
   always @(posedge clk)
-    products_t6 <= \$5848 ;
+    products_t6 <= \$5855 ;
   always @(posedge clk)
-    products_t7 <= \$5849 ;
+    products_t7 <= \$5856 ;
   always @(posedge clk)
-    products_t8 <= \$5850 ;
+    products_t8 <= \$5857 ;
   always @(posedge clk)
-    products_t9 <= \$5851 ;
+    products_t9 <= \$5858 ;
   always @(posedge clk)
-    products_t10 <= \$5852 ;
+    products_t10 <= \$5859 ;
   always @(posedge clk)
-    products_t11 <= \$5853 ;
+    products_t11 <= \$5860 ;
   always @(posedge clk)
-    products_t12 <= \$5854 ;
+    products_t12 <= \$5861 ;
   always @(posedge clk)
-    products_t13 <= \$5855 ;
+    products_t13 <= \$5862 ;
   always @(posedge clk)
-    products_t14 <= \$5856 ;
+    products_t14 <= \$5863 ;
   always @(posedge clk)
-    products_t15 <= \$5857 ;
+    products_t15 <= \$5864 ;
   always @(posedge clk)
-    products_t16 <= \$5858 ;
+    products_t16 <= \$5865 ;
   always @(posedge clk)
-    products_t17 <= \$5859 ;
+    products_t17 <= \$5866 ;
   always @(posedge clk)
-    products_t18 <= \$5860 ;
+    products_t18 <= \$5867 ;
   always @(posedge clk)
-    products_t19 <= \$5861 ;
+    products_t19 <= \$5868 ;
   always @(posedge clk)
-    products_t20 <= \$5862 ;
+    products_t20 <= \$5869 ;
   always @(posedge clk)
-    products_t21 <= \$5863 ;
+    products_t21 <= \$5870 ;
   always @(posedge clk)
-    products_t22 <= \$5864 ;
+    products_t22 <= \$5871 ;
   always @(posedge clk)
-    products_t23 <= \$5865 ;
+    products_t23 <= \$5872 ;
   always @(posedge clk)
-    products_t24 <= \$5866 ;
+    products_t24 <= \$5873 ;
   always @(posedge clk)
-    products_t25 <= \$5867 ;
+    products_t25 <= \$5874 ;
   always @(posedge clk)
-    products_t26 <= \$5868 ;
+    products_t26 <= \$5875 ;
   always @(posedge clk)
-    products_t27 <= \$5869 ;
+    products_t27 <= \$5876 ;
   always @(posedge clk)
-    products_t28 <= \$5870 ;
+    products_t28 <= \$5877 ;
   always @(posedge clk)
-    products_t29 <= \$5871 ;
+    products_t29 <= \$5878 ;
   always @(posedge clk)
-    products_t30 <= \$5872 ;
+    products_t30 <= \$5879 ;
   always @(posedge clk)
-    products_t31 <= \$5873 ;
+    products_t31 <= \$5880 ;
   always @(posedge clk)
-    products_nan <= \$5874 ;
+    products_nan <= \$5881 ;
   always @(posedge clk)
-    products_pinf <= \$5875 ;
+    products_pinf <= \$5882 ;
   always @(posedge clk)
-    products_ninf <= \$5876 ;
+    products_ninf <= \$5883 ;
   always @(posedge clk)
-    products_first <= \$5877 ;
+    products_first <= \$5884 ;
   always @(posedge clk)
-    products_end <= \$5878 ;
+    products_end <= \$5885 ;
   always @(posedge clk)
-    products_last <= \$5879 ;
+    products_last <= \$5886 ;
   always @(posedge clk)
-    products_scale_man_a <= \$5880 ;
+    products_scale_man_a <= \$5887 ;
   always @(posedge clk)
-    products_scale_exp_a <= \$5881 ;
+    products_scale_exp_a <= \$5888 ;
   always @(posedge clk)
-    products_scale_man_b <= \$5882 ;
+    products_scale_man_b <= \$5889 ;
   always @(posedge clk)
-    products_scale_exp_b <= \$5883 ;
+    products_scale_exp_b <= \$5890 ;
   always @(posedge clk)
-    tree_valid <= \$5884 ;
+    tree_valid <= \$5891 ;
   always @(posedge clk)
-    tree_l0 <= \$5885 ;
+    tree_l0 <= \$5892 ;
   always @(posedge clk)
-    tree_l1 <= \$5886 ;
+    tree_l1 <= \$5893 ;
   always @(posedge clk)
-    tree_l2 <= \$5887 ;
+    tree_l2 <= \$5894 ;
   always @(posedge clk)
-    tree_l3 <= \$5888 ;
+    tree_l3 <= \$5895 ;
   always @(posedge clk)
-    blk_nan <= \$5889 ;
+    blk_nan <= \$5896 ;
   always @(posedge clk)
-    blk_pinf <= \$5890 ;
+    blk_pinf <= \$5897 ;
   always @(posedge clk)
-    blk_ninf <= \$5891 ;
+    blk_ninf <= \$5898 ;
   always @(posedge clk)
-    tree_first <= \$5892 ;
+    tree_first <= \$5899 ;
   always @(posedge clk)
-    tree_end <= \$5893 ;
+    tree_end <= \$5900 ;
   always @(posedge clk)
-    tree_last <= \$5894 ;
+    tree_last <= \$5901 ;
   always @(posedge clk)
-    tree_scale_man_a <= \$5895 ;
+    tree_scale_man_a <= \$5902 ;
   always @(posedge clk)
-    tree_scale_exp_a <= \$5896 ;
+    tree_scale_exp_a <= \$5903 ;
   always @(posedge clk)
-    tree_scale_man_b <= \$5897 ;
+    tree_scale_man_b <= \$5904 ;
   always @(posedge clk)
-    tree_scale_exp_b <= \$5898 ;
+    tree_scale_exp_b <= \$5905 ;
   always @(posedge clk)
-    sum_valid <= \$5899 ;
+    sum_valid <= \$5906 ;
   always @(posedge clk)
-    sum_total <= \$5900 ;
+    sum_total <= \$5907 ;
   always @(posedge clk)
-    sum_nan <= \$5901 ;
+    sum_nan <= \$5908 ;
   always @(posedge clk)
-    sum_pinf <= \$5902 ;
+    sum_pinf <= \$5909 ;
   always @(posedge clk)
-    sum_ninf <= \$5903 ;
+    sum_ninf <= \$5910 ;
   always @(posedge clk)
-    sum_last <= \$5904 ;
+    sum_last <= \$5911 ;
   always @(posedge clk)
-    sum_scale_man_a <= \$5905 ;
+    sum_scale_man_a <= \$5912 ;
   always @(posedge clk)
-    sum_scale_exp_a <= \$5906 ;
+    sum_scale_exp_a <= \$5913 ;
   always @(posedge clk)
-    sum_scale_man_b <= \$5907 ;
+    sum_scale_man_b <= \$5914 ;
   always @(posedge clk)
-    sum_scale_exp_b <= \$5908 ;
+    sum_scale_exp_b <= \$5915 ;
   always @(posedge clk)
-    scale_valid <= \$5909 ;
+    scale_valid <= \$5916 ;
   always @(posedge clk)
-    scale_mag <= \$5910 ;
+    scale_mag <= \$5917 ;
   always @(posedge clk)
-    scale_neg <= \$5911 ;
+    scale_neg <= \$5918 ;
   always @(posedge clk)
-    \scale_exp_sum$961  <= \$5912 ;
+    \scale_exp_sum$962  <= \$5919 ;
   always @(posedge clk)
-    scale_is_nan <= \$5913 ;
+    scale_is_nan <= \$5920 ;
   always @(posedge clk)
-    scale_is_inf <= \$5914 ;
+    scale_is_inf <= \$5921 ;
   always @(posedge clk)
-    scale_ninf <= \$5915 ;
+    scale_ninf <= \$5922 ;
   always @(posedge clk)
-    scale_last <= \$5916 ;
+    scale_last <= \$5923 ;
   always @(posedge clk)
-    block_norm_valid <= \$5917 ;
+    block_norm_valid <= \$5924 ;
   always @(posedge clk)
-    block_norm_head <= \$5918 ;
+    block_norm_head <= \$5925 ;
   always @(posedge clk)
-    block_norm_low_sticky <= \$5919 ;
+    block_norm_low_sticky <= \$5926 ;
   always @(posedge clk)
-    block_norm_extra <= \$5920 ;
+    block_norm_extra <= \$5927 ;
   always @(posedge clk)
-    block_norm_exp_part <= \$5921 ;
+    block_norm_exp_part <= \$5928 ;
   always @(posedge clk)
-    block_norm_over <= \$5922 ;
+    block_norm_over <= \$5929 ;
   always @(posedge clk)
-    block_norm_edge <= \$5923 ;
+    block_norm_edge <= \$5930 ;
   always @(posedge clk)
-    block_norm_zero <= \$5924 ;
+    block_norm_zero <= \$5931 ;
   always @(posedge clk)
-    block_norm_sign <= \$5925 ;
+    block_norm_sign <= \$5932 ;
   always @(posedge clk)
-    block_norm_is_nan <= \$5926 ;
+    block_norm_is_nan <= \$5933 ;
   always @(posedge clk)
-    block_norm_is_inf <= \$5927 ;
+    block_norm_is_inf <= \$5934 ;
   always @(posedge clk)
-    block_norm_last <= \$5928 ;
+    block_norm_last <= \$5935 ;
   always @(posedge clk)
-    block_valid <= \$5929 ;
+    block_valid <= \$5936 ;
   always @(posedge clk)
-    block_r <= \$5930 ;
+    block_r <= \$5937 ;
   always @(posedge clk)
-    block_last <= \$5931 ;
+    block_last <= \$5938 ;
   always @(posedge clk)
-    acc_align_valid <= \$5932 ;
+    acc_align_valid <= \$5939 ;
   always @(posedge clk)
-    acc_align_big <= \$5933 ;
+    acc_align_big <= \$5940 ;
   always @(posedge clk)
-    acc_align_big_neg <= \$5934 ;
+    acc_align_big_neg <= \$5941 ;
   always @(posedge clk)
-    acc_align_small <= \$5935 ;
+    acc_align_small <= \$5942 ;
   always @(posedge clk)
-    acc_align_small_neg <= \$5936 ;
+    acc_align_small_neg <= \$5943 ;
   always @(posedge clk)
-    acc_align_top <= \$5937 ;
+    acc_align_top <= \$5944 ;
   always @(posedge clk)
-    acc_align_is_nan <= \$5938 ;
+    acc_align_is_nan <= \$5945 ;
   always @(posedge clk)
-    acc_align_is_inf <= \$5939 ;
+    acc_align_is_inf <= \$5946 ;
   always @(posedge clk)
-    acc_align_inf_neg <= \$5940 ;
+    acc_align_inf_neg <= \$5947 ;
   always @(posedge clk)
-    acc_align_neg_zero <= \$5941 ;
+    acc_align_neg_zero <= \$5948 ;
   always @(posedge clk)
-    acc_align_last <= \$5942 ;
+    acc_align_last <= \$5949 ;
   always @(posedge clk)
-    acc_add_valid <= \$5943 ;
+    acc_add_valid <= \$5950 ;
   always @(posedge clk)
-    acc_add_mag <= \$5944 ;
+    acc_add_mag <= \$5951 ;
   always @(posedge clk)
-    acc_add_neg <= \$5945 ;
+    acc_add_neg <= \$5952 ;
   always @(posedge clk)
-    acc_add_top <= \$5946 ;
+    acc_add_top <= \$5953 ;
   always @(posedge clk)
-    acc_add_is_nan <= \$5947 ;
+    acc_add_is_nan <= \$5954 ;
   always @(posedge clk)
-    acc_add_is_inf <= \$5948 ;
+    acc_add_is_inf <= \$5955 ;
   always @(posedge clk)
-    acc_add_inf_neg <= \$5949 ;
+    acc_add_inf_neg <= \$5956 ;
   always @(posedge clk)
-    acc_add_neg_zero <= \$5950 ;
+    acc_add_neg_zero <= \$5957 ;
   always @(posedge clk)
-    acc_add_last <= \$5951 ;
+    acc_add_last <= \$5958 ;
   always @(posedge clk)
-    acc_norm_valid <= \$5952 ;
+    acc_norm_valid <= \$5959 ;
   always @(posedge clk)
-    acc_norm_head <= \$5953 ;
+    acc_norm_head <= \$5960 ;
   always @(posedge clk)
-    acc_norm_low_sticky <= \$5954 ;
+    acc_norm_low_sticky <= \$5961 ;
   always @(posedge clk)
-    acc_norm_extra <= \$5955 ;
+    acc_norm_extra <= \$5962 ;
   always @(posedge clk)
-    acc_norm_exp_part <= \$5956 ;
+    acc_norm_exp_part <= \$5963 ;
   always @(posedge clk)
-    acc_norm_over <= \$5957 ;
+    acc_norm_over <= \$5964 ;
   always @(posedge clk)
-    acc_norm_edge <= \$5958 ;
+    acc_norm_edge <= \$5965 ;
   always @(posedge clk)
-    acc_norm_zero <= \$5959 ;
+    acc_norm_zero <= \$5966 ;
   always @(posedge clk)
-    acc_norm_sign <= \$5960 ;
+    acc_norm_sign <= \$5967 ;
   always @(posedge clk)
-    acc_norm_is_nan <= \$5961 ;
+    acc_norm_is_nan <= \$5968 ;
   always @(posedge clk)
-    acc_norm_is_inf <= \$5962 ;
+    acc_norm_is_inf <= \$5969 ;
   always @(posedge clk)
-    acc_norm_last <= \$5963 ;
+    acc_norm_last <= \$5970 ;
   always @(posedge clk)
-    o__valid <= \$5964 ;
+    o__valid <= \$5971 ;
   always @(posedge clk)
-    o__payload <= \$5965 ;
+    o__payload <= \$5972 ;
   always @(posedge clk)
-    acc <= \$5966 ;
+    acc <= \$5973 ;
   assign \$1  = ~ o__valid;
   assign advance = \$1  | o__ready;
   assign i__ready = advance & accept;
@@ -11756,950 +11774,945 @@ module nxfp_dot_nxfp6_x_nxfp6_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   assign \$3529  = ! { a24_c0_normal, i__payload[154:152] };
   assign \$3531  = \$3527  & \$3530 ;
   assign a24_is_zero = \$3521  ? \$3526  : \$3531 ;
-  assign b24_c0_normal = | i__payload[356:355];
-  assign b24_c0_recycled = i__payload[357:352] == 6'h20;
-  assign b24_c1_normal = | i__payload[356:354];
-  assign b24_c1_recycled = i__payload[357:352] == 6'h20;
-  assign \$3532  = i__payload[207] >= 1'h1;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5840  = since;
-    if (\$5236 ) begin
-      \$5840  = 3'h1;
-    end else if (\$5238 ) begin
-      \$5840  = \$5239 [2:0];
+    \$5847  = since;
+    if (\$5243 ) begin
+      \$5847  = 3'h1;
+    end else if (\$5245 ) begin
+      \$5847  = \$5246 [2:0];
     end
     if (rst) begin
-      \$5840  = 3'h4;
+      \$5847  = 3'h4;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5841  = products_valid;
+    \$5848  = products_valid;
     if (advance) begin
-      \$5841  = \$5240 ;
+      \$5848  = \$5247 ;
     end
     if (rst) begin
-      \$5841  = 1'h0;
+      \$5848  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5842  = products_t0;
-    if (\$5242 ) begin
-      \$5842  = p0_fix;
+    \$5849  = products_t0;
+    if (\$5249 ) begin
+      \$5849  = p0_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5843  = products_t1;
-    if (\$5244 ) begin
-      \$5843  = p1_fix;
+    \$5850  = products_t1;
+    if (\$5251 ) begin
+      \$5850  = p1_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5844  = products_t2;
-    if (\$5246 ) begin
-      \$5844  = p2_fix;
+    \$5851  = products_t2;
+    if (\$5253 ) begin
+      \$5851  = p2_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5845  = products_t3;
-    if (\$5248 ) begin
-      \$5845  = p3_fix;
+    \$5852  = products_t3;
+    if (\$5255 ) begin
+      \$5852  = p3_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5846  = products_t4;
-    if (\$5250 ) begin
-      \$5846  = p4_fix;
+    \$5853  = products_t4;
+    if (\$5257 ) begin
+      \$5853  = p4_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5847  = products_t5;
-    if (\$5252 ) begin
-      \$5847  = p5_fix;
+    \$5854  = products_t5;
+    if (\$5259 ) begin
+      \$5854  = p5_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5848  = products_t6;
-    if (\$5254 ) begin
-      \$5848  = p6_fix;
+    \$5855  = products_t6;
+    if (\$5261 ) begin
+      \$5855  = p6_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5849  = products_t7;
-    if (\$5256 ) begin
-      \$5849  = p7_fix;
+    \$5856  = products_t7;
+    if (\$5263 ) begin
+      \$5856  = p7_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5850  = products_t8;
-    if (\$5258 ) begin
-      \$5850  = p8_fix;
+    \$5857  = products_t8;
+    if (\$5265 ) begin
+      \$5857  = p8_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5851  = products_t9;
-    if (\$5260 ) begin
-      \$5851  = p9_fix;
+    \$5858  = products_t9;
+    if (\$5267 ) begin
+      \$5858  = p9_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5852  = products_t10;
-    if (\$5262 ) begin
-      \$5852  = p10_fix;
+    \$5859  = products_t10;
+    if (\$5269 ) begin
+      \$5859  = p10_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5853  = products_t11;
-    if (\$5264 ) begin
-      \$5853  = p11_fix;
+    \$5860  = products_t11;
+    if (\$5271 ) begin
+      \$5860  = p11_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5854  = products_t12;
-    if (\$5266 ) begin
-      \$5854  = p12_fix;
+    \$5861  = products_t12;
+    if (\$5273 ) begin
+      \$5861  = p12_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5855  = products_t13;
-    if (\$5268 ) begin
-      \$5855  = p13_fix;
+    \$5862  = products_t13;
+    if (\$5275 ) begin
+      \$5862  = p13_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5856  = products_t14;
-    if (\$5270 ) begin
-      \$5856  = p14_fix;
+    \$5863  = products_t14;
+    if (\$5277 ) begin
+      \$5863  = p14_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5857  = products_t15;
-    if (\$5272 ) begin
-      \$5857  = p15_fix;
+    \$5864  = products_t15;
+    if (\$5279 ) begin
+      \$5864  = p15_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5858  = products_t16;
-    if (\$5274 ) begin
-      \$5858  = p16_fix;
+    \$5865  = products_t16;
+    if (\$5281 ) begin
+      \$5865  = p16_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5859  = products_t17;
-    if (\$5276 ) begin
-      \$5859  = p17_fix;
+    \$5866  = products_t17;
+    if (\$5283 ) begin
+      \$5866  = p17_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5860  = products_t18;
-    if (\$5278 ) begin
-      \$5860  = p18_fix;
+    \$5867  = products_t18;
+    if (\$5285 ) begin
+      \$5867  = p18_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5861  = products_t19;
-    if (\$5280 ) begin
-      \$5861  = p19_fix;
+    \$5868  = products_t19;
+    if (\$5287 ) begin
+      \$5868  = p19_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5862  = products_t20;
-    if (\$5282 ) begin
-      \$5862  = p20_fix;
+    \$5869  = products_t20;
+    if (\$5289 ) begin
+      \$5869  = p20_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5863  = products_t21;
-    if (\$5284 ) begin
-      \$5863  = p21_fix;
+    \$5870  = products_t21;
+    if (\$5291 ) begin
+      \$5870  = p21_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5864  = products_t22;
-    if (\$5286 ) begin
-      \$5864  = p22_fix;
+    \$5871  = products_t22;
+    if (\$5293 ) begin
+      \$5871  = p22_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5865  = products_t23;
-    if (\$5288 ) begin
-      \$5865  = p23_fix;
+    \$5872  = products_t23;
+    if (\$5295 ) begin
+      \$5872  = p23_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5866  = products_t24;
-    if (\$5290 ) begin
-      \$5866  = p24_fix;
+    \$5873  = products_t24;
+    if (\$5297 ) begin
+      \$5873  = p24_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5867  = products_t25;
-    if (\$5292 ) begin
-      \$5867  = p25_fix;
+    \$5874  = products_t25;
+    if (\$5299 ) begin
+      \$5874  = p25_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5868  = products_t26;
-    if (\$5294 ) begin
-      \$5868  = p26_fix;
+    \$5875  = products_t26;
+    if (\$5301 ) begin
+      \$5875  = p26_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5869  = products_t27;
-    if (\$5296 ) begin
-      \$5869  = p27_fix;
+    \$5876  = products_t27;
+    if (\$5303 ) begin
+      \$5876  = p27_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5870  = products_t28;
-    if (\$5298 ) begin
-      \$5870  = p28_fix;
+    \$5877  = products_t28;
+    if (\$5305 ) begin
+      \$5877  = p28_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5871  = products_t29;
-    if (\$5300 ) begin
-      \$5871  = p29_fix;
+    \$5878  = products_t29;
+    if (\$5307 ) begin
+      \$5878  = p29_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5872  = products_t30;
-    if (\$5302 ) begin
-      \$5872  = p30_fix;
+    \$5879  = products_t30;
+    if (\$5309 ) begin
+      \$5879  = p30_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5873  = products_t31;
-    if (\$5304 ) begin
-      \$5873  = p31_fix;
+    \$5880  = products_t31;
+    if (\$5311 ) begin
+      \$5880  = p31_fix;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5874  = products_nan;
-    if (\$5306 ) begin
-      \$5874  = \$5469 ;
+    \$5881  = products_nan;
+    if (\$5313 ) begin
+      \$5881  = \$5476 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5875  = products_pinf;
-    if (\$5471 ) begin
-      \$5875  = \$5600 ;
+    \$5882  = products_pinf;
+    if (\$5478 ) begin
+      \$5882  = \$5607 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5876  = products_ninf;
-    if (\$5602 ) begin
-      \$5876  = \$5699 ;
+    \$5883  = products_ninf;
+    if (\$5609 ) begin
+      \$5883  = \$5706 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5877  = products_first;
-    if (\$5701 ) begin
-      \$5877  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5878  = products_end;
-    if (\$5703 ) begin
-      \$5878  = 1'h1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5879  = products_last;
-    if (\$5705 ) begin
-      \$5879  = \$5706 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5880  = products_scale_man_a;
+    \$5884  = products_first;
     if (\$5708 ) begin
-      \$5880  = { 1'h1, i__payload[0] };
+      \$5884  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5881  = products_scale_exp_a;
+    \$5885  = products_end;
     if (\$5710 ) begin
-      \$5881  = i__payload[5:1];
+      \$5885  = 1'h1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5882  = products_scale_man_b;
+    \$5886  = products_last;
     if (\$5712 ) begin
-      \$5882  = { 1'h1, i__payload[200] };
+      \$5886  = \$5713 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5883  = products_scale_exp_b;
-    if (\$5714 ) begin
-      \$5883  = i__payload[205:201];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5884  = tree_valid;
-    if (advance) begin
-      \$5884  = products_valid;
-    end
-    if (rst) begin
-      \$5884  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5885  = tree_l0;
+    \$5887  = products_scale_man_a;
     if (\$5715 ) begin
-      \$5885  = tree_l3_0;
+      \$5887  = { 1'h1, i__payload[0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5886  = tree_l1;
-    if (\$5716 ) begin
-      \$5886  = tree_l3_1;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5887  = tree_l2;
+    \$5888  = products_scale_exp_a;
     if (\$5717 ) begin
-      \$5887  = tree_l3_2;
+      \$5888  = i__payload[5:1];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5888  = tree_l3;
-    if (\$5718 ) begin
-      \$5888  = tree_l3_3;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5889  = blk_nan;
+    \$5889  = products_scale_man_b;
     if (\$5719 ) begin
-      \$5889  = products_nan;
+      \$5889  = { 1'h1, i__payload[200] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5890  = blk_pinf;
-    if (\$5720 ) begin
-      \$5890  = products_pinf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5891  = blk_ninf;
+    \$5890  = products_scale_exp_b;
     if (\$5721 ) begin
-      \$5891  = products_ninf;
+      \$5890  = i__payload[205:201];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5892  = tree_first;
+    \$5891  = tree_valid;
+    if (advance) begin
+      \$5891  = products_valid;
+    end
+    if (rst) begin
+      \$5891  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5892  = tree_l0;
     if (\$5722 ) begin
-      \$5892  = products_first;
+      \$5892  = tree_l3_0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5893  = tree_end;
+    \$5893  = tree_l1;
     if (\$5723 ) begin
-      \$5893  = products_end;
+      \$5893  = tree_l3_1;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5894  = tree_last;
+    \$5894  = tree_l2;
     if (\$5724 ) begin
-      \$5894  = products_last;
+      \$5894  = tree_l3_2;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5895  = tree_scale_man_a;
+    \$5895  = tree_l3;
     if (\$5725 ) begin
-      \$5895  = products_scale_man_a;
+      \$5895  = tree_l3_3;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5896  = tree_scale_exp_a;
+    \$5896  = blk_nan;
     if (\$5726 ) begin
-      \$5896  = products_scale_exp_a;
+      \$5896  = products_nan;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5897  = tree_scale_man_b;
+    \$5897  = blk_pinf;
     if (\$5727 ) begin
-      \$5897  = products_scale_man_b;
+      \$5897  = products_pinf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5898  = tree_scale_exp_b;
+    \$5898  = blk_ninf;
     if (\$5728 ) begin
-      \$5898  = products_scale_exp_b;
+      \$5898  = products_ninf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5899  = sum_valid;
-    if (advance) begin
-      \$5899  = \$5729 ;
-    end
-    if (rst) begin
-      \$5899  = 1'h0;
+    \$5899  = tree_first;
+    if (\$5729 ) begin
+      \$5899  = products_first;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5900  = sum_total;
+    \$5900  = tree_end;
+    if (\$5730 ) begin
+      \$5900  = products_end;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5901  = tree_last;
     if (\$5731 ) begin
-      \$5900  = tree_l5_0;
+      \$5901  = products_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5901  = sum_nan;
+    \$5902  = tree_scale_man_a;
+    if (\$5732 ) begin
+      \$5902  = products_scale_man_a;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5903  = tree_scale_exp_a;
     if (\$5733 ) begin
-      \$5901  = blk_nan;
+      \$5903  = products_scale_exp_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5902  = sum_pinf;
+    \$5904  = tree_scale_man_b;
+    if (\$5734 ) begin
+      \$5904  = products_scale_man_b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5905  = tree_scale_exp_b;
     if (\$5735 ) begin
-      \$5902  = blk_pinf;
+      \$5905  = products_scale_exp_b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5903  = sum_ninf;
-    if (\$5737 ) begin
-      \$5903  = blk_ninf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5904  = sum_last;
-    if (\$5739 ) begin
-      \$5904  = tree_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5905  = sum_scale_man_a;
-    if (\$5741 ) begin
-      \$5905  = tree_scale_man_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5906  = sum_scale_exp_a;
-    if (\$5743 ) begin
-      \$5906  = tree_scale_exp_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5907  = sum_scale_man_b;
-    if (\$5745 ) begin
-      \$5907  = tree_scale_man_b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5908  = sum_scale_exp_b;
-    if (\$5747 ) begin
-      \$5908  = tree_scale_exp_b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5909  = scale_valid;
+    \$5906  = sum_valid;
     if (advance) begin
-      \$5909  = sum_valid;
+      \$5906  = \$5736 ;
     end
     if (rst) begin
-      \$5909  = 1'h0;
+      \$5906  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5910  = scale_mag;
+    \$5907  = sum_total;
+    if (\$5738 ) begin
+      \$5907  = tree_l5_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5908  = sum_nan;
+    if (\$5740 ) begin
+      \$5908  = blk_nan;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5909  = sum_pinf;
+    if (\$5742 ) begin
+      \$5909  = blk_pinf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5910  = sum_ninf;
+    if (\$5744 ) begin
+      \$5910  = blk_ninf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5911  = sum_last;
+    if (\$5746 ) begin
+      \$5911  = tree_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5912  = sum_scale_man_a;
     if (\$5748 ) begin
-      \$5910  = \$4743 [27:0];
+      \$5912  = tree_scale_man_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5911  = scale_neg;
-    if (\$5749 ) begin
-      \$5911  = blk_neg;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5912  = \scale_exp_sum$961 ;
+    \$5913  = sum_scale_exp_a;
     if (\$5750 ) begin
-      \$5912  = scale_exp_sum;
+      \$5913  = tree_scale_exp_a;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5913  = scale_is_nan;
-    if (\$5751 ) begin
-      \$5913  = \$5753 ;
+    \$5914  = sum_scale_man_b;
+    if (\$5752 ) begin
+      \$5914  = tree_scale_man_b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5914  = scale_is_inf;
+    \$5915  = sum_scale_exp_b;
     if (\$5754 ) begin
-      \$5914  = \$5755 ;
+      \$5915  = tree_scale_exp_b;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5915  = scale_ninf;
+    \$5916  = scale_valid;
+    if (advance) begin
+      \$5916  = sum_valid;
+    end
+    if (rst) begin
+      \$5916  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5917  = scale_mag;
+    if (\$5755 ) begin
+      \$5917  = blk_mag;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5918  = scale_neg;
     if (\$5756 ) begin
-      \$5915  = sum_ninf;
+      \$5918  = blk_neg;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5916  = scale_last;
+    \$5919  = \scale_exp_sum$962 ;
     if (\$5757 ) begin
-      \$5916  = sum_last;
+      \$5919  = scale_exp_sum;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5917  = block_norm_valid;
-    if (advance) begin
-      \$5917  = scale_valid;
-    end
-    if (rst) begin
-      \$5917  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5918  = block_norm_head;
+    \$5920  = scale_is_nan;
     if (\$5758 ) begin
-      \$5918  = \$4954 [27:3];
+      \$5920  = \$5760 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5919  = block_norm_low_sticky;
-    if (\$5759 ) begin
-      \$5919  = blk_low_sticky;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5920  = block_norm_extra;
-    if (\$5760 ) begin
-      \$5920  = 5'h00;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5921  = block_norm_exp_part;
+    \$5921  = scale_is_inf;
     if (\$5761 ) begin
-      \$5921  = \$4957 [7:0];
+      \$5921  = \$5762 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5922  = block_norm_over;
-    if (\$5762 ) begin
-      \$5922  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5923  = block_norm_edge;
+    \$5922  = scale_ninf;
     if (\$5763 ) begin
-      \$5923  = 1'h0;
+      \$5922  = sum_ninf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5924  = block_norm_zero;
+    \$5923  = scale_last;
     if (\$5764 ) begin
-      \$5924  = blk_zero;
+      \$5923  = sum_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5925  = block_norm_sign;
-    if (\$5765 ) begin
-      \$5925  = \$5766 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5926  = block_norm_is_nan;
-    if (\$5767 ) begin
-      \$5926  = scale_is_nan;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5927  = block_norm_is_inf;
-    if (\$5768 ) begin
-      \$5927  = scale_is_inf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5928  = block_norm_last;
-    if (\$5769 ) begin
-      \$5928  = scale_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5929  = block_valid;
+    \$5924  = block_norm_valid;
     if (advance) begin
-      \$5929  = block_norm_valid;
+      \$5924  = scale_valid;
     end
     if (rst) begin
+      \$5924  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5925  = block_norm_head;
+    if (\$5765 ) begin
+      \$5925  = \$4961 [27:3];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5926  = block_norm_low_sticky;
+    if (\$5766 ) begin
+      \$5926  = blk_low_sticky;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5927  = block_norm_extra;
+    if (\$5767 ) begin
+      \$5927  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5928  = block_norm_exp_part;
+    if (\$5768 ) begin
+      \$5928  = \$4964 [7:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5929  = block_norm_over;
+    if (\$5769 ) begin
       \$5929  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5930  = block_r;
+    \$5930  = block_norm_edge;
     if (\$5770 ) begin
-      \$5930  = blk_bits;
+      \$5930  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5931  = block_last;
+    \$5931  = block_norm_zero;
     if (\$5771 ) begin
-      \$5931  = block_norm_last;
+      \$5931  = blk_zero;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5932  = acc_align_valid;
-    if (advance) begin
-      \$5932  = block_valid;
-    end
-    if (rst) begin
-      \$5932  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5933  = acc_align_big;
+    \$5932  = block_norm_sign;
     if (\$5772 ) begin
-      \$5933  = \$5773 ;
+      \$5932  = \$5773 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5934  = acc_align_big_neg;
+    \$5933  = block_norm_is_nan;
     if (\$5774 ) begin
-      \$5934  = \$5775 ;
+      \$5933  = scale_is_nan;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5935  = acc_align_small;
+    \$5934  = block_norm_is_inf;
+    if (\$5775 ) begin
+      \$5934  = scale_is_inf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5935  = block_norm_last;
     if (\$5776 ) begin
-      \$5935  = \$5777 ;
+      \$5935  = scale_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5936  = acc_align_small_neg;
+    \$5936  = block_valid;
+    if (advance) begin
+      \$5936  = block_norm_valid;
+    end
+    if (rst) begin
+      \$5936  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5937  = block_r;
+    if (\$5777 ) begin
+      \$5937  = blk_bits;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5938  = block_last;
     if (\$5778 ) begin
-      \$5936  = \$5779 ;
+      \$5938  = block_norm_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5937  = acc_align_top;
-    if (\$5780 ) begin
-      \$5937  = { 4'h0, \$4991  };
+    \$5939  = acc_align_valid;
+    if (advance) begin
+      \$5939  = block_valid;
+    end
+    if (rst) begin
+      \$5939  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5938  = acc_align_is_nan;
+    \$5940  = acc_align_big;
+    if (\$5779 ) begin
+      \$5940  = \$5780 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5941  = acc_align_big_neg;
     if (\$5781 ) begin
-      \$5938  = \$5798 ;
+      \$5941  = \$5782 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5939  = acc_align_is_inf;
-    if (\$5799 ) begin
-      \$5939  = \$5806 ;
+    \$5942  = acc_align_small;
+    if (\$5783 ) begin
+      \$5942  = \$5784 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5940  = acc_align_inf_neg;
-    if (\$5807 ) begin
-      \$5940  = \$5811 ;
+    \$5943  = acc_align_small_neg;
+    if (\$5785 ) begin
+      \$5943  = \$5786 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5941  = acc_align_neg_zero;
-    if (\$5812 ) begin
-      \$5941  = \$5815 ;
+    \$5944  = acc_align_top;
+    if (\$5787 ) begin
+      \$5944  = { 4'h0, \$4998  };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5942  = acc_align_last;
-    if (\$5816 ) begin
-      \$5942  = block_last;
+    \$5945  = acc_align_is_nan;
+    if (\$5788 ) begin
+      \$5945  = \$5805 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5943  = acc_add_valid;
-    if (advance) begin
-      \$5943  = acc_align_valid;
-    end
-    if (rst) begin
-      \$5943  = 1'h0;
+    \$5946  = acc_align_is_inf;
+    if (\$5806 ) begin
+      \$5946  = \$5813 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5944  = acc_add_mag;
-    if (\$5817 ) begin
-      \$5944  = acc_mag;
+    \$5947  = acc_align_inf_neg;
+    if (\$5814 ) begin
+      \$5947  = \$5818 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5945  = acc_add_neg;
-    if (\$5818 ) begin
-      \$5945  = acc_neg;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5946  = acc_add_top;
+    \$5948  = acc_align_neg_zero;
     if (\$5819 ) begin
-      \$5946  = acc_align_top;
+      \$5948  = \$5822 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5947  = acc_add_is_nan;
-    if (\$5820 ) begin
-      \$5947  = acc_align_is_nan;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5948  = acc_add_is_inf;
-    if (\$5821 ) begin
-      \$5948  = acc_align_is_inf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5949  = acc_add_inf_neg;
-    if (\$5822 ) begin
-      \$5949  = acc_align_inf_neg;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5950  = acc_add_neg_zero;
+    \$5949  = acc_align_last;
     if (\$5823 ) begin
-      \$5950  = acc_align_neg_zero;
+      \$5949  = block_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5951  = acc_add_last;
+    \$5950  = acc_add_valid;
+    if (advance) begin
+      \$5950  = acc_align_valid;
+    end
+    if (rst) begin
+      \$5950  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5951  = acc_add_mag;
     if (\$5824 ) begin
-      \$5951  = acc_align_last;
+      \$5951  = acc_mag;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5952  = acc_norm_valid;
-    if (advance) begin
-      \$5952  = acc_add_valid;
-    end
-    if (rst) begin
-      \$5952  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5953  = acc_norm_head;
+    \$5952  = acc_add_neg;
     if (\$5825 ) begin
-      \$5953  = \$5209 [27:3];
+      \$5952  = acc_neg;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5954  = acc_norm_low_sticky;
+    \$5953  = acc_add_top;
     if (\$5826 ) begin
-      \$5954  = acc_rnd_low_sticky;
+      \$5953  = acc_align_top;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5955  = acc_norm_extra;
+    \$5954  = acc_add_is_nan;
     if (\$5827 ) begin
-      \$5955  = 5'h00;
+      \$5954  = acc_align_is_nan;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5956  = acc_norm_exp_part;
+    \$5955  = acc_add_is_inf;
     if (\$5828 ) begin
-      \$5956  = \$5212 [7:0];
+      \$5955  = acc_align_is_inf;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5957  = acc_norm_over;
+    \$5956  = acc_add_inf_neg;
     if (\$5829 ) begin
-      \$5957  = acc_rnd_over;
+      \$5956  = acc_align_inf_neg;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5958  = acc_norm_edge;
+    \$5957  = acc_add_neg_zero;
     if (\$5830 ) begin
-      \$5958  = acc_rnd_edge;
+      \$5957  = acc_align_neg_zero;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5959  = acc_norm_zero;
+    \$5958  = acc_add_last;
     if (\$5831 ) begin
-      \$5959  = acc_rnd_zero;
+      \$5958  = acc_align_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5960  = acc_norm_sign;
-    if (\$5832 ) begin
-      \$5960  = \$5835 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5961  = acc_norm_is_nan;
-    if (\$5836 ) begin
-      \$5961  = acc_add_is_nan;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5962  = acc_norm_is_inf;
-    if (\$5837 ) begin
-      \$5962  = acc_add_is_inf;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5963  = acc_norm_last;
-    if (\$5838 ) begin
-      \$5963  = acc_add_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5964  = o__valid;
+    \$5959  = acc_norm_valid;
     if (advance) begin
-      \$5964  = \$5839 ;
+      \$5959  = acc_add_valid;
     end
     if (rst) begin
-      \$5964  = 1'h0;
+      \$5959  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5965  = o__payload;
+    \$5960  = acc_norm_head;
+    if (\$5832 ) begin
+      \$5960  = \$5216 [27:3];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5961  = acc_norm_low_sticky;
+    if (\$5833 ) begin
+      \$5961  = acc_rnd_low_sticky;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5962  = acc_norm_extra;
+    if (\$5834 ) begin
+      \$5962  = 5'h00;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5963  = acc_norm_exp_part;
+    if (\$5835 ) begin
+      \$5963  = \$5219 [7:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5964  = acc_norm_over;
+    if (\$5836 ) begin
+      \$5964  = acc_rnd_over;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5965  = acc_norm_edge;
+    if (\$5837 ) begin
+      \$5965  = acc_rnd_edge;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5966  = acc_norm_zero;
+    if (\$5838 ) begin
+      \$5966  = acc_rnd_zero;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5967  = acc_norm_sign;
+    if (\$5839 ) begin
+      \$5967  = \$5842 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5968  = acc_norm_is_nan;
+    if (\$5843 ) begin
+      \$5968  = acc_add_is_nan;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5969  = acc_norm_is_inf;
+    if (\$5844 ) begin
+      \$5969  = acc_add_is_inf;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5970  = acc_norm_last;
+    if (\$5845 ) begin
+      \$5970  = acc_add_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5971  = o__valid;
+    if (advance) begin
+      \$5971  = \$5846 ;
+    end
+    if (rst) begin
+      \$5971  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$5972  = o__payload;
     if (advance) begin
       if (acc_norm_valid) begin
         if (acc_norm_last) begin
-          \$5965  = acc_rnd_bits;
+          \$5972  = acc_rnd_bits;
         end
       end
     end
     if (rst) begin
-      \$5965  = 32'd0;
+      \$5972  = 32'd0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$5966  = acc;
+    \$5973  = acc;
     if (advance) begin
       if (acc_norm_valid) begin
         (* full_case = 32'd1 *)
         if (acc_norm_last) begin
-          \$5966  = 32'd0;
+          \$5973  = 32'd0;
         end else begin
-          \$5966  = acc_rnd_bits;
+          \$5973  = acc_rnd_bits;
         end
       end
     end
     if (rst) begin
-      \$5966  = 32'd0;
+      \$5973  = 32'd0;
     end
   end
   assign a0_sig = \$34 [3:0];
@@ -12867,30 +12880,30 @@ module nxfp_dot_nxfp6_x_nxfp6_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   assign tree_nan = blk_nan;
   assign tree_pinf = blk_pinf;
   assign tree_ninf = blk_ninf;
-  assign blk_mag = \$4743 [27:0];
-  assign blk_exp = { \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744 [7], \$4744  };
-  assign blk_lz = \$4899 [4:0];
-  assign blk_lead = \$4954 [27:0];
-  assign blk_norm = \$4954 [27:0];
+  assign blk_abs = \$4741 [23:0];
+  assign blk_exp = { \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751 [7], \$4751  };
+  assign blk_lz = \$4906 [4:0];
+  assign blk_lead = \$4961 [27:0];
+  assign blk_norm = \$4961 [27:0];
   assign blk_extra = 5'h00;
-  assign blk_head = \$4954 [27:3];
-  assign blk_exppart = \$4957 [7:0];
+  assign blk_head = \$4961 [27:3];
+  assign blk_exppart = \$4964 [7:0];
   assign blk_over = 1'h0;
   assign blk_edge = 1'h0;
-  assign blk_body = \$4964 [30:0];
-  assign r_top = { block_r[30:24], \$4981  };
-  assign acc_a_top = { acc[30:24], \$4983  };
-  assign acc_d = { \$4984 [8], \$4984 [8], \$4984 [8], \$4984  };
-  assign acc_rd = { \$4985 [8], \$4985 [8], \$4985 [8], \$4985  };
-  assign acc_top = { 4'h0, \$4991  };
-  assign acc_rdiff = \$4995 [26:0];
-  assign acc_rnd_lz = \$5154 [4:0];
-  assign acc_rnd_lead = \$5209 [27:0];
-  assign acc_rnd_norm = \$5209 [27:0];
+  assign blk_body = \$4971 [30:0];
+  assign r_top = { block_r[30:24], \$4988  };
+  assign acc_a_top = { acc[30:24], \$4990  };
+  assign acc_d = { \$4991 [8], \$4991 [8], \$4991 [8], \$4991  };
+  assign acc_rd = { \$4992 [8], \$4992 [8], \$4992 [8], \$4992  };
+  assign acc_top = { 4'h0, \$4998  };
+  assign acc_rdiff = \$5002 [26:0];
+  assign acc_rnd_lz = \$5161 [4:0];
+  assign acc_rnd_lead = \$5216 [27:0];
+  assign acc_rnd_norm = \$5216 [27:0];
   assign acc_rnd_extra = 5'h00;
-  assign acc_rnd_head = \$5209 [27:3];
-  assign acc_rnd_exppart = \$5212 [7:0];
-  assign acc_rnd_body = \$5219 [30:0];
+  assign acc_rnd_head = \$5216 [27:3];
+  assign acc_rnd_exppart = \$5219 [7:0];
+  assign acc_rnd_body = \$5226 [30:0];
   assign \i__payload.a_header  = i__payload[7:0];
   assign \i__payload.a_codes  = i__payload[199:8];
   assign \i__payload.a_codes[0]  = i__payload[13:8];
@@ -14883,54 +14896,50 @@ module nxfp_dot_nxfp6_x_nxfp6_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   assign \$4605  = \$4604 ;
   assign \$4608  = 1'h1;
   assign \$4610  = \$4609 ;
-  assign \$4794  = 2'h1;
-  assign \$4798  = 2'h1;
-  assign \$4806  = 2'h1;
-  assign \$4810  = 2'h1;
-  assign \$4826  = 2'h1;
-  assign \$4830  = 2'h1;
-  assign \$4838  = 2'h1;
-  assign \$4842  = 2'h1;
-  assign \$4866  = 2'h1;
-  assign \$4870  = 2'h1;
-  assign \$4878  = 2'h1;
-  assign \$4882  = 2'h1;
-  assign \$4891  = 2'h1;
-  assign \$4895  = 2'h1;
-  assign \$4973  = { block_norm_sign, 31'h00000000 };
-  assign { \$4974 [31], \$4974 [22:0] } = { \$4973 [31], \$4973 [22:0] };
-  assign \$4974 [30:23] = 8'hff;
-  assign \$4975  = { block_norm_sign, 31'h00000000 };
-  assign \$4976  = { block_norm_sign, 31'h00000000 };
-  assign acc_a_win = { \$4989 , acc[22:0], 3'h0 };
-  assign acc_b_win = { \$4990 , block_r[22:0], 3'h0 };
-  assign \$5049  = 2'h1;
-  assign \$5053  = 2'h1;
-  assign \$5061  = 2'h1;
-  assign \$5065  = 2'h1;
-  assign \$5081  = 2'h1;
-  assign \$5085  = 2'h1;
-  assign \$5093  = 2'h1;
-  assign \$5097  = 2'h1;
-  assign \$5121  = 2'h1;
-  assign \$5125  = 2'h1;
-  assign \$5133  = 2'h1;
-  assign \$5137  = 2'h1;
-  assign \$5146  = 2'h1;
-  assign \$5150  = 2'h1;
-  assign \$5228  = { acc_norm_sign, 31'h00000000 };
-  assign { \$5229 [31], \$5229 [22:0] } = { \$5228 [31], \$5228 [22:0] };
-  assign \$5229 [30:23] = 8'hff;
-  assign \$5230  = { acc_norm_sign, 31'h00000000 };
-  assign \$5231  = { acc_norm_sign, 31'h00000000 };
-  assign \$5236  = \$5235 ;
-  assign \$5307  = 1'h0;
-  assign \$5308  = 1'h0;
-  assign \$5309  = 1'h0;
-  assign \$5310  = 1'h0;
-  assign \$5311  = 1'h0;
-  assign \$5312  = 1'h0;
-  assign \$5313  = 1'h0;
+  assign \$4743  = { \$4741 [23:0], 3'h0 };
+  assign \$4744  = { 1'h0, \$4741 [23:0], 2'h0 };
+  assign \$4748  = { \$4741 [23:0], 1'h0 };
+  assign \$4801  = 2'h1;
+  assign \$4805  = 2'h1;
+  assign \$4813  = 2'h1;
+  assign \$4817  = 2'h1;
+  assign \$4833  = 2'h1;
+  assign \$4837  = 2'h1;
+  assign \$4845  = 2'h1;
+  assign \$4849  = 2'h1;
+  assign \$4873  = 2'h1;
+  assign \$4877  = 2'h1;
+  assign \$4885  = 2'h1;
+  assign \$4889  = 2'h1;
+  assign \$4898  = 2'h1;
+  assign \$4902  = 2'h1;
+  assign \$4980  = { block_norm_sign, 31'h00000000 };
+  assign { \$4981 [31], \$4981 [22:0] } = { \$4980 [31], \$4980 [22:0] };
+  assign \$4981 [30:23] = 8'hff;
+  assign \$4982  = { block_norm_sign, 31'h00000000 };
+  assign \$4983  = { block_norm_sign, 31'h00000000 };
+  assign acc_a_win = { \$4996 , acc[22:0], 3'h0 };
+  assign acc_b_win = { \$4997 , block_r[22:0], 3'h0 };
+  assign \$5056  = 2'h1;
+  assign \$5060  = 2'h1;
+  assign \$5068  = 2'h1;
+  assign \$5072  = 2'h1;
+  assign \$5088  = 2'h1;
+  assign \$5092  = 2'h1;
+  assign \$5100  = 2'h1;
+  assign \$5104  = 2'h1;
+  assign \$5128  = 2'h1;
+  assign \$5132  = 2'h1;
+  assign \$5140  = 2'h1;
+  assign \$5144  = 2'h1;
+  assign \$5153  = 2'h1;
+  assign \$5157  = 2'h1;
+  assign \$5235  = { acc_norm_sign, 31'h00000000 };
+  assign { \$5236 [31], \$5236 [22:0] } = { \$5235 [31], \$5235 [22:0] };
+  assign \$5236 [30:23] = 8'hff;
+  assign \$5237  = { acc_norm_sign, 31'h00000000 };
+  assign \$5238  = { acc_norm_sign, 31'h00000000 };
+  assign \$5243  = \$5242 ;
   assign \$5314  = 1'h0;
   assign \$5315  = 1'h0;
   assign \$5316  = 1'h0;
@@ -15085,136 +15094,143 @@ module nxfp_dot_nxfp6_x_nxfp6_l32_p77e(i__valid, o__ready, clk, rst, i__ready, o
   assign \$5465  = 1'h0;
   assign \$5466  = 1'h0;
   assign \$5467  = 1'h0;
-  assign \$5468  = hdr_a_scale_nan;
+  assign \$5468  = 1'h0;
+  assign \$5469  = 1'h0;
+  assign \$5470  = 1'h0;
+  assign \$5471  = 1'h0;
   assign \$5472  = 1'h0;
-  assign \$5475  = 1'h0;
-  assign \$5476  = 1'h0;
+  assign \$5473  = 1'h0;
+  assign \$5474  = 1'h0;
+  assign \$5475  = hdr_a_scale_nan;
   assign \$5479  = 1'h0;
-  assign \$5480  = 1'h0;
+  assign \$5482  = 1'h0;
   assign \$5483  = 1'h0;
-  assign \$5484  = 1'h0;
+  assign \$5486  = 1'h0;
   assign \$5487  = 1'h0;
-  assign \$5488  = 1'h0;
+  assign \$5490  = 1'h0;
   assign \$5491  = 1'h0;
-  assign \$5492  = 1'h0;
+  assign \$5494  = 1'h0;
   assign \$5495  = 1'h0;
-  assign \$5496  = 1'h0;
+  assign \$5498  = 1'h0;
   assign \$5499  = 1'h0;
-  assign \$5500  = 1'h0;
+  assign \$5502  = 1'h0;
   assign \$5503  = 1'h0;
-  assign \$5504  = 1'h0;
+  assign \$5506  = 1'h0;
   assign \$5507  = 1'h0;
-  assign \$5508  = 1'h0;
+  assign \$5510  = 1'h0;
   assign \$5511  = 1'h0;
-  assign \$5512  = 1'h0;
+  assign \$5514  = 1'h0;
   assign \$5515  = 1'h0;
-  assign \$5516  = 1'h0;
+  assign \$5518  = 1'h0;
   assign \$5519  = 1'h0;
-  assign \$5520  = 1'h0;
+  assign \$5522  = 1'h0;
   assign \$5523  = 1'h0;
-  assign \$5524  = 1'h0;
+  assign \$5526  = 1'h0;
   assign \$5527  = 1'h0;
-  assign \$5528  = 1'h0;
+  assign \$5530  = 1'h0;
   assign \$5531  = 1'h0;
-  assign \$5532  = 1'h0;
+  assign \$5534  = 1'h0;
   assign \$5535  = 1'h0;
-  assign \$5536  = 1'h0;
+  assign \$5538  = 1'h0;
   assign \$5539  = 1'h0;
-  assign \$5540  = 1'h0;
+  assign \$5542  = 1'h0;
   assign \$5543  = 1'h0;
-  assign \$5544  = 1'h0;
+  assign \$5546  = 1'h0;
   assign \$5547  = 1'h0;
-  assign \$5548  = 1'h0;
+  assign \$5550  = 1'h0;
   assign \$5551  = 1'h0;
-  assign \$5552  = 1'h0;
+  assign \$5554  = 1'h0;
   assign \$5555  = 1'h0;
-  assign \$5556  = 1'h0;
+  assign \$5558  = 1'h0;
   assign \$5559  = 1'h0;
-  assign \$5560  = 1'h0;
+  assign \$5562  = 1'h0;
   assign \$5563  = 1'h0;
-  assign \$5564  = 1'h0;
+  assign \$5566  = 1'h0;
   assign \$5567  = 1'h0;
-  assign \$5568  = 1'h0;
+  assign \$5570  = 1'h0;
   assign \$5571  = 1'h0;
-  assign \$5572  = 1'h0;
+  assign \$5574  = 1'h0;
   assign \$5575  = 1'h0;
-  assign \$5576  = 1'h0;
+  assign \$5578  = 1'h0;
   assign \$5579  = 1'h0;
-  assign \$5580  = 1'h0;
+  assign \$5582  = 1'h0;
   assign \$5583  = 1'h0;
-  assign \$5584  = 1'h0;
+  assign \$5586  = 1'h0;
   assign \$5587  = 1'h0;
-  assign \$5588  = 1'h0;
+  assign \$5590  = 1'h0;
   assign \$5591  = 1'h0;
-  assign \$5592  = 1'h0;
+  assign \$5594  = 1'h0;
   assign \$5595  = 1'h0;
-  assign \$5596  = 1'h0;
+  assign \$5598  = 1'h0;
   assign \$5599  = 1'h0;
-  assign \$5600  = 1'h0;
+  assign \$5602  = 1'h0;
   assign \$5603  = 1'h0;
-  assign \$5605  = 1'h0;
   assign \$5606  = 1'h0;
-  assign \$5608  = 1'h0;
-  assign \$5609  = 1'h0;
-  assign \$5611  = 1'h0;
+  assign \$5607  = 1'h0;
+  assign \$5610  = 1'h0;
   assign \$5612  = 1'h0;
-  assign \$5614  = 1'h0;
+  assign \$5613  = 1'h0;
   assign \$5615  = 1'h0;
-  assign \$5617  = 1'h0;
+  assign \$5616  = 1'h0;
   assign \$5618  = 1'h0;
-  assign \$5620  = 1'h0;
+  assign \$5619  = 1'h0;
   assign \$5621  = 1'h0;
-  assign \$5623  = 1'h0;
+  assign \$5622  = 1'h0;
   assign \$5624  = 1'h0;
-  assign \$5626  = 1'h0;
+  assign \$5625  = 1'h0;
   assign \$5627  = 1'h0;
-  assign \$5629  = 1'h0;
+  assign \$5628  = 1'h0;
   assign \$5630  = 1'h0;
-  assign \$5632  = 1'h0;
+  assign \$5631  = 1'h0;
   assign \$5633  = 1'h0;
-  assign \$5635  = 1'h0;
+  assign \$5634  = 1'h0;
   assign \$5636  = 1'h0;
-  assign \$5638  = 1'h0;
+  assign \$5637  = 1'h0;
   assign \$5639  = 1'h0;
-  assign \$5641  = 1'h0;
+  assign \$5640  = 1'h0;
   assign \$5642  = 1'h0;
-  assign \$5644  = 1'h0;
+  assign \$5643  = 1'h0;
   assign \$5645  = 1'h0;
-  assign \$5647  = 1'h0;
+  assign \$5646  = 1'h0;
   assign \$5648  = 1'h0;
-  assign \$5650  = 1'h0;
+  assign \$5649  = 1'h0;
   assign \$5651  = 1'h0;
-  assign \$5653  = 1'h0;
+  assign \$5652  = 1'h0;
   assign \$5654  = 1'h0;
-  assign \$5656  = 1'h0;
+  assign \$5655  = 1'h0;
   assign \$5657  = 1'h0;
-  assign \$5659  = 1'h0;
+  assign \$5658  = 1'h0;
   assign \$5660  = 1'h0;
-  assign \$5662  = 1'h0;
+  assign \$5661  = 1'h0;
   assign \$5663  = 1'h0;
-  assign \$5665  = 1'h0;
+  assign \$5664  = 1'h0;
   assign \$5666  = 1'h0;
-  assign \$5668  = 1'h0;
+  assign \$5667  = 1'h0;
   assign \$5669  = 1'h0;
-  assign \$5671  = 1'h0;
+  assign \$5670  = 1'h0;
   assign \$5672  = 1'h0;
-  assign \$5674  = 1'h0;
+  assign \$5673  = 1'h0;
   assign \$5675  = 1'h0;
-  assign \$5677  = 1'h0;
+  assign \$5676  = 1'h0;
   assign \$5678  = 1'h0;
-  assign \$5680  = 1'h0;
+  assign \$5679  = 1'h0;
   assign \$5681  = 1'h0;
-  assign \$5683  = 1'h0;
+  assign \$5682  = 1'h0;
   assign \$5684  = 1'h0;
-  assign \$5686  = 1'h0;
+  assign \$5685  = 1'h0;
   assign \$5687  = 1'h0;
-  assign \$5689  = 1'h0;
+  assign \$5688  = 1'h0;
   assign \$5690  = 1'h0;
-  assign \$5692  = 1'h0;
+  assign \$5691  = 1'h0;
   assign \$5693  = 1'h0;
-  assign \$5695  = 1'h0;
+  assign \$5694  = 1'h0;
   assign \$5696  = 1'h0;
-  assign \$5698  = 1'h0;
+  assign \$5697  = 1'h0;
   assign \$5699  = 1'h0;
-  assign \$5706  = i__payload[400];
+  assign \$5700  = 1'h0;
+  assign \$5702  = 1'h0;
+  assign \$5703  = 1'h0;
+  assign \$5705  = 1'h0;
+  assign \$5706  = 1'h0;
+  assign \$5713  = i__payload[400];
 endmodule
