@@ -347,6 +347,12 @@ def test_json_schema_matches_the_validator() -> None:
     assert schema["properties"]["unit"]["enum"] == list(foreign.UNITS)
     assert schema["properties"]["timing"]["properties"]["model"]["enum"] == list(foreign.TIMING_MODELS)
     assert schema["properties"]["policy"]["oneOf"][0]["enum"] == list(PRESETS)
+    import dataclasses
+
+    from nxfp_hw.golden.policies import Policy
+
+    policy_keys = set(schema["properties"]["policy"]["oneOf"][1]["properties"])
+    assert policy_keys == {f.name for f in dataclasses.fields(Policy)} - {"name"} | {"preset"}
     slice_keys = set(port["fields"]["items"]["properties"])
     assert slice_keys == foreign._SLICE_KEYS
     assert set(schema["properties"]["accumulation"]["properties"]) == {"mode", "guard_bits"}
@@ -441,11 +447,11 @@ def test_stimulus_fields_are_the_golden_views(tmp_path: Path) -> None:
 
     path = _desc(tmp_path, "convert", {"a": "nxfp4"}, [
         {"name": "x", "field": "x", "count": 32}, {"name": "h", "field": "header"},
-        {"name": "c", "field": "codes", "count": 32}], policy="ocp")
+        {"name": "c", "field": "codes", "count": 32}], policy={"preset": "ocp", "metric": "hw"})
     desc = load_description(path, check_sources=False)
     st = make_stimulus(desc, rng, 4)
     x = st.inputs["x"].astype(np.uint32).view(np.float32).astype(np.float64)
-    enc = encode_blocks(desc.formats["a"], x, "ocp", metric="hw")
+    enc = encode_blocks(desc.formats["a"], x, {"preset": "ocp", "metric": "hw"})
     assert [r[0] for r in st.expected["h"]] == enc.headers.tolist()
     nan_blocks = enc.headers == desc.formats["a"].make_header(desc.formats["a"].scale.nan_code)
     assert nan_blocks.any()

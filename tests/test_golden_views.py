@@ -197,6 +197,7 @@ def test_scale_clamp_and_offset():
     ({"scale_min_code": -1}, "policy.scale_min_code: expected an integer >= 0"),
     ({"scale_offset": "bias"}, "policy.scale_offset: expected an integer or \"emax_elem\""),
     (3, "policy: expected a preset name or an object, got int"),
+    ({"metric": "l1"}, "policy.metric: expected one of float64, hw, got 'l1'"),
 ])
 def test_parse_policy_errors(spec, message):
     with pytest.raises(PolicyError) as exc:
@@ -211,3 +212,18 @@ def test_policy_not_applicable():
     with pytest.raises(PolicyError, match="policy.scale_min_code: 300"):
         Policy(scale_min_code=300).check(parse_format("mxfp4_e2m1"))
     assert parse_policy({"preset": "microxcaling", "scale_offset": 8}).name == "microxcaling+scale_offset=8"
+
+
+def test_metric_policy_picks_pairs_like_quantize() -> None:
+    """An adaptive format's pair choice follows the policy's metric, bit for bit as quantize_blocks."""
+    fmt = parse_format("nxfp4")
+    rng = np.random.default_rng(SEED)
+    x = rng.standard_normal((300, 32)) * np.exp(rng.uniform(-3, 3, (300, 1)))
+    for metric in ("float64", "hw"):
+        h, c = quantize_blocks(fmt, x, metric)
+        for pol in ({"metric": metric}, {"metric": metric, "scale_min_code": 0, "rounding": "even",
+                                          "nan_block_codes": "dont_care"}):
+            enc = encode_blocks(fmt, x, pol)
+            assert np.array_equal(enc.headers, h) and np.array_equal(enc.codes, c)
+        h2, c2 = _encode_general(fmt, x, parse_policy({"metric": metric}), metric)
+        assert np.array_equal(h2, h) and np.array_equal(c2, c)

@@ -153,7 +153,7 @@ def make_stimulus(desc: Description, rng: np.random.Generator, blocks: int = DEF
         dt, bits_dt = vx.ENCODE_INPUTS[desc.input_format]
         with np.errstate(over="ignore"):
             xin = x.astype(dt)
-        enc = encoded_blocks(fa, xin.astype(np.float64), desc.policy, metric=vx.encoder_metric(fa))
+        enc = encoded_blocks(fa, xin.astype(np.float64), desc.policy)
         inputs = {"x": xin.view(bits_dt).astype(np.int64)}
         exp = {"header": (enc.headers, None), "scale": (enc.scale, None), "codes": (enc.codes, ~enc.codes_care)}
         aux = {"x": xin.astype(np.float64), "enc": enc}
@@ -256,7 +256,7 @@ def _checks(desc: Description) -> list[FieldCheck]:
         elif p.field == "values":
             kind = desc.output_format
         elif p.field == "codes":
-            table = np.concatenate([fa.element_table(0, 0)])
+            table = fa.element_table(0, 0)
 
             def show(v: int, table: np.ndarray = table) -> str:
                 return f"{float(table[v]) if 0 <= v < table.size else '?'!r}" + (

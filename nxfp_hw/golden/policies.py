@@ -19,7 +19,10 @@ other choices; a :class:`Policy` states them so the golden model reproduces such
   ``"emax_elem"``: the shared exponent before the element's ``emax_elem`` is subtracted, i.e. a
   scale relative to the element bias); the header keeps the real code;
 - ``nan_block_codes``: the element codes of a NaN-header block are 0 (``zero``, spec 5.1) or
-  unspecified (``dont_care``: not compared).
+  unspecified (``dont_care``: not compared);
+- ``metric``: the block error that picks the (candidate, recycling option) pair of an adaptive format
+  (spec 5.4): ``float64`` (the spec's) or ``hw`` (nxfp-hw's encoder's fixed-point metric); formats with
+  one pair never consult it.
 
 :data:`PRESETS` names the conventions: ``spec`` (this project's quantizer, spec 5), ``ocp`` (OCP
 MX v1.0: spec 5 with don't-care elements in a NaN block), ``microxcaling`` (Microsoft's emulation
@@ -66,8 +69,13 @@ class Policy:
     scale_min_code: int = 0
     scale_offset: int | str = 0
     nan_block_codes: str = "zero"
+    metric: str = "float64"
 
     def __post_init__(self) -> None:
+        from .quantize import METRICS
+
+        if self.metric not in METRICS:
+            raise PolicyError(f"policy.metric: expected one of {', '.join(METRICS)}, got {self.metric!r}")
         for key, allowed in (("rounding", ROUNDING), ("overflow", OVERFLOW), ("nonfinite", NONFINITE),
                              ("nan_block_codes", NAN_BLOCK_CODES)):
             if getattr(self, key) not in allowed:
@@ -175,17 +183,18 @@ def _overflow_bound(elem, max_elem: float, rounding: str, max_code: int) -> tupl
 
 
 def encode_blocks(fmt: BlockFormat, x: np.ndarray, policy: Policy | str | Mapping[str, Any] | None = None,
-                  metric: str = "float64") -> EncodedBlocks:
+                  metric: str | None = None) -> EncodedBlocks:
     """Quantize blocks ``x`` float64 ``(n, k)`` to ``fmt`` under ``policy`` (spec 5 as modified by it).
 
     With the ``spec`` policy this is exactly :func:`~nxfp_hw.golden.quantize.quantize_blocks`. The pair
-    search (spec 5.4) compares block errors over the finite inputs, elements as the policy rounds them
-    (an overflowed element counts as the largest level).
+    search (spec 5.4) compares block errors (``metric``, default the policy's) over the finite inputs,
+    elements as the policy rounds them (an overflowed element counts as the largest level).
     """
     from .quantize import quantize_blocks
 
     pol = parse_policy(policy)
     pol.check(fmt)
+    metric = metric or pol.metric
     x = np.asarray(x, dtype=np.float64)
     if x.ndim != 2 or x.shape[1] != fmt.k:
         raise ValueError(f"x must have shape (n, {fmt.k}), got {x.shape}")
