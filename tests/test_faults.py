@@ -159,17 +159,14 @@ def _umask() -> int:
 def test_extreme_finite_inputs_saturate(tmp_path: Path, fmt: str) -> None:
     f = parse_format(fmt)
     sign = np.where(np.arange(f.k) % 3 == 0, -1.0, 1.0)
-    reference = None
-    for big in (1e100, 1e154, 1e200, 1.7e308):
-        np.save(tmp_path / "x.npy", (big * sign * np.linspace(0.25, 1, f.k))[None, :])
-        proc = cli("quantize", "-f", fmt, "-i", tmp_path / "x.npy", "-o", tmp_path / "q.npz", "--force",
-                   "--baseline", "none")
-        assert proc.returncode == 0, proc.stderr
-        with np.load(tmp_path / "q.npz") as z:
-            got = (int(z["headers"][0, 0]), z["codes"].tobytes())
-        assert got[0] != 0 and got[0] != f.make_header(f.scale.nan_code, 0, 0), (big, got)
-        reference = reference or got
-        assert got == reference, big  # saturated alike, whatever the magnitude
+    bigs = (1e100, 1e154, 1e200, 1.7e308)  # one block (row) each
+    np.save(tmp_path / "x.npy", np.array([big * sign * np.linspace(0.25, 1, f.k) for big in bigs]))
+    proc = cli("quantize", "-f", fmt, "-i", tmp_path / "x.npy", "-o", tmp_path / "q.npz", "--baseline", "none")
+    assert proc.returncode == 0, proc.stderr
+    with np.load(tmp_path / "q.npz") as z:
+        headers, codes = z["headers"][:, 0], z["codes"][:, 0]
+    assert (headers != 0).all() and (headers != f.make_header(f.scale.nan_code, 0, 0)).all(), headers
+    assert (headers == headers[0]).all() and (codes == codes[0]).all()  # saturated alike, whatever the magnitude
 
 
 # --- seeds and option values: refused before any work ------------------------------------------------
@@ -386,7 +383,7 @@ def test_concurrent_area_runs_on_one_workdir(tmp_path: Path) -> None:
         assert p.wait(timeout=300) == 0, p.stderr.read()
         solo[fmt] = json.loads((tmp_path / f"solo{i}.json").read_text())["flows"]["generic"]["figures"]
     assert solo["mxfp4_e2m1"] != solo["nxfp4"]
-    for rnd in range(3):
+    for rnd in range(2):
         procs = [_area(tmp_path / "shared", u, f, tmp_path / f"r{rnd}_{i}.json") for i, (u, f) in enumerate(designs)]
         for p in procs:
             assert p.wait(timeout=300) == 0, p.stderr.read()
