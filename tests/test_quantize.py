@@ -8,6 +8,7 @@ Seeds: NXFP_SEED overrides; every random test prints the seed it used.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import sys
@@ -21,7 +22,7 @@ from hypothesis import seed as hyp_seed
 from hypothesis import strategies as st
 
 from nxfp_hw.errors import UserError
-from nxfp_hw.formats import PRESETS, BlockFormat, parse_format
+from nxfp_hw.formats import PRESETS, BlockFormat, FormatError, parse_format
 from nxfp_hw.golden.quantize import (
     QuantizeInputError,
     QuantizeTypeError,
@@ -502,6 +503,10 @@ def test_ceil_rule_is_not_idempotent():
 
 
 def test_non_dyadic_recycled_value_is_refused():
-    fmt = parse_format("elem=E2M1,cr=5.3")  # a valid format, but 5.3 has no exact binary midpoints
+    # 5.3 has no exact binary midpoints: the format string is refused where it is parsed (issue 11) ...
+    with pytest.raises(FormatError, match="not short binary fractions"):
+        parse_format("elem=E2M1,cr=5.3")
+    # ... and a format object built around the grammar is still refused by the quantizer
+    fmt = dataclasses.replace(parse_format("elem=E2M1,cr=5"), recycling=((5.3,),))
     with pytest.raises(QuantizeInputError, match="more than 49 significant bits"):
         quantize(np.zeros(32, np.float32), fmt)
