@@ -125,7 +125,10 @@ def throughput(build: UnitBuild | dict[str, Any], fmax_mhz: float | None) -> flo
 def measure_unit(build: UnitBuild, flows: Sequence[str], *, workdir: Path,
                  **flow_opts: Any) -> dict[str, Any]:
     """Run ``flows`` on a built unit; a JSON-ready record (unit facts, tool versions, per-flow results)."""
-    results = [_run_flow(build, f, workdir, flow_opts) for f in flows]
+    results: list[area_mod.AreaResult] = []
+    for f in flows:
+        asic = next((r for r in results if r.flow == "asic"), None)
+        results.append(_run_flow(build, f, workdir, flow_opts, asic=asic))
     tools: dict[str, str] = {}
     for r in results:
         tools.update(r.tools)
@@ -138,14 +141,16 @@ def measure_unit(build: UnitBuild, flows: Sequence[str], *, workdir: Path,
     }
 
 
-def _run_flow(build: UnitBuild, flow: str, workdir: Path, flow_opts: dict[str, Any]) -> area_mod.AreaResult:
-    """One flow on a built unit: ``run_area`` on its Verilog, or the power flow on its configuration."""
+def _run_flow(build: UnitBuild, flow: str, workdir: Path, flow_opts: dict[str, Any],
+              asic: area_mod.AreaResult | None = None) -> area_mod.AreaResult:
+    """One flow on a built unit: ``run_area`` on its Verilog, or the power flow on its configuration (on the
+    netlist of ``asic``, the unit's asic flow run just before with the same options, when given)."""
     power_opts = ("workload_file",)  # options of the power flow only
     if flow == POWER_FLOW:
         from .power import run_power_build
 
         return run_power_build(build, workdir=Path(workdir) / POWER_FLOW, period_ns=flow_opts.get("period_ns"),
-                               **{k: v for k, v in flow_opts.items() if k in power_opts})
+                               asic=asic, **{k: v for k, v in flow_opts.items() if k in power_opts})
     return area_mod.run_area(build.verilog, build.module, flow, workdir=workdir,
                              **{k: v for k, v in flow_opts.items() if k not in power_opts})
 
@@ -240,6 +245,7 @@ def _sweep_one(unit: str, fmt: BlockFormat, flows: Sequence[str], cache: Path, f
     facts = build.facts()
     record.update(facts)
     verilog_digest = hashlib.sha256(build.verilog.encode()).hexdigest()
+    ran_asic = None  # this sweep's asic run of the unit: its netlist is the power flow's
     for f in flows:
         opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in flow_opts.items()}
         digest = flow_digest + (_power_digest() if f == POWER_FLOW else "")
@@ -253,12 +259,14 @@ def _sweep_one(unit: str, fmt: BlockFormat, flows: Sequence[str], cache: Path, f
             continue
         t0 = time.monotonic()
         try:
-            res = _run_flow(build, f, cache / "work" / f"{unit}_{fmt.ident}_{build.config_hash}", flow_opts)
+            res = _run_flow(build, f, cache / "work" / f"{unit}_{fmt.ident}_{build.config_hash}", flow_opts,
+                            asic=ran_asic)
         except Exception as exc:  # noqa: BLE001 - a failed configuration is reported, the sweep goes on
             msg = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
             record["flows"][f] = {"error": msg}
             progress.line(f"{label} {f} ... FAILED after {time.monotonic() - t0:.1f} s: {msg}")
             continue
+        ran_asic = res if f == "asic" else ran_asic
         result = {"figures": res.figures, "tools": res.tools, "notes": res.notes, "commands": res.commands}
         record["flows"][f] = result
         write_text_atomic(path, json.dumps({"unit_facts": facts, "result": result}, indent=1) + "\n")
