@@ -91,6 +91,42 @@ def _stack_fields(got: dict[str, np.ndarray], fields: list[str], n: int) -> np.n
     return np.concatenate([np.asarray(got[f]).reshape(n, -1) for f in fields], axis=1)
 
 
+def score_outputs(vs: Any, got: dict[str, np.ndarray], received: int, formats: dict[str, Any], module: str,
+                  describe: Callable[[dict, dict, dict, int, int], str],
+                  scoreboard: Callable[..., Scoreboard] = Scoreboard) -> tuple[Scoreboard, dict[str, Any]]:
+    """Compare the received output fields ``got`` (``{field: array}``, ``received`` transactions) with the vector
+    set's expectations and sample functional coverage: the scoreboard (first mismatch, counts) and the coverage
+    summary. Shared by the cocotb path (:func:`run_regression`) and the compiled fast path (:mod:`verif.fast`)."""
+    from .coverage import FormatCoverage, ResultCoverage, coverage_summary
+
+    inputs, expected, aux, meta = vs.inputs, vs.expected, vs.aux, vs.meta
+    field = meta["compare_field"]
+    kind = meta.get("kind", "fp32")
+    exp = expected[field]
+    sb = scoreboard(exp, kind=kind, name=f"{module}.{field}",
+                    describe=lambda t, lane: describe(inputs, aux, meta, t, lane))
+    if not received:
+        got_field = np.zeros((0,) + exp.shape[1:], dtype=np.int64)
+    elif meta.get("compare_fields"):
+        got_field = _stack_fields(got, list(meta["compare_fields"]), received)
+    else:
+        got_field = got[field]
+    sb.check_all(got_field)
+
+    cov_groups: list[Any] = []
+    for op, fmt in formats.items():
+        hk, ck = meta["operands"][op]
+        cov = FormatCoverage(fmt, op)
+        if received or not (hk.startswith("got.") or ck.startswith("got.")):
+            cov.sample(_array(inputs, aux, hk, got), _array(inputs, aux, ck, got))
+        cov_groups.append(cov)
+    for name, arr, ieee_kind in meta.get("ieee_coverage", [[field, f"got.{field}", kind]]):
+        rc = ResultCoverage(ieee_kind, name)
+        rc.sample(got_field if arr == f"got.{field}" else _array(inputs, aux, arr, got))
+        cov_groups.append(rc)
+    return sb, coverage_summary(*cov_groups)
+
+
 async def run_regression(dut: Any, describe: Callable[[dict, dict, dict, int, int], str], *,
                          scoreboard: Callable[..., Scoreboard] = Scoreboard) -> dict[str, Any]:
     """Run the vector file's stream through ``dut``; raise ``AssertionError`` on any mismatch.
@@ -109,17 +145,14 @@ async def run_regression(dut: Any, describe: Callable[[dict, dict, dict, int, in
     from cocotb.triggers import RisingEdge
     from cocotb.utils import get_sim_time
 
-    from .coverage import FormatCoverage, ResultCoverage, coverage_summary
-
     p = tb_params()
     vs = load_vector_set(p.vectors)
-    inputs, expected, aux, meta = vs.inputs, vs.expected, vs.aux, vs.meta
+    inputs, expected, meta = vs.inputs, vs.expected, vs.meta
     mdut = ManifestDUT(dut, p.manifest)
     log = dut._log
     log.info("regression: %s, %s, seed %d (gap %.2f, stall %.2f)", p.vectors.name, mdut.manifest["module"],
              p.seed, p.gap, p.stall)
     field = meta["compare_field"]
-    kind = meta.get("kind", "fp32")
     words = mdut.i.layout.pack_many(inputs)
     n_beats = len(words)
     exp = expected[field]
@@ -167,30 +200,8 @@ async def run_regression(dut: Any, describe: Callable[[dict, dict, dict, int, in
     wall = time.perf_counter() - t0
 
     got = mdut.o.layout.unpack_many(monitor.words)
-    sb = scoreboard(exp, kind=kind, name=f"{mdut.manifest['module']}.{field}",
-                    describe=lambda t, lane: describe(inputs, aux, meta, t, lane))
-    if not monitor.words:
-        got_field = np.zeros((0,) + exp.shape[1:], dtype=np.int64)
-    elif meta.get("compare_fields"):
-        got_field = _stack_fields(got, list(meta["compare_fields"]), len(monitor.words))
-    else:
-        got_field = got[field]
-    for row in got_field:
-        sb.check(row)
-
-    cov_groups: list[Any] = []
-    for op, fmt in mdut.formats.items():
-        hk, ck = meta["operands"][op]
-        cov = FormatCoverage(fmt, op)
-        if monitor.words or not (hk.startswith("got.") or ck.startswith("got.")):
-            cov.sample(_array(inputs, aux, hk, got), _array(inputs, aux, ck, got))
-        cov_groups.append(cov)
-    for name, arr, ieee_kind in meta.get("ieee_coverage", [[field, f"got.{field}", kind]]):
-        rc = ResultCoverage(ieee_kind, name)
-        rc.sample(got_field if arr == f"got.{field}" else _array(inputs, aux, arr, got))
-        cov_groups.append(rc)
-    coverage = coverage_summary(*cov_groups)
-
+    sb, coverage = score_outputs(vs, got, len(monitor.words), mdut.formats, mdut.manifest["module"], describe,
+                                 scoreboard)
     stats = {
         "module": mdut.manifest["module"],
         "seed": p.seed,
