@@ -33,6 +33,7 @@ import numpy as np
 from ..errors import UserError
 from ..formats import BlockFormat, parse_format
 from ..paths import check_output_dir, check_output_file
+from .options import heartbeat
 from .options import seed as seed_type
 
 DEFAULT_BLOCKS = {"decode": 0, "dot": 64, "encode": 64}  # decode default: the exhaustive (header, code) sweep
@@ -53,6 +54,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "own RTL') or a manifest nxfp-hw generated (an edited copy of its Verilog)")
     p.add_argument("--format-b", dest="fmt_b", help="format of operand B (dot only; default: same as --format)")
     p.add_argument("--sim", default="verilator", choices=("verilator", "icarus"), help="simulator (default verilator)")
+    p.add_argument("--engine", default="auto",
+                   help="cocotb (the cocotb testbench: protocol tests, --waves, interactive debugging), fast (a "
+                        "compiled SystemVerilog testbench, same vectors, seeds, summary and coverage) or auto "
+                        "(default: fast from 20,000 compared values on, cocotb below and with --waves)")
     p.add_argument("--seed", type=seed_type,
                    help="seed of the stimulus, gaps and backpressure, 0..2^32-1 (default: $NXFP_SEED or random)")
     p.add_argument("--input-format", choices=("fp32", "bf16"),
@@ -303,6 +308,15 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("--blocks: not with --vectors (the tensor decides the number of blocks)")
     _check_output(args)
     check_simulator(args.sim)
+    if args.engine not in ("auto", "cocotb", "fast"):
+        raise UserError(f"--engine: expected auto, cocotb or fast, got {args.engine!r}")
+    if args.engine == "fast":
+        from verif.fast import choose_engine
+
+        choose_engine("fast", 0, waves=args.waves)  # --waves refused before any work
+        from sim.fast_tb import check_fast_toolchain
+
+        check_fast_toolchain(args.sim)
     build_root = (args.build_dir or Path(os.environ.get("NXFP_SIM_BUILD", "build/sim"))).resolve()
     check_output_dir(build_root, "--build-dir" if args.build_dir else "NXFP_SIM_BUILD (build directory)")
     seed = args.seed if args.seed is not None else env_seed()
@@ -321,10 +335,12 @@ def run(args: argparse.Namespace) -> int:
     elif args.unit == "dot":
         from verif.tb_dot import prepare_dot_module
 
-        module = prepare_dot_module(fa, fb, lanes=args.lanes, build_root=build_root, **acc_options)
+        with heartbeat("generating the dot unit"):
+            module = prepare_dot_module(fa, fb, lanes=args.lanes, build_root=build_root, **acc_options)
     else:
-        module = prepare_module(args.unit, fa, None, lanes=args.lanes, build_root=build_root,
-                                input_format=input_format if args.unit == "encode" else None)
+        with heartbeat(f"generating the {args.unit} unit"):
+            module = prepare_module(args.unit, fa, None, lanes=args.lanes, build_root=build_root,
+                                    input_format=input_format if args.unit == "encode" else None)
     load_manifest(module.manifest, check_verilog=True)  # ManifestError (a UserError) if they disagree
     lanes = int(module.manifest_data["lanes"])
 
@@ -379,10 +395,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"verify {module.name} on {args.sim}: seed {seed} (reproduce with --seed {seed}){acc_note}, "
           f"{vectors.beats} beats, {vectors.values} values"
           + (f" ({vectors.meta['blocks']} blocks: headers and codes)" if args.unit == "encode" else ""))
+    from verif.fast import choose_engine, run_fast
+
+    engine = choose_engine(args.engine, vectors.values, waves=args.waves)
+    print(f"  engine     {engine}" + (" (auto: by size)" if args.engine == "auto" else ""))
     sys.stdout.flush()
     t0 = time.perf_counter()
-    res = run_vectors(module, vectors, args.sim, seed=seed, gap=args.gap, stall=args.stall, waves=args.waves,
-                      build_root=build_root, tag=f"verify-{args.unit}")
+    if engine == "fast":
+        res = run_fast(module, vectors, args.sim, seed=seed, gap=args.gap, stall=args.stall, build_root=build_root,
+                       tag=f"verify-{args.unit}", keep=args.keep_run)
+    else:
+        res = run_vectors(module, vectors, args.sim, seed=seed, gap=args.gap, stall=args.stall, waves=args.waves,
+                          build_root=build_root, tag=f"verify-{args.unit}")
     wall = time.perf_counter() - t0
     st = res.stats
     build = "reused" if res.build.reused else f"{res.build.build_seconds:.1f} s"

@@ -79,6 +79,9 @@ def _run_foreign(args: argparse.Namespace, path: Path) -> int:
     from verif.foreign import DEFAULT_BLOCKS, verify
     from verif.regression import env_seed
 
+    if getattr(args, "engine", "auto") == "fast":
+        raise UserError(f"--engine fast: {path} describes a foreign unit, which only the cocotb path drives (its "
+                        "adapter and timing models); use --engine cocotb or leave --engine out")
     if args.vectors is not None or args.output is not None:
         raise UserError("--vectors/--output: not yet for a foreign unit (its stimulus is the directed cases and "
                         "--blocks random blocks)")
