@@ -14,7 +14,7 @@ from ..flows.area import FLOWS, ICE40_DEVICES
 from ..formats import parse_format
 from ..paths import check_output_dir, check_output_file
 from .generate import add_pipeline_arguments, add_target_arguments, check_target, close_timing, unit_options
-from .options import positive_float, positive_int
+from .options import heartbeat, positive_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
             raise UserError("period: --target-mhz sets the ASIC target period (1000 / F ns); give one or the other")
         if args.target_flow == "ice40" and args.freq is not None:
             raise UserError("freq: --target-mhz sets the nextpnr target frequency; give one or the other")
-    build = build_for_area(args.unit, fmt_a, fmt_b, **unit_options(args))  # bad options fail before any flow
+    with heartbeat(f"building the {args.unit} unit"):
+        build = build_for_area(args.unit, fmt_a, fmt_b, **unit_options(args))  # bad options fail before any flow
     closure = None
     if args.target_mhz is not None:
         opts = {k: v for k, v in unit_options(args).items() if k != "pipeline"}
