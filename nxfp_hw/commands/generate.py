@@ -7,16 +7,16 @@ the dot engine's accumulation mode, and ``--target-mhz`` (docs/timing.md "Target
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from ..flows.area import ICE40_DEVICES
 from ..flows.generate import INPUT_FORMATS, OUTPUT_FORMATS, UNIT_BUILDERS, build_unit, check_out_dir, generate
 from ..flows.manifest import ACC_MODES
 from ..formats import parse_format
 from ..paths import check_output_dir
-from .options import heartbeat, nonnegative_int, positive_int
+from .options import heartbeat, nonnegative_int, positive_float, positive_int
 
 #: Flows ``--target-mhz`` can close timing on (they report an Fmax).
 TIMING_FLOWS = ("asic", "ice40")
@@ -24,13 +24,7 @@ TIMING_FLOWS = ("asic", "ice40")
 
 def positive_mhz(text: str) -> float:
     """argparse type of ``--target-mhz``: a positive, finite number of MHz."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive frequency in MHz, got {text!r}")
-    return value
+    return positive_float(text, "a positive frequency in MHz")
 
 
 def add_pipeline_arguments(p: argparse.ArgumentParser, *, what: str = "the unit") -> None:
@@ -56,6 +50,9 @@ def add_target_arguments(p: argparse.ArgumentParser, *, flow_option: str = "--fl
     p.add_argument(flow_option, dest="target_flow", choices=TIMING_FLOWS, default="asic",
                    help="flow that --target-mhz closes timing on (default asic: OSU 0.18 um + OpenSTA; ice40: "
                         "nextpnr place and route)")
+    p.add_argument("--ice40-device", choices=ICE40_DEVICES, default="auto",
+                   help="iCE40 part of the ice40 flow: auto (UP5K with its DSPs, HX8K when the unit does not fit), "
+                        "up5k or hx8k (default auto)")
     p.add_argument("--timing-cache", type=Path, metavar="DIR",
                    help="where --target-mhz keeps its calibrations and flow runs (default "
                         "$XDG_CACHE_HOME/nxfp-hw/timing)")
@@ -80,7 +77,8 @@ def close_timing(args: argparse.Namespace, unit: str, fmt_a: Any, fmt_b: Any = N
     from ..flows.timing import close_timing as close
 
     return close(unit, fmt_a, fmt_b, target_mhz=args.target_mhz, flow=args.target_flow,
-                 cache_dir=args.timing_cache, echo=lambda s: print(indent + s, flush=True), **kwargs)
+                 ice40_device=getattr(args, "ice40_device", "auto"), cache_dir=args.timing_cache,
+                 echo=lambda s: print(indent + s, flush=True), **kwargs)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

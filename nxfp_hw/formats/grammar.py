@@ -63,8 +63,9 @@ def _int(text: str, where: str) -> int:
     return int(t)
 
 
-def _significant_bits(q: Fraction) -> int:
-    """Bits from the leading to the last one of a dyadic rational (large for a non-dyadic one)."""
+def significant_bits(q: Fraction) -> int:
+    """Bits from the leading to the last one of a dyadic rational (0 for 0, 10**6 for a non-dyadic one:
+    never exact in binary)."""
     if q == 0:
         return 0
     num, den = abs(q.numerator), q.denominator
@@ -83,7 +84,7 @@ def _check_recycled(fmt: BlockFormat) -> None:
             table = fmt.element_table(cand, rec)
             vals = sorted({Fraction(float(v)) for v in table if math.isfinite(v)})
             for a, b in zip(vals[:-1], vals[1:], strict=True):
-                if _significant_bits((a + b) / 2) > 49:
+                if significant_bits((a + b) / 2) > 49:
                     bad = list(dict.fromkeys(float(v) for t in fmt.recycling for v in t))
                     raise FormatError(
                         f"cr: recycled value(s) {', '.join(f'{v:g}' for v in bad)} are not short binary fractions: "

@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import UserError
 from ..formats import BlockFormat
+from ..formats.grammar import significant_bits as _significant_bits
 from .hw_metric import block_error_hw
 
 __all__ = [
@@ -87,18 +88,6 @@ class _RoundTable:
     neg_zero: int
     max_elem: float
     emax_elem: int
-
-
-def _significant_bits(q: Fraction) -> int:
-    """Bits between the leading one and the last one of a dyadic rational (0 for 0)."""
-    if q == 0:
-        return 0
-    num, den = abs(q.numerator), q.denominator
-    if den & (den - 1):
-        return 10**6  # not dyadic: never exact in binary
-    while num % 2 == 0:
-        num //= 2
-    return num.bit_length()
 
 
 @lru_cache(maxsize=64)
