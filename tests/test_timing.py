@@ -247,6 +247,8 @@ def test_ice40_register_names_through_aliases():
     (["run", "--target-mhz", "fast"], "argument --target-mhz: expected a positive frequency in MHz, got 'fast'"),
     (["generate", "--unit", "dot", "--format", "nxfp4", "--target-mhz", "100", "--flow", "xilinx", "--out", "x"],
      "argument --flow: invalid choice: 'xilinx'"),
+    (["area", "--unit", "dot", "--format", "nxfp4", "--flow", "ice40", "--ice40-device", "ecp5"],
+     "argument --ice40-device: invalid choice: 'ecp5'"),
 ])
 def test_cli_target_argument_errors(tmp_path, capsys, monkeypatch, argv, needle):
     monkeypatch.chdir(tmp_path)
@@ -280,7 +282,7 @@ def test_missing_tool_is_named_before_any_work(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no yosys, no sta, no nextpnr
     out = tmp_path / "o"
     assert main(["generate", "--unit", "decode", "--format", "nxfp4", "--lanes", "2", "--target-mhz", "100",
-                 "--timing-cache", str(tmp_path / "c"), "--out", str(out)]) == 2
+                 "--timing-cache", str(tmp_path / "c"), "--out", str(out)]) == 3  # a missing tool (README)
     err = capsys.readouterr().err
     assert "yosys: not found on PATH; install with: apt-get install yosys" in err
     assert not out.exists()
@@ -292,6 +294,15 @@ def test_close_timing_rejects_bad_arguments():
         timing.close_timing("decode", fmt, target_mhz=0)
     with pytest.raises(UserError, match="flow: --target-mhz closes timing on asic or ice40, got 'generic'"):
         timing.close_timing("decode", fmt, target_mhz=100, flow="generic")
+    with pytest.raises(UserError, match="ice40-device: expected one of auto, up5k, hx8k, got 'ecp5'"):
+        timing.close_timing("decode", fmt, target_mhz=100, flow="ice40", ice40_device="ecp5")
+
+
+def test_target_flow_options_name_the_ice40_part():
+    """The closure's flow runs (and their cache keys) carry the iCE40 part; ``auto`` adds nothing."""
+    assert timing._flow_opts("ice40", 40, "hx8k") == {"freq_mhz": 40.0, "ice40_device": "hx8k"}
+    assert timing._flow_opts("ice40", 40) == {"freq_mhz": 40.0}
+    assert timing._flow_opts("asic", 250, "hx8k") == {"period_ns": 4.0}
 
 
 # --- the search against a fake flow ----------------------------------------------------------------
@@ -299,7 +310,8 @@ def test_close_timing_rejects_bad_arguments():
 def _fake_flow(monkeypatch, truth: dict[tuple[str, ...], float], cal: Calibration, runs: list) -> None:
     """``_run_flow`` answering from ``truth`` (cuts -> period ns) instead of running tools."""
 
-    def fake(verilog, module, flow, target_mhz, cache, positions, *, calibrate):
+    def fake(verilog, module, flow, target_mhz, cache, positions, *, calibrate, ice40_device="auto"):
+        assert ice40_device == "auto"  # what the search below asks for
         cuts = next(k for k, v in truth.items() if module.endswith(v[1]))
         period = truth[cuts][0]
         runs.append(cuts)

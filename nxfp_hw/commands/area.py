@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import UserError
 from ..flows.accuracy import write_text_atomic
-from ..flows.area import FLOWS, ICE40_DEVICES
+from ..flows.area import FLOWS
 from ..formats import parse_format
 from ..paths import check_output_dir, check_output_file
 from .generate import add_pipeline_arguments, add_target_arguments, check_target, close_timing, unit_options
@@ -35,9 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "dot: .npz with a and b) measured before the default workloads")
     p.add_argument("--period", type=positive_float, help="ASIC target clock period in ns (default 10)")
     p.add_argument("--freq", type=positive_float, help="iCE40 nextpnr target frequency in MHz (default 50)")
-    p.add_argument("--ice40-device", choices=ICE40_DEVICES, default="auto",
-                   help="iCE40 part of the ice40 flow: auto (UP5K with its DSPs, HX8K when the unit does not "
-                        "fit), up5k or hx8k (default auto)")
     add_target_arguments(p, flow_option="--target-flow")
     p.add_argument("--json", type=Path, help="write the JSON record to this file")
     p.add_argument("--workdir", type=Path,

@@ -211,10 +211,10 @@ def run(args: argparse.Namespace) -> int:
     t0 = _step(step, total, "accuracy on all-MiniLM-L6-v2, area and timing")
     if "encode" in units and not encode_flows:
         print(f"      the encoder has no flow among {', '.join(flows)} (it skips {', '.join(ENCODE_SKIPPED_FLOWS)})")
-    flow_opts: dict[str, Any] = {}
+    flow_opts: dict[str, Any] = {} if args.ice40_device == "auto" else {"ice40_device": args.ice40_device}
     if target:  # measure at the clock the pipelines were chosen for
-        flow_opts = {"period_ns": 1000.0 / args.target_mhz} if args.target_flow == "asic" else {
-            "freq_mhz": args.target_mhz}
+        flow_opts.update({"period_ns": 1000.0 / args.target_mhz} if args.target_flow == "asic" else {
+            "freq_mhz": args.target_mhz})
     result = run_report(formats=[fmt.label, base.label], units=report_units, flows=flows,
                         encode_flows=encode_flows if "encode" in report_units else None,
                         out_dir=out / "report", cache_dir=out / "cache", force=True, lanes=args.lanes,

@@ -706,8 +706,10 @@ def _digest() -> str:
     return h.hexdigest()[:16]
 
 
-def _flow_opts(flow: str, target_mhz: float) -> dict[str, float]:
-    return {"period_ns": round(1000.0 / target_mhz, 6)} if flow == "asic" else {"freq_mhz": float(target_mhz)}
+def _flow_opts(flow: str, target_mhz: float, ice40_device: str = "auto") -> dict[str, Any]:
+    if flow == "asic":
+        return {"period_ns": round(1000.0 / target_mhz, 6)}
+    return {"freq_mhz": float(target_mhz), **({"ice40_device": ice40_device} if ice40_device != "auto" else {})}
 
 
 @dataclass
@@ -718,10 +720,10 @@ class _Run:
 
 
 def _run_flow(verilog: str, module: str, flow: str, target_mhz: float, cache: Path, positions: Sequence[str],
-              *, calibrate: bool) -> _Run:
+              *, calibrate: bool, ice40_device: str = "auto") -> _Run:
     """The flow on one module at the target (cached by Verilog, flow, target, tools and flow sources);
     with ``calibrate`` also the per-segment delays."""
-    opts = _flow_opts(flow, target_mhz)
+    opts = _flow_opts(flow, target_mhz, ice40_device)
     versions = {t: area_mod.tools.tool_version(t) for t in area_mod._FLOW_TOOLS[flow]}
     key = hashlib.sha256(json.dumps([hashlib.sha256(verilog.encode()).hexdigest(), module, flow, opts, versions,
                                      _digest(), calibrate, list(positions)], sort_keys=True).encode()).hexdigest()[:20]
@@ -786,7 +788,7 @@ class TimingClosure:
 
 
 def close_timing(unit: str, fmt_a: Any, fmt_b: Any = None, *, target_mhz: float, flow: str = "asic",
-                 cache_dir: Path | None = None, echo: Callable[[str], None] = print,
+                 ice40_device: str = "auto", cache_dir: Path | None = None, echo: Callable[[str], None] = print,
                  explore: int = DEFAULT_EXPLORE, max_runs: int = DEFAULT_MAX_RUNS, **unit_kwargs: Any) -> TimingClosure:
     """Choose the pipeline of ``unit`` that meets ``target_mhz`` on ``flow`` with the least area (module
     docstring), build it and return it with the Fmax achieved. ``unit_kwargs`` go to ``build_unit``
@@ -800,6 +802,8 @@ def close_timing(unit: str, fmt_a: Any, fmt_b: Any = None, *, target_mhz: float,
         raise UserError(f"target-mhz: expected a positive frequency in MHz, got {target_mhz!r}")
     if flow not in TIMING_FLOWS:
         raise UserError(f"flow: --target-mhz closes timing on {' or '.join(TIMING_FLOWS)}, got {flow!r}")
+    if ice40_device not in area_mod.ICE40_DEVICES:
+        raise UserError(f"ice40-device: expected one of {', '.join(area_mod.ICE40_DEVICES)}, got {ice40_device!r}")
     if "pipeline" in unit_kwargs:
         raise UserError("pipeline: --target-mhz chooses the pipeline; give --pipeline or --target-mhz, not both")
     for tool in area_mod._FLOW_TOOLS[flow]:  # a missing tool says how to install it, before any work
@@ -816,7 +820,8 @@ def close_timing(unit: str, fmt_a: Any, fmt_b: Any = None, *, target_mhz: float,
     echo(f"timing closure: {full.module_name} for {target_mhz:g} MHz on {flow}; calibrating with all "
          f"{len(positions)} register positions ({', '.join(positions) or 'none'})")
     t0 = time.monotonic()
-    run = _run_flow(emit_verilog(full), full.module_name, flow, target_mhz, cache, positions, calibrate=True)
+    run = _run_flow(emit_verilog(full), full.module_name, flow, target_mhz, cache, positions, calibrate=True,
+                    ice40_device=ice40_device)
     cal = run.calibration
     assert cal is not None
     full_fmax = effective_fmax(run.result, cal)
@@ -844,7 +849,8 @@ def close_timing(unit: str, fmt_a: Any, fmt_b: Any = None, *, target_mhz: float,
     def confirm(c: Candidate) -> tuple[bool, _Run, Any]:
         comp = build(c.cuts)
         t = time.monotonic()
-        r = _run_flow(emit_verilog(comp), comp.module_name, flow, target_mhz, cache, positions, calibrate=False)
+        r = _run_flow(emit_verilog(comp), comp.module_name, flow, target_mhz, cache, positions, calibrate=False,
+                      ice40_device=ice40_device)
         tried.add(c.cuts)
         fmax = effective_fmax(r.result, cal)
         ok = fmax is not None and fmax >= target_mhz
