@@ -429,3 +429,28 @@ def test_verilator_build_self_sufficient_and_never_poisoned(tmp_path: Path) -> N
     proc = cli(*args, env={"PATH": system_path})
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr
     assert "PASS" in proc.stdout
+
+
+def test_sigterm_verify_stops_the_simulator_and_leaves_no_run(tmp_path: Path) -> None:
+    if shutil.which("vvp") is None:
+        pytest.skip("icarus not installed")
+    proc = _spawn("verify", "--unit", "dot", "-f", "mxfp4_e2m1", "--sim", "icarus", "--blocks", "3000", "--seed", "2",
+                  "--build-dir", tmp_path)
+    assert proc.stdout.readline().startswith("verify ")  # stimulus ready: the simulation starts now
+    children: list[int] = []
+    deadline = time.monotonic() + 60
+    while not children and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        children = _descendants(proc.pid)
+    if not children:
+        proc.kill()
+        pytest.skip("no simulator process seen")
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("verify finished before the signal")
+    assert proc.returncode == 143 and "Traceback" not in err, err
+    time.sleep(0.2)
+    assert not [pid for pid in children if _alive(pid)]
+    assert [p for p in tmp_path.rglob("runs/*")] == []

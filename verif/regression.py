@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,7 +120,13 @@ def run_vectors(module: ModuleFiles, vectors: VectorSet, simulator: str, *, seed
     env = {ENV["manifest"]: str(module.manifest), ENV["vectors"]: str(vec_path), ENV["output"]: str(out_path),
            ENV["seed"]: str(seed), ENV["gap"]: str(gap), ENV["stall"]: str(stall),
            ENV["reset_prefix"]: str(-1 if reset_prefix is None else reset_prefix)}
-    result = run(sim_build, tb, env=env, seed=seed, run_dir=run_dir, tag=tag)
+    try:
+        result = run(sim_build, tb, env=env, seed=seed, run_dir=run_dir, tag=tag)
+    except KeyboardInterrupt:  # SIGINT/SIGTERM: an interrupted run leaves nothing behind
+        shutil.rmtree(run_dir, ignore_errors=True)
+        vec_path.unlink(missing_ok=True)
+        out_path.unlink(missing_ok=True)
+        raise
     field = vectors.meta["compare_field"]
     expected = vectors.expected[field]
     got = None
