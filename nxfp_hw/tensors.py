@@ -140,6 +140,15 @@ def load_tensor(path: str | Path, name: str | None = None, *, what: str = "--inp
     ambiguous name, or a non-float dtype.
     """
     path = Path(path)
+    try:
+        return _load_tensor(path, name, what)
+    except UserError as exc:  # every message names the option that gave the file
+        if str(exc).startswith(f"{what}:") or str(exc).startswith(f"{what} "):
+            raise
+        raise UserError(f"{what}: {exc}") from None
+
+
+def _load_tensor(path: Path, name: str | None, what: str) -> np.ndarray:
     check_input_file(path, what)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
