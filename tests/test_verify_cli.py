@@ -40,7 +40,7 @@ def no_sim(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_missing_simulator_names_install_command(monkeypatch, capsys, no_sim) -> None:
     monkeypatch.setenv("PATH", "/nonexistent")
-    assert _verify("--unit", "decode", "--format", "mxfp4_e2m1", "--sim", "icarus") == 3  # a missing tool: exit status 3 (README "Exit status")
+    assert _verify("--unit", "decode", "--format", "mxfp4_e2m1", "--sim", "icarus") == 3  # missing tool
     assert "apt-get install iverilog" in capsys.readouterr().err
 
 
