@@ -92,6 +92,10 @@ def savez_atomic(path: Path, arrays: dict[str, np.ndarray]) -> Path:
     try:
         np.savez(tmp, **arrays)
         os.replace(tmp, path)
+    except OSError as exc:  # a full disk or a file size limit: one message naming the file
+        from nxfp_hw.paths import write_error
+
+        raise write_error(exc, path) from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
