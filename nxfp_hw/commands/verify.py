@@ -355,7 +355,11 @@ def run(args: argparse.Namespace) -> int:
             hb, cb = random_blocks(fa, "codes", args.blocks, rng)
             headers, codes = np.repeat(hb, fa.k // lanes), cb.reshape(-1, lanes)
         else:
+            from verif.coverage_goals import decode_lane_sweep
+
             headers, codes = decode_exhaustive(fa, lanes)
+            h2, c2 = decode_lane_sweep(fa, lanes, rng)  # every code on every lane under every header class
+            headers, codes = np.concatenate([headers, h2]), np.concatenate([codes, c2])
         vectors = decode_vectors(fa, headers, codes)
     elif args.unit == "encode":
         if user is not None:
@@ -367,6 +371,10 @@ def run(args: argparse.Namespace) -> int:
             if n:
                 xr, cr = encode_random(fa, n, rng)
                 x, cases = np.concatenate([x, xr]), cases + cr
+            from verif.coverage_goals import encode_closure
+
+            xc, cc = encode_closure(fa, x, rng, input_format)
+            x, cases = np.concatenate([x, xc]), cases + cc
         vectors = encode_vectors(fa, x, lanes, input_format=input_format, cases=cases)
     else:
         mode, guard_bits = _manifest_mode(module.manifest_data, acc_options)
@@ -386,6 +394,10 @@ def run(args: argparse.Namespace) -> int:
             if n:
                 blocks.add_stream(dot_random(fa, fb, n, rng))
                 blocks.add_stream(dot_near_cancel(fa, fb, max(1, n // 8), rng))
+            from verif.coverage_goals import dot_closure, dot_code_pairs
+
+            blocks.add_stream(dot_code_pairs(fa, fb, rng))  # every (A code, B code) pair in some lane
+            blocks.add_stream(dot_closure(fa, fb, blocks, rng, lanes=lanes, mode=mode, guard_bits=guard_bits))
         vectors = dot_vectors(fa, fb, lanes, blocks, rng, mode=mode, guard_bits=guard_bits)
 
     acc_note = ""
@@ -424,6 +436,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"  coverage   {format_summary(st['coverage'])}")
         if st["coverage"].get("missed"):
             print(f"  not hit    {st['coverage']['missed']}")
+    from verif.coverage_goals import evaluate_goals, format_goals
+
+    goals = evaluate_goals(vectors, res.got)
+    # the goals bind the generated stimulus; a user tensor or a random decode sample is only reported
+    enforce = args.vectors is None and not (args.unit == "decode" and args.blocks)
+    goals_missed = [g for g in goals if not g.passed]
+    if goals:
+        print(f"  goals      {format_goals(goals)}" + ("" if enforce else " (reported, not required)"))
     if args.output is not None and res.got is not None:
         out: dict[str, np.ndarray] = {"format": np.array(fa.to_string())}
         if args.unit == "decode":
@@ -452,10 +472,15 @@ def run(args: argparse.Namespace) -> int:
             out["format_b"] = np.array(fb.to_string())
         savez_atomic(args.output, out)
         print(f"  output     {args.output}: " + ", ".join(f"{k} {v.shape}" for k, v in out.items() if v.ndim))
+    if res.passed and enforce and goals_missed:
+        print("FAIL: coverage goal missed: " + "; ".join(f"{g.name} {g.hit}/{g.total} (missed {', '.join(g.missed)})"
+                                                          for g in goals_missed))
+        return 1
     if res.passed:
         if not args.keep_run:  # a passing run's directory holds nothing the user needs
             _remove_run(res.sim.run_dir)
-        print("PASS: every output bit matches the golden model")
+        print("PASS: every output bit matches the golden model" + (", every coverage goal hit" if enforce and goals
+                                                                   else ""))
         return 0
     print(f"FAIL: {res.message}")
     print(f"  log {res.sim.log}" + (f", waves {res.sim.waves}" if res.sim.waves else "")
