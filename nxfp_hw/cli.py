@@ -88,7 +88,9 @@ def main(argv: list[str] | None = None) -> int:
             warnings.simplefilter("ignore")
             logging.getLogger("matplotlib").setLevel(logging.ERROR)  # "building the font cache" and the like
         try:
-            return int(args.func(args) or 0)
+            status = int(args.func(args) or 0)
+            sys.stdout.flush()  # a closed pipe shows here, not in the interpreter's exit
+            return status
         except ToolError as exc:
             _error(command, str(exc))
             return EXIT_TOOL
