@@ -3,7 +3,9 @@
 For decode (mxfp8_e4m3, 32 lanes), dot (nxfp4 x nxfp4, 32 lanes, fp32 accumulation) and encode
 (mxfp4_e2m1, 8 lanes): a seeded vector set per (engine, simulator) (sizes below: the cocotb path gets
 fewer vectors, rates are per second), driven with no valid gaps and no backpressure (pure simulator
-speed; the default 0.2/0.3 are measured too for the fast path on Verilator). Reported per run: build
+speed; the default 0.2/0.3 are measured too for the fast path on Verilator). The fast path on Verilator
+runs its C++ harness (``fast``) and the SystemVerilog testbench with ``--binary --timing`` (``fast-sv``),
+on Icarus the SystemVerilog testbench. Reported per run: build
 time (separately, from a fresh build directory), values compared per second and simulated cycles per
 second of the simulation wall time (cocotb: measured inside the testbench, excluding start-up; fast:
 the simulator process, start-up included), the end-to-end rate (fast: packing, simulation, unpacking and
@@ -46,12 +48,12 @@ from verif.vectors import (  # noqa: E402
 
 # (unit, amount per (engine, simulator)): decode beats, dot blocks, encode blocks
 SIZES = {
-    "decode": {("fast", "verilator"): 65536, ("cocotb", "verilator"): 2048, ("fast", "icarus"): 2048,
-               ("cocotb", "icarus"): 256},
-    "dot": {("fast", "verilator"): 200_000, ("cocotb", "verilator"): 5000, ("fast", "icarus"): 4000,
-            ("cocotb", "icarus"): 1000},
-    "encode": {("fast", "verilator"): 20000, ("cocotb", "verilator"): 1000, ("fast", "icarus"): 1000,
-               ("cocotb", "icarus"): 200},
+    "decode": {("fast", "verilator"): 65536, ("fast-sv", "verilator"): 16384, ("cocotb", "verilator"): 2048,
+               ("fast", "icarus"): 2048, ("cocotb", "icarus"): 256},
+    "dot": {("fast", "verilator"): 200_000, ("fast-sv", "verilator"): 50_000, ("cocotb", "verilator"): 5000,
+            ("fast", "icarus"): 4000, ("cocotb", "icarus"): 1000},
+    "encode": {("fast", "verilator"): 20000, ("fast-sv", "verilator"): 5000, ("cocotb", "verilator"): 1000,
+               ("fast", "icarus"): 1000, ("cocotb", "icarus"): 200},
 }
 QUICK = 8  # --quick divides every size by this
 UNITS = {"decode": ("mxfp8_e4m3", None), "dot": ("nxfp4", None), "encode": ("mxfp4_e2m1", 8)}
@@ -84,9 +86,9 @@ def measure(unit: str, seed: int, build_root: Path, quick: bool) -> dict:
         golden = time.perf_counter() - t0
         for gap, stall in ((0.0, 0.0), (0.2, 0.3)) if (engine, sim) == ("fast", "verilator") else ((0.0, 0.0),):
             t0 = time.perf_counter()
-            if engine == "fast":
+            if engine.startswith("fast"):
                 res = run_fast(module, vs, sim, seed=seed, gap=gap, stall=stall, build_root=build_root,
-                               tag=f"bench-{unit}")
+                               tag=f"bench-{unit}", harness="sv" if engine == "fast-sv" else None)
             else:
                 res = run_vectors(module, vs, sim, seed=seed, gap=gap, stall=stall, build_root=build_root,
                                   tag=f"bench-{unit}")
@@ -95,7 +97,7 @@ def measure(unit: str, seed: int, build_root: Path, quick: bool) -> dict:
                 raise SystemExit(f"{unit} {engine} on {sim} failed: {res.message}")
             st = res.stats
             wall = max(st["wall_seconds"], 1e-9)
-            e2e = max(total if engine == "fast" else st["wall_seconds"], 1e-9)
+            e2e = max(total if engine.startswith("fast") else st["wall_seconds"], 1e-9)
             rec = {
                 "amount": amount, "beats": vs.beats, "values": vs.values, "gap": gap, "stall": stall,
                 "golden_seconds": round(golden, 2), "build_seconds": round(res.build.build_seconds, 2),

@@ -194,10 +194,11 @@ def _unit_hooks(manifest: Mapping[str, Any], meta: Mapping[str, Any]) -> tuple[C
 
 def run_fast(module: ModuleFiles, vectors: VectorSet, simulator: str, *, seed: int, gap: float = 0.2,
              stall: float = 0.3, build_root: Path | None = None, tag: str = "", reset_prefix: int | None = None,
-             keep: bool = False) -> RegressionResult:
+             keep: bool = False, harness: str | None = None) -> RegressionResult:
     """Drive ``vectors`` through ``module`` on ``simulator`` with the compiled testbench; never raises on a
     mismatch (see ``passed``). The run directory (stimulus, logged outputs, events, log) is removed after a
-    passing run unless ``keep``; a failing run keeps it and the vector file beside it."""
+    passing run unless ``keep``; a failing run keeps it and the vector file beside it. ``harness``: Verilator's
+    ``cpp`` (default) or ``sv`` testbench (:func:`sim.fast_tb.build_fast`)."""
     import time
 
     from nxfp_hw.formats import parse_format
@@ -206,7 +207,7 @@ def run_fast(module: ModuleFiles, vectors: VectorSet, simulator: str, *, seed: i
     check_vectors(vectors, manifest)
     describe, scoreboard = _unit_hooks(manifest, vectors.meta)
     root = (build_root or default_build_root()).resolve()
-    fb = build_fast(simulator, module.verilog, manifest, build_root=root)
+    fb = build_fast(simulator, module.verilog, manifest, build_root=root, harness=harness)
     worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
     run_dir = fb.build_dir / "runs" / _safe(f"{worker}-{os.getpid()}-{tag or 'run'}-{seed}")
     shutil.rmtree(run_dir, ignore_errors=True)
