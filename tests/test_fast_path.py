@@ -309,3 +309,40 @@ def test_hex_packing_round_trip() -> None:
     for name, arr in vs.inputs.items():
         np.testing.assert_array_equal(got[name][:-1].reshape(arr.shape), arr)
         assert np.all(got[name][-1] == -1)
+
+
+def test_toolchain_without_coroutines_refused(monkeypatch) -> None:
+    """Verilator's SystemVerilog testbench needs C++20 coroutines: a g++ without them is named, exit 2."""
+    import subprocess
+
+    import sim.fast_tb as ft
+
+    class Failed:
+        returncode = 1
+        stderr = "cc1plus: error: unrecognized command-line option '-fcoroutines'"
+
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: Failed())
+    with pytest.raises(UserError, match="g\\+\\+ cannot compile C\\+\\+20 coroutines"):
+        ft.check_fast_toolchain("verilator")
+    with pytest.raises(UserError, match="harness 'cpp' cannot run on icarus"):
+        ft.build_fast("icarus", Path("x.v"), {}, build_root=BUILD_ROOT, harness="cpp")
+
+
+@pytest.mark.slow
+def test_sv_testbench_on_verilator_matches_cpp_harness() -> None:
+    """The SystemVerilog testbench (--binary --timing) and the C++ harness on Verilator: the same cycles, gaps,
+    stalls and outputs for the same seed."""
+    from verif.fast import run_fast
+
+    fa = PRESETS["nxfp4"]
+    module = prepare_module("dot", fa, fa, build_root=BUILD_ROOT)
+    rng = np.random.default_rng(SEED)
+    blocks = dot_directed(fa, fa, rng)
+    blocks.add_stream(dot_random(fa, fa, 256, rng))
+    vs = dot_vectors(fa, fa, 32, blocks, rng)
+    runs = [run_fast(module, vs, "verilator", seed=SEED, build_root=BUILD_ROOT, tag="harness", harness=h)
+            for h in ("cpp", "sv")]
+    keys = ("cycles", "input_gaps", "output_stalls", "received", "mismatches", "coverage")
+    assert all(r.passed for r in runs), [r.message for r in runs]
+    assert {k: runs[0].stats[k] for k in keys} == {k: runs[1].stats[k] for k in keys}
+    np.testing.assert_array_equal(runs[0].got, runs[1].got)

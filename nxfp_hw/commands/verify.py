@@ -314,9 +314,6 @@ def run(args: argparse.Namespace) -> int:
         from verif.fast import choose_engine
 
         choose_engine("fast", 0, waves=args.waves)  # --waves refused before any work
-        from sim.fast_tb import check_fast_toolchain
-
-        check_fast_toolchain(args.sim)
     build_root = (args.build_dir or Path(os.environ.get("NXFP_SIM_BUILD", "build/sim"))).resolve()
     check_output_dir(build_root, "--build-dir" if args.build_dir else "NXFP_SIM_BUILD (build directory)")
     seed = args.seed if args.seed is not None else env_seed()
