@@ -20,9 +20,11 @@ iteration order of :func:`nxfp_hw.golden.quantize.quantize_blocks`).
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
-__all__ = ["HW_FRAC_BITS", "block_error_hw", "hw_error_width", "quantize_hw"]
+__all__ = ["HW_ERRORS", "HW_FRAC_BITS", "HW_METRICS", "block_error_hw", "hw_error_width", "quantize_hw"]
 
 #: Fraction bits ``F`` of the metric below the block's largest exponent (docs/encoder.md).
 HW_FRAC_BITS = 8
@@ -31,15 +33,25 @@ HW_FRAC_BITS = 8
 HW_MIN_EXPONENT = -126
 
 
-def hw_error_width(k: int, frac_bits: int = HW_FRAC_BITS) -> int:
-    """Unsigned bits of the block error accumulator: ``2F + 3 + log2(k)``."""
-    return 2 * frac_bits + 3 + (k - 1).bit_length()
+#: Per-element error terms: ``"square"`` (``D^2``, the default) or ``"abs"`` (``|D|``: no squarer).
+HW_ERRORS = ("square", "abs")
 
 
-def block_error_hw(x: np.ndarray, q: np.ndarray, frac_bits: int = HW_FRAC_BITS) -> np.ndarray:
+def hw_error_width(k: int, frac_bits: int = HW_FRAC_BITS, error: str = "square") -> int:
+    """Unsigned bits of the block error accumulator: ``2F + 3 + log2(k)`` (``"abs"``: ``F + 2 + log2(k)``)."""
+    if error not in HW_ERRORS:
+        raise ValueError(f"error must be one of {', '.join(HW_ERRORS)}, got {error!r}")
+    term = 2 * frac_bits + 3 if error == "square" else frac_bits + 2
+    return term + (k - 1).bit_length()
+
+
+def block_error_hw(x: np.ndarray, q: np.ndarray, frac_bits: int = HW_FRAC_BITS, error: str = "square") -> np.ndarray:
     """Fixed-point block error of spec 5.4 (module doc). ``x``, ``q``: float64 ``(n, k)``, ``q``
-    the dequantized block (``X * element``), both finite. Returns ``(n,)`` float64 holding exact
+    the dequantized block (``X * element``), both finite. ``error="abs"`` sums ``|D|`` instead of
+    ``D^2`` (the selection policy ``abs``, docs/encoder.md). Returns ``(n,)`` float64 holding exact
     integers (below ``2^53`` for ``frac_bits <= 20``)."""
+    if error not in HW_ERRORS:
+        raise ValueError(f"error must be one of {', '.join(HW_ERRORS)}, got {error!r}")
     ax = np.abs(x)
     aq = np.abs(q)
     amax = np.max(ax, axis=1) if x.shape[1] else np.zeros(x.shape[0])
@@ -49,7 +61,17 @@ def block_error_hw(x: np.ndarray, q: np.ndarray, frac_bits: int = HW_FRAC_BITS) 
     xf = np.floor(np.ldexp(ax, shift)).astype(np.int64)  # exact: a power-of-two scaling in float64
     yf = np.floor(np.ldexp(aq, shift)).astype(np.int64)
     d = xf - yf
-    return np.sum(d * d, axis=1).astype(np.float64)
+    return np.sum(d * d if error == "square" else np.abs(d), axis=1).astype(np.float64)
+
+
+#: The fixed-point metrics of the encoder's selection policies (nxfp_hw.golden.select), by the name
+#: :data:`nxfp_hw.golden.quantize.METRICS` knows them under: ``hw`` (``F = 8``, squares), ``hw-sq6``
+#: (``F = 6``), ``hw-abs`` (``F = 8``, ``|D|``).
+HW_METRICS = {
+    "hw": block_error_hw,
+    "hw-sq6": functools.partial(block_error_hw, frac_bits=6),
+    "hw-abs": functools.partial(block_error_hw, error="abs"),
+}
 
 
 def quantize_hw(x, fmt, **kwargs):

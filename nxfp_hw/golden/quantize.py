@@ -20,7 +20,7 @@ import numpy as np
 from ..errors import UserError
 from ..formats import BlockFormat
 from ..formats.grammar import significant_bits as _significant_bits
-from .hw_metric import block_error_hw
+from .hw_metric import HW_METRICS
 
 __all__ = [
     "METRICS",
@@ -190,15 +190,21 @@ def block_error_float64(x: np.ndarray, q: np.ndarray) -> np.ndarray:
 #: A hardware encoder's fixed-point metric ("hw") plugs in here, bit for bit (spec 5.4).
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
     "float64": block_error_float64,
-    "hw": block_error_hw,
+    **HW_METRICS,
 }
 
 
-def _metric(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def _metric(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray] | None:
+    """The metric ``name``, or None for a selection that is not a least-error search (golden/select.py)."""
+    from .select import SELECTIONS  # builds on this module
+
+    if name in SELECTIONS:
+        return None
     try:
         return METRICS[name]
     except KeyError:
-        raise ValueError(f"unknown error metric {name!r}; available: {', '.join(METRICS)}") from None
+        raise ValueError(
+            f"unknown error metric {name!r}; available: {', '.join([*METRICS, *SELECTIONS])}") from None
 
 
 # --- the quantizer ------------------------------------------------------------------------------------
@@ -213,6 +219,10 @@ def quantize_blocks(fmt: BlockFormat, x: np.ndarray, metric: str = "float64") ->
     then the lowest recycling option.
     """
     err_fn = _metric(metric)
+    if err_fn is None:
+        from .select import SELECTIONS
+
+        return SELECTIONS[metric](fmt, x)
     n = x.shape[0]
     scale_values = fmt.scale.code_values()
     with np.errstate(invalid="ignore"):

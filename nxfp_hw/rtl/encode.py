@@ -19,7 +19,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..formats import BlockFormat
-from ..golden.hw_metric import HW_FRAC_BITS, hw_error_width
+from ..golden.hw_metric import hw_error_width
+from ..golden.select import DEFAULT_SELECT, SELECT_POLICIES, check_select
 from .encode_arith import (
     ceil_thresholds,
     const_table,
@@ -84,7 +85,7 @@ class EncodeUnit(wiring.Component):
     initiation_interval = 1
 
     def __init__(self, fmt: BlockFormat, lanes: int | None = None, input: str = "fp32",  # noqa: A002
-                 pipeline: PipelineSpec = None) -> None:
+                 pipeline: PipelineSpec = None, select: str | None = None) -> None:
         if not isinstance(fmt, BlockFormat):
             raise TypeError(f"fmt must be a BlockFormat, got {type(fmt).__name__}")
         if fmt.rule == "search":
@@ -100,6 +101,10 @@ class EncodeUnit(wiring.Component):
         if input not in ENCODE_INPUTS:
             raise ValueError(f"input must be one of {', '.join(ENCODE_INPUTS)}, got {input!r}")
         self.fmt = fmt
+        if select is not None:
+            check_select(select, fmt, argument="select")
+        self.select = select or DEFAULT_SELECT
+        self._policy = SELECT_POLICIES[self.select]
         self._plan()
         many = len(self._pairs) > 1
         self.pipeline_positions = ENCODE_POSITIONS if many else ENCODE_POSITIONS_ONE_PAIR
@@ -111,13 +116,17 @@ class EncodeUnit(wiring.Component):
         self.input = input
         self.pipeline = self.cuts
         self.latency = fmt.k // lanes + len(self.cuts)
-        self.metric_frac_bits = HW_FRAC_BITS
+        self.metric_frac_bits = self._policy.frac_bits
         self.config = {
             "unit": "encode", "format": fmt.to_string(), "lanes": lanes, "input": input,
-            "pipeline": list(self.cuts), "metric": "hw", "metric_frac_bits": HW_FRAC_BITS,
+            "pipeline": list(self.cuts), "metric": "hw", "metric_frac_bits": self._policy.frac_bits,
         }
+        tag = ""
+        if self.select != DEFAULT_SELECT:  # the default's configuration (and Verilog) predate the policies
+            self.config.update(metric=self._policy.metric, select=self.select)
+            tag = f"_s{self.select.replace('-', '')}"
         self.module_name = (f"nxfp_encode_{fmt.ident}_l{lanes}_{input}_"
-                            f"{cuts_tag(self.cuts, self.pipeline_positions)}")
+                            f"{cuts_tag(self.cuts, self.pipeline_positions)}{tag}")
         self._layouts()
         super().__init__({
             "i": In(stream.Signature(self._in_layout)),
@@ -126,9 +135,9 @@ class EncodeUnit(wiring.Component):
 
     def _layouts(self) -> None:
         fmt, lanes = self.fmt, self.lanes
-        F = HW_FRAC_BITS
-        npairs, ngroups = len(self._pairs), len(self._scale_groups)
-        many = npairs > 1
+        F = self._policy.frac_bits
+        npairs, ngroups = len(self._entries), len(self._scale_groups)
+        many = len(self._pairs) > 1
         in_width = ENCODE_INPUTS[self.input]
         self._in_layout = data.StructLayout({"values": data.ArrayLayout(in_width, lanes)})
         self._out_layout = data.StructLayout({
@@ -147,7 +156,7 @@ class EncodeUnit(wiring.Component):
             "kshift": data.ArrayLayout(signed(12), len(self._round_groups)), "kx": signed(12),
             "palign": data.ArrayLayout(signed(12), npairs)})
         common = {"scales": scales, "special": 1, "last": 1}
-        codes = data.ArrayLayout(data.ArrayLayout(fmt.element_width, lanes), npairs)
+        codes = data.ArrayLayout(data.ArrayLayout(self._code_width, lanes), npairs)
         # After the alignment shifts: per rounding group and lane y, sticky, overflow (spec 5.3).
         align = dict(common, sign=data.ArrayLayout(1, lanes))
         for gi, (_, width, _) in enumerate(self._round_groups.values()):
@@ -165,15 +174,16 @@ class EncodeUnit(wiring.Component):
             rounded["xf"] = data.ArrayLayout(F + 1, lanes)
         self._rounded_layout = data.StructLayout(rounded)
         if many:
-            ew = hw_error_width(fmt.k)  # the block accumulator's width: sum + carry wraps modulo 2^ew only
+            ew = self._error_width  # the block accumulator's width: sum + carry wraps modulo 2^ew only
             self._diff_layout = data.StructLayout(dict(common, codes=codes,
                                                        dabs=data.ArrayLayout(data.ArrayLayout(F + 2, lanes), npairs)))
             # The error of a slice in carry-save form: the accumulator adds both words.
             self._slice_layout = data.StructLayout(dict(common, codes=codes, sum=data.ArrayLayout(ew, npairs),
                                                         carry=data.ArrayLayout(ew, npairs)))
-            self._total_layout = data.StructLayout({
-                "codes": codes, "scales": scales, "special": 1,
-                "errs": data.ArrayLayout(hw_error_width(fmt.k), npairs)})
+            total = {"codes": codes, "scales": scales, "special": 1, "errs": data.ArrayLayout(ew, npairs)}
+            if self._hits:  # per candidate the hit counts of both signs
+                total["hits"] = data.ArrayLayout(data.ArrayLayout(fmt.k.bit_length(), 2), npairs)
+            self._total_layout = data.StructLayout(total)
 
     # --- elaboration-time tables ---------------------------------------------------------------
     def _plan(self) -> None:
@@ -204,6 +214,30 @@ class EncodeUnit(wiring.Component):
             self._round_groups[(c, maxe)] = (frac, width, tabs)
         self._level_width = max(max(t.levels) for _, _, tabs in self._round_groups.values()
                                 for t in tabs.values()).bit_length()
+        self._plan_entries()
+
+    def _plan_entries(self) -> None:
+        """The error paths of the selection policy (golden/select.py): ``(candidate, option, max_elem,
+        table for positive elements, table for negative ones)`` (tables by ``|R|``, ``None`` without R).
+        Policies that measure every pair have one per pair; ``hits`` one per candidate (the symmetric
+        rounding: ``|R|`` on both signs), whose codes carry the code without ``R`` and a hit bit."""
+        fmt, pol = self.fmt, self._policy
+        self._hits = pol.recycling == "hits" and len(self._pairs) > 1
+        self._error_width = hw_error_width(fmt.k, pol.frac_bits, pol.error)
+        self._code_width = fmt.element_width + self._hits
+        if not self._hits:
+            self._entries = [(c, j, maxe, abs(r) if r is not None and r > 0 else None,
+                              abs(r) if r is not None and r < 0 else None) for c, j, maxe, r in self._pairs]
+            return
+        self._entries, self._option_pos = [], []
+        for c in range(len(fmt.elements)):
+            rs = [float(r) for r in fmt.recycling[c]]
+            maxes = {fmt.max_element(c, j) for j in range(len(rs))}
+            if len(rs) != 2 or rs[0] != -rs[1] or len(maxes) != 1:
+                raise ValueError(f"format {fmt.label}: select 'hits' is supported in hardware for recycling "
+                                 "options +-r (two options, one |R|) only")
+            self._entries.append((c, None, maxes.pop(), abs(rs[0]), abs(rs[0])))
+            self._option_pos.append(0 if rs[0] > 0 else 1)
 
     def _neg_codes(self, c: int, codes: tuple[int, ...], r_index: int) -> list[int]:
         """Codes of the negated magnitudes (spec 5.3 sign rules): INT two's complement; minifloat
@@ -358,7 +392,7 @@ class EncodeUnit(wiring.Component):
         metric's units; pair ``pi``'s levels by ``palign[pi]`` (``shift_floor`` with ``lo = -prod``)."""
         sf = self.fmt.scale
         b = sf.mbits
-        F = HW_FRAC_BITS
+        F = self._policy.frac_bits
         field = [s[b:] for s in scales]
         ef_top = Signal(signed(10), name="ef_top")  # max(ef_amax, 1): alignment exponent + 127
         m.d.comb += ef_top.eq(Mux(ef == 0, 1, ef))
@@ -367,7 +401,7 @@ class EncodeUnit(wiring.Component):
             g = self._scale_groups.index(maxe)
             out.append(work.kshift[gi].eq((sf.bias + b + frac - 150 + 24) - field[g]))
         prod = self._level_width + b + 1
-        for pi, (c, _j, maxe, _r) in enumerate(self._pairs):
+        for pi, (c, _j, maxe, _rp, _rn) in enumerate(self._entries):
             g = self._scale_groups.index(maxe)
             frac = self._round_groups[(c, maxe)][0]
             out.append(work.palign[pi].eq(field[g] - ef_top + (127 - sf.bias - b - frac + F + prod)))
@@ -379,7 +413,7 @@ class EncodeUnit(wiring.Component):
         bits; with several pairs also ``xf = floor(|x| * 2^(F - A))`` and each pair's shift from its
         levels to the metric's units (spec 5.4); the per-block constants come with the slice
         (:meth:`_block_constants`)."""
-        F = HW_FRAC_BITS
+        F = self._policy.frac_bits
         many = len(self._pairs) > 1
         m.d.comb += [p.scales.eq(s["scales"]), p.special.eq(s["special"]), p.last.eq(s["last"])]
         elems = []
@@ -423,17 +457,21 @@ class EncodeUnit(wiring.Component):
                     tag = "n" if r is None else f"r{ti}"
                     idx[(c, maxe, r, n)] = round_index(m, y, sticky, ovf, man[g], b, tab, name=f"idx{c}_{g}_{tag}_{n}")
         lw = self._level_width
-        for pi, (c, _j, maxe, r) in enumerate(self._pairs):
+        for pi, (c, _j, maxe, r_pos, r_neg) in enumerate(self._entries):
             _, _, tabs = self._round_groups[(c, maxe)]
-            r_pos = abs(r) if r is not None and r > 0 else None
-            r_neg = abs(r) if r is not None and r < 0 else None
             t_pos, t_neg = tabs[r_pos], tabs[r_neg]
             for n in range(self.lanes):
                 sign = a.sign[n]
                 i_pos, i_neg = idx[(c, maxe, r_pos, n)], idx[(c, maxe, r_neg, n)]
-                pos_code = _rom(t_pos.codes, fmt.element_width, i_pos)
-                neg_code = _rom(self._neg_codes(c, t_neg.codes, t_neg.r_index), fmt.element_width, i_neg)
-                m.d.comb += p.codes[pi][n].eq(Mux(sign, neg_code, pos_code))
+                if self._hits:  # the code without R, and whether the element rounds to |R|
+                    t_none, i_none = tabs[None], idx[(c, maxe, None, n)]
+                    pos_code = _rom(t_none.codes, fmt.element_width, i_none)
+                    neg_code = _rom(self._neg_codes(c, t_none.codes, -1), fmt.element_width, i_none)
+                    m.d.comb += p.codes[pi][n].eq(Cat(Mux(sign, neg_code, pos_code), i_pos == t_pos.r_index))
+                else:
+                    pos_code = _rom(t_pos.codes, fmt.element_width, i_pos)
+                    neg_code = _rom(self._neg_codes(c, t_neg.codes, t_neg.r_index), fmt.element_width, i_neg)
+                    m.d.comb += p.codes[pi][n].eq(Mux(sign, neg_code, pos_code))
                 if many:
                     m.d.comb += p.levels[pi][n].eq(
                         Mux(sign, _rom(t_neg.levels, lw, i_neg), _rom(t_pos.levels, lw, i_pos)))
@@ -442,9 +480,9 @@ class EncodeUnit(wiring.Component):
         """Each pair's rounded magnitudes in the metric's units, ``yf = floor(level * (2^b + M) * 2^align)``,
         and ``|D| = |xf - yf|`` (spec 5.4, docs/encoder.md)."""
         b = self.fmt.scale.mbits
-        F = HW_FRAC_BITS
+        F = self._policy.frac_bits
         m.d.comb += [p.scales.eq(r.scales), p.special.eq(r.special), p.last.eq(r.last), p.codes.eq(r.codes)]
-        for pi, (_c, _j, maxe, _r) in enumerate(self._pairs):
+        for pi, (_c, _j, maxe, _rp, _rn) in enumerate(self._entries):
             man = r.scales[self._scale_groups.index(maxe)][:b]
             for n in range(self.lanes):
                 lv = r.levels[pi][n]
@@ -459,12 +497,12 @@ class EncodeUnit(wiring.Component):
         """``D^2`` as the folded squarer's rows, the rows of all lanes of a pair reduced by carry-save
         adders to two words (spec 5.4) of the block accumulator's width: their sum is the slice's error
         modulo ``2^width``, exact once added to the accumulator (a block's error fits the width)."""
-        ew = hw_error_width(self.fmt.k)
+        ew = self._error_width
         m.d.comb += [p.scales.eq(y.scales), p.special.eq(y.special), p.last.eq(y.last), p.codes.eq(y.codes)]
-        for pi in range(len(self._pairs)):
+        for pi in range(len(self._entries)):
             rows = []
             for n in range(self.lanes):
-                rows += square_rows(y.dabs[pi][n])
+                rows += square_rows(y.dabs[pi][n]) if self._policy.error == "square" else [y.dabs[pi][n]]
             total_s, total_c = csa_sum(m, rows, ew, name=f"sq{pi}")
             m.d.comb += [p.sum[pi].eq(total_s), p.carry[pi].eq(total_c)]
 
@@ -479,63 +517,93 @@ class EncodeUnit(wiring.Component):
         k = fmt.k
         beats = k // lanes
         pairs = self._pairs
+        entries = self._entries
         many = len(pairs) > 1
+        w = fmt.element_width
         use_total = "total" in self.cuts
         step = valid & ready
         held = []
-        for pi in range(len(pairs)):
+        for pi in range(len(entries)):
             if beats == 1:
                 held.append(None)
                 continue
-            h = Signal(data.ArrayLayout(fmt.element_width, k - lanes), name=f"codes_held{pi}")
+            h = Signal(data.ArrayLayout(self._code_width, k - lanes), name=f"codes_held{pi}")
             slice_codes = [p.codes[pi][n] for n in range(lanes)]
             with m.If(step & ~p.last):  # shift down one slice, the new slice on top
                 for n in range(k - lanes):
                     m.d.sync += h[n].eq(h[n + lanes] if n + lanes < k - lanes else slice_codes[n + lanes - (k - lanes)])
             held.append(h)
-        totals = []
+
+        def running(width: int, addends: list[Value], name: str, acc_name: str) -> Signal:
+            """The block's sum of ``addends`` over its slices (this slice included)."""
+            total = Signal(width, name=name)
+            if beats == 1:
+                m.d.comb += total.eq(sum(addends[1:], addends[0]))
+            else:
+                acc = Signal(width, name=acc_name)
+                m.d.comb += total.eq(sum(addends, acc))
+                with m.If(step):
+                    m.d.sync += acc.eq(Mux(p.last, 0, total))
+            return total
+
+        totals, hits = [], []
         if many:
-            for pi in range(len(pairs)):
-                total = Signal(hw_error_width(k), name=f"err{pi}")
-                if beats == 1:
-                    m.d.comb += total.eq(p.sum[pi] + p.carry[pi])
-                else:
-                    acc = Signal(hw_error_width(k), name=f"err_acc{pi}")
-                    m.d.comb += total.eq(acc + p.sum[pi] + p.carry[pi])
-                    with m.If(step):
-                        m.d.sync += acc.eq(Mux(p.last, 0, total))
-                totals.append(total)
+            for pi in range(len(entries)):
+                totals.append(running(self._error_width, [p.sum[pi], p.carry[pi]], f"err{pi}", f"err_acc{pi}"))
+        if self._hits:  # per candidate, the elements of each sign that round to |R| (code word: hit, sign, ...)
+            cw = k.bit_length()
+            for pi in range(len(entries)):
+                words = [p.codes[pi][n] for n in range(lanes)]
+                pos = sum(wd[w] & ~wd[w - 1] for wd in words)
+                neg = sum(wd[w] & wd[w - 1] for wd in words)
+                hits.append((running(cw, [pos], f"hits_pos{pi}", f"hits_pos_acc{pi}"),
+                             running(cw, [neg], f"hits_neg{pi}", f"hits_neg_acc{pi}")))
         if use_total:
             t_in = Signal(self._total_layout, name="total_in")
             m.d.comb += [t_in.codes.eq(p.codes), t_in.scales.eq(p.scales), t_in.special.eq(p.special)]
             m.d.comb += [t_in.errs[pi].eq(t) for pi, t in enumerate(totals)]
+            for pi, (hp, hn) in enumerate(hits):
+                m.d.comb += [t_in.hits[pi][0].eq(hp), t_in.hits[pi][1].eq(hn)]
             sink, source = add_pipeline(m, self._total_layout, 1, name="total")
             m.d.comb += [sink.valid.eq(valid & p.last), sink.payload.eq(t_in), ready.eq(sink.ready),
                          out_valid.eq(source.valid), source.ready.eq(out_ready)]
             sel = source.payload
             last_codes, scales, special = sel.codes, sel.scales, sel.special
-            totals = [sel.errs[pi] for pi in range(len(pairs))]
+            totals = [sel.errs[pi] for pi in range(len(entries))]
+            hits = [(sel.hits[pi][0], sel.hits[pi][1]) for pi in range(len(hits))]
         else:
             m.d.comb += [out_valid.eq(valid & p.last), ready.eq(~p.last | out_ready)]
             last_codes, scales, special = p.codes, p.scales, p.special
         pair_codes = []
-        for pi in range(len(pairs)):
+        for pi in range(len(entries)):
             now = [last_codes[pi][n] for n in range(lanes)]
             pair_codes.append(Cat(*now) if held[pi] is None else Cat(held[pi].as_value(), *now))
-        pair_hdr = []
-        for pi, (c, j, maxe, _) in enumerate(pairs):
+        pair_hdr, neg_wins = [], []
+        for pi, (c, j, maxe, _rp, _rn) in enumerate(entries):
             g = self._scale_groups.index(maxe)
+            if self._hits:  # the option with the most hits, ties to the lower option (golden/select.py)
+                j_pos = self._option_pos[pi]
+                hp, hn = hits[pi]
+                wins = Signal(name=f"neg_wins{pi}")
+                m.d.comb += wins.eq(hn > hp if j_pos == 0 else ~(hp > hn))
+                neg_wins.append(wins)
+                j = Mux(wins, 1 - j_pos, j_pos)
             hdr = Signal(fmt.header_bits, name=f"hdr{pi}")
             m.d.comb += hdr.eq(
                 scales[g] | (j << sf.width) | (c << (sf.width + fmt.recycle_bits))
                 if fmt.header_bits > sf.width else scales[g]
             )
             pair_hdr.append(hdr)
-        best = Signal(range(len(pairs)), name="best")
+        best = Signal(range(len(entries)), name="best")
         if many:
             m.d.comb += best.eq(_least(totals))
         hdr = _rom_signals(pair_hdr, best) if many else pair_hdr[0]
         cds = _rom_signals(pair_codes, best) if many else pair_codes[0]
+        if self._hits:  # the hit elements of the chosen option's sign take the recycled code (-0 code)
+            words = [cds[n * (w + 1): (n + 1) * (w + 1)] for n in range(k)]
+            wins = _rom_signals(neg_wins, best)
+            r_code = fmt.elements[0].negative_zero_code
+            cds = Cat(*(Mux(wd[w] & (wd[w - 1] == wins), C(r_code, w), wd[:w]) for wd in words))
         with m.If(special):  # spec 5.1: NaN header, zero codes
             m.d.comb += [out.header.eq(int(fmt.make_header(sf.nan_code, 0, 0))), out.codes.eq(0)]
         with m.Else():

@@ -1,0 +1,122 @@
+"""Selection policies of the block encoder (nxfp_hw.golden.select, EncodeUnit(select=...)): each policy
+bit-exact between the golden model and the RTL (Amaranth simulator, random gaps and backpressure),
+its definition checked against an independent per-block reference, and bad policies refused.
+
+Seeds: NXFP_SEED overrides; every random test prints the seed it used.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from nxfp_hw.formats import PRESETS, parse_format
+from nxfp_hw.golden.hw_metric import block_error_hw
+from nxfp_hw.golden.quantize import dequantize_exact, quantize
+from nxfp_hw.golden.select import DEFAULT_SELECT, SELECT_POLICIES, SelectError, check_select, select_metric
+from nxfp_hw.rtl.encode import EncodeUnit
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_rtl_encode import directed_blocks, random_blocks, simulate  # noqa: E402
+
+SEED = int(os.environ.get("NXFP_SEED", "20251124"))
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
+
+
+def rng_for(test: str) -> np.random.Generator:
+    print(f"{test}: seed {SEED} (set NXFP_SEED to change)")
+    return np.random.default_rng([SEED, sum(map(ord, test))])
+
+
+def golden(fmt, x, select):
+    q = quantize(x, fmt, metric=select_metric(fmt, select))
+    return q.headers.astype(np.int64).reshape(-1), q.codes.astype(np.int64).reshape(-1, fmt.k)
+
+
+def check(dut: EncodeUnit, x: np.ndarray, rng) -> None:
+    h, c = simulate(dut, x.view(np.uint32), rng)
+    gh, gc = golden(dut.fmt, x, dut.select)
+    bad = np.nonzero((h != gh) | np.any(c != gc, axis=1))[0]
+    if len(bad):
+        n = bad[0]
+        raise AssertionError(
+            f"{dut.module_name}: {len(bad)} of {len(h)} blocks differ; first block {n}:\n"
+            f"x={x[n].astype(np.float64).tolist()}\nheader rtl={h[n]:#x} golden={gh[n]:#x}\n"
+            f"codes rtl={c[n].tolist()}\ncodes golden={gc[n].tolist()}")
+
+
+@pytest.mark.parametrize("select, name, lanes, pipeline", [
+    ("sq6", "nxfp4", 8, "default"),
+    ("abs", "nxfp4", 8, "none"),
+    ("hits", "nxfp4", 8, "default"),
+    ("hits", "nxfp4,k=8", 8, "none"),
+    ("hits", "nxfp4", 4, "rounded,total"),
+    pytest.param("hits", "nxfp6", 8, "default", marks=pytest.mark.slow),
+    pytest.param("abs", "nxfp5", 8, "default", marks=pytest.mark.slow),
+])
+def test_policy_rtl_matches_golden(select, name, lanes, pipeline):
+    rng = rng_for(f"test_policy_rtl_matches_golden[{select}-{name}-{lanes}-{pipeline}]")
+    fmt = parse_format(name)
+    x = np.concatenate([directed_blocks(fmt, rng), random_blocks(fmt, rng, 24)])
+    dut = EncodeUnit(fmt, lanes=lanes, pipeline=None if pipeline == "default" else pipeline, select=select)
+    assert dut.select == select and dut.config["select"] == select and dut.module_name.endswith(f"_s{select}")
+    check(dut, x, rng)
+
+
+def test_default_policy_keeps_the_configuration():
+    dut = EncodeUnit(PRESETS["nxfp4"], lanes=8)
+    assert dut.select == DEFAULT_SELECT == "exact"
+    assert "select" not in dut.config and dut.config["metric"] == "hw"
+    assert EncodeUnit(PRESETS["nxfp4"], lanes=8, select="exact").module_name == dut.module_name
+
+
+def test_hits_reference():
+    """Policy ``hits`` against a per-block reference written from its definition (docs/encoder.md)."""
+    rng = rng_for("test_hits_reference")
+    fmt = PRESETS["nxfp4"]
+    x = random_blocks(fmt, rng, 60).astype(np.float64)
+    q = quantize(x, fmt, metric="hw-hits")
+    _, sel, rec = fmt.split_header(q.headers.reshape(-1))
+    for b in range(x.shape[0]):
+        errs, opts = [], []
+        for c in range(len(fmt.elements)):
+            per_opt = [quantize(x[b:b + 1], parse_format(f"elem={fmt.elements[c].name},scale={fmt.scale.name},"
+                                                          f"cr={float(fmt.recycling[c][j])!r}")) for j in range(2)]
+            hits = [int(np.sum(p.codes == fmt.elements[c].negative_zero_code)) for p in per_opt]
+            opts.append(1 if hits[1] > hits[0] else 0)  # option 0 is +r in the presets
+            vals = [dequantize_exact(p) for p in per_opt]
+            sym = np.where(np.signbit(x[b:b + 1]), vals[1], vals[0])
+            errs.append(block_error_hw(x[b:b + 1], sym)[0])
+        c = int(np.argmin(errs))  # first of the least
+        assert (int(sel[b]), int(rec[b])) == (c, opts[c]), f"block {b}: {x[b].tolist()}"
+
+
+def test_policy_accuracy_order():
+    """On MiniLM-like data each cheaper policy gives away little: within 2 % of ``exact``."""
+    rng = rng_for("test_policy_accuracy_order")
+    x = (rng.standard_t(4, (256, 32)) * 0.05).astype(np.float32)
+    fmt = PRESETS["nxfp4"]
+    mse = {}
+    for name in SELECT_POLICIES:
+        y = dequantize_exact(quantize(x, fmt, metric=select_metric(fmt, name)))
+        mse[name] = float(np.mean((y - x) ** 2))
+    assert all(v <= mse["exact"] * 1.05 for v in mse.values()), mse
+
+
+@pytest.mark.parametrize("name, fmt, message", [
+    ("best", "nxfp4", "--select: unknown selection policy 'best'; choose from exact, sq6, abs, hits"),
+    ("exact", "mxfp4_e2m1", "--select exact: format mxfp4_e2m1 has one element candidate and no recycling"),
+    ("hits", "elem=E2M1|E1M2,scale=UE5M1", "--select hits: policy 'hits' chooses between recycling options, "
+                                           "and format .* has none"),
+    ("hits", "elem=E2M1|E1M2,scale=UE5M1,cr=5.0", "has a single fixed R"),
+])
+def test_bad_select(name, fmt, message):
+    with pytest.raises(SelectError, match=message):
+        check_select(name, parse_format(fmt))
+    with pytest.raises(ValueError, match=message.replace("--select", "select")):
+        EncodeUnit(parse_format(fmt), lanes=8, select=name)
