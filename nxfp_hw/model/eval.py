@@ -30,6 +30,7 @@ import numpy as np
 from ..errors import UserError
 from ..formats import BlockFormat, parse_format
 from ..golden.dot import ACC_MODES
+from .blas import blas_threads
 from .minilm import HardwareLinear, MiniLM
 
 __all__ = ["DEFAULT_ACTIVATIONS", "DEFAULT_MODES", "DEFAULT_WEIGHTS", "ModelPoint", "compare_embeddings",
@@ -40,6 +41,8 @@ DEFAULT_WEIGHTS = ("nxfp4", "nxfp5", "nxfp6", "mxfp4_e2m1", "mxfp6_e2m3", "mxfp6
 #: Activation formats of the default sweep: ``same`` is the weight format.
 DEFAULT_ACTIVATIONS = ("mxfp8_e4m3", "same")
 DEFAULT_MODES = ACC_MODES
+#: OpenBLAS threads during an evaluation (nxfp_hw.model.blas: faster on a loaded machine, fixed order).
+BLAS_THREADS = 1
 #: Version of the method: bump when a change alters figures (invalidates cached results).
 METHOD_VERSION = 1
 
@@ -129,7 +132,8 @@ def reference_embeddings(model: MiniLM, sentences: Sequence[str], cache_dir: Pat
                 return np.load(path, allow_pickle=False)
             except (ValueError, OSError):
                 pass  # a broken cache entry is recomputed
-    emb = model.embed(sentences)
+    with blas_threads(BLAS_THREADS):
+        emb = model.embed(sentences)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp.npy")
@@ -172,7 +176,8 @@ def evaluate_point(model: MiniLM, sentences: Sequence[str], weights: str | Block
         linear.act_fmt, linear.mode, linear.macs, linear._last_input = a, mode, 0, None
     ids = model.tokenize(sentences)
     t0 = time.perf_counter()
-    emb = model.embed_ids(ids, linear)
+    with blas_threads(BLAS_THREADS):
+        emb = model.embed_ids(ids, linear)
     seconds = time.perf_counter() - t0
     figures = compare_embeddings(reference, emb)
     point = ModelPoint(weights=w.label, activations=a.label, mode=mode, weight_bits=w.bits_per_element,
