@@ -41,7 +41,8 @@ DEFAULT_BLOCKS = {"decode": 0, "dot": 64, "encode": 64}  # decode default: the e
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "verify", help="run the cocotb regression of one unit against the golden model (Verilator or Icarus)",
+        "verify", help="run the regression of one unit against the golden model (Verilator or Icarus; cocotb or "
+                       "the compiled fast path)",
         description="Generate (or reuse) a unit, drive it through a simulator with random valid gaps and "
                     "backpressure, and compare every output bit with the golden model. Exit 1 on a mismatch.")
     p.add_argument("--unit", choices=("decode", "dot", "encode"),
