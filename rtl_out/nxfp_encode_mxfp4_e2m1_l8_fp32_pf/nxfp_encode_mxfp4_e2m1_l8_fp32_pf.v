@@ -15,18 +15,66 @@ module nxfp_encode_mxfp4_e2m1_l8_fp32_pf(i__valid, o__ready, clk, rst, i__ready,
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
-  reg \$1000 ;
-  reg [73:0] \$1001 ;
-  reg \$1002 ;
-  reg [41:0] \$1003 ;
-  reg \$1004 ;
-  reg [135:0] \$1005 ;
-  reg [95:0] \$1006 ;
+  wire \$1000 ;
+  wire \$1001 ;
+  wire \$1002 ;
+  wire \$1003 ;
+  wire \$1004 ;
+  wire \$1005 ;
+  wire [3:0] \$1006 ;
+  wire \$1007 ;
+  wire \$1008 ;
+  wire \$1009 ;
   wire \$101 ;
+  wire \$1010 ;
+  wire \$1011 ;
+  wire \$1012 ;
+  wire [2:0] \$1013 ;
+  wire [2:0] \$1014 ;
+  wire \$1015 ;
+  wire \$1016 ;
+  wire \$1017 ;
+  wire \$1018 ;
+  wire \$1019 ;
   wire \$102 ;
+  wire \$1020 ;
+  wire \$1021 ;
+  wire [2:0] \$1022 ;
+  wire [2:0] \$1023 ;
+  wire \$1024 ;
+  wire \$1025 ;
+  wire \$1026 ;
+  wire \$1027 ;
+  wire [10:0] \$1028 ;
+  wire [8:0] \$1029 ;
   wire [30:0] \$103 ;
+  wire [10:0] \$1030 ;
+  wire [11:0] \$1031 ;
+  wire \$1032 ;
+  wire \$1033 ;
+  wire \$1034 ;
+  wire \$1035 ;
+  wire \$1036 ;
+  wire \$1037 ;
+  reg \$1038 ;
+  reg [272:0] \$1039 ;
   wire [30:0] \$104 ;
+  reg [1:0] \$1040 ;
+  reg [7:0] \$1041 ;
+  reg \$1042 ;
+  reg [7:0] \$1043 ;
+  reg [767:0] \$1044 ;
+  reg [1:0] \$1045 ;
+  reg \$1046 ;
+  reg [1068:0] \$1047 ;
+  reg \$1048 ;
+  reg [73:0] \$1049 ;
   wire \$105 ;
+  reg \$1050 ;
+  reg [41:0] \$1051 ;
+  reg \$1052 ;
+  reg [135:0] \$1053 ;
+  reg [95:0] \$1054 ;
   wire \$106 ;
   wire \$107 ;
   wire \$108 ;
@@ -947,77 +995,77 @@ module nxfp_encode_mxfp4_e2m1_l8_fp32_pf(i__valid, o__ready, clk, rst, i__ready,
   wire \$932 ;
   wire \$933 ;
   wire \$934 ;
-  wire [31:0] \$935 ;
-  wire [31:0] \$936 ;
-  wire [3:0] \$937 ;
-  wire [31:0] \$938 ;
-  wire [31:0] \$939 ;
+  wire \$935 ;
+  wire \$936 ;
+  wire \$937 ;
+  wire \$938 ;
+  wire \$939 ;
   wire \$94 ;
-  wire [3:0] \$940 ;
-  wire [31:0] \$941 ;
-  wire [31:0] \$942 ;
+  wire \$940 ;
+  wire \$941 ;
+  wire \$942 ;
   wire [3:0] \$943 ;
-  wire [31:0] \$944 ;
-  wire [31:0] \$945 ;
-  wire [3:0] \$946 ;
-  wire [31:0] \$947 ;
-  wire [31:0] \$948 ;
-  wire [3:0] \$949 ;
+  wire \$944 ;
+  wire \$945 ;
+  wire \$946 ;
+  wire \$947 ;
+  wire \$948 ;
+  wire \$949 ;
   wire \$95 ;
-  wire [31:0] \$950 ;
-  wire [31:0] \$951 ;
+  wire \$950 ;
+  wire \$951 ;
   wire [3:0] \$952 ;
-  wire [31:0] \$953 ;
-  wire [31:0] \$954 ;
-  wire [3:0] \$955 ;
-  wire [31:0] \$956 ;
-  wire [31:0] \$957 ;
-  wire [3:0] \$958 ;
+  wire \$953 ;
+  wire \$954 ;
+  wire \$955 ;
+  wire \$956 ;
+  wire \$957 ;
+  wire \$958 ;
   wire \$959 ;
   wire \$96 ;
   wire \$960 ;
-  wire \$961 ;
+  wire [3:0] \$961 ;
   wire \$962 ;
   wire \$963 ;
   wire \$964 ;
-  wire [2:0] \$965 ;
-  wire [2:0] \$966 ;
+  wire \$965 ;
+  wire \$966 ;
   wire \$967 ;
   wire \$968 ;
   wire \$969 ;
   wire \$97 ;
-  wire \$970 ;
+  wire [3:0] \$970 ;
   wire \$971 ;
   wire \$972 ;
   wire \$973 ;
-  wire [2:0] \$974 ;
-  wire [2:0] \$975 ;
+  wire \$974 ;
+  wire \$975 ;
   wire \$976 ;
   wire \$977 ;
   wire \$978 ;
-  wire \$979 ;
+  wire [3:0] \$979 ;
   wire \$98 ;
-  wire [10:0] \$980 ;
-  wire [8:0] \$981 ;
-  wire [10:0] \$982 ;
-  wire [11:0] \$983 ;
+  wire \$980 ;
+  wire \$981 ;
+  wire \$982 ;
+  wire \$983 ;
   wire \$984 ;
   wire \$985 ;
   wire \$986 ;
   wire \$987 ;
-  wire \$988 ;
+  wire [3:0] \$988 ;
   wire \$989 ;
   wire \$99 ;
-  reg \$990 ;
-  reg [272:0] \$991 ;
-  reg [1:0] \$992 ;
-  reg [7:0] \$993 ;
-  reg \$994 ;
-  reg [7:0] \$995 ;
-  reg [767:0] \$996 ;
-  reg [1:0] \$997 ;
-  reg \$998 ;
-  reg [1068:0] \$999 ;
+  wire \$990 ;
+  wire \$991 ;
+  wire \$992 ;
+  wire \$993 ;
+  wire \$994 ;
+  wire \$995 ;
+  wire \$996 ;
+  wire [3:0] \$997 ;
+  wire \$998 ;
+  wire \$999 ;
   wire [73:0] align__sink__payload;
   wire \align__sink__payload.last ;
   wire [7:0] \align__sink__payload.ovf0 ;
@@ -2638,99 +2686,147 @@ module nxfp_encode_mxfp4_e2m1_l8_fp32_pf(i__valid, o__ready, clk, rst, i__ready,
   assign \$932  = ~ align__source__payload[65];
   assign \$933  = \$931  & \$932 ;
   assign \$934  = \$930  | \$933 ;
-  assign \$935  = 32'd4275878552 >> { \$395 , \$386 , 2'h0 };
-  assign \$936  = 31'h76543210 >> { \$395 , \$386 , 2'h0 };
-  assign \$937  = align__source__payload[10] ? \$935 [3:0] : \$936 [3:0];
-  assign \$938  = 32'd4275878552 >> { \$472 , \$463 , 2'h0 };
-  assign \$939  = 31'h76543210 >> { \$472 , \$463 , 2'h0 };
-  assign \$940  = align__source__payload[11] ? \$938 [3:0] : \$939 [3:0];
-  assign \$941  = 32'd4275878552 >> { \$549 , \$540 , 2'h0 };
-  assign \$942  = 31'h76543210 >> { \$549 , \$540 , 2'h0 };
-  assign \$943  = align__source__payload[12] ? \$941 [3:0] : \$942 [3:0];
-  assign \$944  = 32'd4275878552 >> { \$626 , \$617 , 2'h0 };
-  assign \$945  = 31'h76543210 >> { \$626 , \$617 , 2'h0 };
-  assign \$946  = align__source__payload[13] ? \$944 [3:0] : \$945 [3:0];
-  assign \$947  = 32'd4275878552 >> { \$703 , \$694 , 2'h0 };
-  assign \$948  = 31'h76543210 >> { \$703 , \$694 , 2'h0 };
-  assign \$949  = align__source__payload[14] ? \$947 [3:0] : \$948 [3:0];
-  assign \$950  = 32'd4275878552 >> { \$780 , \$771 , 2'h0 };
-  assign \$951  = 31'h76543210 >> { \$780 , \$771 , 2'h0 };
-  assign \$952  = align__source__payload[15] ? \$950 [3:0] : \$951 [3:0];
-  assign \$953  = 32'd4275878552 >> { \$857 , \$848 , 2'h0 };
-  assign \$954  = 31'h76543210 >> { \$857 , \$848 , 2'h0 };
-  assign \$955  = align__source__payload[16] ? \$953 [3:0] : \$954 [3:0];
-  assign \$956  = 32'd4275878552 >> { \$934 , \$925 , 2'h0 };
-  assign \$957  = 31'h76543210 >> { \$934 , \$925 , 2'h0 };
-  assign \$958  = align__source__payload[17] ? \$956 [3:0] : \$957 [3:0];
-  assign \$959  = ~ rounded_s0_valid;
-  assign align_s0_next_ready = \$959  | rounded_s0_next_ready;
-  assign \$960  = ~ o__valid;
-  assign out__sink__ready = \$960  | o__ready;
+  assign \$935  = 8'haa >> { \$395 , \$386  };
+  assign \$936  = 8'hcc >> { \$395 , \$386  };
+  assign \$937  = 8'hf0 >> { \$395 , \$386  };
+  assign \$938  = 8'hff >> { \$395 , \$386  };
+  assign \$939  = 8'haa >> { \$395 , \$386  };
+  assign \$940  = 8'hcc >> { \$395 , \$386  };
+  assign \$941  = 8'hf0 >> { \$395 , \$386  };
+  assign \$942  = 1'h0 >> { \$395 , \$386  };
+  assign \$943  = align__source__payload[10] ? { \$938 , \$937 , \$936 , \$935  } : { \$942 , \$941 , \$940 , \$939  };
+  assign \$944  = 8'haa >> { \$472 , \$463  };
+  assign \$945  = 8'hcc >> { \$472 , \$463  };
+  assign \$946  = 8'hf0 >> { \$472 , \$463  };
+  assign \$947  = 8'hff >> { \$472 , \$463  };
+  assign \$948  = 8'haa >> { \$472 , \$463  };
+  assign \$949  = 8'hcc >> { \$472 , \$463  };
+  assign \$950  = 8'hf0 >> { \$472 , \$463  };
+  assign \$951  = 1'h0 >> { \$472 , \$463  };
+  assign \$952  = align__source__payload[11] ? { \$947 , \$946 , \$945 , \$944  } : { \$951 , \$950 , \$949 , \$948  };
+  assign \$953  = 8'haa >> { \$549 , \$540  };
+  assign \$954  = 8'hcc >> { \$549 , \$540  };
+  assign \$955  = 8'hf0 >> { \$549 , \$540  };
+  assign \$956  = 8'hff >> { \$549 , \$540  };
+  assign \$957  = 8'haa >> { \$549 , \$540  };
+  assign \$958  = 8'hcc >> { \$549 , \$540  };
+  assign \$959  = 8'hf0 >> { \$549 , \$540  };
+  assign \$960  = 1'h0 >> { \$549 , \$540  };
+  assign \$961  = align__source__payload[12] ? { \$956 , \$955 , \$954 , \$953  } : { \$960 , \$959 , \$958 , \$957  };
+  assign \$962  = 8'haa >> { \$626 , \$617  };
+  assign \$963  = 8'hcc >> { \$626 , \$617  };
+  assign \$964  = 8'hf0 >> { \$626 , \$617  };
+  assign \$965  = 8'hff >> { \$626 , \$617  };
+  assign \$966  = 8'haa >> { \$626 , \$617  };
+  assign \$967  = 8'hcc >> { \$626 , \$617  };
+  assign \$968  = 8'hf0 >> { \$626 , \$617  };
+  assign \$969  = 1'h0 >> { \$626 , \$617  };
+  assign \$970  = align__source__payload[13] ? { \$965 , \$964 , \$963 , \$962  } : { \$969 , \$968 , \$967 , \$966  };
+  assign \$971  = 8'haa >> { \$703 , \$694  };
+  assign \$972  = 8'hcc >> { \$703 , \$694  };
+  assign \$973  = 8'hf0 >> { \$703 , \$694  };
+  assign \$974  = 8'hff >> { \$703 , \$694  };
+  assign \$975  = 8'haa >> { \$703 , \$694  };
+  assign \$976  = 8'hcc >> { \$703 , \$694  };
+  assign \$977  = 8'hf0 >> { \$703 , \$694  };
+  assign \$978  = 1'h0 >> { \$703 , \$694  };
+  assign \$979  = align__source__payload[14] ? { \$974 , \$973 , \$972 , \$971  } : { \$978 , \$977 , \$976 , \$975  };
+  assign \$980  = 8'haa >> { \$780 , \$771  };
+  assign \$981  = 8'hcc >> { \$780 , \$771  };
+  assign \$982  = 8'hf0 >> { \$780 , \$771  };
+  assign \$983  = 8'hff >> { \$780 , \$771  };
+  assign \$984  = 8'haa >> { \$780 , \$771  };
+  assign \$985  = 8'hcc >> { \$780 , \$771  };
+  assign \$986  = 8'hf0 >> { \$780 , \$771  };
+  assign \$987  = 1'h0 >> { \$780 , \$771  };
+  assign \$988  = align__source__payload[15] ? { \$983 , \$982 , \$981 , \$980  } : { \$987 , \$986 , \$985 , \$984  };
+  assign \$989  = 8'haa >> { \$857 , \$848  };
+  assign \$990  = 8'hcc >> { \$857 , \$848  };
+  assign \$991  = 8'hf0 >> { \$857 , \$848  };
+  assign \$992  = 8'hff >> { \$857 , \$848  };
+  assign \$993  = 8'haa >> { \$857 , \$848  };
+  assign \$994  = 8'hcc >> { \$857 , \$848  };
+  assign \$995  = 8'hf0 >> { \$857 , \$848  };
+  assign \$996  = 1'h0 >> { \$857 , \$848  };
+  assign \$997  = align__source__payload[16] ? { \$992 , \$991 , \$990 , \$989  } : { \$996 , \$995 , \$994 , \$993  };
+  assign \$998  = 8'haa >> { \$934 , \$925  };
+  assign \$999  = 8'hcc >> { \$934 , \$925  };
+  assign \$1000  = 8'hf0 >> { \$934 , \$925  };
+  assign \$1001  = 8'hff >> { \$934 , \$925  };
+  assign \$1002  = 8'haa >> { \$934 , \$925  };
+  assign \$1003  = 8'hcc >> { \$934 , \$925  };
+  assign \$1004  = 8'hf0 >> { \$934 , \$925  };
+  assign \$1005  = 1'h0 >> { \$934 , \$925  };
+  assign \$1006  = align__source__payload[17] ? { \$1001 , \$1000 , \$999 , \$998  } : { \$1005 , \$1004 , \$1003 , \$1002  };
+  assign \$1007  = ~ rounded_s0_valid;
+  assign align_s0_next_ready = \$1007  | rounded_s0_next_ready;
+  assign \$1008  = ~ o__valid;
+  assign out__sink__ready = \$1008  | o__ready;
   assign out__sink__valid = rounded_s0_valid & rounded__source__payload[9];
-  assign \$961  = ~ rounded__source__payload[9];
-  assign rounded_s0_next_ready = \$961  | out__sink__ready;
-  assign \$962  = i__valid & i__ready;
-  assign \$963  = beat_s0_valid & beat_s0_next_ready;
-  assign \$964  = gather_count == 2'h3;
-  assign \$965  = gather_count + 1'h1;
-  assign \$966  = \$964  ? 3'h0 : \$965 ;
-  assign \$967  = gather_count == 2'h3;
-  assign \$968  = ~ \$967 ;
-  assign \$969  = ! gather_count;
-  assign \$970  = gather_count == 1'h1;
-  assign \$971  = gather_count == 2'h2;
-  assign \$972  = work_busy & work_ready;
-  assign \$973  = work_slice == 2'h3;
-  assign \$974  = work_slice + 1'h1;
-  assign \$975  = \$973  ? 3'h0 : \$974 ;
-  assign \$976  = work_slice == 2'h3;
-  assign \$977  = gather_count == 2'h3;
-  assign \$978  = beat_s0_valid & \$977 ;
-  assign \$979  = \$978  & block_ready;
-  assign \$980  = $signed(5'h09) - $signed(ef_top);
-  assign \$981  = 2'h3 - block_scale0;
-  assign \$982  = $signed({ 1'h0, block_scale0 }) - $signed(ef_top);
-  assign \$983  = $signed(\$982 ) + $signed(5'h0c);
-  assign \$984  = work_busy & work_ready;
-  assign \$985  = align_s0_valid & align_s0_next_ready;
-  assign \$986  = out__sink__valid & out__sink__ready;
-  assign \$987  = rounded_s0_valid & rounded_s0_next_ready;
-  assign \$988  = ~ rounded__source__payload[9];
-  assign \$989  = \$987  & \$988 ;
+  assign \$1009  = ~ rounded__source__payload[9];
+  assign rounded_s0_next_ready = \$1009  | out__sink__ready;
+  assign \$1010  = i__valid & i__ready;
+  assign \$1011  = beat_s0_valid & beat_s0_next_ready;
+  assign \$1012  = gather_count == 2'h3;
+  assign \$1013  = gather_count + 1'h1;
+  assign \$1014  = \$1012  ? 3'h0 : \$1013 ;
+  assign \$1015  = gather_count == 2'h3;
+  assign \$1016  = ~ \$1015 ;
+  assign \$1017  = ! gather_count;
+  assign \$1018  = gather_count == 1'h1;
+  assign \$1019  = gather_count == 2'h2;
+  assign \$1020  = work_busy & work_ready;
+  assign \$1021  = work_slice == 2'h3;
+  assign \$1022  = work_slice + 1'h1;
+  assign \$1023  = \$1021  ? 3'h0 : \$1022 ;
+  assign \$1024  = work_slice == 2'h3;
+  assign \$1025  = gather_count == 2'h3;
+  assign \$1026  = beat_s0_valid & \$1025 ;
+  assign \$1027  = \$1026  & block_ready;
+  assign \$1028  = $signed(5'h09) - $signed(ef_top);
+  assign \$1029  = 2'h3 - block_scale0;
+  assign \$1030  = $signed({ 1'h0, block_scale0 }) - $signed(ef_top);
+  assign \$1031  = $signed(\$1030 ) + $signed(5'h0c);
+  assign \$1032  = work_busy & work_ready;
+  assign \$1033  = align_s0_valid & align_s0_next_ready;
+  assign \$1034  = out__sink__valid & out__sink__ready;
+  assign \$1035  = rounded_s0_valid & rounded_s0_next_ready;
+  assign \$1036  = ~ rounded__source__payload[9];
+  assign \$1037  = \$1035  & \$1036 ;
   always @(posedge clk)
-    beat_s0_valid <= \$990 ;
+    beat_s0_valid <= \$1038 ;
   always @(posedge clk)
-    beat__source__payload <= \$991 ;
+    beat__source__payload <= \$1039 ;
   always @(posedge clk)
-    gather_count <= \$992 ;
+    gather_count <= \$1040 ;
   always @(posedge clk)
-    gather_ef <= \$993 ;
+    gather_ef <= \$1041 ;
   always @(posedge clk)
-    gather_special <= \$994 ;
+    gather_special <= \$1042 ;
   always @(posedge clk)
-    gather_scale0 <= \$995 ;
+    gather_scale0 <= \$1043 ;
   always @(posedge clk)
-    gather_buf <= \$996 ;
+    gather_buf <= \$1044 ;
   always @(posedge clk)
-    work_slice <= \$997 ;
+    work_slice <= \$1045 ;
   always @(posedge clk)
-    work_busy <= \$998 ;
+    work_busy <= \$1046 ;
   always @(posedge clk)
-    work <= \$999 ;
+    work <= \$1047 ;
   always @(posedge clk)
-    align_s0_valid <= \$1000 ;
+    align_s0_valid <= \$1048 ;
   always @(posedge clk)
-    align__source__payload <= \$1001 ;
+    align__source__payload <= \$1049 ;
   always @(posedge clk)
-    rounded_s0_valid <= \$1002 ;
+    rounded_s0_valid <= \$1050 ;
   always @(posedge clk)
-    rounded__source__payload <= \$1003 ;
+    rounded__source__payload <= \$1051 ;
   always @(posedge clk)
-    o__valid <= \$1004 ;
+    o__valid <= \$1052 ;
   always @(posedge clk)
-    o__payload <= \$1005 ;
+    o__payload <= \$1053 ;
   always @(posedge clk)
-    codes_held0 <= \$1006 ;
+    codes_held0 <= \$1054 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     ef_top = 10'h000;
@@ -2751,294 +2847,294 @@ module nxfp_encode_mxfp4_e2m1_l8_fp32_pf(i__valid, o__ready, clk, rst, i__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$990  = beat_s0_valid;
+    \$1038  = beat_s0_valid;
     if (i__ready) begin
-      \$990  = i__valid;
+      \$1038  = i__valid;
     end
     if (rst) begin
-      \$990  = 1'h0;
+      \$1038  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$991  = beat__source__payload;
-    if (\$962 ) begin
-      \$991  = beat_in;
+    \$1039  = beat__source__payload;
+    if (\$1010 ) begin
+      \$1039  = beat_in;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$992  = gather_count;
-    if (\$963 ) begin
-      \$992  = \$966 [1:0];
+    \$1040  = gather_count;
+    if (\$1011 ) begin
+      \$1040  = \$1014 [1:0];
     end
     if (rst) begin
-      \$992  = 2'h0;
+      \$1040  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$993  = gather_ef;
-    if (\$963 ) begin
-      if (\$968 ) begin
-        \$993  = block_ef;
+    \$1041  = gather_ef;
+    if (\$1011 ) begin
+      if (\$1016 ) begin
+        \$1041  = block_ef;
       end
     end
     if (rst) begin
-      \$993  = 8'h00;
+      \$1041  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$994  = gather_special;
-    if (\$963 ) begin
-      if (\$968 ) begin
-        \$994  = block_special;
+    \$1042  = gather_special;
+    if (\$1011 ) begin
+      if (\$1016 ) begin
+        \$1042  = block_special;
       end
     end
     if (rst) begin
-      \$994  = 1'h0;
+      \$1042  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$995  = gather_scale0;
-    if (\$963 ) begin
-      if (\$968 ) begin
-        \$995  = block_scale0;
+    \$1043  = gather_scale0;
+    if (\$1011 ) begin
+      if (\$1016 ) begin
+        \$1043  = block_scale0;
       end
     end
     if (rst) begin
-      \$995  = 8'h00;
+      \$1043  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$996  = gather_buf;
-    if (\$963 ) begin
-      if (\$968 ) begin
-        if (\$969 ) begin
-          \$996 [31:0] = beat__source__payload[31:0];
-          \$996 [63:32] = beat__source__payload[63:32];
-          \$996 [95:64] = beat__source__payload[95:64];
-          \$996 [127:96] = beat__source__payload[127:96];
-          \$996 [159:128] = beat__source__payload[159:128];
-          \$996 [191:160] = beat__source__payload[191:160];
-          \$996 [223:192] = beat__source__payload[223:192];
-          \$996 [255:224] = beat__source__payload[255:224];
+    \$1044  = gather_buf;
+    if (\$1011 ) begin
+      if (\$1016 ) begin
+        if (\$1017 ) begin
+          \$1044 [31:0] = beat__source__payload[31:0];
+          \$1044 [63:32] = beat__source__payload[63:32];
+          \$1044 [95:64] = beat__source__payload[95:64];
+          \$1044 [127:96] = beat__source__payload[127:96];
+          \$1044 [159:128] = beat__source__payload[159:128];
+          \$1044 [191:160] = beat__source__payload[191:160];
+          \$1044 [223:192] = beat__source__payload[223:192];
+          \$1044 [255:224] = beat__source__payload[255:224];
         end
-        if (\$970 ) begin
-          \$996 [287:256] = beat__source__payload[31:0];
-          \$996 [319:288] = beat__source__payload[63:32];
-          \$996 [351:320] = beat__source__payload[95:64];
-          \$996 [383:352] = beat__source__payload[127:96];
-          \$996 [415:384] = beat__source__payload[159:128];
-          \$996 [447:416] = beat__source__payload[191:160];
-          \$996 [479:448] = beat__source__payload[223:192];
-          \$996 [511:480] = beat__source__payload[255:224];
+        if (\$1018 ) begin
+          \$1044 [287:256] = beat__source__payload[31:0];
+          \$1044 [319:288] = beat__source__payload[63:32];
+          \$1044 [351:320] = beat__source__payload[95:64];
+          \$1044 [383:352] = beat__source__payload[127:96];
+          \$1044 [415:384] = beat__source__payload[159:128];
+          \$1044 [447:416] = beat__source__payload[191:160];
+          \$1044 [479:448] = beat__source__payload[223:192];
+          \$1044 [511:480] = beat__source__payload[255:224];
         end
-        if (\$971 ) begin
-          \$996 [543:512] = beat__source__payload[31:0];
-          \$996 [575:544] = beat__source__payload[63:32];
-          \$996 [607:576] = beat__source__payload[95:64];
-          \$996 [639:608] = beat__source__payload[127:96];
-          \$996 [671:640] = beat__source__payload[159:128];
-          \$996 [703:672] = beat__source__payload[191:160];
-          \$996 [735:704] = beat__source__payload[223:192];
-          \$996 [767:736] = beat__source__payload[255:224];
+        if (\$1019 ) begin
+          \$1044 [543:512] = beat__source__payload[31:0];
+          \$1044 [575:544] = beat__source__payload[63:32];
+          \$1044 [607:576] = beat__source__payload[95:64];
+          \$1044 [639:608] = beat__source__payload[127:96];
+          \$1044 [671:640] = beat__source__payload[159:128];
+          \$1044 [703:672] = beat__source__payload[191:160];
+          \$1044 [735:704] = beat__source__payload[223:192];
+          \$1044 [767:736] = beat__source__payload[255:224];
         end
       end
     end
     if (rst) begin
-      \$996  = 768'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$1044  = 768'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$997  = work_slice;
-    if (\$972 ) begin
-      \$997  = \$975 [1:0];
+    \$1045  = work_slice;
+    if (\$1020 ) begin
+      \$1045  = \$1023 [1:0];
     end
-    if (\$979 ) begin
-      \$997  = 2'h0;
+    if (\$1027 ) begin
+      \$1045  = 2'h0;
     end
     if (rst) begin
-      \$997  = 2'h0;
+      \$1045  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$998  = work_busy;
-    if (\$972 ) begin
-      if (\$976 ) begin
-        \$998  = 1'h0;
+    \$1046  = work_busy;
+    if (\$1020 ) begin
+      if (\$1024 ) begin
+        \$1046  = 1'h0;
       end
     end
-    if (\$979 ) begin
-      \$998  = 1'h1;
+    if (\$1027 ) begin
+      \$1046  = 1'h1;
     end
     if (rst) begin
-      \$998  = 1'h0;
+      \$1046  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$999  = work;
-    if (\$972 ) begin
+    \$1047  = work;
+    if (\$1020 ) begin
       (* full_case = 32'd1 *)
-      if (\$976 ) begin
+      if (\$1024 ) begin
       end else begin
-        \$999 [31:0] = work[287:256];
-        \$999 [63:32] = work[319:288];
-        \$999 [95:64] = work[351:320];
-        \$999 [127:96] = work[383:352];
-        \$999 [159:128] = work[415:384];
-        \$999 [191:160] = work[447:416];
-        \$999 [223:192] = work[479:448];
-        \$999 [255:224] = work[511:480];
-        \$999 [287:256] = work[543:512];
-        \$999 [319:288] = work[575:544];
-        \$999 [351:320] = work[607:576];
-        \$999 [383:352] = work[639:608];
-        \$999 [415:384] = work[671:640];
-        \$999 [447:416] = work[703:672];
-        \$999 [479:448] = work[735:704];
-        \$999 [511:480] = work[767:736];
-        \$999 [543:512] = work[799:768];
-        \$999 [575:544] = work[831:800];
-        \$999 [607:576] = work[863:832];
-        \$999 [639:608] = work[895:864];
-        \$999 [671:640] = work[927:896];
-        \$999 [703:672] = work[959:928];
-        \$999 [735:704] = work[991:960];
-        \$999 [767:736] = work[1023:992];
+        \$1047 [31:0] = work[287:256];
+        \$1047 [63:32] = work[319:288];
+        \$1047 [95:64] = work[351:320];
+        \$1047 [127:96] = work[383:352];
+        \$1047 [159:128] = work[415:384];
+        \$1047 [191:160] = work[447:416];
+        \$1047 [223:192] = work[479:448];
+        \$1047 [255:224] = work[511:480];
+        \$1047 [287:256] = work[543:512];
+        \$1047 [319:288] = work[575:544];
+        \$1047 [351:320] = work[607:576];
+        \$1047 [383:352] = work[639:608];
+        \$1047 [415:384] = work[671:640];
+        \$1047 [447:416] = work[703:672];
+        \$1047 [479:448] = work[735:704];
+        \$1047 [511:480] = work[767:736];
+        \$1047 [543:512] = work[799:768];
+        \$1047 [575:544] = work[831:800];
+        \$1047 [607:576] = work[863:832];
+        \$1047 [639:608] = work[895:864];
+        \$1047 [671:640] = work[927:896];
+        \$1047 [703:672] = work[959:928];
+        \$1047 [735:704] = work[991:960];
+        \$1047 [767:736] = work[1023:992];
       end
     end
-    if (\$979 ) begin
-      \$999 [1024] = block_special;
-      \$999 [31:0] = gather_buf[31:0];
-      \$999 [63:32] = gather_buf[63:32];
-      \$999 [95:64] = gather_buf[95:64];
-      \$999 [127:96] = gather_buf[127:96];
-      \$999 [159:128] = gather_buf[159:128];
-      \$999 [191:160] = gather_buf[191:160];
-      \$999 [223:192] = gather_buf[223:192];
-      \$999 [255:224] = gather_buf[255:224];
-      \$999 [287:256] = gather_buf[287:256];
-      \$999 [319:288] = gather_buf[319:288];
-      \$999 [351:320] = gather_buf[351:320];
-      \$999 [383:352] = gather_buf[383:352];
-      \$999 [415:384] = gather_buf[415:384];
-      \$999 [447:416] = gather_buf[447:416];
-      \$999 [479:448] = gather_buf[479:448];
-      \$999 [511:480] = gather_buf[511:480];
-      \$999 [543:512] = gather_buf[543:512];
-      \$999 [575:544] = gather_buf[575:544];
-      \$999 [607:576] = gather_buf[607:576];
-      \$999 [639:608] = gather_buf[639:608];
-      \$999 [671:640] = gather_buf[671:640];
-      \$999 [703:672] = gather_buf[703:672];
-      \$999 [735:704] = gather_buf[735:704];
-      \$999 [767:736] = gather_buf[767:736];
-      \$999 [799:768] = beat__source__payload[31:0];
-      \$999 [831:800] = beat__source__payload[63:32];
-      \$999 [863:832] = beat__source__payload[95:64];
-      \$999 [895:864] = beat__source__payload[127:96];
-      \$999 [927:896] = beat__source__payload[159:128];
-      \$999 [959:928] = beat__source__payload[191:160];
-      \$999 [991:960] = beat__source__payload[223:192];
-      \$999 [1023:992] = beat__source__payload[255:224];
-      \$999 [1032:1025] = block_scale0;
-      \$999 [1056:1045] = { \$980 [10], \$980  };
-      \$999 [1044:1033] = { \$981 [8], \$981 [8], \$981 [8], \$981  };
-      \$999 [1068:1057] = \$983 ;
+    if (\$1027 ) begin
+      \$1047 [1024] = block_special;
+      \$1047 [31:0] = gather_buf[31:0];
+      \$1047 [63:32] = gather_buf[63:32];
+      \$1047 [95:64] = gather_buf[95:64];
+      \$1047 [127:96] = gather_buf[127:96];
+      \$1047 [159:128] = gather_buf[159:128];
+      \$1047 [191:160] = gather_buf[191:160];
+      \$1047 [223:192] = gather_buf[223:192];
+      \$1047 [255:224] = gather_buf[255:224];
+      \$1047 [287:256] = gather_buf[287:256];
+      \$1047 [319:288] = gather_buf[319:288];
+      \$1047 [351:320] = gather_buf[351:320];
+      \$1047 [383:352] = gather_buf[383:352];
+      \$1047 [415:384] = gather_buf[415:384];
+      \$1047 [447:416] = gather_buf[447:416];
+      \$1047 [479:448] = gather_buf[479:448];
+      \$1047 [511:480] = gather_buf[511:480];
+      \$1047 [543:512] = gather_buf[543:512];
+      \$1047 [575:544] = gather_buf[575:544];
+      \$1047 [607:576] = gather_buf[607:576];
+      \$1047 [639:608] = gather_buf[639:608];
+      \$1047 [671:640] = gather_buf[671:640];
+      \$1047 [703:672] = gather_buf[703:672];
+      \$1047 [735:704] = gather_buf[735:704];
+      \$1047 [767:736] = gather_buf[767:736];
+      \$1047 [799:768] = beat__source__payload[31:0];
+      \$1047 [831:800] = beat__source__payload[63:32];
+      \$1047 [863:832] = beat__source__payload[95:64];
+      \$1047 [895:864] = beat__source__payload[127:96];
+      \$1047 [927:896] = beat__source__payload[159:128];
+      \$1047 [959:928] = beat__source__payload[191:160];
+      \$1047 [991:960] = beat__source__payload[223:192];
+      \$1047 [1023:992] = beat__source__payload[255:224];
+      \$1047 [1032:1025] = block_scale0;
+      \$1047 [1056:1045] = { \$1028 [10], \$1028  };
+      \$1047 [1044:1033] = { \$1029 [8], \$1029 [8], \$1029 [8], \$1029  };
+      \$1047 [1068:1057] = \$1031 ;
     end
     if (rst) begin
-      \$999  = 1069'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$1047  = 1069'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1000  = align_s0_valid;
+    \$1048  = align_s0_valid;
     if (work_ready) begin
-      \$1000  = work_busy;
+      \$1048  = work_busy;
     end
     if (rst) begin
-      \$1000  = 1'h0;
+      \$1048  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1001  = align__source__payload;
-    if (\$984 ) begin
-      \$1001  = align_in;
+    \$1049  = align__source__payload;
+    if (\$1032 ) begin
+      \$1049  = align_in;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1002  = rounded_s0_valid;
+    \$1050  = rounded_s0_valid;
     if (align_s0_next_ready) begin
-      \$1002  = align_s0_valid;
+      \$1050  = align_s0_valid;
     end
     if (rst) begin
-      \$1002  = 1'h0;
+      \$1050  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1003  = rounded__source__payload;
-    if (\$985 ) begin
-      \$1003  = rounded_in;
+    \$1051  = rounded__source__payload;
+    if (\$1033 ) begin
+      \$1051  = rounded_in;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1004  = o__valid;
+    \$1052  = o__valid;
     if (out__sink__ready) begin
-      \$1004  = out__sink__valid;
+      \$1052  = out__sink__valid;
     end
     if (rst) begin
-      \$1004  = 1'h0;
+      \$1052  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1005  = o__payload;
-    if (\$986 ) begin
-      \$1005  = out__sink__payload;
+    \$1053  = o__payload;
+    if (\$1034 ) begin
+      \$1053  = out__sink__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$1006  = codes_held0;
-    if (\$989 ) begin
-      \$1006 [3:0] = codes_held0[35:32];
-      \$1006 [7:4] = codes_held0[39:36];
-      \$1006 [11:8] = codes_held0[43:40];
-      \$1006 [15:12] = codes_held0[47:44];
-      \$1006 [19:16] = codes_held0[51:48];
-      \$1006 [23:20] = codes_held0[55:52];
-      \$1006 [27:24] = codes_held0[59:56];
-      \$1006 [31:28] = codes_held0[63:60];
-      \$1006 [35:32] = codes_held0[67:64];
-      \$1006 [39:36] = codes_held0[71:68];
-      \$1006 [43:40] = codes_held0[75:72];
-      \$1006 [47:44] = codes_held0[79:76];
-      \$1006 [51:48] = codes_held0[83:80];
-      \$1006 [55:52] = codes_held0[87:84];
-      \$1006 [59:56] = codes_held0[91:88];
-      \$1006 [63:60] = codes_held0[95:92];
-      \$1006 [67:64] = rounded__source__payload[13:10];
-      \$1006 [71:68] = rounded__source__payload[17:14];
-      \$1006 [75:72] = rounded__source__payload[21:18];
-      \$1006 [79:76] = rounded__source__payload[25:22];
-      \$1006 [83:80] = rounded__source__payload[29:26];
-      \$1006 [87:84] = rounded__source__payload[33:30];
-      \$1006 [91:88] = rounded__source__payload[37:34];
-      \$1006 [95:92] = rounded__source__payload[41:38];
+    \$1054  = codes_held0;
+    if (\$1037 ) begin
+      \$1054 [3:0] = codes_held0[35:32];
+      \$1054 [7:4] = codes_held0[39:36];
+      \$1054 [11:8] = codes_held0[43:40];
+      \$1054 [15:12] = codes_held0[47:44];
+      \$1054 [19:16] = codes_held0[51:48];
+      \$1054 [23:20] = codes_held0[55:52];
+      \$1054 [27:24] = codes_held0[59:56];
+      \$1054 [31:28] = codes_held0[63:60];
+      \$1054 [35:32] = codes_held0[67:64];
+      \$1054 [39:36] = codes_held0[71:68];
+      \$1054 [43:40] = codes_held0[75:72];
+      \$1054 [47:44] = codes_held0[79:76];
+      \$1054 [51:48] = codes_held0[83:80];
+      \$1054 [55:52] = codes_held0[87:84];
+      \$1054 [59:56] = codes_held0[91:88];
+      \$1054 [63:60] = codes_held0[95:92];
+      \$1054 [67:64] = rounded__source__payload[13:10];
+      \$1054 [71:68] = rounded__source__payload[17:14];
+      \$1054 [75:72] = rounded__source__payload[21:18];
+      \$1054 [79:76] = rounded__source__payload[25:22];
+      \$1054 [83:80] = rounded__source__payload[29:26];
+      \$1054 [87:84] = rounded__source__payload[33:30];
+      \$1054 [91:88] = rounded__source__payload[37:34];
+      \$1054 [95:92] = rounded__source__payload[41:38];
     end
     if (rst) begin
-      \$1006  = 96'h000000000000000000000000;
+      \$1054  = 96'h000000000000000000000000;
     end
   end
   assign ocp_field0_ef = { 2'h0, beat_amax[30:23] };
@@ -3659,14 +3755,14 @@ module nxfp_encode_mxfp4_e2m1_l8_fp32_pf(i__valid, o__ready, clk, rst, i__ready,
   assign \gather_buf[21]  = gather_buf[703:672];
   assign \gather_buf[22]  = gather_buf[735:704];
   assign \gather_buf[23]  = gather_buf[767:736];
-  assign rounded_in[41:38] = \$958 ;
-  assign rounded_in[37:34] = \$955 ;
-  assign rounded_in[33:30] = \$952 ;
-  assign rounded_in[29:26] = \$949 ;
-  assign rounded_in[25:22] = \$946 ;
-  assign rounded_in[21:18] = \$943 ;
-  assign rounded_in[17:14] = \$940 ;
-  assign rounded_in[13:10] = \$937 ;
+  assign rounded_in[41:38] = \$1006 ;
+  assign rounded_in[37:34] = \$997 ;
+  assign rounded_in[33:30] = \$988 ;
+  assign rounded_in[29:26] = \$979 ;
+  assign rounded_in[25:22] = \$970 ;
+  assign rounded_in[21:18] = \$961 ;
+  assign rounded_in[17:14] = \$952 ;
+  assign rounded_in[13:10] = \$943 ;
   assign rounded_in[9] = align__source__payload[9];
   assign rounded_in[8] = align__source__payload[8];
   assign rounded_in[7:0] = align__source__payload[7:0];

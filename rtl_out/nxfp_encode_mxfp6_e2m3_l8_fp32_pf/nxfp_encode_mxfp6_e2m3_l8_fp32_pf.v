@@ -2493,94 +2493,174 @@ module nxfp_encode_mxfp6_e2m3_l8_fp32_pf(i__valid, o__ready, clk, rst, i__ready,
   wire \$3229 ;
   wire \$323 ;
   wire \$3230 ;
-  wire [255:0] \$3231 ;
-  wire [255:0] \$3232 ;
-  wire [5:0] \$3233 ;
-  wire [255:0] \$3234 ;
-  wire [255:0] \$3235 ;
-  wire [5:0] \$3236 ;
-  wire [255:0] \$3237 ;
-  wire [255:0] \$3238 ;
-  wire [5:0] \$3239 ;
+  wire \$3231 ;
+  wire \$3232 ;
+  wire \$3233 ;
+  wire \$3234 ;
+  wire \$3235 ;
+  wire \$3236 ;
+  wire \$3237 ;
+  wire \$3238 ;
+  wire \$3239 ;
   wire \$324 ;
-  wire [255:0] \$3240 ;
-  wire [255:0] \$3241 ;
-  wire [5:0] \$3242 ;
-  wire [255:0] \$3243 ;
-  wire [255:0] \$3244 ;
-  wire [5:0] \$3245 ;
-  wire [255:0] \$3246 ;
-  wire [255:0] \$3247 ;
-  wire [5:0] \$3248 ;
-  wire [255:0] \$3249 ;
+  wire \$3240 ;
+  wire \$3241 ;
+  wire \$3242 ;
+  wire [5:0] \$3243 ;
+  wire \$3244 ;
+  wire \$3245 ;
+  wire \$3246 ;
+  wire \$3247 ;
+  wire \$3248 ;
+  wire \$3249 ;
   wire \$325 ;
-  wire [255:0] \$3250 ;
-  wire [5:0] \$3251 ;
-  wire [255:0] \$3252 ;
-  wire [255:0] \$3253 ;
-  wire [5:0] \$3254 ;
+  wire \$3250 ;
+  wire \$3251 ;
+  wire \$3252 ;
+  wire \$3253 ;
+  wire \$3254 ;
   wire \$3255 ;
-  wire \$3256 ;
+  wire [5:0] \$3256 ;
   wire \$3257 ;
   wire \$3258 ;
   wire \$3259 ;
   wire \$326 ;
   wire \$3260 ;
-  wire [2:0] \$3261 ;
-  wire [2:0] \$3262 ;
+  wire \$3261 ;
+  wire \$3262 ;
   wire \$3263 ;
   wire \$3264 ;
   wire \$3265 ;
   wire \$3266 ;
   wire \$3267 ;
   wire \$3268 ;
-  wire \$3269 ;
+  wire [5:0] \$3269 ;
   wire \$327 ;
-  wire [2:0] \$3270 ;
-  wire [2:0] \$3271 ;
+  wire \$3270 ;
+  wire \$3271 ;
   wire \$3272 ;
   wire \$3273 ;
   wire \$3274 ;
   wire \$3275 ;
-  wire [10:0] \$3276 ;
-  wire [8:0] \$3277 ;
-  wire [10:0] \$3278 ;
-  wire [11:0] \$3279 ;
+  wire \$3276 ;
+  wire \$3277 ;
+  wire \$3278 ;
+  wire \$3279 ;
   wire \$328 ;
   wire \$3280 ;
   wire \$3281 ;
-  wire \$3282 ;
+  wire [5:0] \$3282 ;
   wire \$3283 ;
   wire \$3284 ;
   wire \$3285 ;
-  reg \$3286 ;
-  reg [272:0] \$3287 ;
-  reg [1:0] \$3288 ;
-  reg [7:0] \$3289 ;
+  wire \$3286 ;
+  wire \$3287 ;
+  wire \$3288 ;
+  wire \$3289 ;
   wire \$329 ;
-  reg \$3290 ;
-  reg [7:0] \$3291 ;
-  reg [767:0] \$3292 ;
-  reg [1:0] \$3293 ;
-  reg \$3294 ;
-  reg [1068:0] \$3295 ;
-  reg \$3296 ;
-  reg [89:0] \$3297 ;
-  reg \$3298 ;
-  reg [57:0] \$3299 ;
+  wire \$3290 ;
+  wire \$3291 ;
+  wire \$3292 ;
+  wire \$3293 ;
+  wire \$3294 ;
+  wire [5:0] \$3295 ;
+  wire \$3296 ;
+  wire \$3297 ;
+  wire \$3298 ;
+  wire \$3299 ;
   wire \$33 ;
   wire \$330 ;
-  reg \$3300 ;
-  reg [199:0] \$3301 ;
-  reg [143:0] \$3302 ;
+  wire \$3300 ;
+  wire \$3301 ;
+  wire \$3302 ;
+  wire \$3303 ;
+  wire \$3304 ;
+  wire \$3305 ;
+  wire \$3306 ;
+  wire \$3307 ;
+  wire [5:0] \$3308 ;
+  wire \$3309 ;
   wire \$331 ;
+  wire \$3310 ;
+  wire \$3311 ;
+  wire \$3312 ;
+  wire \$3313 ;
+  wire \$3314 ;
+  wire \$3315 ;
+  wire \$3316 ;
+  wire \$3317 ;
+  wire \$3318 ;
+  wire \$3319 ;
   wire \$332 ;
+  wire \$3320 ;
+  wire [5:0] \$3321 ;
+  wire \$3322 ;
+  wire \$3323 ;
+  wire \$3324 ;
+  wire \$3325 ;
+  wire \$3326 ;
+  wire \$3327 ;
+  wire \$3328 ;
+  wire \$3329 ;
   wire \$333 ;
+  wire \$3330 ;
+  wire \$3331 ;
+  wire \$3332 ;
+  wire \$3333 ;
+  wire [5:0] \$3334 ;
+  wire \$3335 ;
+  wire \$3336 ;
+  wire \$3337 ;
+  wire \$3338 ;
+  wire \$3339 ;
   wire \$334 ;
+  wire \$3340 ;
+  wire [2:0] \$3341 ;
+  wire [2:0] \$3342 ;
+  wire \$3343 ;
+  wire \$3344 ;
+  wire \$3345 ;
+  wire \$3346 ;
+  wire \$3347 ;
+  wire \$3348 ;
+  wire \$3349 ;
   wire \$335 ;
+  wire [2:0] \$3350 ;
+  wire [2:0] \$3351 ;
+  wire \$3352 ;
+  wire \$3353 ;
+  wire \$3354 ;
+  wire \$3355 ;
+  wire [10:0] \$3356 ;
+  wire [8:0] \$3357 ;
+  wire [10:0] \$3358 ;
+  wire [11:0] \$3359 ;
   wire \$336 ;
+  wire \$3360 ;
+  wire \$3361 ;
+  wire \$3362 ;
+  wire \$3363 ;
+  wire \$3364 ;
+  wire \$3365 ;
+  reg \$3366 ;
+  reg [272:0] \$3367 ;
+  reg [1:0] \$3368 ;
+  reg [7:0] \$3369 ;
   wire \$337 ;
+  reg \$3370 ;
+  reg [7:0] \$3371 ;
+  reg [767:0] \$3372 ;
+  reg [1:0] \$3373 ;
+  reg \$3374 ;
+  reg [1068:0] \$3375 ;
+  reg \$3376 ;
+  reg [89:0] \$3377 ;
+  reg \$3378 ;
+  reg [57:0] \$3379 ;
   wire \$338 ;
+  reg \$3380 ;
+  reg [199:0] \$3381 ;
+  reg [143:0] \$3382 ;
   wire \$339 ;
   wire \$34 ;
   wire \$340 ;
@@ -7238,99 +7318,179 @@ module nxfp_encode_mxfp6_e2m3_l8_fp32_pf(i__valid, o__ready, clk, rst, i__ready,
   assign \$3228  = ~ align__source__payload[81];
   assign \$3229  = \$3227  & \$3228 ;
   assign \$3230  = \$3226  | \$3229 ;
-  assign \$3231  = 254'h3f3e3d3c3b3a393837363534333231302f2e2d2c2b2a29282726252423222120 >> { \$675 , \$666 , 3'h0 };
-  assign \$3232  = 253'h1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100 >> { \$675 , \$666 , 3'h0 };
-  assign \$3233  = align__source__payload[10] ? \$3231 [5:0] : \$3232 [5:0];
-  assign \$3234  = 254'h3f3e3d3c3b3a393837363534333231302f2e2d2c2b2a29282726252423222120 >> { \$1040 , \$1031 , 3'h0 };
-  assign \$3235  = 253'h1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100 >> { \$1040 , \$1031 , 3'h0 };
-  assign \$3236  = align__source__payload[11] ? \$3234 [5:0] : \$3235 [5:0];
-  assign \$3237  = 254'h3f3e3d3c3b3a393837363534333231302f2e2d2c2b2a29282726252423222120 >> { \$1405 , \$1396 , 3'h0 };
-  assign \$3238  = 253'h1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100 >> { \$1405 , \$1396 , 3'h0 };
-  assign \$3239  = align__source__payload[12] ? \$3237 [5:0] : \$3238 [5:0];
-  assign \$3240  = 254'h3f3e3d3c3b3a393837363534333231302f2e2d2c2b2a29282726252423222120 >> { \$1770 , \$1761 , 3'h0 };
-  assign \$3241  = 253'h1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100 >> { \$1770 , \$1761 , 3'h0 };
-  assign \$3242  = align__source__payload[13] ? \$3240 [5:0] : \$3241 [5:0];
-  assign \$3243  = 254'h3f3e3d3c3b3a393837363534333231302f2e2d2c2b2a29282726252423222120 >> { \$2135 , \$2126 , 3'h0 };
-  assign \$3244  = 253'h1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100 >> { \$2135 , \$2126 , 3'h0 };
-  assign \$3245  = align__source__payload[14] ? \$3243 [5:0] : \$3244 [5:0];
-  assign \$3246  = 254'h3f3e3d3c3b3a393837363534333231302f2e2d2c2b2a29282726252423222120 >> { \$2500 , \$2491 , 3'h0 };
-  assign \$3247  = 253'h1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100 >> { \$2500 , \$2491 , 3'h0 };
-  assign \$3248  = align__source__payload[15] ? \$3246 [5:0] : \$3247 [5:0];
-  assign \$3249  = 254'h3f3e3d3c3b3a393837363534333231302f2e2d2c2b2a29282726252423222120 >> { \$2865 , \$2856 , 3'h0 };
-  assign \$3250  = 253'h1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100 >> { \$2865 , \$2856 , 3'h0 };
-  assign \$3251  = align__source__payload[16] ? \$3249 [5:0] : \$3250 [5:0];
-  assign \$3252  = 254'h3f3e3d3c3b3a393837363534333231302f2e2d2c2b2a29282726252423222120 >> { \$3230 , \$3221 , 3'h0 };
-  assign \$3253  = 253'h1f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100 >> { \$3230 , \$3221 , 3'h0 };
-  assign \$3254  = align__source__payload[17] ? \$3252 [5:0] : \$3253 [5:0];
-  assign \$3255  = ~ rounded_s0_valid;
-  assign align_s0_next_ready = \$3255  | rounded_s0_next_ready;
-  assign \$3256  = ~ o__valid;
-  assign out__sink__ready = \$3256  | o__ready;
+  assign \$3231  = 32'd2863311530 >> { \$675 , \$666  };
+  assign \$3232  = 32'd3435973836 >> { \$675 , \$666  };
+  assign \$3233  = 32'd4042322160 >> { \$675 , \$666  };
+  assign \$3234  = 32'd4278255360 >> { \$675 , \$666  };
+  assign \$3235  = 32'd4294901760 >> { \$675 , \$666  };
+  assign \$3236  = 32'd4294967295 >> { \$675 , \$666  };
+  assign \$3237  = 32'd2863311530 >> { \$675 , \$666  };
+  assign \$3238  = 32'd3435973836 >> { \$675 , \$666  };
+  assign \$3239  = 32'd4042322160 >> { \$675 , \$666  };
+  assign \$3240  = 32'd4278255360 >> { \$675 , \$666  };
+  assign \$3241  = 32'd4294901760 >> { \$675 , \$666  };
+  assign \$3242  = 1'h0 >> { \$675 , \$666  };
+  assign \$3243  = align__source__payload[10] ? { \$3236 , \$3235 , \$3234 , \$3233 , \$3232 , \$3231  } : { \$3242 , \$3241 , \$3240 , \$3239 , \$3238 , \$3237  };
+  assign \$3244  = 32'd2863311530 >> { \$1040 , \$1031  };
+  assign \$3245  = 32'd3435973836 >> { \$1040 , \$1031  };
+  assign \$3246  = 32'd4042322160 >> { \$1040 , \$1031  };
+  assign \$3247  = 32'd4278255360 >> { \$1040 , \$1031  };
+  assign \$3248  = 32'd4294901760 >> { \$1040 , \$1031  };
+  assign \$3249  = 32'd4294967295 >> { \$1040 , \$1031  };
+  assign \$3250  = 32'd2863311530 >> { \$1040 , \$1031  };
+  assign \$3251  = 32'd3435973836 >> { \$1040 , \$1031  };
+  assign \$3252  = 32'd4042322160 >> { \$1040 , \$1031  };
+  assign \$3253  = 32'd4278255360 >> { \$1040 , \$1031  };
+  assign \$3254  = 32'd4294901760 >> { \$1040 , \$1031  };
+  assign \$3255  = 1'h0 >> { \$1040 , \$1031  };
+  assign \$3256  = align__source__payload[11] ? { \$3249 , \$3248 , \$3247 , \$3246 , \$3245 , \$3244  } : { \$3255 , \$3254 , \$3253 , \$3252 , \$3251 , \$3250  };
+  assign \$3257  = 32'd2863311530 >> { \$1405 , \$1396  };
+  assign \$3258  = 32'd3435973836 >> { \$1405 , \$1396  };
+  assign \$3259  = 32'd4042322160 >> { \$1405 , \$1396  };
+  assign \$3260  = 32'd4278255360 >> { \$1405 , \$1396  };
+  assign \$3261  = 32'd4294901760 >> { \$1405 , \$1396  };
+  assign \$3262  = 32'd4294967295 >> { \$1405 , \$1396  };
+  assign \$3263  = 32'd2863311530 >> { \$1405 , \$1396  };
+  assign \$3264  = 32'd3435973836 >> { \$1405 , \$1396  };
+  assign \$3265  = 32'd4042322160 >> { \$1405 , \$1396  };
+  assign \$3266  = 32'd4278255360 >> { \$1405 , \$1396  };
+  assign \$3267  = 32'd4294901760 >> { \$1405 , \$1396  };
+  assign \$3268  = 1'h0 >> { \$1405 , \$1396  };
+  assign \$3269  = align__source__payload[12] ? { \$3262 , \$3261 , \$3260 , \$3259 , \$3258 , \$3257  } : { \$3268 , \$3267 , \$3266 , \$3265 , \$3264 , \$3263  };
+  assign \$3270  = 32'd2863311530 >> { \$1770 , \$1761  };
+  assign \$3271  = 32'd3435973836 >> { \$1770 , \$1761  };
+  assign \$3272  = 32'd4042322160 >> { \$1770 , \$1761  };
+  assign \$3273  = 32'd4278255360 >> { \$1770 , \$1761  };
+  assign \$3274  = 32'd4294901760 >> { \$1770 , \$1761  };
+  assign \$3275  = 32'd4294967295 >> { \$1770 , \$1761  };
+  assign \$3276  = 32'd2863311530 >> { \$1770 , \$1761  };
+  assign \$3277  = 32'd3435973836 >> { \$1770 , \$1761  };
+  assign \$3278  = 32'd4042322160 >> { \$1770 , \$1761  };
+  assign \$3279  = 32'd4278255360 >> { \$1770 , \$1761  };
+  assign \$3280  = 32'd4294901760 >> { \$1770 , \$1761  };
+  assign \$3281  = 1'h0 >> { \$1770 , \$1761  };
+  assign \$3282  = align__source__payload[13] ? { \$3275 , \$3274 , \$3273 , \$3272 , \$3271 , \$3270  } : { \$3281 , \$3280 , \$3279 , \$3278 , \$3277 , \$3276  };
+  assign \$3283  = 32'd2863311530 >> { \$2135 , \$2126  };
+  assign \$3284  = 32'd3435973836 >> { \$2135 , \$2126  };
+  assign \$3285  = 32'd4042322160 >> { \$2135 , \$2126  };
+  assign \$3286  = 32'd4278255360 >> { \$2135 , \$2126  };
+  assign \$3287  = 32'd4294901760 >> { \$2135 , \$2126  };
+  assign \$3288  = 32'd4294967295 >> { \$2135 , \$2126  };
+  assign \$3289  = 32'd2863311530 >> { \$2135 , \$2126  };
+  assign \$3290  = 32'd3435973836 >> { \$2135 , \$2126  };
+  assign \$3291  = 32'd4042322160 >> { \$2135 , \$2126  };
+  assign \$3292  = 32'd4278255360 >> { \$2135 , \$2126  };
+  assign \$3293  = 32'd4294901760 >> { \$2135 , \$2126  };
+  assign \$3294  = 1'h0 >> { \$2135 , \$2126  };
+  assign \$3295  = align__source__payload[14] ? { \$3288 , \$3287 , \$3286 , \$3285 , \$3284 , \$3283  } : { \$3294 , \$3293 , \$3292 , \$3291 , \$3290 , \$3289  };
+  assign \$3296  = 32'd2863311530 >> { \$2500 , \$2491  };
+  assign \$3297  = 32'd3435973836 >> { \$2500 , \$2491  };
+  assign \$3298  = 32'd4042322160 >> { \$2500 , \$2491  };
+  assign \$3299  = 32'd4278255360 >> { \$2500 , \$2491  };
+  assign \$3300  = 32'd4294901760 >> { \$2500 , \$2491  };
+  assign \$3301  = 32'd4294967295 >> { \$2500 , \$2491  };
+  assign \$3302  = 32'd2863311530 >> { \$2500 , \$2491  };
+  assign \$3303  = 32'd3435973836 >> { \$2500 , \$2491  };
+  assign \$3304  = 32'd4042322160 >> { \$2500 , \$2491  };
+  assign \$3305  = 32'd4278255360 >> { \$2500 , \$2491  };
+  assign \$3306  = 32'd4294901760 >> { \$2500 , \$2491  };
+  assign \$3307  = 1'h0 >> { \$2500 , \$2491  };
+  assign \$3308  = align__source__payload[15] ? { \$3301 , \$3300 , \$3299 , \$3298 , \$3297 , \$3296  } : { \$3307 , \$3306 , \$3305 , \$3304 , \$3303 , \$3302  };
+  assign \$3309  = 32'd2863311530 >> { \$2865 , \$2856  };
+  assign \$3310  = 32'd3435973836 >> { \$2865 , \$2856  };
+  assign \$3311  = 32'd4042322160 >> { \$2865 , \$2856  };
+  assign \$3312  = 32'd4278255360 >> { \$2865 , \$2856  };
+  assign \$3313  = 32'd4294901760 >> { \$2865 , \$2856  };
+  assign \$3314  = 32'd4294967295 >> { \$2865 , \$2856  };
+  assign \$3315  = 32'd2863311530 >> { \$2865 , \$2856  };
+  assign \$3316  = 32'd3435973836 >> { \$2865 , \$2856  };
+  assign \$3317  = 32'd4042322160 >> { \$2865 , \$2856  };
+  assign \$3318  = 32'd4278255360 >> { \$2865 , \$2856  };
+  assign \$3319  = 32'd4294901760 >> { \$2865 , \$2856  };
+  assign \$3320  = 1'h0 >> { \$2865 , \$2856  };
+  assign \$3321  = align__source__payload[16] ? { \$3314 , \$3313 , \$3312 , \$3311 , \$3310 , \$3309  } : { \$3320 , \$3319 , \$3318 , \$3317 , \$3316 , \$3315  };
+  assign \$3322  = 32'd2863311530 >> { \$3230 , \$3221  };
+  assign \$3323  = 32'd3435973836 >> { \$3230 , \$3221  };
+  assign \$3324  = 32'd4042322160 >> { \$3230 , \$3221  };
+  assign \$3325  = 32'd4278255360 >> { \$3230 , \$3221  };
+  assign \$3326  = 32'd4294901760 >> { \$3230 , \$3221  };
+  assign \$3327  = 32'd4294967295 >> { \$3230 , \$3221  };
+  assign \$3328  = 32'd2863311530 >> { \$3230 , \$3221  };
+  assign \$3329  = 32'd3435973836 >> { \$3230 , \$3221  };
+  assign \$3330  = 32'd4042322160 >> { \$3230 , \$3221  };
+  assign \$3331  = 32'd4278255360 >> { \$3230 , \$3221  };
+  assign \$3332  = 32'd4294901760 >> { \$3230 , \$3221  };
+  assign \$3333  = 1'h0 >> { \$3230 , \$3221  };
+  assign \$3334  = align__source__payload[17] ? { \$3327 , \$3326 , \$3325 , \$3324 , \$3323 , \$3322  } : { \$3333 , \$3332 , \$3331 , \$3330 , \$3329 , \$3328  };
+  assign \$3335  = ~ rounded_s0_valid;
+  assign align_s0_next_ready = \$3335  | rounded_s0_next_ready;
+  assign \$3336  = ~ o__valid;
+  assign out__sink__ready = \$3336  | o__ready;
   assign out__sink__valid = rounded_s0_valid & rounded__source__payload[9];
-  assign \$3257  = ~ rounded__source__payload[9];
-  assign rounded_s0_next_ready = \$3257  | out__sink__ready;
-  assign \$3258  = i__valid & i__ready;
-  assign \$3259  = beat_s0_valid & beat_s0_next_ready;
-  assign \$3260  = gather_count == 2'h3;
-  assign \$3261  = gather_count + 1'h1;
-  assign \$3262  = \$3260  ? 3'h0 : \$3261 ;
-  assign \$3263  = gather_count == 2'h3;
-  assign \$3264  = ~ \$3263 ;
-  assign \$3265  = ! gather_count;
-  assign \$3266  = gather_count == 1'h1;
-  assign \$3267  = gather_count == 2'h2;
-  assign \$3268  = work_busy & work_ready;
-  assign \$3269  = work_slice == 2'h3;
-  assign \$3270  = work_slice + 1'h1;
-  assign \$3271  = \$3269  ? 3'h0 : \$3270 ;
-  assign \$3272  = work_slice == 2'h3;
-  assign \$3273  = gather_count == 2'h3;
-  assign \$3274  = beat_s0_valid & \$3273 ;
-  assign \$3275  = \$3274  & block_ready;
-  assign \$3276  = $signed(5'h09) - $signed(ef_top);
-  assign \$3277  = 3'h5 - block_scale0;
-  assign \$3278  = $signed({ 1'h0, block_scale0 }) - $signed(ef_top);
-  assign \$3279  = $signed(\$3278 ) + $signed(5'h0c);
-  assign \$3280  = work_busy & work_ready;
-  assign \$3281  = align_s0_valid & align_s0_next_ready;
-  assign \$3282  = out__sink__valid & out__sink__ready;
-  assign \$3283  = rounded_s0_valid & rounded_s0_next_ready;
-  assign \$3284  = ~ rounded__source__payload[9];
-  assign \$3285  = \$3283  & \$3284 ;
+  assign \$3337  = ~ rounded__source__payload[9];
+  assign rounded_s0_next_ready = \$3337  | out__sink__ready;
+  assign \$3338  = i__valid & i__ready;
+  assign \$3339  = beat_s0_valid & beat_s0_next_ready;
+  assign \$3340  = gather_count == 2'h3;
+  assign \$3341  = gather_count + 1'h1;
+  assign \$3342  = \$3340  ? 3'h0 : \$3341 ;
+  assign \$3343  = gather_count == 2'h3;
+  assign \$3344  = ~ \$3343 ;
+  assign \$3345  = ! gather_count;
+  assign \$3346  = gather_count == 1'h1;
+  assign \$3347  = gather_count == 2'h2;
+  assign \$3348  = work_busy & work_ready;
+  assign \$3349  = work_slice == 2'h3;
+  assign \$3350  = work_slice + 1'h1;
+  assign \$3351  = \$3349  ? 3'h0 : \$3350 ;
+  assign \$3352  = work_slice == 2'h3;
+  assign \$3353  = gather_count == 2'h3;
+  assign \$3354  = beat_s0_valid & \$3353 ;
+  assign \$3355  = \$3354  & block_ready;
+  assign \$3356  = $signed(5'h09) - $signed(ef_top);
+  assign \$3357  = 3'h5 - block_scale0;
+  assign \$3358  = $signed({ 1'h0, block_scale0 }) - $signed(ef_top);
+  assign \$3359  = $signed(\$3358 ) + $signed(5'h0c);
+  assign \$3360  = work_busy & work_ready;
+  assign \$3361  = align_s0_valid & align_s0_next_ready;
+  assign \$3362  = out__sink__valid & out__sink__ready;
+  assign \$3363  = rounded_s0_valid & rounded_s0_next_ready;
+  assign \$3364  = ~ rounded__source__payload[9];
+  assign \$3365  = \$3363  & \$3364 ;
   always @(posedge clk)
-    beat_s0_valid <= \$3286 ;
+    beat_s0_valid <= \$3366 ;
   always @(posedge clk)
-    beat__source__payload <= \$3287 ;
+    beat__source__payload <= \$3367 ;
   always @(posedge clk)
-    gather_count <= \$3288 ;
+    gather_count <= \$3368 ;
   always @(posedge clk)
-    gather_ef <= \$3289 ;
+    gather_ef <= \$3369 ;
   always @(posedge clk)
-    gather_special <= \$3290 ;
+    gather_special <= \$3370 ;
   always @(posedge clk)
-    gather_scale0 <= \$3291 ;
+    gather_scale0 <= \$3371 ;
   always @(posedge clk)
-    gather_buf <= \$3292 ;
+    gather_buf <= \$3372 ;
   always @(posedge clk)
-    work_slice <= \$3293 ;
+    work_slice <= \$3373 ;
   always @(posedge clk)
-    work_busy <= \$3294 ;
+    work_busy <= \$3374 ;
   always @(posedge clk)
-    work <= \$3295 ;
+    work <= \$3375 ;
   always @(posedge clk)
-    align_s0_valid <= \$3296 ;
+    align_s0_valid <= \$3376 ;
   always @(posedge clk)
-    align__source__payload <= \$3297 ;
+    align__source__payload <= \$3377 ;
   always @(posedge clk)
-    rounded_s0_valid <= \$3298 ;
+    rounded_s0_valid <= \$3378 ;
   always @(posedge clk)
-    rounded__source__payload <= \$3299 ;
+    rounded__source__payload <= \$3379 ;
   always @(posedge clk)
-    o__valid <= \$3300 ;
+    o__valid <= \$3380 ;
   always @(posedge clk)
-    o__payload <= \$3301 ;
+    o__payload <= \$3381 ;
   always @(posedge clk)
-    codes_held0 <= \$3302 ;
+    codes_held0 <= \$3382 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     ef_top = 10'h000;
@@ -7351,294 +7511,294 @@ module nxfp_encode_mxfp6_e2m3_l8_fp32_pf(i__valid, o__ready, clk, rst, i__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$3286  = beat_s0_valid;
+    \$3366  = beat_s0_valid;
     if (i__ready) begin
-      \$3286  = i__valid;
+      \$3366  = i__valid;
     end
     if (rst) begin
-      \$3286  = 1'h0;
+      \$3366  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$3287  = beat__source__payload;
-    if (\$3258 ) begin
-      \$3287  = beat_in;
+    \$3367  = beat__source__payload;
+    if (\$3338 ) begin
+      \$3367  = beat_in;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$3288  = gather_count;
-    if (\$3259 ) begin
-      \$3288  = \$3262 [1:0];
+    \$3368  = gather_count;
+    if (\$3339 ) begin
+      \$3368  = \$3342 [1:0];
     end
     if (rst) begin
-      \$3288  = 2'h0;
+      \$3368  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$3289  = gather_ef;
-    if (\$3259 ) begin
-      if (\$3264 ) begin
-        \$3289  = block_ef;
+    \$3369  = gather_ef;
+    if (\$3339 ) begin
+      if (\$3344 ) begin
+        \$3369  = block_ef;
       end
     end
     if (rst) begin
-      \$3289  = 8'h00;
+      \$3369  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$3290  = gather_special;
-    if (\$3259 ) begin
-      if (\$3264 ) begin
-        \$3290  = block_special;
+    \$3370  = gather_special;
+    if (\$3339 ) begin
+      if (\$3344 ) begin
+        \$3370  = block_special;
       end
     end
     if (rst) begin
-      \$3290  = 1'h0;
+      \$3370  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$3291  = gather_scale0;
-    if (\$3259 ) begin
-      if (\$3264 ) begin
-        \$3291  = block_scale0;
+    \$3371  = gather_scale0;
+    if (\$3339 ) begin
+      if (\$3344 ) begin
+        \$3371  = block_scale0;
       end
     end
     if (rst) begin
-      \$3291  = 8'h00;
+      \$3371  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$3292  = gather_buf;
-    if (\$3259 ) begin
-      if (\$3264 ) begin
-        if (\$3265 ) begin
-          \$3292 [31:0] = beat__source__payload[31:0];
-          \$3292 [63:32] = beat__source__payload[63:32];
-          \$3292 [95:64] = beat__source__payload[95:64];
-          \$3292 [127:96] = beat__source__payload[127:96];
-          \$3292 [159:128] = beat__source__payload[159:128];
-          \$3292 [191:160] = beat__source__payload[191:160];
-          \$3292 [223:192] = beat__source__payload[223:192];
-          \$3292 [255:224] = beat__source__payload[255:224];
+    \$3372  = gather_buf;
+    if (\$3339 ) begin
+      if (\$3344 ) begin
+        if (\$3345 ) begin
+          \$3372 [31:0] = beat__source__payload[31:0];
+          \$3372 [63:32] = beat__source__payload[63:32];
+          \$3372 [95:64] = beat__source__payload[95:64];
+          \$3372 [127:96] = beat__source__payload[127:96];
+          \$3372 [159:128] = beat__source__payload[159:128];
+          \$3372 [191:160] = beat__source__payload[191:160];
+          \$3372 [223:192] = beat__source__payload[223:192];
+          \$3372 [255:224] = beat__source__payload[255:224];
         end
-        if (\$3266 ) begin
-          \$3292 [287:256] = beat__source__payload[31:0];
-          \$3292 [319:288] = beat__source__payload[63:32];
-          \$3292 [351:320] = beat__source__payload[95:64];
-          \$3292 [383:352] = beat__source__payload[127:96];
-          \$3292 [415:384] = beat__source__payload[159:128];
-          \$3292 [447:416] = beat__source__payload[191:160];
-          \$3292 [479:448] = beat__source__payload[223:192];
-          \$3292 [511:480] = beat__source__payload[255:224];
+        if (\$3346 ) begin
+          \$3372 [287:256] = beat__source__payload[31:0];
+          \$3372 [319:288] = beat__source__payload[63:32];
+          \$3372 [351:320] = beat__source__payload[95:64];
+          \$3372 [383:352] = beat__source__payload[127:96];
+          \$3372 [415:384] = beat__source__payload[159:128];
+          \$3372 [447:416] = beat__source__payload[191:160];
+          \$3372 [479:448] = beat__source__payload[223:192];
+          \$3372 [511:480] = beat__source__payload[255:224];
         end
-        if (\$3267 ) begin
-          \$3292 [543:512] = beat__source__payload[31:0];
-          \$3292 [575:544] = beat__source__payload[63:32];
-          \$3292 [607:576] = beat__source__payload[95:64];
-          \$3292 [639:608] = beat__source__payload[127:96];
-          \$3292 [671:640] = beat__source__payload[159:128];
-          \$3292 [703:672] = beat__source__payload[191:160];
-          \$3292 [735:704] = beat__source__payload[223:192];
-          \$3292 [767:736] = beat__source__payload[255:224];
+        if (\$3347 ) begin
+          \$3372 [543:512] = beat__source__payload[31:0];
+          \$3372 [575:544] = beat__source__payload[63:32];
+          \$3372 [607:576] = beat__source__payload[95:64];
+          \$3372 [639:608] = beat__source__payload[127:96];
+          \$3372 [671:640] = beat__source__payload[159:128];
+          \$3372 [703:672] = beat__source__payload[191:160];
+          \$3372 [735:704] = beat__source__payload[223:192];
+          \$3372 [767:736] = beat__source__payload[255:224];
         end
       end
     end
     if (rst) begin
-      \$3292  = 768'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$3372  = 768'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$3293  = work_slice;
-    if (\$3268 ) begin
-      \$3293  = \$3271 [1:0];
+    \$3373  = work_slice;
+    if (\$3348 ) begin
+      \$3373  = \$3351 [1:0];
     end
-    if (\$3275 ) begin
-      \$3293  = 2'h0;
+    if (\$3355 ) begin
+      \$3373  = 2'h0;
     end
     if (rst) begin
-      \$3293  = 2'h0;
+      \$3373  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$3294  = work_busy;
-    if (\$3268 ) begin
-      if (\$3272 ) begin
-        \$3294  = 1'h0;
+    \$3374  = work_busy;
+    if (\$3348 ) begin
+      if (\$3352 ) begin
+        \$3374  = 1'h0;
       end
     end
-    if (\$3275 ) begin
-      \$3294  = 1'h1;
+    if (\$3355 ) begin
+      \$3374  = 1'h1;
     end
     if (rst) begin
-      \$3294  = 1'h0;
+      \$3374  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$3295  = work;
-    if (\$3268 ) begin
+    \$3375  = work;
+    if (\$3348 ) begin
       (* full_case = 32'd1 *)
-      if (\$3272 ) begin
+      if (\$3352 ) begin
       end else begin
-        \$3295 [31:0] = work[287:256];
-        \$3295 [63:32] = work[319:288];
-        \$3295 [95:64] = work[351:320];
-        \$3295 [127:96] = work[383:352];
-        \$3295 [159:128] = work[415:384];
-        \$3295 [191:160] = work[447:416];
-        \$3295 [223:192] = work[479:448];
-        \$3295 [255:224] = work[511:480];
-        \$3295 [287:256] = work[543:512];
-        \$3295 [319:288] = work[575:544];
-        \$3295 [351:320] = work[607:576];
-        \$3295 [383:352] = work[639:608];
-        \$3295 [415:384] = work[671:640];
-        \$3295 [447:416] = work[703:672];
-        \$3295 [479:448] = work[735:704];
-        \$3295 [511:480] = work[767:736];
-        \$3295 [543:512] = work[799:768];
-        \$3295 [575:544] = work[831:800];
-        \$3295 [607:576] = work[863:832];
-        \$3295 [639:608] = work[895:864];
-        \$3295 [671:640] = work[927:896];
-        \$3295 [703:672] = work[959:928];
-        \$3295 [735:704] = work[991:960];
-        \$3295 [767:736] = work[1023:992];
+        \$3375 [31:0] = work[287:256];
+        \$3375 [63:32] = work[319:288];
+        \$3375 [95:64] = work[351:320];
+        \$3375 [127:96] = work[383:352];
+        \$3375 [159:128] = work[415:384];
+        \$3375 [191:160] = work[447:416];
+        \$3375 [223:192] = work[479:448];
+        \$3375 [255:224] = work[511:480];
+        \$3375 [287:256] = work[543:512];
+        \$3375 [319:288] = work[575:544];
+        \$3375 [351:320] = work[607:576];
+        \$3375 [383:352] = work[639:608];
+        \$3375 [415:384] = work[671:640];
+        \$3375 [447:416] = work[703:672];
+        \$3375 [479:448] = work[735:704];
+        \$3375 [511:480] = work[767:736];
+        \$3375 [543:512] = work[799:768];
+        \$3375 [575:544] = work[831:800];
+        \$3375 [607:576] = work[863:832];
+        \$3375 [639:608] = work[895:864];
+        \$3375 [671:640] = work[927:896];
+        \$3375 [703:672] = work[959:928];
+        \$3375 [735:704] = work[991:960];
+        \$3375 [767:736] = work[1023:992];
       end
     end
-    if (\$3275 ) begin
-      \$3295 [1024] = block_special;
-      \$3295 [31:0] = gather_buf[31:0];
-      \$3295 [63:32] = gather_buf[63:32];
-      \$3295 [95:64] = gather_buf[95:64];
-      \$3295 [127:96] = gather_buf[127:96];
-      \$3295 [159:128] = gather_buf[159:128];
-      \$3295 [191:160] = gather_buf[191:160];
-      \$3295 [223:192] = gather_buf[223:192];
-      \$3295 [255:224] = gather_buf[255:224];
-      \$3295 [287:256] = gather_buf[287:256];
-      \$3295 [319:288] = gather_buf[319:288];
-      \$3295 [351:320] = gather_buf[351:320];
-      \$3295 [383:352] = gather_buf[383:352];
-      \$3295 [415:384] = gather_buf[415:384];
-      \$3295 [447:416] = gather_buf[447:416];
-      \$3295 [479:448] = gather_buf[479:448];
-      \$3295 [511:480] = gather_buf[511:480];
-      \$3295 [543:512] = gather_buf[543:512];
-      \$3295 [575:544] = gather_buf[575:544];
-      \$3295 [607:576] = gather_buf[607:576];
-      \$3295 [639:608] = gather_buf[639:608];
-      \$3295 [671:640] = gather_buf[671:640];
-      \$3295 [703:672] = gather_buf[703:672];
-      \$3295 [735:704] = gather_buf[735:704];
-      \$3295 [767:736] = gather_buf[767:736];
-      \$3295 [799:768] = beat__source__payload[31:0];
-      \$3295 [831:800] = beat__source__payload[63:32];
-      \$3295 [863:832] = beat__source__payload[95:64];
-      \$3295 [895:864] = beat__source__payload[127:96];
-      \$3295 [927:896] = beat__source__payload[159:128];
-      \$3295 [959:928] = beat__source__payload[191:160];
-      \$3295 [991:960] = beat__source__payload[223:192];
-      \$3295 [1023:992] = beat__source__payload[255:224];
-      \$3295 [1032:1025] = block_scale0;
-      \$3295 [1056:1045] = { \$3276 [10], \$3276  };
-      \$3295 [1044:1033] = { \$3277 [8], \$3277 [8], \$3277 [8], \$3277  };
-      \$3295 [1068:1057] = \$3279 ;
+    if (\$3355 ) begin
+      \$3375 [1024] = block_special;
+      \$3375 [31:0] = gather_buf[31:0];
+      \$3375 [63:32] = gather_buf[63:32];
+      \$3375 [95:64] = gather_buf[95:64];
+      \$3375 [127:96] = gather_buf[127:96];
+      \$3375 [159:128] = gather_buf[159:128];
+      \$3375 [191:160] = gather_buf[191:160];
+      \$3375 [223:192] = gather_buf[223:192];
+      \$3375 [255:224] = gather_buf[255:224];
+      \$3375 [287:256] = gather_buf[287:256];
+      \$3375 [319:288] = gather_buf[319:288];
+      \$3375 [351:320] = gather_buf[351:320];
+      \$3375 [383:352] = gather_buf[383:352];
+      \$3375 [415:384] = gather_buf[415:384];
+      \$3375 [447:416] = gather_buf[447:416];
+      \$3375 [479:448] = gather_buf[479:448];
+      \$3375 [511:480] = gather_buf[511:480];
+      \$3375 [543:512] = gather_buf[543:512];
+      \$3375 [575:544] = gather_buf[575:544];
+      \$3375 [607:576] = gather_buf[607:576];
+      \$3375 [639:608] = gather_buf[639:608];
+      \$3375 [671:640] = gather_buf[671:640];
+      \$3375 [703:672] = gather_buf[703:672];
+      \$3375 [735:704] = gather_buf[735:704];
+      \$3375 [767:736] = gather_buf[767:736];
+      \$3375 [799:768] = beat__source__payload[31:0];
+      \$3375 [831:800] = beat__source__payload[63:32];
+      \$3375 [863:832] = beat__source__payload[95:64];
+      \$3375 [895:864] = beat__source__payload[127:96];
+      \$3375 [927:896] = beat__source__payload[159:128];
+      \$3375 [959:928] = beat__source__payload[191:160];
+      \$3375 [991:960] = beat__source__payload[223:192];
+      \$3375 [1023:992] = beat__source__payload[255:224];
+      \$3375 [1032:1025] = block_scale0;
+      \$3375 [1056:1045] = { \$3356 [10], \$3356  };
+      \$3375 [1044:1033] = { \$3357 [8], \$3357 [8], \$3357 [8], \$3357  };
+      \$3375 [1068:1057] = \$3359 ;
     end
     if (rst) begin
-      \$3295  = 1069'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$3375  = 1069'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$3296  = align_s0_valid;
+    \$3376  = align_s0_valid;
     if (work_ready) begin
-      \$3296  = work_busy;
+      \$3376  = work_busy;
     end
     if (rst) begin
-      \$3296  = 1'h0;
+      \$3376  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$3297  = align__source__payload;
-    if (\$3280 ) begin
-      \$3297  = align_in;
+    \$3377  = align__source__payload;
+    if (\$3360 ) begin
+      \$3377  = align_in;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$3298  = rounded_s0_valid;
+    \$3378  = rounded_s0_valid;
     if (align_s0_next_ready) begin
-      \$3298  = align_s0_valid;
+      \$3378  = align_s0_valid;
     end
     if (rst) begin
-      \$3298  = 1'h0;
+      \$3378  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$3299  = rounded__source__payload;
-    if (\$3281 ) begin
-      \$3299  = rounded_in;
+    \$3379  = rounded__source__payload;
+    if (\$3361 ) begin
+      \$3379  = rounded_in;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$3300  = o__valid;
+    \$3380  = o__valid;
     if (out__sink__ready) begin
-      \$3300  = out__sink__valid;
+      \$3380  = out__sink__valid;
     end
     if (rst) begin
-      \$3300  = 1'h0;
+      \$3380  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$3301  = o__payload;
-    if (\$3282 ) begin
-      \$3301  = out__sink__payload;
+    \$3381  = o__payload;
+    if (\$3362 ) begin
+      \$3381  = out__sink__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$3302  = codes_held0;
-    if (\$3285 ) begin
-      \$3302 [5:0] = codes_held0[53:48];
-      \$3302 [11:6] = codes_held0[59:54];
-      \$3302 [17:12] = codes_held0[65:60];
-      \$3302 [23:18] = codes_held0[71:66];
-      \$3302 [29:24] = codes_held0[77:72];
-      \$3302 [35:30] = codes_held0[83:78];
-      \$3302 [41:36] = codes_held0[89:84];
-      \$3302 [47:42] = codes_held0[95:90];
-      \$3302 [53:48] = codes_held0[101:96];
-      \$3302 [59:54] = codes_held0[107:102];
-      \$3302 [65:60] = codes_held0[113:108];
-      \$3302 [71:66] = codes_held0[119:114];
-      \$3302 [77:72] = codes_held0[125:120];
-      \$3302 [83:78] = codes_held0[131:126];
-      \$3302 [89:84] = codes_held0[137:132];
-      \$3302 [95:90] = codes_held0[143:138];
-      \$3302 [101:96] = rounded__source__payload[15:10];
-      \$3302 [107:102] = rounded__source__payload[21:16];
-      \$3302 [113:108] = rounded__source__payload[27:22];
-      \$3302 [119:114] = rounded__source__payload[33:28];
-      \$3302 [125:120] = rounded__source__payload[39:34];
-      \$3302 [131:126] = rounded__source__payload[45:40];
-      \$3302 [137:132] = rounded__source__payload[51:46];
-      \$3302 [143:138] = rounded__source__payload[57:52];
+    \$3382  = codes_held0;
+    if (\$3365 ) begin
+      \$3382 [5:0] = codes_held0[53:48];
+      \$3382 [11:6] = codes_held0[59:54];
+      \$3382 [17:12] = codes_held0[65:60];
+      \$3382 [23:18] = codes_held0[71:66];
+      \$3382 [29:24] = codes_held0[77:72];
+      \$3382 [35:30] = codes_held0[83:78];
+      \$3382 [41:36] = codes_held0[89:84];
+      \$3382 [47:42] = codes_held0[95:90];
+      \$3382 [53:48] = codes_held0[101:96];
+      \$3382 [59:54] = codes_held0[107:102];
+      \$3382 [65:60] = codes_held0[113:108];
+      \$3382 [71:66] = codes_held0[119:114];
+      \$3382 [77:72] = codes_held0[125:120];
+      \$3382 [83:78] = codes_held0[131:126];
+      \$3382 [89:84] = codes_held0[137:132];
+      \$3382 [95:90] = codes_held0[143:138];
+      \$3382 [101:96] = rounded__source__payload[15:10];
+      \$3382 [107:102] = rounded__source__payload[21:16];
+      \$3382 [113:108] = rounded__source__payload[27:22];
+      \$3382 [119:114] = rounded__source__payload[33:28];
+      \$3382 [125:120] = rounded__source__payload[39:34];
+      \$3382 [131:126] = rounded__source__payload[45:40];
+      \$3382 [137:132] = rounded__source__payload[51:46];
+      \$3382 [143:138] = rounded__source__payload[57:52];
     end
     if (rst) begin
-      \$3302  = 144'h000000000000000000000000000000000000;
+      \$3382  = 144'h000000000000000000000000000000000000;
     end
   end
   assign ocp_field0_ef = { 2'h0, beat_amax[30:23] };
@@ -8251,14 +8411,14 @@ module nxfp_encode_mxfp6_e2m3_l8_fp32_pf(i__valid, o__ready, clk, rst, i__ready,
   assign \gather_buf[21]  = gather_buf[703:672];
   assign \gather_buf[22]  = gather_buf[735:704];
   assign \gather_buf[23]  = gather_buf[767:736];
-  assign rounded_in[57:52] = \$3254 ;
-  assign rounded_in[51:46] = \$3251 ;
-  assign rounded_in[45:40] = \$3248 ;
-  assign rounded_in[39:34] = \$3245 ;
-  assign rounded_in[33:28] = \$3242 ;
-  assign rounded_in[27:22] = \$3239 ;
-  assign rounded_in[21:16] = \$3236 ;
-  assign rounded_in[15:10] = \$3233 ;
+  assign rounded_in[57:52] = \$3334 ;
+  assign rounded_in[51:46] = \$3321 ;
+  assign rounded_in[45:40] = \$3308 ;
+  assign rounded_in[39:34] = \$3295 ;
+  assign rounded_in[33:28] = \$3282 ;
+  assign rounded_in[27:22] = \$3269 ;
+  assign rounded_in[21:16] = \$3256 ;
+  assign rounded_in[15:10] = \$3243 ;
   assign rounded_in[9] = align__source__payload[9];
   assign rounded_in[8] = align__source__payload[8];
   assign rounded_in[7:0] = align__source__payload[7:0];

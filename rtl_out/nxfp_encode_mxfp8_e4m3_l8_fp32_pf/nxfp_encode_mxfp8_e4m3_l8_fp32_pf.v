@@ -2698,32 +2698,32 @@ module nxfp_encode_mxfp8_e4m3_l8_fp32_pf(i__valid, o__ready, clk, rst, i__ready,
   wire \$12412 ;
   wire \$12413 ;
   wire \$12414 ;
-  wire [1023:0] \$12415 ;
-  wire [1023:0] \$12416 ;
-  wire [7:0] \$12417 ;
-  wire [1023:0] \$12418 ;
-  wire [1023:0] \$12419 ;
+  wire \$12415 ;
+  wire \$12416 ;
+  wire \$12417 ;
+  wire \$12418 ;
+  wire \$12419 ;
   wire \$1242 ;
-  wire [7:0] \$12420 ;
-  wire [1023:0] \$12421 ;
-  wire [1023:0] \$12422 ;
-  wire [7:0] \$12423 ;
-  wire [1023:0] \$12424 ;
-  wire [1023:0] \$12425 ;
-  wire [7:0] \$12426 ;
-  wire [1023:0] \$12427 ;
-  wire [1023:0] \$12428 ;
-  wire [7:0] \$12429 ;
+  wire \$12420 ;
+  wire \$12421 ;
+  wire \$12422 ;
+  wire \$12423 ;
+  wire \$12424 ;
+  wire \$12425 ;
+  wire \$12426 ;
+  wire \$12427 ;
+  wire \$12428 ;
+  wire \$12429 ;
   wire [1:0] \$1243 ;
-  wire [1023:0] \$12430 ;
-  wire [1023:0] \$12431 ;
-  wire [7:0] \$12432 ;
-  wire [1023:0] \$12433 ;
-  wire [1023:0] \$12434 ;
-  wire [7:0] \$12435 ;
-  wire [1023:0] \$12436 ;
-  wire [1023:0] \$12437 ;
-  wire [7:0] \$12438 ;
+  wire \$12430 ;
+  wire [7:0] \$12431 ;
+  wire \$12432 ;
+  wire \$12433 ;
+  wire \$12434 ;
+  wire \$12435 ;
+  wire \$12436 ;
+  wire \$12437 ;
+  wire \$12438 ;
   wire \$12439 ;
   wire \$1244 ;
   wire \$12440 ;
@@ -2731,64 +2731,176 @@ module nxfp_encode_mxfp8_e4m3_l8_fp32_pf(i__valid, o__ready, clk, rst, i__ready,
   wire \$12442 ;
   wire \$12443 ;
   wire \$12444 ;
-  wire [2:0] \$12445 ;
-  wire [2:0] \$12446 ;
+  wire \$12445 ;
+  wire \$12446 ;
   wire \$12447 ;
-  wire \$12448 ;
+  wire [7:0] \$12448 ;
   wire \$12449 ;
   wire \$1245 ;
   wire \$12450 ;
   wire \$12451 ;
   wire \$12452 ;
   wire \$12453 ;
-  wire [2:0] \$12454 ;
-  wire [2:0] \$12455 ;
+  wire \$12454 ;
+  wire \$12455 ;
   wire \$12456 ;
   wire \$12457 ;
   wire \$12458 ;
   wire \$12459 ;
   wire \$1246 ;
-  wire [10:0] \$12460 ;
-  wire [8:0] \$12461 ;
-  wire [10:0] \$12462 ;
-  wire [11:0] \$12463 ;
+  wire \$12460 ;
+  wire \$12461 ;
+  wire \$12462 ;
+  wire \$12463 ;
   wire \$12464 ;
-  wire \$12465 ;
+  wire [7:0] \$12465 ;
   wire \$12466 ;
   wire \$12467 ;
   wire \$12468 ;
   wire \$12469 ;
   wire \$1247 ;
-  reg \$12470 ;
-  reg [272:0] \$12471 ;
-  reg [1:0] \$12472 ;
-  reg [7:0] \$12473 ;
-  reg \$12474 ;
-  reg [7:0] \$12475 ;
-  reg [767:0] \$12476 ;
-  reg [1:0] \$12477 ;
-  reg \$12478 ;
-  reg [1068:0] \$12479 ;
+  wire \$12470 ;
+  wire \$12471 ;
+  wire \$12472 ;
+  wire \$12473 ;
+  wire \$12474 ;
+  wire \$12475 ;
+  wire \$12476 ;
+  wire \$12477 ;
+  wire \$12478 ;
+  wire \$12479 ;
   wire \$1248 ;
-  reg \$12480 ;
-  reg [185:0] \$12481 ;
-  reg \$12482 ;
-  reg [73:0] \$12483 ;
-  reg \$12484 ;
-  reg [263:0] \$12485 ;
-  reg [191:0] \$12486 ;
+  wire \$12480 ;
+  wire \$12481 ;
+  wire [7:0] \$12482 ;
+  wire \$12483 ;
+  wire \$12484 ;
+  wire \$12485 ;
+  wire \$12486 ;
+  wire \$12487 ;
+  wire \$12488 ;
+  wire \$12489 ;
   wire \$1249 ;
+  wire \$12490 ;
+  wire \$12491 ;
+  wire \$12492 ;
+  wire \$12493 ;
+  wire \$12494 ;
+  wire \$12495 ;
+  wire \$12496 ;
+  wire \$12497 ;
+  wire \$12498 ;
+  wire [7:0] \$12499 ;
   wire [30:0] \$125 ;
   wire \$1250 ;
+  wire \$12500 ;
+  wire \$12501 ;
+  wire \$12502 ;
+  wire \$12503 ;
+  wire \$12504 ;
+  wire \$12505 ;
+  wire \$12506 ;
+  wire \$12507 ;
+  wire \$12508 ;
+  wire \$12509 ;
   wire \$1251 ;
+  wire \$12510 ;
+  wire \$12511 ;
+  wire \$12512 ;
+  wire \$12513 ;
+  wire \$12514 ;
+  wire \$12515 ;
+  wire [7:0] \$12516 ;
+  wire \$12517 ;
+  wire \$12518 ;
+  wire \$12519 ;
   wire \$1252 ;
+  wire \$12520 ;
+  wire \$12521 ;
+  wire \$12522 ;
+  wire \$12523 ;
+  wire \$12524 ;
+  wire \$12525 ;
+  wire \$12526 ;
+  wire \$12527 ;
+  wire \$12528 ;
+  wire \$12529 ;
   wire [2:0] \$1253 ;
+  wire \$12530 ;
+  wire \$12531 ;
+  wire \$12532 ;
+  wire [7:0] \$12533 ;
+  wire \$12534 ;
+  wire \$12535 ;
+  wire \$12536 ;
+  wire \$12537 ;
+  wire \$12538 ;
+  wire \$12539 ;
   wire \$1254 ;
+  wire \$12540 ;
+  wire \$12541 ;
+  wire \$12542 ;
+  wire \$12543 ;
+  wire \$12544 ;
+  wire \$12545 ;
+  wire \$12546 ;
+  wire \$12547 ;
+  wire \$12548 ;
+  wire \$12549 ;
   wire \$1255 ;
+  wire [7:0] \$12550 ;
+  wire \$12551 ;
+  wire \$12552 ;
+  wire \$12553 ;
+  wire \$12554 ;
+  wire \$12555 ;
+  wire \$12556 ;
+  wire [2:0] \$12557 ;
+  wire [2:0] \$12558 ;
+  wire \$12559 ;
   wire \$1256 ;
+  wire \$12560 ;
+  wire \$12561 ;
+  wire \$12562 ;
+  wire \$12563 ;
+  wire \$12564 ;
+  wire \$12565 ;
+  wire [2:0] \$12566 ;
+  wire [2:0] \$12567 ;
+  wire \$12568 ;
+  wire \$12569 ;
   wire \$1257 ;
+  wire \$12570 ;
+  wire \$12571 ;
+  wire [10:0] \$12572 ;
+  wire [8:0] \$12573 ;
+  wire [10:0] \$12574 ;
+  wire [11:0] \$12575 ;
+  wire \$12576 ;
+  wire \$12577 ;
+  wire \$12578 ;
+  wire \$12579 ;
   wire \$1258 ;
+  wire \$12580 ;
+  wire \$12581 ;
+  reg \$12582 ;
+  reg [272:0] \$12583 ;
+  reg [1:0] \$12584 ;
+  reg [7:0] \$12585 ;
+  reg \$12586 ;
+  reg [7:0] \$12587 ;
+  reg [767:0] \$12588 ;
+  reg [1:0] \$12589 ;
   wire \$1259 ;
+  reg \$12590 ;
+  reg [1068:0] \$12591 ;
+  reg \$12592 ;
+  reg [185:0] \$12593 ;
+  reg \$12594 ;
+  reg [73:0] \$12595 ;
+  reg \$12596 ;
+  reg [263:0] \$12597 ;
+  reg [191:0] \$12598 ;
   wire \$126 ;
   wire \$1260 ;
   wire \$1261 ;
@@ -25598,99 +25710,211 @@ module nxfp_encode_mxfp8_e4m3_l8_fp32_pf(i__valid, o__ready, clk, rst, i__ready,
   assign \$12412  = ~ align__source__payload[177];
   assign \$12413  = \$12411  & \$12412 ;
   assign \$12414  = \$12410  | \$12413 ;
-  assign \$12415  = 1024'hfefefdfcfbfaf9f8f7f6f5f4f3f2f1f0efeeedecebeae9e8e7e6e5e4e3e2e1e0dfdedddcdbdad9d8d7d6d5d4d3d2d1d0cfcecdcccbcac9c8c7c6c5c4c3c2c1c0bfbebdbcbbbab9b8b7b6b5b4b3b2b1b0afaeadacabaaa9a8a7a6a5a4a3a2a1a09f9e9d9c9b9a999897969594939291908f8e8d8c8b8a89888786858483828180 >> { \$1830 , \$1821 , 3'h0 };
-  assign \$12416  = 1023'h7e7e7d7c7b7a797877767574737271706f6e6d6c6b6a696867666564636261605f5e5d5c5b5a595857565554535251504f4e4d4c4b4a494847464544434241403f3e3d3c3b3a393837363534333231302f2e2d2c2b2a292827262524232221201f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100 >> { \$1830 , \$1821 , 3'h0 };
-  assign \$12417  = align__source__payload[10] ? \$12415 [7:0] : \$12416 [7:0];
-  assign \$12418  = 1024'hfefefdfcfbfaf9f8f7f6f5f4f3f2f1f0efeeedecebeae9e8e7e6e5e4e3e2e1e0dfdedddcdbdad9d8d7d6d5d4d3d2d1d0cfcecdcccbcac9c8c7c6c5c4c3c2c1c0bfbebdbcbbbab9b8b7b6b5b4b3b2b1b0afaeadacabaaa9a8a7a6a5a4a3a2a1a09f9e9d9c9b9a999897969594939291908f8e8d8c8b8a89888786858483828180 >> { \$3342 , \$3333 , 3'h0 };
-  assign \$12419  = 1023'h7e7e7d7c7b7a797877767574737271706f6e6d6c6b6a696867666564636261605f5e5d5c5b5a595857565554535251504f4e4d4c4b4a494847464544434241403f3e3d3c3b3a393837363534333231302f2e2d2c2b2a292827262524232221201f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100 >> { \$3342 , \$3333 , 3'h0 };
-  assign \$12420  = align__source__payload[11] ? \$12418 [7:0] : \$12419 [7:0];
-  assign \$12421  = 1024'hfefefdfcfbfaf9f8f7f6f5f4f3f2f1f0efeeedecebeae9e8e7e6e5e4e3e2e1e0dfdedddcdbdad9d8d7d6d5d4d3d2d1d0cfcecdcccbcac9c8c7c6c5c4c3c2c1c0bfbebdbcbbbab9b8b7b6b5b4b3b2b1b0afaeadacabaaa9a8a7a6a5a4a3a2a1a09f9e9d9c9b9a999897969594939291908f8e8d8c8b8a89888786858483828180 >> { \$4854 , \$4845 , 3'h0 };
-  assign \$12422  = 1023'h7e7e7d7c7b7a797877767574737271706f6e6d6c6b6a696867666564636261605f5e5d5c5b5a595857565554535251504f4e4d4c4b4a494847464544434241403f3e3d3c3b3a393837363534333231302f2e2d2c2b2a292827262524232221201f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100 >> { \$4854 , \$4845 , 3'h0 };
-  assign \$12423  = align__source__payload[12] ? \$12421 [7:0] : \$12422 [7:0];
-  assign \$12424  = 1024'hfefefdfcfbfaf9f8f7f6f5f4f3f2f1f0efeeedecebeae9e8e7e6e5e4e3e2e1e0dfdedddcdbdad9d8d7d6d5d4d3d2d1d0cfcecdcccbcac9c8c7c6c5c4c3c2c1c0bfbebdbcbbbab9b8b7b6b5b4b3b2b1b0afaeadacabaaa9a8a7a6a5a4a3a2a1a09f9e9d9c9b9a999897969594939291908f8e8d8c8b8a89888786858483828180 >> { \$6366 , \$6357 , 3'h0 };
-  assign \$12425  = 1023'h7e7e7d7c7b7a797877767574737271706f6e6d6c6b6a696867666564636261605f5e5d5c5b5a595857565554535251504f4e4d4c4b4a494847464544434241403f3e3d3c3b3a393837363534333231302f2e2d2c2b2a292827262524232221201f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100 >> { \$6366 , \$6357 , 3'h0 };
-  assign \$12426  = align__source__payload[13] ? \$12424 [7:0] : \$12425 [7:0];
-  assign \$12427  = 1024'hfefefdfcfbfaf9f8f7f6f5f4f3f2f1f0efeeedecebeae9e8e7e6e5e4e3e2e1e0dfdedddcdbdad9d8d7d6d5d4d3d2d1d0cfcecdcccbcac9c8c7c6c5c4c3c2c1c0bfbebdbcbbbab9b8b7b6b5b4b3b2b1b0afaeadacabaaa9a8a7a6a5a4a3a2a1a09f9e9d9c9b9a999897969594939291908f8e8d8c8b8a89888786858483828180 >> { \$7878 , \$7869 , 3'h0 };
-  assign \$12428  = 1023'h7e7e7d7c7b7a797877767574737271706f6e6d6c6b6a696867666564636261605f5e5d5c5b5a595857565554535251504f4e4d4c4b4a494847464544434241403f3e3d3c3b3a393837363534333231302f2e2d2c2b2a292827262524232221201f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100 >> { \$7878 , \$7869 , 3'h0 };
-  assign \$12429  = align__source__payload[14] ? \$12427 [7:0] : \$12428 [7:0];
-  assign \$12430  = 1024'hfefefdfcfbfaf9f8f7f6f5f4f3f2f1f0efeeedecebeae9e8e7e6e5e4e3e2e1e0dfdedddcdbdad9d8d7d6d5d4d3d2d1d0cfcecdcccbcac9c8c7c6c5c4c3c2c1c0bfbebdbcbbbab9b8b7b6b5b4b3b2b1b0afaeadacabaaa9a8a7a6a5a4a3a2a1a09f9e9d9c9b9a999897969594939291908f8e8d8c8b8a89888786858483828180 >> { \$9390 , \$9381 , 3'h0 };
-  assign \$12431  = 1023'h7e7e7d7c7b7a797877767574737271706f6e6d6c6b6a696867666564636261605f5e5d5c5b5a595857565554535251504f4e4d4c4b4a494847464544434241403f3e3d3c3b3a393837363534333231302f2e2d2c2b2a292827262524232221201f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100 >> { \$9390 , \$9381 , 3'h0 };
-  assign \$12432  = align__source__payload[15] ? \$12430 [7:0] : \$12431 [7:0];
-  assign \$12433  = 1024'hfefefdfcfbfaf9f8f7f6f5f4f3f2f1f0efeeedecebeae9e8e7e6e5e4e3e2e1e0dfdedddcdbdad9d8d7d6d5d4d3d2d1d0cfcecdcccbcac9c8c7c6c5c4c3c2c1c0bfbebdbcbbbab9b8b7b6b5b4b3b2b1b0afaeadacabaaa9a8a7a6a5a4a3a2a1a09f9e9d9c9b9a999897969594939291908f8e8d8c8b8a89888786858483828180 >> { \$10902 , \$10893 , 3'h0 };
-  assign \$12434  = 1023'h7e7e7d7c7b7a797877767574737271706f6e6d6c6b6a696867666564636261605f5e5d5c5b5a595857565554535251504f4e4d4c4b4a494847464544434241403f3e3d3c3b3a393837363534333231302f2e2d2c2b2a292827262524232221201f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100 >> { \$10902 , \$10893 , 3'h0 };
-  assign \$12435  = align__source__payload[16] ? \$12433 [7:0] : \$12434 [7:0];
-  assign \$12436  = 1024'hfefefdfcfbfaf9f8f7f6f5f4f3f2f1f0efeeedecebeae9e8e7e6e5e4e3e2e1e0dfdedddcdbdad9d8d7d6d5d4d3d2d1d0cfcecdcccbcac9c8c7c6c5c4c3c2c1c0bfbebdbcbbbab9b8b7b6b5b4b3b2b1b0afaeadacabaaa9a8a7a6a5a4a3a2a1a09f9e9d9c9b9a999897969594939291908f8e8d8c8b8a89888786858483828180 >> { \$12414 , \$12405 , 3'h0 };
-  assign \$12437  = 1023'h7e7e7d7c7b7a797877767574737271706f6e6d6c6b6a696867666564636261605f5e5d5c5b5a595857565554535251504f4e4d4c4b4a494847464544434241403f3e3d3c3b3a393837363534333231302f2e2d2c2b2a292827262524232221201f1e1d1c1b1a191817161514131211100f0e0d0c0b0a09080706050403020100 >> { \$12414 , \$12405 , 3'h0 };
-  assign \$12438  = align__source__payload[17] ? \$12436 [7:0] : \$12437 [7:0];
-  assign \$12439  = ~ rounded_s0_valid;
-  assign align_s0_next_ready = \$12439  | rounded_s0_next_ready;
-  assign \$12440  = ~ o__valid;
-  assign out__sink__ready = \$12440  | o__ready;
+  assign \$12415  = 126'h2aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa >> { \$1830 , \$1821  };
+  assign \$12416  = 128'hcccccccccccccccccccccccccccccccc >> { \$1830 , \$1821  };
+  assign \$12417  = 128'hf0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0 >> { \$1830 , \$1821  };
+  assign \$12418  = 128'hff00ff00ff00ff00ff00ff00ff00ff00 >> { \$1830 , \$1821  };
+  assign \$12419  = 128'hffff0000ffff0000ffff0000ffff0000 >> { \$1830 , \$1821  };
+  assign \$12420  = 128'hffffffff00000000ffffffff00000000 >> { \$1830 , \$1821  };
+  assign \$12421  = 128'hffffffffffffffff0000000000000000 >> { \$1830 , \$1821  };
+  assign \$12422  = 128'hffffffffffffffffffffffffffffffff >> { \$1830 , \$1821  };
+  assign \$12423  = 126'h2aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa >> { \$1830 , \$1821  };
+  assign \$12424  = 128'hcccccccccccccccccccccccccccccccc >> { \$1830 , \$1821  };
+  assign \$12425  = 128'hf0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0 >> { \$1830 , \$1821  };
+  assign \$12426  = 128'hff00ff00ff00ff00ff00ff00ff00ff00 >> { \$1830 , \$1821  };
+  assign \$12427  = 128'hffff0000ffff0000ffff0000ffff0000 >> { \$1830 , \$1821  };
+  assign \$12428  = 128'hffffffff00000000ffffffff00000000 >> { \$1830 , \$1821  };
+  assign \$12429  = 128'hffffffffffffffff0000000000000000 >> { \$1830 , \$1821  };
+  assign \$12430  = 1'h0 >> { \$1830 , \$1821  };
+  assign \$12431  = align__source__payload[10] ? { \$12422 , \$12421 , \$12420 , \$12419 , \$12418 , \$12417 , \$12416 , \$12415  } : { \$12430 , \$12429 , \$12428 , \$12427 , \$12426 , \$12425 , \$12424 , \$12423  };
+  assign \$12432  = 126'h2aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa >> { \$3342 , \$3333  };
+  assign \$12433  = 128'hcccccccccccccccccccccccccccccccc >> { \$3342 , \$3333  };
+  assign \$12434  = 128'hf0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0 >> { \$3342 , \$3333  };
+  assign \$12435  = 128'hff00ff00ff00ff00ff00ff00ff00ff00 >> { \$3342 , \$3333  };
+  assign \$12436  = 128'hffff0000ffff0000ffff0000ffff0000 >> { \$3342 , \$3333  };
+  assign \$12437  = 128'hffffffff00000000ffffffff00000000 >> { \$3342 , \$3333  };
+  assign \$12438  = 128'hffffffffffffffff0000000000000000 >> { \$3342 , \$3333  };
+  assign \$12439  = 128'hffffffffffffffffffffffffffffffff >> { \$3342 , \$3333  };
+  assign \$12440  = 126'h2aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa >> { \$3342 , \$3333  };
+  assign \$12441  = 128'hcccccccccccccccccccccccccccccccc >> { \$3342 , \$3333  };
+  assign \$12442  = 128'hf0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0 >> { \$3342 , \$3333  };
+  assign \$12443  = 128'hff00ff00ff00ff00ff00ff00ff00ff00 >> { \$3342 , \$3333  };
+  assign \$12444  = 128'hffff0000ffff0000ffff0000ffff0000 >> { \$3342 , \$3333  };
+  assign \$12445  = 128'hffffffff00000000ffffffff00000000 >> { \$3342 , \$3333  };
+  assign \$12446  = 128'hffffffffffffffff0000000000000000 >> { \$3342 , \$3333  };
+  assign \$12447  = 1'h0 >> { \$3342 , \$3333  };
+  assign \$12448  = align__source__payload[11] ? { \$12439 , \$12438 , \$12437 , \$12436 , \$12435 , \$12434 , \$12433 , \$12432  } : { \$12447 , \$12446 , \$12445 , \$12444 , \$12443 , \$12442 , \$12441 , \$12440  };
+  assign \$12449  = 126'h2aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa >> { \$4854 , \$4845  };
+  assign \$12450  = 128'hcccccccccccccccccccccccccccccccc >> { \$4854 , \$4845  };
+  assign \$12451  = 128'hf0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0 >> { \$4854 , \$4845  };
+  assign \$12452  = 128'hff00ff00ff00ff00ff00ff00ff00ff00 >> { \$4854 , \$4845  };
+  assign \$12453  = 128'hffff0000ffff0000ffff0000ffff0000 >> { \$4854 , \$4845  };
+  assign \$12454  = 128'hffffffff00000000ffffffff00000000 >> { \$4854 , \$4845  };
+  assign \$12455  = 128'hffffffffffffffff0000000000000000 >> { \$4854 , \$4845  };
+  assign \$12456  = 128'hffffffffffffffffffffffffffffffff >> { \$4854 , \$4845  };
+  assign \$12457  = 126'h2aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa >> { \$4854 , \$4845  };
+  assign \$12458  = 128'hcccccccccccccccccccccccccccccccc >> { \$4854 , \$4845  };
+  assign \$12459  = 128'hf0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0 >> { \$4854 , \$4845  };
+  assign \$12460  = 128'hff00ff00ff00ff00ff00ff00ff00ff00 >> { \$4854 , \$4845  };
+  assign \$12461  = 128'hffff0000ffff0000ffff0000ffff0000 >> { \$4854 , \$4845  };
+  assign \$12462  = 128'hffffffff00000000ffffffff00000000 >> { \$4854 , \$4845  };
+  assign \$12463  = 128'hffffffffffffffff0000000000000000 >> { \$4854 , \$4845  };
+  assign \$12464  = 1'h0 >> { \$4854 , \$4845  };
+  assign \$12465  = align__source__payload[12] ? { \$12456 , \$12455 , \$12454 , \$12453 , \$12452 , \$12451 , \$12450 , \$12449  } : { \$12464 , \$12463 , \$12462 , \$12461 , \$12460 , \$12459 , \$12458 , \$12457  };
+  assign \$12466  = 126'h2aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa >> { \$6366 , \$6357  };
+  assign \$12467  = 128'hcccccccccccccccccccccccccccccccc >> { \$6366 , \$6357  };
+  assign \$12468  = 128'hf0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0 >> { \$6366 , \$6357  };
+  assign \$12469  = 128'hff00ff00ff00ff00ff00ff00ff00ff00 >> { \$6366 , \$6357  };
+  assign \$12470  = 128'hffff0000ffff0000ffff0000ffff0000 >> { \$6366 , \$6357  };
+  assign \$12471  = 128'hffffffff00000000ffffffff00000000 >> { \$6366 , \$6357  };
+  assign \$12472  = 128'hffffffffffffffff0000000000000000 >> { \$6366 , \$6357  };
+  assign \$12473  = 128'hffffffffffffffffffffffffffffffff >> { \$6366 , \$6357  };
+  assign \$12474  = 126'h2aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa >> { \$6366 , \$6357  };
+  assign \$12475  = 128'hcccccccccccccccccccccccccccccccc >> { \$6366 , \$6357  };
+  assign \$12476  = 128'hf0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0 >> { \$6366 , \$6357  };
+  assign \$12477  = 128'hff00ff00ff00ff00ff00ff00ff00ff00 >> { \$6366 , \$6357  };
+  assign \$12478  = 128'hffff0000ffff0000ffff0000ffff0000 >> { \$6366 , \$6357  };
+  assign \$12479  = 128'hffffffff00000000ffffffff00000000 >> { \$6366 , \$6357  };
+  assign \$12480  = 128'hffffffffffffffff0000000000000000 >> { \$6366 , \$6357  };
+  assign \$12481  = 1'h0 >> { \$6366 , \$6357  };
+  assign \$12482  = align__source__payload[13] ? { \$12473 , \$12472 , \$12471 , \$12470 , \$12469 , \$12468 , \$12467 , \$12466  } : { \$12481 , \$12480 , \$12479 , \$12478 , \$12477 , \$12476 , \$12475 , \$12474  };
+  assign \$12483  = 126'h2aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa >> { \$7878 , \$7869  };
+  assign \$12484  = 128'hcccccccccccccccccccccccccccccccc >> { \$7878 , \$7869  };
+  assign \$12485  = 128'hf0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0 >> { \$7878 , \$7869  };
+  assign \$12486  = 128'hff00ff00ff00ff00ff00ff00ff00ff00 >> { \$7878 , \$7869  };
+  assign \$12487  = 128'hffff0000ffff0000ffff0000ffff0000 >> { \$7878 , \$7869  };
+  assign \$12488  = 128'hffffffff00000000ffffffff00000000 >> { \$7878 , \$7869  };
+  assign \$12489  = 128'hffffffffffffffff0000000000000000 >> { \$7878 , \$7869  };
+  assign \$12490  = 128'hffffffffffffffffffffffffffffffff >> { \$7878 , \$7869  };
+  assign \$12491  = 126'h2aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa >> { \$7878 , \$7869  };
+  assign \$12492  = 128'hcccccccccccccccccccccccccccccccc >> { \$7878 , \$7869  };
+  assign \$12493  = 128'hf0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0 >> { \$7878 , \$7869  };
+  assign \$12494  = 128'hff00ff00ff00ff00ff00ff00ff00ff00 >> { \$7878 , \$7869  };
+  assign \$12495  = 128'hffff0000ffff0000ffff0000ffff0000 >> { \$7878 , \$7869  };
+  assign \$12496  = 128'hffffffff00000000ffffffff00000000 >> { \$7878 , \$7869  };
+  assign \$12497  = 128'hffffffffffffffff0000000000000000 >> { \$7878 , \$7869  };
+  assign \$12498  = 1'h0 >> { \$7878 , \$7869  };
+  assign \$12499  = align__source__payload[14] ? { \$12490 , \$12489 , \$12488 , \$12487 , \$12486 , \$12485 , \$12484 , \$12483  } : { \$12498 , \$12497 , \$12496 , \$12495 , \$12494 , \$12493 , \$12492 , \$12491  };
+  assign \$12500  = 126'h2aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa >> { \$9390 , \$9381  };
+  assign \$12501  = 128'hcccccccccccccccccccccccccccccccc >> { \$9390 , \$9381  };
+  assign \$12502  = 128'hf0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0 >> { \$9390 , \$9381  };
+  assign \$12503  = 128'hff00ff00ff00ff00ff00ff00ff00ff00 >> { \$9390 , \$9381  };
+  assign \$12504  = 128'hffff0000ffff0000ffff0000ffff0000 >> { \$9390 , \$9381  };
+  assign \$12505  = 128'hffffffff00000000ffffffff00000000 >> { \$9390 , \$9381  };
+  assign \$12506  = 128'hffffffffffffffff0000000000000000 >> { \$9390 , \$9381  };
+  assign \$12507  = 128'hffffffffffffffffffffffffffffffff >> { \$9390 , \$9381  };
+  assign \$12508  = 126'h2aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa >> { \$9390 , \$9381  };
+  assign \$12509  = 128'hcccccccccccccccccccccccccccccccc >> { \$9390 , \$9381  };
+  assign \$12510  = 128'hf0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0 >> { \$9390 , \$9381  };
+  assign \$12511  = 128'hff00ff00ff00ff00ff00ff00ff00ff00 >> { \$9390 , \$9381  };
+  assign \$12512  = 128'hffff0000ffff0000ffff0000ffff0000 >> { \$9390 , \$9381  };
+  assign \$12513  = 128'hffffffff00000000ffffffff00000000 >> { \$9390 , \$9381  };
+  assign \$12514  = 128'hffffffffffffffff0000000000000000 >> { \$9390 , \$9381  };
+  assign \$12515  = 1'h0 >> { \$9390 , \$9381  };
+  assign \$12516  = align__source__payload[15] ? { \$12507 , \$12506 , \$12505 , \$12504 , \$12503 , \$12502 , \$12501 , \$12500  } : { \$12515 , \$12514 , \$12513 , \$12512 , \$12511 , \$12510 , \$12509 , \$12508  };
+  assign \$12517  = 126'h2aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa >> { \$10902 , \$10893  };
+  assign \$12518  = 128'hcccccccccccccccccccccccccccccccc >> { \$10902 , \$10893  };
+  assign \$12519  = 128'hf0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0 >> { \$10902 , \$10893  };
+  assign \$12520  = 128'hff00ff00ff00ff00ff00ff00ff00ff00 >> { \$10902 , \$10893  };
+  assign \$12521  = 128'hffff0000ffff0000ffff0000ffff0000 >> { \$10902 , \$10893  };
+  assign \$12522  = 128'hffffffff00000000ffffffff00000000 >> { \$10902 , \$10893  };
+  assign \$12523  = 128'hffffffffffffffff0000000000000000 >> { \$10902 , \$10893  };
+  assign \$12524  = 128'hffffffffffffffffffffffffffffffff >> { \$10902 , \$10893  };
+  assign \$12525  = 126'h2aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa >> { \$10902 , \$10893  };
+  assign \$12526  = 128'hcccccccccccccccccccccccccccccccc >> { \$10902 , \$10893  };
+  assign \$12527  = 128'hf0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0 >> { \$10902 , \$10893  };
+  assign \$12528  = 128'hff00ff00ff00ff00ff00ff00ff00ff00 >> { \$10902 , \$10893  };
+  assign \$12529  = 128'hffff0000ffff0000ffff0000ffff0000 >> { \$10902 , \$10893  };
+  assign \$12530  = 128'hffffffff00000000ffffffff00000000 >> { \$10902 , \$10893  };
+  assign \$12531  = 128'hffffffffffffffff0000000000000000 >> { \$10902 , \$10893  };
+  assign \$12532  = 1'h0 >> { \$10902 , \$10893  };
+  assign \$12533  = align__source__payload[16] ? { \$12524 , \$12523 , \$12522 , \$12521 , \$12520 , \$12519 , \$12518 , \$12517  } : { \$12532 , \$12531 , \$12530 , \$12529 , \$12528 , \$12527 , \$12526 , \$12525  };
+  assign \$12534  = 126'h2aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa >> { \$12414 , \$12405  };
+  assign \$12535  = 128'hcccccccccccccccccccccccccccccccc >> { \$12414 , \$12405  };
+  assign \$12536  = 128'hf0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0 >> { \$12414 , \$12405  };
+  assign \$12537  = 128'hff00ff00ff00ff00ff00ff00ff00ff00 >> { \$12414 , \$12405  };
+  assign \$12538  = 128'hffff0000ffff0000ffff0000ffff0000 >> { \$12414 , \$12405  };
+  assign \$12539  = 128'hffffffff00000000ffffffff00000000 >> { \$12414 , \$12405  };
+  assign \$12540  = 128'hffffffffffffffff0000000000000000 >> { \$12414 , \$12405  };
+  assign \$12541  = 128'hffffffffffffffffffffffffffffffff >> { \$12414 , \$12405  };
+  assign \$12542  = 126'h2aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa >> { \$12414 , \$12405  };
+  assign \$12543  = 128'hcccccccccccccccccccccccccccccccc >> { \$12414 , \$12405  };
+  assign \$12544  = 128'hf0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0 >> { \$12414 , \$12405  };
+  assign \$12545  = 128'hff00ff00ff00ff00ff00ff00ff00ff00 >> { \$12414 , \$12405  };
+  assign \$12546  = 128'hffff0000ffff0000ffff0000ffff0000 >> { \$12414 , \$12405  };
+  assign \$12547  = 128'hffffffff00000000ffffffff00000000 >> { \$12414 , \$12405  };
+  assign \$12548  = 128'hffffffffffffffff0000000000000000 >> { \$12414 , \$12405  };
+  assign \$12549  = 1'h0 >> { \$12414 , \$12405  };
+  assign \$12550  = align__source__payload[17] ? { \$12541 , \$12540 , \$12539 , \$12538 , \$12537 , \$12536 , \$12535 , \$12534  } : { \$12549 , \$12548 , \$12547 , \$12546 , \$12545 , \$12544 , \$12543 , \$12542  };
+  assign \$12551  = ~ rounded_s0_valid;
+  assign align_s0_next_ready = \$12551  | rounded_s0_next_ready;
+  assign \$12552  = ~ o__valid;
+  assign out__sink__ready = \$12552  | o__ready;
   assign out__sink__valid = rounded_s0_valid & rounded__source__payload[9];
-  assign \$12441  = ~ rounded__source__payload[9];
-  assign rounded_s0_next_ready = \$12441  | out__sink__ready;
-  assign \$12442  = i__valid & i__ready;
-  assign \$12443  = beat_s0_valid & beat_s0_next_ready;
-  assign \$12444  = gather_count == 2'h3;
-  assign \$12445  = gather_count + 1'h1;
-  assign \$12446  = \$12444  ? 3'h0 : \$12445 ;
-  assign \$12447  = gather_count == 2'h3;
-  assign \$12448  = ~ \$12447 ;
-  assign \$12449  = ! gather_count;
-  assign \$12450  = gather_count == 1'h1;
-  assign \$12451  = gather_count == 2'h2;
-  assign \$12452  = work_busy & work_ready;
-  assign \$12453  = work_slice == 2'h3;
-  assign \$12454  = work_slice + 1'h1;
-  assign \$12455  = \$12453  ? 3'h0 : \$12454 ;
-  assign \$12456  = work_slice == 2'h3;
-  assign \$12457  = gather_count == 2'h3;
-  assign \$12458  = beat_s0_valid & \$12457 ;
-  assign \$12459  = \$12458  & block_ready;
-  assign \$12460  = $signed(5'h09) - $signed(ef_top);
-  assign \$12461  = 4'hb - block_scale0;
-  assign \$12462  = $signed({ 1'h0, block_scale0 }) - $signed(ef_top);
-  assign \$12463  = $signed(\$12462 ) + $signed(6'h12);
-  assign \$12464  = work_busy & work_ready;
-  assign \$12465  = align_s0_valid & align_s0_next_ready;
-  assign \$12466  = out__sink__valid & out__sink__ready;
-  assign \$12467  = rounded_s0_valid & rounded_s0_next_ready;
-  assign \$12468  = ~ rounded__source__payload[9];
-  assign \$12469  = \$12467  & \$12468 ;
+  assign \$12553  = ~ rounded__source__payload[9];
+  assign rounded_s0_next_ready = \$12553  | out__sink__ready;
+  assign \$12554  = i__valid & i__ready;
+  assign \$12555  = beat_s0_valid & beat_s0_next_ready;
+  assign \$12556  = gather_count == 2'h3;
+  assign \$12557  = gather_count + 1'h1;
+  assign \$12558  = \$12556  ? 3'h0 : \$12557 ;
+  assign \$12559  = gather_count == 2'h3;
+  assign \$12560  = ~ \$12559 ;
+  assign \$12561  = ! gather_count;
+  assign \$12562  = gather_count == 1'h1;
+  assign \$12563  = gather_count == 2'h2;
+  assign \$12564  = work_busy & work_ready;
+  assign \$12565  = work_slice == 2'h3;
+  assign \$12566  = work_slice + 1'h1;
+  assign \$12567  = \$12565  ? 3'h0 : \$12566 ;
+  assign \$12568  = work_slice == 2'h3;
+  assign \$12569  = gather_count == 2'h3;
+  assign \$12570  = beat_s0_valid & \$12569 ;
+  assign \$12571  = \$12570  & block_ready;
+  assign \$12572  = $signed(5'h09) - $signed(ef_top);
+  assign \$12573  = 4'hb - block_scale0;
+  assign \$12574  = $signed({ 1'h0, block_scale0 }) - $signed(ef_top);
+  assign \$12575  = $signed(\$12574 ) + $signed(6'h12);
+  assign \$12576  = work_busy & work_ready;
+  assign \$12577  = align_s0_valid & align_s0_next_ready;
+  assign \$12578  = out__sink__valid & out__sink__ready;
+  assign \$12579  = rounded_s0_valid & rounded_s0_next_ready;
+  assign \$12580  = ~ rounded__source__payload[9];
+  assign \$12581  = \$12579  & \$12580 ;
   always @(posedge clk)
-    beat_s0_valid <= \$12470 ;
+    beat_s0_valid <= \$12582 ;
   always @(posedge clk)
-    beat__source__payload <= \$12471 ;
+    beat__source__payload <= \$12583 ;
   always @(posedge clk)
-    gather_count <= \$12472 ;
+    gather_count <= \$12584 ;
   always @(posedge clk)
-    gather_ef <= \$12473 ;
+    gather_ef <= \$12585 ;
   always @(posedge clk)
-    gather_special <= \$12474 ;
+    gather_special <= \$12586 ;
   always @(posedge clk)
-    gather_scale0 <= \$12475 ;
+    gather_scale0 <= \$12587 ;
   always @(posedge clk)
-    gather_buf <= \$12476 ;
+    gather_buf <= \$12588 ;
   always @(posedge clk)
-    work_slice <= \$12477 ;
+    work_slice <= \$12589 ;
   always @(posedge clk)
-    work_busy <= \$12478 ;
+    work_busy <= \$12590 ;
   always @(posedge clk)
-    work <= \$12479 ;
+    work <= \$12591 ;
   always @(posedge clk)
-    align_s0_valid <= \$12480 ;
+    align_s0_valid <= \$12592 ;
   always @(posedge clk)
-    align__source__payload <= \$12481 ;
+    align__source__payload <= \$12593 ;
   always @(posedge clk)
-    rounded_s0_valid <= \$12482 ;
+    rounded_s0_valid <= \$12594 ;
   always @(posedge clk)
-    rounded__source__payload <= \$12483 ;
+    rounded__source__payload <= \$12595 ;
   always @(posedge clk)
-    o__valid <= \$12484 ;
+    o__valid <= \$12596 ;
   always @(posedge clk)
-    o__payload <= \$12485 ;
+    o__payload <= \$12597 ;
   always @(posedge clk)
-    codes_held0 <= \$12486 ;
+    codes_held0 <= \$12598 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     ef_top = 10'h000;
@@ -25711,294 +25935,294 @@ module nxfp_encode_mxfp8_e4m3_l8_fp32_pf(i__valid, o__ready, clk, rst, i__ready,
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12470  = beat_s0_valid;
+    \$12582  = beat_s0_valid;
     if (i__ready) begin
-      \$12470  = i__valid;
+      \$12582  = i__valid;
     end
     if (rst) begin
-      \$12470  = 1'h0;
+      \$12582  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12471  = beat__source__payload;
-    if (\$12442 ) begin
-      \$12471  = beat_in;
+    \$12583  = beat__source__payload;
+    if (\$12554 ) begin
+      \$12583  = beat_in;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12472  = gather_count;
-    if (\$12443 ) begin
-      \$12472  = \$12446 [1:0];
+    \$12584  = gather_count;
+    if (\$12555 ) begin
+      \$12584  = \$12558 [1:0];
     end
     if (rst) begin
-      \$12472  = 2'h0;
+      \$12584  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12473  = gather_ef;
-    if (\$12443 ) begin
-      if (\$12448 ) begin
-        \$12473  = block_ef;
+    \$12585  = gather_ef;
+    if (\$12555 ) begin
+      if (\$12560 ) begin
+        \$12585  = block_ef;
       end
     end
     if (rst) begin
-      \$12473  = 8'h00;
+      \$12585  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12474  = gather_special;
-    if (\$12443 ) begin
-      if (\$12448 ) begin
-        \$12474  = block_special;
+    \$12586  = gather_special;
+    if (\$12555 ) begin
+      if (\$12560 ) begin
+        \$12586  = block_special;
       end
     end
     if (rst) begin
-      \$12474  = 1'h0;
+      \$12586  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12475  = gather_scale0;
-    if (\$12443 ) begin
-      if (\$12448 ) begin
-        \$12475  = block_scale0;
+    \$12587  = gather_scale0;
+    if (\$12555 ) begin
+      if (\$12560 ) begin
+        \$12587  = block_scale0;
       end
     end
     if (rst) begin
-      \$12475  = 8'h00;
+      \$12587  = 8'h00;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12476  = gather_buf;
-    if (\$12443 ) begin
-      if (\$12448 ) begin
-        if (\$12449 ) begin
-          \$12476 [31:0] = beat__source__payload[31:0];
-          \$12476 [63:32] = beat__source__payload[63:32];
-          \$12476 [95:64] = beat__source__payload[95:64];
-          \$12476 [127:96] = beat__source__payload[127:96];
-          \$12476 [159:128] = beat__source__payload[159:128];
-          \$12476 [191:160] = beat__source__payload[191:160];
-          \$12476 [223:192] = beat__source__payload[223:192];
-          \$12476 [255:224] = beat__source__payload[255:224];
+    \$12588  = gather_buf;
+    if (\$12555 ) begin
+      if (\$12560 ) begin
+        if (\$12561 ) begin
+          \$12588 [31:0] = beat__source__payload[31:0];
+          \$12588 [63:32] = beat__source__payload[63:32];
+          \$12588 [95:64] = beat__source__payload[95:64];
+          \$12588 [127:96] = beat__source__payload[127:96];
+          \$12588 [159:128] = beat__source__payload[159:128];
+          \$12588 [191:160] = beat__source__payload[191:160];
+          \$12588 [223:192] = beat__source__payload[223:192];
+          \$12588 [255:224] = beat__source__payload[255:224];
         end
-        if (\$12450 ) begin
-          \$12476 [287:256] = beat__source__payload[31:0];
-          \$12476 [319:288] = beat__source__payload[63:32];
-          \$12476 [351:320] = beat__source__payload[95:64];
-          \$12476 [383:352] = beat__source__payload[127:96];
-          \$12476 [415:384] = beat__source__payload[159:128];
-          \$12476 [447:416] = beat__source__payload[191:160];
-          \$12476 [479:448] = beat__source__payload[223:192];
-          \$12476 [511:480] = beat__source__payload[255:224];
+        if (\$12562 ) begin
+          \$12588 [287:256] = beat__source__payload[31:0];
+          \$12588 [319:288] = beat__source__payload[63:32];
+          \$12588 [351:320] = beat__source__payload[95:64];
+          \$12588 [383:352] = beat__source__payload[127:96];
+          \$12588 [415:384] = beat__source__payload[159:128];
+          \$12588 [447:416] = beat__source__payload[191:160];
+          \$12588 [479:448] = beat__source__payload[223:192];
+          \$12588 [511:480] = beat__source__payload[255:224];
         end
-        if (\$12451 ) begin
-          \$12476 [543:512] = beat__source__payload[31:0];
-          \$12476 [575:544] = beat__source__payload[63:32];
-          \$12476 [607:576] = beat__source__payload[95:64];
-          \$12476 [639:608] = beat__source__payload[127:96];
-          \$12476 [671:640] = beat__source__payload[159:128];
-          \$12476 [703:672] = beat__source__payload[191:160];
-          \$12476 [735:704] = beat__source__payload[223:192];
-          \$12476 [767:736] = beat__source__payload[255:224];
+        if (\$12563 ) begin
+          \$12588 [543:512] = beat__source__payload[31:0];
+          \$12588 [575:544] = beat__source__payload[63:32];
+          \$12588 [607:576] = beat__source__payload[95:64];
+          \$12588 [639:608] = beat__source__payload[127:96];
+          \$12588 [671:640] = beat__source__payload[159:128];
+          \$12588 [703:672] = beat__source__payload[191:160];
+          \$12588 [735:704] = beat__source__payload[223:192];
+          \$12588 [767:736] = beat__source__payload[255:224];
         end
       end
     end
     if (rst) begin
-      \$12476  = 768'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$12588  = 768'h000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12477  = work_slice;
-    if (\$12452 ) begin
-      \$12477  = \$12455 [1:0];
+    \$12589  = work_slice;
+    if (\$12564 ) begin
+      \$12589  = \$12567 [1:0];
     end
-    if (\$12459 ) begin
-      \$12477  = 2'h0;
+    if (\$12571 ) begin
+      \$12589  = 2'h0;
     end
     if (rst) begin
-      \$12477  = 2'h0;
+      \$12589  = 2'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12478  = work_busy;
-    if (\$12452 ) begin
-      if (\$12456 ) begin
-        \$12478  = 1'h0;
+    \$12590  = work_busy;
+    if (\$12564 ) begin
+      if (\$12568 ) begin
+        \$12590  = 1'h0;
       end
     end
-    if (\$12459 ) begin
-      \$12478  = 1'h1;
+    if (\$12571 ) begin
+      \$12590  = 1'h1;
     end
     if (rst) begin
-      \$12478  = 1'h0;
+      \$12590  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12479  = work;
-    if (\$12452 ) begin
+    \$12591  = work;
+    if (\$12564 ) begin
       (* full_case = 32'd1 *)
-      if (\$12456 ) begin
+      if (\$12568 ) begin
       end else begin
-        \$12479 [31:0] = work[287:256];
-        \$12479 [63:32] = work[319:288];
-        \$12479 [95:64] = work[351:320];
-        \$12479 [127:96] = work[383:352];
-        \$12479 [159:128] = work[415:384];
-        \$12479 [191:160] = work[447:416];
-        \$12479 [223:192] = work[479:448];
-        \$12479 [255:224] = work[511:480];
-        \$12479 [287:256] = work[543:512];
-        \$12479 [319:288] = work[575:544];
-        \$12479 [351:320] = work[607:576];
-        \$12479 [383:352] = work[639:608];
-        \$12479 [415:384] = work[671:640];
-        \$12479 [447:416] = work[703:672];
-        \$12479 [479:448] = work[735:704];
-        \$12479 [511:480] = work[767:736];
-        \$12479 [543:512] = work[799:768];
-        \$12479 [575:544] = work[831:800];
-        \$12479 [607:576] = work[863:832];
-        \$12479 [639:608] = work[895:864];
-        \$12479 [671:640] = work[927:896];
-        \$12479 [703:672] = work[959:928];
-        \$12479 [735:704] = work[991:960];
-        \$12479 [767:736] = work[1023:992];
+        \$12591 [31:0] = work[287:256];
+        \$12591 [63:32] = work[319:288];
+        \$12591 [95:64] = work[351:320];
+        \$12591 [127:96] = work[383:352];
+        \$12591 [159:128] = work[415:384];
+        \$12591 [191:160] = work[447:416];
+        \$12591 [223:192] = work[479:448];
+        \$12591 [255:224] = work[511:480];
+        \$12591 [287:256] = work[543:512];
+        \$12591 [319:288] = work[575:544];
+        \$12591 [351:320] = work[607:576];
+        \$12591 [383:352] = work[639:608];
+        \$12591 [415:384] = work[671:640];
+        \$12591 [447:416] = work[703:672];
+        \$12591 [479:448] = work[735:704];
+        \$12591 [511:480] = work[767:736];
+        \$12591 [543:512] = work[799:768];
+        \$12591 [575:544] = work[831:800];
+        \$12591 [607:576] = work[863:832];
+        \$12591 [639:608] = work[895:864];
+        \$12591 [671:640] = work[927:896];
+        \$12591 [703:672] = work[959:928];
+        \$12591 [735:704] = work[991:960];
+        \$12591 [767:736] = work[1023:992];
       end
     end
-    if (\$12459 ) begin
-      \$12479 [1024] = block_special;
-      \$12479 [31:0] = gather_buf[31:0];
-      \$12479 [63:32] = gather_buf[63:32];
-      \$12479 [95:64] = gather_buf[95:64];
-      \$12479 [127:96] = gather_buf[127:96];
-      \$12479 [159:128] = gather_buf[159:128];
-      \$12479 [191:160] = gather_buf[191:160];
-      \$12479 [223:192] = gather_buf[223:192];
-      \$12479 [255:224] = gather_buf[255:224];
-      \$12479 [287:256] = gather_buf[287:256];
-      \$12479 [319:288] = gather_buf[319:288];
-      \$12479 [351:320] = gather_buf[351:320];
-      \$12479 [383:352] = gather_buf[383:352];
-      \$12479 [415:384] = gather_buf[415:384];
-      \$12479 [447:416] = gather_buf[447:416];
-      \$12479 [479:448] = gather_buf[479:448];
-      \$12479 [511:480] = gather_buf[511:480];
-      \$12479 [543:512] = gather_buf[543:512];
-      \$12479 [575:544] = gather_buf[575:544];
-      \$12479 [607:576] = gather_buf[607:576];
-      \$12479 [639:608] = gather_buf[639:608];
-      \$12479 [671:640] = gather_buf[671:640];
-      \$12479 [703:672] = gather_buf[703:672];
-      \$12479 [735:704] = gather_buf[735:704];
-      \$12479 [767:736] = gather_buf[767:736];
-      \$12479 [799:768] = beat__source__payload[31:0];
-      \$12479 [831:800] = beat__source__payload[63:32];
-      \$12479 [863:832] = beat__source__payload[95:64];
-      \$12479 [895:864] = beat__source__payload[127:96];
-      \$12479 [927:896] = beat__source__payload[159:128];
-      \$12479 [959:928] = beat__source__payload[191:160];
-      \$12479 [991:960] = beat__source__payload[223:192];
-      \$12479 [1023:992] = beat__source__payload[255:224];
-      \$12479 [1032:1025] = block_scale0;
-      \$12479 [1056:1045] = { \$12460 [10], \$12460  };
-      \$12479 [1044:1033] = { \$12461 [8], \$12461 [8], \$12461 [8], \$12461  };
-      \$12479 [1068:1057] = \$12463 ;
+    if (\$12571 ) begin
+      \$12591 [1024] = block_special;
+      \$12591 [31:0] = gather_buf[31:0];
+      \$12591 [63:32] = gather_buf[63:32];
+      \$12591 [95:64] = gather_buf[95:64];
+      \$12591 [127:96] = gather_buf[127:96];
+      \$12591 [159:128] = gather_buf[159:128];
+      \$12591 [191:160] = gather_buf[191:160];
+      \$12591 [223:192] = gather_buf[223:192];
+      \$12591 [255:224] = gather_buf[255:224];
+      \$12591 [287:256] = gather_buf[287:256];
+      \$12591 [319:288] = gather_buf[319:288];
+      \$12591 [351:320] = gather_buf[351:320];
+      \$12591 [383:352] = gather_buf[383:352];
+      \$12591 [415:384] = gather_buf[415:384];
+      \$12591 [447:416] = gather_buf[447:416];
+      \$12591 [479:448] = gather_buf[479:448];
+      \$12591 [511:480] = gather_buf[511:480];
+      \$12591 [543:512] = gather_buf[543:512];
+      \$12591 [575:544] = gather_buf[575:544];
+      \$12591 [607:576] = gather_buf[607:576];
+      \$12591 [639:608] = gather_buf[639:608];
+      \$12591 [671:640] = gather_buf[671:640];
+      \$12591 [703:672] = gather_buf[703:672];
+      \$12591 [735:704] = gather_buf[735:704];
+      \$12591 [767:736] = gather_buf[767:736];
+      \$12591 [799:768] = beat__source__payload[31:0];
+      \$12591 [831:800] = beat__source__payload[63:32];
+      \$12591 [863:832] = beat__source__payload[95:64];
+      \$12591 [895:864] = beat__source__payload[127:96];
+      \$12591 [927:896] = beat__source__payload[159:128];
+      \$12591 [959:928] = beat__source__payload[191:160];
+      \$12591 [991:960] = beat__source__payload[223:192];
+      \$12591 [1023:992] = beat__source__payload[255:224];
+      \$12591 [1032:1025] = block_scale0;
+      \$12591 [1056:1045] = { \$12572 [10], \$12572  };
+      \$12591 [1044:1033] = { \$12573 [8], \$12573 [8], \$12573 [8], \$12573  };
+      \$12591 [1068:1057] = \$12575 ;
     end
     if (rst) begin
-      \$12479  = 1069'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+      \$12591  = 1069'h0000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12480  = align_s0_valid;
+    \$12592  = align_s0_valid;
     if (work_ready) begin
-      \$12480  = work_busy;
+      \$12592  = work_busy;
     end
     if (rst) begin
-      \$12480  = 1'h0;
+      \$12592  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12481  = align__source__payload;
-    if (\$12464 ) begin
-      \$12481  = align_in;
+    \$12593  = align__source__payload;
+    if (\$12576 ) begin
+      \$12593  = align_in;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12482  = rounded_s0_valid;
+    \$12594  = rounded_s0_valid;
     if (align_s0_next_ready) begin
-      \$12482  = align_s0_valid;
+      \$12594  = align_s0_valid;
     end
     if (rst) begin
-      \$12482  = 1'h0;
+      \$12594  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12483  = rounded__source__payload;
-    if (\$12465 ) begin
-      \$12483  = rounded_in;
+    \$12595  = rounded__source__payload;
+    if (\$12577 ) begin
+      \$12595  = rounded_in;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12484  = o__valid;
+    \$12596  = o__valid;
     if (out__sink__ready) begin
-      \$12484  = out__sink__valid;
+      \$12596  = out__sink__valid;
     end
     if (rst) begin
-      \$12484  = 1'h0;
+      \$12596  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12485  = o__payload;
-    if (\$12466 ) begin
-      \$12485  = out__sink__payload;
+    \$12597  = o__payload;
+    if (\$12578 ) begin
+      \$12597  = out__sink__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12486  = codes_held0;
-    if (\$12469 ) begin
-      \$12486 [7:0] = codes_held0[71:64];
-      \$12486 [15:8] = codes_held0[79:72];
-      \$12486 [23:16] = codes_held0[87:80];
-      \$12486 [31:24] = codes_held0[95:88];
-      \$12486 [39:32] = codes_held0[103:96];
-      \$12486 [47:40] = codes_held0[111:104];
-      \$12486 [55:48] = codes_held0[119:112];
-      \$12486 [63:56] = codes_held0[127:120];
-      \$12486 [71:64] = codes_held0[135:128];
-      \$12486 [79:72] = codes_held0[143:136];
-      \$12486 [87:80] = codes_held0[151:144];
-      \$12486 [95:88] = codes_held0[159:152];
-      \$12486 [103:96] = codes_held0[167:160];
-      \$12486 [111:104] = codes_held0[175:168];
-      \$12486 [119:112] = codes_held0[183:176];
-      \$12486 [127:120] = codes_held0[191:184];
-      \$12486 [135:128] = rounded__source__payload[17:10];
-      \$12486 [143:136] = rounded__source__payload[25:18];
-      \$12486 [151:144] = rounded__source__payload[33:26];
-      \$12486 [159:152] = rounded__source__payload[41:34];
-      \$12486 [167:160] = rounded__source__payload[49:42];
-      \$12486 [175:168] = rounded__source__payload[57:50];
-      \$12486 [183:176] = rounded__source__payload[65:58];
-      \$12486 [191:184] = rounded__source__payload[73:66];
+    \$12598  = codes_held0;
+    if (\$12581 ) begin
+      \$12598 [7:0] = codes_held0[71:64];
+      \$12598 [15:8] = codes_held0[79:72];
+      \$12598 [23:16] = codes_held0[87:80];
+      \$12598 [31:24] = codes_held0[95:88];
+      \$12598 [39:32] = codes_held0[103:96];
+      \$12598 [47:40] = codes_held0[111:104];
+      \$12598 [55:48] = codes_held0[119:112];
+      \$12598 [63:56] = codes_held0[127:120];
+      \$12598 [71:64] = codes_held0[135:128];
+      \$12598 [79:72] = codes_held0[143:136];
+      \$12598 [87:80] = codes_held0[151:144];
+      \$12598 [95:88] = codes_held0[159:152];
+      \$12598 [103:96] = codes_held0[167:160];
+      \$12598 [111:104] = codes_held0[175:168];
+      \$12598 [119:112] = codes_held0[183:176];
+      \$12598 [127:120] = codes_held0[191:184];
+      \$12598 [135:128] = rounded__source__payload[17:10];
+      \$12598 [143:136] = rounded__source__payload[25:18];
+      \$12598 [151:144] = rounded__source__payload[33:26];
+      \$12598 [159:152] = rounded__source__payload[41:34];
+      \$12598 [167:160] = rounded__source__payload[49:42];
+      \$12598 [175:168] = rounded__source__payload[57:50];
+      \$12598 [183:176] = rounded__source__payload[65:58];
+      \$12598 [191:184] = rounded__source__payload[73:66];
     end
     if (rst) begin
-      \$12486  = 192'h000000000000000000000000000000000000000000000000;
+      \$12598  = 192'h000000000000000000000000000000000000000000000000;
     end
   end
   assign ocp_field0_ef = { 2'h0, beat_amax[30:23] };
@@ -26619,14 +26843,14 @@ module nxfp_encode_mxfp8_e4m3_l8_fp32_pf(i__valid, o__ready, clk, rst, i__ready,
   assign \gather_buf[21]  = gather_buf[703:672];
   assign \gather_buf[22]  = gather_buf[735:704];
   assign \gather_buf[23]  = gather_buf[767:736];
-  assign rounded_in[73:66] = \$12438 ;
-  assign rounded_in[65:58] = \$12435 ;
-  assign rounded_in[57:50] = \$12432 ;
-  assign rounded_in[49:42] = \$12429 ;
-  assign rounded_in[41:34] = \$12426 ;
-  assign rounded_in[33:26] = \$12423 ;
-  assign rounded_in[25:18] = \$12420 ;
-  assign rounded_in[17:10] = \$12417 ;
+  assign rounded_in[73:66] = \$12550 ;
+  assign rounded_in[65:58] = \$12533 ;
+  assign rounded_in[57:50] = \$12516 ;
+  assign rounded_in[49:42] = \$12499 ;
+  assign rounded_in[41:34] = \$12482 ;
+  assign rounded_in[33:26] = \$12465 ;
+  assign rounded_in[25:18] = \$12448 ;
+  assign rounded_in[17:10] = \$12431 ;
   assign rounded_in[9] = align__source__payload[9];
   assign rounded_in[8] = align__source__payload[8];
   assign rounded_in[7:0] = align__source__payload[7:0];
