@@ -150,3 +150,33 @@ def test_cli_one_point(tmp_path):
     data = json.loads((tmp_path / "o" / "model_accuracy.json").read_text())
     assert data["points"][0]["weights"] == "mxfp8_e4m3" and data["points"][0]["sentences"] == 3
     assert "| mxfp8_e4m3 | mxfp8_e4m3 | fp32 |" in (tmp_path / "o" / "model_accuracy.md").read_text()
+
+
+def test_report_model_section(tmp_path):
+    """The section nxfp-hw report --model-accuracy appends: table, comparison, plot against the dot area."""
+    from nxfp_hw.model.report import model_section
+
+    data = {"formats": {"mxfp8_e4m3": {"format_string": "mxfp8_e4m3"}},
+            "results": [{"unit": "dot", "format": "mxfp8_e4m3",
+                         "flows": {"generic": {"figures": {"transistors": 123456}}}}]}
+    section, md, files = model_section(data, tmp_path, tmp_path / "cache", sentences=3, echo=lambda s: None)
+    assert section["points"][0]["weights"] == "mxfp8_e4m3" and section["points"][0]["sentences"] == 3
+    assert "## Model accuracy under hardware-exact numerics" in md and "dot engine transistors" in md
+    assert files == [tmp_path / "model_accuracy.png"] and files[0].stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_report_cli_model_accuracy(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "nxfp_hw.cli", "report", "--formats", "mxfp8_e4m3", "--units", "dot",
+                        "--flows", "generic", "--out", str(tmp_path / "r"), "--cache", str(tmp_path / "c"),
+                        "--model-accuracy", "--model-sentences", "3"], capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stderr
+    assert "## Model accuracy" in (tmp_path / "r" / "report.md").read_text()
+    assert "model_accuracy" in json.loads((tmp_path / "r" / "report.json").read_text())
+
+
+def test_report_cli_model_sentences_needs_flag(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "nxfp_hw.cli", "report", "--model-sentences", "3", "--out",
+                        str(tmp_path / "r"), "--cache", str(tmp_path / "c")], capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 2 and "model-sentences: only meaningful with --model-accuracy" in r.stderr

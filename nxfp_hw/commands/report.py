@@ -53,6 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", type=Path, default=None, help="cache directory (default $XDG_CACHE_HOME/nxfp-hw)")
     p.add_argument("--jobs", "-j", type=positive_int, default=1, help="configurations measured in parallel (default 1)")
     p.add_argument("--force", action="store_true", help="replace an existing report in --out")
+    p.add_argument("--model-accuracy", action="store_true",
+                   help="add all-MiniLM-L6-v2 sentence-embedding accuracy under hardware-exact numerics per format "
+                        "(nxfp-hw model-eval; about a minute per uncached point; docs/model_accuracy.md)")
+    p.add_argument("--model-sentences", type=positive_int, default=None,
+                   help="with --model-accuracy: use the first N built-in sentences (default all 200)")
     p.set_defaults(func=run)
 
 
@@ -90,6 +95,12 @@ def run(args: argparse.Namespace) -> int:
         raise UserError(f"jobs: expected a positive integer, got {args.jobs}")
     formats = (args.formats or ([] if args.extra_formats else list(DEFAULT_FORMATS))) + args.extra_formats
     _check_units(args, formats)
+    if args.model_accuracy:
+        from ..model.minilm import check_model_dir, default_model_dir
+
+        check_model_dir(default_model_dir(), "--model-accuracy")
+    elif args.model_sentences is not None:
+        raise UserError("model-sentences: only meaningful with --model-accuracy")
     check_output_dir(args.out, "--out")
     check_output_dir(args.cache or default_cache_dir(), "--cache")
     result = run_report(formats=formats, units=args.units, flows=args.flows, tensor=tensor, tensor_label=label,
@@ -97,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
                         lanes=args.lanes, pipeline=args.pipeline, encode_formats=args.encode_formats,
                         encode_flows=args.encode_flows, acc=args.acc, guard_bits=args.guard_bits,
                         period_ns=args.period, freq_mhz=args.freq)
+    if args.model_accuracy:
+        result.files.extend(_model_accuracy(args, result))
     for path in result.files:
         print(f"wrote {path}")
     if result.failures:
@@ -105,3 +118,21 @@ def run(args: argparse.Namespace) -> int:
             print(f"  {line}")
         return 1
     return 0
+
+
+def _model_accuracy(args: argparse.Namespace, result) -> list[Path]:
+    """Append the model-accuracy section (nxfp_hw.model.report.model_section) to report.md and report.json."""
+    import json
+
+    from ..flows.accuracy import write_text_atomic
+    from ..flows.report import _json_default
+    from ..model.report import model_section
+
+    section, md, files = model_section(result.data, args.out, args.cache or default_cache_dir(), acc=args.acc,
+                                       sentences=args.model_sentences)
+    if section is not None:
+        result.data["model_accuracy"] = section
+        report_md = args.out / "report.md"
+        write_text_atomic(report_md, report_md.read_text() + md)
+        write_text_atomic(args.out / "report.json", json.dumps(result.data, indent=1, default=_json_default) + "\n")
+    return files

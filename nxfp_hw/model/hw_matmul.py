@@ -201,9 +201,10 @@ def _two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def _round_to_odd(s: np.ndarray, e: np.ndarray) -> np.ndarray:
     """``RO_53(s + e)`` for ``s = RN(s + e)``: ``s``, or its neighbour towards ``e`` when ``e != 0`` and the
-    last significand bit of ``s`` is even."""
-    even = (s.view(np.int64) & 1) == 0
-    return np.where((e != 0) & even, np.nextafter(s, np.where(e > 0, np.inf, -np.inf)), s)
+    last significand bit of ``s`` is even. ``s`` finite (an Inf accumulator is handled by the caller)."""
+    bits = s.view(np.int64)
+    step = np.where((e > 0) == (s > 0), 1, -1)  # +1 moves away from zero, -1 towards it (s != 0 when e != 0)
+    return (bits + (((bits & 1) == 0) & (e != 0)) * step).view(np.float64)
 
 
 def _reduce_exact(v: np.ndarray) -> np.ndarray:

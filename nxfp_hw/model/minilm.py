@@ -30,7 +30,8 @@ from ..errors import UserError
 from ..formats import BlockFormat
 from .hw_matmul import QuantizedMatrix, hw_matmul, quantize_activations, quantize_weight
 
-__all__ = ["MODEL_FILES", "HardwareLinear", "MiniLM", "default_model_dir", "float32_linear", "load_minilm"]
+__all__ = ["MODEL_FILES", "HardwareLinear", "MiniLM", "check_model_dir", "default_model_dir", "float32_linear",
+           "load_minilm"]
 
 #: Files a model directory must hold.
 MODEL_FILES = ("config.json", "tokenizer.json", "model.safetensors")
@@ -46,6 +47,23 @@ def default_model_dir() -> Path:
     from ..tensors import minilm_path
 
     return minilm_path().parent
+
+
+def check_model_dir(model_dir: Path, what: str = "--model-dir") -> Path:
+    """``model_dir`` holds :data:`MODEL_FILES` and ``tokenizers`` is importable; ``UserError`` naming ``what``."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise UserError(f"{what}: {model_dir}: not a directory")
+    missing = [f for f in MODEL_FILES if not (model_dir / f).is_file()]
+    if missing:
+        raise UserError(f"{what}: {model_dir}: missing {', '.join(missing)} (a model directory holds "
+                        f"{', '.join(MODEL_FILES)})")
+    try:
+        import tokenizers  # noqa: F401
+    except ImportError:
+        raise UserError(f"{what}: the tokenizers package is missing: pip install 'nxfp-hw[model]' (./run setup "
+                        "installs it)") from None
+    return model_dir
 
 
 def float32_linear(name: str, x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -106,13 +124,7 @@ class MiniLM:
     """all-MiniLM-L6-v2 weights, config and tokenizer; :meth:`embed` gives normalised sentence embeddings."""
 
     def __init__(self, model_dir: Path, *, what: str = "--model-dir") -> None:
-        model_dir = Path(model_dir)
-        if not model_dir.is_dir():
-            raise UserError(f"{what}: {model_dir}: not a directory")
-        missing = [f for f in MODEL_FILES if not (model_dir / f).is_file()]
-        if missing:
-            raise UserError(f"{what}: {model_dir}: missing {', '.join(missing)} (a model directory holds "
-                            f"{', '.join(MODEL_FILES)})")
+        model_dir = check_model_dir(model_dir, what)
         try:
             cfg = json.loads((model_dir / "config.json").read_text())
             self.layers = int(cfg["num_hidden_layers"])

@@ -121,3 +121,54 @@ def plot_model_error(points: Sequence[ModelPoint], path: Path, *, area: Mapping[
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _dot_area(data: Mapping[str, Any]) -> tuple[dict[str, float], str] | tuple[None, str]:
+    """Area of the dot unit per format from a report's data: ASIC um^2 if measured, else transistors."""
+    for flow, key, label in (("asic", "area_um2", "dot engine area (um^2, OSU 0.18 um)"),
+                             ("generic", "transistors", "dot engine transistors (CMOS est.)")):
+        area = {r["format"]: r["flows"][flow]["figures"][key] for r in data.get("results", [])
+                if r.get("unit") == "dot" and "figures" in r.get("flows", {}).get(flow, {})
+                and r["flows"][flow]["figures"].get(key)}
+        if area:
+            return area, label
+    return None, ""
+
+
+def model_section(data: Mapping[str, Any], out_dir: Path, cache_dir: Path | None, *, acc: str | None = None,
+                  sentences: int | None = None, echo=print) -> tuple[dict[str, Any] | None, str, list[Path]]:
+    """The report's model-accuracy section: for each report format usable as weights, the points (W,
+    mxfp8_e4m3, acc) and (W, W, acc) (``acc`` default fp32), from the cache or computed (about 30-60 s each
+    on 2 cores). Returns ``(json data, markdown, files)``; the plot is ``model_accuracy.png``."""
+    from ..formats import parse_format
+    from .eval import evaluate_point, load_sentences, reference_embeddings
+    from .hw_matmul import blas_exact
+    from .minilm import load_minilm
+
+    mode = acc or "fp32"
+    model = load_minilm(what="model")
+    sentences = load_sentences(limit=sentences)
+    reference = reference_embeddings(model, sentences, cache_dir)
+    points = []
+    for label, info in data.get("formats", {}).items():
+        w = parse_format(info.get("format_string", label))
+        for a in ("mxfp8_e4m3", "same"):
+            fa = w if a == "same" else parse_format(a)
+            if fa.k != w.k or not blas_exact(fa, w) or (a != "same" and fa == w):
+                continue
+            p = evaluate_point(model, sentences, w, fa, mode, reference=reference, cache_dir=cache_dir)
+            echo(f"model accuracy W={p.weights} A={p.activations} {mode} ... mean cos {p.mean_cosine:.5f}")
+            points.append(p)
+    if not points:
+        return None, "", []
+    area, area_label = _dot_area(data)
+    files = []
+    png = plot_model_error(points, Path(out_dir) / "model_accuracy.png", area=area, area_label=area_label)
+    md = "\n" + model_markdown(points, {"sentences_source": "built-in set"}, level=2)
+    if area:
+        md += f"\nArea: {area_label} of the dot unit of the weight format (this report's measurement).\n"
+    if png is not None:
+        files.append(png)
+        md += "\n![model error versus bits and area](model_accuracy.png)\n"
+    meta = json.loads(model_json(points, {"model": "all-MiniLM-L6-v2", "sentences": len(sentences)}))
+    return meta, md, files
