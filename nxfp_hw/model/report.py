@@ -11,7 +11,8 @@ from typing import Any
 
 from .eval import ModelPoint
 
-__all__ = ["MODEL_SCHEMA", "comparisons", "model_json", "model_markdown", "model_table", "plot_model_error"]
+__all__ = ["MODEL_SCHEMA", "comparisons", "dot_area", "model_json", "model_markdown", "model_section", "model_table",
+           "plot_model_error"]
 
 MODEL_SCHEMA = "nxfp-hw-model-accuracy/1"
 
@@ -123,10 +124,10 @@ def plot_model_error(points: Sequence[ModelPoint], path: Path, *, area: Mapping[
     return path
 
 
-def _dot_area(data: Mapping[str, Any]) -> tuple[dict[str, float], str] | tuple[None, str]:
+def dot_area(data: Mapping[str, Any]) -> tuple[dict[str, float], str] | tuple[None, str]:
     """Area of the dot unit per format from a report's data: ASIC um^2 if measured, else transistors."""
-    for flow, key, label in (("asic", "area_um2", "dot engine area (um^2, OSU 0.18 um)"),
-                             ("generic", "transistors", "dot engine transistors (CMOS est.)")):
+    for flow, key, label in (("asic", "area_um2", "W x W dot engine area (um^2, OSU 0.18 um)"),
+                             ("generic", "transistors", "W x W dot engine transistors (CMOS est.)")):
         area = {r["format"]: r["flows"][flow]["figures"][key] for r in data.get("results", [])
                 if r.get("unit") == "dot" and "figures" in r.get("flows", {}).get(flow, {})
                 and r["flows"][flow]["figures"].get(key)}
@@ -161,7 +162,7 @@ def model_section(data: Mapping[str, Any], out_dir: Path, cache_dir: Path | None
             points.append(p)
     if not points:
         return None, "", []
-    area, area_label = _dot_area(data)
+    area, area_label = dot_area(data)
     files = []
     png = plot_model_error(points, Path(out_dir) / "model_accuracy.png", area=area, area_label=area_label)
     md = "\n" + model_markdown(points, {"sentences_source": "built-in set"}, level=2)
