@@ -64,7 +64,7 @@ def test_hw_matmul_matches_golden(rng, act, wgt):
     w[1, 64:] = -w[0, 64:]
     x[1, 64:] = x[1, :64]
     wq = hm.quantize_weight(w, fb)
-    golden = _golden(fa, quantize(x, fa), fb, wq.quantized)
+    golden = _golden(fa, quantize(x, fa, metric=hm.activation_metric(fa)), fb, wq.quantized)
     for mode in ACC_MODES:
         got = hm.hw_matmul(x, wq, fa, mode)
         assert got.dtype == np.float32 and got.shape == (6, 5)
@@ -123,3 +123,9 @@ def test_refuses_inexact_pairs_and_bad_input():
         hm.hw_matmul(np.ones((1, 32), np.float32), wq, g, "fp16")
     with pytest.raises(ValueError, match="NaN or Inf"):
         hm.hw_matmul(np.full((1, 32), np.nan, np.float32), wq, g)
+
+
+def test_activation_metric_is_the_encoders():
+    """Activations are cast as the generated encoder casts them: its default policy's metric."""
+    assert hm.activation_metric(parse_format("nxfp4")) == "hw"
+    assert hm.activation_metric(parse_format("mxfp8_e4m3")) == "float64"

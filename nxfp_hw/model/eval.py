@@ -31,6 +31,7 @@ from ..errors import UserError
 from ..formats import BlockFormat, parse_format
 from ..golden.dot import ACC_MODES
 from .blas import blas_threads
+from .hw_matmul import activation_metric
 from .minilm import HardwareLinear, MiniLM
 
 __all__ = ["DEFAULT_ACTIVATIONS", "DEFAULT_MODES", "DEFAULT_WEIGHTS", "ModelPoint", "compare_embeddings",
@@ -65,6 +66,8 @@ class ModelPoint:
     macs: int
     seconds: float
     sentences_digest: str
+    #: the golden quantizer metric that cast the activations (the generated encoder's default policy)
+    activation_metric: str = "float64"
 
 
 def load_sentences(path: Path | None = None, *, limit: int | None = None, what: str = "--sentences") -> list[str]:
@@ -144,8 +147,11 @@ def reference_embeddings(model: MiniLM, sentences: Sequence[str], cache_dir: Pat
 
 def _point_path(cache_dir: Path, model: MiniLM, sentences: Sequence[str], w: BlockFormat, a: BlockFormat,
                 mode: str) -> Path:
+    metric = activation_metric(a)
+    # A float64-metric cast (every MX format) keeps the key it had before the metric was part of it.
+    tail = "" if metric == "float64" else f"|{metric}"
     key = hashlib.sha256(f"{METHOD_VERSION}|{_model_digest(model)}|{_digest(sentences)}|{w.to_string()}|"
-                         f"{a.to_string()}|{mode}".encode()).hexdigest()[:20]
+                         f"{a.to_string()}|{mode}{tail}".encode()).hexdigest()[:20]
     return Path(cache_dir) / "model_accuracy" / f"{key}.json"
 
 
@@ -183,7 +189,7 @@ def evaluate_point(model: MiniLM, sentences: Sequence[str], weights: str | Block
     point = ModelPoint(weights=w.label, activations=a.label, mode=mode, weight_bits=w.bits_per_element,
                        activation_bits=a.bits_per_element, sentences=len(sentences),
                        tokens=int(sum(len(t) for t in ids)), macs=linear.macs, seconds=round(seconds, 2),
-                       sentences_digest=_digest(sentences), **figures)
+                       sentences_digest=_digest(sentences), activation_metric=activation_metric(a), **figures)
     if path is not None:
         from ..flows.accuracy import write_text_atomic
 

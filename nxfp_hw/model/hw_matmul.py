@@ -1,8 +1,9 @@
 """Hardware-exact matrix products: every output is one reduction of the dot engine (spec 8, 8.1).
 
 ``hw_matmul(x, w, act_fmt, mode)`` computes ``y[r, c] = dot(x[r, :], w[c, :])`` the way a generated
-``DotEngine(fmt_a=act_fmt, fmt_b=w.fmt, acc=mode)`` does: the activation row is cast to ``act_fmt`` by
-the golden encoder (:func:`nxfp_hw.golden.quantize.quantize`, its default selection policy), the weight
+``DotEngine(fmt_a=act_fmt, fmt_b=w.fmt, acc=mode)`` does: the activation row is cast to ``act_fmt`` as the
+generated encoder casts it (the golden quantizer with the metric of the encoder's default selection policy,
+:func:`activation_metric`: ``"hw"`` for NxFP, docs/encoder.md), the weight
 row is already quantized (:func:`quantize_weight`), the blocks of ``k`` elements are multiplied and
 summed exactly per block, and the block values ``v_j = S_j * Xa_j * Xb_j`` are accumulated in block
 order in the chosen mode. Results are bit for bit those of :func:`nxfp_hw.golden.dot.reduce_bits` on
@@ -52,8 +53,9 @@ import numpy as np
 from ..formats import BlockFormat
 from ..golden.dot import ACC_MODES, DEFAULT_GUARD_BITS, exact_sum_bits, exact_window, scale_bounds
 from ..golden.quantize import QuantizedTensor, dequantize_exact, quantize
+from ..golden.select import select_metric
 
-__all__ = ["QuantizedMatrix", "blas_exact", "block_values", "hw_matmul", "quantize_activations",
+__all__ = ["QuantizedMatrix", "activation_metric", "blas_exact", "block_values", "hw_matmul", "quantize_activations",
            "quantize_weight", "reduce_block_values"]
 
 #: Elements of the float64 block-value array ``(nblocks, rows, cols)`` computed at once (32 MiB).
@@ -103,13 +105,20 @@ def quantize_weight(w: np.ndarray, fmt: BlockFormat) -> QuantizedMatrix:
     return QuantizedMatrix(fmt, np.ascontiguousarray(vals.transpose(1, 2, 0)), q)
 
 
+def activation_metric(fmt: BlockFormat) -> str:
+    """The golden quantizer's ``metric`` that reproduces the generated encoder of ``fmt`` under its default
+    selection policy (``nxfp_hw.golden.select``): ``"hw"`` for NxFP, ``"float64"`` (never consulted) for MX."""
+    return select_metric(fmt)
+
+
 def quantize_activations(x: np.ndarray, fmt: BlockFormat) -> np.ndarray:
-    """Cast ``x`` ``(rows, cols)`` to ``fmt`` by the golden encoder; exact decoded values, float64
-    ``(nblocks, rows, k)``. ``ValueError`` if ``x`` is not finite."""
+    """Cast ``x`` ``(rows, cols)`` to ``fmt`` as the generated encoder does (the golden quantizer with
+    :func:`activation_metric`); exact decoded values, float64 ``(nblocks, rows, k)``. ``ValueError`` if ``x``
+    is not finite."""
     x = np.asarray(x)
     if not np.all(np.isfinite(x)):
         raise ValueError("activations hold NaN or Inf values")
-    vals = dequantize_exact(quantize(x, fmt)).reshape(x.shape[0], -1, fmt.k)
+    vals = dequantize_exact(quantize(x, fmt, metric=activation_metric(fmt))).reshape(x.shape[0], -1, fmt.k)
     return np.ascontiguousarray(vals.transpose(1, 0, 2))
 
 
