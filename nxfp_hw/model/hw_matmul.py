@@ -32,13 +32,16 @@ Why it is exact (docs/model_accuracy.md, "the fast matmul"):
    even), and the cast to float32 of that round-to-odd value is the correct RNE of the exact sum
    because 53 >= 24 + 2 (Boldo and Melquiond, "Emulation of FMA and correctly rounded sums: proved
    algorithms using rounding to odd", IEEE TC 2008).
-4. **``exact``**: the block values of a reduction summed as integers: each ``v_j`` is ``t_j * 2**E_j``
-   (``|t_j| < 2**53`` from ``frexp``), split into 24-bit pieces added into int64 limbs of 24 bits
-   on a grid anchored at the reduction's smallest ``E_j`` (at most ``nblocks`` pieces of < 2**48 per
-   limb: no int64 overflow below 2**15 blocks), carries propagated, then the magnitude's top two
-   limbs and a sticky bit of everything below are rounded once to float32. The spec's window check
-   cannot fire: ``nblocks <= 2**guard_bits`` prefix sums of block values bounded by
-   :func:`~nxfp_hw.golden.dot.exact_block_bound` stay inside the window by its construction.
+4. **``exact``**: the block values of a reduction summed exactly, rounded once. Fast path: a double-double
+   sum (``hi`` by TwoSum, its errors TwoSum'ed into ``lo``); if no error of ``lo`` was lost, ``hi + lo`` is
+   the exact sum and TwoSum, round to odd and the float32 cast round it once. Otherwise (a reduction
+   spanning more than about 100 bits) the limbs: each ``v_j = t_j * 2**E_j`` (``|t_j| < 2**53`` from
+   ``frexp``) is split into 24-bit pieces added into int64 limbs of 24 bits on a grid anchored at the
+   reduction's smallest ``E_j`` (at most ``nblocks`` pieces of < 2**48 per limb: no int64 overflow below
+   2**15 blocks), carries are propagated, and the magnitude's top two limbs with a sticky bit of everything
+   below are rounded once to float32. The spec's window check cannot fire: ``nblocks <= 2**guard_bits``
+   prefix sums of block values bounded by :func:`~nxfp_hw.golden.dot.exact_block_bound` stay inside the
+   window by its construction.
 
 Activations must be finite (a NaN/Inf block would give a NaN header; the model never produces one):
 ``ValueError`` otherwise. Bias, if any, is added by the caller in binary32 after the dot products.
