@@ -9,7 +9,8 @@ scoreboard and mismatch description). :func:`run_fast` returns a
 :class:`~verif.regression.RegressionResult` with the same statistics as :func:`verif.regression.run_vectors`.
 
 :func:`choose_engine` picks the engine of ``nxfp-hw verify --engine auto``: the fast path from
-:data:`AUTO_FAST_VALUES` compared values on, cocotb below (and always for ``--waves``).
+:data:`AUTO_FAST_VALUES` compared values or :data:`AUTO_FAST_BEATS` input beats on, cocotb below (and always
+for ``--waves``).
 """
 
 from __future__ import annotations
@@ -33,12 +34,14 @@ from .regression import ModuleFiles, RegressionResult
 from .scoreboard import Scoreboard
 from .vectors import VectorSet
 
-__all__ = ["AUTO_FAST_VALUES", "ENGINES", "check_vectors", "choose_engine", "pack_hex", "run_fast", "unpack_hex"]
+__all__ = ["AUTO_FAST_BEATS", "AUTO_FAST_VALUES", "ENGINES", "check_vectors", "choose_engine", "pack_hex", "run_fast",
+           "unpack_hex"]
 
 ENGINES = ("auto", "cocotb", "fast")
 #: ``--engine auto`` runs the fast path from this many compared values on (the cocotb path below: its
 #: start-up is shorter and, on Verilator, its model may already be built).
 AUTO_FAST_VALUES = 20_000
+AUTO_FAST_BEATS = 4096  # ... or this many input beats (a dot run of 5,000 blocks has ~2,000 results)
 _CHUNK = 8192  # rows per vectorised packing step
 _HEX = np.frombuffer(b"0123456789abcdef", np.uint8)
 _NIBBLE = np.full(256, 255, np.uint8)
@@ -46,8 +49,8 @@ _NIBBLE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16)
 _NIBBLE[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
 
 
-def choose_engine(requested: str, values: int, *, waves: bool = False) -> str:
-    """``cocotb`` or ``fast`` for ``--engine requested`` (``auto``: by the number of compared values)."""
+def choose_engine(requested: str, values: int, *, beats: int = 0, waves: bool = False) -> str:
+    """``cocotb`` or ``fast`` for ``--engine requested`` (``auto``: by the number of compared values and beats)."""
     if requested not in ENGINES:
         raise UserError(f"--engine: expected one of {', '.join(ENGINES)}, got {requested!r}")
     if requested == "fast" and waves:
@@ -55,7 +58,8 @@ def choose_engine(requested: str, values: int, *, waves: bool = False) -> str:
                         "with --engine cocotb --waves to debug)")
     if requested != "auto":
         return requested
-    return "fast" if values >= AUTO_FAST_VALUES and not waves else "cocotb"
+    big = values >= AUTO_FAST_VALUES or beats >= AUTO_FAST_BEATS
+    return "fast" if big and not waves else "cocotb"
 
 
 # --- payload words as hex lines ----------------------------------------------------------------------
