@@ -1,5 +1,6 @@
 """The compiled fast path of a regression: the same vectors and golden expectations as the cocotb path,
-streamed through a generated SystemVerilog testbench (:mod:`sim.fast_tb`) on Icarus or Verilator.
+streamed through a generated testbench (:mod:`sim.fast_tb`): SystemVerilog on Icarus, its C++ twin on Verilator
+(or the SystemVerilog one under ``--binary --timing``).
 
 The launching process packs the input payload words into a hex file (vectorised NumPy, from the
 manifest's field offsets), the testbench drives them with random valid gaps and backpressure and logs
