@@ -120,3 +120,43 @@ def test_bad_select(name, fmt, message):
         check_select(name, parse_format(fmt))
     with pytest.raises(ValueError, match=message.replace("--select", "select")):
         EncodeUnit(parse_format(fmt), lanes=8, select=name)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "--unit", "encode", "-f", "nxfp4", "--select", "best"], "--select: unknown selection policy 'best'"),
+    (["generate", "--unit", "decode", "-f", "nxfp4", "--select", "hits"], "--select: only the encoder selects"),
+    (["area", "--unit", "encode", "-f", "mxfp4_e2m1", "--flow", "generic", "--select", "exact"],
+     "--select exact: format mxfp4_e2m1 has one element candidate"),
+    (["verify", "--unit", "encode", "-f", "elem=E2M1|E1M2,scale=UE5M1", "--select", "hits"],
+     "--select hits: policy 'hits' chooses between recycling options"),
+    (["verify", "--unit", "dot", "-f", "nxfp4", "--select", "hits"], "--select: only for --unit encode"),
+    (["quantize", "-f", "nxfp4", "-i", "{x}", "-o", "{out}", "--select", "l2"], "--select: unknown selection policy"),
+    (["quantize", "-f", "mxfp4_e2m1", "-i", "{x}", "-o", "{out}", "--select", "hits"], "nothing to select"),
+])
+def test_cli_bad_select(argv, message, tmp_path, capsys):
+    """One message naming --select, exit status 2, no output written."""
+    from nxfp_hw.cli import main
+
+    np.save(tmp_path / "x.npy", np.zeros((2, 32), np.float32))
+    out = tmp_path / "out"
+    argv = [a.format(x=tmp_path / "x.npy", out=out / "q.npz") for a in argv]
+    if argv[0] in ("generate",):
+        argv += ["--out", str(out)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not out.exists()
+
+
+def test_cli_quantize_select(tmp_path, capsys):
+    """``nxfp-hw quantize --select`` writes the hardware encoder's choice, bit for bit."""
+    from nxfp_hw.cli import main
+
+    rng = rng_for("test_cli_quantize_select")
+    x = (rng.standard_t(3, (16, 64)) * 0.1).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    assert main(["quantize", "-f", "nxfp4", "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "q.npz"),
+                 "--select", "hits"]) == 0
+    q = quantize(x, PRESETS["nxfp4"], metric="hw-hits")
+    with np.load(tmp_path / "q.npz") as z:
+        assert (z["headers"] == q.headers).all() and (z["codes"] == q.codes).all()

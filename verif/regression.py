@@ -61,15 +61,15 @@ class ModuleFiles:
 def prepare_module(unit: str, fmt_a: BlockFormat, fmt_b: BlockFormat | None = None, *, lanes: int | None = None,
                    out: str = "fp32", pipeline: Any = None, build_root: Path | None = None,
                    input_format: str | None = None, acc: str | None = None,
-                   guard_bits: int | None = None) -> ModuleFiles:
+                   guard_bits: int | None = None, select: str | None = None) -> ModuleFiles:
     """Generate the unit into ``<build_root>/rtl/<module>`` unless an identical generation is there
     (``input_format``: the encode unit's fp32/bf16 input; ``acc``/``guard_bits``: the dot engine's
-    accumulation mode, None for its defaults)."""
+    accumulation mode, None for its defaults; ``select``: the encoder's selection policy)."""
     from nxfp_hw.flows.generate import build_unit, generate, generator_digest
     from nxfp_hw.flows.manifest import config_hash
 
     component = build_unit(unit, fmt_a, fmt_b, lanes=lanes, pipeline=pipeline, out=out,
-                           input_format=input_format, acc=acc, guard_bits=guard_bits)
+                           input_format=input_format, acc=acc, guard_bits=guard_bits, select=select)
     root = (build_root or default_build_root()).resolve()
     out_dir = root / "rtl" / component.module_name
     manifest = out_dir / f"{component.module_name}.json"

@@ -858,11 +858,13 @@ ENCODE_INPUTS = {"fp32": (np.float32, np.uint32), "bf16": (ml_dtypes.bfloat16, n
 ENCODE_DISTRIBUTIONS = ("gaussian", "student_t", "minilm")
 
 
-def encoder_metric(fmt: BlockFormat) -> str:
-    """The golden selection metric of the encode unit (docs/encoder.md): ``"hw"`` when the block format
-    has more than one (candidate, recycling option) pair, else ``"float64"`` (then the metric is never
-    consulted and both give the same bits)."""
-    return "hw" if len(encode_pairs(fmt)) > 1 else "float64"
+def encoder_metric(fmt: BlockFormat, select: str | None = None) -> str:
+    """The golden selection metric of the encode unit (docs/encoder.md) under selection policy ``select``
+    (default ``exact``: ``"hw"``) when the block format has more than one (candidate, recycling option)
+    pair, else ``"float64"`` (then the metric is never consulted and both give the same bits)."""
+    from nxfp_hw.golden.select import select_metric
+
+    return select_metric(fmt, select)
 
 
 def encode_pairs(fmt: BlockFormat) -> list[tuple[int, int]]:
@@ -1032,7 +1034,8 @@ def encode_random(fmt: BlockFormat, n: int, rng: np.random.Generator,
 
 
 def encode_vectors(fmt: BlockFormat, x: np.ndarray, lanes: int, *, input_format: str = "fp32",
-                   cases: list[str] | None = None, reset_prefix: int | None = None) -> VectorSet:
+                   cases: list[str] | None = None, reset_prefix: int | None = None,
+                   select: str | None = None) -> VectorSet:
     """Encoder stimulus: blocks ``x`` ``(n, k)`` (rounded to the input format), ``k/lanes`` beats of bit
     patterns per block, with the golden packed output (spec 5, 6) of :func:`encoder_metric`.
 
@@ -1051,14 +1054,15 @@ def encode_vectors(fmt: BlockFormat, x: np.ndarray, lanes: int, *, input_format:
     n = xin.shape[0]
     if n == 0:
         raise ValueError("encode_vectors: no blocks")
-    q = quantize(xin, fmt, metric=encoder_metric(fmt))
+    q = quantize(xin, fmt, metric=encoder_metric(fmt, select))
     headers, codes = q.headers.reshape(n).astype(np.uint16), q.codes.reshape(n, k).astype(np.uint16)
     per = k // lanes
     if reset_prefix is None:  # stop in the middle of the second block (or after the first)
         reset_prefix = min(n * per - 1, per + per // 2 + 1)
     aux = {"headers": headers, "codes": codes, "case": np.array(cases if cases is not None else ["blocks"] * n)}
     meta = {"unit": "encode", "compare_field": "block", "compare_fields": ["header", "codes"], "kind": "code",
-            "input": input_format, "metric": encoder_metric(fmt), "operands": {"a": ["got.header", "got.codes"]},
+            "input": input_format, "metric": encoder_metric(fmt, select),
+            "operands": {"a": ["got.header", "got.codes"]},
             "ieee_coverage": [["inputs", "in.values", input_format]], "formats": {"a": fmt.to_string()},
             "reset_prefix": int(reset_prefix), "blocks": n, "beats_per_block": per}
     block = np.concatenate([headers[:, None], codes], axis=1)

@@ -13,7 +13,14 @@ from ..flows.accuracy import write_text_atomic
 from ..flows.area import FLOWS
 from ..formats import parse_format
 from ..paths import check_output_dir, check_output_file
-from .generate import add_pipeline_arguments, add_target_arguments, check_target, close_timing, unit_options
+from .generate import (
+    add_pipeline_arguments,
+    add_select_argument,
+    add_target_arguments,
+    check_target,
+    close_timing,
+    unit_options,
+)
 from .options import heartbeat, positive_float, positive_int
 
 
@@ -28,6 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format-b", dest="fmt_b", help="second operand format (dot engine; default: --format)")
     p.add_argument("--lanes", type=positive_int, help="elements per beat (a divisor of k; default: the unit's)")
     add_pipeline_arguments(p)
+    add_select_argument(p)
     p.add_argument("--flow", dest="flows", action="append", choices=(*FLOWS, "power"), required=True,
                    help="flow to run (repeat for several); power: energy per operation from gate-level simulation "
                         "of the asic netlist (docs/area.md)")

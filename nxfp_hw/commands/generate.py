@@ -41,6 +41,15 @@ def add_pipeline_arguments(p: argparse.ArgumentParser, *, what: str = "the unit"
                         "reductions of up to 2^16 blocks)")
 
 
+def add_select_argument(p: argparse.ArgumentParser) -> None:
+    """``--select``: the encoder's selection policy (docs/encoder.md "Selection policies")."""
+    from ..golden.select import DEFAULT_SELECT, SELECT_POLICIES
+
+    p.add_argument("--select", metavar="POLICY",
+                   help=f"selection policy of the encode unit: {', '.join(SELECT_POLICIES)} (default {DEFAULT_SELECT}; "
+                        "docs/encoder.md); only for formats with several (candidate, recycling option) pairs")
+
+
 def add_target_arguments(p: argparse.ArgumentParser, *, flow_option: str = "--flow") -> None:
     """``--target-mhz`` and the flow it targets (``--flow`` on generate, ``--target-flow`` elsewhere)."""
     p.add_argument("--target-mhz", type=positive_mhz, metavar="F",
@@ -68,7 +77,10 @@ def check_target(args: argparse.Namespace) -> None:
 
 def unit_options(args: argparse.Namespace) -> dict[str, Any]:
     """Keyword arguments of ``build_unit`` from the shared options."""
-    return {"lanes": args.lanes, "pipeline": args.pipeline, "acc": args.acc, "guard_bits": args.guard_bits}
+    opts = {"lanes": args.lanes, "pipeline": args.pipeline, "acc": args.acc, "guard_bits": args.guard_bits}
+    if getattr(args, "select", None) is not None:
+        opts["select"] = args.select
+    return opts
 
 
 def close_timing(args: argparse.Namespace, unit: str, fmt_a: Any, fmt_b: Any = None, *, indent: str = "",
@@ -92,6 +104,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--format-b", dest="fmt_b", help="format of operand B (dot only; default: same as --format)")
     p.add_argument("--lanes", type=positive_int, help="elements per beat, a divisor of k (default: k)")
     add_pipeline_arguments(p)
+    add_select_argument(p)
     p.add_argument("--output-format", dest="out_fmt", default="fp32", choices=OUTPUT_FORMATS,
                    help="decode output number format (default fp32)")
     p.add_argument("--input-format", dest="in_fmt", choices=INPUT_FORMATS,

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import UserError
 from ..formats import BlockFormat, mx_baseline_for, parse_format
 from ..golden.quantize import CHUNK_ELEMENTS, QuantizedTensor, dequantize_exact, quantize_blocks
+from ..golden.select import select_metric
 from ..paths import check_output_file, write_error
 from ..tensors import load_tensor
 
@@ -71,6 +72,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="last axis not a multiple of k: refuse (default), or pad each row with zeros "
                         "to a multiple of k (the padding is quantized but not written to values)")
     p.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
+    p.add_argument("--select", metavar="POLICY",
+                   help="choose each block's (candidate, recycling option) pair as the hardware encoder does under "
+                        "this selection policy (exact, sq6, abs, hits; docs/encoder.md), bit for bit; default: the "
+                        "float64 least squared error of spec 5.4")
     p.set_defaults(func=run)
 
 
@@ -133,7 +138,7 @@ def _decode_blocks(fmt: BlockFormat, headers: np.ndarray, codes: np.ndarray) -> 
         return dequantize_exact(q).astype(np.float32).astype(np.float64)
 
 
-def quantize_streamed(x: np.ndarray, fmt: BlockFormat, *, store: bool = True, progress=None):
+def quantize_streamed(x: np.ndarray, fmt: BlockFormat, *, store: bool = True, progress=None, metric: str = "float64"):
     """Quantize ``x`` to ``fmt``, decode it back and compare it with ``x``, one chunk of blocks at a time:
     the outputs and one chunk are all that is held (no float64 copy of the tensor, no decoded copy).
 
@@ -171,7 +176,7 @@ def quantize_streamed(x: np.ndarray, fmt: BlockFormat, *, store: bool = True, pr
         else:
             valid = idx = None
             xb = flat_x[start * k:stop * k].reshape(-1, k).astype(np.float64)
-        h, c = quantize_blocks(fmt, xb)
+        h, c = quantize_blocks(fmt, xb, metric)
         v = _decode_blocks(fmt, h, c)
         if store:
             headers[start:stop], codes[start:stop] = h, c
@@ -213,6 +218,7 @@ def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     fmt = parse_format(args.fmt)
+    metric = "float64" if args.select is None else select_metric(fmt, args.select)
     baseline = None
     if args.baseline is None:
         baseline = mx_baseline_for(fmt)
@@ -232,7 +238,7 @@ def run(args: argparse.Namespace) -> int:
     x = np.ascontiguousarray(x)
     bar = _Progress(f"quantize {fmt.label}")
     try:
-        headers, codes, values, stats, counted, excluded = quantize_streamed(x, fmt, progress=bar)
+        headers, codes, values, stats, counted, excluded = quantize_streamed(x, fmt, progress=bar, metric=metric)
     finally:
         bar.close()
     n_pad = (-x.shape[-1]) % fmt.k

@@ -32,7 +32,9 @@ import numpy as np
 
 from ..errors import UserError
 from ..formats import BlockFormat, parse_format
+from ..golden.select import check_select
 from ..paths import check_output_dir, check_output_file
+from .generate import add_select_argument
 from .options import heartbeat
 from .options import seed as seed_type
 
@@ -64,6 +66,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="seed of the stimulus, gaps and backpressure, 0..2^32-1 (default: $NXFP_SEED or random)")
     p.add_argument("--input-format", choices=("fp32", "bf16"),
                    help="number format of the encode unit's inputs (encode only; default fp32)")
+    add_select_argument(p)
     p.add_argument("--blocks", type=int, help="random blocks (dot and encode default 64 plus the directed cases; "
                                               "decode default: the exhaustive sweep of every header and code)")
     p.add_argument("--lanes", type=int, help="elements per beat, a divisor of k (default k)")
@@ -299,6 +302,10 @@ def run(args: argparse.Namespace) -> int:
     fb = parse_format(args.fmt_b) if args.fmt_b else fa
     if args.input_format and args.unit != "encode":
         raise UserError("--input-format: only for --unit encode (the other units read block codes)")
+    if args.select is not None:
+        if args.unit != "encode":
+            raise UserError("--select: only for --unit encode (the encoder's selection policy)")
+        check_select(args.select, fa)
     acc_options = _acc_options(args)
     input_format = args.input_format or "fp32"
     if args.blocks is not None and args.blocks < (1 if args.unit == "decode" else 0):
@@ -339,7 +346,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         with heartbeat(f"generating the {args.unit} unit"):
             module = prepare_module(args.unit, fa, None, lanes=args.lanes, build_root=build_root,
-                                    input_format=input_format if args.unit == "encode" else None)
+                                    input_format=input_format if args.unit == "encode" else None,
+                                    select=args.select)
     load_manifest(module.manifest, check_verilog=True)  # ManifestError (a UserError) if they disagree
     lanes = int(module.manifest_data["lanes"])
 
@@ -374,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
 
             xc, cc = encode_closure(fa, x, rng, input_format)
             x, cases = np.concatenate([x, xc]), cases + cc
-        vectors = encode_vectors(fa, x, lanes, input_format=input_format, cases=cases)
+        vectors = encode_vectors(fa, x, lanes, input_format=input_format, cases=cases, select=args.select)
     else:
         mode, guard_bits = _manifest_mode(module.manifest_data, acc_options)
         if user is not None:

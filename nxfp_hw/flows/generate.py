@@ -61,7 +61,7 @@ def generator_digest() -> str:
     root = Path(__file__).resolve().parent.parent
     h = hashlib.sha256(__version__.encode())
     paths = [*root.glob("rtl/**/*.py"), *root.glob("formats/*.py"), root / "golden" / "hw_metric.py",
-             root / "flows" / "generate.py", root / "flows" / "manifest.py"]
+             root / "golden" / "select.py", root / "flows" / "generate.py", root / "flows" / "manifest.py"]
     for path in sorted(paths):
         h.update(path.relative_to(root).as_posix().encode())
         h.update(path.read_bytes())
@@ -113,12 +113,12 @@ def _build_dot(fmt_a: BlockFormat, fmt_b: BlockFormat | None, lanes: int | None,
 
 
 def _build_encode(fmt_a: BlockFormat, fmt_b: BlockFormat | None, lanes: int | None, pipeline: PipelineSpec,
-                  out: str, input_format: str | None, **_: Any) -> wiring.Component:
+                  out: str, input_format: str | None, select: str | None = None, **_: Any) -> wiring.Component:
     _one_format("encode", fmt_b, input_format)
     if out != "fp32":
         raise UserError(f"output-format: the encode unit outputs block codes; it takes --input-format, got {out!r}")
     return import_module("nxfp_hw.rtl.encode").EncodeUnit(fmt_a, lanes=lanes, input=input_format or "fp32",
-                                                          pipeline=pipeline)
+                                                          pipeline=pipeline, select=select)
 
 
 # unit kind -> builder(fmt_a, fmt_b, lanes, pipeline, out, input_format, **dot_options): one line per unit.
@@ -164,13 +164,14 @@ ENCODE_MAX_ELEMENT_WIDTH = 8
 
 def build_unit(unit: str, fmt_a: BlockFormat, fmt_b: BlockFormat | None = None, *, lanes: int | None = None,
                pipeline: PipelineSpec = None, out: str = "fp32", input_format: str | None = None,
-               acc: str | None = None, guard_bits: int | None = None) -> wiring.Component:
+               acc: str | None = None, guard_bits: int | None = None, select: str | None = None) -> wiring.Component:
     """Construct the ``unit`` component (docs/architecture.md "Hardware units") for the given formats.
 
     ``out`` is the decode unit's number format; ``input_format`` (fp32/bf16, default fp32) the encode
     unit's. ``pipeline`` is a register count, ``"none"``, ``"all"`` or the names of the register positions
     to enable (docs/timing.md). ``acc`` (``fp32``, ``fused``, ``exact``; spec 8.1) and ``guard_bits`` are the
     dot engine's accumulation mode and its ``exact`` window guard bits (None: the engine's defaults).
+    ``select`` is the encoder's selection policy (``nxfp_hw.golden.select``; None: its default).
     ``UserError`` for an unknown unit, a bad number format, lanes that do not divide ``k``, a format pair the
     unit cannot take, an option the unit does not have, or a parameter the unit rejects."""
     if unit not in UNIT_BUILDERS:
@@ -202,6 +203,13 @@ def build_unit(unit: str, fmt_a: BlockFormat, fmt_b: BlockFormat | None = None, 
         if isinstance(guard_bits, bool) or not isinstance(guard_bits, int) or guard_bits < 0:
             raise UserError(f"guard-bits: expected a non-negative integer, got {guard_bits!r}")
         options["guard_bits"] = guard_bits
+    if select is not None:
+        if unit != "encode":
+            raise UserError(f"--select: only the encoder selects a (candidate, recycling option) pair; the {unit} "
+                            "unit takes no selection policy")
+        from ..golden.select import check_select
+
+        options["select"] = check_select(select, fmt_a).name
     try:
         return UNIT_BUILDERS[unit](fmt_a, fmt_b, lanes, pipeline, out, input_format, **options)
     except (ValueError, TypeError) as exc:

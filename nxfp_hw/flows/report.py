@@ -103,11 +103,13 @@ def unit_build(comp: Any) -> UnitBuild:
 
 
 def build_for_area(unit: str, fmt_a: BlockFormat, fmt_b: BlockFormat | None = None, *, lanes: int | None = None,
-                   pipeline: Any = None, acc: str | None = None, guard_bits: int | None = None) -> UnitBuild:
+                   pipeline: Any = None, acc: str | None = None, guard_bits: int | None = None,
+                   select: str | None = None) -> UnitBuild:
     """Construct the unit with ``generate.build_unit`` and emit its Verilog."""
     from .generate import build_unit
 
-    return unit_build(build_unit(unit, fmt_a, fmt_b, lanes=lanes, pipeline=pipeline, acc=acc, guard_bits=guard_bits))
+    return unit_build(build_unit(unit, fmt_a, fmt_b, lanes=lanes, pipeline=pipeline, acc=acc, guard_bits=guard_bits,
+                                 select=select))
 
 
 def throughput(build: UnitBuild | dict[str, Any], fmax_mhz: float | None) -> float | None:
@@ -358,9 +360,12 @@ def run_report(*, formats: Sequence[str] = DEFAULT_FORMATS, units: Sequence[str]
     data["unit_flows"] = unit_flows
     out_dir.mkdir(parents=True, exist_ok=True)
     files = [out_dir / "report.json", out_dir / "report.md"]
+    from .select_report import policy_section
+
+    data["encoder_policies"], policy_md, policy_files = policy_section(out_dir) if "encode" in units else (None, "", [])
     write_text_atomic(files[0], json.dumps(data, indent=1, allow_nan=False, default=_json_default) + "\n")
-    write_text_atomic(files[1], render_markdown(data))
-    files += _plots(data, out_dir)
+    write_text_atomic(files[1], render_markdown(data) + policy_md)
+    files += _plots(data, out_dir) + policy_files
     failures = [f"{r['unit']} {r['format']} {f}: {v['error']}" for r in records for f, v in r["flows"].items()
                 if "error" in v]
     return ReportResult(out_dir=out_dir, files=files, data=data, failures=failures)
