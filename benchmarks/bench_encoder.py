@@ -3,8 +3,9 @@
 against the MX encoder of the same element width, measured in one run, and the relative MSE of every
 policy on the all-MiniLM-L6-v2 weights and on a heavy-tailed activation-like tensor.
 
-Usage: .venv/bin/python benchmarks/bench_encoder.py [--formats nxfp4,nxfp6] [--policies exact,sq6,abs,hits]
-           [--lanes 8] [--jobs 2] [--no-area] [--no-accuracy] [--cache DIR] [--out benchmarks/results/encoder.json]
+Usage: .venv/bin/python benchmarks/bench_encoder.py [--formats nxfp4,nxfp6] [--policies exact,sq6,abs,hits,hits6]
+           [--lanes 8] [--jobs 2] [--area-skip nxfp6:abs]
+           [--no-area] [--no-accuracy] [--cache DIR] [--out benchmarks/results/encoder.json]
 
 Every encoder is built at its default pipeline with ``EncodeUnit(fmt, lanes, select=policy)`` and measured
 with ``nxfp_hw.flows.area.run_area(verilog, top, "asic", workdir=...)``; a run is cached by its Verilog and
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lanes", type=int, default=8)
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--no-area", action="store_true")
+    ap.add_argument("--area-skip", default="", help="format:policy pairs not measured on the asic flow (shown as -)")
     ap.add_argument("--no-accuracy", action="store_true")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "nxfp-hw" / "encoder"))
     ap.add_argument("--out", default=str(RESULTS))
@@ -56,7 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     formats = [f for f in args.formats.split(",") if f]
     policies = [p for p in args.policies.split(",") if p]
     t0 = time.monotonic()
-    configs = [(MX_BASELINE[f], None) for f in formats] + [(f, p) for f in formats for p in policies]
+    skip = {tuple(x.split(":")) for x in args.area_skip.split(",") if x}
+    configs = [(MX_BASELINE[f], None) for f in formats] + [(f, p) for f in formats for p in policies
+                                                           if (f, p) not in skip]
     area: dict[str, Any] = {}
     if not args.no_area:
         with ProcessPoolExecutor(max_workers=args.jobs) as pool:

@@ -56,6 +56,7 @@ def check(dut: EncodeUnit, x: np.ndarray, rng) -> None:
     ("hits", "nxfp4", 8, "default"),
     ("hits", "nxfp4,k=8", 8, "none"),
     ("hits", "nxfp4", 4, "rounded,total"),
+    ("hits6", "nxfp4", 8, "default"),
     pytest.param("hits", "nxfp6", 8, "default", marks=pytest.mark.slow),
     pytest.param("abs", "nxfp5", 8, "default", marks=pytest.mark.slow),
 ])
@@ -109,7 +110,7 @@ def test_policy_accuracy_order():
 
 
 @pytest.mark.parametrize("name, fmt, message", [
-    ("best", "nxfp4", "--select: unknown selection policy 'best'; choose from exact, sq6, abs, hits"),
+    ("best", "nxfp4", "--select: unknown selection policy 'best'; choose from exact, sq6, abs, hits, hits6"),
     ("exact", "mxfp4_e2m1", "--select exact: format mxfp4_e2m1 has one element candidate and no recycling"),
     ("hits", "elem=E2M1|E1M2,scale=UE5M1", "--select hits: policy 'hits' chooses between recycling options, "
                                            "and format .* has none"),

@@ -23,6 +23,8 @@ choice, named for the CLI (``--select``) and for :class:`nxfp_hw.rtl.encode.Enco
     counters, one held code set plus a hit bit per element per candidate. Needs a format with at
     least two recycling options per candidate. Name ``"hw-hits"`` in
     :data:`nxfp_hw.golden.quantize.METRICS`' place (:data:`SELECTIONS`).
+``hits6``
+    ``hits`` with ``F = 6``. Name ``"hw-hits6"``.
 
 Single-pair formats (every MX preset) have nothing to select: every policy gives the same bits there,
 and asking for one by name is refused (:func:`check_select`).
@@ -30,6 +32,7 @@ and asking for one by name is refused (:func:`check_select`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -73,6 +76,7 @@ SELECT_POLICIES: dict[str, SelectPolicy] = {
         SelectPolicy("hits", "hw-hits", "square", 8, "hits",
                      "recycling option by the count of elements rounding to R; candidate by least "
                      "squared error (F=8) of its symmetric rounding"),
+        SelectPolicy("hits6", "hw-hits6", "square", 6, "hits", "hits with F=6 fraction bits"),
     )
 }
 #: The policy of a unit built without ``select`` (docs/encoder.md says why).
@@ -106,7 +110,7 @@ def select_metric(fmt: BlockFormat, select: str | None = None) -> str:
     return check_select(select or DEFAULT_SELECT, fmt).metric
 
 
-def quantize_blocks_hits(fmt: BlockFormat, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def quantize_blocks_hits(fmt: BlockFormat, x: np.ndarray, frac_bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
     """Policy ``hits`` on blocks ``x`` float64 ``(n, k)``: ``(headers (n,), codes (n, k))`` int64 (module doc).
 
     Per candidate, every option is rounded as spec 5.2-5.3 ask (its own scale); ``hits[j]`` counts the
@@ -149,7 +153,7 @@ def quantize_blocks_hits(fmt: BlockFormat, x: np.ndarray) -> tuple[np.ndarray, n
         j_pos = next((j for j, r in enumerate(rs) if r > 0), 0)
         j_neg = next((j for j, r in enumerate(rs) if r < 0), 0)
         q_sym = np.where(np.signbit(xs), opt_q[j_neg], opt_q[j_pos])
-        err = block_error_hw(xs, q_sym)
+        err = block_error_hw(xs, q_sym, frac_bits=frac_bits)
         codes = np.take_along_axis(np.stack(opt_codes), opt[None, :, None].repeat(x.shape[1], axis=2), axis=0)[0]
         sc = np.choose(opt, scales)
         better = (err < best_err) | (cand == 0)  # strict: ties keep the lower selector
@@ -165,4 +169,5 @@ def quantize_blocks_hits(fmt: BlockFormat, x: np.ndarray) -> tuple[np.ndarray, n
 #: (:func:`nxfp_hw.golden.quantize.quantize_blocks` hands these names over).
 SELECTIONS: dict[str, Callable[[BlockFormat, np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
     "hw-hits": quantize_blocks_hits,
+    "hw-hits6": functools.partial(quantize_blocks_hits, frac_bits=6),
 }
