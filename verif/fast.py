@@ -85,17 +85,23 @@ def pack_hex(layout: PayloadLayout, arrays: Mapping[str, np.ndarray]) -> bytes:
         if a.size and (a.min() < 0 or a.max() > spec.mask):
             raise ValueError(f"field {name!r}: values must fit {spec.width} bits, got {a.min()}..{a.max()}")
         vals[name] = a
+    n_chunks = -(-digits // 16)  # 64-bit words of the payload, LSB word first
+    d = np.arange(digits)
+    word_of, shift_of = d // 16, (4 * (d % 16)).astype(np.uint64)
     out = []
-    weights = np.array([1, 2, 4, 8], np.uint8)
     for lo in range(0, n, _CHUNK):
         m = min(n, lo + _CHUNK) - lo
-        bits = np.zeros((m, digits * 4), np.uint8)
+        words = np.zeros((m, n_chunks + 1), np.uint64)
         for name, a in vals.items():
             spec = layout[name]
-            pos = _positions(spec)
-            chunk = a[lo:lo + m]
-            bits[:, pos.reshape(-1)] = ((chunk[:, :, None] >> np.arange(spec.width)) & 1).reshape(m, -1)
-        nib = (bits.reshape(m, digits, 4) @ weights)[:, ::-1]
+            for i in range(spec.count):
+                off = spec.offset + i * spec.stride
+                c, sh = divmod(off, 64)
+                v = a[lo:lo + m, i].astype(np.uint64)
+                words[:, c] |= v << np.uint64(sh)
+                if sh + spec.width > 64:
+                    words[:, c + 1] |= v >> np.uint64(64 - sh)
+        nib = ((words[:, word_of] >> shift_of) & np.uint64(15))[:, ::-1]
         text = np.empty((m, digits + 1), np.uint8)
         text[:, :digits] = _HEX[nib]
         text[:, digits] = ord("\n")
