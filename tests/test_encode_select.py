@@ -57,6 +57,7 @@ def check(dut: EncodeUnit, x: np.ndarray, rng) -> None:
     ("hits", "nxfp4,k=8", 8, "none"),
     ("hits", "nxfp4", 4, "rounded,total"),
     ("hits6", "nxfp4", 8, "default"),
+    ("hits-abs", "nxfp4", 8, "default"),
     pytest.param("hits", "nxfp6", 8, "default", marks=pytest.mark.slow),
     pytest.param("abs", "nxfp5", 8, "default", marks=pytest.mark.slow),
 ])
@@ -65,7 +66,8 @@ def test_policy_rtl_matches_golden(select, name, lanes, pipeline):
     fmt = parse_format(name)
     x = np.concatenate([directed_blocks(fmt, rng), random_blocks(fmt, rng, 24)])
     dut = EncodeUnit(fmt, lanes=lanes, pipeline=None if pipeline == "default" else pipeline, select=select)
-    assert dut.select == select and dut.config["select"] == select and dut.module_name.endswith(f"_s{select}")
+    assert dut.select == select and dut.config["select"] == select
+    assert dut.module_name.endswith(f"_s{select.replace('-', '')}")
     check(dut, x, rng)
 
 
@@ -110,7 +112,7 @@ def test_policy_accuracy_order():
 
 
 @pytest.mark.parametrize("name, fmt, message", [
-    ("best", "nxfp4", "--select: unknown selection policy 'best'; choose from exact, sq6, abs, hits, hits6"),
+    ("best", "nxfp4", "--select: unknown selection policy 'best'; choose from exact, sq6, abs, hits, hits6, hits-abs"),
     ("exact", "mxfp4_e2m1", "--select exact: format mxfp4_e2m1 has one element candidate and no recycling"),
     ("hits", "elem=E2M1|E1M2,scale=UE5M1", "--select hits: policy 'hits' chooses between recycling options, "
                                            "and format .* has none"),

@@ -74,8 +74,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
     p.add_argument("--select", metavar="POLICY",
                    help="choose each block's (candidate, recycling option) pair as the hardware encoder does under "
-                        "this selection policy (exact, sq6, abs, hits, hits6; docs/encoder.md), bit for bit; default: the "
-                        "float64 least squared error of spec 5.4")
+                        "this selection policy (exact, sq6, abs, hits, hits6, hits-abs; docs/encoder.md), bit for bit; "
+                        "default: the float64 least squared error of spec 5.4")
     p.set_defaults(func=run)
 
 

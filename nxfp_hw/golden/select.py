@@ -25,6 +25,8 @@ choice, named for the CLI (``--select``) and for :class:`nxfp_hw.rtl.encode.Enco
     :data:`nxfp_hw.golden.quantize.METRICS`' place (:data:`SELECTIONS`).
 ``hits6``
     ``hits`` with ``F = 6``. Name ``"hw-hits6"``.
+``hits-abs``
+    ``hits`` with the sum of ``|D|`` (``F = 8``) as the candidate's error: no squarer. Name ``"hw-hits-abs"``.
 
 Single-pair formats (every MX preset) have nothing to select: every policy gives the same bits there,
 and asking for one by name is refused (:func:`check_select`).
@@ -77,6 +79,7 @@ SELECT_POLICIES: dict[str, SelectPolicy] = {
                      "recycling option by the count of elements rounding to R; candidate by least "
                      "squared error (F=8) of its symmetric rounding"),
         SelectPolicy("hits6", "hw-hits6", "square", 6, "hits", "hits with F=6 fraction bits"),
+        SelectPolicy("hits-abs", "hw-hits-abs", "abs", 8, "hits", "hits with the sum of |error| (F=8, no squarer)"),
     )
 }
 #: The policy of a unit built without ``select`` (docs/encoder.md says why).
@@ -110,7 +113,8 @@ def select_metric(fmt: BlockFormat, select: str | None = None) -> str:
     return check_select(select or DEFAULT_SELECT, fmt).metric
 
 
-def quantize_blocks_hits(fmt: BlockFormat, x: np.ndarray, frac_bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
+def quantize_blocks_hits(fmt: BlockFormat, x: np.ndarray, frac_bits: int = 8,
+                         error: str = "square") -> tuple[np.ndarray, np.ndarray]:
     """Policy ``hits`` on blocks ``x`` float64 ``(n, k)``: ``(headers (n,), codes (n, k))`` int64 (module doc).
 
     Per candidate, every option is rounded as spec 5.2-5.3 ask (its own scale); ``hits[j]`` counts the
@@ -153,7 +157,7 @@ def quantize_blocks_hits(fmt: BlockFormat, x: np.ndarray, frac_bits: int = 8) ->
         j_pos = next((j for j, r in enumerate(rs) if r > 0), 0)
         j_neg = next((j for j, r in enumerate(rs) if r < 0), 0)
         q_sym = np.where(np.signbit(xs), opt_q[j_neg], opt_q[j_pos])
-        err = block_error_hw(xs, q_sym, frac_bits=frac_bits)
+        err = block_error_hw(xs, q_sym, frac_bits=frac_bits, error=error)
         codes = np.take_along_axis(np.stack(opt_codes), opt[None, :, None].repeat(x.shape[1], axis=2), axis=0)[0]
         sc = np.choose(opt, scales)
         better = (err < best_err) | (cand == 0)  # strict: ties keep the lower selector
@@ -170,4 +174,5 @@ def quantize_blocks_hits(fmt: BlockFormat, x: np.ndarray, frac_bits: int = 8) ->
 SELECTIONS: dict[str, Callable[[BlockFormat, np.ndarray], tuple[np.ndarray, np.ndarray]]] = {
     "hw-hits": quantize_blocks_hits,
     "hw-hits6": functools.partial(quantize_blocks_hits, frac_bits=6),
+    "hw-hits-abs": functools.partial(quantize_blocks_hits, error="abs"),
 }
