@@ -30,7 +30,7 @@ from sim.fast_tb import FAST_TOP, build_fast, run_fast_sim
 from sim.runner import SimBuild, SimResult, _safe, default_build_root
 
 from .bench import score_outputs
-from .manifest_dut import FieldSpec, PayloadLayout
+from .manifest_dut import PayloadLayout
 from .regression import ModuleFiles, RegressionResult
 from .scoreboard import Scoreboard
 from .vectors import VectorSet
@@ -64,11 +64,6 @@ def choose_engine(requested: str, values: int, *, beats: int = 0, waves: bool = 
 
 
 # --- payload words as hex lines ----------------------------------------------------------------------
-def _positions(spec: FieldSpec) -> np.ndarray:
-    """Bit positions (LSB first) of every element of a field, shape ``(count, width)``."""
-    return spec.offset + np.arange(spec.count)[:, None] * spec.stride + np.arange(spec.width)[None, :]
-
-
 def pack_hex(layout: PayloadLayout, arrays: Mapping[str, np.ndarray]) -> bytes:
     """One hex line per beat (``ceil(width/4)`` digits, MSB first) of the payload words of ``arrays``
     (the fields of :meth:`PayloadLayout.pack_many`), built without a Python loop over beats."""
@@ -126,18 +121,26 @@ def unpack_hex(data: bytes, layout: PayloadLayout) -> tuple[dict[str, np.ndarray
             text[i, digits - len(ln):] = np.frombuffer(ln, np.uint8)
     nib = _NIBBLE[text]
     bad = np.any(nib == 255, axis=1)
-    nib = np.where(nib == 255, 0, nib)[:, ::-1]  # LSB digit first
-    bits = ((nib[:, :, None] >> np.arange(4)) & 1).astype(np.int64).reshape(n, digits * 4)
+    nib = np.where(nib == 255, 0, nib)[:, ::-1].astype(np.uint64)  # LSB digit first
+    n_chunks = -(-digits // 16)
+    nib = np.concatenate([nib, np.zeros((n, n_chunks * 16 - digits + 16), np.uint64)], axis=1)
+    words = (nib.reshape(n, n_chunks + 1, 16) << (np.uint64(4) * np.arange(16, dtype=np.uint64))).sum(
+        axis=2, dtype=np.uint64)  # 64-bit words of each payload, LSB word first (disjoint bits: sum = or)
     out: dict[str, np.ndarray] = {}
     for name, spec in layout.fields.items():
         if spec.width > 62:
-            words = [int(ln, 16) if not b else -1 for ln, b in zip(lines, bad, strict=True)]
+            ints = [int(ln, 16) if not b else -1 for ln, b in zip(lines, bad, strict=True)]
             vals = np.array([spec.unpack(w) if w >= 0 else ([-1] * spec.count if spec.is_array else -1)
-                             for w in words], dtype=object)
+                             for w in ints], dtype=object)
         else:
-            pos = _positions(spec)
-            vals = bits[:, pos.reshape(-1)].reshape(n, spec.count, spec.width) @ (np.int64(1) << np.arange(
-                spec.width, dtype=np.int64))
+            vals = np.empty((n, spec.count), np.int64)
+            mask = np.uint64((1 << spec.width) - 1)
+            for i in range(spec.count):
+                c, sh = divmod(spec.offset + i * spec.stride, 64)
+                v = words[:, c] >> np.uint64(sh)
+                if sh + spec.width > 64:
+                    v |= words[:, c + 1] << np.uint64(64 - sh)
+                vals[:, i] = (v & mask).astype(np.int64)
             vals[bad] = -1
             if not spec.is_array:
                 vals = vals.reshape(n)
