@@ -20,8 +20,9 @@ from typing import Any
 
 from ..errors import UserError
 from ..formats import BlockFormat, mx_baseline_for, parse_format
+from ..golden.select import check_select
 from ..paths import check_output_dir
-from .generate import add_pipeline_arguments, add_target_arguments
+from .generate import add_pipeline_arguments, add_select_argument, add_target_arguments
 from .options import positive_int
 from .options import seed as seed_type
 
@@ -52,6 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--skip-verify", action="store_true", help="skip the simulation step")
     add_pipeline_arguments(p, what="every unit (positions differ between units: prefer a count)")
     add_target_arguments(p, flow_option="--target-flow")
+    add_select_argument(p)
     p.set_defaults(func=run)
 
 
@@ -69,6 +71,8 @@ def _unit_kwargs(unit: str, fmt: BlockFormat, args: argparse.Namespace, pipeline
     kwargs: dict[str, Any] = {"lanes": args.lanes, "pipeline": pipelines.get((unit, fmt.label), args.pipeline)}
     if unit == "dot":
         kwargs.update(acc=args.acc, guard_bits=args.guard_bits)
+    if unit == "encode" and args.select is not None and len(fmt.elements) * max(fmt.recycle_options, 1) > 1:
+        kwargs["select"] = args.select  # the baseline (MX: a single pair) keeps its encoder
     return kwargs
 
 
@@ -133,7 +137,8 @@ def _verify(fmt: BlockFormat, args: argparse.Namespace, build_dir: Path, units: 
         if unit in ("dot", "encode"):
             argv += ["--blocks", str(args.blocks)]
         kwargs = _unit_kwargs(unit, fmt, args, pipelines)
-        for opt, key in (("--pipeline", "pipeline"), ("--acc", "acc"), ("--guard-bits", "guard_bits")):
+        for opt, key in (("--pipeline", "pipeline"), ("--acc", "acc"), ("--guard-bits", "guard_bits"),
+                         ("--select", "select")):
             value = kwargs.get(key)
             if value is None:
                 continue
@@ -173,6 +178,10 @@ def run(args: argparse.Namespace) -> int:
         raise UserError("acc: --acc and --guard-bits configure the dot engine; it is not in --units")
     if args.target_mhz is not None and args.pipeline is not None:
         raise UserError("pipeline: --target-mhz chooses the pipeline; give --pipeline or --target-mhz, not both")
+    if args.select is not None:
+        if "encode" not in units:
+            raise UserError("--select: the encoder's selection policy; the encode unit is not in --units")
+        check_select(args.select, fmt)
     _check_units(fmt, base, args, units)  # bad options fail here, before anything is written
     encode_flows = [f for f in flows if f not in ENCODE_SKIPPED_FLOWS] if "encode" in units else None
     report_units = [u for u in units if u != "encode" or encode_flows]
@@ -219,6 +228,7 @@ def run(args: argparse.Namespace) -> int:
                         encode_flows=encode_flows if "encode" in report_units else None,
                         out_dir=out / "report", cache_dir=out / "cache", force=True, lanes=args.lanes,
                         pipeline=pipelines if target else args.pipeline, acc=args.acc, guard_bits=args.guard_bits,
+                        select=args.select,
                         jobs=min(2, os.cpu_count() or 1),
                         echo=lambda s: print(f"      {s}", flush=True), **flow_opts)
     _done(t0)

@@ -228,7 +228,7 @@ def _sweep_one(unit: str, fmt: BlockFormat, flows: Sequence[str], cache: Path, f
                lanes: int | None, pipeline: Any, dot_opts: dict[str, Any]) -> dict[str, Any]:
     """All flows of one (unit, format); cached flows are read back, the rest run (build once). ``pipeline``
     is one setting for every unit or a dict ``{(unit, format label): setting}`` (missing: the default);
-    ``dot_opts`` (``acc``, ``guard_bits``) go to the dot engine."""
+    ``dot_opts`` (``acc``, ``guard_bits``) go to the dot engine, its ``select`` to the encoder."""
     label = f"{unit} {fmt.label}"
     record: dict[str, Any] = {"unit": unit, "format": fmt.label, "flows": {}}
     lanes = min(DEFAULT_REPORT_LANES, fmt.k) if lanes is None else lanes
@@ -236,7 +236,10 @@ def _sweep_one(unit: str, fmt: BlockFormat, flows: Sequence[str], cache: Path, f
     try:
         with _BUILD_LOCK:
             pipe = pipeline.get((unit, fmt.label)) if isinstance(pipeline, dict) else pipeline
-            build = build_for_area(unit, fmt, None, lanes=lanes, pipeline=pipe, **(dot_opts if unit == "dot" else {}))
+            opts = {k: v for k, v in dot_opts.items() if k != "select"} if unit == "dot" else {}
+            if unit == "encode" and "select" in dot_opts and len(fmt.elements) * max(fmt.recycle_options, 1) > 1:
+                opts = {"select": dot_opts["select"]}  # the encoder's selection policy (formats that select)
+            build = build_for_area(unit, fmt, None, lanes=lanes, pipeline=pipe, **opts)
     except Exception as exc:  # noqa: BLE001 - a failed configuration is reported, the sweep goes on
         msg = f"build: {type(exc).__name__}: {exc}"
         for f in flows:
@@ -282,13 +285,15 @@ def run_report(*, formats: Sequence[str] = DEFAULT_FORMATS, units: Sequence[str]
                out_dir: Path, cache_dir: Path, jobs: int = 1, force: bool = False, lanes: int | None = None,
                pipeline: Any = None, encode_formats: Sequence[str] | None = None,
                encode_flows: Sequence[str] | None = None, echo: Callable[[str], None] = print,
-               acc: str | None = None, guard_bits: int | None = None, **flow_opts: Any) -> ReportResult:
+               acc: str | None = None, guard_bits: int | None = None, select: str | None = None,
+               **flow_opts: Any) -> ReportResult:
     """Sweep ``units`` x ``formats`` x ``flows``, measure accuracy on ``tensor`` (default: MiniLM weights),
     and write ``report.md``, ``report.json``, ``area.png`` and ``pareto.png`` into ``out_dir``.
 
     ``lanes=None`` means ``min(DEFAULT_REPORT_LANES, k)`` for every unit. ``pipeline`` is one setting for
     every unit (a count, names, "none", "all"; None: each unit's default) or ``{(unit, format label):
-    setting}``; ``acc`` and ``guard_bits`` are the dot engine's accumulation mode and guard bits.
+    setting}``; ``acc`` and ``guard_bits`` are the dot engine's accumulation mode and guard bits, ``select`` the
+    encoder's selection policy (formats with a single pair keep theirs).
     ``encode_formats`` (default: the same as ``formats``) are the formats of the encode unit; their accuracy
     is measured too; ``encode_flows``
     (default: ``flows``, a subset of it) its flows (the others are shown as not run). Refuses to replace
@@ -349,6 +354,8 @@ def run_report(*, formats: Sequence[str] = DEFAULT_FORMATS, units: Sequence[str]
     combos = [(u, f) for u in units for f in unit_fmts[u]]
     progress = _Progress(sum(len(unit_flows[u]) for u, _ in combos), echo)
     dot_opts = {k: v for k, v in (("acc", acc), ("guard_bits", guard_bits)) if v is not None}
+    if select is not None:
+        dot_opts["select"] = select
     args = (cache_dir, flow_digest, versions, flow_opts, progress, lanes, pipeline, dot_opts)
     if jobs == 1:
         records = [_sweep_one(u, f, unit_flows[u], *args) for u, f in combos]
