@@ -451,6 +451,9 @@ def run(args: argparse.Namespace) -> int:
     goals_missed = [g for g in goals if not g.passed]
     if goals:
         print(f"  goals      {format_goals(goals)}" + ("" if enforce else " (reported, not required)"))
+        for g in goals:  # bins left out of a goal: the unit cannot produce them
+            if g.unreachable:
+                print(f"  n/a        {g.name}: " + "; ".join(f"{b} ({why})" for b, why in g.unreachable.items()))
     if args.output is not None and res.got is not None:
         out: dict[str, np.ndarray] = {"format": np.array(fa.to_string())}
         if args.unit == "decode":
