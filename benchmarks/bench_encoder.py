@@ -52,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-area", action="store_true")
     ap.add_argument("--area-skip", default="", help="format:policy pairs not measured on the asic flow (shown as -)")
     ap.add_argument("--no-accuracy", action="store_true")
+    ap.add_argument("--accuracy-from", type=Path, help="reuse the accuracy figures of an earlier record")
     ap.add_argument("--cache", default=str(Path.home() / ".cache" / "nxfp-hw" / "encoder"))
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
@@ -72,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{key}: {rec.get('area_um2')} um^2, {rec.get('fmax_mhz')} MHz "
                       f"({rec.get('seconds')} s){' ERROR ' + rec['error'] if 'error' in rec else ''}", flush=True)
     accuracy: dict[str, Any] = {}
-    if not args.no_accuracy:
+    if args.accuracy_from is not None:
+        accuracy = json.loads(args.accuracy_from.read_text())["accuracy"]
+    elif not args.no_accuracy:
         accuracy = policy_accuracy(formats, policies)
     rows = policy_rows(formats, policies, area, accuracy)
     print(policy_table(rows))

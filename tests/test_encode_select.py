@@ -163,3 +163,29 @@ def test_cli_quantize_select(tmp_path, capsys):
     q = quantize(x, PRESETS["nxfp4"], metric="hw-hits")
     with np.load(tmp_path / "q.npz") as z:
         assert (z["headers"] == q.headers).all() and (z["codes"] == q.codes).all()
+
+
+def test_report_section(tmp_path):
+    """The report's policy table, pick and plot from a recorded benchmark (select_report.policy_section)."""
+    import json
+
+    from nxfp_hw.flows.select_report import policy_rows, policy_section
+
+    area = {"mxfp4_e2m1:-": {"area_um2": 600.0, "fmax_mhz": 250.0},
+            "nxfp4:exact": {"area_um2": 1600.0, "fmax_mhz": 230.0},
+            "nxfp4:sq6": {"area_um2": 1400.0, "fmax_mhz": 235.0},
+            "nxfp4:hits": {"area_um2": 1200.0, "fmax_mhz": 230.0}}
+    acc = {"nxfp4": {"minilm": {"float64": 1.0, "mx": 1.5, "exact": 1.001, "sq6": 1.004, "hits": 1.02},
+                     "activation": {"float64": 1.0, "mx": 1.5, "exact": 1.0, "sq6": 1.005, "hits": 1.002}}}
+    rows = policy_rows(["nxfp4"], ["exact", "sq6", "hits"], area, acc)
+    assert rows[1]["area_vs_mx"] == pytest.approx(1400 / 600) and rows[2]["area_saved"] == pytest.approx(0.25)
+    record = tmp_path / "encoder.json"
+    record.write_text(json.dumps({"rows": rows}))
+    data, md, files = policy_section(tmp_path, record)
+    assert data["recommended"] == {"nxfp4": "sq6"} and data["default"] == "exact"
+    assert "| nxfp4 | `hits` | 1,200 | 2.00 | 25.0 % |" in md and "for nxfp4, `sq6`" in md
+    assert "The default stays `exact`" in md
+    if files:
+        assert files == [tmp_path / "select.png"] and files[0].stat().st_size > 0
+    none, md, files = policy_section(tmp_path, tmp_path / "missing.json")
+    assert none is None and "bench_encoder.py" in md and files == []
