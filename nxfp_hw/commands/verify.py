@@ -60,8 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--engine", default="auto",
                    help="cocotb (the cocotb testbench: protocol tests, --waves, interactive debugging), fast (a "
                         "compiled SystemVerilog testbench, same vectors, seeds, summary and coverage) or auto "
-                        "(default: fast from 20,000 compared values or 4,096 beats on, cocotb below and with "
-                        "--waves)")
+                        "(default: fast from 20,000 compared values on, or on Verilator 4,096 beats; cocotb below "
+                        "and with --waves)")
     p.add_argument("--seed", type=seed_type,
                    help="seed of the stimulus, gaps and backpressure, 0..2^32-1 (default: $NXFP_SEED or random)")
     p.add_argument("--input-format", choices=("fp32", "bf16"),
@@ -416,7 +416,8 @@ def run(args: argparse.Namespace) -> int:
           + (f" ({vectors.meta['blocks']} blocks: headers and codes)" if args.unit == "encode" else ""))
     from verif.fast import choose_engine, run_fast
 
-    engine = choose_engine(args.engine, vectors.values, beats=vectors.beats, waves=args.waves)
+    engine = choose_engine(args.engine, vectors.values, beats=vectors.beats, waves=args.waves,
+                           simulator=args.sim)
     print(f"  engine     {engine}" + (" (auto: by size)" if args.engine == "auto" else ""))
     sys.stdout.flush()
     t0 = time.perf_counter()
