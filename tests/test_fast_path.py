@@ -277,6 +277,7 @@ def test_auto_engine_by_size() -> None:
     assert choose_engine("auto", 19_999) == "cocotb"
     assert choose_engine("auto", 20_000) == "fast"
     assert choose_engine("auto", 2_000, beats=5_000) == "fast"  # a 5,000-block dot run
+    assert choose_engine("auto", 2_000, beats=5_000, simulator="icarus") == "cocotb"  # 1.5x there
     assert choose_engine("auto", 10**6, waves=True) == "cocotb"
     with pytest.raises(UserError, match="--waves"):
         choose_engine("fast", 1, waves=True)

@@ -10,8 +10,8 @@ scoreboard and mismatch description). :func:`run_fast` returns a
 :class:`~verif.regression.RegressionResult` with the same statistics as :func:`verif.regression.run_vectors`.
 
 :func:`choose_engine` picks the engine of ``nxfp-hw verify --engine auto``: the fast path from
-:data:`AUTO_FAST_VALUES` compared values or :data:`AUTO_FAST_BEATS` input beats on, cocotb below (and always
-for ``--waves``).
+:data:`AUTO_FAST_VALUES` compared values (or, on Verilator, :data:`AUTO_FAST_BEATS` input beats) on, cocotb
+below (and always for ``--waves``).
 """
 
 from __future__ import annotations
@@ -50,8 +50,10 @@ _NIBBLE[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16)
 _NIBBLE[np.frombuffer(b"ABCDEF", np.uint8)] = np.arange(10, 16)
 
 
-def choose_engine(requested: str, values: int, *, beats: int = 0, waves: bool = False) -> str:
-    """``cocotb`` or ``fast`` for ``--engine requested`` (``auto``: by the number of compared values and beats)."""
+def choose_engine(requested: str, values: int, *, beats: int = 0, waves: bool = False,
+                  simulator: str = "verilator") -> str:
+    """``cocotb`` or ``fast`` for ``--engine requested`` (``auto``: by the number of compared values, and on
+    Verilator, where the fast path gains 40-90x instead of Icarus's 1.5x, also by the number of beats)."""
     if requested not in ENGINES:
         raise UserError(f"--engine: expected one of {', '.join(ENGINES)}, got {requested!r}")
     if requested == "fast" and waves:
@@ -59,7 +61,7 @@ def choose_engine(requested: str, values: int, *, beats: int = 0, waves: bool = 
                         "with --engine cocotb --waves to debug)")
     if requested != "auto":
         return requested
-    big = values >= AUTO_FAST_VALUES or beats >= AUTO_FAST_BEATS
+    big = values >= AUTO_FAST_VALUES or (simulator == "verilator" and beats >= AUTO_FAST_BEATS)
     return "fast" if big and not waves else "cocotb"
 
 
@@ -238,14 +240,18 @@ def run_fast(module: ModuleFiles, vectors: VectorSet, simulator: str, *, seed: i
     n_out = int(exp.shape[0])
     t_pack = time.perf_counter()
     stim = run_dir / "stim.hex"
-    words = pack_hex(li, vectors.inputs)
-    line = len(words) // max(n_beats, 1)
-    stim.write_bytes(words[:prefix * line] + words)
-    pack_seconds = time.perf_counter() - t_pack
-    latency = int(manifest.get("latency", 0))
-    patience = 8 * (latency + 16) * max(1, int(1 / (1 - stall)))
-    fr = run_fast_sim(fb, stim, run_dir, beats=n_beats, prefix=prefix, expect=n_out, seed=seed, gap=gap,
-                      stall=stall, patience=patience)
+    try:  # interrupted (SIGINT/SIGTERM stop the simulator with the command): no run directory left behind
+        words = pack_hex(li, vectors.inputs)
+        line = len(words) // max(n_beats, 1)
+        stim.write_bytes(words[:prefix * line] + words)
+        pack_seconds = time.perf_counter() - t_pack
+        latency = int(manifest.get("latency", 0))
+        patience = 8 * (latency + 16) * max(1, int(1 / (1 - stall)))
+        fr = run_fast_sim(fb, stim, run_dir, beats=n_beats, prefix=prefix, expect=n_out, seed=seed, gap=gap,
+                          stall=stall, patience=patience)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
 
     t_cmp = time.perf_counter()
     data = fr.out_path.read_bytes() if fr.out_path.is_file() else b""
