@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{p.weights:<12} {p.activations:<12} {p.mode:<6} {p.mean_cosine:9.5f} {p.worst_cosine:9.5f} "
               f"{p.nn_agreement:8.3f} {p.seconds:8.1f} {rate:8.0f}", flush=True)
     meta = {"model": "all-MiniLM-L6-v2", "sentences_source": str(args.sentences) if args.sentences else
-            "built-in set (nxfp_hw/model/data/sentences.txt)", "sentences": len(sentences),
+            "the built-in set, nxfp_hw/model/data/sentences.txt", "sentences": len(sentences),
             "seconds": round(time.perf_counter() - t0, 1)}
     if args.out is not None:
         out = Path(args.out)
