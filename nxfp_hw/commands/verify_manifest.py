@@ -68,6 +68,7 @@ def _run_generated(args: argparse.Namespace, path: Path, data: dict[str, Any], r
     args.fmt_b = formats["b"]["format_string"] if "b" in formats and args.unit == "dot" else None
     if args.unit == "encode":
         args.input_format = manifest.get("config", {}).get("input", "fp32")
+        args.select = manifest.get("config", {}).get("select")  # the encoder's selection policy (default: none)
     args.module_files = module  # verify's run() uses these files as they are: no regeneration
     print(f"verify {path}: {module.name} as it is on disk ({verilog.name}), not regenerated")
     return int(run_generated(args))
