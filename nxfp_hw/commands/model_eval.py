@@ -79,9 +79,8 @@ def _check_point(w: str, a: str, mode: str, what: tuple[str, str, str]) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..flows.accuracy import write_text_atomic
     from ..flows.area import default_cache_dir
-    from ..formats import parse_format
-    from ..model.eval import default_points, evaluate_point, load_sentences, reference_embeddings
-    from ..model.minilm import HardwareLinear, load_minilm
+    from ..model.eval import default_points, load_sentences, reference_embeddings, sweep
+    from ..model.minilm import load_minilm
     from ..model.report import model_json, model_markdown, plot_model_error
     from ..paths import check_output_dir
 
@@ -107,22 +106,16 @@ def run(args: argparse.Namespace) -> int:
         check_output_dir(cache, "--cache")
     model = load_minilm(args.model_dir)
     reference = reference_embeddings(model, sentences, cache)
-    results = []
-    linears: dict[str, object] = {}
     t0 = time.perf_counter()
     print(f"{'weights':<12} {'activations':<12} {'acc':<6} {'mean cos':>9} {'worst cos':>9} {'NN agree':>8} "
           f"{'seconds':>8} {'MMAC/s':>8}", flush=True)
-    for w, a, m in points:
-        fw = parse_format(w)
-        linear = linears.get(fw.to_string())
-        if linear is None:
-            linears.clear()  # one weight format's quantized matrices at a time
-            linear = linears[fw.to_string()] = HardwareLinear(fw, fw, m)
-        p = evaluate_point(model, sentences, fw, a, m, reference=reference, cache_dir=cache, linear=linear)
-        results.append(p)
+
+    def row(p) -> None:
         rate = p.macs / p.seconds / 1e6 if p.seconds > 0 else 0.0
         print(f"{p.weights:<12} {p.activations:<12} {p.mode:<6} {p.mean_cosine:9.5f} {p.worst_cosine:9.5f} "
               f"{p.nn_agreement:8.3f} {p.seconds:8.1f} {rate:8.0f}", flush=True)
+
+    results = sweep(model, sentences, points, cache_dir=cache, progress=row, reference=reference)
     meta = {"model": "all-MiniLM-L6-v2", "sentences_source": str(args.sentences) if args.sentences else
             "the built-in set, nxfp_hw/model/data/sentences.txt", "sentences": len(sentences),
             "seconds": round(time.perf_counter() - t0, 1)}

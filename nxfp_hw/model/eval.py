@@ -35,7 +35,7 @@ from .hw_matmul import activation_metric
 from .minilm import HardwareLinear, MiniLM
 
 __all__ = ["DEFAULT_ACTIVATIONS", "DEFAULT_MODES", "DEFAULT_WEIGHTS", "ModelPoint", "compare_embeddings",
-           "default_points", "evaluate_point", "load_sentences", "reference_embeddings"]
+           "default_points", "evaluate_point", "load_sentences", "reference_embeddings", "sweep"]
 
 #: Weight formats of the default sweep (issue 15).
 DEFAULT_WEIGHTS = ("nxfp4", "nxfp5", "nxfp6", "mxfp4_e2m1", "mxfp6_e2m3", "mxfp6_e3m2", "mxfp8_e4m3")
@@ -213,9 +213,11 @@ def default_points(weights: Sequence[str] = DEFAULT_WEIGHTS, activations: Sequen
 
 
 def sweep(model: MiniLM, sentences: Sequence[str], points: Sequence[tuple[str, str, str]], *,
-          cache_dir: Path | None = None, progress: Callable[[ModelPoint], None] | None = None) -> list[ModelPoint]:
-    """Every point (W outermost, so each weight format is quantized once)."""
-    reference = reference_embeddings(model, sentences, cache_dir)
+          cache_dir: Path | None = None, progress: Callable[[ModelPoint], None] | None = None,
+          reference: np.ndarray | None = None) -> list[ModelPoint]:
+    """Every point, in order; consecutive points of one weight format share its quantized weights."""
+    if reference is None:
+        reference = reference_embeddings(model, sentences, cache_dir)
     results = []
     linear = None
     for w, a, m in points:
