@@ -122,8 +122,8 @@ def policy_rows(formats: list[str], policies: list[str], area: dict[str, Any],
     return rows
 
 
-def _f(v: Any, fmt: str) -> str:
-    return "-" if v is None else format(v, fmt)
+def _f(v: Any, fmt: str, unit: str = "") -> str:
+    return "-" if v is None else format(v, fmt) + unit
 
 
 def policy_table(rows: list[dict[str, Any]]) -> str:
@@ -134,11 +134,11 @@ def policy_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         lines.append(
             f"| {r['format']} | `{r['policy']}` | {_f(r.get('area_um2'), ',.0f')} | {_f(r.get('area_vs_mx'), '.2f')} | "
-            f"{_f(None if r.get('area_saved') is None else 100 * r['area_saved'], '.1f')} % | "
+            f"{_f(None if r.get('area_saved') is None else 100 * r['area_saved'], '.1f', ' %')} | "
             f"{_f(r.get('fmax_mhz'), '.1f')} | {_f(r.get('rel_mse_minilm'), '.6f')} | "
-            f"{_f(None if r.get('loss_f64_minilm') is None else 100 * r['loss_f64_minilm'], '+.2f')} % | "
+            f"{_f(None if r.get('loss_f64_minilm') is None else 100 * r['loss_f64_minilm'], '+.2f', ' %')} | "
             f"{_f(r.get('rel_mse_activation'), '.6f')} | "
-            f"{_f(None if r.get('loss_f64_activation') is None else 100 * r['loss_f64_activation'], '+.2f')} % |")
+            f"{_f(None if r.get('loss_f64_activation') is None else 100 * r['loss_f64_activation'], '+.2f', ' %')} |")
     mx = {(r["mx"], r.get("mx_area_um2"), r.get("mx_fmax_mhz")) for r in rows if r.get("mx")}
     for name, a, fm in sorted(mx, key=str):
         lines.append(f"| {name} (MX baseline) | - | {_f(a, ',.0f')} | 1.00 | - | {_f(fm, '.1f')} | | | | |")
