@@ -21,7 +21,7 @@ from nxfp_hw.golden.select import DEFAULT_SELECT, SELECT_POLICIES, SelectError, 
 from nxfp_hw.rtl.encode import EncodeUnit
 
 sys.path.insert(0, str(Path(__file__).parent))
-from test_rtl_encode import directed_blocks, random_blocks, simulate  # noqa: E402
+from test_rtl_encode import check, directed_blocks, random_blocks  # noqa: E402
 
 SEED = int(os.environ.get("NXFP_SEED", "20251124"))
 
@@ -31,23 +31,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*created but never used")
 def rng_for(test: str) -> np.random.Generator:
     print(f"{test}: seed {SEED} (set NXFP_SEED to change)")
     return np.random.default_rng([SEED, sum(map(ord, test))])
-
-
-def golden(fmt, x, select):
-    q = quantize(x, fmt, metric=select_metric(fmt, select))
-    return q.headers.astype(np.int64).reshape(-1), q.codes.astype(np.int64).reshape(-1, fmt.k)
-
-
-def check(dut: EncodeUnit, x: np.ndarray, rng) -> None:
-    h, c = simulate(dut, x.view(np.uint32), rng)
-    gh, gc = golden(dut.fmt, x, dut.select)
-    bad = np.nonzero((h != gh) | np.any(c != gc, axis=1))[0]
-    if len(bad):
-        n = bad[0]
-        raise AssertionError(
-            f"{dut.module_name}: {len(bad)} of {len(h)} blocks differ; first block {n}:\n"
-            f"x={x[n].astype(np.float64).tolist()}\nheader rtl={h[n]:#x} golden={gh[n]:#x}\n"
-            f"codes rtl={c[n].tolist()}\ncodes golden={gc[n].tolist()}")
 
 
 @pytest.mark.parametrize("select, name, lanes, pipeline", [

@@ -22,6 +22,7 @@ from amaranth.sim import Simulator
 from nxfp_hw.formats import PRESETS, parse_format
 from nxfp_hw.golden.hw_metric import quantize_hw
 from nxfp_hw.golden.quantize import quantize
+from nxfp_hw.golden.select import select_metric
 from nxfp_hw.rtl.encode import (
     ENCODE_DEFAULT_CUTS,
     ENCODE_POSITIONS,
@@ -89,8 +90,12 @@ def simulate(dut: EncodeUnit, blocks: np.ndarray, rng: np.random.Generator | Non
     return np.array(headers, dtype=np.int64), np.array(codes, dtype=np.int64)
 
 
-def golden(fmt, x: np.ndarray):
-    q = quantize_hw(x, fmt) if (len(fmt.elements) > 1 or fmt.recycling) else quantize(x, fmt)
+def golden(fmt, x: np.ndarray, select: str | None = None):
+    """The encoder's golden bits: metric "hw" (or the selection policy ``select``), float64 for one pair."""
+    if select is not None:
+        q = quantize(x, fmt, metric=select_metric(fmt, select))
+    else:
+        q = quantize_hw(x, fmt) if (len(fmt.elements) > 1 or fmt.recycling) else quantize(x, fmt)
     return q.headers.astype(np.int64).reshape(-1), q.codes.astype(np.int64).reshape(-1, fmt.k)
 
 
@@ -98,7 +103,7 @@ def check(dut: EncodeUnit, x: np.ndarray, rng=None) -> None:
     """Simulate ``x`` (float32 or bfloat16, ``(n, k)``) and compare every header and code."""
     bits = x.view(np.uint32 if x.dtype == np.float32 else np.uint16)
     h, c = simulate(dut, bits, rng)
-    gh, gc = golden(dut.fmt, x)
+    gh, gc = golden(dut.fmt, x, dut.config.get("select"))  # "select" only for a non-default policy
     bad = np.nonzero((h != gh) | np.any(c != gc, axis=1))[0]
     if len(bad):
         n = bad[0]
