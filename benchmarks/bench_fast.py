@@ -33,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nxfp_hw.flows.accuracy import write_text_atomic  # noqa: E402
 from nxfp_hw.flows.tools import tool_version  # noqa: E402
 from nxfp_hw.formats import parse_format  # noqa: E402
 from verif.fast import run_fast  # noqa: E402
@@ -148,9 +149,7 @@ def main() -> int:
         if fresh:
             shutil.rmtree(build_dir, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(tmp, args.out)
+    write_text_atomic(args.out, json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 
