@@ -214,7 +214,7 @@ def encode_blocks(fmt: BlockFormat, x: np.ndarray, policy: Policy | str | Mappin
 
 def _encode_general(fmt: BlockFormat, x: np.ndarray, pol: Policy, metric: str) -> tuple[np.ndarray, np.ndarray]:
     """The quantizer loop of ``quantize_blocks`` with the policy's choices (any policy, spec included)."""
-    from .quantize import _metric, _round_table, _round_to_table, _scale_ceil, _scale_ocp
+    from .quantize import _metric, _round_table, _round_to_table, _scale_trials
 
     n = x.shape[0]
     nan_code = fmt.scale.nan_code
@@ -233,13 +233,7 @@ def _encode_general(fmt: BlockFormat, x: np.ndarray, pol: Policy, metric: str) -
             t = _round_table(fmt, cand, rec)
             if pol.rounding == "away":
                 t = dataclasses.replace(t, tie_up=np.abs(t.values[1:]) > np.abs(t.values[:-1]))
-            if fmt.rule == "ocp":
-                trials = [_scale_ocp(fmt, amax, t)]
-            else:
-                top = _scale_ceil(fmt, amax, t)
-                steps = fmt.search_steps if fmt.rule == "search" else 0
-                trials = [np.maximum(top - j, 0) for j in range(steps + 1)]
-            trials = [np.maximum(sc, pol.scale_min_code) for sc in trials]
+            trials = [np.maximum(sc, pol.scale_min_code) for sc in _scale_trials(fmt, amax, t)]
             pair_err, pair_scale, pair_codes = np.full(n, np.inf), trials[0], None
             for sc in trials:  # largest scale first: strict < keeps ties at the larger scale
                 scale = scale_values[sc][:, None]

@@ -171,6 +171,16 @@ def _scale_ceil(fmt: BlockFormat, amax: np.ndarray, t: _RoundTable) -> np.ndarra
     return np.minimum(np.searchsorted(reach, amax, side="left"), sf.max_code)
 
 
+def _scale_trials(fmt: BlockFormat, amax: np.ndarray, t: _RoundTable) -> list[np.ndarray]:
+    """Scale codes the rule tries for one (candidate, recycling option), largest first (spec 5.2):
+    OCP's one, or the ceil rule's smallest sufficient code and ``search_steps`` codes below it."""
+    if fmt.rule == "ocp":
+        return [_scale_ocp(fmt, amax, t)]
+    top = _scale_ceil(fmt, amax, t)
+    steps = fmt.search_steps if fmt.rule == "search" else 0
+    return [np.maximum(top - j, 0) for j in range(steps + 1)]
+
+
 # --- error metrics (spec 5.4) ---------------------------------------------------------------------
 
 
@@ -244,12 +254,7 @@ def quantize_blocks(fmt: BlockFormat, x: np.ndarray, metric: str = "float64") ->
     for cand in range(len(fmt.elements)):
         for rec in range(max(fmt.recycle_options, 1)):
             t = _round_table(fmt, cand, rec)
-            if fmt.rule == "ocp":
-                trials = [_scale_ocp(fmt, amax, t)]
-            else:
-                top = _scale_ceil(fmt, amax, t)
-                steps = fmt.search_steps if fmt.rule == "search" else 0
-                trials = [np.maximum(top - j, 0) for j in range(steps + 1)]
+            trials = _scale_trials(fmt, amax, t)
             pair_err = np.full(n, np.inf)
             pair_scale = trials[0]
             pair_codes = None
