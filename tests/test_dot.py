@@ -283,7 +283,7 @@ def test_random_custom_formats() -> None:
     formats = [
         ("elem=E1M6|E2M5|E3M4,scale=UE6M2,cr=pm,k=8", "elem=E5M6,scale=UE4M3,k=8"),
         ("elem=INT16,scale=UE8M0,k=4", "elem=E5M2,scale=UE5M3,k=4,cr=pm"),
-        ("elem=E2M1,cr=0.1,k=16", "elem=E3M0|E1M2,cr=3.75|-0.625|96;7|-7|9,k=16"),
+        ("elem=E2M1,cr=0.3125,k=16", "elem=E3M0|E1M2,cr=3.75|-0.625|96;7|-7|9,k=16"),
         ("elem=E5M6,scale=UE4M3,k=32", "elem=E4M3,scale=UE4M3,k=32"),  # 61-bit sum, 66-bit scaled result
     ]
     for sa, sb in formats:
