@@ -185,9 +185,9 @@ class DotEngine(wiring.Component):
         self.accumulation = acc
         self.guard_bits = guard_bits
         self.pipeline_positions = POSITIONS[acc]
-        window_width = dot_exact_window(fmt_a, fmt_b, guard_bits).width if acc == "exact" else None
+        self.window: ExactWindow | None = dot_exact_window(fmt_a, fmt_b, guard_bits) if acc == "exact" else None
         self.cuts = resolve_cuts(pipeline, self.pipeline_positions, PREFERENCE[acc],
-                                 default_cuts(acc, lanes, window_width))
+                                 default_cuts(acc, lanes, self.window.width if self.window else None))
         self.pipeline = len(self.cuts)
         self.beats_per_block = k // lanes
         self.lane_bound = lane_bound(fmt_a, fmt_b)
@@ -196,13 +196,12 @@ class DotEngine(wiring.Component):
         self.sum_lsb_exponent = exact_sum_lsb_exponent(fmt_a, fmt_b)
         front = sum(c in self.cuts for c in _FRONT)
         if acc == "exact":
-            self.window: ExactWindow | None = dot_exact_window(fmt_a, fmt_b, guard_bits)
+            assert self.window is not None
             self.accumulator_width = self.window.width
             self.loop_cycles = 1
             back = sum(c in self.cuts for c in POSITIONS["exact"][len(_FRONT):])
             self.latency = front + back + 2  # the accumulator register and the output register
         else:
-            self.window = None
             self.loop_cycles = 1 + sum(c in self.cuts for c in _LOOP)
             wide = fmt_a.scale.mbits + fmt_b.scale.mbits + 2 + self.sum_width - 1
             self.accumulator_width = 32 if acc == "fp32" else max(wide, 24) + 5
