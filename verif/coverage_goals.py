@@ -34,8 +34,7 @@ from nxfp_hw.formats import BlockFormat, parse_format
 from .vectors import BlockStream, VectorSet
 
 __all__ = ["GoalResult", "ROUNDING", "decode_lane_sweep", "dot_closure", "dot_code_pairs", "encode_closure",
-           "evaluate_goals",
-           "format_goals", "goals_summary"]
+           "encode_regression_blocks", "evaluate_goals", "format_goals", "goals_summary"]
 
 RESULT_CLASSES = ("+0", "-0", "+subnormal", "-subnormal", "normal", "+inf", "-inf", "nan")
 ROUNDING = ("exact", "inexact", "tie", "overflow")
@@ -471,17 +470,102 @@ def dot_closure(fa: BlockFormat, fb: BlockFormat, blocks: BlockStream, rng: np.r
     return out
 
 
-def encode_closure(fmt: BlockFormat, x: np.ndarray, rng: np.random.Generator,
-                   input_format: str = "fp32") -> tuple[np.ndarray, list[str]]:
+def encode_closure(fmt: BlockFormat, x: np.ndarray, rng: np.random.Generator, input_format: str = "fp32",
+                   select: str | None = None) -> tuple[np.ndarray, list[str]]:
     """Blocks for the encode goals ``x`` misses: an input of every IEEE class (+-0, +-subnormal, normal,
-    +-Inf, NaN) in blocks of their own. (Ties, saturation and every pair come from the directed blocks.)"""
+    +-Inf, NaN) in blocks of their own, and for every (candidate, recycling option) pair that the encoder
+    under policy ``select`` chooses for no block of ``x``, a block it chooses that pair for (found among
+    blocks decoded from that pair's codes, the recycled code among them). Ties and saturation come from
+    the directed blocks."""
     k = fmt.k
     tiny = 1e-40 if input_format == "fp32" else 1e-39
     rows = [np.full(k, v) for v in (0.0, -0.0, tiny, -tiny, np.inf, -np.inf, np.nan)]
     mix = rng.standard_normal(k)
     mix[:3] = (tiny, -tiny, -0.0)
     rows.append(mix)
-    return np.stack(rows), ["closure: input classes"] * len(rows)
+    cases = ["closure: input classes"] * len(rows)
+    from .vectors import encode_pairs
+
+    pairs = encode_pairs(fmt)
+    if len(pairs) > 1:
+        hit = _chosen_pairs(fmt, np.asarray(x, np.float64).reshape(-1, k), input_format, select)
+        for c, j in pairs:
+            if (c, j) in hit:
+                continue
+            block = _block_choosing_pair(fmt, c, j, rng, input_format, select)
+            if block is not None:
+                rows.append(block)
+                cases.append(f"closure: pair {fmt.elements[c].name}/option {j}")
+    return np.stack(rows), cases
+
+
+def encode_regression_blocks(fmt: BlockFormat, rng: np.random.Generator, n_random: int, input_format: str = "fp32",
+                             select: str | None = None) -> tuple[np.ndarray, list[str]]:
+    """The default encode regression's blocks: the directed blocks of spec 5, ``n_random`` random blocks
+    and the closure blocks for the goals those miss (``verify --unit encode`` without vector files)."""
+    from .vectors import encode_directed, encode_random
+
+    x, cases = encode_directed(fmt, rng, input_format)
+    if n_random:
+        xr, cr = encode_random(fmt, n_random, rng)
+        x, cases = np.concatenate([x, xr]), cases + cr
+    xc, cc = encode_closure(fmt, x, rng, input_format, select=select)
+    return np.concatenate([x, xc]), cases + cc
+
+
+def _chosen_pairs(fmt: BlockFormat, x: np.ndarray, input_format: str, select: str | None) -> set[tuple[int, int]]:
+    """The (candidate, option) pairs the golden encoder (policy ``select``) chooses for the finite-scale
+    blocks of ``x`` ``(n, k)``."""
+    from nxfp_hw.golden.quantize import quantize
+
+    from .vectors import ENCODE_INPUTS, encoder_metric
+
+    if x.size == 0:
+        return set()
+    with np.errstate(over="ignore", invalid="ignore"):
+        xin = x.astype(ENCODE_INPUTS[input_format][0])
+    q = quantize(xin, fmt, metric=encoder_metric(fmt, select))
+    scale, sel, rec = (np.asarray(v, np.int64).reshape(-1) for v in fmt.split_header(
+        np.asarray(q.headers, np.int64).reshape(-1)))
+    finite = scale != fmt.scale.nan_code
+    return {(int(s), int(r)) for s, r in zip(sel[finite], rec[finite], strict=True)}
+
+
+def _block_choosing_pair(fmt: BlockFormat, cand: int, option: int, rng: np.random.Generator, input_format: str,
+                         select: str | None, tries: int = 8, batch: int = 256) -> np.ndarray | None:
+    """A block (float64, exact in the input format) that the encoder under ``select`` codes with pair
+    ``(cand, option)``: random codes of that pair (a quarter of them the recycled code, when it has one) at
+    scales around 1, decoded, and the first block whose encoding uses the pair. ``None`` if no such block
+    turns up (a pair that never wins; the goal then reports it missed)."""
+    from nxfp_hw.golden.quantize import QuantizedTensor, dequantize_exact
+
+    from .vectors import ENCODE_INPUTS
+
+    k = fmt.k
+    table = fmt.element_table(cand, option)
+    elem = fmt.elements[cand]
+    usable = np.array([i for i in range(table.size) if np.isfinite(table[i])
+                       and not (elem.is_int and i == 1 << (elem.width - 1))])
+    recycled = elem.negative_zero_code if fmt.recycling else None
+    sv = fmt.scale.code_values()
+    finite = np.flatnonzero(np.isfinite(sv[: fmt.scale.max_code + 1]) & (sv[: fmt.scale.max_code + 1] > 2.0**-100)
+                            & (sv[: fmt.scale.max_code + 1] < 2.0**100))
+    dt = ENCODE_INPUTS[input_format][0]
+    for _ in range(tries):
+        codes = rng.choice(usable, (batch, k))
+        if recycled is not None:
+            codes = np.where(rng.random((batch, k)) < 0.25, recycled, codes)
+        scales = rng.choice(finite, batch)
+        headers = np.array([int(fmt.make_header(int(s), cand, option)) for s in scales], np.int64)
+        q = QuantizedTensor(fmt, (batch, k), headers[:, None].astype(np.uint16), codes[:, None, :].astype(np.uint16))
+        y = dequantize_exact(q).reshape(batch, k)
+        with np.errstate(over="ignore", invalid="ignore"):
+            exact = np.all(y.astype(dt).astype(np.float64) == y, axis=1)
+        y = y[exact]
+        for i in range(y.shape[0]):
+            if (cand, option) in _chosen_pairs(fmt, y[i:i + 1], input_format, select):
+                return y[i]
+    return None
 
 
 def decode_lane_sweep(fmt: BlockFormat, lanes: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

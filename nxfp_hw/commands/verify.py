@@ -281,8 +281,6 @@ def run(args: argparse.Namespace) -> int:
         dot_near_cancel,
         dot_random,
         dot_vectors,
-        encode_directed,
-        encode_random,
         encode_vectors,
         savez_atomic,
     )
@@ -373,15 +371,10 @@ def run(args: argparse.Namespace) -> int:
             x_user = user[0]
             x, cases = x_user.reshape(-1, fa.k), ["user vectors"] * (x_user.size // fa.k)
         else:
-            x, cases = encode_directed(fa, rng, input_format)
-            n = DEFAULT_BLOCKS["encode"] if args.blocks is None else args.blocks
-            if n:
-                xr, cr = encode_random(fa, n, rng)
-                x, cases = np.concatenate([x, xr]), cases + cr
-            from verif.coverage_goals import encode_closure
+            from verif.coverage_goals import encode_regression_blocks
 
-            xc, cc = encode_closure(fa, x, rng, input_format)
-            x, cases = np.concatenate([x, xc]), cases + cc
+            n = DEFAULT_BLOCKS["encode"] if args.blocks is None else args.blocks
+            x, cases = encode_regression_blocks(fa, rng, n, input_format, select=args.select)
         vectors = encode_vectors(fa, x, lanes, input_format=input_format, cases=cases, select=args.select)
     else:
         mode, guard_bits = _manifest_mode(module.manifest_data, acc_options)
