@@ -8,8 +8,8 @@ as small JSON files keyed by (canonical format string, tensor digest).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
 import math
 import os
 import tempfile
@@ -87,23 +87,22 @@ def accuracy_of(fmt: BlockFormat, x: np.ndarray | None = None, *, label: str | N
         label = label or default_label
     digest = digest or tensor_digest(x)
     key = hashlib.sha256(f"{fmt.to_string()}|{digest}".encode()).hexdigest()[:20]
-    path = Path(cache_dir) / "accuracy" / f"{key}.json" if cache_dir is not None else None
-    if path is not None and path.is_file():
-        try:
-            data = json.loads(path.read_text())
-            if data.get("format_string") == fmt.to_string() and data.get("tensor_digest") == digest:
-                data["format"] = fmt.label
-                data["tensor"] = label or data.get("tensor", "")
-                return Accuracy(**data)
-        except (ValueError, TypeError):
-            pass  # a broken cache entry is recomputed and overwritten
-    rel, sqnr = measure_accuracy(x, fmt)
-    acc = Accuracy(format=fmt.label, format_string=fmt.to_string(), bits_per_element=fmt.bits_per_element,
-                   relative_mse=rel, sqnr_db=sqnr, values=int(np.asarray(x).size), tensor=label or "tensor",
-                   tensor_digest=digest)
-    if path is not None:
-        write_text_atomic(path, json.dumps(asdict(acc), indent=1) + "\n")
-    return acc
+
+    def compute() -> dict:
+        rel, sqnr = measure_accuracy(x, fmt)
+        return asdict(Accuracy(format=fmt.label, format_string=fmt.to_string(), bits_per_element=fmt.bits_per_element,
+                               relative_mse=rel, sqnr_db=sqnr, values=int(np.asarray(x).size),
+                               tensor=label or "tensor", tensor_digest=digest))
+
+    if cache_dir is None:
+        return Accuracy(**compute())
+    from .cache import cached
+
+    fields = {f.name for f in dataclasses.fields(Accuracy)}
+    data, _ = cached(Path(cache_dir) / "accuracy" / f"{key}.json", compute,  # a broken entry is recomputed
+                     valid=lambda d: set(d) == fields and d.get("format_string") == fmt.to_string()
+                     and d.get("tensor_digest") == digest)
+    return Accuracy(**{**data, "format": fmt.label, "tensor": label or data.get("tensor", "")})
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -8,13 +8,13 @@ sweeps units x formats x flows with a result cache keyed by the configuration ha
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from ..errors import UserError
 from ..formats import BlockFormat, parse_format
 from . import area as area_mod
 from .accuracy import Accuracy, accuracy_of, default_tensor, tensor_digest, write_text_atomic
+from .pareto import pareto_front, staircase
 
 __all__ = [
     "AREA_METRICS", "DEFAULT_ENCODE_FORMATS", "DEFAULT_FLOWS", "DEFAULT_FORMATS", "DEFAULT_UNITS",
@@ -169,6 +170,7 @@ class ReportResult:
     failures: list[str] = field(default_factory=list)
 
 
+@functools.cache
 def _flow_digest() -> str:
     """Digest of the area-flow sources: a changed flow invalidates the cache (the unit itself is keyed by
     its Verilog text, so a generator change that leaves a unit's Verilog alone keeps its results)."""
@@ -190,19 +192,8 @@ def _metric(flow: str, figures: dict[str, Any]) -> float | None:
     return None if v is None else float(v)
 
 
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the points not dominated when both coordinates are to be minimised, sorted by x."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
-    front, best = [], math.inf
-    for i in order:
-        if points[i][1] < best:
-            front.append(i)
-            best = points[i][1]
-    return front
-
-
-# Amaranth elaboration is not documented as thread-safe: with --jobs > 1 units are built one at a time,
-# only the external tools run in parallel.
+# Amaranth elaboration is not documented as thread-safe: a process running several tasks at once (a Dask
+# worker with --nthreads > 1) builds one unit at a time, only the external tools run in parallel.
 _BUILD_LOCK = threading.Lock()
 
 
@@ -216,19 +207,67 @@ class _Progress:
             self.echo(f"[{self.done}/{self.total}] {text}")
 
 
-def _load_cached(path: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads(path.read_text()) if path.is_file() else None
-    except ValueError:
-        return None
+def flow_versions(flow: str) -> str:
+    """The tool versions a flow's cache entries are keyed by (``missing: ...`` when a tool is absent)."""
+    out = ""
+    for tool in area_mod._FLOW_TOOLS.get(flow, ("yosys", "sta", "iverilog")):
+        try:
+            out += f"{tool} {area_mod.tools.tool_version(tool)};"
+        except UserError as exc:
+            return f"missing: {exc}"
+    return out
 
 
-def _sweep_one(unit: str, fmt: BlockFormat, flows: Sequence[str], cache: Path, flow_digest: str,
-               versions: dict[str, str], flow_opts: dict[str, Any], progress: _Progress,
-               lanes: int | None, pipeline: Any, dot_opts: dict[str, Any]) -> dict[str, Any]:
-    """All flows of one (unit, format); cached flows are read back, the rest run (build once). ``pipeline``
-    is one setting for every unit or a dict ``{(unit, format label): setting}`` (missing: the default);
-    ``dot_opts`` (``acc``, ``guard_bits``) go to the dot engine, its ``select`` to the encoder."""
+def run_flows_cached(build: UnitBuild, flows: Sequence[str], cache: Path, flow_opts: dict[str, Any], workdir: Path,
+                     echo: Callable[[str], None], label: str, build_seconds: float = 0.0
+                     ) -> tuple[dict[str, dict[str, Any]], dict[str, str]]:
+    """Every flow of ``flows`` on ``build`` through the shared result cache (``nxfp_hw.flows.cache``: keyed by the
+    Verilog, module, flow, flow sources, tool versions and options; computed once however many processes ask).
+    Returns ``({flow: result or {"error": ...}}, {flow: "hit" | "ran" | "failed"})``; one progress line per flow
+    through ``echo``, each starting with ``label`` (the first flow that runs counts ``build_seconds`` too). A
+    failing flow is recorded and the next one runs."""
+    from .cache import cached
+
+    verilog_digest = hashlib.sha256(build.verilog.encode()).hexdigest()
+    facts = build.facts()
+    records: dict[str, dict[str, Any]] = {}
+    status: dict[str, str] = {}
+    ran_asic = None  # this run's asic result of the unit: its netlist is the power flow's
+    for f in flows:
+        opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in flow_opts.items()}
+        digest = _flow_digest() + (_power_digest() if f == POWER_FLOW else "")
+        key = hashlib.sha256(json.dumps([verilog_digest, build.module, f, digest, flow_versions(f), opts],
+                                        sort_keys=True).encode()).hexdigest()[:20]
+        t0 = time.monotonic()
+        ran: list[area_mod.AreaResult] = []
+
+        def compute(f: str = f, ran: list = ran, asic: area_mod.AreaResult | None = ran_asic) -> dict[str, Any]:
+            res = _run_flow(build, f, workdir, flow_opts, asic=asic)
+            ran.append(res)
+            return {"unit_facts": facts, "result": {"figures": res.figures, "tools": res.tools, "notes": res.notes,
+                                                    "commands": res.commands}}
+
+        try:
+            entry, hit = cached(cache / "area" / f"{key}.json", compute, valid=lambda e: "result" in e)
+        except Exception as exc:  # noqa: BLE001 - a failed configuration is reported, the sweep goes on
+            msg = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+            records[f], status[f] = {"error": msg}, "failed"
+            echo(f"{label} {f} ... FAILED after {time.monotonic() - t0:.1f} s: {msg}")
+            continue
+        records[f], status[f] = entry["result"], "hit" if hit else "ran"
+        ran_asic = ran[0] if f == "asic" and ran else ran_asic
+        echo(f"{label} {f} ... " + ("cached" if hit else f"{time.monotonic() - t0 + build_seconds:.1f} s"))
+        build_seconds = build_seconds if hit else 0.0
+    return records, status
+
+
+def _sweep_one(unit: str, fmt: BlockFormat, flows: Sequence[str], cache: Path, flow_opts: dict[str, Any],
+               lanes: int | None, pipeline: Any, dot_opts: dict[str, Any], *,
+               echo: Callable[[str], None]) -> dict[str, Any]:
+    """All flows of one (unit, format): one task of the report on the sweep engine (``nxfp_hw.flows.engine``).
+    Cached flows are read back, the rest run (build once). ``pipeline`` is one setting for every unit or a
+    dict ``{(unit, format label): setting}`` (missing: the default); ``dot_opts`` (``acc``, ``guard_bits``) go
+    to the dot engine, its ``select`` to the encoder. One line per flow through ``echo``."""
     label = f"{unit} {fmt.label}"
     record: dict[str, Any] = {"unit": unit, "format": fmt.label, "flows": {}}
     lanes = min(DEFAULT_REPORT_LANES, fmt.k) if lanes is None else lanes
@@ -244,39 +283,13 @@ def _sweep_one(unit: str, fmt: BlockFormat, flows: Sequence[str], cache: Path, f
         msg = f"build: {type(exc).__name__}: {exc}"
         for f in flows:
             record["flows"][f] = {"error": msg}
-            progress.line(f"{label} {f} ... FAILED ({msg})")
+            echo(f"{label} {f} ... FAILED ({msg})")
         return record
-    build_s = time.monotonic() - t0
-    facts = build.facts()
-    record.update(facts)
-    verilog_digest = hashlib.sha256(build.verilog.encode()).hexdigest()
-    ran_asic = None  # this sweep's asic run of the unit: its netlist is the power flow's
-    for f in flows:
-        opts = {k: (str(v) if isinstance(v, Path) else v) for k, v in flow_opts.items()}
-        digest = flow_digest + (_power_digest() if f == POWER_FLOW else "")
-        key = hashlib.sha256(json.dumps([verilog_digest, build.module, f, digest, versions.get(f), opts],
-                                        sort_keys=True).encode()).hexdigest()[:20]
-        path = cache / "area" / f"{key}.json"
-        cached = _load_cached(path)
-        if cached is not None:
-            record["flows"][f] = cached["result"]
-            progress.line(f"{label} {f} ... cached")
-            continue
-        t0 = time.monotonic()
-        try:
-            res = _run_flow(build, f, cache / "work" / f"{unit}_{fmt.ident}_{build.config_hash}", flow_opts,
-                            asic=ran_asic)
-        except Exception as exc:  # noqa: BLE001 - a failed configuration is reported, the sweep goes on
-            msg = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
-            record["flows"][f] = {"error": msg}
-            progress.line(f"{label} {f} ... FAILED after {time.monotonic() - t0:.1f} s: {msg}")
-            continue
-        ran_asic = res if f == "asic" else ran_asic
-        result = {"figures": res.figures, "tools": res.tools, "notes": res.notes, "commands": res.commands}
-        record["flows"][f] = result
-        write_text_atomic(path, json.dumps({"unit_facts": facts, "result": result}, indent=1) + "\n")
-        progress.line(f"{label} {f} ... {time.monotonic() - t0 + build_s:.1f} s")
-        build_s = 0.0
+    record.update(build.facts())
+
+    record["flows"], _ = run_flows_cached(build, flows, cache, flow_opts,
+                                          cache / "work" / f"{unit}_{fmt.ident}_{build.config_hash}", echo, label,
+                                          build_seconds=time.monotonic() - t0)
     return record
 
 
@@ -286,7 +299,7 @@ def run_report(*, formats: Sequence[str] = DEFAULT_FORMATS, units: Sequence[str]
                pipeline: Any = None, encode_formats: Sequence[str] | None = None,
                encode_flows: Sequence[str] | None = None, echo: Callable[[str], None] = print,
                acc: str | None = None, guard_bits: int | None = None, select: str | None = None,
-               **flow_opts: Any) -> ReportResult:
+               scheduler: str | None = None, **flow_opts: Any) -> ReportResult:
     """Sweep ``units`` x ``formats`` x ``flows``, measure accuracy on ``tensor`` (default: MiniLM weights),
     and write ``report.md``, ``report.json``, ``area.png`` and ``pareto.png`` into ``out_dir``.
 
@@ -298,7 +311,9 @@ def run_report(*, formats: Sequence[str] = DEFAULT_FORMATS, units: Sequence[str]
     is measured too; ``encode_flows``
     (default: ``flows``, a subset of it) its flows (the others are shown as not run). Refuses to replace
     an existing report without ``force``. Failed configurations are listed in the output and the tables; the
-    sweep continues."""
+    sweep continues. The (unit, format) tasks run on the sweep engine (``nxfp_hw.flows.engine``): in this
+    process when ``jobs`` is 1, on a Dask LocalCluster of ``jobs`` worker processes, or on the Dask scheduler at
+    ``scheduler``."""
     fmts = [parse_format(f) for f in formats]
     base_fmts = list(fmts)
     enc_fmts = list(fmts) if encode_formats is None else [parse_format(f) for f in encode_formats]
@@ -339,15 +354,9 @@ def run_report(*, formats: Sequence[str] = DEFAULT_FORMATS, units: Sequence[str]
         echo(f"accuracy {fmt.label} ... relative MSE {accs[fmt.label].relative_mse:.4g} "
              f"({time.monotonic() - t0:.1f} s)")
 
-    # Hardware.
-    versions: dict[str, str] = {}
-    for f in flows:
-        for tool in area_mod._FLOW_TOOLS.get(f, ("yosys", "sta", "iverilog")):
-            try:
-                versions[f] = versions.get(f, "") + f"{tool} {area_mod.tools.tool_version(tool)};"
-            except UserError as exc:
-                versions[f] = f"missing: {exc}"
-    flow_digest = _flow_digest()
+    # Hardware: one task per (unit, format) on the sweep engine (this process when jobs == 1).
+    from .engine import Engine
+
     unit_fmts = {u: enc_fmts if u == "encode" else base_fmts for u in units}
     unit_flows = {u: [f for f in flows if u != "encode" or encode_flows is None or f in encode_flows]
                   for u in units}
@@ -356,12 +365,22 @@ def run_report(*, formats: Sequence[str] = DEFAULT_FORMATS, units: Sequence[str]
     dot_opts = {k: v for k, v in (("acc", acc), ("guard_bits", guard_bits)) if v is not None}
     if select is not None:
         dot_opts["select"] = select
-    args = (cache_dir, flow_digest, versions, flow_opts, progress, lanes, pipeline, dot_opts)
-    if jobs == 1:
-        records = [_sweep_one(u, f, unit_flows[u], *args) for u, f in combos]
-    else:
-        with ThreadPoolExecutor(max_workers=jobs) as pool:
-            records = list(pool.map(lambda c: _sweep_one(c[0], c[1], unit_flows[c[0]], *args), combos))
+    tasks = [(f"{u}-{f.ident}", (u, f, unit_flows[u], cache_dir, flow_opts, lanes, pipeline, dot_opts), {})
+             for u, f in combos]
+    done: dict[str, dict[str, Any]] = {}
+
+    def finished(outcome: Any) -> None:
+        for line in outcome.lines:
+            progress.line(line)
+        if outcome.error is not None:  # the engine could not run it (its workers died)
+            u, f = outcome.args[0], outcome.args[1]
+            outcome.value = {"unit": u, "format": f.label, "flows": {fl: {"error": outcome.error}
+                                                                      for fl in unit_flows[u]}}
+        done[outcome.key] = outcome.value
+
+    with Engine(workers=jobs, scheduler=scheduler, inline=jobs == 1 and scheduler is None) as engine:
+        engine.map(_sweep_one, tasks, finished, echo=progress.line)
+    records = [done[key] for key, _, _ in tasks]
 
     data = _assemble(fmts, units, flows, accs, records, tensor_label or "tensor", digest, int(np.asarray(tensor).size))
     data["unit_flows"] = unit_flows
@@ -692,10 +711,7 @@ def _pareto_plot(plt: Any, data: dict[str, Any], flow: str, path: Path, value: C
                         xytext=(4, 4), fontsize=7)
         front = [pts[i] for i in pareto_front([(p[0], p[1]) for p in pts])]
         if front:
-            xs, ys = [front[0][0]], [front[0][1]]
-            for p in front[1:]:
-                xs += [p[0], p[0]]
-                ys += [ys[-1], p[1]]
+            xs, ys = staircase([(p[0], p[1]) for p in front])
             ax.plot(xs, ys, "k--", lw=1, label="Pareto front", zorder=2)
         ax.set_yscale("log")
         ax.margins(x=0.2, y=0.15)
