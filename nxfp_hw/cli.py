@@ -17,7 +17,7 @@ from .interrupts import Terminated, handle_signals
 from .paths import describe_os_error
 
 # Subcommand modules under nxfp_hw.commands; each has ``register(subparsers)``.
-COMMANDS = ("run", "formats", "quantize", "generate", "verify", "manifest", "area", "report", "model_eval")
+COMMANDS = ("run", "formats", "quantize", "generate", "verify", "manifest", "area", "report", "sweep", "model_eval")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..golden.dot import ACC_MODES
+from .options import csv_list as _csv
 from .options import positive_int
-from .report import _csv
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-__all__ = ["MAX_SEED", "heartbeat", "nonnegative_int", "positive_float", "positive_int", "seed"]
+__all__ = ["MAX_SEED", "csv_list", "heartbeat", "nonnegative_int", "positive_float", "positive_int", "seed"]
 
 #: Seeds are 32-bit unsigned integers (cocotb and the simulators take them as such).
 MAX_SEED = (1 << 32) - 1
@@ -24,6 +24,14 @@ def _int(text: str) -> int:
     if not body.isascii() or not body.isdigit():
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}")
     return int(text)
+
+
+def csv_list(text: str) -> list[str]:
+    """A comma-separated list of one or more items."""
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
 
 
 def seed(text: str) -> int:

@@ -11,14 +11,7 @@ from ..flows.area import default_cache_dir
 from ..flows.report import DEFAULT_ENCODE_FORMATS, DEFAULT_FLOWS, DEFAULT_FORMATS, DEFAULT_UNITS
 from ..paths import check_output_dir
 from .generate import add_pipeline_arguments
-from .options import positive_float, positive_int
-
-
-def _csv(text: str) -> list[str]:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    if not items:
-        raise argparse.ArgumentTypeError("expected a comma-separated list")
-    return items
+from .options import csv_list, positive_float, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -28,19 +21,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                     "the area flows, the accuracy of every format on a tensor (default: all-MiniLM-L6-v2 "
                     "weights), and write report.md, report.json, area.png and pareto.png. Results are "
                     "cached by configuration hash: a rerun is fast.")
-    p.add_argument("--formats", type=_csv, default=None,
+    p.add_argument("--formats", type=csv_list, default=None,
                    help=f"comma-separated presets (default {','.join(DEFAULT_FORMATS)})")
     p.add_argument("--format", dest="extra_formats", action="append", default=[],
                    help="one more format (a preset or a format string, which may contain commas); repeatable; "
                         "without --formats only these are swept")
-    p.add_argument("--units", type=_csv, default=list(DEFAULT_UNITS),
+    p.add_argument("--units", type=csv_list, default=list(DEFAULT_UNITS),
                    help="comma-separated units: decode, dot, encode (default decode,dot)")
-    p.add_argument("--encode-formats", type=_csv, default=None,
+    p.add_argument("--encode-formats", type=csv_list, default=None,
                    help="comma-separated presets of the encode unit (default: the same as the other units; "
                         f"scripts/make_report.sh uses {','.join(DEFAULT_ENCODE_FORMATS)})")
-    p.add_argument("--flows", type=_csv, default=list(DEFAULT_FLOWS),
+    p.add_argument("--flows", type=csv_list, default=list(DEFAULT_FLOWS),
                    help=f"comma-separated flows (default {','.join(DEFAULT_FLOWS)})")
-    p.add_argument("--encode-flows", type=_csv, default=None,
+    p.add_argument("--encode-flows", type=csv_list, default=None,
                    help="comma-separated flows of the encode unit, a subset of --flows (default: all of them; "
                         "scripts/make_report.sh leaves out ice40, which no 8-lane encoder fits)")
     p.add_argument("--tensor", type=Path, help="accuracy tensor (.npy/.npz/.safetensors; default: MiniLM weights)")

@@ -100,6 +100,7 @@ class Engine:
         self.n_workers = workers or default_workers()
         self.client: Any = None
         self.cluster: Any = None
+        self._pending: set[str] = set()  # Dask keys of the tasks of the running map()
 
     def describe(self) -> str:
         """How the tasks run, for the progress output."""
@@ -130,7 +131,7 @@ class Engine:
                                 "start some with `dask worker " + self.scheduler + "`") from None
         else:
             self.cluster = LocalCluster(n_workers=self.n_workers, threads_per_worker=1, processes=True,
-                                        dashboard_address=None, silence_logs=logging.ERROR)
+                                        dashboard_address=":0", silence_logs=logging.ERROR)
             self.client = Client(self.cluster, set_as_default=False)
         return self
 
@@ -157,12 +158,15 @@ class Engine:
             return {"local": fn(*args)}
         return dict(self.client.run(fn, *args))
 
-    def running(self, keys: set[str]) -> int:
-        """How many of the Dask tasks ``keys`` are on a worker now."""
+    def running(self) -> int:
+        """How many tasks of the running ``map`` are on a worker now."""
         if self.client is None:
-            return 1 if keys else 0
-        try:
-            return sum(1 for ks in self.client.processing().values() for k in ks if k in keys)
+            return 1 if self._pending else 0
+        try:  # a worker's processing set holds the tasks queued on it too: at most one per thread runs
+            per_worker = self.client.processing()
+            threads = self.client.nthreads()
+            return sum(min(threads.get(w, 1), sum(1 for k in ks if k in self._pending))
+                       for w, ks in per_worker.items())
         except Exception:  # noqa: BLE001 - a progress figure, never a reason to stop
             return 0
 
@@ -175,6 +179,7 @@ class Engine:
         ``heartbeat(running)`` is called when no task has finished for a while."""
         if self.client is None:
             for key, args, kwargs in tasks:
+                self._pending = {key}
                 t0, lines = time.monotonic(), []
                 out = Outcome(key=key, args=args)
                 try:
@@ -182,6 +187,7 @@ class Engine:
                 except Exception as exc:  # noqa: BLE001 - reported, the other tasks go on
                     out.error = _describe_failure(exc)
                 out.lines, out.seconds = lines, time.monotonic() - t0
+                self._pending = set()
                 on_done(out)
             return
         from distributed import as_completed
@@ -192,6 +198,7 @@ class Engine:
             fut = self.client.submit(_run_task, fn, args, kwargs, key=f"{key}-{tag}", pure=False)
             futures[fut] = (key, args)
         pending = set(futures)
+        self._pending = {f.key for f in pending}
         finished = as_completed(list(futures), loop=self.client.loop)
         quiet_since = time.monotonic()
         try:
@@ -199,13 +206,14 @@ class Engine:
                 batch = finished.next_batch(block=False)
                 if not batch:
                     if heartbeat is not None and time.monotonic() - quiet_since > HEARTBEAT_S:
-                        heartbeat(self.running({f.key for f in pending}))
+                        heartbeat(self.running())
                         quiet_since = time.monotonic()
                     time.sleep(0.1)
                     continue
                 quiet_since = time.monotonic()
                 for fut in batch:
                     pending.discard(fut)
+                    self._pending.discard(fut.key)
                     key, args = futures[fut]
                     out = Outcome(key=key, args=args)
                     try:
@@ -217,6 +225,8 @@ class Engine:
         except BaseException:
             self.client.cancel(list(pending))
             raise
+        finally:
+            self._pending = set()
 
 
 def check_scheduler_address(address: str) -> None:
