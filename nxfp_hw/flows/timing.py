@@ -40,7 +40,7 @@ from typing import Any
 
 from ..errors import UserError
 from . import area as area_mod
-from .accuracy import write_text_atomic
+from .cache import cached
 
 __all__ = ["CTL", "IN", "OUT", "REG", "TIMING_FLOWS", "Calibration", "Prediction", "TargetUnmet", "TimingClosure",
            "asic_calibration", "close_timing", "group_of_register", "ice40_calibration", "predict", "rank_candidates",
@@ -728,29 +728,29 @@ def _run_flow(verilog: str, module: str, flow: str, target_mhz: float, cache: Pa
     key = hashlib.sha256(json.dumps([hashlib.sha256(verilog.encode()).hexdigest(), module, flow, opts, versions,
                                      _digest(), calibrate, list(positions)], sort_keys=True).encode()).hexdigest()[:20]
     path = cache / "runs" / f"{key}.json"
-    try:
-        rec = json.loads(path.read_text()) if path.is_file() else None
-    except ValueError:
-        rec = None  # a corrupt entry is absent
-    if rec is not None:
-        return _Run(area_mod.AreaResult(**{k: v for k, v in rec["result"].items()}),
-                    Calibration.from_dict(rec["calibration"]) if rec.get("calibration") else None, True)
-    workdir = cache / "work" / f"{module}_{key[:8]}"
-    res = area_mod.run_area(verilog, module, flow, workdir=workdir, sdf=calibrate and flow == "ice40", **opts)
-    cal = None
-    if calibrate:
-        if flow == "asic":
-            segs, overhead, bits, out_pos = asic_calibration(workdir / "asic", module, positions, opts["period_ns"])
-        else:
-            device = str(res.figures.get("device", "up5k")).split("-")[0]
-            segs, overhead, bits, out_pos = ice40_calibration(Path(res.logs["sdf"]), positions,
-                                                              workdir / "ice40" / f"ice40_{device}_wrap.json")
-        cal = Calibration(flow=flow, module=module, positions=tuple(positions), segments=segs,
-                          register_overhead_ns=overhead, register_bits=bits, fmax_mhz=res.figures.get("fmax_mhz"),
-                          target=opts, out_position=out_pos)
-    write_text_atomic(path, json.dumps({"result": res.to_dict(), "calibration": cal.to_dict() if cal else None},
-                                       indent=1) + "\n")
-    return _Run(res, cal, False)
+
+    def compute() -> dict[str, Any]:
+        workdir = cache / "work" / f"{module}_{key[:8]}"
+        res = area_mod.run_area(verilog, module, flow, workdir=workdir, sdf=calibrate and flow == "ice40", **opts)
+        cal = None
+        if calibrate:
+            if flow == "asic":
+                segs, overhead, bits, out_pos = asic_calibration(workdir / "asic", module, positions,
+                                                                 opts["period_ns"])
+            else:
+                device = str(res.figures.get("device", "up5k")).split("-")[0]
+                segs, overhead, bits, out_pos = ice40_calibration(Path(res.logs["sdf"]), positions,
+                                                                  workdir / "ice40" / f"ice40_{device}_wrap.json")
+            cal = Calibration(flow=flow, module=module, positions=tuple(positions), segments=segs,
+                              register_overhead_ns=overhead, register_bits=bits, fmax_mhz=res.figures.get("fmax_mhz"),
+                              target=opts, out_position=out_pos)
+        return {"result": res.to_dict(), "calibration": cal.to_dict() if cal else None}
+
+    # computed once however many closures (sweep points on other workers) ask at the same time; a corrupt
+    # entry is absent
+    rec, hit = cached(path, compute, valid=lambda r: isinstance(r.get("result"), dict))
+    return _Run(area_mod.AreaResult(**rec["result"]),
+                Calibration.from_dict(rec["calibration"]) if rec.get("calibration") else None, hit)
 
 
 # --- the search ------------------------------------------------------------------------------------
