@@ -39,6 +39,9 @@ def rng_for(test: str) -> np.random.Generator:
     ("hits", "nxfp4", 8, "default"),
     ("hits", "nxfp4,k=8", 8, "none"),
     ("hits", "nxfp4", 4, "rounded,total"),
+    ("scaled", "nxfp4", 8, "default"),
+    ("scaled", "nxfp6", 4, "none"),
+    ("scaled", "nxfp5,k=8", 8, "default"),
     pytest.param("hits6", "nxfp4", 8, "default", marks=pytest.mark.slow),  # F and |D| rows: sq6, abs above
     pytest.param("hits-abs", "nxfp4", 8, "default", marks=pytest.mark.slow),
     pytest.param("hits", "nxfp6", 8, "default", marks=pytest.mark.slow),
@@ -80,6 +83,44 @@ def test_hits_reference():
             errs.append(block_error_hw(x[b:b + 1], sym)[0])
         c = int(np.argmin(errs))  # first of the least
         assert (int(sel[b]), int(rec[b])) == (c, opts[c]), f"block {b}: {x[b].tolist()}"
+
+
+@pytest.mark.parametrize("name", ["nxfp4", "nxfp6"])
+def test_scaled_reference(name):
+    """Policy ``scaled`` against a per-block reference in exact rationals, written from its definition
+    (docs/encoder.md): each pair quantized alone, its error in its own scale's units, least ``error * u^2``."""
+    from fractions import Fraction
+
+    from nxfp_hw.golden.select import SCALED_FRAC_BITS, scaled_geometry
+
+    rng = rng_for(f"test_scaled_reference[{name}]")
+    fmt = PRESETS[name]
+    x = np.concatenate([random_blocks(fmt, rng, 40), directed_blocks(fmt, rng)[8:12]]).astype(np.float64)
+    x = x[np.all(np.isfinite(x), axis=1)]
+    q = quantize(x, fmt, metric="hw-scaled")
+    F = SCALED_FRAC_BITS
+    for b in range(x.shape[0]):
+        best = None
+        for c in range(len(fmt.elements)):
+            geo = scaled_geometry(fmt, c)
+            for j in range(fmt.recycle_options):
+                pair = parse_format(f"elem={fmt.elements[c].name},scale={fmt.scale.name},"
+                                    f"cr={float(fmt.recycling[c][j])!r}")
+                pq = quantize(x[b:b + 1], pair)
+                field = int(pair.split_header(pq.headers.reshape(-1))[0][0]) >> fmt.scale.mbits
+                unit = Fraction(2) ** (field - fmt.scale.bias + geo.top_exp - F)
+                err = 0
+                for xv, qv in zip(x[b], dequantize_exact(pq).reshape(-1), strict=True):
+                    xf = min(int(abs(Fraction(xv)) / unit), 2**geo.x_width - 1)
+                    yf = int(abs(Fraction(float(qv))) / unit)
+                    err += min(abs(xf - yf), 2**geo.d_width - 1) ** 2
+                key = err * unit * unit
+                if best is None or key < best[0]:
+                    best = (key, c, j, pq)
+        _, c, j, pq = best
+        _, sel, rec = fmt.split_header(q.headers.reshape(-1)[b:b + 1])
+        assert (int(sel[0]), int(rec[0])) == (c, j), f"block {b}: {x[b].tolist()}"
+        assert np.array_equal(q.codes.reshape(-1, fmt.k)[b], pq.codes.reshape(-1)), f"block {b}"
 
 
 def test_policy_accuracy_order():

@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..formats import BlockFormat
 from ..golden.hw_metric import hw_error_width
-from ..golden.select import DEFAULT_SELECT, SELECT_POLICIES, check_select
+from ..golden.select import DEFAULT_SELECT, SELECT_POLICIES, check_select, scaled_geometry, scaled_unit_span
 from .encode_arith import (
     ceil_thresholds,
     const_table,
@@ -163,20 +163,24 @@ class EncodeUnit(wiring.Component):
             align[f"y{gi}"] = data.ArrayLayout(width, lanes)
             align[f"sticky{gi}"] = data.ArrayLayout(1, lanes)
             align[f"ovf{gi}"] = data.ArrayLayout(1, lanes)
-        if many:  # |x| in metric units and each pair's shift of its levels to them (spec 5.4)
+        if many and self._scaled:  # |x| in each rounding group's metric units (policy scaled)
+            align["xf"] = data.ArrayLayout(data.ArrayLayout(self._xf_width, lanes), len(self._round_groups))
+        elif many:  # |x| in metric units and each pair's shift of its levels to them (spec 5.4)
             align["xf"] = data.ArrayLayout(F + 1, lanes)
             align["align"] = data.ArrayLayout(signed(12), npairs)
         self._align_layout = data.StructLayout(align)
         rounded = dict(common, codes=codes)
         if many:
             rounded["levels"] = data.ArrayLayout(data.ArrayLayout(self._level_width, lanes), npairs)
-            rounded["align"] = data.ArrayLayout(signed(12), npairs)
-            rounded["xf"] = data.ArrayLayout(F + 1, lanes)
+            rounded["xf"] = align["xf"]
+            if not self._scaled:
+                rounded["align"] = data.ArrayLayout(signed(12), npairs)
         self._rounded_layout = data.StructLayout(rounded)
         if many:
             ew = self._error_width  # the block accumulator's width: sum + carry wraps modulo 2^ew only
+            dw = self._d_width
             self._diff_layout = data.StructLayout(dict(common, codes=codes,
-                                                       dabs=data.ArrayLayout(data.ArrayLayout(F + 2, lanes), npairs)))
+                                                       dabs=data.ArrayLayout(data.ArrayLayout(dw, lanes), npairs)))
             # The error of a slice in carry-save form: the accumulator adds both words.
             self._slice_layout = data.StructLayout(dict(common, codes=codes, sum=data.ArrayLayout(ew, npairs),
                                                         carry=data.ArrayLayout(ew, npairs)))
@@ -204,13 +208,22 @@ class EncodeUnit(wiring.Component):
                     tabs.append(abs(r))
                 self._pairs.append((c, j, maxe, r))
         self._round_groups = {}
+        self._scaled = self._policy.units == "scale" and len(self._pairs) > 1
         for (c, maxe), rs in rgroups.items():
             frac = max(magnitude_table(fmt, c, r).frac for r in rs)
+            if self._scaled:  # the candidate's geometry, shared with the golden model (golden/select.py)
+                frac = scaled_geometry(fmt, c, self._policy.frac_bits).frac
             tabs = {r: magnitude_table(fmt, c, r, frac) for r in rs}
             width = max(
                 ((1 << fmt.scale.mbits) + mv) * mid
                 for t in tabs.values() for mid in t.mids for mv in range(1 << fmt.scale.mbits)
             ).bit_length()
+            if self._scaled:
+                geo = scaled_geometry(fmt, c, self._policy.frac_bits)
+                if width > geo.width:
+                    raise ValueError(f"format {fmt.label}: select 'scaled' is not supported in hardware for "
+                                     f"candidate {fmt.elements[c].name} (rounding width {width} > {geo.width})")
+                width = geo.width
             self._round_groups[(c, maxe)] = (frac, width, tabs)
         self._level_width = max(max(t.levels) for _, _, tabs in self._round_groups.values()
                                 for t in tabs.values()).bit_length()
@@ -224,6 +237,13 @@ class EncodeUnit(wiring.Component):
         fmt, pol = self.fmt, self._policy
         self._hits = pol.recycling == "hits" and len(self._pairs) > 1
         self._error_width = hw_error_width(fmt.k, pol.frac_bits, pol.error)
+        self._d_width = pol.frac_bits + 2  # |D| <= 2^(F+1)
+        if self._scaled:  # |D| saturates at 2^Wd - 1; pairs compare on error << 2 (unit - least unit)
+            geos = [scaled_geometry(fmt, c, pol.frac_bits) for c in range(len(fmt.elements))]
+            self._d_width = max(g.d_width for g in geos)
+            self._xf_width = max(g.x_width for g in geos)
+            self._error_width = 2 * self._d_width + (fmt.k - 1).bit_length()
+            self._unit_span = scaled_unit_span(fmt, pol.frac_bits)
         self._code_width = fmt.element_width + self._hits
         if not self._hits:
             self._entries = [(c, j, maxe, abs(r) if r is not None and r > 0 else None,
@@ -397,9 +417,11 @@ class EncodeUnit(wiring.Component):
         ef_top = Signal(signed(10), name="ef_top")  # max(ef_amax, 1): alignment exponent + 127
         m.d.comb += ef_top.eq(Mux(ef == 0, 1, ef))
         out = [work.kx.eq((F - 23 + 24) - ef_top)]
-        for gi, ((_, maxe), (frac, _, _)) in enumerate(self._round_groups.items()):
+        for gi, ((c, maxe), (frac, _, _)) in enumerate(self._round_groups.items()):
             g = self._scale_groups.index(maxe)
-            out.append(work.kshift[gi].eq((sf.bias + b + frac - 150 + 24) - field[g]))
+            out.append(work.kshift[gi].eq((sf.bias + b + frac + self._extra_bits(c) - 150 + 24) - field[g]))
+        if self._scaled:
+            return out
         prod = self._level_width + b + 1
         for pi, (c, _j, maxe, _rp, _rn) in enumerate(self._entries):
             g = self._scale_groups.index(maxe)
@@ -422,18 +444,30 @@ class EncodeUnit(wiring.Component):
             e = Signal(8, name=f"e{n}")  # max(ef, 1)
             m.d.comb += [e.eq(Cat(ef[0] | ~ef.any(), ef[1:])), p.sign[n].eq(sign)]
             elems.append((e, sig))
-            if many:
+            if many and not self._scaled:
                 r, _, _ = shift_floor(m, sig, e + s["kx"], lo=-24, hi=F - 23, width=F + 1, name=f"xf{n}",
                                       biased=True)
                 m.d.comb += p.xf[n].eq(r)
         for gi, ((c, maxe), (_, width, _)) in enumerate(self._round_groups.items()):
             g = self._scale_groups.index(maxe)
+            extra = self._extra_bits(c)  # policy scaled: more fraction bits for its metric
             for n, (e, sig) in enumerate(elems):
-                y, sticky, ovf = shift_floor(m, sig, e + s["kshift"][gi], lo=-24, hi=width, width=width,
-                                             name=f"y{c}_{g}_{n}", biased=True)
-                m.d.comb += [p[f"y{gi}"][n].eq(y), p[f"sticky{gi}"][n].eq(sticky), p[f"ovf{gi}"][n].eq(ovf)]
-        if many:
+                y, sticky, ovf = shift_floor(m, sig, e + s["kshift"][gi], lo=-24, hi=width + extra,
+                                             width=width + extra, name=f"y{c}_{g}_{n}", biased=True)
+                if extra:
+                    sticky = sticky | y[:extra].any()
+                m.d.comb += [p[f"y{gi}"][n].eq(y[extra:]), p[f"sticky{gi}"][n].eq(sticky), p[f"ovf{gi}"][n].eq(ovf)]
+                if many and self._scaled:  # xf = min(floor(|x| / u), 2^Wx - 1) (golden/select.py)
+                    geo = scaled_geometry(self.fmt, c, F)
+                    xf = y if geo.shift >= 0 else y[-geo.shift:]
+                    m.d.comb += p.xf[gi][n].eq(Mux(ovf, (1 << geo.x_width) - 1, xf))
+        if many and not self._scaled:
             m.d.comb += p.align.eq(s["palign"])
+
+    def _extra_bits(self, c: int) -> int:
+        """Fraction bits the alignment of candidate ``c`` keeps beyond its rounding's: policy ``scaled``
+        measures ``|x|`` on ``shift`` more bits (:func:`~nxfp_hw.golden.select.scaled_geometry`)."""
+        return max(scaled_geometry(self.fmt, c, self._policy.frac_bits).shift, 0) if self._scaled else 0
 
     def _round(self, m: Module, a, p) -> None:
         """Rounding of one aligned slice (spec 5.3): per magnitude table and NanoMantissa value a
@@ -447,7 +481,9 @@ class EncodeUnit(wiring.Component):
         man = [a.scales[g][:b] for g in range(len(self._scale_groups))]
         m.d.comb += [p.scales.eq(a.scales), p.special.eq(a.special), p.last.eq(a.last)]
         if many:
-            m.d.comb += [p.align.eq(a.align), p.xf.eq(a.xf)]
+            m.d.comb += p.xf.eq(a.xf)
+            if not self._scaled:
+                m.d.comb += p.align.eq(a.align)
         idx = {}
         for gi, ((c, maxe), (_, _, tabs)) in enumerate(self._round_groups.items()):
             g = self._scale_groups.index(maxe)
@@ -482,6 +518,9 @@ class EncodeUnit(wiring.Component):
         b = self.fmt.scale.mbits
         F = self._policy.frac_bits
         m.d.comb += [p.scales.eq(r.scales), p.special.eq(r.special), p.last.eq(r.last), p.codes.eq(r.codes)]
+        if self._scaled:
+            self._diff_scaled(m, r, p)
+            return
         for pi, (_c, _j, maxe, _rp, _rn) in enumerate(self._entries):
             man = r.scales[self._scale_groups.index(maxe)][:b]
             for n in range(self.lanes):
@@ -492,6 +531,28 @@ class EncodeUnit(wiring.Component):
                                        name=f"yf{pi}_{n}", biased=True)
                 d_abs = Signal(F + 2, name=f"dabs{pi}_{n}")  # |xf - yf| <= 2^(F+1), both differences in parallel
                 m.d.comb += [d_abs.eq(Mux(r.xf[n] >= yf, r.xf[n] - yf, yf - r.xf[n])), p.dabs[pi][n].eq(d_abs)]
+
+    def _diff_scaled(self, m: Module, r, p) -> None:
+        """Policy ``scaled``: per pair ``yf = level * (2^b + M)`` shifted by the candidate's constant
+        ``shift``, ``|D| = min(|xf - yf|, 2^Wd - 1)`` with ``xf`` of the pair's rounding group."""
+        fmt = self.fmt
+        b = fmt.scale.mbits
+        groups = list(self._round_groups)
+        for pi, (c, _j, maxe, _rp, _rn) in enumerate(self._entries):
+            geo = scaled_geometry(fmt, c, self._policy.frac_bits)
+            man = r.scales[self._scale_groups.index(maxe)][:b]
+            gi = groups.index((c, maxe))
+            top = (1 << geo.d_width) - 1
+            for n in range(self.lanes):
+                lv = r.levels[pi][n]
+                prod = Signal(len(lv) + b + 1, name=f"xq{pi}_{n}")
+                m.d.comb += prod.eq(lv * Cat(man, C(1, 1)) if b else lv)
+                yf = prod << geo.shift if geo.shift >= 0 else prod[-geo.shift:]
+                xf = r.xf[gi][n][: geo.x_width]
+                w = max(len(yf), len(xf)) + 1
+                d = Signal(w, name=f"d{pi}_{n}")
+                m.d.comb += d.eq(Mux(xf >= yf, xf - yf, yf - xf))
+                m.d.comb += p.dabs[pi][n].eq(Mux(d > top, top, d))
 
     def _square(self, m: Module, y, p) -> None:
         """``D^2`` as the folded squarer's rows, the rows of all lanes of a pair reduced by carry-save
@@ -595,7 +656,29 @@ class EncodeUnit(wiring.Component):
             )
             pair_hdr.append(hdr)
         best = Signal(range(len(entries)), name="best")
-        if many:
+        if many and self._scaled:  # compare error * u^2 exactly: shift by twice the unit above the least
+            b = sf.mbits
+            units = []
+            for pi, (c, _j, maxe, _rp, _rn) in enumerate(entries):
+                u = Signal(sf.width + 4, name=f"unit{pi}")
+                m.d.comb += u.eq(scales[self._scale_groups.index(maxe)][b:] +
+                                 scaled_geometry(fmt, c, self._policy.frac_bits).top_exp)
+                units.append(u)
+            least = units[0]
+            for i, u in enumerate(units[1:], 1):
+                nxt = Signal(sf.width + 4, name=f"unit_least{i}")
+                m.d.comb += nxt.eq(Mux(u < least, u, least))
+                least = nxt
+            span = self._unit_span
+            keys = []
+            for pi, (t, u) in enumerate(zip(totals, units, strict=True)):
+                delta = Signal(range(span + 1), name=f"unit_delta{pi}")
+                m.d.comb += delta.eq(u - least)  # within [0, span] (golden scaled_unit_span)
+                key = Signal(self._error_width + 2 * span, name=f"key{pi}")
+                m.d.comb += key.eq(t << (delta * 2))
+                keys.append(key)
+            m.d.comb += best.eq(_least(keys))
+        elif many:
             m.d.comb += best.eq(_least(totals))
         hdr = _rom_signals(pair_hdr, best) if many else pair_hdr[0]
         cds = _rom_signals(pair_codes, best) if many else pair_codes[0]
