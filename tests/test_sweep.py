@@ -324,3 +324,16 @@ def test_killed_worker_loses_nothing_and_duplicates_nothing(tmp_path: Path, tens
     assert sorted(r["id"] for r in recs) == sorted(p.id for p in points)  # none lost, none twice
     assert all(r["status"] == "ok" for r in recs) and not res.failed
     assert max(r["attempt"] for r in recs) == 2, [r["attempt"] for r in recs]
+
+
+@needs_yosys
+def test_report_runs_on_the_same_engine_at_a_scheduler_address(tmp_path: Path, tensor: Path, cluster,
+                                                               capsys) -> None:
+    argv = ["report", "--formats", "mxfp4_e2m1", "--units", "decode", "--flows", "generic", "--lanes", "2",
+            "--tensor", str(tensor), "--out", str(tmp_path / "r"), "--cache", str(tmp_path / "c")]
+    assert main([*argv, "--scheduler", cluster.scheduler.address]) == 0
+    assert "[1/1] decode mxfp4_e2m1 generic ... " in capsys.readouterr().out
+    (rec,) = json.loads((tmp_path / "r" / "report.json").read_text())["results"]
+    assert rec["lanes"] == 2 and rec["flows"]["generic"]["figures"]["transistors"] > 0
+    assert main([*argv, "--force", "--jobs", "2", "--scheduler", cluster.scheduler.address]) == 2
+    assert "give --jobs or --scheduler, not both" in capsys.readouterr().err

@@ -44,7 +44,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--freq", type=positive_float, help="iCE40 nextpnr target frequency in MHz (default 50)")
     p.add_argument("--out", type=Path, default=Path("nxfp-report"), help="output directory (default ./nxfp-report)")
     p.add_argument("--cache", type=Path, default=None, help="cache directory (default $XDG_CACHE_HOME/nxfp-hw)")
-    p.add_argument("--jobs", "-j", type=positive_int, default=1, help="configurations measured in parallel (default 1)")
+    p.add_argument("--jobs", "-j", type=positive_int, default=None,
+                   help="configurations measured in parallel on a Dask LocalCluster of this many worker processes "
+                        "(default 1: in this process; docs/sweep.md)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="measure the configurations on the workers of this Dask scheduler (tcp://host:8786; "
+                        "docs/sweep.md); --cache must then be a directory every worker can write")
     p.add_argument("--force", action="store_true", help="replace an existing report in --out")
     p.add_argument("--model-accuracy", action="store_true",
                    help="add all-MiniLM-L6-v2 sentence-embedding accuracy under hardware-exact numerics per format "
@@ -84,8 +89,13 @@ def run(args: argparse.Namespace) -> int:
         label = args.tensor.name + (f":{args.tensor_name}" if args.tensor_name else "")
     elif args.tensor_name:
         raise UserError("tensor-name: only meaningful with --tensor")
-    if args.jobs < 1:
-        raise UserError(f"jobs: expected a positive integer, got {args.jobs}")
+    if args.jobs is not None and args.scheduler is not None:
+        raise UserError("jobs: the workers of --scheduler are its own; give --jobs or --scheduler, not both")
+    if args.scheduler is not None:
+        from ..flows.engine import check_scheduler_address
+
+        check_scheduler_address(args.scheduler)
+    args.jobs = args.jobs or 1
     formats = (args.formats or ([] if args.extra_formats else list(DEFAULT_FORMATS))) + args.extra_formats
     _check_units(args, formats)
     if args.model_accuracy:
@@ -98,6 +108,7 @@ def run(args: argparse.Namespace) -> int:
     check_output_dir(args.cache or default_cache_dir(), "--cache")
     result = run_report(formats=formats, units=args.units, flows=args.flows, tensor=tensor, tensor_label=label,
                         out_dir=args.out, cache_dir=args.cache or default_cache_dir(), jobs=args.jobs, force=args.force,
+                        scheduler=args.scheduler,
                         lanes=args.lanes, pipeline=args.pipeline, encode_formats=args.encode_formats,
                         encode_flows=args.encode_flows, acc=args.acc, guard_bits=args.guard_bits,
                         period_ns=args.period, freq_mhz=args.freq)

@@ -16,6 +16,7 @@ import itertools
 import json
 import math
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -458,7 +459,7 @@ def measure_point(point: Point, ctx: SweepContext, *, echo: Callable[[str], None
     """Measure one point in its own work directory ``<work>/<id>`` (the engine's task). Never raises for a
     failure of the point itself: the record says ``status: failed``, the error and the log (``point.log``, and
     each flow's and regression's own log that it names)."""
-    t0 = time.monotonic()
+    t0, cpu0 = time.monotonic(), _cpu_seconds()
     work, attempt = _fresh_workdir(Path(ctx.work) / point.id)
     log_path = work / "point.log"
     record: dict[str, Any] = {"id": point.id, "label": point.label(), "config": point.config(), "status": "ok",
@@ -478,6 +479,7 @@ def measure_point(point: Point, ctx: SweepContext, *, echo: Callable[[str], None
             record["status"] = "failed"
             log(f"FAILED: {record['error']}")
     record["seconds"] = round(time.monotonic() - t0, 3)
+    record["cpu_seconds"] = round(_cpu_seconds() - cpu0, 3)  # this process and the tools it ran
     record["log"] = str(log_path)
     if record["status"] == "failed":
         record["log_tail"] = log_path.read_text().splitlines()[-15:]
@@ -486,6 +488,12 @@ def measure_point(point: Point, ctx: SweepContext, *, echo: Callable[[str], None
     record["worker"] = _worker_address()
     echo(f"{point.label()}: {record['status']} in {record['seconds']:.1f} s")
     return record
+
+
+def _cpu_seconds() -> float:
+    """CPU time of this process and of its finished children (the tools a point runs)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def _measure(point: Point, ctx: SweepContext, record: dict[str, Any], work: Path, log: Callable[[str], None]) -> None:
