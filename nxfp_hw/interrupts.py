@@ -62,9 +62,22 @@ def _descendants(pid: int) -> list[int]:
     return out
 
 
+def _resource_tracker() -> int | None:
+    """The pid of this process's multiprocessing resource tracker, if it started one (a Dask LocalCluster does)."""
+    import sys
+
+    tracker = getattr(sys.modules.get("multiprocessing.resource_tracker"), "_resource_tracker", None)
+    return getattr(tracker, "_pid", None)
+
+
 def kill_descendants() -> None:
-    """SIGKILL every process below this one (the whole tree is listed first, then killed)."""
+    """SIGKILL every process below this one (the whole tree is listed first, then killed). The multiprocessing
+    resource tracker is spared: it runs no tool and exits with this process, and without it every semaphore a
+    killed worker leaves would be released with a traceback on stderr."""
+    spare = _resource_tracker()
     for pid in _descendants(os.getpid()):
+        if pid == spare:
+            continue
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
 

@@ -34,6 +34,7 @@ def rng_for(test: str) -> np.random.Generator:
 
 
 @pytest.mark.parametrize("select, name, lanes, pipeline", [
+    ("exact", "nxfp4", 8, "default"),
     ("sq6", "nxfp4", 8, "default"),
     ("abs", "nxfp4", 8, "none"),
     ("hits", "nxfp4", 8, "default"),
@@ -52,16 +53,23 @@ def test_policy_rtl_matches_golden(select, name, lanes, pipeline):
     fmt = parse_format(name)
     x = np.concatenate([directed_blocks(fmt, rng), random_blocks(fmt, rng, 24)])
     dut = EncodeUnit(fmt, lanes=lanes, pipeline=None if pipeline == "default" else pipeline, select=select)
-    assert dut.select == select and dut.config["select"] == select
-    assert dut.module_name.endswith(f"_s{select.replace('-', '')}")
+    assert dut.select == select and dut.config["metric"] == SELECT_POLICIES[select].metric
+    if select != DEFAULT_SELECT:
+        assert dut.config["select"] == select and dut.module_name.endswith(f"_s{select.replace('-', '')}")
     check(dut, x, rng)
 
 
-def test_default_policy_keeps_the_configuration():
+def test_default_policy_configuration():
+    """The default policy (``scaled``) is not named in the module or its configuration; any other is; the
+    single-pair (MX) encoders keep the ``hw`` configuration they always had."""
     dut = EncodeUnit(PRESETS["nxfp4"], lanes=8)
-    assert dut.select == DEFAULT_SELECT == "exact"
-    assert "select" not in dut.config and dut.config["metric"] == "hw"
-    assert EncodeUnit(PRESETS["nxfp4"], lanes=8, select="exact").module_name == dut.module_name
+    assert dut.select == DEFAULT_SELECT == "scaled"
+    assert "select" not in dut.config and dut.config["metric"] == "hw-scaled" and dut.config["metric_frac_bits"] == 9
+    assert EncodeUnit(PRESETS["nxfp4"], lanes=8, select="scaled").module_name == dut.module_name
+    exact = EncodeUnit(PRESETS["nxfp4"], lanes=8, select="exact")
+    assert exact.module_name == dut.module_name + "_sexact" and exact.config["metric"] == "hw"
+    mx = EncodeUnit(PRESETS["mxfp4_e2m1"], lanes=8)
+    assert mx.config["metric"] == "hw" and mx.config["metric_frac_bits"] == 8 and "select" not in mx.config
 
 
 def test_hits_reference():
@@ -198,17 +206,21 @@ def test_report_section(tmp_path):
     area = {"mxfp4_e2m1:-": {"area_um2": 600.0, "fmax_mhz": 250.0},
             "nxfp4:exact": {"area_um2": 1600.0, "fmax_mhz": 230.0},
             "nxfp4:sq6": {"area_um2": 1400.0, "fmax_mhz": 235.0},
-            "nxfp4:hits": {"area_um2": 1200.0, "fmax_mhz": 230.0}}
-    acc = {"nxfp4": {"minilm": {"float64": 1.0, "mx": 1.5, "exact": 1.001, "sq6": 1.004, "hits": 1.02},
-                     "activation": {"float64": 1.0, "mx": 1.5, "exact": 1.0, "sq6": 1.005, "hits": 1.002}}}
-    rows = policy_rows(["nxfp4"], ["exact", "sq6", "hits"], area, acc)
+            "nxfp4:hits": {"area_um2": 1200.0, "fmax_mhz": 230.0},
+            "nxfp4:scaled": {"area_um2": 1500.0, "fmax_mhz": 220.0}}
+    acc = {"nxfp4": {"minilm": {"float64": 1.0, "mx": 1.5, "exact": 1.001, "sq6": 1.004, "hits": 1.02,
+                                "scaled": 1.002},
+                     "activation": {"float64": 1.0, "mx": 1.5, "exact": 1.0, "sq6": 1.005, "hits": 1.002,
+                                    "scaled": 1.003}}}
+    rows = policy_rows(["nxfp4"], ["exact", "sq6", "hits", "scaled"], area, acc)
     assert rows[1]["area_vs_mx"] == pytest.approx(1400 / 600) and rows[2]["area_saved"] == pytest.approx(0.25)
     record = tmp_path / "encoder.json"
     record.write_text(json.dumps({"rows": rows}))
     data, md, files = policy_section(tmp_path, record)
-    assert data["recommended"] == {"nxfp4": "sq6"} and data["default"] == "exact"
+    assert data["recommended"] == {"nxfp4": "sq6"} and data["default"] == "scaled"
     assert "| nxfp4 | `hits` | 1,200 | 2.00 | 25.0 % |" in md and "for nxfp4, `sq6`" in md
-    assert "The default stays `exact`" in md
+    # sq6 is smaller than the default here, so the default is not called the smallest
+    assert "The default is `scaled`: it stays within 1 % on every format and tensor (nxfp4 2.50x" in md
     if files:
         assert files == [tmp_path / "select.png"] and files[0].stat().st_size > 0
     none, md, files = policy_section(tmp_path, tmp_path / "missing.json")

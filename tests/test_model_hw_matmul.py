@@ -127,5 +127,5 @@ def test_refuses_inexact_pairs_and_bad_input():
 
 def test_activation_metric_is_the_encoders():
     """Activations are cast as the generated encoder casts them: its default policy's metric."""
-    assert hm.activation_metric(parse_format("nxfp4")) == "hw"
+    assert hm.activation_metric(parse_format("nxfp4")) == "hw-scaled"
     assert hm.activation_metric(parse_format("mxfp8_e4m3")) == "float64"

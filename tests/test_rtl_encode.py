@@ -1,6 +1,6 @@
 """Bit-exact simulation of the block encoder (nxfp_hw.rtl.encode) against the golden quantizer
-(spec 5, 6): metric "hw" for formats with several (candidate, recycling option) pairs, which is
-the float64 selection for single-pair formats (checked below). Directed blocks (ties, scale
+(spec 5, 6): the default selection policy's metric for formats with several (candidate, recycling option)
+pairs, which is the float64 selection for single-pair formats (checked below). Directed blocks (ties, scale
 boundaries, saturation, zeros, NaN/Inf, subnormals, tied candidates) plus seeded random blocks,
 driven with random valid gaps and random backpressure.
 
@@ -20,7 +20,6 @@ from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from nxfp_hw.formats import PRESETS, parse_format
-from nxfp_hw.golden.hw_metric import quantize_hw
 from nxfp_hw.golden.quantize import quantize
 from nxfp_hw.golden.select import select_metric
 from nxfp_hw.rtl.encode import (
@@ -91,11 +90,9 @@ def simulate(dut: EncodeUnit, blocks: np.ndarray, rng: np.random.Generator | Non
 
 
 def golden(fmt, x: np.ndarray, select: str | None = None):
-    """The encoder's golden bits: metric "hw" (or the selection policy ``select``), float64 for one pair."""
-    if select is not None:
-        q = quantize(x, fmt, metric=select_metric(fmt, select))
-    else:
-        q = quantize_hw(x, fmt) if (len(fmt.elements) > 1 or fmt.recycling) else quantize(x, fmt)
+    """The encoder's golden bits: the metric of selection policy ``select`` (default: the default policy),
+    float64 for one pair (nothing to select)."""
+    q = quantize(x, fmt, metric=select_metric(fmt, select))
     return q.headers.astype(np.int64).reshape(-1), q.codes.astype(np.int64).reshape(-1, fmt.k)
 
 
@@ -289,7 +286,7 @@ def test_constructor_errors():
     assert dut.pipeline_positions == ENCODE_POSITIONS and dut.cuts == dut.pipeline == ENCODE_DEFAULT_CUTS
     assert dut.config["pipeline"] == list(ENCODE_DEFAULT_CUTS)
     assert dut.module_name == "nxfp_encode_nxfp4_l8_bf16_p7f"  # bit mask of the positions in datapath order
-    assert dut.formats == {"a": PRESETS["nxfp4"]} and dut.config["metric"] == "hw"
+    assert dut.formats == {"a": PRESETS["nxfp4"]} and dut.config["metric"] == "hw-scaled"
     # counts: the first n of out, slice, rounded, beat, align, diff, total (3 = the former default)
     assert EncodeUnit(PRESETS["nxfp4"], pipeline=3).cuts == ("rounded", "slice", "out")
     assert EncodeUnit(PRESETS["nxfp4"], pipeline="out,beat").cuts == ("beat", "out")

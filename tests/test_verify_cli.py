@@ -13,6 +13,7 @@ from nxfp_hw.formats import PRESETS
 from nxfp_hw.golden.decode import decode_bits
 from nxfp_hw.golden.dot import dot_bits
 from nxfp_hw.golden.quantize import quantize
+from nxfp_hw.golden.select import select_metric
 from verif.regression import env_seed
 
 SEED = env_seed(5)
@@ -207,7 +208,7 @@ def test_encode_user_tensor_through_rtl(fmt: str, input_format: str, tmp_path: P
     assert "PASS" in text and "mismatches 0" in text and "inputs.classes" in text
     f = PRESETS[fmt]
     xin = x.astype(ml_dtypes.bfloat16) if input_format == "bf16" else x
-    q = quantize(xin, f, metric="hw" if f.recycling or len(f.elements) > 1 else "float64")
+    q = quantize(xin, f, metric=select_metric(f))
     with np.load(out) as z:
         assert z["rtl_headers"].shape == (2, 3, 2) and z["rtl_codes"].shape == (2, 3, 2, 32)
         np.testing.assert_array_equal(z["rtl_headers"], q.headers)

@@ -860,7 +860,7 @@ ENCODE_DISTRIBUTIONS = ("gaussian", "student_t", "minilm")
 
 def encoder_metric(fmt: BlockFormat, select: str | None = None) -> str:
     """The golden selection metric of the encode unit (docs/encoder.md) under selection policy ``select``
-    (default ``exact``: ``"hw"``) when the block format has more than one (candidate, recycling option)
+    (default ``scaled``: ``"hw-scaled"``) when the block format has more than one (candidate, recycling option)
     pair, else ``"float64"`` (then the metric is never consulted and both give the same bits)."""
     from nxfp_hw.golden.select import select_metric
 
@@ -884,12 +884,16 @@ def pair_format(fmt: BlockFormat, cand: int, option: int) -> BlockFormat:
     return parse_format(text)
 
 
-def pair_errors(fmt: BlockFormat, x: np.ndarray) -> np.ndarray:
-    """hw-metric block error ``(n, pairs)`` of every pair for finite blocks ``x`` ``(n, k)`` (spec 5.4)."""
+def pair_errors(fmt: BlockFormat, x: np.ndarray, select: str | None = None) -> np.ndarray:
+    """What the encoder under policy ``select`` (default: the default policy) compares, ``(n, pairs)``, for
+    finite blocks ``x`` ``(n, k)`` (spec 5.4): policy ``scaled``'s keys, else the ``hw`` block error."""
     from nxfp_hw.golden.hw_metric import block_error_hw
     from nxfp_hw.golden.quantize import dequantize_exact, quantize
+    from nxfp_hw.golden.select import scaled_pair_keys
 
     x = np.asarray(x, dtype=np.float64)
+    if encoder_metric(fmt, select) == "hw-scaled":
+        return scaled_pair_keys(fmt, x)[0]
     errs = [block_error_hw(x, dequantize_exact(quantize(x, pair_format(fmt, c, j)))) for c, j in encode_pairs(fmt)]
     return np.stack(errs, axis=1)
 

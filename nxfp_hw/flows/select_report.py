@@ -172,9 +172,19 @@ def recommendation(rows: list[dict[str, Any]], tolerance: float = 0.01) -> tuple
            if parts else "no measured policy stays within 1 % on both tensors")
     safe = sorted(safe_everywhere or [])
     if DEFAULT_SELECT in safe:
-        why += (f". The default stays `{DEFAULT_SELECT}`: of the measured policies "
-                f"{'only it' if safe == [DEFAULT_SELECT] else ', '.join(f'`{p}`' for p in safe)} "
-                "stays within 1 % on every format and tensor, and no policy reaches the 1.5x area goal")
+        def total_area(policy: str) -> float | None:
+            areas = [r.get("area_um2") for r in rows if r["policy"] == policy]
+            return sum(areas) if areas and all(areas) else None
+
+        sized_safe = {p: a for p in safe if (a := total_area(p)) is not None}
+        mine = [r for r in rows if r["policy"] == DEFAULT_SELECT and r.get("area_vs_mx")]
+        ratios = ", ".join(f"{r['format']} {r['area_vs_mx']:.2f}x {r['mx']}" for r in mine)
+        smallest = sized_safe and min(sized_safe, key=sized_safe.__getitem__) == DEFAULT_SELECT
+        why += (f". The default is `{DEFAULT_SELECT}`: it stays within 1 % on every format and tensor"
+                + (", and is the smallest such encoder measured on every format" if smallest else "")
+                + (f" ({ratios})" if ratios else ""))
+    else:
+        why += f". The default `{DEFAULT_SELECT}` was not measured within 1 % on every format and tensor"
     return picks, why
 
 

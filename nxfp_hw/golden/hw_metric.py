@@ -75,7 +75,7 @@ HW_METRICS = {
 
 
 def quantize_hw(x, fmt, **kwargs):
-    """``quantize(x, fmt, metric="hw", ...)``: the golden model of the hardware encoder."""
+    """``quantize(x, fmt, metric="hw", ...)``: the golden model of the hardware encoder under policy ``exact``."""
     from .quantize import quantize
 
     return quantize(x, fmt, metric="hw", **kwargs)

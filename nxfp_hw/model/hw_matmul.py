@@ -3,7 +3,7 @@
 ``hw_matmul(x, w, act_fmt, mode)`` computes ``y[r, c] = dot(x[r, :], w[c, :])`` the way a generated
 ``DotEngine(fmt_a=act_fmt, fmt_b=w.fmt, acc=mode)`` does: the activation row is cast to ``act_fmt`` as the
 generated encoder casts it (the golden quantizer with the metric of the encoder's default selection policy,
-:func:`activation_metric`: ``"hw"`` for NxFP, docs/encoder.md), the weight
+:func:`activation_metric`: ``"hw-scaled"`` for NxFP, docs/encoder.md), the weight
 row is already quantized (:func:`quantize_weight`), the blocks of ``k`` elements are multiplied and
 summed exactly per block, and the block values ``v_j = S_j * Xa_j * Xb_j`` are accumulated in block
 order in the chosen mode. Results are bit for bit those of :func:`nxfp_hw.golden.dot.reduce_bits` on
@@ -110,7 +110,7 @@ def quantize_weight(w: np.ndarray, fmt: BlockFormat) -> QuantizedMatrix:
 
 def activation_metric(fmt: BlockFormat) -> str:
     """The golden quantizer's ``metric`` that reproduces the generated encoder of ``fmt`` under its default
-    selection policy (``nxfp_hw.golden.select``): ``"hw"`` for NxFP, ``"float64"`` (never consulted) for MX."""
+    selection policy (``nxfp_hw.golden.select``): ``"hw-scaled"`` for NxFP, ``"float64"`` (never consulted) for MX."""
     return select_metric(fmt)
 
 

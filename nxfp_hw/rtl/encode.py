@@ -107,6 +107,9 @@ class EncodeUnit(wiring.Component):
         self._policy = SELECT_POLICIES[self.select]
         self._plan()
         many = len(self._pairs) > 1
+        if not many:  # nothing to select: the single-pair encoders keep the configuration they always had
+            self._policy = SELECT_POLICIES["exact"]
+            self._plan()
         self.pipeline_positions = ENCODE_POSITIONS if many else ENCODE_POSITIONS_ONE_PAIR
         preference = tuple(p for p in ENCODE_PREFERENCE if p in self.pipeline_positions)
         default = tuple(p for p in ENCODE_DEFAULT_CUTS if p in self.pipeline_positions)
@@ -119,11 +122,11 @@ class EncodeUnit(wiring.Component):
         self.metric_frac_bits = self._policy.frac_bits
         self.config = {
             "unit": "encode", "format": fmt.to_string(), "lanes": lanes, "input": input,
-            "pipeline": list(self.cuts), "metric": "hw", "metric_frac_bits": self._policy.frac_bits,
+            "pipeline": list(self.cuts), "metric": self._policy.metric, "metric_frac_bits": self._policy.frac_bits,
         }
         tag = ""
-        if self.select != DEFAULT_SELECT:  # the default's configuration (and Verilog) predate the policies
-            self.config.update(metric=self._policy.metric, select=self.select)
+        if self.select != DEFAULT_SELECT:  # a policy other than the default is named in the module and config
+            self.config.update(select=self.select)
             tag = f"_s{self.select.replace('-', '')}"
         self.module_name = (f"nxfp_encode_{fmt.ident}_l{lanes}_{input}_"
                             f"{cuts_tag(self.cuts, self.pipeline_positions)}{tag}")
@@ -184,7 +187,8 @@ class EncodeUnit(wiring.Component):
             # The error of a slice in carry-save form: the accumulator adds both words.
             self._slice_layout = data.StructLayout(dict(common, codes=codes, sum=data.ArrayLayout(ew, npairs),
                                                         carry=data.ArrayLayout(ew, npairs)))
-            total = {"codes": codes, "scales": scales, "special": 1, "errs": data.ArrayLayout(ew, npairs)}
+            kw = ew + 2 * self._unit_span if self._scaled else ew  # scaled: the comparison keys (_back)
+            total = {"codes": codes, "scales": scales, "special": 1, "errs": data.ArrayLayout(kw, npairs)}
             if self._hits:  # per candidate the hit counts of both signs
                 total["hits"] = data.ArrayLayout(data.ArrayLayout(fmt.k.bit_length(), 2), npairs)
             self._total_layout = data.StructLayout(total)
@@ -611,6 +615,8 @@ class EncodeUnit(wiring.Component):
         if many:
             for pi in range(len(entries)):
                 totals.append(running(self._error_width, [p.sum[pi], p.carry[pi]], f"err{pi}", f"err_acc{pi}"))
+            if self._scaled:  # compare error * u^2 exactly: shift by twice the unit above the least
+                totals = self._scaled_keys(m, totals, p.scales)
         if self._hits:  # per candidate, the elements of each sign that round to |R| (code word: hit, sign, ...)
             cw = k.bit_length()
             for pi in range(len(entries)):
@@ -656,29 +662,7 @@ class EncodeUnit(wiring.Component):
             )
             pair_hdr.append(hdr)
         best = Signal(range(len(entries)), name="best")
-        if many and self._scaled:  # compare error * u^2 exactly: shift by twice the unit above the least
-            b = sf.mbits
-            units = []
-            for pi, (c, _j, maxe, _rp, _rn) in enumerate(entries):
-                u = Signal(sf.width + 4, name=f"unit{pi}")
-                m.d.comb += u.eq(scales[self._scale_groups.index(maxe)][b:] +
-                                 scaled_geometry(fmt, c, self._policy.frac_bits).top_exp)
-                units.append(u)
-            least = units[0]
-            for i, u in enumerate(units[1:], 1):
-                nxt = Signal(sf.width + 4, name=f"unit_least{i}")
-                m.d.comb += nxt.eq(Mux(u < least, u, least))
-                least = nxt
-            span = self._unit_span
-            keys = []
-            for pi, (t, u) in enumerate(zip(totals, units, strict=True)):
-                delta = Signal(range(span + 1), name=f"unit_delta{pi}")
-                m.d.comb += delta.eq(u - least)  # within [0, span] (golden scaled_unit_span)
-                key = Signal(self._error_width + 2 * span, name=f"key{pi}")
-                m.d.comb += key.eq(t << (delta * 2))
-                keys.append(key)
-            m.d.comb += best.eq(_least(keys))
-        elif many:
+        if many:  # policy scaled: the totals are its comparison keys (_scaled_keys)
             m.d.comb += best.eq(_least(totals))
         hdr = _rom_signals(pair_hdr, best) if many else pair_hdr[0]
         cds = _rom_signals(pair_codes, best) if many else pair_codes[0]
@@ -691,6 +675,34 @@ class EncodeUnit(wiring.Component):
             m.d.comb += [out.header.eq(int(fmt.make_header(sf.nan_code, 0, 0))), out.codes.eq(0)]
         with m.Else():
             m.d.comb += [out.header.eq(hdr), out.codes.eq(cds)]
+
+    def _scaled_keys(self, m: Module, totals: list[Value], scales) -> list[Signal]:
+        """Policy ``scaled``: each pair's block error shifted left by twice its unit exponent (``field + t``)
+        above the least of the block's pairs, so the keys compare as ``error * u^2`` (golden/select.py);
+        the difference is at most ``scaled_unit_span``. Before register ``total``: off its output path."""
+        fmt = self.fmt
+        sf = fmt.scale
+        b = sf.mbits
+        units = []
+        for pi, (c, _j, maxe, _rp, _rn) in enumerate(self._entries):
+            u = Signal(sf.width + 4, name=f"unit{pi}")
+            m.d.comb += u.eq(scales[self._scale_groups.index(maxe)][b:] +
+                             scaled_geometry(fmt, c, self._policy.frac_bits).top_exp)
+            units.append(u)
+        least = units[0]
+        for i, u in enumerate(units[1:], 1):
+            nxt = Signal(sf.width + 4, name=f"unit_least{i}")
+            m.d.comb += nxt.eq(Mux(u < least, u, least))
+            least = nxt
+        span = self._unit_span
+        keys = []
+        for pi, (t, u) in enumerate(zip(totals, units, strict=True)):
+            delta = Signal(range(span + 1), name=f"unit_delta{pi}")
+            m.d.comb += delta.eq(u - least)  # within [0, span] (golden scaled_unit_span)
+            key = Signal(self._error_width + 2 * span, name=f"key{pi}")
+            m.d.comb += key.eq(t << (delta * 2))
+            keys.append(key)
+        return keys
 
     def elaborate(self, platform) -> Module:
         m = Module()
