@@ -337,3 +337,42 @@ def test_report_runs_on_the_same_engine_at_a_scheduler_address(tmp_path: Path, t
     assert rec["lanes"] == 2 and rec["flows"]["generic"]["figures"]["transistors"] > 0
     assert main([*argv, "--force", "--jobs", "2", "--scheduler", cluster.scheduler.address]) == 2
     assert "give --jobs or --scheduler, not both" in capsys.readouterr().err
+
+
+@needs_yosys
+def test_sigterm_stops_the_local_cluster_and_keeps_what_finished(tmp_path: Path) -> None:
+    """SIGTERM mid-sweep: exit 143 with one line, no traceback, no worker or tool left running, the results file
+    holds whole lines only (the finished points), and --resume then completes the sweep."""
+    import subprocess
+    import sys
+    import time
+    import uuid
+
+    mark = uuid.uuid4().hex
+    env = {**os.environ, "NXFP_TEST_MARK": mark}
+    argv = [sys.executable, "-m", "nxfp_hw.cli", "sweep", "--units", "decode", "--formats", FORMATS + ",mxfp6_e2m3",
+            "--lanes", "2,4", "--flows", "generic", "--measure", "area", "--out", str(tmp_path / "out"),
+            "--cache", str(tmp_path / "cache"), "--workers", "2"]
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (tmp_path / "out" / "points").is_dir():
+        time.sleep(0.2)
+    time.sleep(2.0)  # the workers are building and running yosys
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, (out, err)
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == "nxfp-hw sweep: error: terminated", err
+    time.sleep(0.5)
+    left = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if f"NXFP_TEST_MARK={mark}".encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                left.append(pid)
+        except OSError:
+            pass
+    assert not left, left
+    done = records(tmp_path / "out")  # every line whole
+    assert len(done) < 6
+    assert subprocess.run([*argv, "--resume"], env=env, capture_output=True, timeout=300).returncode == 0
+    assert sorted(r["config"]["lanes"] for r in records(tmp_path / "out")) == [2, 2, 2, 4, 4, 4]
