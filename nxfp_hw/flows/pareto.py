@@ -74,9 +74,14 @@ def plot_front(path: Path, values: Sequence[Sequence[float]], labels: Sequence[s
         sx, sy = staircase(sorted((xs[i], ys[i]) for i in front))
         ax.plot(sx, sy, "k--", lw=1, label="Pareto front", zorder=2)
         ax.legend(fontsize=8)
-    for axis, is_log in zip((ax.set_xscale, ax.set_yscale), log or (False, False), strict=False):
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    for axis, is_log in zip((ax.xaxis, ax.yaxis), log or (False, False), strict=False):
         if is_log:
-            axis("log")
+            (ax.set_xscale if axis is ax.xaxis else ax.set_yscale)("log")
+            axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(names[0], fontsize=9)
     ax.set_ylabel(names[1], fontsize=9)
     ax.margins(x=0.15, y=0.12)

@@ -725,6 +725,9 @@ def run_sweep(spec: SweepSpec, points: Sequence[Point], *, out: Path, work: Path
         if outcome.error is not None:
             rec = {"id": point.id, "label": point.label(), "config": point.config(), "status": "failed",
                    "error": f"engine: {outcome.error}", "measures": {}}
+        for item in [rec, *rec.get("regression", [])]:  # logs named as the user named --work
+            if str(item.get("log", "")).startswith(ctx.work + os.sep):
+                item["log"] = str(Path(work) / item["log"][len(ctx.work) + 1:])
         table.append(rec)
         records[rec["id"]] = rec
         where = "" if outcome.worker == "local" else f" on {outcome.worker}"
@@ -790,7 +793,7 @@ def pareto_outputs(records: Sequence[dict[str, Any]], points: Sequence[Point], m
     write_text_atomic(files[1], json.dumps({"measures": list(measures), "maximize": maximize, "points": table},
                                            indent=1, default=_json_default) + "\n")
     if rows:
-        logs = [min(v[j] for v in values) > 0 and max(v[j] for v in values) > 30 * min(v[j] for v in values)
+        logs = [min(v[j] for v in values) > 0 and max(v[j] for v in values) > 10 * min(v[j] for v in values)
                 for j in range(len(measures))]
         files.append(plot_front(out / "pareto.png", values, labels, measures, sorted(front), log=logs,
                                 title=f"{len(front)} non-dominated of {len(rows)} points (bold, ringed)"))
