@@ -129,8 +129,16 @@ def run(args: argparse.Namespace) -> int:
     if results.exists() and not (args.resume or args.force):
         raise UserError(f"out: {results} exists; pass --resume to finish that sweep (its measured points are kept) "
                         "or --force to start over")
-    if args.resume and not results.is_file():
-        raise UserError(f"resume: {results} does not exist; nothing to resume")
+    if args.resume:
+        from ..flows.sweep import read_results
+
+        if not results.is_file():
+            raise UserError(f"resume: {results} does not exist; nothing to resume")
+        other = {r["id"] for r in read_results(results)} - {p.id for p in points}
+        if other:
+            raise UserError(f"resume: {results} holds {len(other)} point(s) that are not in this sweep (another "
+                            "sweep, or changed measurements or options); give another --out, or --force to start "
+                            "over")
     check_output_dir(cache, "--cache")
     check_output_dir(work, "--work")
     if spec.tensor is not None and not Path(spec.tensor).is_file():

@@ -459,6 +459,13 @@ def measure_point(point: Point, ctx: SweepContext, *, echo: Callable[[str], None
     """Measure one point in its own work directory ``<work>/<id>`` (the engine's task). Never raises for a
     failure of the point itself: the record says ``status: failed``, the error and the log (``point.log``, and
     each flow's and regression's own log that it names)."""
+    from .cache import entry_lock
+
+    with entry_lock(Path(ctx.work) / point.id):  # another sweep sharing --work waits for this point
+        return _measure_point_locked(point, ctx, echo)
+
+
+def _measure_point_locked(point: Point, ctx: SweepContext, echo: Callable[[str], None]) -> dict[str, Any]:
     t0, cpu0 = time.monotonic(), _cpu_seconds()
     work, attempt = _fresh_workdir(Path(ctx.work) / point.id)
     log_path = work / "point.log"
@@ -498,7 +505,7 @@ def _cpu_seconds() -> float:
 
 def _measure(point: Point, ctx: SweepContext, record: dict[str, Any], work: Path, log: Callable[[str], None]) -> None:
     from .accuracy import accuracy_of
-    from .report import build_for_area, run_flows_cached, unit_build
+    from .report import _BUILD_LOCK, build_for_area, run_flows_cached, unit_build
 
     fmt = parse_format(point.format)
     m = record["measures"]
@@ -527,7 +534,8 @@ def _measure(point: Point, ctx: SweepContext, record: dict[str, Any], work: Path
         flow_opts["period_ns" if ctx.target_flow == "asic" else "freq_mhz"] = (
             round(1000.0 / point.target_mhz, 6) if ctx.target_flow == "asic" else point.target_mhz)
     else:
-        build = build_for_area(point.unit, fmt, None, pipeline=pipeline, **unit_kw)
+        with _BUILD_LOCK:  # a worker with several threads elaborates one unit at a time
+            build = build_for_area(point.unit, fmt, None, pipeline=pipeline, **unit_kw)
     record["facts"] = build.facts()
     m.update(latency=build.latency, lanes=build.lanes,
              register_positions=len(build.pipeline.get("enabled", [])) if build.pipeline else 0)
@@ -549,8 +557,10 @@ def _regression(point: Point, fmt: Any, pipeline: Any, unit_kw: dict[str, Any], 
     """``nxfp-hw verify --manifest`` of the point's generated unit (the exact configuration measured), on the
     compiled fast path, once per seed; each run's output in ``regression_seed<S>.log``."""
     from .generate import build_unit, generate
+    from .report import _BUILD_LOCK
 
-    gen = generate(build_unit(point.unit, fmt, None, pipeline=pipeline, **unit_kw), work / "rtl", force=True)
+    with _BUILD_LOCK:
+        gen = generate(build_unit(point.unit, fmt, None, pipeline=pipeline, **unit_kw), work / "rtl", force=True)
     runs = []
     for seed in ctx.seeds:
         rlog = work / f"regression_seed{seed}.log"
