@@ -198,10 +198,12 @@ def test_bad_env_seed(tmp_path: Path, value: str) -> None:
     ["formats", "-f", ""], ["formats", "-f", "nxfp4,cr=0.1"], ["formats", "-f", "nxfp4,k=1_6"],
     ["formats", "-f", "nxfp4,k=\u0661\u0666"], ["formats", "-f", "nxfp4,rule=ocp:5"],
     ["quantize", "-f", "nxfp4", "-i", "x.npy", "-o", "q.npz", "--baseline", "elem=E9M9"],
+    ["sweep", "--lanes", "3"], ["sweep", "--units", "decode,nope"], ["sweep", "--pareto", "area,luts"],
 ])
 def test_options_checked_before_work(tmp_path: Path, argv: list[str]) -> None:
     np.save(tmp_path / "x.npy", np.ones((1, 32), np.float32))
-    extra = {"report": ["--out", "rep", "--cache", "cache"], "run": ["--out", "run"]}.get(argv[0], [])
+    extra = {"report": ["--out", "rep", "--cache", "cache"], "run": ["--out", "run"],
+             "sweep": ["--out", "sw", "--cache", "cache"]}.get(argv[0], [])
     line = refused(cli(*argv, *extra, cwd=tmp_path))
     assert len(line) < 600
     assert files_in(tmp_path) == ["x.npy"]  # nothing generated, measured or written
