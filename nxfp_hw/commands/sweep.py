@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     if args.list:
         for p in points:
             print(f"{p.id}  {p.label()}")
-        print(f"{len(points)} points; each measures {', '.join(spec.measure)}"
+        print(f"{len(points)} point{'' if len(points) == 1 else 's'}; each measures {', '.join(spec.measure)}"
               + (f" with the {', '.join(spec.flows)} flow(s)" if spec.flows else ""))
         return 0
     out = args.out
@@ -150,7 +150,8 @@ def run(args: argparse.Namespace) -> int:
         _print_front(result.front, spec.pareto)
     for path in result.files:
         print(f"wrote {path}")
-    print(f"{len(points)} points: {len(points) - len(result.failed)} ok, {len(result.failed)} failed; "
+    print(f"{len(points)} point{'' if len(points) == 1 else 's'}: {len(points) - len(result.failed)} ok, "
+          f"{len(result.failed)} failed; "
           f"{result.ran} run, {result.resumed} kept from the earlier run; {result.wall_seconds:.1f} s")
     for rec in result.failed:
         print(f"  FAILED {rec['label']}: {str(rec.get('error')).splitlines()[0]}"

@@ -28,7 +28,7 @@ from typing import Any
 
 from ..errors import UserError
 
-__all__ = ["DEFAULT_CONNECT_TIMEOUT_S", "Engine", "Outcome", "Progress", "default_workers"]
+__all__ = ["DEFAULT_CONNECT_TIMEOUT_S", "Engine", "Outcome", "Progress", "default_workers", "worker_address"]
 
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
 # Without a finished task for this long, the progress line is repeated (a farm run is not mistaken for a hang).
@@ -59,7 +59,8 @@ def default_workers() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def _worker_address() -> str:
+def worker_address() -> str:
+    """The address of the Dask worker running the calling task (``local`` outside one)."""
     try:
         from distributed import get_worker
 
@@ -74,7 +75,7 @@ def _run_task(fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, A
     lines: list[str] = []
     t0 = time.monotonic()
     value = fn(*args, echo=lines.append, **kwargs)
-    return value, lines, _worker_address(), time.monotonic() - t0
+    return value, lines, worker_address(), time.monotonic() - t0
 
 
 def _describe_failure(exc: BaseException) -> str:

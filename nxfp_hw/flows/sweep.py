@@ -490,9 +490,9 @@ def _measure_point_locked(point: Point, ctx: SweepContext, echo: Callable[[str],
     record["log"] = str(log_path)
     if record["status"] == "failed":
         record["log_tail"] = log_path.read_text().splitlines()[-15:]
-    from .engine import _worker_address
+    from .engine import worker_address
 
-    record["worker"] = _worker_address()
+    record["worker"] = worker_address()
     echo(f"{point.label()}: {record['status']} in {record['seconds']:.1f} s")
     return record
 
@@ -688,6 +688,10 @@ def _json_default(obj: Any) -> Any:
 
 # --- the sweep ------------------------------------------------------------------------------------
 
+def _points(n: int) -> str:
+    return f"{n} point{'' if n == 1 else 's'}"
+
+
 @dataclass
 class SweepResult:
     """What ``run_sweep`` measured and wrote."""
@@ -725,7 +729,7 @@ def run_sweep(spec: SweepSpec, points: Sequence[Point], *, out: Path, work: Path
     progress = Progress(len(points), skipped=len(keep), echo=echo)
     if keep:
         progress.echo(f"resuming: {len(keep)} of {len(points)} points already measured in {results_path}")
-    progress.echo(f"sweep: {len(todo)} points on {engine.describe()}; results stream to {results_path}")
+    progress.echo(f"sweep: {_points(len(todo))} on {engine.describe()}; results stream to {results_path}")
     table = ResultsFile(results_path, list(keep.values()))
     records = dict(keep)
 
