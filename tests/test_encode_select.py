@@ -96,13 +96,15 @@ def test_hits_reference():
 @pytest.mark.parametrize("name", ["nxfp4", "nxfp6"])
 def test_scaled_reference(name):
     """Policy ``scaled`` against a per-block reference in exact rationals, written from its definition
-    (docs/encoder.md): each pair quantized alone, its error in its own scale's units, least ``error * u^2``."""
+    (docs/encoder.md): each pair quantized alone; per candidate the symmetric rounding's error in its own
+    scale's units plus, for each option, the hits it cannot code (``delta^2 + 2 delta t``); least ``E u^2``."""
     from fractions import Fraction
 
-    from nxfp_hw.golden.select import SCALED_FRAC_BITS, scaled_geometry
+    from nxfp_hw.golden.select import SCALED_FRAC_BITS, scaled_delta_plan, scaled_geometry
 
     rng = rng_for(f"test_scaled_reference[{name}]")
     fmt = PRESETS[name]
+    assert scaled_delta_plan(fmt) == ((0, 1), (0, 1))  # the presets: option 0 holds +R
     x = np.concatenate([random_blocks(fmt, rng, 40), directed_blocks(fmt, rng)[8:12]]).astype(np.float64)
     x = x[np.all(np.isfinite(x), axis=1)]
     q = quantize(x, fmt, metric="hw-scaled")
@@ -111,20 +113,36 @@ def test_scaled_reference(name):
         best = None
         for c in range(len(fmt.elements)):
             geo = scaled_geometry(fmt, c)
-            for j in range(fmt.recycle_options):
+            dmax = 2**geo.d_width - 1
+            r = abs(Fraction(float(fmt.recycling[c][0])))
+            opts = []
+            for j in range(2):
                 pair = parse_format(f"elem={fmt.elements[c].name},scale={fmt.scale.name},"
                                     f"cr={float(fmt.recycling[c][j])!r}")
                 pq = quantize(x[b:b + 1], pair)
                 field = int(pair.split_header(pq.headers.reshape(-1))[0][0]) >> fmt.scale.mbits
-                unit = Fraction(2) ** (field - fmt.scale.bias + geo.top_exp - F)
-                err = 0
-                for xv, qv in zip(x[b], dequantize_exact(pq).reshape(-1), strict=True):
-                    xf = min(int(abs(Fraction(xv)) / unit), 2**geo.x_width - 1)
-                    yf = int(abs(Fraction(float(qv))) / unit)
-                    err += min(abs(xf - yf), 2**geo.d_width - 1) ** 2
-                key = err * unit * unit
+                scale = Fraction(float(pair.scale.code_values()[int(pair.split_header(pq.headers.reshape(-1))[0][0])]))
+                vals = [Fraction(float(v)) for v in dequantize_exact(pq).reshape(-1)]
+                opts.append((pq, vals, scale, Fraction(2) ** (field - fmt.scale.bias + geo.top_exp - F)))
+            unit, scale = opts[0][3], opts[0][2]
+            e_sym, extra = 0, [0, 0]  # extra[j]: the hits option j cannot code
+            for i, xv in enumerate(x[b]):
+                neg = bool(np.signbit(xv))
+                mine, other = opts[1 if neg else 0][1][i], opts[0 if neg else 1][1][i]
+                xf = min(int(abs(Fraction(xv)) / unit), 2**geo.x_width - 1)
+                d = xf - int(abs(mine) / unit)
+                dc = min(abs(d), dmax)
+                e_sym += dc * dc
+                if abs(mine) == r * scale:  # a hit: without R it rounds to `other`
+                    low = abs(other) / scale
+                    delta = abs(r - low) * scale / unit
+                    assert delta.denominator == 1
+                    t = (1 if low < r else -1) * (1 if d > 0 else -1 if d < 0 else 0) * dc
+                    extra[0 if neg else 1] += int(delta) ** 2 + 2 * int(delta) * t
+            for j in range(2):
+                key = (e_sym + extra[j]) * unit * unit
                 if best is None or key < best[0]:
-                    best = (key, c, j, pq)
+                    best = (key, c, j, opts[j][0])
         _, c, j, pq = best
         _, sel, rec = fmt.split_header(q.headers.reshape(-1)[b:b + 1])
         assert (int(sel[0]), int(rec[0])) == (c, j), f"block {b}: {x[b].tolist()}"

@@ -56,8 +56,8 @@ from ..formats import BlockFormat
 from .hw_metric import block_error_hw
 
 __all__ = ["DEFAULT_SELECT", "SCALED_FRAC_BITS", "SELECTIONS", "SELECT_POLICIES", "ScaledGeometry", "SelectError",
-           "SelectPolicy", "check_select", "quantize_blocks_hits", "quantize_blocks_scaled", "scaled_geometry",
-           "scaled_pair_keys", "scaled_unit_span", "select_metric"]
+           "SelectPolicy", "check_select", "quantize_blocks_hits", "quantize_blocks_scaled", "scaled_delta_plan",
+           "scaled_geometry", "scaled_pair_keys", "scaled_unit_span", "select_metric"]
 
 
 class SelectError(UserError, ValueError):
@@ -245,6 +245,39 @@ def scaled_geometry(fmt: BlockFormat, cand: int, frac_bits: int = SCALED_FRAC_BI
     return ScaledGeometry(frac, width, top_exp, shift, width + shift, d_width)
 
 
+def scaled_delta_plan(fmt: BlockFormat, frac_bits: int = SCALED_FRAC_BITS) -> tuple[tuple[int, int], ...] | None:
+    """Whether policy ``scaled`` measures the recycling options of every candidate from one symmetric
+    rounding plus a correction (module doc, "one error path per candidate"): per candidate ``(option with
+    +R, option with -R)``, or ``None`` (every pair measured on its own). It applies when every candidate
+    has two options ``+r``/``-r`` of one ``max_elem``, the levels without ``R`` next to ``|R|`` lie at one
+    distance (or ``|R|`` is above the top level), and ``|R|`` and those levels are whole numbers of the
+    metric's unit at every NanoMantissa value (so ``yf`` needs no floor there)."""
+    if not fmt.recycling or fmt.recycle_options != 2:
+        return None
+    from fractions import Fraction
+
+    b = fmt.scale.mbits
+    plan = []
+    for c, elem in enumerate(fmt.elements):
+        rs = [float(r) for r in fmt.recycling[c]]
+        if rs[0] != -rs[1] or fmt.max_element(c, 0) != fmt.max_element(c, 1):
+            return None
+        r = Fraction(abs(rs[0]))
+        vals = elem.code_values()
+        mags = sorted({abs(Fraction(float(v))) for v in vals if np.isfinite(v)})
+        lo = max(v for v in mags if v < r)
+        hi = min((v for v in mags if v > r), default=None)
+        if hi is not None and hi - r != r - lo:
+            return None
+        top = scaled_geometry(fmt, c, frac_bits).top_exp
+        for v in (r, lo) if hi is None else (r, lo, hi):
+            for p in range(1 << b, 1 << (b + 1)):
+                if (v * p * Fraction(2) ** (frac_bits - top - b)).denominator != 1:
+                    return None
+        plan.append((0, 1) if rs[0] > 0 else (1, 0))
+    return tuple(plan)
+
+
 def scaled_unit_span(fmt: BlockFormat, frac_bits: int = SCALED_FRAC_BITS) -> int:
     """The largest difference, over every finite block, between the unit exponents of two pairs of
     policy ``scaled`` (``field + t``: the hardware shifts a pair's error left by twice its difference
@@ -286,9 +319,13 @@ def scaled_pair_keys(fmt: BlockFormat, x: np.ndarray, frac_bits: int = SCALED_FR
     xs = np.where(bad[:, None], 0.0, x)
     amax = np.where(bad, 0.0, amax)
     ax = np.abs(xs)
+    neg = np.signbit(xs)
+    plan = scaled_delta_plan(fmt, frac_bits)
     pairs = []  # (header, codes, error, unit exponent)
     for cand in range(len(fmt.elements)):
         geo = scaled_geometry(fmt, cand, frac_bits)
+        dmax = 2.0**geo.d_width - 1
+        opts = []  # per option: header, codes, element values, signed D, unit, scale
         for rec in range(max(fmt.recycle_options, 1)):
             t = _round_table(fmt, cand, rec)
             sc = _scale_ocp(fmt, amax, t) if fmt.rule == "ocp" else _scale_ceil(fmt, amax, t)
@@ -298,8 +335,30 @@ def scaled_pair_keys(fmt: BlockFormat, x: np.ndarray, frac_bits: int = SCALED_FR
             sh = -unit[:, None]
             xf = np.minimum(np.floor(np.ldexp(ax, sh)), 2.0**geo.x_width - 1)
             yf = np.floor(np.ldexp(np.abs(vals * scale), sh))  # vals * scale: exact (few significant bits)
-            d = np.minimum(np.abs(xf - yf), 2.0**geo.d_width - 1).astype(np.int64)
-            pairs.append((fmt.make_header(sc, cand, rec), codes, np.sum(d * d, axis=1), unit))
+            opts.append((fmt.make_header(sc, cand, rec), codes, vals, xf - yf, unit, scale))
+        if plan is None:  # every pair measured on its own
+            for hdr, codes, _, d, unit, _ in opts:
+                dc = np.minimum(np.abs(d), dmax).astype(np.int64)
+                pairs.append((hdr, codes, np.sum(dc * dc, axis=1), unit))
+            continue
+        # One symmetric rounding (each element rounded as by the option whose R has its sign), corrected for
+        # the hits (elements rounding to R) an option cannot code: + (delta^2 + 2 delta t) each.
+        jp, jn = plan[cand]
+        r = abs(float(fmt.recycling[cand][jp]))
+        d = np.where(neg, opts[jn][3], opts[jp][3])
+        dc = np.minimum(np.abs(d), dmax)
+        e_sym = np.sum(dc.astype(np.int64) ** 2, axis=1)
+        rcode = fmt.elements[cand].negative_zero_code
+        hit = np.where(neg, opts[jn][1], opts[jp][1]) == rcode
+        low = np.abs(np.where(neg, opts[jp][2], opts[jn][2]))  # the level without R of each element
+        below = low < r
+        tt = np.where(below, 1, -1) * np.sign(d) * dc
+        delta = np.ldexp(np.where(below, r - low, low - r) * opts[jp][5], -opts[jp][4][:, None])  # exact
+        corr = np.where(hit, delta * delta + 2 * delta * tt, 0).astype(np.int64)
+        unit = opts[jp][4]
+        for j, (hdr, codes, *_rest) in enumerate(opts):
+            uncodable = neg if j == jp else ~neg  # hits of the sign whose R the option lacks
+            pairs.append((hdr, codes, e_sym + np.sum(np.where(uncodable, corr, 0), axis=1), unit))
     low = np.min([u for *_, u in pairs], axis=0)
     keys = np.stack([np.ldexp(err.astype(np.float64), 2 * (unit - low)) for _, _, err, unit in pairs], axis=1)
     return keys, [p[0] for p in pairs], [p[1] for p in pairs], bad

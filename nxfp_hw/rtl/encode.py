@@ -14,13 +14,23 @@ error hardware therefore scales with ``lanes``, not with ``k``.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
+import numpy as np
 from amaranth.hdl import Array, C, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..formats import BlockFormat
 from ..golden.hw_metric import hw_error_width
-from ..golden.select import DEFAULT_SELECT, SELECT_POLICIES, check_select, scaled_geometry, scaled_unit_span
+from ..golden.select import (
+    DEFAULT_SELECT,
+    SELECT_POLICIES,
+    check_select,
+    scaled_delta_plan,
+    scaled_geometry,
+    scaled_unit_span,
+)
 from .encode_arith import (
     ceil_thresholds,
     const_table,
@@ -182,14 +192,18 @@ class EncodeUnit(wiring.Component):
         if many:
             ew = self._error_width  # the block accumulator's width: sum + carry wraps modulo 2^ew only
             dw = self._d_width
-            self._diff_layout = data.StructLayout(dict(common, codes=codes,
-                                                       dabs=data.ArrayLayout(data.ArrayLayout(dw, lanes), npairs)))
+            diff = dict(common, codes=codes, dabs=data.ArrayLayout(data.ArrayLayout(dw, lanes), npairs))
             # The error of a slice in carry-save form: the accumulator adds both words.
-            self._slice_layout = data.StructLayout(dict(common, codes=codes, sum=data.ArrayLayout(ew, npairs),
-                                                        carry=data.ArrayLayout(ew, npairs)))
-            kw = ew + 2 * self._unit_span if self._scaled else ew  # scaled: the comparison keys (_back)
-            total = {"codes": codes, "scales": scales, "special": 1, "errs": data.ArrayLayout(kw, npairs)}
-            if self._hits:  # per candidate the hit counts of both signs
+            slice_ = dict(common, codes=codes, sum=data.ArrayLayout(ew, npairs), carry=data.ArrayLayout(ew, npairs))
+            if self._delta:  # the sign of D, and per sign the slice's correction sum of the hits (_corrections)
+                diff["dneg"] = data.ArrayLayout(data.ArrayLayout(1, lanes), npairs)
+                slice_["corr"] = data.ArrayLayout(data.ArrayLayout(self._corr_width, 2), npairs)
+            self._diff_layout = data.StructLayout(diff)
+            self._slice_layout = data.StructLayout(slice_)
+            nkeys = len(self._pairs) if self._delta else npairs
+            kw = self._key_width if self._scaled else ew  # scaled: the comparison keys (_back)
+            total = {"codes": codes, "scales": scales, "special": 1, "errs": data.ArrayLayout(kw, nkeys)}
+            if self._hits and not self._delta:  # per candidate the hit counts of both signs
                 total["hits"] = data.ArrayLayout(data.ArrayLayout(fmt.k.bit_length(), 2), npairs)
             self._total_layout = data.StructLayout(total)
 
@@ -239,7 +253,10 @@ class EncodeUnit(wiring.Component):
         Policies that measure every pair have one per pair; ``hits`` one per candidate (the symmetric
         rounding: ``|R|`` on both signs), whose codes carry the code without ``R`` and a hit bit."""
         fmt, pol = self.fmt, self._policy
-        self._hits = pol.recycling == "hits" and len(self._pairs) > 1
+        # scaled with a delta plan: one symmetric error path per candidate, the options' errors corrected
+        self._delta_plan = scaled_delta_plan(fmt, pol.frac_bits) if self._scaled else None
+        self._delta = self._delta_plan is not None
+        self._hits = (pol.recycling == "hits" and len(self._pairs) > 1) or self._delta  # symmetric entries
         self._error_width = hw_error_width(fmt.k, pol.frac_bits, pol.error)
         self._d_width = pol.frac_bits + 2  # |D| <= 2^(F+1)
         if self._scaled:  # |D| saturates at 2^Wd - 1; pairs compare on error << 2 (unit - least unit)
@@ -248,6 +265,9 @@ class EncodeUnit(wiring.Component):
             self._xf_width = max(g.x_width for g in geos)
             self._error_width = 2 * self._d_width + (fmt.k - 1).bit_length()
             self._unit_span = scaled_unit_span(fmt, pol.frac_bits)
+            self._key_width = self._error_width + 2 * self._unit_span
+            if self._delta:
+                self._plan_delta()
         self._code_width = fmt.element_width + self._hits
         if not self._hits:
             self._entries = [(c, j, maxe, abs(r) if r is not None and r > 0 else None,
@@ -262,6 +282,31 @@ class EncodeUnit(wiring.Component):
                                  "options +-r (two options, one |R|) only")
             self._entries.append((c, None, maxes.pop(), abs(rs[0]), abs(rs[0])))
             self._option_pos.append(0 if rs[0] > 0 else 1)
+
+    def _plan_delta(self) -> None:
+        """Policy ``scaled`` with one error path per candidate (``golden.select.scaled_delta_plan``): per
+        candidate ``delta[P]``, the distance in metric units between ``|R|`` and the levels without ``R`` next
+        to it at ``2^b + M = P``, and per magnitude code without ``R`` whether its level lies below ``|R|``."""
+        fmt = self.fmt
+        F = self._policy.frac_bits
+        b = fmt.scale.mbits
+        k = fmt.k
+        self._delta_const, self._below = [], []
+        dmax = (1 << self._d_width) - 1
+        worst = 0
+        for c, elem in enumerate(fmt.elements):
+            r = Fraction(abs(float(fmt.recycling[c][0])))
+            vals = elem.code_values()
+            mags = [Fraction(float(abs(v))) if np.isfinite(v) else None for v in vals[: 1 << (elem.width - 1)]]
+            lo = max(v for v in mags if v is not None and v < r)
+            unit = Fraction(2) ** (F - scaled_geometry(fmt, c, F).top_exp - b)
+            deltas = [int((r - lo) * p * unit) for p in range(1 << b, 1 << (b + 1))]
+            self._delta_const.append(deltas)
+            self._below.append([int(v is not None and v < r) for v in mags])
+            worst = max(worst, max(k * d * d + 2 * d * k * dmax for d in deltas))
+        # signed sums of the hits' corrected |D| over a block, and the pairs' errors
+        self._corr_width = (k * dmax).bit_length() + 1
+        self._key_width = max(self._error_width, worst.bit_length()) + 2 + 2 * self._unit_span
 
     def _neg_codes(self, c: int, codes: tuple[int, ...], r_index: int) -> list[int]:
         """Codes of the negated magnitudes (spec 5.3 sign rules): INT two's complement; minifloat
@@ -557,6 +602,8 @@ class EncodeUnit(wiring.Component):
                 d = Signal(w, name=f"d{pi}_{n}")
                 m.d.comb += d.eq(Mux(xf >= yf, xf - yf, yf - xf))
                 m.d.comb += p.dabs[pi][n].eq(Mux(d > top, top, d))
+                if self._delta:
+                    m.d.comb += p.dneg[pi][n].eq(xf < yf)
 
     def _square(self, m: Module, y, p) -> None:
         """``D^2`` as the folded squarer's rows, the rows of all lanes of a pair reduced by carry-save
@@ -570,6 +617,28 @@ class EncodeUnit(wiring.Component):
                 rows += square_rows(y.dabs[pi][n]) if self._policy.error == "square" else [y.dabs[pi][n]]
             total_s, total_c = csa_sum(m, rows, ew, name=f"sq{pi}")
             m.d.comb += [p.sum[pi].eq(total_s), p.carry[pi].eq(total_c)]
+        if self._delta:
+            self._corrections(m, y, p)
+
+    def _corrections(self, m: Module, y, p) -> None:
+        """Policy ``scaled``, one path per candidate: per sign the slice's sum of ``t = +-|D|`` over the
+        elements that round to ``|R|`` (``t = D`` when the level without ``R`` lies below ``|R|``, else ``-D``;
+        golden ``scaled_pair_keys``), two's complement on ``corr_width`` bits."""
+        w = self.fmt.element_width
+        cw = self._corr_width
+        for pi, (c, *_rest) in enumerate(self._entries):
+            below = self._below[c]
+            pos, neg = [], []
+            for n in range(self.lanes):
+                word = y.codes[pi][n]
+                hit, sign = word[w], word[w - 1]
+                is_below = _rom(below, 1, word[: w - 1])
+                mag = y.dabs[pi][n]
+                t = Signal(signed(cw), name=f"t{pi}_{n}")
+                m.d.comb += t.eq(Mux(y.dneg[pi][n] ^ ~is_below, -mag, mag))
+                pos.append(Mux(hit & ~sign, t, 0))
+                neg.append(Mux(hit & sign, t, 0))
+            m.d.comb += [p.corr[pi][0].eq(sum(pos[1:], pos[0])), p.corr[pi][1].eq(sum(neg[1:], neg[0]))]
 
     def _back(self, m: Module, valid: Value, p, ready: Signal, out_valid: Signal, out, out_ready: Value) -> None:
         """Assemble the block from its slices: shift the codes in, accumulate each pair's error; with
@@ -615,8 +684,6 @@ class EncodeUnit(wiring.Component):
         if many:
             for pi in range(len(entries)):
                 totals.append(running(self._error_width, [p.sum[pi], p.carry[pi]], f"err{pi}", f"err_acc{pi}"))
-            if self._scaled:  # compare error * u^2 exactly: shift by twice the unit above the least
-                totals = self._scaled_keys(m, totals, p.scales)
         if self._hits:  # per candidate, the elements of each sign that round to |R| (code word: hit, sign, ...)
             cw = k.bit_length()
             for pi in range(len(entries)):
@@ -625,6 +692,15 @@ class EncodeUnit(wiring.Component):
                 neg = sum(wd[w] & wd[w - 1] for wd in words)
                 hits.append((running(cw, [pos], f"hits_pos{pi}", f"hits_pos_acc{pi}"),
                              running(cw, [neg], f"hits_neg{pi}", f"hits_neg_acc{pi}")))
+        owners = [(c, maxe) for c, _j, maxe, *_ in entries]
+        if self._delta:  # every pair's error from its candidate's symmetric error, hits and corrections
+            corr = [tuple(running(self._corr_width, [p.corr[pi][s]], f"corr{pi}_{s}", f"corr_acc{pi}_{s}")
+                          for s in range(2)) for pi in range(len(entries))]
+            totals = self._delta_errors(m, totals, hits, corr, p.scales)
+            owners = [(c, maxe) for c, _j, maxe, _r in pairs]
+            hits = []
+        if self._scaled:  # compare error * u^2 exactly: shift by twice the unit above the least
+            totals = self._scaled_keys(m, totals, p.scales, owners)
         if use_total:
             t_in = Signal(self._total_layout, name="total_in")
             m.d.comb += [t_in.codes.eq(p.codes), t_in.scales.eq(p.scales), t_in.special.eq(p.special)]
@@ -636,7 +712,7 @@ class EncodeUnit(wiring.Component):
                          out_valid.eq(source.valid), source.ready.eq(out_ready)]
             sel = source.payload
             last_codes, scales, special = sel.codes, sel.scales, sel.special
-            totals = [sel.errs[pi] for pi in range(len(entries))]
+            totals = [sel.errs[i].as_signed() if self._delta else sel.errs[i] for i in range(len(totals))]
             hits = [(sel.hits[pi][0], sel.hits[pi][1]) for pi in range(len(hits))]
         else:
             m.d.comb += [out_valid.eq(valid & p.last), ready.eq(~p.last | out_ready)]
@@ -646,7 +722,7 @@ class EncodeUnit(wiring.Component):
             now = [last_codes[pi][n] for n in range(lanes)]
             pair_codes.append(Cat(*now) if held[pi] is None else Cat(held[pi].as_value(), *now))
         pair_hdr, neg_wins = [], []
-        for pi, (c, j, maxe, _rp, _rn) in enumerate(entries):
+        for pi, (c, j, maxe, _rp, _rn) in enumerate([] if self._delta else entries):
             g = self._scale_groups.index(maxe)
             if self._hits:  # the option with the most hits, ties to the lower option (golden/select.py)
                 j_pos = self._option_pos[pi]
@@ -661,11 +737,23 @@ class EncodeUnit(wiring.Component):
                 if fmt.header_bits > sf.width else scales[g]
             )
             pair_hdr.append(hdr)
-        best = Signal(range(len(entries)), name="best")
+        best = Signal(range(len(totals) if many else 1), name="best")
         if many:  # policy scaled: the totals are its comparison keys (_scaled_keys)
             m.d.comb += best.eq(_least(totals))
-        hdr = _rom_signals(pair_hdr, best) if many else pair_hdr[0]
-        cds = _rom_signals(pair_codes, best) if many else pair_codes[0]
+        if self._delta:  # best is a pair: its candidate's codes, its header, whether it holds -R
+            pair_hdr, neg_wins = [], []
+            for c, j, maxe, _r in pairs:
+                g = self._scale_groups.index(maxe)
+                hdr = Signal(fmt.header_bits, name=f"hdr{c}_{j}")
+                m.d.comb += hdr.eq(scales[g] | (j << sf.width) | (c << (sf.width + fmt.recycle_bits)))
+                pair_hdr.append(hdr)
+                neg_wins.append(C(int(j != self._option_pos[c]), 1))
+            cand = _rom([c for c, *_ in pairs], max(1, (len(entries) - 1).bit_length()), best)
+            hdr = _rom_signals(pair_hdr, best)
+            cds = _rom_signals(pair_codes, cand)
+        else:
+            hdr = _rom_signals(pair_hdr, best) if many else pair_hdr[0]
+            cds = _rom_signals(pair_codes, best) if many else pair_codes[0]
         if self._hits:  # the hit elements of the chosen option's sign take the recycled code (-0 code)
             words = [cds[n * (w + 1): (n + 1) * (w + 1)] for n in range(k)]
             wins = _rom_signals(neg_wins, best)
@@ -676,7 +764,25 @@ class EncodeUnit(wiring.Component):
         with m.Else():
             m.d.comb += [out.header.eq(hdr), out.codes.eq(cds)]
 
-    def _scaled_keys(self, m: Module, totals: list[Value], scales) -> list[Signal]:
+    def _delta_errors(self, m: Module, sym: list[Value], hits: list[tuple[Value, Value]],
+                      corr: list[tuple[Value, Value]], scales) -> list[Signal]:
+        """Policy ``scaled``, one path per candidate: the error of every pair, in pair order: the candidate's
+        symmetric error plus, over the hits of the sign whose ``R`` the option lacks, ``n delta^2 + 2 delta S``
+        (``n`` hits, ``S`` their sum of ``t``; ``delta`` by the block's NanoMantissa; golden ``scaled_pair_keys``)."""
+        b = self.fmt.scale.mbits
+        kw = self._key_width
+        out = []
+        for c, j, maxe, _r in self._pairs:
+            man = scales[self._scale_groups.index(maxe)][:b]
+            side = 1 if j == self._option_pos[c] else 0  # the option with +R lacks -R: its negative hits
+            n, total = hits[c][side], corr[c][side].as_signed()
+            terms = [n * (d * d) + total * (2 * d) for d in self._delta_const[c]]
+            e = Signal(signed(kw), name=f"pair_err{c}_{j}")
+            m.d.comb += e.eq(sym[c] + (Array(terms)[man] if b else terms[0]))
+            out.append(e)
+        return out
+
+    def _scaled_keys(self, m: Module, totals: list[Value], scales, owners: list[tuple[int, float]]) -> list[Signal]:
         """Policy ``scaled``: each pair's block error shifted left by twice its unit exponent (``field + t``)
         above the least of the block's pairs, so the keys compare as ``error * u^2`` (golden/select.py);
         the difference is at most ``scaled_unit_span``. Before register ``total``: off its output path."""
@@ -684,7 +790,7 @@ class EncodeUnit(wiring.Component):
         sf = fmt.scale
         b = sf.mbits
         units = []
-        for pi, (c, _j, maxe, _rp, _rn) in enumerate(self._entries):
+        for pi, (c, maxe) in enumerate(owners):
             u = Signal(sf.width + 4, name=f"unit{pi}")
             m.d.comb += u.eq(scales[self._scale_groups.index(maxe)][b:] +
                              scaled_geometry(fmt, c, self._policy.frac_bits).top_exp)
@@ -699,7 +805,7 @@ class EncodeUnit(wiring.Component):
         for pi, (t, u) in enumerate(zip(totals, units, strict=True)):
             delta = Signal(range(span + 1), name=f"unit_delta{pi}")
             m.d.comb += delta.eq(u - least)  # within [0, span] (golden scaled_unit_span)
-            key = Signal(self._error_width + 2 * span, name=f"key{pi}")
+            key = Signal(signed(self._key_width) if self._delta else self._key_width, name=f"key{pi}")
             m.d.comb += key.eq(t << (delta * 2))
             keys.append(key)
         return keys
