@@ -470,7 +470,7 @@ def _measure_point_locked(point: Point, ctx: SweepContext, echo: Callable[[str],
     work, attempt = _fresh_workdir(Path(ctx.work) / point.id)
     log_path = work / "point.log"
     record: dict[str, Any] = {"id": point.id, "label": point.label(), "config": point.config(), "status": "ok",
-                              "measures": {}, "attempt": attempt}
+                              "measures": {}, "attempt": attempt, "started": round(time.time(), 3)}
     with open(log_path, "a") as fh:
         def log(line: str) -> None:
             fh.write(f"{time.strftime('%H:%M:%S')} {line}\n")
