@@ -37,7 +37,13 @@ choice, named for the CLI (``--select``) and for :class:`nxfp_hw.rtl.encode.Enco
     (ties to the lowest selector, then option). ``Wx`` and ``Wd`` (:func:`scaled_geometry`) only clip
     elements beyond the top level (a block whose scale saturates). Hardware: ``xf`` is the rounding's
     own aligned value (no per-element shifter), ``yf`` a constant shift of ``level * (2^b + M)``, and
-    ``|D|`` is narrow (8 bits for nxfp4 instead of 10). Name ``"hw-scaled"``.
+    ``|D|`` is narrow (8 bits for nxfp4 instead of 10). Where the recycling options are ``+r``/``-r``
+    (:func:`scaled_delta_plan`: every preset) one error path per candidate serves both options: the error
+    of the *symmetric* rounding (each element rounded as by the option whose ``R`` has its sign) plus, for
+    each element rounding to ``|R|`` with the sign whose ``R`` the option lacks, ``delta^2 + 2 delta t``
+    (``delta``: the distance from ``|R|`` to that element's level without ``R``, in units; ``t = D`` when
+    that level lies below ``|R|``, else ``-D``, with ``|D|`` clipped as above). This is the option's own
+    error exactly unless a clipped ``|D|`` is involved. Name ``"hw-scaled"``.
 
 Single-pair formats (every MX preset) have nothing to select: every policy gives the same bits there,
 and asking for one by name is refused (:func:`check_select`).

@@ -111,6 +111,7 @@ class EncodeUnit(wiring.Component):
         if input not in ENCODE_INPUTS:
             raise ValueError(f"input must be one of {', '.join(ENCODE_INPUTS)}, got {input!r}")
         self.fmt = fmt
+        self.lanes = lanes
         if select is not None:
             check_select(select, fmt, argument="select")
         self.select = select or DEFAULT_SELECT
@@ -125,7 +126,6 @@ class EncodeUnit(wiring.Component):
         default = tuple(p for p in ENCODE_DEFAULT_CUTS if p in self.pipeline_positions)
         self.cuts = resolve_cuts(pipeline, self.pipeline_positions, preference, default)
         self.formats = {"a": fmt}
-        self.lanes = lanes
         self.input = input
         self.pipeline = self.cuts
         self.latency = fmt.k // lanes + len(self.cuts)
@@ -197,7 +197,8 @@ class EncodeUnit(wiring.Component):
             slice_ = dict(common, codes=codes, sum=data.ArrayLayout(ew, npairs), carry=data.ArrayLayout(ew, npairs))
             if self._delta:  # the sign of D, and per sign the slice's correction sum of the hits (_corrections)
                 diff["dneg"] = data.ArrayLayout(data.ArrayLayout(1, lanes), npairs)
-                slice_["corr"] = data.ArrayLayout(data.ArrayLayout(self._corr_width, 2), npairs)
+                slice_["hits_t"] = data.ArrayLayout(self._hit_sum_width, len(self._pairs))
+                slice_["hits_n"] = data.ArrayLayout(self.lanes.bit_length(), len(self._pairs))
             self._diff_layout = data.StructLayout(diff)
             self._slice_layout = data.StructLayout(slice_)
             nkeys = len(self._pairs) if self._delta else npairs
@@ -303,10 +304,13 @@ class EncodeUnit(wiring.Component):
             deltas = [int((r - lo) * p * unit) for p in range(1 << b, 1 << (b + 1))]
             self._delta_const.append(deltas)
             self._below.append([int(v is not None and v < r) for v in mags])
-            worst = max(worst, max(k * d * d + 2 * d * k * dmax for d in deltas))
-        # signed sums of the hits' corrected |D| over a block, and the pairs' errors
-        self._corr_width = (k * dmax).bit_length() + 1
-        self._key_width = max(self._error_width, worst.bit_length()) + 2 + 2 * self._unit_span
+            worst = max(worst, max(d * d + 2 * d * dmax for d in deltas))
+        # a slice's correction of one pair (signed), and a pair's block error: each element adds at most
+        # dmax^2, or dmax^2 + delta^2 + 2 delta dmax for a hit the pair cannot code (never below 0)
+        self._pair_width = (k * (dmax * dmax + worst)).bit_length()
+        self._hit_sum_width = (self.lanes * dmax).bit_length() + 1  # a slice's signed sum of t
+        self._error_width = self._pair_width  # the carry-save words wrap modulo 2^width: the pairs' width
+        self._key_width = self._pair_width + 2 * self._unit_span
 
     def _neg_codes(self, c: int, codes: tuple[int, ...], r_index: int) -> list[int]:
         """Codes of the negated magnitudes (spec 5.3 sign rules): INT two's complement; minifloat
@@ -621,24 +625,53 @@ class EncodeUnit(wiring.Component):
             self._corrections(m, y, p)
 
     def _corrections(self, m: Module, y, p) -> None:
-        """Policy ``scaled``, one path per candidate: per sign the slice's sum of ``t = +-|D|`` over the
-        elements that round to ``|R|`` (``t = D`` when the level without ``R`` lies below ``|R|``, else ``-D``;
-        golden ``scaled_pair_keys``), two's complement on ``corr_width`` bits."""
+        """Policy ``scaled``, one path per candidate: per pair the slice's hits of the sign whose ``R`` the
+        pair lacks, as their count ``n`` and their sum ``S`` of ``t`` (``t = D`` when the level without ``R``
+        lies below ``|R|``, else ``-D``; two's complement). The pair's accumulator adds ``n delta^2 + 2 delta
+        S`` (:meth:`_correction_rows`; golden ``scaled_pair_keys``)."""
         w = self.fmt.element_width
-        cw = self._corr_width
+        sw = self._hit_sum_width
+        lanes = []  # per entry and lane: (hit, sign, t)
         for pi, (c, *_rest) in enumerate(self._entries):
             below = self._below[c]
-            pos, neg = [], []
+            mine = []
             for n in range(self.lanes):
                 word = y.codes[pi][n]
-                hit, sign = word[w], word[w - 1]
                 is_below = _rom(below, 1, word[: w - 1])
                 mag = y.dabs[pi][n]
-                t = Signal(signed(cw), name=f"t{pi}_{n}")
+                t = Signal(signed(sw), name=f"t{pi}_{n}")
                 m.d.comb += t.eq(Mux(y.dneg[pi][n] ^ ~is_below, -mag, mag))
-                pos.append(Mux(hit & ~sign, t, 0))
-                neg.append(Mux(hit & sign, t, 0))
-            m.d.comb += [p.corr[pi][0].eq(sum(pos[1:], pos[0])), p.corr[pi][1].eq(sum(neg[1:], neg[0]))]
+                mine.append((word[w], word[w - 1], t))
+            lanes.append(mine)
+        for i, (c, j, _maxe, _r) in enumerate(self._pairs):
+            lacks_neg = j == self._option_pos[c]  # the option with +R lacks -R: its negative hits
+            mask = [hit & (sign if lacks_neg else ~sign) for hit, sign, _ in lanes[c]]
+            rows = [Mux(mk, t, 0).as_unsigned() for mk, (_, _, t) in zip(mask, lanes[c], strict=True)]
+            cs, cc = csa_sum(m, [r[:sw] for r in rows], sw, name=f"hits_t{i}")
+            m.d.comb += [p.hits_t[i].eq(cs + cc), p.hits_n[i].eq(sum(mask))]
+
+    def _correction_rows(self, m: Module, pair: int, n: Value, total: Value, scales) -> list[Value]:
+        """Rows whose sum modulo ``2^pair_width`` is ``n delta^2 + 2 delta S`` for pair ``pair`` (``S`` =
+        ``total`` two's complement), ``delta`` by the block's NanoMantissa: per bit of the constants a
+        shifted copy of ``n`` or ``S``, kept when that bit is set in the block's constant."""
+        fmt = self.fmt
+        b = fmt.scale.mbits
+        pw = self._pair_width
+        c, _j, maxe, _r = self._pairs[pair]
+        man = scales[self._scale_groups.index(maxe)][:b]
+        s_ext = Signal(signed(pw), name=f"hits_s{pair}")
+        m.d.comb += s_ext.eq(total.as_signed())
+        rows = []
+        for value, consts in ((n, [d * d for d in self._delta_const[c]]),
+                              (s_ext.as_unsigned(), [2 * d for d in self._delta_const[c]])):
+            for bit in range(max(consts).bit_length()):
+                on = [(k >> bit) & 1 for k in consts]
+                if not any(on):
+                    continue
+                row = (value << bit)[:pw]
+                keep = C(1, 1) if all(on) else (_rom(on, 1, man) if b else C(on[0], 1))
+                rows.append(Mux(keep, row, 0))
+        return rows
 
     def _back(self, m: Module, valid: Value, p, ready: Signal, out_valid: Signal, out, out_ready: Value) -> None:
         """Assemble the block from its slices: shift the codes in, accumulate each pair's error; with
@@ -669,22 +702,33 @@ class EncodeUnit(wiring.Component):
             held.append(h)
 
         def running(width: int, addends: list[Value], name: str, acc_name: str) -> Signal:
-            """The block's sum of ``addends`` over its slices (this slice included)."""
+            """The block's sum of ``addends`` over its slices (this slice included); more than two addends
+            meet in a carry-save tree before the one adder."""
             total = Signal(width, name=name)
-            if beats == 1:
-                m.d.comb += total.eq(sum(addends[1:], addends[0]))
+            acc = None if beats == 1 else Signal(width, name=acc_name)
+            terms = addends if acc is None else [*addends, acc]
+            if len(addends) > 2:
+                cs, cc = csa_sum(m, terms, width, name=f"{name}_csa")
+                m.d.comb += total.eq(cs + cc)
             else:
-                acc = Signal(width, name=acc_name)
-                m.d.comb += total.eq(sum(addends, acc))
+                m.d.comb += total.eq(sum(addends[1:], addends[0]) if acc is None else sum(addends, acc))
+            if acc is not None:
                 with m.If(step):
                     m.d.sync += acc.eq(Mux(p.last, 0, total))
             return total
 
         totals, hits = [], []
-        if many:
+        owners = [(c, maxe) for c, _j, maxe, *_ in entries]
+        if self._delta:  # every pair: its candidate's symmetric error plus the pair's corrections
+            for i, (c, j, _maxe, _r) in enumerate(pairs):
+                corr = self._correction_rows(m, i, p.hits_n[i], p.hits_t[i], p.scales)
+                totals.append(running(self._pair_width, [p.sum[c], p.carry[c], *corr],
+                                      f"err{c}_{j}", f"err_acc{c}_{j}"))
+            owners = [(c, maxe) for c, _j, maxe, _r in pairs]
+        elif many:
             for pi in range(len(entries)):
                 totals.append(running(self._error_width, [p.sum[pi], p.carry[pi]], f"err{pi}", f"err_acc{pi}"))
-        if self._hits:  # per candidate, the elements of each sign that round to |R| (code word: hit, sign, ...)
+        if self._hits and not self._delta:  # per candidate, each sign's elements rounding to |R| (word: hit, sign)
             cw = k.bit_length()
             for pi in range(len(entries)):
                 words = [p.codes[pi][n] for n in range(lanes)]
@@ -692,13 +736,6 @@ class EncodeUnit(wiring.Component):
                 neg = sum(wd[w] & wd[w - 1] for wd in words)
                 hits.append((running(cw, [pos], f"hits_pos{pi}", f"hits_pos_acc{pi}"),
                              running(cw, [neg], f"hits_neg{pi}", f"hits_neg_acc{pi}")))
-        owners = [(c, maxe) for c, _j, maxe, *_ in entries]
-        if self._delta:  # every pair's error from its candidate's symmetric error, hits and corrections
-            corr = [tuple(running(self._corr_width, [p.corr[pi][s]], f"corr{pi}_{s}", f"corr_acc{pi}_{s}")
-                          for s in range(2)) for pi in range(len(entries))]
-            totals = self._delta_errors(m, totals, hits, corr, p.scales)
-            owners = [(c, maxe) for c, _j, maxe, _r in pairs]
-            hits = []
         if self._scaled:  # compare error * u^2 exactly: shift by twice the unit above the least
             totals = self._scaled_keys(m, totals, p.scales, owners)
         if use_total:
@@ -712,7 +749,7 @@ class EncodeUnit(wiring.Component):
                          out_valid.eq(source.valid), source.ready.eq(out_ready)]
             sel = source.payload
             last_codes, scales, special = sel.codes, sel.scales, sel.special
-            totals = [sel.errs[i].as_signed() if self._delta else sel.errs[i] for i in range(len(totals))]
+            totals = [sel.errs[i] for i in range(len(totals))]
             hits = [(sel.hits[pi][0], sel.hits[pi][1]) for pi in range(len(hits))]
         else:
             m.d.comb += [out_valid.eq(valid & p.last), ready.eq(~p.last | out_ready)]
@@ -764,24 +801,6 @@ class EncodeUnit(wiring.Component):
         with m.Else():
             m.d.comb += [out.header.eq(hdr), out.codes.eq(cds)]
 
-    def _delta_errors(self, m: Module, sym: list[Value], hits: list[tuple[Value, Value]],
-                      corr: list[tuple[Value, Value]], scales) -> list[Signal]:
-        """Policy ``scaled``, one path per candidate: the error of every pair, in pair order: the candidate's
-        symmetric error plus, over the hits of the sign whose ``R`` the option lacks, ``n delta^2 + 2 delta S``
-        (``n`` hits, ``S`` their sum of ``t``; ``delta`` by the block's NanoMantissa; golden ``scaled_pair_keys``)."""
-        b = self.fmt.scale.mbits
-        kw = self._key_width
-        out = []
-        for c, j, maxe, _r in self._pairs:
-            man = scales[self._scale_groups.index(maxe)][:b]
-            side = 1 if j == self._option_pos[c] else 0  # the option with +R lacks -R: its negative hits
-            n, total = hits[c][side], corr[c][side].as_signed()
-            terms = [n * (d * d) + total * (2 * d) for d in self._delta_const[c]]
-            e = Signal(signed(kw), name=f"pair_err{c}_{j}")
-            m.d.comb += e.eq(sym[c] + (Array(terms)[man] if b else terms[0]))
-            out.append(e)
-        return out
-
     def _scaled_keys(self, m: Module, totals: list[Value], scales, owners: list[tuple[int, float]]) -> list[Signal]:
         """Policy ``scaled``: each pair's block error shifted left by twice its unit exponent (``field + t``)
         above the least of the block's pairs, so the keys compare as ``error * u^2`` (golden/select.py);
@@ -805,7 +824,7 @@ class EncodeUnit(wiring.Component):
         for pi, (t, u) in enumerate(zip(totals, units, strict=True)):
             delta = Signal(range(span + 1), name=f"unit_delta{pi}")
             m.d.comb += delta.eq(u - least)  # within [0, span] (golden scaled_unit_span)
-            key = Signal(signed(self._key_width) if self._delta else self._key_width, name=f"key{pi}")
+            key = Signal(self._key_width, name=f"key{pi}")
             m.d.comb += key.eq(t << (delta * 2))
             keys.append(key)
         return keys
