@@ -3,7 +3,7 @@
 against the MX encoder of the same element width, measured in one run, and the relative MSE of every
 policy on the all-MiniLM-L6-v2 weights and on a heavy-tailed activation-like tensor.
 
-Usage: .venv/bin/python benchmarks/bench_encoder.py [--formats nxfp4,nxfp6] [--policies exact,sq6,abs,hits,hits6]
+Usage: .venv/bin/python benchmarks/bench_encoder.py [--formats nxfp4,nxfp6] [--policies scaled,exact,sq6,abs,hits]
            [--lanes 8] [--jobs 2] [--area-skip nxfp6:abs]
            [--no-area] [--no-accuracy] [--cache DIR] [--out benchmarks/results/encoder.json]
 
