@@ -305,8 +305,8 @@ class EncodeUnit(wiring.Component):
             self._delta_const.append(deltas)
             self._below.append([int(v is not None and v < r) for v in mags])
             worst = max(worst, max(d * d + 2 * d * dmax for d in deltas))
-        # a slice's correction of one pair (signed), and a pair's block error: each element adds at most
-        # dmax^2, or dmax^2 + delta^2 + 2 delta dmax for a hit the pair cannot code (never below 0)
+        # a pair's block error: each element adds at most dmax^2, plus delta^2 + 2 delta dmax for a hit the
+        # pair cannot code (never below 0: dc^2 + delta^2 + 2 delta t >= (dc - delta)^2)
         self._pair_width = (k * (dmax * dmax + worst)).bit_length()
         self._hit_sum_width = (self.lanes * dmax).bit_length() + 1  # a slice's signed sum of t
         self._error_width = self._pair_width  # the carry-save words wrap modulo 2^width: the pairs' width
