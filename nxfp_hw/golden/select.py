@@ -54,6 +54,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -62,8 +63,8 @@ from ..formats import BlockFormat
 from .hw_metric import block_error_hw
 
 __all__ = ["DEFAULT_SELECT", "SCALED_FRAC_BITS", "SELECTIONS", "SELECT_POLICIES", "ScaledGeometry", "SelectError",
-           "SelectPolicy", "check_select", "quantize_blocks_hits", "quantize_blocks_scaled", "scaled_delta_plan",
-           "scaled_geometry", "scaled_pair_keys", "scaled_unit_span", "select_metric"]
+           "SelectPolicy", "check_select", "quantize_blocks_hits", "quantize_blocks_scaled", "scaled_delta_constants",
+           "scaled_delta_plan", "scaled_geometry", "scaled_pair_keys", "scaled_unit_span", "select_metric"]
 
 
 class SelectError(UserError, ValueError):
@@ -223,8 +224,6 @@ class ScaledGeometry:
 def scaled_geometry(fmt: BlockFormat, cand: int, frac_bits: int = SCALED_FRAC_BITS) -> ScaledGeometry:
     """The :class:`ScaledGeometry` of candidate ``cand`` of ``fmt`` (shared by the golden model and the
     RTL encoder, so both clip at the same widths)."""
-    from fractions import Fraction
-
     from .quantize import _round_table
 
     b = fmt.scale.mbits
@@ -260,19 +259,13 @@ def scaled_delta_plan(fmt: BlockFormat, frac_bits: int = SCALED_FRAC_BITS) -> tu
     metric's unit at every NanoMantissa value (so ``yf`` needs no floor there)."""
     if not fmt.recycling or fmt.recycle_options != 2:
         return None
-    from fractions import Fraction
-
     b = fmt.scale.mbits
     plan = []
-    for c, elem in enumerate(fmt.elements):
+    for c in range(len(fmt.elements)):
         rs = [float(r) for r in fmt.recycling[c]]
         if rs[0] != -rs[1] or fmt.max_element(c, 0) != fmt.max_element(c, 1):
             return None
-        r = Fraction(abs(rs[0]))
-        vals = elem.code_values()
-        mags = sorted({abs(Fraction(float(v))) for v in vals if np.isfinite(v)})
-        lo = max(v for v in mags if v < r)
-        hi = min((v for v in mags if v > r), default=None)
+        r, lo, hi = _recycled_neighbours(fmt, c)
         if hi is not None and hi - r != r - lo:
             return None
         top = scaled_geometry(fmt, c, frac_bits).top_exp
@@ -282,6 +275,30 @@ def scaled_delta_plan(fmt: BlockFormat, frac_bits: int = SCALED_FRAC_BITS) -> tu
                     return None
         plan.append((0, 1) if rs[0] > 0 else (1, 0))
     return tuple(plan)
+
+
+def _recycled_neighbours(fmt: BlockFormat, cand: int) -> tuple[Fraction, Fraction, Fraction | None]:
+    """``(|R|, the largest level below it, the smallest above it or None)`` of candidate ``cand`` (levels
+    without ``R``, option 0's ``R``)."""
+    r = Fraction(abs(float(fmt.recycling[cand][0])))
+    mags = sorted({abs(Fraction(float(v))) for v in fmt.elements[cand].code_values() if np.isfinite(v)})
+    return r, max(v for v in mags if v < r), min((v for v in mags if v > r), default=None)
+
+
+def scaled_delta_constants(fmt: BlockFormat, cand: int,
+                           frac_bits: int = SCALED_FRAC_BITS) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """For a format with a :func:`scaled_delta_plan`: candidate ``cand``'s ``delta`` in metric units at every
+    ``2^b + M`` (the distance from ``|R|`` to the levels without ``R`` next to it), and per magnitude code
+    (the positive half of the element codes) whether its level lies below ``|R|`` (0 for a non-finite code).
+    The RTL encoder builds its correction from these."""
+    b = fmt.scale.mbits
+    r, lo, _hi = _recycled_neighbours(fmt, cand)
+    unit = Fraction(2) ** (frac_bits - scaled_geometry(fmt, cand, frac_bits).top_exp - b)
+    deltas = tuple(int((r - lo) * p * unit) for p in range(1 << b, 1 << (b + 1)))
+    elem = fmt.elements[cand]
+    half = elem.code_values()[: 1 << (elem.width - 1)]
+    below = tuple(int(bool(np.isfinite(v)) and abs(Fraction(float(v))) < r) for v in half)
+    return deltas, below
 
 
 def scaled_unit_span(fmt: BlockFormat, frac_bits: int = SCALED_FRAC_BITS) -> int:

@@ -14,9 +14,6 @@ error hardware therefore scales with ``lanes``, not with ``k``.
 
 from __future__ import annotations
 
-from fractions import Fraction
-
-import numpy as np
 from amaranth.hdl import Array, C, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -27,6 +24,7 @@ from ..golden.select import (
     DEFAULT_SELECT,
     SELECT_POLICIES,
     check_select,
+    scaled_delta_constants,
     scaled_delta_plan,
     scaled_geometry,
     scaled_unit_span,
@@ -289,21 +287,14 @@ class EncodeUnit(wiring.Component):
         candidate ``delta[P]``, the distance in metric units between ``|R|`` and the levels without ``R`` next
         to it at ``2^b + M = P``, and per magnitude code without ``R`` whether its level lies below ``|R|``."""
         fmt = self.fmt
-        F = self._policy.frac_bits
-        b = fmt.scale.mbits
         k = fmt.k
         self._delta_const, self._below = [], []
         dmax = (1 << self._d_width) - 1
         worst = 0
-        for c, elem in enumerate(fmt.elements):
-            r = Fraction(abs(float(fmt.recycling[c][0])))
-            vals = elem.code_values()
-            mags = [Fraction(float(abs(v))) if np.isfinite(v) else None for v in vals[: 1 << (elem.width - 1)]]
-            lo = max(v for v in mags if v is not None and v < r)
-            unit = Fraction(2) ** (F - scaled_geometry(fmt, c, F).top_exp - b)
-            deltas = [int((r - lo) * p * unit) for p in range(1 << b, 1 << (b + 1))]
+        for c in range(len(fmt.elements)):
+            deltas, below = scaled_delta_constants(fmt, c, self._policy.frac_bits)
             self._delta_const.append(deltas)
-            self._below.append([int(v is not None and v < r) for v in mags])
+            self._below.append(below)
             worst = max(worst, max(d * d + 2 * d * dmax for d in deltas))
         # a pair's block error: each element adds at most dmax^2, plus delta^2 + 2 delta dmax for a hit the
         # pair cannot code (never below 0: dc^2 + delta^2 + 2 delta t >= (dc - delta)^2)
