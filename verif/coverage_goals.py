@@ -542,11 +542,10 @@ def _block_choosing_pair(fmt: BlockFormat, cand: int, option: int, rng: np.rando
     from .vectors import ENCODE_INPUTS
 
     k = fmt.k
-    table = fmt.element_table(cand, option)
-    elem = fmt.elements[cand]
-    usable = np.array([i for i in range(table.size) if np.isfinite(table[i])
-                       and not (elem.is_int and i == 1 << (elem.width - 1))])
-    recycled = elem.negative_zero_code if fmt.recycling else None
+    from nxfp_hw.golden.quantize import _round_table
+
+    usable = _round_table(fmt, cand, option).codes  # the codes the quantizer can produce for this pair
+    recycled = fmt.elements[cand].negative_zero_code if fmt.recycling else None
     sv = fmt.scale.code_values()
     finite = np.flatnonzero(np.isfinite(sv[: fmt.scale.max_code + 1]) & (sv[: fmt.scale.max_code + 1] > 2.0**-100)
                             & (sv[: fmt.scale.max_code + 1] < 2.0**100))
