@@ -64,7 +64,9 @@ def test_default_policy_configuration():
     single-pair (MX) encoders keep the ``hw`` configuration they always had."""
     dut = EncodeUnit(PRESETS["nxfp4"], lanes=8)
     assert dut.select == DEFAULT_SELECT == "scaled"
-    assert "select" not in dut.config and dut.config["metric"] == "hw-scaled" and dut.config["metric_frac_bits"] == 9
+    assert "select" not in dut.config and dut.config["metric"] == "hw-scaled" and dut.config["metric_frac_bits"] == 7
+    # F = element width + 3 (docs/encoder.md): 8 for nxfp5's 5-bit elements, 9 for nxfp6's 6-bit ones
+    assert [EncodeUnit(PRESETS[f], lanes=8).config["metric_frac_bits"] for f in ("nxfp5", "nxfp6")] == [8, 9]
     assert EncodeUnit(PRESETS["nxfp4"], lanes=8, select="scaled").module_name == dut.module_name
     exact = EncodeUnit(PRESETS["nxfp4"], lanes=8, select="exact")
     assert exact.module_name == dut.module_name + "_sexact" and exact.config["metric"] == "hw"
@@ -100,7 +102,7 @@ def test_scaled_reference(name):
     scale's units plus, for each option, the hits it cannot code (``delta^2 + 2 delta t``); least ``E u^2``."""
     from fractions import Fraction
 
-    from nxfp_hw.golden.select import SCALED_FRAC_BITS, scaled_delta_plan, scaled_geometry
+    from nxfp_hw.golden.select import scaled_delta_plan, scaled_geometry
 
     rng = rng_for(f"test_scaled_reference[{name}]")
     fmt = PRESETS[name]
@@ -108,7 +110,7 @@ def test_scaled_reference(name):
     x = np.concatenate([random_blocks(fmt, rng, 40), directed_blocks(fmt, rng)[8:12]]).astype(np.float64)
     x = x[np.all(np.isfinite(x), axis=1)]
     q = quantize(x, fmt, metric="hw-scaled")
-    F = SCALED_FRAC_BITS
+    F = fmt.element_width + 3  # docs/encoder.md: F is the element width plus 3
     for b in range(x.shape[0]):
         best = None
         for c in range(len(fmt.elements)):

@@ -31,13 +31,14 @@ choice, named for the CLI (``--select``) and for :class:`nxfp_hw.rtl.encode.Enco
     The least fixed-point squared error over every pair, like ``exact``, but each pair's error is
     measured in its own scale's units instead of the block's largest input's: with ``e`` the
     exponent of the pair's scale (``field - bias_s``) and ``t`` that of the candidate's largest
-    magnitude (``floor(log2 max_elem)``), the unit is ``u = 2^(e + t - F)`` (``F = 9``),
+    magnitude (``floor(log2 max_elem)``), the unit is ``u = 2^(e + t - F)`` with ``F`` the element width
+    plus 3 (:func:`scaled_frac_bits`: 7 for nxfp4, 8 for nxfp5, 9 for nxfp6),
     ``xf = min(floor(|x| / u), 2^Wx - 1)``, ``yf = floor(|X*q| / u)``, ``D = min(|xf - yf|, 2^Wd - 1)``
     and the pair's error ``sum D^2`` in units ``u^2``; pairs are compared exactly on ``error * u^2``
     (ties to the lowest selector, then option). ``Wx`` and ``Wd`` (:func:`scaled_geometry`) only clip
     elements beyond the top level (a block whose scale saturates). Hardware: ``xf`` is the rounding's
     own aligned value (no per-element shifter), ``yf`` a constant shift of ``level * (2^b + M)``, and
-    ``|D|`` is narrow (8 bits for nxfp4 instead of 10). Where the recycling options are ``+r``/``-r``
+    ``|D|`` is narrow (6 bits for nxfp4 instead of 10). Where the recycling options are ``+r``/``-r``
     (:func:`scaled_delta_plan`: every preset) one error path per candidate serves both options: the error
     of the *symmetric* rounding (each element rounded as by the option whose ``R`` has its sign) plus, for
     each element rounding to ``|R|`` with the sign whose ``R`` the option lacks, ``delta^2 + 2 delta t``
@@ -64,7 +65,8 @@ from .hw_metric import block_error_hw
 
 __all__ = ["DEFAULT_SELECT", "SCALED_FRAC_BITS", "SELECTIONS", "SELECT_POLICIES", "ScaledGeometry", "SelectError",
            "SelectPolicy", "check_select", "quantize_blocks_hits", "quantize_blocks_scaled", "scaled_delta_constants",
-           "scaled_delta_plan", "scaled_geometry", "scaled_pair_keys", "scaled_unit_span", "select_metric"]
+           "scaled_delta_plan", "scaled_frac_bits", "scaled_geometry", "scaled_pair_keys", "scaled_unit_span",
+           "select_metric"]
 
 
 class SelectError(UserError, ValueError):
@@ -76,7 +78,8 @@ class SelectPolicy:
     """One documented way to choose a block's (candidate, recycling option) pair (module doc).
 
     ``metric``: the golden name (``quantize(..., metric=...)``); ``error``: ``"square"`` or ``"abs"``;
-    ``frac_bits``: ``F`` of the fixed-point metric; ``recycling``: ``"error"`` (every option measured)
+    ``frac_bits``: ``F`` of the fixed-point metric (``None``: by format, :meth:`frac_bits_for`); ``recycling``:
+    ``"error"`` (every option measured)
     or ``"hits"`` (the option from the count of elements rounding to ``R``); ``units``: ``"block"`` (the
     unit ``2^(A - F)`` of the block's largest input, :mod:`.hw_metric`) or ``"scale"`` (each pair's own
     scale, policy ``scaled``)."""
@@ -84,14 +87,27 @@ class SelectPolicy:
     name: str
     metric: str
     error: str
-    frac_bits: int
+    frac_bits: int | None
     recycling: str
     summary: str
     units: str = "block"
 
+    def frac_bits_for(self, fmt: BlockFormat) -> int:
+        """``F`` of this policy on ``fmt``: fixed, or (policy ``scaled``) :func:`scaled_frac_bits`."""
+        return scaled_frac_bits(fmt) if self.frac_bits is None else self.frac_bits
 
-#: ``F`` of policy ``scaled`` (docs/encoder.md: 9 keeps nxfp6 within 0.2 % of the float64 choice; 8 costs 0.9 %).
+
+#: ``F`` of policy ``scaled`` is the element width plus this (docs/encoder.md "The default metric": every preset
+#: stays within 0.5 % of the float64 choice on both measured tensors; one bit fewer costs up to 3 %).
+SCALED_GUARD_BITS = 3
+#: ``F`` of policy ``scaled`` on 6-bit elements (nxfp6), kept for callers of the earlier fixed ``F``.
 SCALED_FRAC_BITS = 9
+
+
+def scaled_frac_bits(fmt: BlockFormat) -> int:
+    """``F`` of policy ``scaled`` on ``fmt``: its element width plus :data:`SCALED_GUARD_BITS` (7 for nxfp4,
+    8 for nxfp5, 9 for nxfp6). Narrower elements have coarser levels, so their errors need fewer bits."""
+    return fmt.element_width + SCALED_GUARD_BITS
 
 SELECT_POLICIES: dict[str, SelectPolicy] = {
     p.name: p for p in (
@@ -105,9 +121,9 @@ SELECT_POLICIES: dict[str, SelectPolicy] = {
                      "squared error (F=8) of its symmetric rounding"),
         SelectPolicy("hits6", "hw-hits6", "square", 6, "hits", "hits with F=6 fraction bits"),
         SelectPolicy("hits-abs", "hw-hits-abs", "abs", 8, "hits", "hits with the sum of |error| (F=8, no squarer)"),
-        SelectPolicy("scaled", "hw-scaled", "square", SCALED_FRAC_BITS, "error",
-                     f"least squared error over every pair, each in its own scale's units (F={SCALED_FRAC_BITS} "
-                     "bits below the candidate's top level)", units="scale"),
+        SelectPolicy("scaled", "hw-scaled", "square", None, "error",
+                     f"least squared error over every pair, each in its own scale's units (F = element width + "
+                     f"{SCALED_GUARD_BITS} bits below the candidate's top level)", units="scale"),
     )
 }
 #: The policy of a unit built without ``select`` (docs/encoder.md says why): as accurate as ``exact`` (better on
@@ -221,9 +237,10 @@ class ScaledGeometry:
 
 
 @functools.lru_cache(maxsize=64)
-def scaled_geometry(fmt: BlockFormat, cand: int, frac_bits: int = SCALED_FRAC_BITS) -> ScaledGeometry:
+def scaled_geometry(fmt: BlockFormat, cand: int, frac_bits: int | None = None) -> ScaledGeometry:
     """The :class:`ScaledGeometry` of candidate ``cand`` of ``fmt`` (shared by the golden model and the
     RTL encoder, so both clip at the same widths)."""
+    frac_bits = scaled_frac_bits(fmt) if frac_bits is None else frac_bits
     from .quantize import _round_table
 
     b = fmt.scale.mbits
@@ -250,13 +267,14 @@ def scaled_geometry(fmt: BlockFormat, cand: int, frac_bits: int = SCALED_FRAC_BI
     return ScaledGeometry(frac, width, top_exp, shift, width + shift, d_width)
 
 
-def scaled_delta_plan(fmt: BlockFormat, frac_bits: int = SCALED_FRAC_BITS) -> tuple[tuple[int, int], ...] | None:
+def scaled_delta_plan(fmt: BlockFormat, frac_bits: int | None = None) -> tuple[tuple[int, int], ...] | None:
     """Whether policy ``scaled`` measures the recycling options of every candidate from one symmetric
     rounding plus a correction (module doc, "one error path per candidate"): per candidate ``(option with
     +R, option with -R)``, or ``None`` (every pair measured on its own). It applies when every candidate
     has two options ``+r``/``-r`` of one ``max_elem``, the levels without ``R`` next to ``|R|`` lie at one
     distance (or ``|R|`` is above the top level), and ``|R|`` and those levels are whole numbers of the
     metric's unit at every NanoMantissa value (so ``yf`` needs no floor there)."""
+    frac_bits = scaled_frac_bits(fmt) if frac_bits is None else frac_bits
     if not fmt.recycling or fmt.recycle_options != 2:
         return None
     b = fmt.scale.mbits
@@ -286,11 +304,12 @@ def _recycled_neighbours(fmt: BlockFormat, cand: int) -> tuple[Fraction, Fractio
 
 
 def scaled_delta_constants(fmt: BlockFormat, cand: int,
-                           frac_bits: int = SCALED_FRAC_BITS) -> tuple[tuple[int, ...], tuple[int, ...]]:
+                           frac_bits: int | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """For a format with a :func:`scaled_delta_plan`: candidate ``cand``'s ``delta`` in metric units at every
     ``2^b + M`` (the distance from ``|R|`` to the levels without ``R`` next to it), and per magnitude code
     (the positive half of the element codes) whether its level lies below ``|R|`` (0 for a non-finite code).
     The RTL encoder builds its correction from these."""
+    frac_bits = scaled_frac_bits(fmt) if frac_bits is None else frac_bits
     b = fmt.scale.mbits
     r, lo, _hi = _recycled_neighbours(fmt, cand)
     unit = Fraction(2) ** (frac_bits - scaled_geometry(fmt, cand, frac_bits).top_exp - b)
@@ -301,11 +320,12 @@ def scaled_delta_constants(fmt: BlockFormat, cand: int,
     return deltas, below
 
 
-def scaled_unit_span(fmt: BlockFormat, frac_bits: int = SCALED_FRAC_BITS) -> int:
+def scaled_unit_span(fmt: BlockFormat, frac_bits: int | None = None) -> int:
     """The largest difference, over every finite block, between the unit exponents of two pairs of
     policy ``scaled`` (``field + t``: the hardware shifts a pair's error left by twice its difference
     to the least before comparing). Exact: the scale codes change only at the rule's thresholds, and
     every threshold and its float neighbours are tried."""
+    frac_bits = scaled_frac_bits(fmt) if frac_bits is None else frac_bits
     from .quantize import _round_table, _scale_ceil, _scale_ocp
 
     sf = fmt.scale
@@ -323,12 +343,13 @@ def scaled_unit_span(fmt: BlockFormat, frac_bits: int = SCALED_FRAC_BITS) -> int
     return int(np.max(units - units.min(axis=0)))
 
 
-def scaled_pair_keys(fmt: BlockFormat, x: np.ndarray, frac_bits: int = SCALED_FRAC_BITS
+def scaled_pair_keys(fmt: BlockFormat, x: np.ndarray, frac_bits: int | None = None
                      ) -> tuple[np.ndarray, list[np.ndarray], list[np.ndarray], np.ndarray]:
     """Policy ``scaled`` on blocks ``x`` float64 ``(n, k)``, every (candidate, option) pair in selection order:
     ``(keys, headers, codes, bad)``: ``keys`` ``(n, pairs)`` float64 holding the exact integers
     ``error * 4^(unit - least unit)`` (below ``2^53``), per pair its headers ``(n,)`` and codes ``(n, k)``,
     and ``bad`` the blocks holding NaN or Inf (their keys are meaningless)."""
+    frac_bits = scaled_frac_bits(fmt) if frac_bits is None else frac_bits
     from .quantize import _round_table, _round_to_table, _scale_ceil, _scale_ocp
 
     if fmt.rule == "search":
@@ -388,10 +409,11 @@ def scaled_pair_keys(fmt: BlockFormat, x: np.ndarray, frac_bits: int = SCALED_FR
 
 
 def quantize_blocks_scaled(fmt: BlockFormat, x: np.ndarray,
-                           frac_bits: int = SCALED_FRAC_BITS) -> tuple[np.ndarray, np.ndarray]:
+                           frac_bits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Policy ``scaled`` on blocks ``x`` float64 ``(n, k)``: ``(headers (n,), codes (n, k))`` int64 (module
     doc): every pair rounded as spec 5.2-5.3 ask, its error in its own scale's units, the least
     ``error * u^2`` wins, ties to the lowest selector, then option."""
+    frac_bits = scaled_frac_bits(fmt) if frac_bits is None else frac_bits
     keys, headers, codes, bad = scaled_pair_keys(fmt, x, frac_bits)
     best = np.argmin(keys, axis=1)  # the first of the least: ties to the lowest selector, then option
     rows = np.arange(x.shape[0])

@@ -114,10 +114,12 @@ class EncodeUnit(wiring.Component):
             check_select(select, fmt, argument="select")
         self.select = select or DEFAULT_SELECT
         self._policy = SELECT_POLICIES[self.select]
+        self._frac_bits = self._policy.frac_bits_for(fmt)
         self._plan()
         many = len(self._pairs) > 1
         if not many:  # nothing to select: the single-pair encoders keep the configuration they always had
             self._policy = SELECT_POLICIES["exact"]
+            self._frac_bits = self._policy.frac_bits_for(fmt)
             self._plan()
         self.pipeline_positions = ENCODE_POSITIONS if many else ENCODE_POSITIONS_ONE_PAIR
         preference = tuple(p for p in ENCODE_PREFERENCE if p in self.pipeline_positions)
@@ -127,10 +129,10 @@ class EncodeUnit(wiring.Component):
         self.input = input
         self.pipeline = self.cuts
         self.latency = fmt.k // lanes + len(self.cuts)
-        self.metric_frac_bits = self._policy.frac_bits
+        self.metric_frac_bits = self._frac_bits
         self.config = {
             "unit": "encode", "format": fmt.to_string(), "lanes": lanes, "input": input,
-            "pipeline": list(self.cuts), "metric": self._policy.metric, "metric_frac_bits": self._policy.frac_bits,
+            "pipeline": list(self.cuts), "metric": self._policy.metric, "metric_frac_bits": self._frac_bits,
         }
         tag = ""
         if self.select != DEFAULT_SELECT:  # a policy other than the default is named in the module and config
@@ -146,7 +148,7 @@ class EncodeUnit(wiring.Component):
 
     def _layouts(self) -> None:
         fmt, lanes = self.fmt, self.lanes
-        F = self._policy.frac_bits
+        F = self._frac_bits
         npairs, ngroups = len(self._entries), len(self._scale_groups)
         many = len(self._pairs) > 1
         in_width = ENCODE_INPUTS[self.input]
@@ -169,23 +171,25 @@ class EncodeUnit(wiring.Component):
         common = {"scales": scales, "special": 1, "last": 1}
         codes = data.ArrayLayout(data.ArrayLayout(self._code_width, lanes), npairs)
         # After the alignment shifts: per rounding group and lane y, sticky, overflow (spec 5.3).
+        # (policy scaled: y keeps the metric's extra fraction bits, so y is also xf, derived after the register)
         align = dict(common, sign=data.ArrayLayout(1, lanes))
-        for gi, (_, width, _) in enumerate(self._round_groups.values()):
-            align[f"y{gi}"] = data.ArrayLayout(width, lanes)
+        for gi, ((c, _), (_, width, _)) in enumerate(self._round_groups.items()):
+            align[f"y{gi}"] = data.ArrayLayout(width + self._extra_bits(c), lanes)
             align[f"sticky{gi}"] = data.ArrayLayout(1, lanes)
             align[f"ovf{gi}"] = data.ArrayLayout(1, lanes)
-        if many and self._scaled:  # |x| in each rounding group's metric units (policy scaled)
-            align["xf"] = data.ArrayLayout(data.ArrayLayout(self._xf_width, lanes), len(self._round_groups))
-        elif many:  # |x| in metric units and each pair's shift of its levels to them (spec 5.4)
+        if many and not self._scaled:  # |x| in metric units and each pair's shift of its levels to them (spec 5.4)
             align["xf"] = data.ArrayLayout(F + 1, lanes)
             align["align"] = data.ArrayLayout(signed(12), npairs)
         self._align_layout = data.StructLayout(align)
         rounded = dict(common, codes=codes)
-        if many:
+        if many and self._scaled:  # |x| in each rounding group's metric units; the levels follow from the codes
+            rounded["xf"] = data.ArrayLayout(data.ArrayLayout(self._xf_width, lanes), len(self._round_groups))
+            if not self._delta:
+                rounded["levels"] = data.ArrayLayout(data.ArrayLayout(self._level_width, lanes), npairs)
+        elif many:
             rounded["levels"] = data.ArrayLayout(data.ArrayLayout(self._level_width, lanes), npairs)
             rounded["xf"] = align["xf"]
-            if not self._scaled:
-                rounded["align"] = data.ArrayLayout(signed(12), npairs)
+            rounded["align"] = data.ArrayLayout(signed(12), npairs)
         self._rounded_layout = data.StructLayout(rounded)
         if many:
             ew = self._error_width  # the block accumulator's width: sum + carry wraps modulo 2^ew only
@@ -229,14 +233,14 @@ class EncodeUnit(wiring.Component):
         for (c, maxe), rs in rgroups.items():
             frac = max(magnitude_table(fmt, c, r).frac for r in rs)
             if self._scaled:  # the candidate's geometry, shared with the golden model (golden/select.py)
-                frac = scaled_geometry(fmt, c, self._policy.frac_bits).frac
+                frac = scaled_geometry(fmt, c, self._frac_bits).frac
             tabs = {r: magnitude_table(fmt, c, r, frac) for r in rs}
             width = max(
                 ((1 << fmt.scale.mbits) + mv) * mid
                 for t in tabs.values() for mid in t.mids for mv in range(1 << fmt.scale.mbits)
             ).bit_length()
             if self._scaled:
-                geo = scaled_geometry(fmt, c, self._policy.frac_bits)
+                geo = scaled_geometry(fmt, c, self._frac_bits)
                 if width > geo.width:
                     raise ValueError(f"format {fmt.label}: select 'scaled' is not supported in hardware for "
                                      f"candidate {fmt.elements[c].name} (rounding width {width} > {geo.width})")
@@ -253,17 +257,17 @@ class EncodeUnit(wiring.Component):
         rounding: ``|R|`` on both signs), whose codes carry the code without ``R`` and a hit bit."""
         fmt, pol = self.fmt, self._policy
         # scaled with a delta plan: one symmetric error path per candidate, the options' errors corrected
-        self._delta_plan = scaled_delta_plan(fmt, pol.frac_bits) if self._scaled else None
+        self._delta_plan = scaled_delta_plan(fmt, self._frac_bits) if self._scaled else None
         self._delta = self._delta_plan is not None
         self._hits = (pol.recycling == "hits" and len(self._pairs) > 1) or self._delta  # symmetric entries
-        self._error_width = hw_error_width(fmt.k, pol.frac_bits, pol.error)
-        self._d_width = pol.frac_bits + 2  # |D| <= 2^(F+1)
+        self._error_width = hw_error_width(fmt.k, self._frac_bits, pol.error)
+        self._d_width = self._frac_bits + 2  # |D| <= 2^(F+1)
         if self._scaled:  # |D| saturates at 2^Wd - 1; pairs compare on error << 2 (unit - least unit)
-            geos = [scaled_geometry(fmt, c, pol.frac_bits) for c in range(len(fmt.elements))]
+            geos = [scaled_geometry(fmt, c, self._frac_bits) for c in range(len(fmt.elements))]
             self._d_width = max(g.d_width for g in geos)
             self._xf_width = max(g.x_width for g in geos)
             self._error_width = 2 * self._d_width + (fmt.k - 1).bit_length()
-            self._unit_span = scaled_unit_span(fmt, pol.frac_bits)
+            self._unit_span = scaled_unit_span(fmt, self._frac_bits)
             self._key_width = self._error_width + 2 * self._unit_span
             if self._delta:
                 self._plan_delta()
@@ -292,7 +296,7 @@ class EncodeUnit(wiring.Component):
         dmax = (1 << self._d_width) - 1
         worst = 0
         for c in range(len(fmt.elements)):
-            deltas, below = scaled_delta_constants(fmt, c, self._policy.frac_bits)
+            deltas, below = scaled_delta_constants(fmt, c, self._frac_bits)
             self._delta_const.append(deltas)
             self._below.append(below)
             worst = max(worst, max(d * d + 2 * d * dmax for d in deltas))
@@ -456,7 +460,7 @@ class EncodeUnit(wiring.Component):
         metric's units; pair ``pi``'s levels by ``palign[pi]`` (``shift_floor`` with ``lo = -prod``)."""
         sf = self.fmt.scale
         b = sf.mbits
-        F = self._policy.frac_bits
+        F = self._frac_bits
         field = [s[b:] for s in scales]
         ef_top = Signal(signed(10), name="ef_top")  # max(ef_amax, 1): alignment exponent + 127
         m.d.comb += ef_top.eq(Mux(ef == 0, 1, ef))
@@ -479,7 +483,7 @@ class EncodeUnit(wiring.Component):
         bits; with several pairs also ``xf = floor(|x| * 2^(F - A))`` and each pair's shift from its
         levels to the metric's units (spec 5.4); the per-block constants come with the slice
         (:meth:`_block_constants`)."""
-        F = self._policy.frac_bits
+        F = self._frac_bits
         many = len(self._pairs) > 1
         m.d.comb += [p.scales.eq(s["scales"]), p.special.eq(s["special"]), p.last.eq(s["last"])]
         elems = []
@@ -498,20 +502,14 @@ class EncodeUnit(wiring.Component):
             for n, (e, sig) in enumerate(elems):
                 y, sticky, ovf = shift_floor(m, sig, e + s["kshift"][gi], lo=-24, hi=width + extra,
                                              width=width + extra, name=f"y{c}_{g}_{n}", biased=True)
-                if extra:
-                    sticky = sticky | y[:extra].any()
-                m.d.comb += [p[f"y{gi}"][n].eq(y[extra:]), p[f"sticky{gi}"][n].eq(sticky), p[f"ovf{gi}"][n].eq(ovf)]
-                if many and self._scaled:  # xf = min(floor(|x| / u), 2^Wx - 1) (golden/select.py)
-                    geo = scaled_geometry(self.fmt, c, F)
-                    xf = y if geo.shift >= 0 else y[-geo.shift:]
-                    m.d.comb += p.xf[gi][n].eq(Mux(ovf, (1 << geo.x_width) - 1, xf))
+                m.d.comb += [p[f"y{gi}"][n].eq(y), p[f"sticky{gi}"][n].eq(sticky), p[f"ovf{gi}"][n].eq(ovf)]
         if many and not self._scaled:
             m.d.comb += p.align.eq(s["palign"])
 
     def _extra_bits(self, c: int) -> int:
         """Fraction bits the alignment of candidate ``c`` keeps beyond its rounding's: policy ``scaled``
         measures ``|x|`` on ``shift`` more bits (:func:`~nxfp_hw.golden.select.scaled_geometry`)."""
-        return max(scaled_geometry(self.fmt, c, self._policy.frac_bits).shift, 0) if self._scaled else 0
+        return max(scaled_geometry(self.fmt, c, self._frac_bits).shift, 0) if self._scaled else 0
 
     def _round(self, m: Module, a, p) -> None:
         """Rounding of one aligned slice (spec 5.3): per magnitude table and NanoMantissa value a
@@ -524,15 +522,20 @@ class EncodeUnit(wiring.Component):
         many = len(self._pairs) > 1
         man = [a.scales[g][:b] for g in range(len(self._scale_groups))]
         m.d.comb += [p.scales.eq(a.scales), p.special.eq(a.special), p.last.eq(a.last)]
-        if many:
-            m.d.comb += p.xf.eq(a.xf)
-            if not self._scaled:
-                m.d.comb += p.align.eq(a.align)
+        if many and not self._scaled:
+            m.d.comb += [p.xf.eq(a.xf), p.align.eq(a.align)]
         idx = {}
         for gi, ((c, maxe), (_, _, tabs)) in enumerate(self._round_groups.items()):
             g = self._scale_groups.index(maxe)
+            extra = self._extra_bits(c)
             for n in range(self.lanes):
                 y, sticky, ovf = a[f"y{gi}"][n], a[f"sticky{gi}"][n], a[f"ovf{gi}"][n]
+                if many and self._scaled:  # xf = min(floor(|x| / u), 2^Wx - 1) (golden/select.py)
+                    geo = scaled_geometry(fmt, c, self._frac_bits)
+                    xf = y if geo.shift >= 0 else y[-geo.shift:]
+                    m.d.comb += p.xf[gi][n].eq(Mux(ovf, (1 << geo.x_width) - 1, xf))
+                if extra:  # the rounding's own bits; the metric's extra ones count as sticky
+                    y, sticky = y[extra:], sticky | y[:extra].any()
                 for ti, (r, tab) in enumerate(tabs.items()):
                     tag = "n" if r is None else f"r{ti}"
                     idx[(c, maxe, r, n)] = round_index(m, y, sticky, ovf, man[g], b, tab, name=f"idx{c}_{g}_{tag}_{n}")
@@ -552,7 +555,7 @@ class EncodeUnit(wiring.Component):
                     pos_code = _rom(t_pos.codes, fmt.element_width, i_pos)
                     neg_code = _rom(self._neg_codes(c, t_neg.codes, t_neg.r_index), fmt.element_width, i_neg)
                     m.d.comb += p.codes[pi][n].eq(Mux(sign, neg_code, pos_code))
-                if many:
+                if many and not self._delta:  # (with a delta plan the levels follow from the codes: _level)
                     m.d.comb += p.levels[pi][n].eq(
                         Mux(sign, _rom(t_neg.levels, lw, i_neg), _rom(t_pos.levels, lw, i_pos)))
 
@@ -560,7 +563,7 @@ class EncodeUnit(wiring.Component):
         """Each pair's rounded magnitudes in the metric's units, ``yf = floor(level * (2^b + M) * 2^align)``,
         and ``|D| = |xf - yf|`` (spec 5.4, docs/encoder.md)."""
         b = self.fmt.scale.mbits
-        F = self._policy.frac_bits
+        F = self._frac_bits
         m.d.comb += [p.scales.eq(r.scales), p.special.eq(r.special), p.last.eq(r.last), p.codes.eq(r.codes)]
         if self._scaled:
             self._diff_scaled(m, r, p)
@@ -583,12 +586,12 @@ class EncodeUnit(wiring.Component):
         b = fmt.scale.mbits
         groups = list(self._round_groups)
         for pi, (c, _j, maxe, _rp, _rn) in enumerate(self._entries):
-            geo = scaled_geometry(fmt, c, self._policy.frac_bits)
+            geo = scaled_geometry(fmt, c, self._frac_bits)
             man = r.scales[self._scale_groups.index(maxe)][:b]
             gi = groups.index((c, maxe))
             top = (1 << geo.d_width) - 1
             for n in range(self.lanes):
-                lv = r.levels[pi][n]
+                lv = self._level(c, maxe, r.codes[pi][n]) if self._delta else r.levels[pi][n]
                 prod = Signal(len(lv) + b + 1, name=f"xq{pi}_{n}")
                 m.d.comb += prod.eq(lv * Cat(man, C(1, 1)) if b else lv)
                 yf = prod << geo.shift if geo.shift >= 0 else prod[-geo.shift:]
@@ -599,6 +602,19 @@ class EncodeUnit(wiring.Component):
                 m.d.comb += p.dabs[pi][n].eq(Mux(d > top, top, d))
                 if self._delta:
                     m.d.comb += p.dneg[pi][n].eq(xf < yf)
+
+    def _level(self, c: int, maxe: float, word: Value) -> Value:
+        """The level of the symmetric rounding (``|R|`` on both signs) from its code word (the code without
+        ``R`` and the hit bit): ``|R|`` for a hit, else the level of the magnitude code. (The table with
+        ``|R|`` refines the one without: an element that does not round to ``|R|`` rounds to the same level
+        in both.)"""
+        w = self.fmt.element_width
+        tabs = self._round_groups[(c, maxe)][2]
+        t_none, t_r = tabs[None], tabs[next(r for r in tabs if r is not None)]
+        by_mag = [0] * (1 << (w - 1))
+        for code, level in zip(t_none.codes, t_none.levels, strict=True):
+            by_mag[code & ((1 << (w - 1)) - 1)] = level
+        return Mux(word[w], t_r.levels[t_r.r_index], _rom(by_mag, self._level_width, word[: w - 1]))
 
     def _square(self, m: Module, y, p) -> None:
         """``D^2`` as the folded squarer's rows, the rows of all lanes of a pair reduced by carry-save
@@ -803,7 +819,7 @@ class EncodeUnit(wiring.Component):
         for pi, (c, maxe) in enumerate(owners):
             u = Signal(sf.width + 4, name=f"unit{pi}")
             m.d.comb += u.eq(scales[self._scale_groups.index(maxe)][b:] +
-                             scaled_geometry(fmt, c, self._policy.frac_bits).top_exp)
+                             scaled_geometry(fmt, c, self._frac_bits).top_exp)
             units.append(u)
         least = units[0]
         for i, u in enumerate(units[1:], 1):
