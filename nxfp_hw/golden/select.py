@@ -63,10 +63,10 @@ from ..errors import UserError
 from ..formats import BlockFormat
 from .hw_metric import block_error_hw
 
-__all__ = ["DEFAULT_SELECT", "SCALED_FRAC_BITS", "SELECTIONS", "SELECT_POLICIES", "ScaledGeometry", "SelectError",
-           "SelectPolicy", "check_select", "quantize_blocks_hits", "quantize_blocks_scaled", "scaled_delta_constants",
-           "scaled_delta_plan", "scaled_frac_bits", "scaled_geometry", "scaled_pair_keys", "scaled_unit_span",
-           "select_metric"]
+__all__ = ["DEFAULT_SELECT", "SCALED_FRAC_BITS", "SCALED_GUARD_BITS", "SELECTIONS", "SELECT_POLICIES", "ScaledGeometry",
+           "SelectError", "SelectPolicy", "check_select", "quantize_blocks_hits", "quantize_blocks_scaled",
+           "scale_fields", "scaled_delta_constants", "scaled_delta_plan", "scaled_frac_bits", "scaled_geometry",
+           "scaled_pair_keys", "scaled_unit_span", "select_metric"]
 
 
 class SelectError(UserError, ValueError):
@@ -78,11 +78,10 @@ class SelectPolicy:
     """One documented way to choose a block's (candidate, recycling option) pair (module doc).
 
     ``metric``: the golden name (``quantize(..., metric=...)``); ``error``: ``"square"`` or ``"abs"``;
-    ``frac_bits``: ``F`` of the fixed-point metric (``None``: by format, :meth:`frac_bits_for`); ``recycling``:
-    ``"error"`` (every option measured)
-    or ``"hits"`` (the option from the count of elements rounding to ``R``); ``units``: ``"block"`` (the
-    unit ``2^(A - F)`` of the block's largest input, :mod:`.hw_metric`) or ``"scale"`` (each pair's own
-    scale, policy ``scaled``)."""
+    ``frac_bits``: ``F`` of the fixed-point metric (``None``: by format, :meth:`frac_bits_for`);
+    ``recycling``: ``"error"`` (every option measured) or ``"hits"`` (the option from the count of elements
+    rounding to ``R``); ``units``: ``"block"`` (the unit ``2^(A - F)`` of the block's largest input,
+    :mod:`.hw_metric`) or ``"scale"`` (each pair's own scale, policy ``scaled``)."""
 
     name: str
     metric: str
@@ -320,26 +319,33 @@ def scaled_delta_constants(fmt: BlockFormat, cand: int,
     return deltas, below
 
 
-def scaled_unit_span(fmt: BlockFormat, frac_bits: int | None = None) -> int:
-    """The largest difference, over every finite block, between the unit exponents of two pairs of
-    policy ``scaled`` (``field + t``: the hardware shifts a pair's error left by twice its difference
-    to the least before comparing). Exact: the scale codes change only at the rule's thresholds, and
-    every threshold and its float neighbours are tried."""
-    frac_bits = scaled_frac_bits(fmt) if frac_bits is None else frac_bits
+def scale_fields(fmt: BlockFormat, pairs: list[tuple[int, int]]) -> np.ndarray:
+    """The scale exponent fields (``code >> mbits``) the scale rule gives the (candidate, option) ``pairs``
+    of ``fmt`` over every finite block: ``(len(pairs), points)``, one column per class of ``amax``. Exact:
+    the codes change only at the rule's thresholds, and every threshold and its float neighbours are tried."""
     from .quantize import _round_table, _scale_ceil, _scale_ocp
 
     sf = fmt.scale
-    tables = [(_round_table(fmt, c, j), scaled_geometry(fmt, c, frac_bits).top_exp)
-              for c in range(len(fmt.elements)) for j in range(max(fmt.recycle_options, 1))]
+    tables = [_round_table(fmt, c, j) for c, j in pairs]
     values = sf.code_values()[: sf.max_code + 1]
     points = [0.0, 2.0**-149, float(np.finfo(np.float64).max)]
-    for t, _ in tables:
+    for t in tables:
         for v in values * t.max_elem:
             points += [v, np.nextafter(v, 0.0), np.nextafter(v, np.inf)]
         points += [float(2.0**e) for e in range(-149, 128)]
     amax = np.unique(np.array(points, dtype=np.float64))
-    units = np.stack([((_scale_ocp(fmt, amax, t) if fmt.rule == "ocp" else _scale_ceil(fmt, amax, t)) >> sf.mbits)
-                      + top for t, top in tables])
+    return np.stack([(_scale_ocp(fmt, amax, t) if fmt.rule == "ocp" else _scale_ceil(fmt, amax, t)) >> sf.mbits
+                     for t in tables])
+
+
+def scaled_unit_span(fmt: BlockFormat, frac_bits: int | None = None) -> int:
+    """The largest difference, over every finite block, between the unit exponents of two pairs of
+    policy ``scaled`` (``field + t``: the hardware shifts a pair's error left by twice its difference
+    to the least before comparing), from :func:`scale_fields`."""
+    frac_bits = scaled_frac_bits(fmt) if frac_bits is None else frac_bits
+    pairs = [(c, j) for c in range(len(fmt.elements)) for j in range(max(fmt.recycle_options, 1))]
+    tops = np.array([scaled_geometry(fmt, c, frac_bits).top_exp for c, _ in pairs])[:, None]
+    units = scale_fields(fmt, pairs) + tops
     return int(np.max(units - units.min(axis=0)))
 
 

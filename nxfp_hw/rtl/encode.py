@@ -14,6 +14,7 @@ error hardware therefore scales with ``lanes``, not with ``k``.
 
 from __future__ import annotations
 
+import numpy as np
 from amaranth.hdl import Array, C, Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -24,6 +25,7 @@ from ..golden.select import (
     DEFAULT_SELECT,
     SELECT_POLICIES,
     check_select,
+    scale_fields,
     scaled_delta_constants,
     scaled_delta_plan,
     scaled_geometry,
@@ -167,13 +169,18 @@ class EncodeUnit(wiring.Component):
         self._work_layout = data.StructLayout({
             "values": data.ArrayLayout(in_width, fmt.k), "special": 1, "scales": scales,
             "kshift": data.ArrayLayout(signed(12), len(self._round_groups)), "kx": signed(12),
+            "sshift": data.ArrayLayout(self._shared["s_width"] if self._shared else 1, len(self._round_groups)),
             "palign": data.ArrayLayout(signed(12), npairs)})
         common = {"scales": scales, "special": 1, "last": 1}
         codes = data.ArrayLayout(data.ArrayLayout(self._code_width, lanes), npairs)
         # After the alignment shifts: per rounding group and lane y, sticky, overflow (spec 5.3).
         # (policy scaled: y keeps the metric's extra fraction bits, so y is also xf, derived after the register)
         align = dict(common, sign=data.ArrayLayout(1, lanes))
-        for gi, ((c, _), (_, width, _)) in enumerate(self._round_groups.items()):
+        if self._shared:  # one aligned value per lane, each group's shift from it (_plan_shared_shift)
+            align.update(z=data.ArrayLayout(self._shared["z_width"], lanes), zsticky=data.ArrayLayout(1, lanes),
+                         zovf=data.ArrayLayout(1, lanes),
+                         sshift=data.ArrayLayout(self._shared["s_width"], len(self._round_groups)))
+        for gi, ((c, _), (_, width, _)) in enumerate(() if self._shared else self._round_groups.items()):
             align[f"y{gi}"] = data.ArrayLayout(width + self._extra_bits(c), lanes)
             align[f"sticky{gi}"] = data.ArrayLayout(1, lanes)
             align[f"ovf{gi}"] = data.ArrayLayout(1, lanes)
@@ -182,8 +189,11 @@ class EncodeUnit(wiring.Component):
             align["align"] = data.ArrayLayout(signed(12), npairs)
         self._align_layout = data.StructLayout(align)
         rounded = dict(common, codes=codes)
+        if many and self._scaled and self._shared:  # the shared aligned value: each group's xf after the register
+            rounded.update({k: align[k] for k in ("z", "zsticky", "zovf", "sshift")})
         if many and self._scaled:  # |x| in each rounding group's metric units; the levels follow from the codes
-            rounded["xf"] = data.ArrayLayout(data.ArrayLayout(self._xf_width, lanes), len(self._round_groups))
+            if not self._shared:
+                rounded["xf"] = data.ArrayLayout(data.ArrayLayout(self._xf_width, lanes), len(self._round_groups))
             if not self._delta:
                 rounded["levels"] = data.ArrayLayout(data.ArrayLayout(self._level_width, lanes), npairs)
         elif many:
@@ -249,6 +259,31 @@ class EncodeUnit(wiring.Component):
         self._level_width = max(max(t.levels) for _, _, tabs in self._round_groups.values()
                                 for t in tabs.values()).bit_length()
         self._plan_entries()
+        self._shared = self._plan_shared_shift()
+
+    def _plan_shared_shift(self) -> dict | None:
+        """One alignment shifter per lane for every rounding group, where the groups' shifts differ by a few
+        bits only: group ``g`` aligns by ``kshift[g] = C_g - field_g`` (``C_g`` its constant, ``field_g`` its
+        scale group's exponent field), so ``kshift[g] - kshift[0]`` takes the few values that the fields'
+        difference takes over every block (:func:`~nxfp_hw.golden.select.scale_fields`, exact). The shifter
+        aligns to the finest group (``top`` bits beyond group 0); group ``g`` takes that value right-shifted
+        by ``s_g`` in ``[smin_g, smax_g]`` (a block constant), its sticky and overflow from the bits below and
+        above. Returns ``None`` (a shifter per group) for one group or a span beyond 3."""
+        groups = list(self._round_groups.items())
+        if len(groups) < 2:
+            return None
+        rep = {mx: (c, j) for c, j, mx, _ in reversed(self._pairs)}  # each scale group's first pair (_beat_scales)
+        fields = scale_fields(self.fmt, [rep[maxe] for (_, maxe), _ in groups])
+        const = np.array([frac + self._extra_bits(c) for (c, _), (frac, _, _) in groups])
+        d = (const - const[0])[:, None] - (fields - fields[0])  # kshift[g] - kshift[0] over every block
+        top = int(d.max())
+        smin, smax = top - d.max(axis=1), top - d.min(axis=1)
+        if int(np.max(smax - smin)) > 3:
+            return None
+        widths = [width + self._extra_bits(c) for (c, _), (_, width, _) in groups]
+        return {"top": top, "smin": [int(v) for v in smin], "smax": [int(v) for v in smax], "widths": widths,
+                "z_width": max(w + int(v) for w, v in zip(widths, smax, strict=True)),
+                "s_width": max(1, int(np.max(smax - smin)).bit_length())}
 
     def _plan_entries(self) -> None:
         """The error paths of the selection policy (golden/select.py): ``(candidate, option, max_elem,
@@ -450,7 +485,7 @@ class EncodeUnit(wiring.Component):
                 m.d.sync += work.scales[g].eq(s)
             m.d.sync += self._block_constants(m, ef, scales, work)
         piece = {"values": [work.values[n] for n in range(lanes)], "special": work.special, "scales": work.scales,
-                 "last": last, "kshift": work.kshift, "kx": work.kx, "palign": work.palign}
+                 "last": last, "kshift": work.kshift, "kx": work.kx, "palign": work.palign, "sshift": work.sshift}
         return busy, piece, ready
 
     def _block_constants(self, m: Module, ef: Value, scales: list[Value], work) -> list:
@@ -465,9 +500,18 @@ class EncodeUnit(wiring.Component):
         ef_top = Signal(signed(10), name="ef_top")  # max(ef_amax, 1): alignment exponent + 127
         m.d.comb += ef_top.eq(Mux(ef == 0, 1, ef))
         out = [work.kx.eq((F - 23 + 24) - ef_top)]
-        for gi, ((c, maxe), (frac, _, _)) in enumerate(self._round_groups.items()):
+        shared = self._shared
+        kshift = []
+        for (c, maxe), (frac, _, _) in self._round_groups.items():
             g = self._scale_groups.index(maxe)
-            out.append(work.kshift[gi].eq((sf.bias + b + frac + self._extra_bits(c) - 150 + 24) - field[g]))
+            kshift.append((sf.bias + b + frac + self._extra_bits(c) - 150 + 24, field[g]))
+        if shared:  # the shifter aligns to the finest group; group gi takes s = top - (kshift[gi] - kshift[0])
+            (c0, f0), top = kshift[0], shared["top"]
+            out.append(work.kshift[0].eq((c0 + top) - f0))
+            for gi, (cg, fg) in enumerate(kshift):
+                out.append(work.sshift[gi].eq((top - cg + c0 - shared["smin"][gi]) + fg - f0))
+        else:
+            out += [work.kshift[gi].eq(cg - fg) for gi, (cg, fg) in enumerate(kshift)]
         if self._scaled:
             return out
         prod = self._level_width + b + 1
@@ -496,7 +540,14 @@ class EncodeUnit(wiring.Component):
                 r, _, _ = shift_floor(m, sig, e + s["kx"], lo=-24, hi=F - 23, width=F + 1, name=f"xf{n}",
                                       biased=True)
                 m.d.comb += p.xf[n].eq(r)
-        for gi, ((c, maxe), (_, width, _)) in enumerate(self._round_groups.items()):
+        if self._shared:  # one shifter per lane (_plan_shared_shift); the groups' shifts come after the register
+            zw = self._shared["z_width"]
+            m.d.comb += p.sshift.eq(s["sshift"])
+            for n, (e, sig) in enumerate(elems):
+                z, sticky, ovf = shift_floor(m, sig, e + s["kshift"][0], lo=-24, hi=zw, width=zw, name=f"z{n}",
+                                             biased=True)
+                m.d.comb += [p.z[n].eq(z), p.zsticky[n].eq(sticky), p.zovf[n].eq(ovf)]
+        for gi, ((c, maxe), (_, width, _)) in enumerate(() if self._shared else self._round_groups.items()):
             g = self._scale_groups.index(maxe)
             extra = self._extra_bits(c)  # policy scaled: more fraction bits for its metric
             for n, (e, sig) in enumerate(elems):
@@ -505,6 +556,26 @@ class EncodeUnit(wiring.Component):
                 m.d.comb += [p[f"y{gi}"][n].eq(y), p[f"sticky{gi}"][n].eq(sticky), p[f"ovf{gi}"][n].eq(ovf)]
         if many and not self._scaled:
             m.d.comb += p.align.eq(s["palign"])
+
+    def _group_aligned(self, a, gi: int, n: int) -> tuple[Value, Value, Value]:
+        """``(y, sticky, overflow)`` of rounding group ``gi`` and lane ``n`` from the align register: its own
+        shifter's, or (:meth:`_plan_shared_shift`) the lane's shared value ``z`` right-shifted by the block's
+        ``s_g``, the bits shifted out joining the sticky and those above the group's width the overflow."""
+        if not self._shared:
+            return a[f"y{gi}"][n], a[f"sticky{gi}"][n], a[f"ovf{gi}"][n]
+        z, width = a.z[n], self._shared["widths"][gi]
+        lo, hi = self._shared["smin"][gi], self._shared["smax"][gi]
+        outs = [(z[s:s + width], z[:s].any() if s else C(0, 1), z[s + width:].any() if s + width < len(z) else C(0, 1))
+                for s in range(lo, hi + 1)]
+        pick = a.sshift[gi][: max(1, (hi - lo).bit_length())]
+        y, sticky, ovf = (Array([o[i] for o in outs])[pick] if len(outs) > 1 else outs[0][i] for i in range(3))
+        return y, a.zsticky[n] | sticky, a.zovf[n] | ovf
+
+    def _xf(self, c: int, y: Value, ovf: Value) -> Value:
+        """Policy ``scaled``: ``xf = min(floor(|x| / u), 2^Wx - 1)`` (golden/select.py) of candidate ``c`` from
+        its group's aligned value ``y`` (the rounding's bits and ``shift`` more) and overflow."""
+        geo = scaled_geometry(self.fmt, c, self._frac_bits)
+        return Mux(ovf, (1 << geo.x_width) - 1, y if geo.shift >= 0 else y[-geo.shift:])
 
     def _extra_bits(self, c: int) -> int:
         """Fraction bits the alignment of candidate ``c`` keeps beyond its rounding's: policy ``scaled``
@@ -522,6 +593,8 @@ class EncodeUnit(wiring.Component):
         many = len(self._pairs) > 1
         man = [a.scales[g][:b] for g in range(len(self._scale_groups))]
         m.d.comb += [p.scales.eq(a.scales), p.special.eq(a.special), p.last.eq(a.last)]
+        if many and self._scaled and self._shared:
+            m.d.comb += [p.z.eq(a.z), p.zsticky.eq(a.zsticky), p.zovf.eq(a.zovf), p.sshift.eq(a.sshift)]
         if many and not self._scaled:
             m.d.comb += [p.xf.eq(a.xf), p.align.eq(a.align)]
         idx = {}
@@ -529,11 +602,9 @@ class EncodeUnit(wiring.Component):
             g = self._scale_groups.index(maxe)
             extra = self._extra_bits(c)
             for n in range(self.lanes):
-                y, sticky, ovf = a[f"y{gi}"][n], a[f"sticky{gi}"][n], a[f"ovf{gi}"][n]
-                if many and self._scaled:  # xf = min(floor(|x| / u), 2^Wx - 1) (golden/select.py)
-                    geo = scaled_geometry(fmt, c, self._frac_bits)
-                    xf = y if geo.shift >= 0 else y[-geo.shift:]
-                    m.d.comb += p.xf[gi][n].eq(Mux(ovf, (1 << geo.x_width) - 1, xf))
+                y, sticky, ovf = self._group_aligned(a, gi, n)
+                if many and self._scaled and not self._shared:
+                    m.d.comb += p.xf[gi][n].eq(self._xf(c, y, ovf))
                 if extra:  # the rounding's own bits; the metric's extra ones count as sticky
                     y, sticky = y[extra:], sticky | y[:extra].any()
                 for ti, (r, tab) in enumerate(tabs.items()):
@@ -595,7 +666,11 @@ class EncodeUnit(wiring.Component):
                 prod = Signal(len(lv) + b + 1, name=f"xq{pi}_{n}")
                 m.d.comb += prod.eq(lv * Cat(man, C(1, 1)) if b else lv)
                 yf = prod << geo.shift if geo.shift >= 0 else prod[-geo.shift:]
-                xf = r.xf[gi][n][: geo.x_width]
+                if self._shared:
+                    y_g, _, ovf = self._group_aligned(r, gi, n)
+                    xf = self._xf(c, y_g, ovf)
+                else:
+                    xf = r.xf[gi][n][: geo.x_width]
                 w = max(len(yf), len(xf)) + 1
                 d = Signal(w, name=f"d{pi}_{n}")
                 m.d.comb += d.eq(Mux(xf >= yf, xf - yf, yf - xf))
