@@ -166,11 +166,11 @@ class EncodeUnit(wiring.Component):
         # The work register also keeps the block's alignment constants (spec 5.3, 5.4), computed once
         # per block: per rounding group the shift of an element's exponent into the scale's units, the
         # shift into the metric's units and per pair the shift of its levels to them.
-        self._work_layout = data.StructLayout({
-            "values": data.ArrayLayout(in_width, fmt.k), "special": 1, "scales": scales,
-            "kshift": data.ArrayLayout(signed(12), len(self._round_groups)), "kx": signed(12),
-            "sshift": data.ArrayLayout(self._shared["s_width"] if self._shared else 1, len(self._round_groups)),
-            "palign": data.ArrayLayout(signed(12), npairs)})
+        work = {"values": data.ArrayLayout(in_width, fmt.k), "special": 1, "scales": scales,
+                "kshift": data.ArrayLayout(signed(12), len(self._round_groups)), "kx": signed(12)}
+        if self._shared:  # each group's shift from the shared aligned value (_plan_shared_shift)
+            work["sshift"] = data.ArrayLayout(self._shared["s_width"], len(self._round_groups))
+        self._work_layout = data.StructLayout(dict(work, palign=data.ArrayLayout(signed(12), npairs)))
         common = {"scales": scales, "special": 1, "last": 1}
         codes = data.ArrayLayout(data.ArrayLayout(self._code_width, lanes), npairs)
         # After the alignment shifts: per rounding group and lane y, sticky, overflow (spec 5.3).
@@ -485,7 +485,9 @@ class EncodeUnit(wiring.Component):
                 m.d.sync += work.scales[g].eq(s)
             m.d.sync += self._block_constants(m, ef, scales, work)
         piece = {"values": [work.values[n] for n in range(lanes)], "special": work.special, "scales": work.scales,
-                 "last": last, "kshift": work.kshift, "kx": work.kx, "palign": work.palign, "sshift": work.sshift}
+                 "last": last, "kshift": work.kshift, "kx": work.kx, "palign": work.palign}
+        if self._shared:
+            piece["sshift"] = work.sshift
         return busy, piece, ready
 
     def _block_constants(self, m: Module, ef: Value, scales: list[Value], work) -> list:
