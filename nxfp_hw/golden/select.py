@@ -63,7 +63,7 @@ from ..errors import UserError
 from ..formats import BlockFormat
 from .hw_metric import block_error_hw
 
-__all__ = ["DEFAULT_SELECT", "SCALED_FRAC_BITS", "SCALED_GUARD_BITS", "SELECTIONS", "SELECT_POLICIES", "ScaledGeometry",
+__all__ = ["DEFAULT_SELECT", "SCALED_GUARD_BITS", "SELECTIONS", "SELECT_POLICIES", "ScaledGeometry",
            "SelectError", "SelectPolicy", "check_select", "quantize_blocks_hits", "quantize_blocks_scaled",
            "scale_fields", "scaled_delta_constants", "scaled_delta_plan", "scaled_frac_bits", "scaled_geometry",
            "scaled_pair_keys", "scaled_unit_span", "select_metric"]
@@ -99,8 +99,6 @@ class SelectPolicy:
 #: ``F`` of policy ``scaled`` is the element width plus this (docs/encoder.md "The default metric": every preset
 #: stays within 0.5 % of the float64 choice on both measured tensors; one bit fewer costs up to 3 %).
 SCALED_GUARD_BITS = 3
-#: ``F`` of policy ``scaled`` on 6-bit elements (nxfp6), kept for callers of the earlier fixed ``F``.
-SCALED_FRAC_BITS = 9
 
 
 def scaled_frac_bits(fmt: BlockFormat) -> int:
