@@ -245,3 +245,32 @@ def test_report_section(tmp_path):
         assert files == [tmp_path / "select.png"] and files[0].stat().st_size > 0
     none, md, files = policy_section(tmp_path, tmp_path / "missing.json")
     assert none is None and "bench_encoder.py" in md and files == []
+
+
+@pytest.mark.parametrize("name", ["nxfp4", "nxfp5", "nxfp6", "elem=E2M1|E1M2,scale=E8M0,k=32,rule=ocp"])
+def test_shared_shift_covers_every_block(name):
+    """One alignment shifter per lane serves every candidate (EncodeUnit._plan_shared_shift): each group's
+    shift relative to group 0 must lie in the planned range for every block. ``scale_fields`` enumerates the
+    classes of ``amax``; here random ``amax`` over the whole float32 range, and the exact thresholds with
+    their float neighbours, are scored by the golden scale rule itself, independently of that enumeration."""
+    from nxfp_hw.golden.quantize import _round_table, _scale_ceil, _scale_ocp
+
+    fmt = PRESETS[name] if name in PRESETS else parse_format(name)
+    dut = EncodeUnit(fmt, lanes=8)
+    plan = dut._shared
+    assert plan is not None, "every preset with two candidates shares one shifter"
+    rng = rng_for(f"test_shared_shift_covers_every_block[{name}]")
+    amax = np.ldexp(rng.uniform(1.0, 2.0, 200_000), rng.integers(-149, 128, 200_000))
+    sf = fmt.scale
+    groups = list(dut._round_groups.items())
+    tables = [_round_table(fmt, c, 0) for (c, _), _ in groups]
+    edges = np.concatenate([sf.code_values()[: sf.max_code + 1] * t.max_elem for t in tables])
+    edges = edges[np.isfinite(edges) & (edges > 0) & (edges < 3.4e38)]
+    amax = np.concatenate([amax, edges, np.nextafter(edges, 0), np.nextafter(edges, np.inf), [0.0]])
+    rule = _scale_ocp if fmt.rule == "ocp" else _scale_ceil
+    fields = [rule(fmt, amax, t) >> sf.mbits for t in tables]
+    const = [frac + dut._extra_bits(c) for (c, _), (frac, _, _) in groups]
+    for g in range(1, len(groups)):
+        s = plan["top"] - ((const[g] - const[0]) - (fields[g] - fields[0]))  # the right shift of group g
+        assert plan["smin"][g] <= s.min() and s.max() <= plan["smax"][g], (g, s.min(), s.max(), plan)
+        assert plan["z_width"] >= plan["widths"][g] + s.max()
