@@ -559,10 +559,11 @@ class EncodeUnit(wiring.Component):
         if many and not self._scaled:
             m.d.comb += p.align.eq(s["palign"])
 
-    def _group_aligned(self, a, gi: int, n: int) -> tuple[Value, Value, Value]:
+    def _group_aligned(self, m: Module, a, gi: int, n: int, name: str) -> tuple[Value, Value, Value]:
         """``(y, sticky, overflow)`` of rounding group ``gi`` and lane ``n`` from the align register: its own
         shifter's, or (:meth:`_plan_shared_shift`) the lane's shared value ``z`` right-shifted by the block's
-        ``s_g``, the bits shifted out joining the sticky and those above the group's width the overflow."""
+        ``s_g``, the bits shifted out joining the sticky and those above the group's width the overflow
+        (Signals named ``name``: an ``Array`` proxy used in comparisons would be copied into every one)."""
         if not self._shared:
             return a[f"y{gi}"][n], a[f"sticky{gi}"][n], a[f"ovf{gi}"][n]
         z, width = a.z[n], self._shared["widths"][gi]
@@ -570,7 +571,9 @@ class EncodeUnit(wiring.Component):
         outs = [(z[s:s + width], z[:s].any() if s else C(0, 1), z[s + width:].any() if s + width < len(z) else C(0, 1))
                 for s in range(lo, hi + 1)]
         pick = a.sshift[gi][: max(1, (hi - lo).bit_length())]
-        y, sticky, ovf = (Array([o[i] for o in outs])[pick] if len(outs) > 1 else outs[0][i] for i in range(3))
+        y, sticky, ovf = Signal(width, name=f"{name}_y"), Signal(name=f"{name}_sticky"), Signal(name=f"{name}_ovf")
+        for i, sig in enumerate((y, sticky, ovf)):
+            m.d.comb += sig.eq(Array([o[i] for o in outs])[pick] if len(outs) > 1 else outs[0][i])
         return y, a.zsticky[n] | sticky, a.zovf[n] | ovf
 
     def _xf(self, c: int, y: Value, ovf: Value) -> Value:
@@ -604,7 +607,7 @@ class EncodeUnit(wiring.Component):
             g = self._scale_groups.index(maxe)
             extra = self._extra_bits(c)
             for n in range(self.lanes):
-                y, sticky, ovf = self._group_aligned(a, gi, n)
+                y, sticky, ovf = self._group_aligned(m, a, gi, n, name=f"g{gi}_{n}")
                 if many and self._scaled and not self._shared:
                     m.d.comb += p.xf[gi][n].eq(self._xf(c, y, ovf))
                 if extra:  # the rounding's own bits; the metric's extra ones count as sticky
@@ -669,7 +672,7 @@ class EncodeUnit(wiring.Component):
                 m.d.comb += prod.eq(lv * Cat(man, C(1, 1)) if b else lv)
                 yf = prod << geo.shift if geo.shift >= 0 else prod[-geo.shift:]
                 if self._shared:
-                    y_g, _, ovf = self._group_aligned(r, gi, n)
+                    y_g, _, ovf = self._group_aligned(m, r, gi, n, name=f"xg{pi}_{n}")
                     xf = self._xf(c, y_g, ovf)
                 else:
                     xf = r.xf[gi][n][: geo.x_width]
