@@ -570,7 +570,10 @@ class EncodeUnit(wiring.Component):
         lo, hi = self._shared["smin"][gi], self._shared["smax"][gi]
         outs = [(z[s:s + width], z[:s].any() if s else C(0, 1), z[s + width:].any() if s + width < len(z) else C(0, 1))
                 for s in range(lo, hi + 1)]
-        pick = a.sshift[gi][: max(1, (hi - lo).bit_length())]
+        bits = max(1, (hi - lo).bit_length())
+        pick = a.sshift[gi][:bits]
+        if len(outs) > 1:  # a full case (the block constant never exceeds hi - lo)
+            outs += [outs[-1]] * ((1 << bits) - len(outs))
         y, sticky, ovf = Signal(width, name=f"{name}_y"), Signal(name=f"{name}_sticky"), Signal(name=f"{name}_ovf")
         for i, sig in enumerate((y, sticky, ovf)):
             m.d.comb += sig.eq(Array([o[i] for o in outs])[pick] if len(outs) > 1 else outs[0][i])
