@@ -99,7 +99,8 @@ def test_hits_reference():
 def test_scaled_reference(name):
     """Policy ``scaled`` against a per-block reference in exact rationals, written from its definition
     (docs/encoder.md): each pair quantized alone; per candidate the symmetric rounding's error in its own
-    scale's units plus, for each option, the hits it cannot code (``delta^2 + 2 delta t``); least ``E u^2``."""
+    scale's units plus, for each option, the hits it cannot code (``(delta - |D|)^2`` instead of ``D^2``); least
+    ``E u^2``."""
     from fractions import Fraction
 
     from nxfp_hw.golden.select import scaled_delta_plan, scaled_geometry
@@ -139,8 +140,10 @@ def test_scaled_reference(name):
                     low = abs(other) / scale
                     delta = abs(r - low) * scale / unit
                     assert delta.denominator == 1
-                    t = (1 if low < r else -1) * (1 if d > 0 else -1 if d < 0 else 0) * dc
-                    extra[0 if neg else 1] += int(delta) ** 2 + 2 * int(delta) * t
+                    # the metric counts (delta - |D|)^2 for it: its distance to `other` unless beyond |R|
+                    if abs(Fraction(xv)) <= r * scale:
+                        assert abs(xf - int(abs(other) / unit)) == int(delta) - dc, f"block {b}, element {i}"
+                    extra[0 if neg else 1] += (int(delta) - dc) ** 2 - dc * dc
             for j in range(2):
                 key = (e_sym + extra[j]) * unit * unit
                 if best is None or key < best[0]:

@@ -38,13 +38,13 @@ choice, named for the CLI (``--select``) and for :class:`nxfp_hw.rtl.encode.Enco
     (ties to the lowest selector, then option). ``Wx`` and ``Wd`` (:func:`scaled_geometry`) only clip
     elements beyond the top level (a block whose scale saturates). Hardware: ``xf`` is the rounding's
     own aligned value (no per-element shifter), ``yf`` a constant shift of ``level * (2^b + M)``, and
-    ``|D|`` is narrow (6 bits for nxfp4 instead of 10). Where the recycling options are ``+r``/``-r``
+    ``|D|`` is narrow (5 bits for nxfp4 instead of 10). Where the recycling options are ``+r``/``-r``
     (:func:`scaled_delta_plan`: every preset) one error path per candidate serves both options: the error
     of the *symmetric* rounding (each element rounded as by the option whose ``R`` has its sign) plus, for
-    each element rounding to ``|R|`` with the sign whose ``R`` the option lacks, ``delta^2 + 2 delta t``
-    (``delta``: the distance from ``|R|`` to that element's level without ``R``, in units; ``t = D`` when
-    that level lies below ``|R|``, else ``-D``, with ``|D|`` clipped as above). This is the option's own
-    error exactly unless a clipped ``|D|`` is involved. Name ``"hw-scaled"``.
+    each element rounding to ``|R|`` with the sign whose ``R`` the option lacks, ``delta^2 - 2 delta |D|``
+    (``delta``: the distance from ``|R|`` to that element's level without ``R``, in units; ``|D|`` clipped as
+    above), so that element counts ``(delta - |D|)^2``, its distance to that level. This is the option's own
+    error exactly unless the element lies beyond ``|R|`` (a block whose scale saturates). Name ``"hw-scaled"``.
 
 Single-pair formats (every MX preset) have nothing to select: every policy gives the same bits there,
 and asking for one by name is refused (:func:`check_select`).
@@ -99,6 +99,16 @@ class SelectPolicy:
 #: ``F`` of policy ``scaled`` is the element width plus this (docs/encoder.md "The default metric": every preset
 #: stays within 0.5 % of the float64 choice on both measured tensors; one bit fewer costs up to 3 %).
 SCALED_GUARD_BITS = 3
+
+
+def _resolve_frac_bits(fmt: BlockFormat, frac_bits: int | None) -> int:
+    """``frac_bits``, or policy ``scaled``'s own ``F`` of ``fmt`` when ``None``."""
+    return scaled_frac_bits(fmt) if frac_bits is None else frac_bits
+
+
+def _top_exp(fmt: BlockFormat, cand: int) -> int:
+    """``t = floor(log2 max_elem)`` of candidate ``cand`` (its largest ``max_elem`` over the options)."""
+    return int(np.floor(np.log2(max(fmt.max_element(cand, j) for j in range(max(fmt.recycle_options, 1))))))
 
 
 def scaled_frac_bits(fmt: BlockFormat) -> int:
@@ -223,7 +233,8 @@ class ScaledGeometry:
     ``shift``: ``F - t - frac - b``, so ``xf = floor(y * 2^shift)`` (``shift > 0``: the alignment keeps
     ``shift`` more bits); ``x_width``: ``Wx = width + shift``; ``d_width``: ``Wd``, the bits of the
     largest ``|D|`` of an element inside the candidate's range (the half gap between levels or the
-    overhang beyond a sign's top level, at the largest ``2^b + M``), plus one for the floors."""
+    overhang beyond a sign's top level, at the largest ``2^b + M``), plus one for the floors; with a
+    :func:`scaled_delta_plan` only the symmetric rounding's levels count (the one rounding measured)."""
 
     frac: int
     width: int
@@ -237,7 +248,7 @@ class ScaledGeometry:
 def scaled_geometry(fmt: BlockFormat, cand: int, frac_bits: int | None = None) -> ScaledGeometry:
     """The :class:`ScaledGeometry` of candidate ``cand`` of ``fmt`` (shared by the golden model and the
     RTL encoder, so both clip at the same widths)."""
-    frac_bits = scaled_frac_bits(fmt) if frac_bits is None else frac_bits
+    frac_bits = _resolve_frac_bits(fmt, frac_bits)
     from .quantize import _round_table
 
     b = fmt.scale.mbits
@@ -248,17 +259,22 @@ def scaled_geometry(fmt: BlockFormat, cand: int, frac_bits: int | None = None) -
     p_max = (1 << (b + 1)) - 1  # the largest 2^b + M
     width = (p_max * max(int(q * 2**frac) for q in mids)).bit_length()
     maxe = max(fmt.max_element(cand, j) for j in options)
-    top_exp = int(np.floor(np.log2(maxe)))
+    top_exp = _top_exp(fmt, cand)
     shift = frac_bits - top_exp - frac - b
     if fmt.rule == "ocp":  # OCP scales leave |x| / X below 2^(emax_elem + 1)
         reach = Fraction(2) ** (max(fmt.emax_element(cand, j) for j in options) + 1)
     else:
         reach = Fraction(maxe)
+    plan = scaled_delta_plan(fmt, frac_bits)
+    if plan is None:  # every pair measured on its own: both signs of every option's levels
+        sides = [side for t in tables for side in (t.values[t.values >= 0], -t.values[t.values <= 0])]
+    else:  # only the symmetric rounding is measured: each sign rounds with the option whose R has that sign
+        jp, jn = plan[cand]
+        sides = [tables[jp].values[tables[jp].values >= 0], -tables[jn].values[tables[jn].values <= 0]]
     gap = Fraction(0)
-    for t in tables:
-        for side in (t.values[t.values >= 0], -t.values[t.values <= 0]):
-            lv = sorted({Fraction(float(v)) for v in side})
-            gap = max([gap, reach - lv[-1]] + [(hi - lo) / 2 for lo, hi in zip(lv[:-1], lv[1:], strict=True)])
+    for side in sides:
+        lv = sorted({Fraction(float(v)) for v in side})
+        gap = max([gap, reach - lv[-1]] + [(hi - lo) / 2 for lo, hi in zip(lv[:-1], lv[1:], strict=True)])
     d_units = gap * p_max / 2**b * Fraction(2) ** (frac_bits - top_exp)
     d_width = (int(d_units) + 1).bit_length()
     return ScaledGeometry(frac, width, top_exp, shift, width + shift, d_width)
@@ -271,7 +287,7 @@ def scaled_delta_plan(fmt: BlockFormat, frac_bits: int | None = None) -> tuple[t
     has two options ``+r``/``-r`` of one ``max_elem``, the levels without ``R`` next to ``|R|`` lie at one
     distance (or ``|R|`` is above the top level), and ``|R|`` and those levels are whole numbers of the
     metric's unit at every NanoMantissa value (so ``yf`` needs no floor there)."""
-    frac_bits = scaled_frac_bits(fmt) if frac_bits is None else frac_bits
+    frac_bits = _resolve_frac_bits(fmt, frac_bits)
     if not fmt.recycling or fmt.recycle_options != 2:
         return None
     b = fmt.scale.mbits
@@ -283,7 +299,7 @@ def scaled_delta_plan(fmt: BlockFormat, frac_bits: int | None = None) -> tuple[t
         r, lo, hi = _recycled_neighbours(fmt, c)
         if hi is not None and hi - r != r - lo:
             return None
-        top = scaled_geometry(fmt, c, frac_bits).top_exp
+        top = _top_exp(fmt, c)
         for v in (r, lo) if hi is None else (r, lo, hi):
             for p in range(1 << b, 1 << (b + 1)):
                 if (v * p * Fraction(2) ** (frac_bits - top - b)).denominator != 1:
@@ -300,21 +316,15 @@ def _recycled_neighbours(fmt: BlockFormat, cand: int) -> tuple[Fraction, Fractio
     return r, max(v for v in mags if v < r), min((v for v in mags if v > r), default=None)
 
 
-def scaled_delta_constants(fmt: BlockFormat, cand: int,
-                           frac_bits: int | None = None) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def scaled_delta_constants(fmt: BlockFormat, cand: int, frac_bits: int | None = None) -> tuple[int, ...]:
     """For a format with a :func:`scaled_delta_plan`: candidate ``cand``'s ``delta`` in metric units at every
-    ``2^b + M`` (the distance from ``|R|`` to the levels without ``R`` next to it), and per magnitude code
-    (the positive half of the element codes) whether its level lies below ``|R|`` (0 for a non-finite code).
-    The RTL encoder builds its correction from these."""
-    frac_bits = scaled_frac_bits(fmt) if frac_bits is None else frac_bits
+    ``2^b + M`` (the distance from ``|R|`` to the levels without ``R`` next to it). The RTL encoder builds its
+    correction from these."""
+    frac_bits = _resolve_frac_bits(fmt, frac_bits)
     b = fmt.scale.mbits
     r, lo, _hi = _recycled_neighbours(fmt, cand)
-    unit = Fraction(2) ** (frac_bits - scaled_geometry(fmt, cand, frac_bits).top_exp - b)
-    deltas = tuple(int((r - lo) * p * unit) for p in range(1 << b, 1 << (b + 1)))
-    elem = fmt.elements[cand]
-    half = elem.code_values()[: 1 << (elem.width - 1)]
-    below = tuple(int(bool(np.isfinite(v)) and abs(Fraction(float(v))) < r) for v in half)
-    return deltas, below
+    unit = Fraction(2) ** (frac_bits - _top_exp(fmt, cand) - b)
+    return tuple(int((r - lo) * p * unit) for p in range(1 << b, 1 << (b + 1)))
 
 
 def scale_fields(fmt: BlockFormat, pairs: list[tuple[int, int]]) -> np.ndarray:
@@ -340,7 +350,7 @@ def scaled_unit_span(fmt: BlockFormat, frac_bits: int | None = None) -> int:
     """The largest difference, over every finite block, between the unit exponents of two pairs of
     policy ``scaled`` (``field + t``: the hardware shifts a pair's error left by twice its difference
     to the least before comparing), from :func:`scale_fields`."""
-    frac_bits = scaled_frac_bits(fmt) if frac_bits is None else frac_bits
+    frac_bits = _resolve_frac_bits(fmt, frac_bits)
     pairs = [(c, j) for c in range(len(fmt.elements)) for j in range(max(fmt.recycle_options, 1))]
     tops = np.array([scaled_geometry(fmt, c, frac_bits).top_exp for c, _ in pairs])[:, None]
     units = scale_fields(fmt, pairs) + tops
@@ -353,7 +363,7 @@ def scaled_pair_keys(fmt: BlockFormat, x: np.ndarray, frac_bits: int | None = No
     ``(keys, headers, codes, bad)``: ``keys`` ``(n, pairs)`` float64 holding the exact integers
     ``error * 4^(unit - least unit)`` (below ``2^53``), per pair its headers ``(n,)`` and codes ``(n, k)``,
     and ``bad`` the blocks holding NaN or Inf (their keys are meaningless)."""
-    frac_bits = scaled_frac_bits(fmt) if frac_bits is None else frac_bits
+    frac_bits = _resolve_frac_bits(fmt, frac_bits)
     from .quantize import _round_table, _round_to_table, _scale_ceil, _scale_ocp
 
     if fmt.rule == "search":
@@ -390,7 +400,7 @@ def scaled_pair_keys(fmt: BlockFormat, x: np.ndarray, frac_bits: int | None = No
                 pairs.append((hdr, codes, np.sum(dc * dc, axis=1), unit))
             continue
         # One symmetric rounding (each element rounded as by the option whose R has its sign), corrected for
-        # the hits (elements rounding to R) an option cannot code: + (delta^2 + 2 delta t) each.
+        # the hits (elements rounding to R) an option cannot code: + (delta^2 - 2 delta |D|) each.
         jp, jn = plan[cand]
         r = abs(float(fmt.recycling[cand][jp]))
         d = np.where(neg, opts[jn][3], opts[jp][3])
@@ -399,10 +409,8 @@ def scaled_pair_keys(fmt: BlockFormat, x: np.ndarray, frac_bits: int | None = No
         rcode = fmt.elements[cand].negative_zero_code
         hit = np.where(neg, opts[jn][1], opts[jp][1]) == rcode
         low = np.abs(np.where(neg, opts[jp][2], opts[jn][2]))  # the level without R of each element
-        below = low < r
-        tt = np.where(below, 1, -1) * np.sign(d) * dc
-        delta = np.ldexp(np.where(below, r - low, low - r) * opts[jp][5], -opts[jp][4][:, None])  # exact
-        corr = np.where(hit, delta * delta + 2 * delta * tt, 0).astype(np.int64)
+        delta = np.ldexp(np.abs(r - low) * opts[jp][5], -opts[jp][4][:, None])  # exact
+        corr = np.where(hit, delta * delta - 2 * delta * dc, 0).astype(np.int64)  # dc^2 + corr = (delta - dc)^2
         unit = opts[jp][4]
         for j, (hdr, codes, *_rest) in enumerate(opts):
             uncodable = neg if j == jp else ~neg  # hits of the sign whose R the option lacks
@@ -417,7 +425,7 @@ def quantize_blocks_scaled(fmt: BlockFormat, x: np.ndarray,
     """Policy ``scaled`` on blocks ``x`` float64 ``(n, k)``: ``(headers (n,), codes (n, k))`` int64 (module
     doc): every pair rounded as spec 5.2-5.3 ask, its error in its own scale's units, the least
     ``error * u^2`` wins, ties to the lowest selector, then option."""
-    frac_bits = scaled_frac_bits(fmt) if frac_bits is None else frac_bits
+    frac_bits = _resolve_frac_bits(fmt, frac_bits)
     keys, headers, codes, bad = scaled_pair_keys(fmt, x, frac_bits)
     best = np.argmin(keys, axis=1)  # the first of the least: ties to the lowest selector, then option
     rows = np.arange(x.shape[0])

@@ -207,8 +207,7 @@ class EncodeUnit(wiring.Component):
             diff = dict(common, codes=codes, dabs=data.ArrayLayout(data.ArrayLayout(dw, lanes), npairs))
             # The error of a slice in carry-save form: the accumulator adds both words.
             slice_ = dict(common, codes=codes, sum=data.ArrayLayout(ew, npairs), carry=data.ArrayLayout(ew, npairs))
-            if self._delta:  # the sign of D, and per sign the slice's correction sum of the hits (_corrections)
-                diff["dneg"] = data.ArrayLayout(data.ArrayLayout(1, lanes), npairs)
+            if self._delta:  # per sign the slice's correction sum of the hits (_corrections)
                 slice_["hits_t"] = data.ArrayLayout(self._hit_sum_width, len(self._pairs))
                 slice_["hits_n"] = data.ArrayLayout(self.lanes.bit_length(), len(self._pairs))
             self._diff_layout = data.StructLayout(diff)
@@ -324,21 +323,14 @@ class EncodeUnit(wiring.Component):
     def _plan_delta(self) -> None:
         """Policy ``scaled`` with one error path per candidate (``golden.select.scaled_delta_plan``): per
         candidate ``delta[P]``, the distance in metric units between ``|R|`` and the levels without ``R`` next
-        to it at ``2^b + M = P``, and per magnitude code without ``R`` whether its level lies below ``|R|``."""
+        to it at ``2^b + M = P``."""
         fmt = self.fmt
-        k = fmt.k
-        self._delta_const, self._below = [], []
         dmax = (1 << self._d_width) - 1
-        worst = 0
-        for c in range(len(fmt.elements)):
-            deltas, below = scaled_delta_constants(fmt, c, self._frac_bits)
-            self._delta_const.append(deltas)
-            self._below.append(below)
-            worst = max(worst, max(d * d + 2 * d * dmax for d in deltas))
-        # a pair's block error: each element adds at most dmax^2, plus delta^2 + 2 delta dmax for a hit the
-        # pair cannot code (never below 0: dc^2 + delta^2 + 2 delta t >= (dc - delta)^2)
-        self._pair_width = (k * (dmax * dmax + worst)).bit_length()
-        self._hit_sum_width = (self.lanes * dmax).bit_length() + 1  # a slice's signed sum of t
+        self._delta_const = [scaled_delta_constants(fmt, c, self._frac_bits) for c in range(len(fmt.elements))]
+        # a pair's block error: each element adds dc^2 <= dmax^2, or (delta - dc)^2 for a hit the pair cannot code
+        worst = max([dmax, *(d for ds in self._delta_const for d in ds)])
+        self._pair_width = (fmt.k * worst * worst).bit_length()
+        self._hit_sum_width = (self.lanes * dmax).bit_length()  # a slice's sum of |D| over the hits of a sign
         self._error_width = self._pair_width  # the carry-save words wrap modulo 2^width: the pairs' width
         self._key_width = self._pair_width + 2 * self._unit_span
 
@@ -683,8 +675,6 @@ class EncodeUnit(wiring.Component):
                 d = Signal(w, name=f"d{pi}_{n}")
                 m.d.comb += d.eq(Mux(xf >= yf, xf - yf, yf - xf))
                 m.d.comb += p.dabs[pi][n].eq(Mux(d > top, top, d))
-                if self._delta:
-                    m.d.comb += p.dneg[pi][n].eq(xf < yf)
 
     def _level(self, c: int, maxe: float, word: Value) -> Value:
         """The level of the symmetric rounding (``|R|`` on both signs) from its code word (the code without
@@ -716,44 +706,34 @@ class EncodeUnit(wiring.Component):
 
     def _corrections(self, m: Module, y, p) -> None:
         """Policy ``scaled``, one path per candidate: per pair the slice's hits of the sign whose ``R`` the
-        pair lacks, as their count ``n`` and their sum ``S`` of ``t`` (``t = D`` when the level without ``R``
-        lies below ``|R|``, else ``-D``; two's complement). The pair's accumulator adds ``n delta^2 + 2 delta
-        S`` (:meth:`_correction_rows`; golden ``scaled_pair_keys``)."""
+        pair lacks, as their count ``n`` and their sum ``S`` of ``|D|``. The pair's accumulator adds
+        ``n delta^2 - 2 delta S`` (:meth:`_correction_rows`; golden ``scaled_pair_keys``): each such hit then
+        counts ``(delta - |D|)^2``, its distance to its level without ``R``."""
         w = self.fmt.element_width
         sw = self._hit_sum_width
-        lanes = []  # per entry and lane: (hit, sign, t)
-        for pi, (c, *_rest) in enumerate(self._entries):
-            below = self._below[c]
-            mine = []
-            for n in range(self.lanes):
-                word = y.codes[pi][n]
-                is_below = _rom(below, 1, word[: w - 1])
-                mag = y.dabs[pi][n]
-                t = Signal(signed(sw), name=f"t{pi}_{n}")
-                m.d.comb += t.eq(Mux(y.dneg[pi][n] ^ ~is_below, -mag, mag))
-                mine.append((word[w], word[w - 1], t))
-            lanes.append(mine)
         for i, (c, j, _maxe, _r) in enumerate(self._pairs):
             lacks_neg = j == self._option_pos[c]  # the option with +R lacks -R: its negative hits
-            mask = [hit & (sign if lacks_neg else ~sign) for hit, sign, _ in lanes[c]]
-            rows = [Mux(mk, t, 0).as_unsigned() for mk, (_, _, t) in zip(mask, lanes[c], strict=True)]
-            cs, cc = csa_sum(m, [r[:sw] for r in rows], sw, name=f"hits_t{i}")
+            words = [y.codes[c][n] for n in range(self.lanes)]
+            mask = [wd[w] & (wd[w - 1] if lacks_neg else ~wd[w - 1]) for wd in words]
+            rows = [Mux(mk, y.dabs[c][n], 0) for n, mk in enumerate(mask)]
+            cs, cc = csa_sum(m, rows, sw, name=f"hits_t{i}")
             m.d.comb += [p.hits_t[i].eq(cs + cc), p.hits_n[i].eq(sum(mask))]
 
     def _correction_rows(self, m: Module, pair: int, n: Value, total: Value, scales) -> list[Value]:
-        """Rows whose sum modulo ``2^pair_width`` is ``n delta^2 + 2 delta S`` for pair ``pair`` (``S`` =
-        ``total`` two's complement), ``delta`` by the block's NanoMantissa: per bit of the constants a
-        shifted copy of ``n`` or ``S``, kept when that bit is set in the block's constant."""
+        """Rows whose sum modulo ``2^pair_width`` is ``n delta^2 - 2 delta S`` for pair ``pair`` (``S`` =
+        ``total``), ``delta`` by the block's NanoMantissa: per bit of the constants a shifted copy of ``n`` or
+        of ``~S`` (``-S = ~S + 1``: the ones join a constant row), kept when that bit is set in the block's
+        constant."""
         fmt = self.fmt
         b = fmt.scale.mbits
         pw = self._pair_width
         c, _j, maxe, _r = self._pairs[pair]
         man = scales[self._scale_groups.index(maxe)][:b]
-        s_ext = Signal(signed(pw), name=f"hits_s{pair}")
-        m.d.comb += s_ext.eq(total.as_signed())
+        s_inv = Signal(pw, name=f"hits_s{pair}")
+        m.d.comb += s_inv.eq(~Cat(total, C(0, pw - len(total))))
+        deltas = self._delta_const[c]
         rows = []
-        for value, consts in ((n, [d * d for d in self._delta_const[c]]),
-                              (s_ext.as_unsigned(), [2 * d for d in self._delta_const[c]])):
+        for value, consts in ((n, [d * d for d in deltas]), (s_inv, [2 * d for d in deltas])):
             for bit in range(max(consts).bit_length()):
                 on = [(k >> bit) & 1 for k in consts]
                 if not any(on):
@@ -761,6 +741,8 @@ class EncodeUnit(wiring.Component):
                 row = (value << bit)[:pw]
                 keep = C(1, 1) if all(on) else (_rom(on, 1, man) if b else C(on[0], 1))
                 rows.append(Mux(keep, row, 0))
+        twice = [(2 * d) % (1 << pw) for d in deltas]  # the +1 of each -S row: 2 delta in all
+        rows.append(C(twice[0], pw) if len(set(twice)) == 1 else _rom(twice, pw, man))
         return rows
 
     def _back(self, m: Module, valid: Value, p, ready: Signal, out_valid: Signal, out, out_ready: Value) -> None:
