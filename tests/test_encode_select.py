@@ -99,8 +99,8 @@ def test_hits_reference():
 def test_scaled_reference(name):
     """Policy ``scaled`` against a per-block reference in exact rationals, written from its definition
     (docs/encoder.md): each pair quantized alone; per candidate the symmetric rounding's error in its own
-    scale's units plus, for each option, the hits it cannot code (``(delta - |D|)^2`` instead of ``D^2``); least
-    ``E u^2``."""
+    scale's units plus, for each option, the hits it cannot code (``(delta - |D|)^2`` instead of ``D^2``, or
+    ``floor(delta^2 / 2)`` more where ``|R|`` lies above the top level); least ``E u^2``."""
     from fractions import Fraction
 
     from nxfp_hw.golden.select import scaled_delta_plan, scaled_geometry
@@ -143,7 +143,10 @@ def test_scaled_reference(name):
                     # the metric counts (delta - |D|)^2 for it: its distance to `other` unless beyond |R|
                     if abs(Fraction(xv)) <= r * scale:
                         assert abs(xf - int(abs(other) / unit)) == int(delta) - dc, f"block {b}, element {i}"
-                    extra[0 if neg else 1] += (int(delta) - dc) ** 2 - dc * dc
+                    # ... or, with |R| above the candidate's top level, its expected value delta^2 / 2 (floored)
+                    above_top = all(abs(v) < r for v in fmt.elements[c].code_values() if np.isfinite(v))
+                    charge = int(delta) ** 2 // 2 if above_top else (int(delta) - dc) ** 2 - dc * dc
+                    extra[0 if neg else 1] += charge
             for j in range(2):
                 key = (e_sym + extra[j]) * unit * unit
                 if best is None or key < best[0]:

@@ -43,8 +43,12 @@ choice, named for the CLI (``--select``) and for :class:`nxfp_hw.rtl.encode.Enco
     of the *symmetric* rounding (each element rounded as by the option whose ``R`` has its sign) plus, for
     each element rounding to ``|R|`` with the sign whose ``R`` the option lacks, ``delta^2 - 2 delta |D|``
     (``delta``: the distance from ``|R|`` to that element's level without ``R``, in units; ``|D|`` clipped as
-    above), so that element counts ``(delta - |D|)^2``, its distance to that level. This is the option's own
-    error exactly unless the element lies beyond ``|R|`` (a block whose scale saturates). Name ``"hw-scaled"``.
+    above), so that element counts ``(delta - |D|)^2``, its distance to that level: the option's own error
+    exactly unless the element lies beyond ``|R|`` (a block whose scale saturates). Where ``|R|`` lies above the
+    candidate's top level (:func:`scaled_hits_by_count`: nxfp4's E1M2, every candidate of nxfp5 and nxfp6) such
+    hits are the rare elements beyond that level, and each counts ``floor(delta^2 / 2)`` instead (the expected
+    value of ``delta^2 - 2 delta |D|`` for ``|D|`` spread evenly below ``delta / 2``): a count per option, no sum
+    of ``|D|``. Name ``"hw-scaled"``.
 
 Single-pair formats (every MX preset) have nothing to select: every policy gives the same bits there,
 and asking for one by name is refused (:func:`check_select`).
@@ -66,7 +70,7 @@ from .hw_metric import block_error_hw
 __all__ = ["DEFAULT_SELECT", "SCALED_GUARD_BITS", "SELECTIONS", "SELECT_POLICIES", "ScaledGeometry",
            "SelectError", "SelectPolicy", "check_select", "quantize_blocks_hits", "quantize_blocks_scaled",
            "scale_fields", "scaled_delta_constants", "scaled_delta_plan", "scaled_frac_bits", "scaled_geometry",
-           "scaled_pair_keys", "scaled_unit_span", "select_metric"]
+           "scaled_hits_by_count", "scaled_pair_keys", "scaled_unit_span", "select_metric"]
 
 
 class SelectError(UserError, ValueError):
@@ -308,6 +312,14 @@ def scaled_delta_plan(fmt: BlockFormat, frac_bits: int | None = None) -> tuple[t
     return tuple(plan)
 
 
+def scaled_hits_by_count(fmt: BlockFormat, cand: int) -> bool:
+    """Whether policy ``scaled`` (with a :func:`scaled_delta_plan`) charges each hit an option of candidate
+    ``cand`` cannot code ``floor(delta^2 / 2)`` (its expected extra error, ``|D|`` spread evenly below
+    ``delta / 2``) instead of the exact ``delta^2 - 2 delta |D|``: when ``|R|`` lies above the candidate's top
+    level, where the hits are the rare elements beyond that level (module doc)."""
+    return _recycled_neighbours(fmt, cand)[2] is None
+
+
 def _recycled_neighbours(fmt: BlockFormat, cand: int) -> tuple[Fraction, Fraction, Fraction | None]:
     """``(|R|, the largest level below it, the smallest above it or None)`` of candidate ``cand`` (levels
     without ``R``, option 0's ``R``)."""
@@ -410,7 +422,10 @@ def scaled_pair_keys(fmt: BlockFormat, x: np.ndarray, frac_bits: int | None = No
         hit = np.where(neg, opts[jn][1], opts[jp][1]) == rcode
         low = np.abs(np.where(neg, opts[jp][2], opts[jn][2]))  # the level without R of each element
         delta = np.ldexp(np.abs(r - low) * opts[jp][5], -opts[jp][4][:, None])  # exact
-        corr = np.where(hit, delta * delta - 2 * delta * dc, 0).astype(np.int64)  # dc^2 + corr = (delta - dc)^2
+        if scaled_hits_by_count(fmt, cand):  # |R| above the top level: floor(delta^2 / 2) per uncodable hit
+            corr = np.where(hit, np.floor(delta * delta / 2), 0).astype(np.int64)
+        else:  # dc^2 + corr = (delta - dc)^2, the distance to the level without R
+            corr = np.where(hit, delta * delta - 2 * delta * dc, 0).astype(np.int64)
         unit = opts[jp][4]
         for j, (hdr, codes, *_rest) in enumerate(opts):
             uncodable = neg if j == jp else ~neg  # hits of the sign whose R the option lacks

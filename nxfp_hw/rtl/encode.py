@@ -29,6 +29,7 @@ from ..golden.select import (
     scaled_delta_constants,
     scaled_delta_plan,
     scaled_geometry,
+    scaled_hits_by_count,
     scaled_unit_span,
 )
 from .encode_arith import (
@@ -327,6 +328,7 @@ class EncodeUnit(wiring.Component):
         fmt = self.fmt
         dmax = (1 << self._d_width) - 1
         self._delta_const = [scaled_delta_constants(fmt, c, self._frac_bits) for c in range(len(fmt.elements))]
+        self._by_count = [scaled_hits_by_count(fmt, c) for c in range(len(fmt.elements))]
         # a pair's block error: each element adds dc^2 <= dmax^2, or (delta - dc)^2 for a hit the pair cannot code
         worst = max([dmax, *(d for ds in self._delta_const for d in ds)])
         self._pair_width = (fmt.k * worst * worst).bit_length()
@@ -708,16 +710,19 @@ class EncodeUnit(wiring.Component):
         """Policy ``scaled``, one path per candidate: per pair the slice's hits of the sign whose ``R`` the
         pair lacks, as their count ``n`` and their sum ``S`` of ``|D|``. The pair's accumulator adds
         ``n delta^2 - 2 delta S`` (:meth:`_correction_rows`; golden ``scaled_pair_keys``): each such hit then
-        counts ``(delta - |D|)^2``, its distance to its level without ``R``."""
+        counts ``(delta - |D|)^2``, its distance to its level without ``R``; a candidate whose hits are counted
+        (``scaled_hits_by_count``) adds ``n floor(delta^2 / 2)``, its ``S`` stays 0."""
         w = self.fmt.element_width
         sw = self._hit_sum_width
         for i, (c, j, _maxe, _r) in enumerate(self._pairs):
             lacks_neg = j == self._option_pos[c]  # the option with +R lacks -R: its negative hits
             words = [y.codes[c][n] for n in range(self.lanes)]
             mask = [wd[w] & (wd[w - 1] if lacks_neg else ~wd[w - 1]) for wd in words]
-            rows = [Mux(mk, y.dabs[c][n], 0) for n, mk in enumerate(mask)]
-            cs, cc = csa_sum(m, rows, sw, name=f"hits_t{i}")
-            m.d.comb += [p.hits_t[i].eq(cs + cc), p.hits_n[i].eq(sum(mask))]
+            m.d.comb += p.hits_n[i].eq(sum(mask))
+            if not self._by_count[c]:
+                rows = [Mux(mk, y.dabs[c][n], 0) for n, mk in enumerate(mask)]
+                cs, cc = csa_sum(m, rows, sw, name=f"hits_t{i}")
+                m.d.comb += p.hits_t[i].eq(cs + cc)
 
     def _correction_rows(self, m: Module, pair: int, n: Value, total: Value, scales) -> list[Value]:
         """Rows whose sum modulo ``2^pair_width`` is ``n delta^2 - 2 delta S`` for pair ``pair`` (``S`` =
@@ -729,11 +734,15 @@ class EncodeUnit(wiring.Component):
         pw = self._pair_width
         c, _j, maxe, _r = self._pairs[pair]
         man = scales[self._scale_groups.index(maxe)][:b]
-        s_inv = Signal(pw, name=f"hits_s{pair}")
-        m.d.comb += s_inv.eq(~Cat(total, C(0, pw - len(total))))
         deltas = self._delta_const[c]
+        if self._by_count[c]:  # floor(delta^2 / 2) per hit
+            terms = [(n, [d * d // 2 for d in deltas])]
+        else:
+            s_inv = Signal(pw, name=f"hits_s{pair}")
+            m.d.comb += s_inv.eq(~Cat(total, C(0, pw - len(total))))
+            terms = [(n, [d * d for d in deltas]), (s_inv, [2 * d for d in deltas])]
         rows = []
-        for value, consts in ((n, [d * d for d in deltas]), (s_inv, [2 * d for d in deltas])):
+        for value, consts in terms:
             for bit in range(max(consts).bit_length()):
                 on = [(k >> bit) & 1 for k in consts]
                 if not any(on):
@@ -741,8 +750,9 @@ class EncodeUnit(wiring.Component):
                 row = (value << bit)[:pw]
                 keep = C(1, 1) if all(on) else (_rom(on, 1, man) if b else C(on[0], 1))
                 rows.append(Mux(keep, row, 0))
-        twice = [(2 * d) % (1 << pw) for d in deltas]  # the +1 of each -S row: 2 delta in all
-        rows.append(C(twice[0], pw) if len(set(twice)) == 1 else _rom(twice, pw, man))
+        if not self._by_count[c]:
+            twice = [(2 * d) % (1 << pw) for d in deltas]  # the +1 of each -S row: 2 delta in all
+            rows.append(C(twice[0], pw) if len(set(twice)) == 1 else _rom(twice, pw, man))
         return rows
 
     def _back(self, m: Module, valid: Value, p, ready: Signal, out_valid: Signal, out, out_ready: Value) -> None:
