@@ -177,6 +177,9 @@ def random_blocks(fmt, rng: np.random.Generator, n: int) -> np.ndarray:
         ("nxfp4,k=8", 2, "bf16", 0, 30),
         ("mxfp8_e4m3", 16, "fp32", 3, 10),
         ("elem=E2M1|E1M2,scale=E8M0,k=32,rule=ocp", 8, "fp32", 2, 20),  # two candidates, OCP rule, one shifter
+        # two NanoMantissa bits: four thresholds per midpoint chosen by M (round_index), one and two candidates
+        ("elem=E2M1,scale=UE4M2,k=16,rule=ceil", 4, "fp32", 2, 20),
+        ("elem=E2M1|E1M2,scale=UE4M2,k=16,rule=ceil,cr=pm", 4, "fp32", 7, 20),
         pytest.param("nxfp6", 32, "fp32", 2, 40, marks=pytest.mark.slow),
         pytest.param("mxint8", 32, "fp32", 1, 40, marks=pytest.mark.slow),
         pytest.param("nxfp5", 16, "bf16", 2, 40, marks=pytest.mark.slow),
