@@ -97,7 +97,7 @@ class SelectPolicy:
 
     def frac_bits_for(self, fmt: BlockFormat) -> int:
         """``F`` of this policy on ``fmt``: fixed, or (policy ``scaled``) :func:`scaled_frac_bits`."""
-        return scaled_frac_bits(fmt) if self.frac_bits is None else self.frac_bits
+        return _resolve_frac_bits(fmt, self.frac_bits)
 
 
 #: ``F`` of policy ``scaled`` is the element width plus this (docs/encoder.md "The default metric": every preset
